@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (see ../shared/design/architecture.md):
+//   0  pure code: WarrenCrypto, WarrenPacket, WireGuardProtocol, WarrenPolicy
+//   1  engines (I/O): WarrenLinux (+ its C shim), WireGuardDevice
+//   2  executables: warren-wireguard, warren-control
+let package = Package(
+    name: "warren",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "warren-wireguard", targets: ["warren-wireguard"]),
+        .executable(name: "warren-control", targets: ["warren-control"]),
+        .library(name: "WarrenCrypto", targets: ["WarrenCrypto"]),
+        .library(name: "WireGuardProtocol", targets: ["WireGuardProtocol"]),
+        .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    ],
+    targets: [
+        // Layer 0
+        .target(name: "WarrenCrypto", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "WarrenPacket"),
+        .target(name: "WireGuardProtocol", dependencies: [
+            "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "WarrenPolicy", dependencies: ["WarrenPacket"]),
+        // Layer 1
+        .target(name: "CWarrenLinux"),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
+        .target(name: "WireGuardDevice", dependencies: [
+            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Layer 2
+        .executableTarget(name: "warren-wireguard", dependencies: [
+            "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "warren-control", dependencies: [
+            "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Tests
+        .testTarget(name: "WarrenCryptoTests", dependencies: ["WarrenCrypto"]),
+        .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket"]),
+        .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto"]),
+        .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket"]),
+        .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol"]),
+        .testTarget(name: "InteropTests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+import WarrenPolicy
+
+print("warren-control")

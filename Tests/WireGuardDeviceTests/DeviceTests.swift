@@ -1,0 +1,6 @@
+import XCTest
+import WireGuardDevice
+
+final class DeviceTests: XCTestCase {
+    func testDefaultMTU() { XCTAssertEqual(WireGuardDeviceInfo.defaultMTU, 1420) }
+}
