@@ -26,7 +26,10 @@ let package = Package(
         .target(name: "WireGuardProtocol", dependencies: [
             "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "WarrenPolicy", dependencies: ["WarrenPacket"]),
+        .target(name: "WarrenTailcfg"),
+        .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
+        // Support for tests (bounded mutation fuzzing); never linked into a product.
+        .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
@@ -42,11 +45,11 @@ let package = Package(
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Tests
-        .testTarget(name: "WarrenCryptoTests", dependencies: ["WarrenCrypto"]),
-        .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket"]),
-        .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto"]),
-        .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket"]),
-        .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol"]),
+        .testTarget(name: "WarrenCryptoTests", dependencies: ["WarrenCrypto", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]
