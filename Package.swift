@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "WarrenCrypto", targets: ["WarrenCrypto"]),
         .library(name: "WireGuardProtocol", targets: ["WireGuardProtocol"]),
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
+        .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
+        .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -23,6 +25,9 @@ let package = Package(
         // Layer 0
         .target(name: "WarrenCrypto", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenPacket"),
+        // In-place ChaCha20-Poly1305 for the data plane over the system OpenSSL (libcrypto).
+        .systemLibrary(name: "CWarrenOpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "WarrenFastAEAD", dependencies: ["CWarrenOpenSSL"]),
         .target(name: "WireGuardProtocol", dependencies: [
             "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -41,12 +46,18 @@ let package = Package(
         .executableTarget(name: "warren-wireguard", dependencies: [
             "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "warren-crypto-bench", dependencies: [
+            "WarrenCrypto", "WarrenFastAEAD", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "WarrenFastAEADTests", dependencies: [
+            "WarrenFastAEAD", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
