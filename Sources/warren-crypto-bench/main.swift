@@ -5,6 +5,10 @@
 // Each case runs for about a quarter of a second of the measuring thread's CPU time
 // (CLOCK_THREAD_CPUTIME_ID, so other load on the machine barely matters), five times; the median
 // is printed as MB/s (10^6 bytes of plaintext per CPU-second) and microseconds per packet.
+//
+// Allocations: when the process exports a C function `unsigned long warren_malloc_count(void)`
+// (an LD_PRELOAD library that wraps malloc, calloc, realloc, posix_memalign and aligned_alloc and
+// counts the calls), each case also prints the number of allocations per packet over 1000 packets.
 
 import Crypto
 import Foundation
@@ -38,12 +42,22 @@ func measure(seconds: Double = 0.25, _ body: () -> Void) -> Double {
     return (now - start) / Double(packets)
 }
 
+typealias MallocCounter = @convention(c) () -> UInt
+let mallocCounter: MallocCounter? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "warren_malloc_count")
+    .map { unsafeBitCast($0, to: MallocCounter.self) }
+
 func report(_ name: String, _ body: () -> Void) {
     let runs = (0..<5).map { _ in measure(body) }.sorted()
     let perPacket = runs[2]
     let mbps = Double(packetSize) / perPacket / 1e6
     let padded = name.padding(toLength: 46, withPad: " ", startingAt: 0)
-    print("\(padded) \(String(format: "%8.1f", mbps)) MB/s  \(String(format: "%6.3f", perPacket * 1e6)) µs/packet")
+    var line = "\(padded) \(String(format: "%8.1f", mbps)) MB/s  \(String(format: "%6.3f", perPacket * 1e6)) µs/packet"
+    if let mallocCounter {
+        let before = mallocCounter()
+        for _ in 0..<1000 { body() }
+        line += String(format: "  %6.2f allocations/packet", Double(mallocCounter() - before) / 1000)
+    }
+    print(line)
 }
 
 var rng = SystemRandomNumberGenerator()
