@@ -58,6 +58,12 @@ public struct IPv6Header {
         public var offset: UInt16
         public var moreFragments: Bool
         public var identification: UInt32
+
+        public init(offset: UInt16, moreFragments: Bool, identification: UInt32) {
+            self.offset = offset
+            self.moreFragments = moreFragments
+            self.identification = identification
+        }
     }
 
     /// Walks Hop-by-Hop, Routing, Destination Options and Fragment headers, at most
