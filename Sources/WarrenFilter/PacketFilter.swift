@@ -153,8 +153,8 @@ public struct PacketFilter: Sendable {
         if p.dst.isMulticast { return .drop(.multicast) }
         if p.dst.isLinkLocalUnicast && p.dst != Self.cloudMetadataAddress { return .drop(.linkLocal) }
         if later { return .accept(.fragment) }
-        let local = p.version == .v4 ? local4 : local6
-        if !local.contains(AddressKey(p.dst)) { return .drop(.notLocalDestination) }
+        let isLocal = p.version == .v4 ? local4.contains(AddressKey(p.dst)) : local6.contains(AddressKey(p.dst))
+        if !isLocal { return .drop(.notLocalDestination) }
         switch p.proto {
         case .tcp:
             if !p.tcpFlags.isInitialSYN { return .accept(.tcpNonSYN) }
@@ -167,7 +167,11 @@ public struct PacketFilter: Sendable {
     }
 
     private func matchRules(_ p: PacketSummary) -> Verdict {
-        let rules = p.version == .v4 ? family4 : family6
+        p.version == .v4 ? Self.matchRules(p, family4, sourceHasCapability) : Self.matchRules(p, family6, sourceHasCapability)
+    }
+
+    private static func matchRules(_ p: PacketSummary, _ rules: borrowing FamilyRules,
+                                   _ sourceHasCapability: CapabilityTest?) -> Verdict {
         let src = AddressKey(p.src), dst = AddressKey(p.dst)
         let index: Int?
         if p.isICMP {
