@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "warren-wireguard", targets: ["warren-wireguard"]),
         .executable(name: "warren-control", targets: ["warren-control"]),
+        .executable(name: "warren-filter-bench", targets: ["warren-filter-bench"]),
         .library(name: "WarrenCrypto", targets: ["WarrenCrypto"]),
         .library(name: "WireGuardProtocol", targets: ["WireGuardProtocol"]),
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
@@ -33,6 +34,7 @@ let package = Package(
         ]),
         .target(name: "WarrenTailcfg"),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -52,6 +54,8 @@ let package = Package(
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Benchmark (run on demand): packets per second per core through parse + filter.
+        .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -63,6 +67,7 @@ let package = Package(
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]
