@@ -27,7 +27,7 @@ struct NodeBits: Sendable, Equatable {
 
 extension PolicyCompiler {
     /// Every rule that can connect two nodes: global rules, every user's autogroup:self rules,
-    /// every router's via rules. Capability-only rules do not make peers.
+    /// every router's via rules. Capability rules make peers too.
     func allMatchers() -> [CompiledRule] {
         guard policy.hasAccessRules else {
             return [CompiledRule(origin: RuleOrigin(kind: .acl, index: 0, position: SourcePosition(line: 1, column: 1)),
@@ -44,7 +44,7 @@ extension PolicyCompiler {
                 for n in tailnet.nodes where n.tags.contains(where: cu.unit.via.contains) { out += viaRules(cu, node: n) }
             }
         }
-        return out.filter { !$0.isCapRule }
+        return out
     }
 
     /// For each node, the set of peers it sees: nodes it may reach or that may reach it.
@@ -56,6 +56,7 @@ extension PolicyCompiler {
             var src = NodeBits(count: n), dst = NodeBits(count: n)
             var dstSetBuilder = IPSetBuilder()
             for d in m.dsts { dstSetBuilder.add(d.set) }
+            for g in m.capGrants { for p in g.dsts { dstSetBuilder.add(p) } }
             let dstSet = dstSetBuilder.build()
             let dstIsInternet = m.toInternet || dstSet.isSuperset(of: KnownSets.internet)
             var srcList: [Int] = [], dstList: [Int] = []

@@ -9,7 +9,6 @@ struct PolicyValidator {
     static let tailscaleCapabilityAllowlist: Set<String> = [
         "tailscale.com/cap/drive", "tailscale.com/cap/relay", "tailscale.com/cap/webui",
         "tailscale.com/cap/kubernetes", "tailscale.com/cap/tsidp", "tailscale.com/cap/secrets",
-        "tailscale.com/cap/drive-sharer", "tailscale.com/cap/relay-target",
     ]
 
     func fail(_ message: String, _ at: SourcePosition) -> PolicyError {
@@ -80,7 +79,7 @@ struct PolicyValidator {
                     throw fail("dst=\"\(d.text)\": protocol \"\(rule.proto.name)\" does not support specific ports, only \"*\" is allowed", d.position)
                 }
             }
-            try checkSelf(sources: rule.sources, destinations: dsts, wildcardAllowed: false)
+            try checkSelf(sources: rule.sources, destinations: dsts, wildcardAllowed: true)
         }
         for g in policy.grants {
             if g.ip.isEmpty && (g.app ?? [:]).isEmpty { throw fail("ip and app can not both be empty", g.position) }
