@@ -27,6 +27,8 @@ struct CompiledDestination: Sendable {
     var ip: String
     var set: IPSet
     var ports: PortRange
+    /// Part of autogroup:internet: only exit nodes receive it.
+    var isInternet = false
 }
 
 struct CompiledCapGrant: Sendable {
@@ -114,6 +116,12 @@ public struct PolicyCompiler: Sendable {
     /// when the ACL also names other kinds of destination).
     static func grantUnits(_ policy: Policy) -> [GrantUnit] {
         var out: [GrantUnit] = []
+        if !policy.hasAccessRules {
+            // Without acls and grants, Tailscale allows everything: as `{"src": ["*"], "dst": ["*:*"]}`.
+            return [GrantUnit(origin: RuleOrigin(kind: .acl, index: 0, position: SourcePosition(line: 1, column: 1)),
+                              sources: [.wildcard], destinations: [.wildcard],
+                              ip: [ProtocolPorts(proto: .any, ports: [.all])], app: nil, via: [])]
+        }
         for (i, g) in policy.grants.enumerated() {
             out.append(GrantUnit(origin: RuleOrigin(kind: .grant, index: i, position: g.position),
                                  sources: g.sources.map(\.value), destinations: g.destinations.map(\.value),
@@ -191,6 +199,11 @@ public struct PolicyCompiler: Sendable {
                         for p in ipp.ports { dsts.append(CompiledDestination(ip: "*", set: KnownSets.everything, ports: p)) }
                     case .autogroup("autogroup:internet"):
                         internet = true
+                        for text in KnownSets.internet.spanStrings {
+                            for p in ipp.ports {
+                                dsts.append(CompiledDestination(ip: text, set: KnownSets.internet, ports: p, isInternet: true))
+                            }
+                        }
                     default:
                         for prefix in resolver.resolve(d).prefixes {
                             let ip = prefix.isSingleAddress ? prefix.address.description : prefix.description
@@ -368,8 +381,11 @@ public struct PolicyCompiler: Sendable {
                 }
                 continue
             }
+            let exit = node.isExitNode
             let dsts = r.dsts.filter { d in
-                node.addresses.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
+                if d.isInternet { return exit }
+                return node.addresses.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
+                    || (exit && KnownSets.internet.isSuperset(of: d.set))
             }
             if !dsts.isEmpty {
                 var copy = r
@@ -396,9 +412,6 @@ public struct PolicyCompiler: Sendable {
     }
 
     func packetFilter(node: TailnetNode) -> [FilterRule] {
-        guard policy.hasAccessRules else {
-            return [FilterRule(srcIPs: ["*"], dstPorts: [NetPortRange(ip: "*", ports: .all)])]
-        }
         return Self.reduce(unreducedRules(for: node), for: node).map(Self.wire)
     }
 }

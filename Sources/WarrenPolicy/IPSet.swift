@@ -189,6 +189,17 @@ public struct IPSet: Hashable, Sendable {
         return out
     }
 
+    /// Each range as "first-last", as Tailscale writes autogroup:internet destinations.
+    public var spanStrings: [String] {
+        var out: [String] = []
+        for (ranges, isV6) in [(v4, false), (v6, true)] {
+            for r in ranges {
+                out.append("\(Self.address(r.lowerBound, v6: isV6))-\(Self.address(r.upperBound, v6: isV6))")
+            }
+        }
+        return out
+    }
+
     /// Every address, for small sets (single addresses of nodes); ranges are listed by their ends.
     public var addresses: [IPAddress] {
         var out: [IPAddress] = []

@@ -29,11 +29,6 @@ extension PolicyCompiler {
     /// Every rule that can connect two nodes: global rules, every user's autogroup:self rules,
     /// every router's via rules. Capability rules make peers too.
     func allMatchers() -> [CompiledRule] {
-        guard policy.hasAccessRules else {
-            return [CompiledRule(origin: RuleOrigin(kind: .acl, index: 0, position: SourcePosition(line: 1, column: 1)),
-                                 srcIPs: ["*"], srcSet: KnownSets.everything,
-                                 dsts: [CompiledDestination(ip: "*", set: KnownSets.everything, ports: .all)], proto: nil)]
-        }
         var out: [CompiledRule] = []
         for cu in units {
             out += cu.rules

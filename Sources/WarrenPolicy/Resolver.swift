@@ -12,12 +12,12 @@ enum KnownSets {
 
     static let everything = IPSet(prefixes: [IPPrefix("0.0.0.0/0")!, IPPrefix("::/0")!])
 
-    /// The public internet as Tailscale's exit nodes serve it: everything but private,
-    /// shared, link-local, multicast and Tailscale's own ranges.
+    /// The public internet as Tailscale's exit nodes serve it: IPv4 but the private, shared (CGNAT)
+    /// and link-local ranges, and IPv6 global unicast (2000::/3).
     static let internet: IPSet = {
-        let excluded = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-                        "127.0.0.0/8", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"].compactMap { IPPrefix($0) }
-        return IPSet(prefixes: [IPPrefix("0.0.0.0/0")!, IPPrefix("2000::/3")!]).subtracting(IPSet(prefixes: excluded))
+        let excluded = ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
+        return IPSet(prefixes: [IPPrefix("0.0.0.0/0")!, IPPrefix("2000::/3")!])
+            .subtracting(IPSet(prefixes: excluded.compactMap { IPPrefix($0) }))
     }()
 }
 
