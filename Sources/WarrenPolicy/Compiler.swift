@@ -146,10 +146,18 @@ public struct PolicyCompiler: Sendable {
         spec.numbers.isEmpty ? nil : spec.numbers
     }
 
-    static func srcStrings(_ set: IPSet, wildcard: Bool, dangerAll: Bool, resolver: Resolver) -> [String] {
-        if dangerAll { return ["*"] }
-        var out = set.rangeStrings
-        if wildcard { out += resolver.approvedSubnetRoutes }
+    /// SrcIPs: each source alias's own strings, in order, each string once; a wildcard source
+    /// also brings every approved subnet route. danger-all is "*".
+    static func srcStrings(_ aliases: [Alias], resolver: Resolver) -> [String] {
+        if aliases.contains(.autogroup("autogroup:danger-all")) { return ["*"] }
+        var seen = Set<String>()
+        var out: [String] = []
+        func add(_ list: [String]) { for s in list where seen.insert(s).inserted { out.append(s) } }
+        if aliases.contains(.wildcard) {
+            add(KnownSets.wildcard.rangeStrings)
+            add(resolver.approvedSubnetRoutes)
+        }
+        for a in aliases where a != .wildcard { add(resolver.sourceStrings(a)) }
         return out
     }
 
@@ -166,7 +174,7 @@ public struct PolicyCompiler: Sendable {
         if !unit.via.isEmpty {
             guard !unit.ip.isEmpty, !srcSet.isEmpty else { return cu }
             cu.isVia = true
-            cu.viaSrcIPs = srcStrings(srcSet, wildcard: hasWildcard, dangerAll: hasDangerAll, resolver: resolver)
+            cu.viaSrcIPs = srcStrings(unit.sources, resolver: resolver)
             cu.viaSrcSet = matchSet
             for d in unit.destinations {
                 if d == .autogroup("autogroup:internet") { cu.viaInternet = true; continue }
@@ -176,16 +184,7 @@ public struct PolicyCompiler: Sendable {
         }
 
         guard !unit.sources.isEmpty, !unit.destinations.isEmpty else { return cu }
-        var srcIPs: [String] = []
-        if !srcSet.isEmpty {
-            srcIPs = srcStrings(srcSet, wildcard: hasWildcard, dangerAll: hasDangerAll, resolver: resolver)
-            if hasWildcard && !hasDangerAll {
-                var seen = Set(srcIPs)
-                for (alias, set) in zip(unit.sources, cu.resolvedSources) where alias != .wildcard {
-                    for s in set.rangeStrings where seen.insert(s).inserted { srcIPs.append(s) }
-                }
-            }
-        }
+        let srcIPs = srcSet.isEmpty ? [] : srcStrings(unit.sources, resolver: resolver)
         let others = unit.destinations.filter { !$0.isAutogroupSelf }
         cu.hasSelf = others.count != unit.destinations.count
 
@@ -290,7 +289,7 @@ public struct PolicyCompiler: Sendable {
         }
         let srcSet = srcBuilder.build()
         guard !srcSet.isEmpty else { return [] }
-        let srcIPs = srcSet.rangeStrings
+        let srcIPs = srcSet.addresses.map(\.description)
         var out: [CompiledRule] = []
         for ipp in cu.unit.ip {
             var dsts: [CompiledDestination] = []

@@ -8,6 +8,8 @@ public enum Alias: Hashable, Sendable, CustomStringConvertible {
     case wildcard
     /// A user by login (`alice@example.com`, or `alice@` for a bare name).
     case user(String)
+    /// Every user whose login is in a domain: `user:*@example.com` (the domain is stored).
+    case userDomain(String)
     case group(String)
     case tag(String)
     /// A name from `hosts`.
@@ -23,6 +25,7 @@ public enum Alias: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .wildcard: return "*"
+        case .userDomain(let d): return "user:*@" + d
         case .user(let s), .group(let s), .tag(let s), .host(let s), .ipset(let s), .autogroup(let s): return s
         case .prefix(let p): return p.isSingleAddress ? p.address.description : p.description
         case .range(let a, let b): return "\(a)-\(b)"
@@ -42,6 +45,11 @@ public enum Alias: Hashable, Sendable, CustomStringConvertible {
             return .range(a, b)
         }
         if s == "*" { return .wildcard }
+        if s.hasPrefix("user:") {
+            let rest = s.dropFirst("user:".count)
+            if rest.hasPrefix("*@") { return rest.count > 2 ? .userDomain(String(rest.dropFirst(2))) : nil }
+            return rest.contains("@") ? .user(String(rest)) : nil
+        }
         if s.contains("@") { return .user(s) }
         if s.hasPrefix("group:") { return .group(s) }
         if s.hasPrefix("tag:") { return .tag(s) }

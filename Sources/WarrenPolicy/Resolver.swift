@@ -61,6 +61,14 @@ struct Resolver: Sendable {
     func nodeIndexes(for alias: Alias) -> [Int]? {
         switch alias {
         case .user(let u): return userNames(u).flatMap { nodesByUser[$0] ?? [] }
+        case .userDomain(let domain):
+            var out: [Int] = []
+            for u in tailnet.users {
+                guard let at = u.email.lastIndex(of: "@"), u.email[u.email.index(after: at)...].lowercased() == domain.lowercased()
+                else { continue }
+                out += nodesByUser[u.name] ?? []
+            }
+            return out
         case .group(let g):
             var out: [Int] = []
             for member in policy.groups[g] ?? [] { out += userNames(member).flatMap { nodesByUser[$0] ?? [] } }
@@ -91,6 +99,16 @@ struct Resolver: Sendable {
         case .autogroup("autogroup:internet"): b.add(KnownSets.internet)
         default: break
         }
+    }
+
+    /// The alias as Tailscale lists it in SrcIPs: each node address on its own, other sets as ranges.
+    func sourceStrings(_ alias: Alias) -> [String] {
+        if let nodes = nodeIndexes(for: alias) {
+            var b = IPSetBuilder()
+            add(nodes: nodes, to: &b)
+            return b.build().addresses.map(\.description)
+        }
+        return resolve(alias).rangeStrings
     }
 
     func resolve(_ alias: Alias) -> IPSet {
