@@ -78,8 +78,12 @@ public struct CompileOptions: Sendable {
     /// The control server URL that `check` SSH actions delegate to.
     public var controlURL: String
 
-    public init(controlURL: String = "https://unused") {
+    /// Whether advertised routes that autoApprovers approve count as approved.
+    public var applyAutoApprovers: Bool
+
+    public init(controlURL: String = "https://unused", applyAutoApprovers: Bool = true) {
         self.controlURL = controlURL
+        self.applyAutoApprovers = applyAutoApprovers
     }
 }
 
@@ -94,10 +98,21 @@ public struct PolicyCompiler: Sendable {
     let needsPerNode: Bool
     let indexByName: [String: Int]
 
-    public init(policy: Policy, tailnet: Tailnet, options: CompileOptions = CompileOptions()) {
+    public init(policy: Policy, tailnet given: Tailnet, options: CompileOptions = CompileOptions()) {
         self.policy = policy
-        self.tailnet = tailnet
         self.options = options
+        // Routes that autoApprovers approve count as approved, as they are the moment a node advertises them.
+        var tailnet = given
+        if options.applyAutoApprovers {
+            let plain = Resolver(policy: policy, tailnet: given)
+            for i in tailnet.nodes.indices {
+                for r in Self.autoApprovedRoutes(for: tailnet.nodes[i], policy: policy, resolver: plain)
+                where !tailnet.nodes[i].approvedRoutes.contains(r) {
+                    tailnet.nodes[i].approvedRoutes.append(r)
+                }
+            }
+        }
+        self.tailnet = tailnet
         let resolver = Resolver(policy: policy, tailnet: tailnet)
         self.resolver = resolver
         var units: [CompiledUnit] = []

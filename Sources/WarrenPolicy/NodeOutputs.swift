@@ -47,8 +47,6 @@ extension PolicyCompiler {
         let n = tailnet.nodes.count
         var peers = Array(repeating: NodeBits(count: n), count: n)
         let routes = tailnet.nodes.map(\.subnetRoutes)
-        // A router speaks for the subnets it advertises, approved or not, when they are a rule's source.
-        let advertised = tailnet.nodes.map { $0.advertisedRoutes.filter { !TailnetNode.isExitRoute($0) } }
         for m in allMatchers() {
             var src = NodeBits(count: n), dst = NodeBits(count: n)
             var dstSetBuilder = IPSetBuilder()
@@ -58,7 +56,7 @@ extension PolicyCompiler {
             let dstIsInternet = m.toInternet || dstSet.isSuperset(of: KnownSets.internet)
             var srcList: [Int] = [], dstList: [Int] = []
             for (i, node) in tailnet.nodes.enumerated() {
-                if node.addresses.contains(where: m.srcSet.contains) || advertised[i].contains(where: m.srcSet.overlaps) {
+                if node.addresses.contains(where: m.srcSet.contains) || routes[i].contains(where: m.srcSet.overlaps) {
                     src.insert(i); srcList.append(i)
                 }
                 if node.addresses.contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
@@ -185,10 +183,15 @@ extension PolicyCompiler {
 
     /// The node's advertised routes that autoApprovers approve.
     public func autoApprovedRoutes(for node: TailnetNode) -> [IPPrefix] {
+        Self.autoApprovedRoutes(for: node, policy: policy, resolver: resolver)
+    }
+
+    static func autoApprovedRoutes(for node: TailnetNode, policy: Policy, resolver: Resolver) -> [IPPrefix] {
         var out: [IPPrefix] = []
         for route in node.advertisedRoutes {
             if TailnetNode.isExitRoute(route) {
                 let set = resolver.resolve(policy.autoApproverExitNode)
+                // Exit routes need an exitNode approver; a routes entry for 0.0.0.0/0 does not approve them.
                 if node.addresses.contains(where: set.contains) { out.append(route) }
                 continue
             }
