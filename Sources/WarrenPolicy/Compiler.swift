@@ -401,7 +401,15 @@ public struct PolicyCompiler: Sendable {
                 return node.addresses.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
                     || (exit && KnownSets.internet.isSuperset(of: d.set))
             }
-            if !dsts.isEmpty {
+            // Tailscale sends a rule to a node when it names the node's IPv4 address (or a route it
+            // serves); a rule naming only the node's IPv6 address does not reach it.
+            let primary = node.addresses.filter { $0.version == .v4 }
+            let selectors = primary.isEmpty ? node.addresses : primary
+            let selected = dsts.contains { d in
+                d.isInternet || selectors.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
+                    || (exit && KnownSets.internet.isSuperset(of: d.set))
+            }
+            if selected && !dsts.isEmpty {
                 var copy = r
                 copy.dsts = dsts
                 out.append(copy)

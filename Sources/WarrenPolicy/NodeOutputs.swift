@@ -47,6 +47,11 @@ extension PolicyCompiler {
         let n = tailnet.nodes.count
         var peers = Array(repeating: NodeBits(count: n), count: n)
         let routes = tailnet.nodes.map(\.subnetRoutes)
+        // As for filters: a destination reaches a node by its IPv4 address (or any address if it has none).
+        let selectors = tailnet.nodes.map { n in
+            let v4 = n.addresses.filter { $0.version == .v4 }
+            return v4.isEmpty ? n.addresses : v4
+        }
         for m in allMatchers() {
             var src = NodeBits(count: n), dst = NodeBits(count: n)
             var dstSetBuilder = IPSetBuilder()
@@ -59,7 +64,7 @@ extension PolicyCompiler {
                 if node.addresses.contains(where: m.srcSet.contains) || routes[i].contains(where: m.srcSet.overlaps) {
                     src.insert(i); srcList.append(i)
                 }
-                if node.addresses.contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
+                if selectors[i].contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
                     || (dstIsInternet && node.isExitNode) {
                     dst.insert(i); dstList.append(i)
                 }
