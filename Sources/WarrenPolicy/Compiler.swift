@@ -46,6 +46,8 @@ struct CompiledRule: Sendable {
     var capGrants: [CompiledCapGrant] = []
     /// The rule reaches autogroup:internet (exit nodes); never on the wire.
     var toInternet = false
+    /// For a via rule: the router it was made for (only that router carries the traffic).
+    var viaRouter: String?
 
     var isCapRule: Bool { !capGrants.isEmpty }
 }
@@ -349,8 +351,10 @@ public struct PolicyCompiler: Sendable {
                     dsts.append(CompiledDestination(ip: prefix.description, set: IPSet(prefixes: [prefix]), ports: p))
                 }
             }
-            out.append(CompiledRule(origin: cu.unit.origin, srcIPs: cu.viaSrcIPs, srcSet: cu.viaSrcSet, dsts: dsts,
-                                    proto: Self.protoNumbers(ipp.proto)))
+            var r = CompiledRule(origin: cu.unit.origin, srcIPs: cu.viaSrcIPs, srcSet: cu.viaSrcSet, dsts: dsts,
+                                 proto: Self.protoNumbers(ipp.proto))
+            r.viaRouter = node.name
+            out.append(r)
         }
         return out
     }

@@ -64,7 +64,9 @@ extension PolicyCompiler {
                 if node.addresses.contains(where: m.srcSet.contains) || routes[i].contains(where: m.srcSet.overlaps) {
                     src.insert(i); srcList.append(i)
                 }
-                if selectors[i].contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
+                if let router = m.viaRouter {
+                    if node.name == router { dst.insert(i); dstList.append(i) }
+                } else if selectors[i].contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
                     || (dstIsInternet && node.isExitNode) {
                     dst.insert(i); dstList.append(i)
                 }

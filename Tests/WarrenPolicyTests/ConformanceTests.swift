@@ -15,6 +15,15 @@ final class ConformanceTests: XCTestCase {
             .appendingPathComponent("shared/conformance/tailscale-policy")
     }
 
+    /// Captures that cannot be reproduced by any general rule, with the reason. The test still
+    /// checks that each of them differs only in the way described.
+    static let knownDivergences: [String: (reason: String, ourMessage: String)] = [
+        "ssh-e1": (
+            reason: "the capture's anonymizer rewrote the tailnet's real domain in the policy (to EXAMPLE.COM) but not "
+                + "in the service's message, which echoes the domain as written; no rule yields \"PASSKEY\"",
+            ourMessage: "EXAMPLE.COM is not associated with this Tailnet and cannot be used in user:*@<domain> expressions"),
+    ]
+
     struct Outcome {
         var category: String
         var id: String
@@ -49,14 +58,22 @@ final class ConformanceTests: XCTestCase {
             report += "  \(category): \(ok)/\(mine.count)\n"
         }
         report += "  total: \(passed)/\(total)\n"
+        var unexpected = 0
         for o in outcomes {
-            if let p = o.problem { report += "FAIL \(o.id): \(p)\n" }
+            guard let p = o.problem else { continue }
+            if let known = Self.knownDivergences[o.id], p.contains("message \"\(known.ourMessage)\"") {
+                report += "KNOWN \(o.id): \(known.reason)\n"
+            } else {
+                unexpected += 1
+                report += "FAIL \(o.id): \(p)\n"
+            }
         }
         print(report)
         if let path = ProcessInfo.processInfo.environment["WARREN_CONFORMANCE_REPORT"] {
             try? report.write(toFile: path, atomically: true, encoding: .utf8)
         }
-        XCTAssertEqual(passed, total, "conformance failures (see the report above)")
+        XCTAssertEqual(total, 702, "the suite holds 702 captures")
+        XCTAssertEqual(unexpected, 0, "conformance failures (see the report above)")
     }
 
     /// Returns nil when the capture is reproduced, or a short description of the first difference.
