@@ -29,6 +29,8 @@ struct CompiledDestination: Sendable {
     var ports: PortRange
     /// Part of autogroup:internet: only exit nodes receive it.
     var isInternet = false
+    /// The rule this destination came from (set when rules are merged).
+    var origin: RuleOrigin?
 }
 
 struct CompiledCapGrant: Sendable {
@@ -184,7 +186,6 @@ public struct PolicyCompiler: Sendable {
         var srcBuilder = IPSetBuilder()
         for s in cu.resolvedSources { srcBuilder.add(s) }
         let srcSet = srcBuilder.build()
-        let hasWildcard = unit.sources.contains(.wildcard)
         let hasDangerAll = unit.sources.contains(.autogroup("autogroup:danger-all"))
         let matchSet = hasDangerAll ? KnownSets.everything : srcSet
 
@@ -278,7 +279,8 @@ public struct PolicyCompiler: Sendable {
     static func merge(_ rules: [CompiledRule]) -> [CompiledRule] {
         var out: [CompiledRule] = []
         var index: [String: Int] = [:]
-        for r in rules {
+        for var r in rules {
+            for k in r.dsts.indices where r.dsts[k].origin == nil { r.dsts[k].origin = r.origin }
             if r.isCapRule { out.append(r); continue }
             let key = r.srcIPs.joined(separator: ",") + "|" + (r.proto.map { $0.map(String.init).joined(separator: ",") } ?? "nil")
             if let i = index[key] {

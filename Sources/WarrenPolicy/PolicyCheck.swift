@@ -22,11 +22,17 @@ public struct PolicyCheck: Sendable {
 
 /// Runs a policy's `tests` and `sshTests` against a tailnet: each test names a source and
 /// destinations that must (accept) or must not (deny) be reachable.
-struct PolicyTestRunner {
-    var policy: Policy
-    var tailnet: Tailnet
+public struct PolicyTestRunner: Sendable {
+    public var policy: Policy
+    public var tailnet: Tailnet
 
-    func run() -> [PolicyError] {
+    public init(policy: Policy, tailnet: Tailnet) {
+        self.policy = policy
+        self.tailnet = tailnet
+    }
+
+    /// One problem per failing test, located at the test.
+    public func run() -> [PolicyError] {
         guard !policy.tests.isEmpty || !policy.sshTests.isEmpty else { return [] }
         let compiler = PolicyCompiler(policy: policy, tailnet: tailnet)
         var failures: [PolicyError] = []
