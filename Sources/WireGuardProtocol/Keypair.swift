@@ -96,6 +96,18 @@ public final class Keypair: Sendable {
         return c
     }
 
+    /// Moves the send counter forward to `value` (never back): lets tests reach the message limits
+    /// without sending 2^60 packets.
+    func advanceSendCounter(to value: UInt64) {
+        // (A compare-exchange loop: `Atomic.max` on UInt64 was seen to compare as signed here.)
+        var current = sendCounter.load(ordering: .relaxed)
+        while current < value {
+            let (exchanged, original) = sendCounter.compareExchange(expected: current, desired: value, ordering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+    }
+
     /// Whether this keypair may still send at `now`: fewer than `REJECT_AFTER_MESSAGES` counters
     /// used and younger than `REJECT_AFTER_TIME`.
     public func canSend(now: ContinuousClock.Instant) -> Bool {

@@ -84,7 +84,7 @@ final class PeerSessionTests: XCTestCase {
         XCTAssertFalse(net.a.session.keypairs.current === keypairA)
     }
 
-    func testHandshakeRetriedEvery5SecondsWithJitterThenAbandoned() throws {
+    func testHandshakeRetriedEvery5SecondsWithJitterThenGivenUpAfterRekeyAttemptTime() throws {
         var net = Network(seed: 9)
         net.dropToB = true
         let start = net.clock.now
@@ -202,7 +202,7 @@ final class PeerSessionTests: XCTestCase {
         XCTAssertEqual(net.b.indices.count, 0)
     }
 
-    func testCookiePathUnderLoad() throws {
+    func testUnderLoadInitiationWithoutMAC2GetsCookieReplyAndRetryWithCookieIsAccepted() throws {
         var net = Network(seed: 4)
         net.b.underLoad = true
         let start = net.clock.now
@@ -215,6 +215,10 @@ final class PeerSessionTests: XCTestCase {
         // The retransmission carries MAC2 and is accepted even under load.
         net.run(until: .seconds(6), from: start)
         XCTAssertEqual(net.a.initiationTimes.count, 2)
+        XCTAssertEqual(Array(net.a.initiationsSent[0][132...]), [UInt8](repeating: 0, count: 16), "no MAC2 at first")
+        let retry = net.a.initiationsSent[1]
+        XCTAssertNotEqual(Array(retry[132...]), [UInt8](repeating: 0, count: 16), "the retry carries MAC2")
+        XCTAssertTrue(net.b.checker.checkMAC2(retry, source: Array("A".utf8), now: net.clock.now))
         XCTAssertEqual(net.b.cookieRepliesSent, 1)
         XCTAssertEqual(net.a.handshakesCompleted, 1)
         XCTAssertEqual(net.b.delivered.map { Array($0.prefix(14)) }, [ping])

@@ -55,6 +55,65 @@ final class ReplayWindowTests: XCTestCase {
         for c in (1_000_000 - ReplayWindow.windowSize)..<1_000_000 { XCTAssertTrue(w.accept(c), "\(c)") }
     }
 
+    func testAtLeast2048PacketsMayArriveInReverseOrder() {
+        var w = ReplayWindow()
+        XCTAssertGreaterThanOrEqual(ReplayWindow.windowSize, 2048, "RFC 6479 style window of at least 2048")
+        let newest: UInt64 = 3000
+        XCTAssertTrue(w.accept(newest))
+        for c in stride(from: newest - 1, through: newest - 2048, by: -1) { XCTAssertTrue(w.accept(c), "\(c)") }
+        for c in (newest - 2048)...newest { XCTAssertFalse(w.accept(c), "replay of \(c)") }
+    }
+
+    func testBlockBoundaries() {
+        var w = ReplayWindow()
+        XCTAssertTrue(w.accept(63))
+        XCTAssertTrue(w.accept(64), "the next block")
+        XCTAssertTrue(w.accept(0))
+        XCTAssertFalse(w.accept(63))
+        XCTAssertFalse(w.accept(64))
+        XCTAssertTrue(w.accept(127))
+        XCTAssertTrue(w.accept(128))
+        XCTAssertTrue(w.accept(65))
+    }
+
+    func testRingSlotReusedAfterOneTurnIsCleared() {
+        var w = ReplayWindow()
+        // 8,192 counters apart: the same bits of the same slot of the 128-block ring.
+        let turn = 128 * 64 as UInt64
+        XCTAssertTrue(w.accept(5))
+        XCTAssertTrue(w.accept(6))
+        XCTAssertTrue(w.accept(5 + turn), "the slot was cleared when the window slid over it")
+        XCTAssertTrue(w.accept(6 + turn))
+        XCTAssertFalse(w.accept(5), "more than the window behind: too old")
+        XCTAssertFalse(w.accept(6))
+        XCTAssertTrue(w.accept(6 + turn - ReplayWindow.windowSize), "the oldest counter still in the window")
+        XCTAssertFalse(w.accept(5 + turn - ReplayWindow.windowSize))
+    }
+
+    func testJumpOfExactlyTheWindowSize() {
+        var w = ReplayWindow()
+        XCTAssertTrue(w.accept(1000))
+        XCTAssertTrue(w.accept(1000 + ReplayWindow.windowSize))
+        XCTAssertFalse(w.accept(1000), "at the window's far edge, and already seen")
+        XCTAssertTrue(w.accept(1001))
+        XCTAssertFalse(w.accept(999), "one beyond the far edge")
+        XCTAssertTrue(w.accept(1002 + ReplayWindow.windowSize))
+        XCTAssertFalse(w.accept(1001), "seen, and now beyond the window")
+        XCTAssertTrue(w.accept(1002), "exactly at the far edge, not seen")
+        XCTAssertFalse(w.accept(1002))
+    }
+
+    func testFirstCounterIsZeroAndResetForgetsEverything() {
+        var w = ReplayWindow()
+        XCTAssertEqual(w.newest, 0)
+        XCTAssertTrue(w.accept(0))
+        XCTAssertFalse(w.accept(0))
+        XCTAssertTrue(w.accept(1))
+        w.reset()
+        XCTAssertTrue(w.accept(0))
+        XCTAssertTrue(w.accept(1))
+    }
+
     /// A naive model: the set of accepted counters and the newest one.
     struct Model {
         var seen = Set<UInt64>()

@@ -13,6 +13,8 @@ struct TestNode {
     var outbox: [[UInt8]] = []
     var delivered: [[UInt8]] = []
     var initiationTimes: [ContinuousClock.Instant] = []
+    /// The initiations sent, as they went on the wire.
+    var initiationsSent: [[UInt8]] = []
     var keepalivesSent = 0
     var cookieRepliesSent = 0
     var handshakesCompleted = 0
@@ -40,6 +42,7 @@ struct TestNode {
             switch action {
             case .sendHandshakeInitiation(let bytes):
                 initiationTimes.append(clock.now)
+                initiationsSent.append(bytes)
                 outbox.append(bytes)
             case .sendHandshakeResponse(let bytes):
                 outbox.append(bytes)
