@@ -150,6 +150,29 @@ final class PeerSessionLimitsTests: XCTestCase {
         XCTAssertEqual(net.a.handshakesCompleted, 2)
     }
 
+    func testSimultaneousInitiationsResolveWithinARetry() throws {
+        var net = Network(seed: 41)
+        net.b.session.endpoint = "A"
+        let start = net.clock.now
+        // Both have data at once: the initiations cross, each side answers the other's, and
+        // each response arrives for a handshake its receiver has already replaced.
+        net.a.send(ping, clock: net.clock)
+        net.b.send(pong, clock: net.clock)
+        net.flush()
+        XCTAssertEqual(net.a.initiationTimes.count, 1)
+        XCTAssertEqual(net.b.initiationTimes.count, 1)
+        XCTAssertNil(net.a.session.keypairs.current)
+        XCTAssertNil(net.b.session.keypairs.current)
+        // The first retransmission (the jitter tells them apart) completes a handshake.
+        net.run(until: .seconds(6), from: start)
+        XCTAssertEqual(net.a.initiationTimes.count + net.b.initiationTimes.count, 3, "one retry in all")
+        XCTAssertEqual(net.a.delivered.map { Array($0.prefix(4)) }, [pong])
+        XCTAssertEqual(net.b.delivered.map { Array($0.prefix(4)) }, [Array(ping.prefix(4))])
+        XCTAssertNil(net.a.session.timers.retransmitHandshakeDeadline)
+        XCTAssertNil(net.b.session.timers.retransmitHandshakeDeadline)
+        XCTAssertEqual(net.a.session.keypairs.current?.localIndex, net.b.session.keypairs.current?.remoteIndex)
+    }
+
     func testHandshakeFloodUnderLoadStillLetsThePeerThrough() throws {
         var net = Network(seed: 31)
         net.b.underLoad = true

@@ -105,6 +105,14 @@ final class PeerSessionTests: XCTestCase {
                                     "kept trying for REKEY_ATTEMPT_TIME")
         XCTAssertLessThan(try XCTUnwrap(times.last), .seconds(100) + .milliseconds(20 * 334))
         XCTAssertEqual(net.a.gaveUp, 1)
+        // Given up at the timeout of the last retry. wireguard-go and the kernel count 18 retries
+        // (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT) and allow one more: 20 jittered timeouts in all, so
+        // the peer gives up between 100 and 106.7 s, after trying for more than REKEY_ATTEMPT_TIME.
+        let gaveUpAt = try XCTUnwrap(net.a.gaveUpTimes.first) - start
+        let timeouts = maximumHandshakeRetries + 2
+        XCTAssertGreaterThanOrEqual(gaveUpAt, WireGuardConstants.rekeyTimeout * timeouts)
+        XCTAssertLessThanOrEqual(gaveUpAt, (WireGuardConstants.rekeyTimeout
+            + .milliseconds(rekeyTimeoutJitterMaxMilliseconds)) * timeouts)
         XCTAssertTrue(net.a.staged.isEmpty, "staged packets dropped on giving up")
         XCTAssertEqual(net.a.session.timers.retransmitHandshakeDeadline, nil)
         // A new packet starts a fresh series.

@@ -19,6 +19,8 @@ struct TestNode {
     var cookieRepliesSent = 0
     var handshakesCompleted = 0
     var gaveUp = 0
+    /// When the staged packets were dropped (a handshake given up, or the keys erased).
+    var gaveUpTimes: [ContinuousClock.Instant] = []
     var underLoad = false
     var rng: SeededGenerator
 
@@ -54,6 +56,7 @@ struct TestNode {
             case .dropStagedPackets:
                 staged = []
                 gaveUp += 1
+                gaveUpTimes.append(clock.now)
             case .releaseIndex(let i):
                 indices.remove(i)
             case .handshakeCompleted:
