@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
         .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
+        .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -56,6 +57,8 @@ let package = Package(
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
+        // Benchmark (run on demand): WireGuard handshakes per second on one thread.
+        .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
