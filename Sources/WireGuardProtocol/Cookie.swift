@@ -68,11 +68,11 @@ public struct CookieChecker: Sendable {
                                    using rng: inout some RandomNumberGenerator) -> CookieReply? {
         guard let o = MACLayout.offsets(forMessageOfSize: message.count) else { return nil }
         if secretSetAt.map({ now - $0 > WireGuardConstants.cookieRefreshTime }) ?? true {
-            secret = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+            secret = KeyText.randomBytes(32, using: &rng)
             secretSetAt = now
         }
         let cookie = Noise.mac(key: secret, data: source)
-        let nonce = (0..<24).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+        let nonce = KeyText.randomBytes(24, using: &rng)
         guard let sealed = try? XChaCha20Poly1305.seal(cookie, key: cookieKey, nonce: nonce,
                                                        authenticating: Array(message[o.mac1..<o.mac2]))
         else { return nil }

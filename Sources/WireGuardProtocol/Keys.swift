@@ -63,6 +63,19 @@ enum KeyText {
         return out
     }
 
+    /// `count` random bytes, eight from each draw of `rng` (one system call per 8 bytes instead of
+    /// one per byte with `SystemRandomNumberGenerator`).
+    static func randomBytes(_ count: Int, using rng: inout some RandomNumberGenerator) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(count + 7)
+        while out.count < count {
+            let word = rng.next()
+            for shift in stride(from: 0, to: 64, by: 8) { out.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+        }
+        out.removeLast(out.count - count)
+        return out
+    }
+
     /// Compares two byte strings without an early exit.
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
@@ -112,7 +125,7 @@ public struct WireGuardPrivateKey: Sendable {
 
     /// A fresh key from `rng` (clamped as `wg genkey` does).
     public init(using rng: inout some RandomNumberGenerator) {
-        var bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+        var bytes = KeyText.randomBytes(32, using: &rng)
         bytes[0] &= 248
         bytes[31] = (bytes[31] & 127) | 64
         // 32 bytes are always accepted.
@@ -189,7 +202,7 @@ public struct WireGuardPresharedKey: Sendable, Equatable {
 
     /// A fresh random key (`wg genpsk`).
     public init(using rng: inout some RandomNumberGenerator) {
-        rawRepresentation = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+        rawRepresentation = KeyText.randomBytes(32, using: &rng)
     }
 
     public init?(base64: some StringProtocol) {

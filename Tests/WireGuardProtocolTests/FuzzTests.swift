@@ -101,3 +101,29 @@ final class FuzzTests: XCTestCase {
         XCTAssertEqual(net.b.session.endpoint, "A", "no mutated packet authenticated as the peer")
     }
 }
+
+/// The text forms of keys come from configuration input (the UAPI socket, files).
+final class KeyTextFuzzTests: XCTestCase {
+    func testKeyTextParsersNeverTrap() {
+        var rng = SeededGenerator(seed: 81)
+        let key = WireGuardPrivateKey(using: &rng)
+        let seeds = [key.hex, key.base64, key.publicKey.hex, key.publicKey.base64].map { Array($0.utf8) }
+        var parsed = 0
+        MutationFuzzer(seeds: seeds, iterations: 20_000, maximumLength: 100, seed: 0x8181).run { bytes in
+            let text = String(decoding: bytes, as: UTF8.self)
+            if let k = WireGuardPublicKey(hex: text) {
+                parsed += 1
+                XCTAssertEqual(k.hex, text.lowercased())
+            }
+            if let k = WireGuardPrivateKey(hex: text) { XCTAssertEqual(k.hex, text.lowercased()) }
+            if let k = WireGuardPresharedKey(hex: text) { XCTAssertEqual(k.hex, text.lowercased()) }
+            if let k = WireGuardPublicKey(base64: text) {
+                parsed += 1
+                XCTAssertEqual(WireGuardPublicKey(base64: k.base64), k)
+            }
+            _ = WireGuardPrivateKey(base64: text)
+            _ = WireGuardPresharedKey(base64: text)
+        }
+        XCTAssertGreaterThan(parsed, 100)
+    }
+}

@@ -24,7 +24,7 @@ final class HandshakeFuzzTests: XCTestCase {
         var checker = pair.bChecker
         var rng = SeededGenerator(seed: 710)
         var read = 0, accepted = 0, processed = 0
-        MutationFuzzer(seeds: [seed], iterations: 3_000, maximumLength: 200, seed: 0x1717).run { raw in
+        MutationFuzzer(seeds: [seed], iterations: 1_500, maximumLength: 200, seed: 0x1717).run { raw in
             let bytes = shaped(raw, type: .handshakeInitiation, size: HandshakeInitiation.size)
             if case .process = checker.screen(bytes, source: Array(raw.prefix(6)), underLoad: raw.count % 2 == 0,
                                               now: clock.now, using: &rng) {
@@ -59,7 +59,7 @@ final class HandshakeFuzzTests: XCTestCase {
         toA.addMACs(to: &seed, now: clock.now)
         let waiting = pair.a  // initiationCreated, local index 0x2222
         var accepted = 0
-        MutationFuzzer(seeds: [seed], iterations: 3_000, maximumLength: 120, seed: 0x2727).run { raw in
+        MutationFuzzer(seeds: [seed], iterations: 1_500, maximumLength: 120, seed: 0x2727).run { raw in
             var bytes = shaped(raw, type: .handshakeResponse, size: HandshakeResponse.size)
             // Mostly keep the receiver index, so that the input reaches the key exchange.
             if raw.count % 4 != 0 { bytes.replaceSubrange(8..<12, with: [0x22, 0x22, 0, 0]) }
