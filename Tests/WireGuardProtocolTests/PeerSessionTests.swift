@@ -174,11 +174,31 @@ final class PeerSessionTests: XCTestCase {
         XCTAssertEqual(net.b.keepalivesSent, 1, "B has none configured, and keepalives are not data")
     }
 
+    func testPersistentKeepaliveTurnedOffAndOnAtRuntime() throws {
+        var net = established(aPersistentKeepalive: .seconds(25))
+        let start = net.clock.now
+        let sentBefore = net.a.keepalivesSent
+        net.a.session.persistentKeepaliveInterval = .zero
+        net.run(until: .seconds(100), from: start)
+        XCTAssertEqual(net.a.keepalivesSent, sentBefore, "zero turns persistent keepalives off")
+        // Turned on again: the interval counts from the next authenticated packet.
+        net.a.session.persistentKeepaliveInterval = .seconds(15)
+        net.a.send(ping, clock: net.clock)
+        net.flush()
+        let resumed = net.clock.now
+        let dataSent = net.a.keepalivesSent
+        net.run(until: .seconds(14), from: resumed)
+        XCTAssertEqual(net.a.keepalivesSent, dataSent)
+        net.run(until: .seconds(40), from: resumed)
+        XCTAssertGreaterThanOrEqual(net.a.keepalivesSent, dataSent + 2)
+    }
+
     func testPreviousKeypairStillDecryptsAfterRekey() throws {
         var net = established()
         let old = try XCTUnwrap(net.a.session.keypairs.current)
         let inFlight1 = try XCTUnwrap(old.seal(packet: ping))
         let inFlight2 = try XCTUnwrap(old.seal(packet: pong))
+        let fromB = try XCTUnwrap(net.b.session.keypairs.current?.seal(packet: pong))
         // A rekeys after 121 s.
         net.clock.advance(.seconds(121))
         net.a.send(ping, clock: net.clock)
@@ -191,6 +211,10 @@ final class PeerSessionTests: XCTestCase {
         net.b.receive(inFlight1, from: "A", clock: net.clock)
         net.b.receive(inFlight2, from: "A", clock: net.clock)
         XCTAssertEqual(net.b.delivered.count, count + 2)
+        // And the other way: A still decrypts what B sent with the old keypair.
+        let aCount = net.a.delivered.count
+        net.a.receive(fromB, from: "B", clock: net.clock)
+        XCTAssertEqual(net.a.delivered.count, aCount + 1)
         // B answers with the new keypair, which A decrypts.
         net.b.send(pong, clock: net.clock)
         net.flush()
