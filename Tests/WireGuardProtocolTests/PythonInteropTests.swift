@@ -114,7 +114,7 @@ print('\n'.join(out))
 """#
 
     private func python(_ role: String, _ lines: [[UInt8]]) throws -> [[UInt8]] {
-        let output = try runPython(arguments: ["-c", Self.script, role],
+        let output = try Self.runPython(arguments: ["-c", Self.script, role],
                                    input: lines.map { KeyText.hex($0) }.joined(separator: "\n") + "\n")
         return try output.split(separator: "\n").map { line in
             try XCTUnwrap(Self.fromHex(String(line)), "python printed non-hex: \(line)")
@@ -134,7 +134,7 @@ print('\n'.join(out))
         return out
     }
 
-    private func runPython(arguments: [String], input: String) throws -> String {
+    static func runPython(arguments: [String], input: String) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3"] + arguments
