@@ -1,6 +1,7 @@
 import Foundation
 import WarrenPolicy
 import WarrenTailcfg
+import WarrenTestSupport
 import XCTest
 
 /// Replays what Tailscale's own service did with 702 policies (../shared/conformance/tailscale-policy,
@@ -43,6 +44,36 @@ final class ConformanceTests: XCTestCase {
         let categories = try FileManager.default.contentsOfDirectory(atPath: dir.path)
             .filter { var isDir: ObjCBool = false; return FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path, isDirectory: &isDir) && isDir.boolValue }
             .sorted()
+        try runSuite(dir: dir, categories: categories, engine: .reference)
+    }
+
+    /// The same captures through the incremental engine's full build.
+    func testConformanceOfIncrementalEngine() throws {
+        let dir = Self.dataDirectory
+        guard FileManager.default.fileExists(atPath: dir.path) else {
+            throw XCTSkip("conformance data not found at \(dir.path); skipped")
+        }
+        let categories = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+            .filter { var isDir: ObjCBool = false; return FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path, isDirectory: &isDir) && isDir.boolValue }
+            .sorted()
+        try runSuite(dir: dir, categories: categories, engine: .full)
+    }
+
+    /// The same captures, each tailnet built by joining its nodes one at a time in a shuffled order.
+    func testConformanceOfIncrementalJoins() throws {
+        let dir = Self.dataDirectory
+        guard FileManager.default.fileExists(atPath: dir.path) else {
+            throw XCTSkip("conformance data not found at \(dir.path); skipped")
+        }
+        let categories = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+            .filter { var isDir: ObjCBool = false; return FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path, isDirectory: &isDir) && isDir.boolValue }
+            .sorted()
+        try runSuite(dir: dir, categories: categories, engine: .joins)
+    }
+
+    enum Path: String { case reference = "PolicyCompiler", full = "PolicyEngine", joins = "PolicyEngine, node by node" }
+
+    func runSuite(dir: URL, categories: [String], engine: Path) throws {
         var outcomes: [Outcome] = []
         for category in categories {
             let files = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent(category).path)
@@ -50,10 +81,10 @@ final class ConformanceTests: XCTestCase {
             for file in files {
                 let data = try Data(contentsOf: dir.appendingPathComponent(category).appendingPathComponent(file))
                 let id = String(file.dropLast(5))
-                outcomes.append(Outcome(category: category, id: id, problem: Self.check(data, id: id)))
+                outcomes.append(Outcome(category: category, id: id, problem: Self.check(data, id: id, engine: engine)))
             }
         }
-        var report = "Conformance with Tailscale:\n"
+        var report = "Conformance with Tailscale (\(engine.rawValue)):\n"
         var total = 0, passed = 0
         for category in categories {
             let mine = outcomes.filter { $0.category == category }
@@ -78,7 +109,7 @@ final class ConformanceTests: XCTestCase {
     }
 
     /// Returns nil when the capture is reproduced, or a short description of the first difference.
-    static func check(_ data: Data, id: String) -> String? {
+    static func check(_ data: Data, id: String, engine: Path = .reference) -> String? {
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return "unreadable capture" }
         var policyText: String
         if let s = root["policy"] as? String {
@@ -124,8 +155,16 @@ final class ConformanceTests: XCTestCase {
         case .failure(let e): return "rejected (\(e)), but Tailscale accepted it"
         case .success(let c): checked = c
         }
-        let compiler = PolicyCompiler(policy: checked.policy, tailnet: tailnet)
-        let compiled = compiler.compileAll()
+        let compiled: [String: NodePolicy]
+        switch engine {
+        case .reference: compiled = PolicyCompiler(policy: checked.policy, tailnet: tailnet).compileAll()
+        case .full: compiled = PolicyEngine(policy: checked.policy, tailnet: tailnet).compileAll()
+        case .joins:
+            var e = PolicyEngine(policy: checked.policy, tailnet: Tailnet(users: tailnet.users, nodes: []))
+            var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: id.utf8.reduce(5381) { $0 &* 33 &+ Int($1) }))
+            for n in tailnet.nodes.shuffled(using: &rng) { e.apply(.upsert(n)) }
+            compiled = e.compileAll()
+        }
         guard let captures = root["captures"] as? [String: Any] else { return nil }
         for name in captures.keys.sorted() {
             guard let cap = captures[name] as? [String: Any] else { continue }
