@@ -378,7 +378,9 @@ public struct PolicyEngine: Sendable {
         let xSlot = slot ?? oldSlot!
         let routesChanged = live.approvedSubnetRoutes != routesBefore
         let routers = live.routers.union(routersBefore)
-        for n in involved {
+        // autogroup:self rules (filters and SSH) list the user's nodes.
+        let hasSelf = units.contains(where: \.hasSelf) || sshTouched.contains { sshStatic[$0].selfDsts }
+        for n in involved where hasSelf {
             if !n.isTagged, let u = n.user { changedSlots.formUnion(live.nodesByUser[u] ?? []) }
         }
 
@@ -388,9 +390,9 @@ public struct PolicyEngine: Sendable {
             let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { live.names(a, $0) } }
                 || (routesChanged && aliases.contains(.wildcard))
             guard depends else { continue }
-            receivers(of: u, into: &changedSlots)
+            let oldRules = units[u].rules
             recompile(u)
-            receivers(of: u, into: &changedSlots)
+            changedReceivers(old: oldRules, new: units[u].rules, into: &changedSlots)
             if !grantUnits[u].via.isEmpty { changedSlots.formUnion(routers) }
         }
 
@@ -446,16 +448,39 @@ public struct PolicyEngine: Sendable {
         return changedNames
     }
 
-    /// Adds the nodes that a unit's rules reach (as filter destinations) to `out`.
-    func receivers(of u: Int, into out: inout Set<Int>) {
-        for set in dstSets[u] {
-            if let c = live.candidateSlots(set) {
-                for s in c where live.nodes[s]!.addresses.contains(where: set.contains) { out.insert(s) }
-            } else {
-                for s in live.occupiedSlots where live.nodes[s]!.addresses.contains(where: set.contains) { out.insert(s) }
-            }
+    /// Adds the nodes whose filters a unit's recompilation can change: all that a rule reaches when its
+    /// sources or protocols changed (or it came or went), else those that the added or removed
+    /// destinations reach.
+    func changedReceivers(old: [CompiledRule], new: [CompiledRule], into out: inout Set<Int>) {
+        var delta = IPSetBuilder()
+        var any = false
+        func whole(_ r: CompiledRule) {
+            for d in r.dsts { delta.add(d.set) }
+            for g in r.capGrants { for p in g.dsts { delta.add(p) } }
+            any = true
         }
-        if !dstSets[u].isEmpty { out.formUnion(live.routers) }
+        for r in new where !old.contains(where: { $0.slot == r.slot }) { whole(r) }
+        for o in old {
+            guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
+            if o.mergeKey != r.mergeKey || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
+                whole(o); whole(r)
+                continue
+            }
+            func entries(_ x: CompiledRule) -> [String: IPSet] {
+                var m: [String: IPSet] = [:]
+                for d in x.dsts { m["\(d.ip) \(d.ports.first)-\(d.ports.last) \(d.isInternet)"] = d.set }
+                for (i, g) in x.capGrants.enumerated() { for p in g.dsts { m["cap\(i) \(p)"] = IPSet(prefixes: [p]) } }
+                return m
+            }
+            let a = entries(o), b = entries(r)
+            for (k, set) in a where b[k] == nil { delta.add(set); any = true }
+            for (k, set) in b where a[k] == nil { delta.add(set); any = true }
+        }
+        guard any else { return }
+        let set = delta.build()
+        let candidates = live.candidateSlots(set) ?? live.occupiedSlots
+        for s in candidates where live.nodes[s]?.addresses.contains(where: set.contains) == true { out.insert(s) }
+        out.formUnion(live.routers)
     }
 
     /// Compiles a unit again and refreshes its index entries and memberships. Memberships of a rule
