@@ -178,6 +178,8 @@ public struct PolicyCompiler: Sendable {
     /// also brings every approved subnet route. danger-all is "*".
     static func srcStrings<R: AliasResolving>(_ aliases: [Alias], resolver: R) -> [String] {
         if aliases.contains(.autogroup("autogroup:danger-all")) { return ["*"] }
+        // One alias: its strings are already unique.
+        if aliases.count == 1, aliases[0] != .wildcard { return resolver.sourceStrings(aliases[0]) }
         var seen = Set<String>()
         var out: [String] = []
         func add(_ list: [String]) { for s in list where seen.insert(s).inserted { out.append(s) } }
@@ -192,9 +194,14 @@ public struct PolicyCompiler: Sendable {
     static func compile<R: AliasResolving>(_ unit: GrantUnit, resolver: R) -> CompiledUnit {
         var cu = CompiledUnit(unit: unit)
         cu.resolvedSources = unit.sources.map { resolver.resolve($0) }
-        var srcBuilder = IPSetBuilder()
-        for s in cu.resolvedSources { srcBuilder.add(s) }
-        let srcSet = srcBuilder.build()
+        let srcSet: IPSet
+        if cu.resolvedSources.count == 1 {
+            srcSet = cu.resolvedSources[0]
+        } else {
+            var srcBuilder = IPSetBuilder()
+            for s in cu.resolvedSources { srcBuilder.add(s) }
+            srcSet = srcBuilder.build()
+        }
         let hasDangerAll = unit.sources.contains(.autogroup("autogroup:danger-all"))
         let matchSet = hasDangerAll ? KnownSets.everything : srcSet
 

@@ -22,10 +22,28 @@ struct LiveTailnet: AliasResolving, Sendable {
     var routers: Set<Int> = []
     var slotsByAddress: [IPAddress: [Int]] = [:]
     private(set) var approvedSubnetRoutes: [String] = []
+    /// Group names by member user name.
+    var groupsByUserName: [String: Set<String>] = [:]
+    /// Node-naming aliases the policy uses, resolved and kept up to date node by node.
+    var aliasCache: [Alias: AliasEntry] = [:]
+    /// Whether inserts and removals keep `aliasCache` current (off during a bulk load).
+    var maintainsCache = true
 
-    init(policy: Policy, users: [TailnetUser]) {
+    /// An alias's addresses as a set, as a sorted list, as SrcIPs strings, and a fingerprint of the strings.
+    struct AliasEntry: Sendable {
+        var set = IPSet()
+        var addresses: [IPAddress] = []
+        var strings: [String] = []
+        var fingerprint: UInt64 = 0
+    }
+
+    init(policy: Policy, users: [TailnetUser], cachedAliases: Set<Alias> = []) {
         self.policy = policy
         self.users = users
+        for alias in cachedAliases where Self.namesNodes(alias) { aliasCache[alias] = AliasEntry() }
+        for (g, members) in policy.groups {
+            for m in members { for name in Self.userNames(m, in: users) { groupsByUserName[name, default: []].insert(g) } }
+        }
         for u in users {
             userNamesByLogin[u.email, default: []].append(u.name)
             if u.name != u.email { userNamesByLogin[u.name, default: []].append(u.name) }
@@ -68,6 +86,11 @@ struct LiveTailnet: AliasResolving, Sendable {
             routers.insert(slot)
             refreshRoutes()
         }
+        if maintainsCache {
+            for (alias, _) in aliasCache where names(alias, n) {
+                for a in n.addresses { aliasCache[alias]!.add(a) }
+            }
+        }
         return slot
     }
 
@@ -88,6 +111,13 @@ struct LiveTailnet: AliasResolving, Sendable {
             if slotsByAddress[a]?.isEmpty == true { slotsByAddress[a] = nil }
         }
         if routers.remove(slot) != nil { refreshRoutes() }
+        if maintainsCache {
+            for (alias, _) in aliasCache where names(alias, n) {
+                for a in n.addresses where !(slotsByAddress[a] ?? []).contains(where: { names(alias, nodes[$0]!) }) {
+                    aliasCache[alias]!.drop(a)
+                }
+            }
+        }
         if !keepName {
             slotByName[n.name] = nil
             freeSlots.append(slot)
@@ -108,7 +138,38 @@ struct LiveTailnet: AliasResolving, Sendable {
         slots.sorted { nodes[$0]!.name < nodes[$1]!.name }
     }
 
+    /// Fills every cached alias from the node table (after a bulk load).
+    mutating func rebuildCaches() {
+        for alias in Array(aliasCache.keys) {
+            var e = AliasEntry()
+            e.set = resolveUncached(alias)
+            e.addresses = e.set.addresses
+            e.strings = e.addresses.map(\.description)
+            e.fingerprint = e.strings.reduce(0) { $0 &+ Self.fingerprint($1) }
+            aliasCache[alias] = e
+        }
+        maintainsCache = true
+    }
+
+    /// FNV-1a over a string's bytes; SrcIPs lists are fingerprinted by the sum over their strings.
+    static func fingerprint(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return h
+    }
+
     // MARK: aliases
+
+    static func userNames(_ token: String, in users: [TailnetUser]) -> [String] {
+        var t = token
+        if t.hasSuffix("@") { t.removeLast() }
+        var names: [String] = []
+        for u in users {
+            if u.email == t { names.append(u.name) }
+            if u.name != u.email && u.name == t { names.append(u.name) }
+        }
+        return names.count == 1 ? names : []
+    }
 
     func userNames(_ token: String) -> [String] {
         var t = token
@@ -156,7 +217,7 @@ struct LiveTailnet: AliasResolving, Sendable {
             return domainsByUserName[owner]?.contains(domain.lowercased()) == true
         case .group(let g):
             guard !n.isTagged, let owner = n.user else { return false }
-            return (policy.groups[g] ?? []).contains { userNames($0).contains(owner) }
+            return groupsByUserName[owner]?.contains(g) == true
         case .tag(let t): return n.tags.contains(t)
         case .autogroup("autogroup:member"): return !n.isTagged
         case .autogroup("autogroup:tagged"): return n.isTagged
@@ -176,6 +237,11 @@ struct LiveTailnet: AliasResolving, Sendable {
     func contains(_ aliases: [Alias], _ n: TailnetNode) -> Bool { aliases.contains { contains($0, n) } }
 
     func resolve(_ alias: Alias) -> IPSet {
+        if let e = aliasCache[alias], maintainsCache { return e.set }
+        return resolveUncached(alias)
+    }
+
+    func resolveUncached(_ alias: Alias) -> IPSet {
         var b = IPSetBuilder()
         if let slots = nodeSlots(for: alias) {
             for s in slots { for a in nodes[s]!.addresses { b.add(a) } }
@@ -192,6 +258,7 @@ struct LiveTailnet: AliasResolving, Sendable {
     }
 
     func sourceStrings(_ alias: Alias) -> [String] {
+        if let e = aliasCache[alias], maintainsCache { return e.strings }
         if nodeSlots(for: alias) != nil { return resolve(alias).addresses.map(\.description) }
         return resolve(alias).rangeStrings
     }
@@ -207,6 +274,39 @@ struct LiveTailnet: AliasResolving, Sendable {
         out.reserveCapacity(count)
         set.forEachAddress { a in if let s = slotsByAddress[a] { out += s } }
         return out
+    }
+}
+
+extension LiveTailnet.AliasEntry {
+    /// The position of `a` in the sorted address list (IPv4 before IPv6, then by value).
+    func position(of a: IPAddress) -> (index: Int, found: Bool) {
+        let key = IPSet.key(a)
+        var lo = 0, hi = addresses.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let m = IPSet.key(addresses[mid])
+            if (m.isV6 ? 1 : 0, m.1) < (key.isV6 ? 1 : 0, key.1) { lo = mid + 1 } else { hi = mid }
+        }
+        return (lo, lo < addresses.count && addresses[lo] == a)
+    }
+
+    mutating func add(_ a: IPAddress) {
+        let (i, found) = position(of: a)
+        guard !found else { return }
+        let text = a.description
+        addresses.insert(a, at: i)
+        strings.insert(text, at: i)
+        fingerprint &+= LiveTailnet.fingerprint(text)
+        set.insert(a)
+    }
+
+    mutating func drop(_ a: IPAddress) {
+        let (i, found) = position(of: a)
+        guard found else { return }
+        fingerprint &-= LiveTailnet.fingerprint(strings[i])
+        addresses.remove(at: i)
+        strings.remove(at: i)
+        set.remove(a)
     }
 }
 

@@ -25,7 +25,12 @@ public struct PolicyEngine: Sendable {
     let grantUnits: [GrantUnit]
     var units: [CompiledUnit] = []
     /// Per unit, per global rule: merge key, destination set (filter and capability), reaches the internet.
-    var keys: [[String]] = []
+    var keys: [[Int]] = []
+    /// Merge keys by fingerprint of the rule's sources and protocols.
+    var keyTable: [UInt64: [(srcIPs: [String], proto: [Int]?, id: Int)]] = [:]
+    /// How many global rules use each merge key, and each key's fingerprint (unused keys are dropped).
+    var keyUses: [Int: (count: Int, fingerprint: UInt64)] = [:]
+    var nextKey = 0
     var dstSets: [[IPSet]] = []
     var toInternet: [[Bool]] = []
     /// Per unit, per global rule: the slots in its sources and in its destinations (for peers).
@@ -51,7 +56,9 @@ public struct PolicyEngine: Sendable {
     /// An SSH rule's sources as the nodes receiving it list them.
     struct SSHSources: Sendable {
         var empty = true
-        var members: [Int] = []
+        var members: Set<Int> = []
+        /// Tagged members in name order.
+        var taggedMembers: [Int] = []
         var principalsByUser: [String: [SSHPrincipal]] = [:]
         var users: [String] = []
         var tagged: [SSHPrincipal] = []
@@ -73,12 +80,18 @@ public struct PolicyEngine: Sendable {
     public init(policy: Policy, tailnet: Tailnet, options: CompileOptions = CompileOptions()) {
         self.policy = policy
         self.options = options
-        var live = LiveTailnet(policy: policy, users: tailnet.users)
-        self.grantUnits = PolicyCompiler.grantUnits(policy)
+        let grantUnits = PolicyCompiler.grantUnits(policy)
+        var aliases = Set<Alias>()
+        for g in grantUnits { aliases.formUnion(g.sources); aliases.formUnion(g.destinations) }
+        for r in policy.ssh { aliases.formUnion(r.sources.map(\.value)) }
+        var live = LiveTailnet(policy: policy, users: tailnet.users, cachedAliases: aliases)
+        self.grantUnits = grantUnits
         self.sshStatic = policy.ssh.map { Self.sshStatic($0, users: tailnet.users, options: options) }
+        live.maintainsCache = false
         for n in tailnet.nodes {
             live.insert(Self.normalize(n, policy: policy, live: live, options: options))
         }
+        live.rebuildCaches()
         self.live = live
         rebuildAll()
     }
@@ -168,10 +181,55 @@ public struct PolicyEngine: Sendable {
     }
 
     /// Merge keys, destination sets and internet flags of a unit's global rules.
+    /// The fingerprint of a rule's merge key (its SrcIPs and protocols); a unit with one cached source
+    /// alias takes the alias's fingerprint instead of hashing every string again.
+    func keyFingerprint(_ r: CompiledRule, unit u: Int?) -> UInt64 {
+        var fp: UInt64
+        if let u, r.slot <= CompiledRule.capSlot, grantUnits[u].sources.count == 1, grantUnits[u].sources[0] != .wildcard,
+           let e = live.aliasCache[grantUnits[u].sources[0]], e.strings.count == r.srcIPs.count {
+            fp = e.fingerprint
+        } else {
+            fp = r.srcIPs.reduce(0) { $0 &+ LiveTailnet.fingerprint($1) }
+        }
+        for p in r.proto ?? [-1] { fp = (fp ^ UInt64(bitPattern: Int64(p &+ 7))) &* 0x0000_0100_0000_01B3 }
+        return fp
+    }
+
+    /// The merge key of a rule, if it is in the table.
+    func knownKey(_ r: CompiledRule, fingerprint fp: UInt64) -> Int? {
+        keyTable[fp]?.first { $0.proto == r.proto && $0.srcIPs == r.srcIPs }?.id
+    }
+
+    mutating func internKey(_ r: CompiledRule, unit u: Int) -> Int {
+        let fp = keyFingerprint(r, unit: u)
+        let id: Int
+        if let known = knownKey(r, fingerprint: fp) {
+            id = known
+        } else {
+            nextKey += 1
+            id = nextKey
+            keyTable[fp, default: []].append((r.srcIPs, r.proto, id))
+        }
+        keyUses[id, default: (0, fp)].count += 1
+        return id
+    }
+
+    mutating func releaseKey(_ id: Int) {
+        guard let use = keyUses[id] else { return }
+        if use.count > 1 {
+            keyUses[id]!.count -= 1
+            return
+        }
+        keyUses[id] = nil
+        keyTable[use.fingerprint]?.removeAll { $0.id == id }
+        if keyTable[use.fingerprint]?.isEmpty == true { keyTable[use.fingerprint] = nil }
+    }
+
     mutating func deriveRuleData(_ u: Int) {
-        var k: [String] = [], d: [IPSet] = [], t: [Bool] = []
+        if u < keys.count { for id in keys[u] where id != 0 { releaseKey(id) } }
+        var k: [Int] = [], d: [IPSet] = [], t: [Bool] = []
         for r in units[u].rules {
-            k.append(r.mergeKey)
+            k.append(r.isCapRule ? 0 : internKey(r, unit: u))
             var b = IPSetBuilder()
             for x in r.dsts { b.add(x.set) }
             for g in r.capGrants { for p in g.dsts { b.add(p) } }
@@ -320,26 +378,64 @@ public struct PolicyEngine: Sendable {
         }
     }
 
+    func sshSourcesEmpty(_ i: Int) -> Bool { sshStatic[i].sources.allSatisfy { live.resolve($0).isEmpty } }
+
     func computeSSHSources(_ i: Int) -> SSHSources {
         var out = SSHSources()
-        let set = live.resolve(sshStatic[i].sources)
-        guard !set.isEmpty else { return out }
+        guard !sshSourcesEmpty(i) else { return out }
         out.empty = false
+        let set = live.resolve(sshStatic[i].sources)
         let candidates = Set(live.candidateSlots(set) ?? live.occupiedSlots)
-        out.members = live.sortedByName(candidates.filter { live.nodes[$0]!.addresses.contains(where: set.contains) })
-        var byUser: [String: IPSetBuilder] = [:]
-        for s in out.members {
-            let n = live.nodes[s]!
-            if n.isTagged {
-                for _ in n.tags { out.tagged += n.addresses.map { SSHPrincipal(nodeIP: $0.description) } }
-            } else if let u = n.user {
-                for a in n.addresses { byUser[u, default: IPSetBuilder()].add(a) }
-            }
-        }
-        for (u, b) in byUser { out.principalsByUser[u] = b.build().addresses.map { SSHPrincipal(nodeIP: $0.description) } }
+        out.members = candidates.filter { live.nodes[$0]!.addresses.contains(where: set.contains) }
+        out.taggedMembers = live.sortedByName(out.members.filter { live.nodes[$0]!.isTagged })
+        var users = Set<String>()
+        for s in out.members { if let n = live.nodes[s], !n.isTagged, let u = n.user { users.insert(u) } }
+        for u in users { refreshPrincipals(&out, user: u) }
+        refreshOrder(&out)
+        return out
+    }
+
+    /// A user's principals: the addresses of the user's member nodes, in address order.
+    func refreshPrincipals(_ out: inout SSHSources, user: String) {
+        var b = IPSetBuilder()
+        for s in live.nodesByUser[user] ?? [] where out.members.contains(s) { for a in live.nodes[s]!.addresses { b.add(a) } }
+        let set = b.build()
+        out.principalsByUser[user] = set.isEmpty ? nil : set.addresses.map { SSHPrincipal(nodeIP: $0.description) }
+    }
+
+    /// Users by id, and tagged principals (once per tag, as Tailscale lists them) in node-name order.
+    func refreshOrder(_ out: inout SSHSources) {
         let ids = Dictionary(live.users.map { ($0.name, $0.id) }, uniquingKeysWith: { a, _ in a })
         out.users = out.principalsByUser.keys.sorted { (ids[$0] ?? 0, $0) < (ids[$1] ?? 0, $1) }
-        return out
+        out.tagged = []
+        for s in out.taggedMembers {
+            let n = live.nodes[s]!
+            for _ in n.tags { out.tagged += n.addresses.map { SSHPrincipal(nodeIP: $0.description) } }
+        }
+    }
+
+    /// Updates an SSH rule's sources for one node's change (its slot, before and after).
+    mutating func updateSSHSources(_ i: Int, slot: Int, old: TailnetNode?, new: TailnetNode?) {
+        var src = sshSources[i]
+        if sshSourcesEmpty(i) { sshSources[i] = SSHSources(); return }
+        src.empty = false
+        var users = Set<String>()
+        if let old, src.members.remove(slot) != nil {
+            src.taggedMembers.removeAll { $0 == slot }
+            if !old.isTagged, let u = old.user { users.insert(u) }
+        }
+        if let new, live.contains(sshStatic[i].sources, new) {
+            src.members.insert(slot)
+            if new.isTagged {
+                let at = src.taggedMembers.firstIndex { live.nodes[$0]!.name > new.name } ?? src.taggedMembers.count
+                src.taggedMembers.insert(slot, at: at)
+            } else if let u = new.user {
+                users.insert(u)
+            }
+        }
+        for u in users { refreshPrincipals(&src, user: u) }
+        if !users.isEmpty || old?.isTagged == true || new?.isTagged == true { refreshOrder(&src) }
+        sshSources[i] = src
     }
 
     // MARK: changes
@@ -370,7 +466,7 @@ public struct PolicyEngine: Sendable {
         for n in involved { for a in n.addresses { sharers.formUnion(live.slotsByAddress[a] ?? []) } }
         // Nodes that received the SSH rules this node is a source of, before the change.
         let sshTouched = policy.ssh.indices.filter { i in involved.contains { live.contains(sshStatic[i].sources, $0) } }
-        for i in sshTouched { changedSlots.formUnion(sshSources[i].members) }
+        for i in sshTouched where sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
 
         // The node table.
         let slot: Int?
@@ -398,8 +494,15 @@ public struct PolicyEngine: Sendable {
 
         // Memberships of the node, of nodes sharing its addresses and of routers (whose routes may meet them);
         // when the node's routes change, also of nodes inside those routes.
-        var touched = sharers.union(routers)
+        var touched = sharers
         touched.insert(xSlot)
+        let xAddresses = involved.flatMap(\.addresses)
+        for s in routers {
+            guard let n = live.nodes[s] else { touched.insert(s); continue }
+            if routesChanged || n.isExitNode || n.subnetRoutes.contains(where: { r in xAddresses.contains(where: r.contains) }) {
+                touched.insert(s)
+            }
+        }
         if routesChanged {
             let routes = involved.flatMap(\.subnetRoutes)
             for s in live.occupiedSlots where live.nodes[s]!.addresses.contains(where: { a in routes.contains { $0.contains(a) } }) {
@@ -439,8 +542,12 @@ public struct PolicyEngine: Sendable {
 
         // SSH sources that list the node.
         for i in sshTouched {
-            sshSources[i] = computeSSHSources(i)
-            changedSlots.formUnion(sshSources[i].members)
+            if sshSources[i].empty {
+                sshSources[i] = computeSSHSources(i)
+            } else {
+                updateSSHSources(i, slot: xSlot, old: oldNode, new: newNode)
+            }
+            if sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
             for s in live.occupiedSlots where live.contains(sshStatic[i].otherDsts, live.nodes[s]!) { changedSlots.insert(s) }
         }
 
@@ -527,11 +634,19 @@ public struct PolicyEngine: Sendable {
     /// The node's rules, reduced to what concerns it and merged, in the order of their first part.
     func reducedRules(_ node: TailnetNode) -> [CompiledRule] {
         let view = NodeView(node)
-        struct Part { var pos: Int; var key: String?; var rule: CompiledRule; var dsts: [CompiledDestination]; var selected: Bool }
+        struct Part { var pos: Int; var key: Int?; var rule: CompiledRule; var dsts: [CompiledDestination]; var selected: Bool }
         var parts: [Part] = []
         let stride = 1 << 16
+        var localKeys: [String: Int] = [:]
+        func key(_ r: CompiledRule) -> Int {
+            if let k = knownKey(r, fingerprint: keyFingerprint(r, unit: nil)) { return k }
+            let text = r.mergeKey
+            if let k = localKeys[text] { return k }
+            localKeys[text] = -(localKeys.count + 1)
+            return -localKeys.count
+        }
 
-        func addFiltered(_ r: CompiledRule, pos: Int, key: String) {
+        func addFiltered(_ r: CompiledRule, pos: Int, key: Int) {
             let dsts = r.dsts.filter(view.matches)
             if !dsts.isEmpty { parts.append(Part(pos: pos, key: key, rule: r, dsts: dsts, selected: dsts.contains(where: view.selects))) }
         }
@@ -573,18 +688,18 @@ public struct PolicyEngine: Sendable {
             if units[u].hasSelf, !node.isTagged, let user = node.user {
                 let same = live.sortedByName(live.nodesByUser[user] ?? []).map { live.nodes[$0]! }
                 for (j, r) in PolicyCompiler.selfRules(units[u], sameUser: same).enumerated() {
-                    if r.isCapRule { addCap(r, pos: u * stride + 20_000 + j) } else { addFiltered(r, pos: u * stride + 20_000 + j, key: r.mergeKey) }
+                    if r.isCapRule { addCap(r, pos: u * stride + 20_000 + j) } else { addFiltered(r, pos: u * stride + 20_000 + j, key: key(r)) }
                 }
             }
             if units[u].isVia {
                 for (j, r) in PolicyCompiler.viaRules(units[u], node: node).enumerated() {
-                    addFiltered(r, pos: u * stride + 40_000 + j, key: r.mergeKey)
+                    addFiltered(r, pos: u * stride + 40_000 + j, key: key(r))
                 }
             }
         }
         parts.sort { $0.pos < $1.pos }
         var out: [(rule: CompiledRule, selected: Bool)] = []
-        var groupIndex: [String: Int] = [:]
+        var groupIndex: [Int: Int] = [:]
         for p in parts {
             guard let key = p.key else { out.append((p.rule, true)); continue }
             if let g = groupIndex[key] {
