@@ -50,6 +50,8 @@ struct CompiledRule: Sendable {
     var toInternet = false
     /// For a via rule: the router it was made for (only that router carries the traffic).
     var viaRouter: String?
+    /// The sum of `LiveTailnet.fingerprint` over `srcIPs`, when the resolver knew it.
+    var srcFingerprint: UInt64?
     /// Which part of its unit the rule is: the index of its `ip` entry, or `capSlot` (+ companion index).
     var slot = 0
 
@@ -178,8 +180,7 @@ public struct PolicyCompiler: Sendable {
     /// also brings every approved subnet route. danger-all is "*".
     static func srcStrings<R: AliasResolving>(_ aliases: [Alias], resolver: R) -> [String] {
         if aliases.contains(.autogroup("autogroup:danger-all")) { return ["*"] }
-        // One alias: its strings are already unique.
-        if aliases.count == 1, aliases[0] != .wildcard { return resolver.sourceStrings(aliases[0]) }
+        if !aliases.contains(.wildcard), let fast = resolver.nodeSourceStrings(aliases) { return fast.strings }
         var seen = Set<String>()
         var out: [String] = []
         func add(_ list: [String]) { for s in list where seen.insert(s).inserted { out.append(s) } }
@@ -218,7 +219,9 @@ public struct PolicyCompiler: Sendable {
         }
 
         guard !unit.sources.isEmpty, !unit.destinations.isEmpty else { return cu }
-        let srcIPs = srcSet.isEmpty ? [] : srcStrings(unit.sources, resolver: resolver)
+        let fast = srcSet.isEmpty ? nil : resolver.nodeSourceStrings(unit.sources)
+        let srcIPs = srcSet.isEmpty ? [] : (fast?.strings ?? srcStrings(unit.sources, resolver: resolver))
+        let srcFingerprint = fast?.fingerprint
         let others = unit.destinations.filter { !$0.isAutogroupSelf }
         cu.hasSelf = others.count != unit.destinations.count
 
@@ -250,6 +253,7 @@ public struct PolicyCompiler: Sendable {
                                          proto: protoNumbers(ipp.proto))
                     r.toInternet = internet
                     r.slot = slot
+                    r.srcFingerprint = srcFingerprint
                     cu.rules.append(r)
                 }
             }

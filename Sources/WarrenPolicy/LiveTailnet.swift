@@ -34,7 +34,36 @@ struct LiveTailnet: AliasResolving, Sendable {
         var set = IPSet()
         var addresses: [IPAddress] = []
         var strings: [String] = []
+        /// Per address: its string's fingerprint, and its owner (slot * 4 + the address's index in the node).
+        var fingerprints: [UInt64] = []
+        var owners: [Int] = []
         var fingerprint: UInt64 = 0
+    }
+
+    static func owner(slot: Int, node: TailnetNode, address a: IPAddress) -> Int {
+        slot * 4 + min(node.addresses.firstIndex(of: a) ?? 0, 3)
+    }
+
+    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? {
+        guard maintainsCache, !aliases.isEmpty else { return nil }
+        var entries: [AliasEntry] = []
+        for a in aliases {
+            guard let e = aliasCache[a] else { return nil }
+            entries.append(e)
+        }
+        if entries.count == 1 { return (entries[0].strings, entries[0].fingerprint) }
+        // Addresses are unique, so an address seen twice is one node's: mark owners instead of hashing strings.
+        var seen = NodeBits(count: 4 * slotCount)
+        var strings: [String] = []
+        var fp: UInt64 = 0
+        for e in entries {
+            for i in e.owners.indices where !seen.contains(e.owners[i]) {
+                seen.insert(e.owners[i])
+                strings.append(e.strings[i])
+                fp &+= e.fingerprints[i]
+            }
+        }
+        return (strings, fp)
     }
 
     init(policy: Policy, users: [TailnetUser], cachedAliases: Set<Alias> = []) {
@@ -88,7 +117,7 @@ struct LiveTailnet: AliasResolving, Sendable {
         }
         if maintainsCache {
             for (alias, _) in aliasCache where names(alias, n) {
-                for a in n.addresses { aliasCache[alias]!.add(a) }
+                for a in n.addresses { aliasCache[alias]!.add(a, owner: Self.owner(slot: slot, node: n, address: a)) }
             }
         }
         return slot
@@ -145,7 +174,12 @@ struct LiveTailnet: AliasResolving, Sendable {
             e.set = resolveUncached(alias)
             e.addresses = e.set.addresses
             e.strings = e.addresses.map(\.description)
-            e.fingerprint = e.strings.reduce(0) { $0 &+ Self.fingerprint($1) }
+            e.fingerprints = e.strings.map(Self.fingerprint)
+            e.fingerprint = e.fingerprints.reduce(0, &+)
+            e.owners = e.addresses.map { a in
+                let slot = (slotsByAddress[a] ?? []).first { names(alias, nodes[$0]!) } ?? 0
+                return Self.owner(slot: slot, node: nodes[slot]!, address: a)
+            }
             aliasCache[alias] = e
         }
         maintainsCache = true
@@ -290,22 +324,27 @@ extension LiveTailnet.AliasEntry {
         return (lo, lo < addresses.count && addresses[lo] == a)
     }
 
-    mutating func add(_ a: IPAddress) {
+    mutating func add(_ a: IPAddress, owner: Int) {
         let (i, found) = position(of: a)
         guard !found else { return }
         let text = a.description
+        let fp = LiveTailnet.fingerprint(text)
         addresses.insert(a, at: i)
         strings.insert(text, at: i)
-        fingerprint &+= LiveTailnet.fingerprint(text)
+        fingerprints.insert(fp, at: i)
+        owners.insert(owner, at: i)
+        fingerprint &+= fp
         set.insert(a)
     }
 
     mutating func drop(_ a: IPAddress) {
         let (i, found) = position(of: a)
         guard found else { return }
-        fingerprint &-= LiveTailnet.fingerprint(strings[i])
+        fingerprint &-= fingerprints[i]
         addresses.remove(at: i)
         strings.remove(at: i)
+        fingerprints.remove(at: i)
+        owners.remove(at: i)
         set.remove(a)
     }
 }

@@ -185,9 +185,8 @@ public struct PolicyEngine: Sendable {
     /// alias takes the alias's fingerprint instead of hashing every string again.
     func keyFingerprint(_ r: CompiledRule, unit u: Int?) -> UInt64 {
         var fp: UInt64
-        if let u, r.slot <= CompiledRule.capSlot, grantUnits[u].sources.count == 1, grantUnits[u].sources[0] != .wildcard,
-           let e = live.aliasCache[grantUnits[u].sources[0]], e.strings.count == r.srcIPs.count {
-            fp = e.fingerprint
+        if u != nil, let known = r.srcFingerprint {
+            fp = known
         } else {
             fp = r.srcIPs.reduce(0) { $0 &+ LiveTailnet.fingerprint($1) }
         }
@@ -569,7 +568,7 @@ public struct PolicyEngine: Sendable {
         for r in new where !old.contains(where: { $0.slot == r.slot }) { whole(r) }
         for o in old {
             guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
-            if o.mergeKey != r.mergeKey || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
+            if o.srcIPs != r.srcIPs || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
                 whole(o); whole(r)
                 continue
             }
@@ -758,6 +757,12 @@ public struct PolicyEngine: Sendable {
         }
         let sorted = rules.filter(\.check) + rules.filter { !$0.check }
         return SSHPolicy(rules: sorted.map(\.rule))
+    }
+
+    /// How many peers the node has.
+    public func peerCount(for name: String) -> Int {
+        guard let s = live.slotByName[name], s < peers.count else { return 0 }
+        return peers[s].members.count
     }
 
     /// Names of the node's peers, sorted.

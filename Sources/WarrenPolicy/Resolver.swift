@@ -27,6 +27,13 @@ protocol AliasResolving {
     func sourceStrings(_ alias: Alias) -> [String]
     /// Approved subnet routes of every node, each once, in node-name order.
     var approvedSubnetRoutes: [String] { get }
+    /// SrcIPs of a list of node-naming aliases (each string once, first occurrence kept) with the sum of
+    /// their fingerprints, when the resolver keeps them at hand; nil otherwise.
+    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)?
+}
+
+extension AliasResolving {
+    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? { nil }
 }
 
 /// Resolves aliases to address sets against one tailnet, with indexes by user and tag.
