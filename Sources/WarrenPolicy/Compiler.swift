@@ -242,7 +242,7 @@ public struct PolicyCompiler: Sendable {
                         }
                     default:
                         for prefix in resolver.resolve(d).prefixes {
-                            let ip = prefix.isSingleAddress ? prefix.address.description : prefix.description
+                            let ip = prefix.isSingleAddress ? resolver.text(prefix.address) : prefix.description
                             let set = IPSet(prefixes: [prefix])
                             for p in ipp.ports { dsts.append(CompiledDestination(ip: ip, set: set, ports: p)) }
                         }

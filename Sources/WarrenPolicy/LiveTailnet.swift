@@ -84,7 +84,11 @@ struct LiveTailnet: AliasResolving, Sendable {
 
     var nodeCount: Int { slotByName.count }
     var slotCount: Int { nodes.count }
-    var occupiedSlots: [Int] { nodes.indices.filter { nodes[$0] != nil } }
+    var occupiedSlots: [Int] { Array(slotByName.values) }
+    /// Node addresses as text (formatting IPv6 is not free).
+    var addressText: [IPAddress: String] = [:]
+
+    func text(_ a: IPAddress) -> String { addressText[a] ?? a.description }
 
     static func isRouter(_ n: TailnetNode) -> Bool { !n.subnetRoutes.isEmpty || n.isExitNode }
 
@@ -110,7 +114,10 @@ struct LiveTailnet: AliasResolving, Sendable {
             untagged.insert(slot)
             if let u = n.user { nodesByUser[u, default: []].insert(slot) }
         }
-        for a in n.addresses { slotsByAddress[a, default: []].append(slot) }
+        for a in n.addresses {
+            slotsByAddress[a, default: []].append(slot)
+            if addressText[a] == nil { addressText[a] = a.description }
+        }
         if Self.isRouter(n) {
             routers.insert(slot)
             refreshRoutes()
@@ -137,7 +144,10 @@ struct LiveTailnet: AliasResolving, Sendable {
         if let u = n.user { nodesByUser[u]?.remove(slot) }
         for a in n.addresses {
             slotsByAddress[a]?.removeAll { $0 == slot }
-            if slotsByAddress[a]?.isEmpty == true { slotsByAddress[a] = nil }
+            if slotsByAddress[a]?.isEmpty == true {
+                slotsByAddress[a] = nil
+                addressText[a] = nil
+            }
         }
         if routers.remove(slot) != nil { refreshRoutes() }
         if maintainsCache {
@@ -173,7 +183,7 @@ struct LiveTailnet: AliasResolving, Sendable {
             var e = AliasEntry()
             e.set = resolveUncached(alias)
             e.addresses = e.set.addresses
-            e.strings = e.addresses.map(\.description)
+            e.strings = e.addresses.map(text)
             e.fingerprints = e.strings.map(Self.fingerprint)
             e.fingerprint = e.fingerprints.reduce(0, &+)
             e.owners = e.addresses.map { a in

@@ -46,6 +46,8 @@ public struct PolicyEngine: Sendable {
     /// Per SSH rule: its sources, resolved.
     var sshSources: [SSHSources] = []
     let sshStatic: [SSHStatic]
+    /// Users' order in SSH principal lists: by id, then name.
+    let userRank: [String: (Int, String)]
 
     struct DstRef: Hashable, Sendable {
         var unit: Int32
@@ -87,6 +89,9 @@ public struct PolicyEngine: Sendable {
         var live = LiveTailnet(policy: policy, users: tailnet.users, cachedAliases: aliases)
         self.grantUnits = grantUnits
         self.sshStatic = policy.ssh.map { Self.sshStatic($0, users: tailnet.users, options: options) }
+        var rank: [String: (Int, String)] = [:]
+        for u in tailnet.users where rank[u.name] == nil { rank[u.name] = (u.id, u.name) }
+        self.userRank = rank
         live.maintainsCache = false
         for n in tailnet.nodes {
             live.insert(Self.normalize(n, policy: policy, live: live, options: options))
@@ -404,8 +409,11 @@ public struct PolicyEngine: Sendable {
 
     /// Users by id, and tagged principals (once per tag, as Tailscale lists them) in node-name order.
     func refreshOrder(_ out: inout SSHSources) {
-        let ids = Dictionary(live.users.map { ($0.name, $0.id) }, uniquingKeysWith: { a, _ in a })
-        out.users = out.principalsByUser.keys.sorted { (ids[$0] ?? 0, $0) < (ids[$1] ?? 0, $1) }
+        out.users = out.principalsByUser.keys.sorted { (userRank[$0] ?? (0, $0)) < (userRank[$1] ?? (0, $1)) }
+        refreshTagged(&out)
+    }
+
+    func refreshTagged(_ out: inout SSHSources) {
         out.tagged = []
         for s in out.taggedMembers {
             let n = live.nodes[s]!
@@ -432,8 +440,17 @@ public struct PolicyEngine: Sendable {
                 users.insert(u)
             }
         }
-        for u in users { refreshPrincipals(&src, user: u) }
-        if !users.isEmpty || old?.isTagged == true || new?.isTagged == true { refreshOrder(&src) }
+        for u in users {
+            refreshPrincipals(&src, user: u)
+            // Keep the users in order: take the user out, and put it back where it belongs if it still has principals.
+            src.users.removeAll { $0 == u }
+            if src.principalsByUser[u] != nil {
+                let rank = userRank[u] ?? (0, u)
+                let at = src.users.firstIndex { (userRank[$0] ?? (0, $0)) > rank } ?? src.users.count
+                src.users.insert(u, at: at)
+            }
+        }
+        if old?.isTagged == true || new?.isTagged == true { refreshTagged(&src) }
         sshSources[i] = src
     }
 
@@ -480,6 +497,7 @@ public struct PolicyEngine: Sendable {
         }
 
         // Units whose compiled rules depend on the node.
+        var recompiled = Set<Int>()
         for u in units.indices {
             let aliases = grantUnits[u].sources + grantUnits[u].destinations
             let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { live.names(a, $0) } }
@@ -487,6 +505,7 @@ public struct PolicyEngine: Sendable {
             guard depends else { continue }
             let oldRules = units[u].rules
             recompile(u)
+            recompiled.insert(u)
             changedReceivers(old: oldRules, new: units[u].rules, into: &changedSlots)
             if !grantUnits[u].via.isEmpty { changedSlots.formUnion(routers) }
         }
@@ -508,10 +527,13 @@ public struct PolicyEngine: Sendable {
                 touched.insert(s)
             }
         }
+        // In a rule whose sets did not change, only the changed node's own membership can have moved.
+        let xOnly: Set<Int> = [xSlot]
         for u in units.indices {
+            let update = recompiled.contains(u) ? touched : xOnly
             for j in units[u].rules.indices {
                 let set = units[u].rules[j].srcSet, dst = dstSets[u][j], internet = toInternet[u][j]
-                for s in touched {
+                for s in update {
                     guard let n = live.nodes[s] else { srcBits[u][j].remove(s); dstBits[u][j].remove(s); continue }
                     srcBits[u][j].set(s, srcMember(set, n))
                     dstBits[u][j].set(s, dstMember(dst, internet: internet, NodeView(n)))
@@ -519,7 +541,7 @@ public struct PolicyEngine: Sendable {
             }
             if viaSrcBits[u] != nil {
                 let set = units[u].viaSrcSet
-                for s in touched {
+                for s in update {
                     if let n = live.nodes[s] { viaSrcBits[u]!.set(s, srcMember(set, n)) } else { viaSrcBits[u]!.remove(s) }
                 }
             }

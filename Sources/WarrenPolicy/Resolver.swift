@@ -30,9 +30,12 @@ protocol AliasResolving {
     /// SrcIPs of a list of node-naming aliases (each string once, first occurrence kept) with the sum of
     /// their fingerprints, when the resolver keeps them at hand; nil otherwise.
     func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)?
+    /// An address as text.
+    func text(_ a: IPAddress) -> String
 }
 
 extension AliasResolving {
+    func text(_ a: IPAddress) -> String { a.description }
     func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? { nil }
 }
 
