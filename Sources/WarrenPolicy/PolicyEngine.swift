@@ -506,7 +506,7 @@ public struct PolicyEngine: Sendable {
             let oldRules = units[u].rules
             recompile(u)
             recompiled.insert(u)
-            changedReceivers(old: oldRules, new: units[u].rules, into: &changedSlots)
+            changedReceivers(unit: u, old: oldRules, new: units[u].rules, into: &changedSlots)
             if !grantUnits[u].via.isEmpty { changedSlots.formUnion(routers) }
         }
 
@@ -579,21 +579,29 @@ public struct PolicyEngine: Sendable {
     /// Adds the nodes whose filters a unit's recompilation can change: all that a rule reaches when its
     /// sources or protocols changed (or it came or went), else those that the added or removed
     /// destinations reach.
-    func changedReceivers(old: [CompiledRule], new: [CompiledRule], into out: inout Set<Int>) {
+    func changedReceivers(unit u: Int, old: [CompiledRule], new: [CompiledRule], into out: inout Set<Int>) {
         var delta = IPSetBuilder()
         var any = false
+        let sameDsts = Self.sameDestinations(old, new)
         func whole(_ r: CompiledRule) {
             for d in r.dsts { delta.add(d.set) }
             for g in r.capGrants { for p in g.dsts { delta.add(p) } }
             any = true
         }
         for r in new where !old.contains(where: { $0.slot == r.slot }) { whole(r) }
-        for o in old {
+        for (j, o) in old.enumerated() {
             guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
             if o.srcIPs != r.srcIPs || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
-                whole(o); whole(r)
+                if sameDsts {
+                    // The destination set is the same before and after: take it as computed.
+                    delta.add(dstSets[u][j])
+                    any = true
+                } else {
+                    whole(o); whole(r)
+                }
                 continue
             }
+            if sameDsts { continue }
             func entries(_ x: CompiledRule) -> [String: IPSet] {
                 var m: [String: IPSet] = [:]
                 for d in x.dsts { m["\(d.ip) \(d.ports.first)-\(d.ports.last) \(d.isInternet)"] = d.set }
@@ -611,15 +619,40 @@ public struct PolicyEngine: Sendable {
         out.formUnion(live.routers)
     }
 
+    /// Whether two compilations of a unit have the same rules in the same places with the same destinations
+    /// (then index entries and destination sets stay valid).
+    static func sameDestinations(_ a: [CompiledRule], _ b: [CompiledRule]) -> Bool {
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) {
+            guard x.slot == y.slot, x.dsts.count == y.dsts.count, x.toInternet == y.toInternet,
+                  x.capGrants.count == y.capGrants.count else { return false }
+            for (d, e) in zip(x.dsts, y.dsts) where d.ip != e.ip || d.ports != e.ports || d.isInternet != e.isInternet {
+                return false
+            }
+            for (g, h) in zip(x.capGrants, y.capGrants) where g.dsts != h.dsts { return false }
+        }
+        return true
+    }
+
     /// Compiles a unit again and refreshes its index entries and memberships. Memberships of a rule
     /// that existed before are kept: only the changed node (and routers) can have moved, and the
     /// caller re-evaluates those.
     mutating func recompile(_ u: Int) {
-        removeFromIndex(u)
         let oldRules = units[u].rules
         let oldSrc = srcBits[u], oldDst = dstBits[u]
         let wasVia = units[u].isVia
-        units[u] = PolicyCompiler.compile(grantUnits[u], resolver: live)
+        let fresh = PolicyCompiler.compile(grantUnits[u], resolver: live)
+        if Self.sameDestinations(oldRules, fresh.rules) {
+            // Sources changed only: new merge keys; index entries, destination sets and memberships stay.
+            units[u] = fresh
+            for id in keys[u] where id != 0 { releaseKey(id) }
+            keys[u] = fresh.rules.map { $0.isCapRule ? 0 : internKey($0, unit: u) }
+            if units[u].isVia, !wasVia || viaSrcBits[u] == nil { viaSrcBits[u] = computeSrcBits(units[u].viaSrcSet) }
+            if !units[u].isVia { viaSrcBits[u] = nil }
+            return
+        }
+        removeFromIndex(u)
+        units[u] = fresh
         deriveRuleData(u)
         addToIndex(u)
         var sb: [NodeBits] = [], db: [NodeBits] = []
