@@ -55,6 +55,7 @@ struct LiveTailnet: AliasResolving, Sendable {
         // Addresses are unique, so an address seen twice is one node's: mark owners instead of hashing strings.
         var seen = NodeBits(count: 4 * slotCount)
         var strings: [String] = []
+        strings.reserveCapacity(entries.reduce(0) { $0 + $1.strings.count })
         var fp: UInt64 = 0
         for e in entries {
             for i in e.owners.indices where !seen.contains(e.owners[i]) {
@@ -308,6 +309,12 @@ struct LiveTailnet: AliasResolving, Sendable {
     }
 
     // MARK: sets to slots
+
+    /// The slots with an address in `set` (looked up by address when the set is small, else by scanning).
+    func slots(in set: IPSet) -> [Int] {
+        if let c = candidateSlots(set) { return c }
+        return occupiedSlots.filter { nodes[$0]!.addresses.contains(where: set.contains) }
+    }
 
     /// The slots whose addresses may lie in `set`, or nil when the set is too large to list
     /// (then every slot is a candidate). Routers are not included.

@@ -613,9 +613,7 @@ public struct PolicyEngine: Sendable {
             for (k, set) in b where a[k] == nil { delta.add(set); any = true }
         }
         guard any else { return }
-        let set = delta.build()
-        let candidates = live.candidateSlots(set) ?? live.occupiedSlots
-        for s in candidates where live.nodes[s]?.addresses.contains(where: set.contains) == true { out.insert(s) }
+        out.formUnion(live.slots(in: delta.build()))
         out.formUnion(live.routers)
     }
 
