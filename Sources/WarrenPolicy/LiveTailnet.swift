@@ -21,6 +21,9 @@ struct LiveTailnet: AliasResolving, Sendable {
     /// Nodes with an approved subnet route or an approved exit route.
     var routers: Set<Int> = []
     var slotsByAddress: [IPAddress: [Int]] = [:]
+    /// Every node address in order, per family, with its slot: sets become range queries.
+    var v4Keys: [U128] = [], v4Slots: [Int] = []
+    var v6Keys: [U128] = [], v6Slots: [Int] = []
     private(set) var approvedSubnetRoutes: [String] = []
     /// Group names by member user name.
     var groupsByUserName: [String: Set<String>] = [:]
@@ -118,6 +121,8 @@ struct LiveTailnet: AliasResolving, Sendable {
         for a in n.addresses {
             slotsByAddress[a, default: []].append(slot)
             if addressText[a] == nil { addressText[a] = a.description }
+            let (isV6, k) = IPSet.key(a)
+            if isV6 { Self.indexInsert(k, slot, &v6Keys, &v6Slots) } else { Self.indexInsert(k, slot, &v4Keys, &v4Slots) }
         }
         if Self.isRouter(n) {
             routers.insert(slot)
@@ -144,6 +149,8 @@ struct LiveTailnet: AliasResolving, Sendable {
         for t in n.tags { nodesByTag[t]?.remove(slot) }
         if let u = n.user { nodesByUser[u]?.remove(slot) }
         for a in n.addresses {
+            let (isV6, k) = IPSet.key(a)
+            if isV6 { Self.indexRemove(k, slot, &v6Keys, &v6Slots) } else { Self.indexRemove(k, slot, &v4Keys, &v4Slots) }
             slotsByAddress[a]?.removeAll { $0 == slot }
             if slotsByAddress[a]?.isEmpty == true {
                 slotsByAddress[a] = nil
@@ -310,22 +317,51 @@ struct LiveTailnet: AliasResolving, Sendable {
 
     // MARK: sets to slots
 
-    /// The slots with an address in `set` (looked up by address when the set is small, else by scanning).
+    static func lowerBound(_ k: U128, _ keys: [U128]) -> Int {
+        var lo = 0, hi = keys.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if keys[mid] < k { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    static func indexInsert(_ k: U128, _ slot: Int, _ keys: inout [U128], _ slots: inout [Int]) {
+        let i = lowerBound(k, keys)
+        keys.insert(k, at: i)
+        slots.insert(slot, at: i)
+    }
+
+    static func indexRemove(_ k: U128, _ slot: Int, _ keys: inout [U128], _ slots: inout [Int]) {
+        var i = lowerBound(k, keys)
+        while i < keys.count && keys[i] == k {
+            if slots[i] == slot {
+                keys.remove(at: i)
+                slots.remove(at: i)
+                return
+            }
+            i += 1
+        }
+    }
+
+    /// The slots with an address in `set` (a slot may appear once per matching address).
     func slots(in set: IPSet) -> [Int] {
-        if let c = candidateSlots(set) { return c }
-        return occupiedSlots.filter { nodes[$0]!.addresses.contains(where: set.contains) }
+        var out: [Int] = []
+        for (ranges, keys, slots) in [(set.v4, v4Keys, v4Slots), (set.v6, v6Keys, v6Slots)] {
+            for r in ranges {
+                var i = Self.lowerBound(r.lowerBound, keys)
+                while i < keys.count && keys[i] <= r.upperBound {
+                    out.append(slots[i])
+                    i += 1
+                }
+            }
+        }
+        return out
     }
 
     /// The slots whose addresses may lie in `set`, or nil when the set is too large to list
     /// (then every slot is a candidate). Routers are not included.
-    func candidateSlots(_ set: IPSet) -> [Int]? {
-        let limit = 4 * max(nodeCount, 16)
-        guard let count = set.addressCount(limit: limit) else { return nil }
-        var out: [Int] = []
-        out.reserveCapacity(count)
-        set.forEachAddress { a in if let s = slotsByAddress[a] { out += s } }
-        return out
-    }
+    func candidateSlots(_ set: IPSet) -> [Int]? { slots(in: set) }
 }
 
 extension LiveTailnet.AliasEntry {
