@@ -569,7 +569,8 @@ public struct PolicyEngine: Sendable {
                 updateSSHSources(i, slot: xSlot, old: oldNode, new: newNode)
             }
             if sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
-            for s in live.occupiedSlots where live.contains(sshStatic[i].otherDsts, live.nodes[s]!) { changedSlots.insert(s) }
+            // The rule's destinations (addresses are unique, so the alias sets name exactly these nodes).
+            changedSlots.formUnion(live.slots(in: live.resolve(sshStatic[i].otherDsts)))
         }
 
         for s in changedSlots { if let n = live.nodes[s] { changedNames.insert(n.name) } }
