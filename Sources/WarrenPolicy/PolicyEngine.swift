@@ -481,7 +481,8 @@ public struct PolicyEngine: Sendable {
         var sharers = Set<Int>()
         for n in involved { for a in n.addresses { sharers.formUnion(live.slotsByAddress[a] ?? []) } }
         // Nodes that received the SSH rules this node is a source of, before the change.
-        let sshTouched = policy.ssh.indices.filter { i in involved.contains { live.contains(sshStatic[i].sources, $0) } }
+        let before = live
+        let sshTouched = policy.ssh.indices.filter { i in involved.contains { before.contains(sshStatic[i].sources, $0) } }
         for i in sshTouched where sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
 
         // The node table.
@@ -498,9 +499,10 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
+        let after = live
         for u in units.indices {
             let aliases = grantUnits[u].sources + grantUnits[u].destinations
-            let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { live.names(a, $0) } }
+            let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { after.names(a, $0) } }
                 || (routesChanged && aliases.contains(.wildcard))
             guard depends else { continue }
             let oldRules = units[u].rules
