@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "warren-wireguard", targets: ["warren-wireguard"]),
         .executable(name: "warren-control", targets: ["warren-control"]),
         .executable(name: "warren-filter-bench", targets: ["warren-filter-bench"]),
+        .executable(name: "warren-policy-bench", targets: ["warren-policy-bench"]),
         .library(name: "WarrenCrypto", targets: ["WarrenCrypto"]),
         .library(name: "WireGuardProtocol", targets: ["WireGuardProtocol"]),
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
@@ -59,6 +60,8 @@ let package = Package(
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
         // Benchmark (run on demand): WireGuard handshakes per second on one thread.
         .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
+        // Benchmark (run on demand): policy compile, largest filter, memory, recompute after a join.
+        .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),

@@ -50,8 +50,19 @@ struct CompiledRule: Sendable {
     var toInternet = false
     /// For a via rule: the router it was made for (only that router carries the traffic).
     var viaRouter: String?
+    /// The sum of `LiveTailnet.fingerprint` over `srcIPs`, when the resolver knew it.
+    var srcFingerprint: UInt64?
+    /// Which part of its unit the rule is: the index of its `ip` entry, or `capSlot` (+ companion index).
+    var slot = 0
+
+    static let capSlot = 10_000
 
     var isCapRule: Bool { !capGrants.isEmpty }
+
+    /// Rules with equal keys (same sources, same protocols) are folded into one.
+    var mergeKey: String {
+        srcIPs.joined(separator: ",") + "|" + (proto.map { $0.map(String.init).joined(separator: ",") } ?? "nil")
+    }
 }
 
 /// One grant (or one destination of an ACL, as Tailscale splits them).
@@ -167,8 +178,9 @@ public struct PolicyCompiler: Sendable {
 
     /// SrcIPs: each source alias's own strings, in order, each string once; a wildcard source
     /// also brings every approved subnet route. danger-all is "*".
-    static func srcStrings(_ aliases: [Alias], resolver: Resolver) -> [String] {
+    static func srcStrings<R: AliasResolving>(_ aliases: [Alias], resolver: R) -> [String] {
         if aliases.contains(.autogroup("autogroup:danger-all")) { return ["*"] }
+        if !aliases.contains(.wildcard), let fast = resolver.nodeSourceStrings(aliases) { return fast.strings }
         var seen = Set<String>()
         var out: [String] = []
         func add(_ list: [String]) { for s in list where seen.insert(s).inserted { out.append(s) } }
@@ -180,12 +192,17 @@ public struct PolicyCompiler: Sendable {
         return out
     }
 
-    static func compile(_ unit: GrantUnit, resolver: Resolver) -> CompiledUnit {
+    static func compile<R: AliasResolving>(_ unit: GrantUnit, resolver: R) -> CompiledUnit {
         var cu = CompiledUnit(unit: unit)
         cu.resolvedSources = unit.sources.map { resolver.resolve($0) }
-        var srcBuilder = IPSetBuilder()
-        for s in cu.resolvedSources { srcBuilder.add(s) }
-        let srcSet = srcBuilder.build()
+        let srcSet: IPSet
+        if cu.resolvedSources.count == 1 {
+            srcSet = cu.resolvedSources[0]
+        } else {
+            var srcBuilder = IPSetBuilder()
+            for s in cu.resolvedSources { srcBuilder.add(s) }
+            srcSet = srcBuilder.build()
+        }
         let hasDangerAll = unit.sources.contains(.autogroup("autogroup:danger-all"))
         let matchSet = hasDangerAll ? KnownSets.everything : srcSet
 
@@ -202,12 +219,14 @@ public struct PolicyCompiler: Sendable {
         }
 
         guard !unit.sources.isEmpty, !unit.destinations.isEmpty else { return cu }
-        let srcIPs = srcSet.isEmpty ? [] : srcStrings(unit.sources, resolver: resolver)
+        let fast = srcSet.isEmpty ? nil : resolver.nodeSourceStrings(unit.sources)
+        let srcIPs = srcSet.isEmpty ? [] : (fast?.strings ?? srcStrings(unit.sources, resolver: resolver))
+        let srcFingerprint = fast?.fingerprint
         let others = unit.destinations.filter { !$0.isAutogroupSelf }
         cu.hasSelf = others.count != unit.destinations.count
 
         if !others.isEmpty {
-            for ipp in unit.ip {
+            for (slot, ipp) in unit.ip.enumerated() {
                 var dsts: [CompiledDestination] = []
                 var internet = false
                 for d in others {
@@ -223,7 +242,7 @@ public struct PolicyCompiler: Sendable {
                         }
                     default:
                         for prefix in resolver.resolve(d).prefixes {
-                            let ip = prefix.isSingleAddress ? prefix.address.description : prefix.description
+                            let ip = prefix.isSingleAddress ? resolver.text(prefix.address) : prefix.description
                             let set = IPSet(prefixes: [prefix])
                             for p in ipp.ports { dsts.append(CompiledDestination(ip: ip, set: set, ports: p)) }
                         }
@@ -233,6 +252,8 @@ public struct PolicyCompiler: Sendable {
                     var r = CompiledRule(origin: unit.origin, srcIPs: srcIPs, srcSet: matchSet, dsts: dsts,
                                          proto: protoNumbers(ipp.proto))
                     r.toInternet = internet
+                    r.slot = slot
+                    r.srcFingerprint = srcFingerprint
                     cu.rules.append(r)
                 }
             }
@@ -245,8 +266,10 @@ public struct PolicyCompiler: Sendable {
                     dstIPStrings += set.rangeStrings
                 }
                 if !capGrants.isEmpty {
-                    cu.rules.append(CompiledRule(origin: unit.origin, srcIPs: srcIPs, srcSet: matchSet, dsts: [],
-                                                 proto: nil, capGrants: capGrants))
+                    var capRule = CompiledRule(origin: unit.origin, srcIPs: srcIPs, srcSet: matchSet, dsts: [],
+                                               proto: nil, capGrants: capGrants)
+                    capRule.slot = CompiledRule.capSlot
+                    cu.rules.append(capRule)
                     if others.contains(.wildcard) { dstIPStrings += resolver.approvedSubnetRoutes }
                     cu.rules += companionRules(app: app, origin: unit.origin, dstIPStrings: dstIPStrings,
                                                srcPrefixes: cu.resolvedSources.flatMap(\.prefixes))
@@ -265,12 +288,14 @@ public struct PolicyCompiler: Sendable {
     static func companionRules(app: [String: [JSONValue]], origin: RuleOrigin, dstIPStrings: [String],
                                srcPrefixes: [IPPrefix]) -> [CompiledRule] {
         var out: [CompiledRule] = []
-        for (cap, companion) in companions where app[cap] != nil {
+        for (k, (cap, companion)) in companions.enumerated() where app[cap] != nil {
             var b = IPSetBuilder()
             for s in dstIPStrings { if let p = IPPrefix(s) { b.add(p) } else if let dash = s.firstIndex(of: "-"),
                 let x = IPAddress(s[..<dash]), let y = IPAddress(s[s.index(after: dash)...]) { b.add(IPSet.fromRange(x, y)) } }
-            out.append(CompiledRule(origin: origin, srcIPs: dstIPStrings, srcSet: b.build(), dsts: [], proto: nil,
-                                    capGrants: [CompiledCapGrant(dsts: srcPrefixes, capMap: [companion: []])]))
+            var r = CompiledRule(origin: origin, srcIPs: dstIPStrings, srcSet: b.build(), dsts: [], proto: nil,
+                                 capGrants: [CompiledCapGrant(dsts: srcPrefixes, capMap: [companion: []])])
+            r.slot = CompiledRule.capSlot + 1 + k
+            out.append(r)
         }
         return out
     }
@@ -282,7 +307,7 @@ public struct PolicyCompiler: Sendable {
         for var r in rules {
             for k in r.dsts.indices where r.dsts[k].origin == nil { r.dsts[k].origin = r.origin }
             if r.isCapRule { out.append(r); continue }
-            let key = r.srcIPs.joined(separator: ",") + "|" + (r.proto.map { $0.map(String.init).joined(separator: ",") } ?? "nil")
+            let key = r.mergeKey
             if let i = index[key] {
                 out[i].dsts += r.dsts
                 out[i].toInternet = out[i].toInternet || r.toInternet
@@ -298,12 +323,16 @@ public struct PolicyCompiler: Sendable {
 
     /// The rules of an autogroup:self unit for one user's nodes.
     func selfRules(_ cu: CompiledUnit, user: String) -> [CompiledRule] {
-        let sameUser = resolver.nodesByUser[user] ?? []
+        Self.selfRules(cu, sameUser: (resolver.nodesByUser[user] ?? []).map { tailnet.nodes[$0] })
+    }
+
+    /// The rules of an autogroup:self unit for one user's nodes (given in name order).
+    static func selfRules(_ cu: CompiledUnit, sameUser: [TailnetNode]) -> [CompiledRule] {
         guard !sameUser.isEmpty else { return [] }
         var srcBuilder = IPSetBuilder()
         for set in cu.resolvedSources {
-            for i in sameUser where tailnet.nodes[i].addresses.contains(where: set.contains) {
-                for a in tailnet.nodes[i].addresses { srcBuilder.add(a) }
+            for n in sameUser where n.addresses.contains(where: set.contains) {
+                for a in n.addresses { srcBuilder.add(a) }
             }
         }
         let srcSet = srcBuilder.build()
@@ -312,9 +341,9 @@ public struct PolicyCompiler: Sendable {
         var out: [CompiledRule] = []
         for ipp in cu.unit.ip {
             var dsts: [CompiledDestination] = []
-            for i in sameUser {
+            for n in sameUser {
                 for p in ipp.ports {
-                    for a in tailnet.nodes[i].addresses {
+                    for a in n.addresses {
                         dsts.append(CompiledDestination(ip: a.description, set: IPSet(addresses: [a]), ports: p))
                     }
                 }
@@ -327,9 +356,9 @@ public struct PolicyCompiler: Sendable {
         if let app = cu.unit.app, !app.isEmpty {
             var capGrants: [CompiledCapGrant] = []
             var dstIPStrings: [String] = []
-            for i in sameUser {
-                capGrants.append(CompiledCapGrant(dsts: tailnet.nodes[i].addresses.map { IPPrefix(host: $0) }, capMap: app))
-                dstIPStrings += tailnet.nodes[i].addresses.map(\.description)
+            for n in sameUser {
+                capGrants.append(CompiledCapGrant(dsts: n.addresses.map { IPPrefix(host: $0) }, capMap: app))
+                dstIPStrings += n.addresses.map(\.description)
             }
             out.append(CompiledRule(origin: cu.unit.origin, srcIPs: srcIPs, srcSet: srcSet, dsts: [], proto: nil,
                                     capGrants: capGrants))
@@ -340,7 +369,7 @@ public struct PolicyCompiler: Sendable {
     }
 
     /// The rules of a via unit on one node (a router carrying one of the via tags).
-    func viaRules(_ cu: CompiledUnit, node: TailnetNode) -> [CompiledRule] {
+    static func viaRules(_ cu: CompiledUnit, node: TailnetNode) -> [CompiledRule] {
         guard cu.unit.via.contains(where: node.tags.contains) else { return [] }
         let routes = node.subnetRoutes
         let prefixes = cu.viaDsts.filter { d in routes.contains { $0.overlaps(d) } }
@@ -354,7 +383,7 @@ public struct PolicyCompiler: Sendable {
                 }
             }
             var r = CompiledRule(origin: cu.unit.origin, srcIPs: cu.viaSrcIPs, srcSet: cu.viaSrcSet, dsts: dsts,
-                                 proto: Self.protoNumbers(ipp.proto))
+                                 proto: protoNumbers(ipp.proto))
             r.viaRouter = node.name
             out.append(r)
         }
@@ -368,14 +397,18 @@ public struct PolicyCompiler: Sendable {
         for cu in units {
             rules += cu.rules
             if cu.hasSelf, !node.isTagged, let user = node.user { rules += selfRules(cu, user: user) }
-            if cu.isVia { rules += viaRules(cu, node: node) }
+            if cu.isVia { rules += Self.viaRules(cu, node: node) }
         }
         return Self.merge(rules)
     }
 
     /// Keeps only the destinations a node serves: its own addresses, its subnet routes.
     static func reduce(_ rules: [CompiledRule], for node: TailnetNode) -> [CompiledRule] {
-        let routes = node.subnetRoutes
+        reduce(rules, view: NodeView(node))
+    }
+
+    static func reduce(_ rules: [CompiledRule], view: NodeView) -> [CompiledRule] {
+        let node = view.node, routes = view.routes
         var out: [CompiledRule] = []
         for r in rules {
             if r.isCapRule {
@@ -401,20 +434,10 @@ public struct PolicyCompiler: Sendable {
                 }
                 continue
             }
-            let exit = node.isExitNode
-            let dsts = r.dsts.filter { d in
-                if d.isInternet { return exit }
-                return node.addresses.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
-                    || (exit && KnownSets.internet.isSuperset(of: d.set))
-            }
+            let dsts = r.dsts.filter(view.matches)
             // Tailscale sends a rule to a node when it names the node's IPv4 address (or a route it
             // serves); a rule naming only the node's IPv6 address does not reach it.
-            let primary = node.addresses.filter { $0.version == .v4 }
-            let selectors = primary.isEmpty ? node.addresses : primary
-            let selected = dsts.contains { d in
-                d.isInternet || selectors.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
-                    || (exit && KnownSets.internet.isSuperset(of: d.set))
-            }
+            let selected = dsts.contains(where: view.selects)
             if selected && !dsts.isEmpty {
                 var copy = r
                 copy.dsts = dsts
@@ -441,6 +464,36 @@ public struct PolicyCompiler: Sendable {
 
     func packetFilter(node: TailnetNode) -> [FilterRule] {
         return Self.reduce(unreducedRules(for: node), for: node).map(Self.wire)
+    }
+}
+
+/// A node with what the filter reduction asks of it precomputed.
+struct NodeView {
+    let node: TailnetNode
+    let routes: [IPPrefix]
+    let exit: Bool
+    /// The addresses by which a rule reaches the node: its IPv4 address, or all if it has none.
+    let selectors: [IPAddress]
+
+    init(_ node: TailnetNode) {
+        self.node = node
+        routes = node.subnetRoutes
+        exit = node.isExitNode
+        let v4 = node.addresses.filter { $0.version == .v4 }
+        selectors = v4.isEmpty ? node.addresses : v4
+    }
+
+    /// Whether a destination concerns the node (kept in its filter).
+    func matches(_ d: CompiledDestination) -> Bool {
+        if d.isInternet { return exit }
+        return node.addresses.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
+            || (exit && KnownSets.internet.isSuperset(of: d.set))
+    }
+
+    /// Whether a destination brings its rule to the node.
+    func selects(_ d: CompiledDestination) -> Bool {
+        d.isInternet || selectors.contains(where: d.set.contains) || routes.contains(where: d.set.overlaps)
+            || (exit && KnownSets.internet.isSuperset(of: d.set))
     }
 }
 

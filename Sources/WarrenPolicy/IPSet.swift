@@ -286,3 +286,52 @@ public struct IPSetBuilder: Sendable {
         return s
     }
 }
+
+extension IPSet {
+    /// Adds one address in place (binary search and splice; neighbours merge).
+    mutating func insert(_ a: IPAddress) {
+        let (isV6, k) = Self.key(a)
+        if isV6 { Self.insert(k, into: &v6) } else { Self.insert(k, into: &v4) }
+    }
+
+    /// Removes one address in place (a range may split in two).
+    mutating func remove(_ a: IPAddress) {
+        let (isV6, k) = Self.key(a)
+        if isV6 { Self.remove(k, from: &v6) } else { Self.remove(k, from: &v4) }
+    }
+
+    /// The index of the first range whose upper bound is at least `k`.
+    static func firstRange(reaching k: U128, in ranges: [ClosedRange<U128>]) -> Int {
+        var lo = 0, hi = ranges.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ranges[mid].upperBound < k { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    static func insert(_ k: U128, into ranges: inout [ClosedRange<U128>]) {
+        let i = firstRange(reaching: k, in: ranges)
+        if i < ranges.count && ranges[i].lowerBound <= k { return }
+        let joinsPrevious = i > 0 && ranges[i - 1].upperBound.successor == k
+        let joinsNext = i < ranges.count && k.successor == ranges[i].lowerBound
+        switch (joinsPrevious, joinsNext) {
+        case (true, true):
+            ranges[i - 1] = ranges[i - 1].lowerBound...ranges[i].upperBound
+            ranges.remove(at: i)
+        case (true, false): ranges[i - 1] = ranges[i - 1].lowerBound...k
+        case (false, true): ranges[i] = k...ranges[i].upperBound
+        case (false, false): ranges.insert(k...k, at: i)
+        }
+    }
+
+    static func remove(_ k: U128, from ranges: inout [ClosedRange<U128>]) {
+        let i = firstRange(reaching: k, in: ranges)
+        guard i < ranges.count, ranges[i].lowerBound <= k else { return }
+        let r = ranges[i]
+        var pieces: [ClosedRange<U128>] = []
+        if r.lowerBound < k, let e = k.predecessor { pieces.append(r.lowerBound...e) }
+        if k < r.upperBound, let s = k.successor { pieces.append(s...r.upperBound) }
+        ranges.replaceSubrange(i...i, with: pieces)
+    }
+}

@@ -1,15 +1,32 @@
 import WarrenPacket
 import WarrenTailcfg
 
-/// A fixed-size set of node indexes.
+/// A set of node indexes (or slots) as a bit vector; it grows as needed.
 struct NodeBits: Sendable, Equatable {
     var words: [UInt64]
 
     init(count: Int) { words = Array(repeating: 0, count: (count + 63) / 64) }
 
-    mutating func insert(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }
-    func contains(_ i: Int) -> Bool { words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
-    mutating func formUnion(_ o: NodeBits) { for k in words.indices { words[k] |= o.words[k] } }
+    mutating func insert(_ i: Int) {
+        if i >> 6 >= words.count { words += Array(repeating: 0, count: (i >> 6) + 1 - words.count) }
+        words[i >> 6] |= 1 << UInt64(i & 63)
+    }
+
+    mutating func remove(_ i: Int) {
+        guard i >> 6 < words.count else { return }
+        words[i >> 6] &= ~(1 << UInt64(i & 63))
+    }
+
+    mutating func set(_ i: Int, _ on: Bool) { if on { insert(i) } else { remove(i) } }
+
+    func contains(_ i: Int) -> Bool { i >> 6 < words.count && words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+
+    mutating func formUnion(_ o: NodeBits) {
+        if o.words.count > words.count { words += Array(repeating: 0, count: o.words.count - words.count) }
+        for k in o.words.indices { words[k] |= o.words[k] }
+    }
+
+    var isEmpty: Bool { words.allSatisfy { $0 == 0 } }
 
     var members: [Int] {
         var out: [Int] = []
@@ -20,6 +37,15 @@ struct NodeBits: Sendable, Equatable {
                 out.append(k * 64 + t)
                 x &= x - 1
             }
+        }
+        return out
+    }
+
+    /// Members of exactly one of the two sets.
+    func symmetricDifference(_ o: NodeBits) -> NodeBits {
+        var out = NodeBits(count: max(words.count, o.words.count) * 64)
+        for k in out.words.indices {
+            out.words[k] = (k < words.count ? words[k] : 0) ^ (k < o.words.count ? o.words[k] : 0)
         }
         return out
     }
@@ -36,7 +62,7 @@ extension PolicyCompiler {
                 for user in resolver.nodesByUser.keys.sorted() { out += selfRules(cu, user: user) }
             }
             if cu.isVia {
-                for n in tailnet.nodes where n.tags.contains(where: cu.unit.via.contains) { out += viaRules(cu, node: n) }
+                for n in tailnet.nodes where n.tags.contains(where: cu.unit.via.contains) { out += Self.viaRules(cu, node: n) }
             }
         }
         return out

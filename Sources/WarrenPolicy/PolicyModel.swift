@@ -172,6 +172,19 @@ public struct SSHPolicyTest: Sendable {
     public var position: SourcePosition
 }
 
+/// Network-wide settings that live in the policy file: `randomizeClientPort` (nodes pick random
+/// WireGuard ports; sent as the `randomize-client-port` node capability), `disableIPv4` (nodes get no
+/// IPv4 address), `OneCGNATRoute` (how clients route 100.64.0.0/10) and `derpMap` (the tailnet's own
+/// DERP map, merged into the default one by the server).
+public struct TailnetOptions: Sendable, Equatable {
+    public var randomizeClientPort = false
+    public var disableIPv4 = false
+    public var oneCGNATRoute: String?
+    public var derpMap: JSONValue?
+
+    public init() {}
+}
+
 /// A parsed and validated policy file.
 public struct Policy: Sendable {
     public var groups: [String: [String]] = [:]
@@ -188,6 +201,8 @@ public struct Policy: Sendable {
     public var tests: [PolicyTest] = []
     public var sshTests: [SSHPolicyTest] = []
     public var randomizeClientPort = false
+    /// The network-wide settings the file holds (not access control).
+    public var options = TailnetOptions()
     /// Whether the file had `acls` or `grants` at all (without both, everything is allowed).
     public var hasAccessRules = false
     /// The source text the policy came from.

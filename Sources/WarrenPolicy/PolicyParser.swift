@@ -179,7 +179,23 @@ public enum PolicyParser {
             }
         }
 
-        p.randomizeClientPort = byName["randomizeclientport"].map { $0.value == .bool(true) } ?? false
+        // Network-wide options.
+        func flag(_ key: String, _ name: String) throws(PolicyError) -> Bool {
+            guard let n = byName[key], !n.isNull else { return false }
+            guard case .bool(let b) = n.value else { throw fail("\(name): expected a boolean", n.position) }
+            return b
+        }
+        p.randomizeClientPort = try flag("randomizeclientport", "randomizeClientPort")
+        p.options.randomizeClientPort = p.randomizeClientPort
+        p.options.disableIPv4 = try flag("disableipv4", "disableIPv4")
+        if let n = byName["onecgnatroute"], !n.isNull {
+            guard let v = n.string else { throw fail("OneCGNATRoute: expected a string", n.position) }
+            p.options.oneCGNATRoute = v
+        }
+        if let n = byName["derpmap"], !n.isNull {
+            guard n.members != nil else { throw fail("derpMap: expected an object", n.position) }
+            p.options.derpMap = JSONValue(node: n)
+        }
         p.hasAccessRules = byName["acls"] != nil || byName["grants"] != nil
 
         // acls

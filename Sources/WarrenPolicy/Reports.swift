@@ -28,6 +28,18 @@ public struct FlowExplanation: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+extension PolicyEngine {
+    /// The compile report: node name to its filter rules, SSH rules and peers.
+    public func report(only node: String? = nil) -> [String: CompiledNodeReport] {
+        var out: [String: CompiledNodeReport] = [:]
+        for name in nodeNames where node == nil || name == node {
+            out[name] = CompiledNodeReport(packet_filter_rules: packetFilter(for: name),
+                                           ssh_rules: sshPolicy(for: name)?.rules ?? [], peers: peers(for: name))
+        }
+        return out
+    }
+}
+
 extension PolicyCompiler {
     /// The compile report: node name to its filter rules, SSH rules and peers.
     public func report(only node: String? = nil) -> [String: CompiledNodeReport] {

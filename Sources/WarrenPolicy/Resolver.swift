@@ -21,8 +21,26 @@ enum KnownSets {
     }()
 }
 
+/// What unit compilation asks of a tailnet: alias resolution and the approved subnet routes.
+protocol AliasResolving {
+    func resolve(_ alias: Alias) -> IPSet
+    func sourceStrings(_ alias: Alias) -> [String]
+    /// Approved subnet routes of every node, each once, in node-name order.
+    var approvedSubnetRoutes: [String] { get }
+    /// SrcIPs of a list of node-naming aliases (each string once, first occurrence kept) with the sum of
+    /// their fingerprints, when the resolver keeps them at hand; nil otherwise.
+    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)?
+    /// An address as text.
+    func text(_ a: IPAddress) -> String
+}
+
+extension AliasResolving {
+    func text(_ a: IPAddress) -> String { a.description }
+    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? { nil }
+}
+
 /// Resolves aliases to address sets against one tailnet, with indexes by user and tag.
-struct Resolver: Sendable {
+struct Resolver: AliasResolving, Sendable {
     let policy: Policy
     let tailnet: Tailnet
     /// Node indexes by owning user's name, by tag; untagged and tagged node indexes.
@@ -89,6 +107,11 @@ struct Resolver: Sendable {
             add(nodes: nodes, to: &b)
             return
         }
+        Self.addAddressAlias(alias, policy: policy, to: &b)
+    }
+
+    /// Adds an alias that names addresses rather than nodes (hosts, ipsets, prefixes, ranges, `*`, ...).
+    static func addAddressAlias(_ alias: Alias, policy: Policy, to b: inout IPSetBuilder) {
         switch alias {
         case .wildcard: b.add(KnownSets.wildcard)
         case .host(let h): if let s = policy.hosts[h] { b.add(s) }

@@ -1,0 +1,213 @@
+// warren-policy-bench: compiles a synthetic tailnet's policy and prints figures (run on demand; not a test).
+//
+//   swift run -c release warren-policy-bench [--nodes N] [--seed S]
+//
+// The tailnet: N nodes (default 10,000) of 2,500 users and 100 tags, 50 groups, 200 ACL and grant rules,
+// 10 SSH rules, subnet routers and exit nodes. Figures: policy parse time, full compile time (engine build,
+// and every node's filter, SSH policy and peers materialized), the largest per-node filter (rules and JSON
+// bytes), peak memory (VmHWM), and the time to recompute after one node joins.
+import Foundation
+import WarrenPacket
+import WarrenPolicy
+import WarrenTailcfg
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func option(_ name: String, _ fallback: Int) -> Int {
+    let args = CommandLine.arguments
+    guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }
+    return v
+}
+
+let nodeCount = option("--nodes", 10_000)
+var rng = SplitMix(state: UInt64(option("--seed", 1)))
+let userCount = max(nodeCount / 4, 10), groupCount = 50, tagCount = 100, ruleCount = 200
+
+let users = (1...userCount).map { TailnetUser(id: $0, name: "user\($0)", email: "user\($0)@example.com") }
+let groups = (1...groupCount).map { "group:g\($0)" }
+let tags = (1...tagCount).map { "tag:t\($0)" }
+
+func address(_ k: Int) -> [IPAddress] {
+    [IPAddress.v4(0x6440_0000 | UInt32(k + 1)), IPAddress("fd7a:115c:a1e0::\(String(k + 1, radix: 16))")!]
+}
+
+@MainActor func makeNode(_ k: Int) -> TailnetNode {
+    if k % 10 < 7 {
+        return TailnetNode(name: "node\(k)", user: "user\(Int.random(in: 1...userCount, using: &rng))", tags: [], addresses: address(k))
+    }
+    var t = [tags.randomElement(using: &rng)!]
+    if Bool.random(using: &rng) { t.append(tags.randomElement(using: &rng)!) }
+    var n = TailnetNode(name: "node\(k)", user: nil, tags: Array(Set(t)).sorted(), addresses: address(k))
+    if k % 200 == 7 {
+        let route = IPPrefix("10.\(k % 250).0.0/16")!
+        n.advertisedRoutes = [route]
+        n.approvedRoutes = [route]
+    }
+    if k % 1000 == 17 {
+        n.advertisedRoutes += [IPPrefix("0.0.0.0/0")!, IPPrefix("::/0")!]
+        n.approvedRoutes = n.advertisedRoutes
+    }
+    return n
+}
+
+@MainActor func policyText() -> String {
+    var p: [String: Any] = [:]
+    var g: [String: [String]] = [:]
+    for name in groups { g[name] = (0..<Int.random(in: 20...80, using: &rng)).map { _ in users.randomElement(using: &rng)!.email } }
+    p["groups"] = g
+    var owners: [String: [String]] = [:]
+    for t in tags { owners[t] = [groups.randomElement(using: &rng)!] }
+    p["tagOwners"] = owners
+    p["hosts"] = ["db-net": "10.7.0.0/16", "backup": "10.207.0.5"]
+    func src() -> String {
+        switch Int.random(in: 0..<10, using: &rng) {
+        case 0: return "autogroup:member"
+        case 1, 2: return tags.randomElement(using: &rng)!
+        default: return groups.randomElement(using: &rng)!
+        }
+    }
+    func dst() -> String {
+        switch Int.random(in: 0..<20, using: &rng) {
+        case 0: return "db-net"
+        case 1: return "backup"
+        case 2, 3: return groups.randomElement(using: &rng)!
+        default: return tags.randomElement(using: &rng)!
+        }
+    }
+    func ports() -> String { ["22", "443", "80,443", "5432", "8000-8999", "*"].randomElement(using: &rng)! }
+    var acls: [[String: Any]] = []
+    var grants: [[String: Any]] = []
+    for i in 0..<ruleCount {
+        if i == 0 {
+            acls.append(["action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]])
+        } else if i == 1 {
+            acls.append(["action": "accept", "src": [groups[0]], "dst": ["autogroup:internet:*"]])
+        } else if i % 4 == 0 {
+            grants.append(["src": [src()], "dst": [dst(), dst()], "ip": ["tcp:\(ports())"]])
+        } else {
+            acls.append(["action": "accept", "src": (0..<Int.random(in: 1...2, using: &rng)).map { _ in src() },
+                         "dst": (0..<Int.random(in: 1...3, using: &rng)).map { _ in "\(dst()):\(ports())" }])
+        }
+    }
+    p["acls"] = acls
+    p["grants"] = grants
+    var ssh: [[String: Any]] = [["action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot", "root"]]]
+    for _ in 0..<9 {
+        ssh.append(["action": "accept", "src": [groups.randomElement(using: &rng)!], "dst": [tags.randomElement(using: &rng)!], "users": ["ubuntu", "root"]])
+    }
+    p["ssh"] = ssh
+    p["nodeAttrs"] = [["target": [tags[0]], "attr": ["funnel"]]]
+    p["autoApprovers"] = ["routes": ["10.0.0.0/8": [tags[1]]], "exitNode": [tags[2]]]
+    return String(decoding: try! JSONSerialization.data(withJSONObject: p, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self)
+}
+
+func peakRSS() -> String {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return "n/a" }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return line.dropFirst("VmHWM:".count).trimmingCharacters(in: .whitespaces)
+    }
+    return "n/a"
+}
+
+/// Wall time and this thread's CPU time (the machine may be shared: CPU time is what the work costs).
+struct Timing {
+    var wall: Duration
+    var cpu: Double
+
+    static func + (a: Timing, b: Timing) -> Timing { Timing(wall: a.wall + b.wall, cpu: a.cpu + b.cpu) }
+}
+
+func threadCPU() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) * 1e3 + Double(ts.tv_nsec) / 1e6
+}
+
+struct Clock {
+    let wall = ContinuousClock()
+    func measure(_ body: () -> Void) -> Timing {
+        let c0 = threadCPU()
+        let w = wall.measure(body)
+        return Timing(wall: w, cpu: threadCPU() - c0)
+    }
+}
+
+func ms(_ t: Timing) -> String {
+    let c = t.wall.components
+    let wall = Double(c.seconds) * 1e3 + Double(c.attoseconds) / 1e15
+    return String(format: "%.2f ms CPU (%.2f ms wall)", t.cpu, wall)
+}
+
+let clock = Clock()
+let text = policyText()
+let nodes = (0..<nodeCount).map(makeNode)
+print("tailnet: \(nodeCount) nodes, \(users.count) users, \(groupCount) groups, \(tagCount) tags, \(ruleCount) rules (+10 SSH), "
+    + "\(nodes.filter { !$0.approvedRoutes.isEmpty }.count) routers; policy \(text.utf8.count) bytes")
+
+var policy: Policy!
+let parseTime = clock.measure { policy = try! PolicyParser.parse(text, tailnetDomain: "example.com") }
+print("parse and validate: \(ms(parseTime))")
+
+var engine: PolicyEngine!
+let buildTime = clock.measure { engine = PolicyEngine(policy: policy, tailnet: Tailnet(users: users, nodes: nodes)) }
+// Every node's packet filter and SSH policy in wire form (peers are computed in the build, as bit sets).
+var filters: [String: [FilterRule]] = [:]
+var totalPeers = 0
+let names = engine.nodeNames
+let materializeTime = clock.measure {
+    for name in names {
+        filters[name] = engine.packetFilter(for: name)
+        _ = engine.sshPolicy(for: name)
+        totalPeers += engine.peerCount(for: name)
+    }
+}
+print("full compile: \(ms(buildTime + materializeTime)) (engine build with every node's peers \(ms(buildTime)); "
+    + "every node's filter and SSH policy in wire form \(ms(materializeTime)))")
+let peerNamesTime = clock.measure { for name in names { _ = engine.peers(for: name) } }
+print("peer lists by name for every node (\(totalPeers / nodeCount) peers on average): \(ms(peerNamesTime))")
+
+let encoder = JSONEncoder()
+var largest = (name: "", rules: 0, bytes: 0)
+var totalRules = 0
+for (name, rules) in filters {
+    totalRules += rules.count
+    let bytes = (try? encoder.encode(rules).count) ?? 0
+    if bytes > largest.bytes { largest = (name, rules.count, bytes) }
+}
+let mostRules = filters.values.map(\.count).max() ?? 0
+print("largest filter: \(largest.bytes) bytes of JSON, \(largest.rules) rules (\(largest.name)); most rules in one filter: \(mostRules); "
+    + "average \(totalRules / nodeCount) rules per node")
+filters = [:]
+
+// Joins: user nodes, tagged nodes and a router, each joined and then removed again.
+var joinTimes: [(String, Timing, Int, Timing)] = []
+let kinds = ["user node", "user node", "user node", "tagged node", "tagged node", "tagged node", "router"]
+for (i, kind) in Array(repeating: kinds, count: option("--repeat-joins", 1)).joined().enumerated() {
+    var n = makeNode(nodeCount + i)
+    n.name = "joiner\(i)"
+    switch kind {
+    case "user node": n.tags = []; n.user = "user\(i % userCount + 1)"
+    case "tagged node": n.user = nil; n.tags = [tags[i % tagCount]]
+    default:
+        n.user = nil; n.tags = [tags[1]]
+        n.advertisedRoutes = [IPPrefix("10.250.\(i).0/24")!]
+    }
+    var touched: Set<String> = []
+    let t = clock.measure { touched = engine.apply(.upsert(n)) }
+    let send = clock.measure { for name in touched { _ = engine.packetFilter(for: name); _ = engine.sshPolicy(for: name) } }
+    joinTimes.append((kind, t, touched.count, send))
+    engine.apply(.remove(name: n.name))
+}
+for (kind, t, touched, send) in joinTimes.prefix(kinds.count) {
+    print("join of a \(kind): recompute \(ms(t)); \(touched) nodes touched, their filters and SSH policies in wire form \(ms(send))")
+}
+print("peak memory (VmHWM): \(peakRSS())")
