@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
             .product(name: "Crypto", package: "swift-crypto"),
