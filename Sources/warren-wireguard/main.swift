@@ -1,3 +1,3 @@
 import WireGuardDevice
 
-print("warren-wireguard: not yet able to run a device (MTU would be \(WireGuardDeviceInfo.defaultMTU))")
+print("warren-wireguard: not yet able to run a device (MTU would be \(WireGuardDeviceConstants.defaultMTU))")

@@ -2,5 +2,5 @@ import XCTest
 import WireGuardDevice
 
 final class DeviceTests: XCTestCase {
-    func testDefaultMTU() { XCTAssertEqual(WireGuardDeviceInfo.defaultMTU, 1420) }
+    func testDefaultMTU() { XCTAssertEqual(WireGuardDeviceConstants.defaultMTU, 1420) }
 }
