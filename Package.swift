@@ -28,7 +28,7 @@ let package = Package(
         ]),
         .target(name: "WarrenTailcfg"),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
-        .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket"]),
+        .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket", "WireGuardProtocol"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -52,8 +52,8 @@ let package = Package(
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
-        .testTarget(name: "WireGuardUAPITests", dependencies: ["WireGuardUAPI", "WarrenPacket", "WarrenTestSupport"]),
-        .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI"]),
+        .testTarget(name: "WireGuardUAPITests", dependencies: ["WireGuardUAPI", "WireGuardProtocol", "WarrenPacket", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "InteropTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 // The contents of one `set=1` request: what to change on the device, in the order given.
 
 public import WarrenPacket
+public import WireGuardProtocol
 
 /// A change to the device's configuration, parsed from one `set=1` request.
 ///
@@ -16,8 +17,8 @@ public import WarrenPacket
 /// the last value of each, which is the same end state because none of them depends on another.
 /// One exception worth knowing: a peer whose public key equals the device's own public key (after
 /// the private key of this same update is applied) is ignored, as wireguard-go does.
-public struct DeviceConfigUpdate: Hashable, Sendable {
-    public var privateKey: UAPIKey?
+public struct DeviceConfigUpdate: Equatable, Sendable {
+    public var privateKey: WireGuardPrivateKey?
     public var listenPort: UInt16?
     public var fwmark: UInt32?
     /// `replace_peers=true`: remove all peers before applying `peers`.
@@ -25,7 +26,7 @@ public struct DeviceConfigUpdate: Hashable, Sendable {
     public var peers: [PeerConfigUpdate]
 
     public init(
-        privateKey: UAPIKey? = nil, listenPort: UInt16? = nil, fwmark: UInt32? = nil,
+        privateKey: WireGuardPrivateKey? = nil, listenPort: UInt16? = nil, fwmark: UInt32? = nil,
         replacePeers: Bool = false, peers: [PeerConfigUpdate] = []
     ) {
         self.privateKey = privateKey
@@ -46,11 +47,11 @@ public struct DeviceConfigUpdate: Hashable, Sendable {
 ///   (seconds, 0 = off; turning it on from off sends a keepalive at once), and if
 ///   `replaceAllowedIPs` remove the peer's allowed IPs; then add each of `allowedIPs` (taking a
 ///   prefix away from any other peer that had it).
-public struct PeerConfigUpdate: Hashable, Sendable {
-    public var publicKey: UAPIKey
+public struct PeerConfigUpdate: Equatable, Sendable {
+    public var publicKey: WireGuardPublicKey
     public var remove: Bool
     public var updateOnly: Bool
-    public var presharedKey: UAPIKey?
+    public var presharedKey: WireGuardPresharedKey?
     public var endpoint: UAPIEndpoint?
     public var persistentKeepaliveInterval: UInt16?
     /// Remove the peer's allowed IPs before adding `allowedIPs`. When a request has
@@ -63,7 +64,7 @@ public struct PeerConfigUpdate: Hashable, Sendable {
     public var protocolVersion: Int?
 
     public init(
-        publicKey: UAPIKey, remove: Bool = false, updateOnly: Bool = false, presharedKey: UAPIKey? = nil,
+        publicKey: WireGuardPublicKey, remove: Bool = false, updateOnly: Bool = false, presharedKey: WireGuardPresharedKey? = nil,
         endpoint: UAPIEndpoint? = nil, persistentKeepaliveInterval: UInt16? = nil,
         replaceAllowedIPs: Bool = false, allowedIPs: [IPPrefix] = [], protocolVersion: Int? = nil
     ) {

@@ -1,18 +1,19 @@
 // The device's state as a `get=1` request reports it.
 
 public import WarrenPacket
+public import WireGuardProtocol
 
 /// What `get=1` reports: the device's configuration and per-peer statistics.
-public struct DeviceSnapshot: Hashable, Sendable {
+public struct DeviceSnapshot: Equatable, Sendable {
     /// Omitted from the answer when nil or zero.
-    public var privateKey: UAPIKey?
+    public var privateKey: WireGuardPrivateKey?
     /// The port the device is bound to; omitted when 0 (not bound).
     public var listenPort: UInt16
     /// Omitted when 0.
     public var fwmark: UInt32
     public var peers: [PeerSnapshot]
 
-    public init(privateKey: UAPIKey? = nil, listenPort: UInt16 = 0, fwmark: UInt32 = 0, peers: [PeerSnapshot] = []) {
+    public init(privateKey: WireGuardPrivateKey? = nil, listenPort: UInt16 = 0, fwmark: UInt32 = 0, peers: [PeerSnapshot] = []) {
         self.privateKey = privateKey
         self.listenPort = listenPort
         self.fwmark = fwmark
@@ -21,10 +22,10 @@ public struct DeviceSnapshot: Hashable, Sendable {
 }
 
 /// One peer in a `get=1` answer.
-public struct PeerSnapshot: Hashable, Sendable {
-    public var publicKey: UAPIKey
+public struct PeerSnapshot: Equatable, Sendable {
+    public var publicKey: WireGuardPublicKey
     /// The zero key when the peer has none (wireguard-go always prints the line).
-    public var presharedKey: UAPIKey
+    public var presharedKey: WireGuardPresharedKey
     public var protocolVersion: Int
     /// Omitted when the peer has no endpoint yet.
     public var endpoint: UAPIEndpoint?
@@ -39,7 +40,7 @@ public struct PeerSnapshot: Hashable, Sendable {
     public var allowedIPs: [IPPrefix]
 
     public init(
-        publicKey: UAPIKey, presharedKey: UAPIKey = .zero, protocolVersion: Int = 1, endpoint: UAPIEndpoint? = nil,
+        publicKey: WireGuardPublicKey, presharedKey: WireGuardPresharedKey = .zero, protocolVersion: Int = 1, endpoint: UAPIEndpoint? = nil,
         lastHandshakeTimeSec: Int64 = 0, lastHandshakeTimeNsec: Int64 = 0, txBytes: UInt64 = 0, rxBytes: UInt64 = 0,
         persistentKeepaliveInterval: UInt16 = 0, allowedIPs: [IPPrefix] = []
     ) {

@@ -6,6 +6,7 @@
 // nothing (wireguard-go applies line by line and can leave a half-applied configuration).
 
 import WarrenPacket
+import WireGuardProtocol
 
 extension DeviceConfigUpdate {
     /// The longest line accepted, as wireguard-go's `bufio.Scanner` (64 KiB buffer); a longer
@@ -62,7 +63,7 @@ struct SetRequestParser {
         let value = String(decoding: line[(equals + 1)...], as: UTF8.self)
 
         if key == "public_key" {
-            guard let publicKey = UAPIKey(hex: value) else {
+            guard let publicKey = WireGuardPublicKey(hex: value) else {
                 throw UAPIError(.invalidValue, "invalid public_key \(Self.printable(value))")
             }
             flushPeer()
@@ -90,11 +91,11 @@ struct SetRequestParser {
     private mutating func consumeDeviceLine(key: String, value: String) throws(UAPIError) {
         switch key {
         case "private_key":
-            guard let key = UAPIKey(hex: value) else {
+            // wireguard-go clamps a non-zero private key as it reads it; zero means "none".
+            guard let key = WireGuardPrivateKey.fromUAPIHex(value) else {
                 throw UAPIError(.invalidValue, "invalid private_key")
             }
-            // wireguard-go clamps a non-zero private key as it reads it; zero means "none".
-            update.privateKey = key.isZero ? key : key.clamped
+            update.privateKey = key
         case "listen_port":
             guard let port = parseDecimal(value, maximum: UInt64(UInt16.max)) else {
                 throw UAPIError(.invalidValue, "invalid listen_port \(Self.printable(value))")
@@ -128,7 +129,7 @@ struct SetRequestParser {
             current = PeerConfigUpdate(publicKey: current.publicKey, remove: true)
             peerIgnored = true
         case "preshared_key":
-            guard let psk = UAPIKey(hex: value) else {
+            guard let psk = WireGuardPresharedKey(hex: value) else {
                 throw UAPIError(.invalidValue, "invalid preshared_key")
             }
             if !peerIgnored { current.presharedKey = psk }

@@ -2,6 +2,7 @@
 // of the first (for clients such as a future `warren` CLI, and for round-trip tests).
 
 import WarrenPacket
+import WireGuardProtocol
 
 extension DeviceSnapshot {
     /// The body of a `get=1` answer, in wireguard-go's order, without the `errno=` line:
@@ -46,7 +47,7 @@ extension DeviceSnapshot {
             let key = line[..<equals]
             let value = line[line.index(after: equals)...]
             if key == "public_key" {
-                guard let k = UAPIKey(hex: value) else { throw invalid(line) }
+                guard let k = WireGuardPublicKey(hex: value) else { throw invalid(line) }
                 if let peer { snapshot.peers.append(peer) }
                 peer = PeerSnapshot(publicKey: k)
                 continue
@@ -59,7 +60,7 @@ extension DeviceSnapshot {
             if var p = peer {
                 switch key {
                 case "preshared_key":
-                    guard let k = UAPIKey(hex: value) else { throw invalid(line) }
+                    guard let k = WireGuardPresharedKey(hex: value) else { throw invalid(line) }
                     p.presharedKey = k
                 case "protocol_version":
                     guard let v = Int(value) else { throw invalid(line) }
@@ -92,7 +93,7 @@ extension DeviceSnapshot {
             } else {
                 switch key {
                 case "private_key":
-                    guard let k = UAPIKey(hex: value) else { throw invalid(line) }
+                    guard let k = WireGuardPrivateKey(hex: value) else { throw invalid(line) }
                     snapshot.privateKey = k
                 case "listen_port":
                     guard let v = UInt16(value) else { throw invalid(line) }

@@ -23,7 +23,7 @@ public protocol UAPIHandler: Sendable {
 }
 
 /// One complete request read from a connection.
-public enum UAPIRequest: Hashable, Sendable {
+public enum UAPIRequest: Equatable, Sendable {
     case get
     case set(DeviceConfigUpdate)
     /// A request that was malformed: answered with this error's errno, nothing applied.
@@ -49,7 +49,7 @@ public enum UAPIRequest: Hashable, Sendable {
 
 /// Reads requests out of a connection's byte stream.
 public struct UAPIConnection: Sendable {
-    public enum Action: Hashable, Sendable {
+    public enum Action: Equatable, Sendable {
         /// Answer this request (in order), then carry on reading.
         case request(UAPIRequest)
         /// Close the connection (after writing the answers of earlier actions).

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Foundation
 import Synchronization
+import WireGuardProtocol
 import WireGuardUAPI
 import WireGuardUAPIServer
 import XCTest

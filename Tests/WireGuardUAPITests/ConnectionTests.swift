@@ -1,6 +1,7 @@
 import Synchronization
 import WarrenPacket
 import WarrenTestSupport
+import WireGuardProtocol
 import WireGuardUAPI
 import XCTest
 
@@ -184,7 +185,7 @@ final class FuzzTests: XCTestCase {
     }
 
     func testFuzzGetResponseParser() {
-        let seeds = [Array(DeviceSnapshot(privateKey: key(1), listenPort: 5, peers: [PeerSnapshot(publicKey: key(2),
+        let seeds = [Array(DeviceSnapshot(privateKey: priv(1), listenPort: 5, peers: [PeerSnapshot(publicKey: pub(2),
             endpoint: UAPIEndpoint("1.2.3.4:5"), allowedIPs: [IPPrefix("10.0.0.0/8")!])]).getResponse.utf8)]
         MutationFuzzer(seeds: seeds, iterations: 10_000, seed: 0x6E7).run { bytes in
             _ = try? DeviceSnapshot(parsingGetResponse: String(decoding: bytes, as: UTF8.self))

@@ -1,20 +1,21 @@
 import WarrenPacket
 import WarrenTestSupport
+import WireGuardProtocol
 import WireGuardUAPI
 import XCTest
 
 final class TextFormTests: XCTestCase {
     func sampleSnapshot() -> DeviceSnapshot {
         DeviceSnapshot(
-            privateKey: key(0x11), listenPort: 51820, fwmark: 7,
+            privateKey: try! WireGuardPrivateKey(rawRepresentation: [UInt8](repeating: 0x11, count: 32)), listenPort: 51820, fwmark: 7,
             peers: [
                 PeerSnapshot(
-                    publicKey: key(0x22), presharedKey: key(0x33),
+                    publicKey: pub(0x22), presharedKey: psk(0x33),
                     endpoint: UAPIEndpoint(address: IPAddress("192.0.2.1")!, port: 51820),
                     lastHandshakeTimeSec: 1_700_000_000, lastHandshakeTimeNsec: 123_456_789,
                     txBytes: 1 << 40, rxBytes: 42, persistentKeepaliveInterval: 25,
                     allowedIPs: [IPPrefix("10.0.0.0/24")!, IPPrefix("fd00::/64")!]),
-                PeerSnapshot(publicKey: key(0x44)),
+                PeerSnapshot(publicKey: pub(0x44)),
             ])
     }
 
@@ -51,11 +52,11 @@ final class TextFormTests: XCTestCase {
 
     func testEmptyDeviceOmitsZeroFields() {
         XCTAssertEqual(DeviceSnapshot().getResponse, "errno=0\n\n")
-        XCTAssertEqual(DeviceSnapshot(privateKey: .zero).getResponse, "errno=0\n\n")
+        XCTAssertEqual(DeviceSnapshot(privateKey: try! WireGuardPrivateKey(rawRepresentation: [UInt8](repeating: 0, count: 32))).getResponse, "errno=0\n\n")
     }
 
     func testIPv6EndpointIsBracketed() {
-        var snapshot = DeviceSnapshot(peers: [PeerSnapshot(publicKey: key(1))])
+        var snapshot = DeviceSnapshot(peers: [PeerSnapshot(publicKey: pub(1))])
         snapshot.peers[0].endpoint = UAPIEndpoint(address: IPAddress("2001:db8::1")!, port: 1)
         XCTAssertTrue(snapshot.getResponse.contains("\nendpoint=[2001:db8::1]:1\n"))
     }
@@ -74,15 +75,15 @@ final class TextFormTests: XCTestCase {
 
     func testUpdateRoundTrip() throws {
         let update = DeviceConfigUpdate(
-            privateKey: key(0x11).clamped, listenPort: 0, fwmark: 0, replacePeers: true,
+            privateKey: priv(0x11), listenPort: 0, fwmark: 0, replacePeers: true,
             peers: [
                 PeerConfigUpdate(
-                    publicKey: key(0x22), updateOnly: true, presharedKey: .zero,
+                    publicKey: pub(0x22), updateOnly: true, presharedKey: .zero,
                     endpoint: UAPIEndpoint("[::1]:9"), persistentKeepaliveInterval: 0,
                     replaceAllowedIPs: true, allowedIPs: [IPPrefix("0.0.0.0/0")!, IPPrefix("::/0")!],
                     protocolVersion: 1),
-                PeerConfigUpdate(publicKey: key(0x33), remove: true),
-                PeerConfigUpdate(publicKey: key(0x22), allowedIPs: [IPPrefix("10.1.0.0/16")!]),
+                PeerConfigUpdate(publicKey: pub(0x33), remove: true),
+                PeerConfigUpdate(publicKey: pub(0x22), allowedIPs: [IPPrefix("10.1.0.0/16")!]),
             ])
         let text = update.setRequest
         XCTAssertTrue(text.hasPrefix("set=1\n"))
@@ -95,17 +96,17 @@ final class TextFormTests: XCTestCase {
         var rng = SeededGenerator(seed: 42)
         for _ in 0..<300 {
             var update = DeviceConfigUpdate()
-            if Bool.random(using: &rng) { update.privateKey = UAPIKey(bytes: rng.bytes(count: 32))!.clamped }
+            if Bool.random(using: &rng) { update.privateKey = priv(rng.bytes(count: 32)) }
             if Bool.random(using: &rng) { update.listenPort = UInt16.random(in: 0...UInt16.max, using: &rng) }
             if Bool.random(using: &rng) { update.fwmark = UInt32.random(in: 0...UInt32.max, using: &rng) }
             update.replacePeers = Bool.random(using: &rng)
             for _ in 0..<Int.random(in: 0...4, using: &rng) {
-                var peer = PeerConfigUpdate(publicKey: UAPIKey(bytes: rng.bytes(count: 32))!)
+                var peer = PeerConfigUpdate(publicKey: try WireGuardPublicKey(rawRepresentation: rng.bytes(count: 32)))
                 if Int.random(in: 0..<5, using: &rng) == 0 {
                     peer.remove = true
                 } else {
                     peer.updateOnly = Bool.random(using: &rng)
-                    if Bool.random(using: &rng) { peer.presharedKey = UAPIKey(bytes: rng.bytes(count: 32)) }
+                    if Bool.random(using: &rng) { peer.presharedKey = try WireGuardPresharedKey(rawRepresentation: rng.bytes(count: 32)) }
                     if Bool.random(using: &rng) {
                         let address = Bool.random(using: &rng)
                             ? IPAddress(bytes: rng.bytes(count: 4))! : IPAddress(bytes: rng.bytes(count: 16))!
@@ -127,15 +128,14 @@ final class TextFormTests: XCTestCase {
         }
     }
 
-    func testKeyForms() {
-        XCTAssertEqual(UAPIKey(hex: String(repeating: "aB", count: 32))?.bytes, [UInt8](repeating: 0xAB, count: 32))
-        XCTAssertNil(UAPIKey(bytes: [UInt8](repeating: 0, count: 31)))
-        XCTAssertNil(UAPIKey(hex: String(repeating: "é", count: 32)))
-        XCTAssertTrue(UAPIKey.zero.isZero)
-        XCTAssertFalse(key(1).isZero)
-        XCTAssertEqual(key(0xFF).clamped.bytes.first, 0xF8)
-        XCTAssertEqual(key(0x00).clamped.bytes.last, 0x40)
-        XCTAssertEqual(key(0x0F).description, String(repeating: "0f", count: 32))
+    func testPrivateKeyForms() throws {
+        XCTAssertTrue(try WireGuardPrivateKey(rawRepresentation: [UInt8](repeating: 0, count: 32)).isZero)
+        XCTAssertFalse(priv(0).isZero)
+        XCTAssertEqual(priv(0xFF).rawRepresentation.first, 0xF8)
+        XCTAssertEqual(priv(0x00).rawRepresentation.last, 0x40)
+        // A private key prints in hex in the get answer, clamped as it was stored.
+        let snapshot = DeviceSnapshot(privateKey: priv(0xFF))
+        XCTAssertEqual(snapshot.getResponse, "private_key=f8\(String(repeating: "ff", count: 30))7f\nerrno=0\n\n")
     }
 
     func testEndpointForms() {
