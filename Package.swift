@@ -28,18 +28,20 @@ let package = Package(
         ]),
         .target(name: "WarrenTailcfg"),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket", "WireGuardProtocol"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
+        .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
         .target(name: "WireGuardDevice", dependencies: [
-            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
+            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Layer 2
         .executableTarget(name: "warren-wireguard", dependencies: [
-            "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "WireGuardDevice", "WireGuardUAPI", "WireGuardUAPIServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -50,6 +52,8 @@ let package = Package(
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardUAPITests", dependencies: ["WireGuardUAPI", "WireGuardProtocol", "WarrenPacket", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "InteropTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]

@@ -13,3 +13,9 @@ public enum WireGuardDeviceConstants {
     /// Packets held per peer while its handshake is in flight (wireguard-go: 1024).
     public static let stagedPacketLimit = 128
 }
+
+extension WireGuardDeviceConstants {
+    /// Handshake messages per second above which the device is "under load" and answers
+    /// handshake messages without a valid MAC2 with a cookie reply instead of processing them.
+    public static let underLoadHandshakesPerSecond = 128
+}
