@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
         .target(name: "WireGuardDevice", dependencies: [
-            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI",
+            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Layer 2

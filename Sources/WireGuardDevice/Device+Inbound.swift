@@ -11,9 +11,8 @@ extension WireGuardDevice {
         var counters = [UInt64](repeating: 0, count: buffers.capacity)
         var handshakeSlots: [Int] = []
         handshakeSlots.reserveCapacity(buffers.capacity)
-        var confirmed: [Peer] = []
-        confirmed.reserveCapacity(8)
-        var rekeys: [Peer] = []
+        var effects: [DeviceEffect] = []
+        effects.reserveCapacity(16)
         let header = TransportHeader.size
 
         while true {
@@ -26,7 +25,8 @@ extension WireGuardDevice {
                 logger.error("Failed to receive packets: \(error)")
                 return
             }
-            let now = ContinuousClock.now
+            let clock = DeviceClock.read()
+            let now = clock.now
 
             // 1. Classify; find the keypair of each data message.
             state.withLock { s in
@@ -42,12 +42,14 @@ extension WireGuardDevice {
                     let type = UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
                     if type == MessageType.transportData.rawValue, length >= TransportHeader.minimumMessageSize {
                         let index = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-                        guard let entry = s.indices[index], let keypair = entry.keypair, keypair.canReceive(now: now) else {
+                        guard let peer = s.indices[index], let keypair = peer.session?.keypair(forLocalIndex: index),
+                              keypair.canReceive(now: now)
+                        else {
                             buffers.lengths[i] = 0
                             continue
                         }
                         keypairs[i] = keypair
-                        peers[i] = entry.peer
+                        peers[i] = peer
                         counters[i] = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
                     } else if (type == MessageType.handshakeInitiation.rawValue && length == HandshakeInitiation.size)
                         || (type == MessageType.handshakeResponse.rawValue && length == HandshakeResponse.size)
@@ -68,6 +70,7 @@ extension WireGuardDevice {
                     start: buffers.slot(i) + header, count: buffers.lengths[i] - header)
                 guard let plain = keypair.openInPlace(payload, counter: counters[i]) else {
                     keypairs[i] = nil
+                    peers[i] = nil
                     buffers.lengths[i] = 0
                     continue
                 }
@@ -75,8 +78,25 @@ extension WireGuardDevice {
                 buffers.lengths[i] = plain
             }
 
-            // 3. Replay window, session confirmation, roaming, inner source check, statistics.
+            // 3. Replay window, inner source check, statistics; then the session learns of each run
+            //    of packets with one keypair (key confirmation, roaming, timers).
             state.withLock { s in
+                var rng = SystemRandomNumberGenerator()
+                var runKeypair: Keypair? = nil
+                var runPeer: Peer? = nil
+                var runData = false
+                var runSource = WireGuardEndpoint(address: .v4(0), port: 0)
+                func endRun() {
+                    guard let peer = runPeer, let keypair = runKeypair else { return }
+                    let (data, source) = (runData, runSource)
+                    s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                        session.transportReceived(with: keypair, containsData: data, from: source, now: now,
+                                                  timestamp: clock.timestamp, using: &rng, newIndex: newIndex)
+                    }
+                    runPeer = nil
+                    runKeypair = nil
+                    runData = false
+                }
                 for i in 0..<count {
                     guard let keypair = keypairs[i], let peer = peers[i] else { continue }
                     keypairs[i] = nil
@@ -85,39 +105,27 @@ extension WireGuardDevice {
                         buffers.lengths[i] = 0
                         continue
                     }
-                    if peer.next === keypair {
-                        s.release(peer.previous)
-                        peer.previous = peer.current
-                        peer.current = keypair
-                        peer.next = nil
-                        peer.timers.handshakeComplete()
-                        if !confirmed.contains(where: { $0 === peer }) { confirmed.append(peer) }
+                    if keypair !== runKeypair {
+                        endRun()
+                        runKeypair = keypair
+                        runPeer = peer
                     }
-                    peer.endpoint = buffers.endpoints[i]
+                    runSource = buffers.endpoints[i]
                     let length = buffers.lengths[i]
                     peer.rxBytes &+= UInt64(length + TransportHeader.minimumMessageSize)
-                    peer.timers.anyAuthenticatedPacketReceived()
-                    peer.timers.anyAuthenticatedPacketTraversal(now: now)
-                    if keypair.isInitiator, peer.current === keypair,
-                       now - keypair.createdAt >= WireGuardConstants.rejectAfterTime - WireGuardConstants.keepaliveTimeout
-                        - WireGuardConstants.rekeyTimeout,
-                       !rekeys.contains(where: { $0 === peer })
-                    {
-                        rekeys.append(peer)
-                    }
-                    if length == 0 {
-                        continue  // keepalive
-                    }
-                    let p = buffers.slot(i) + header
-                    guard let source = IPHeader.source(p, length: length), s.allowedIPs.lookup(source) === peer,
-                          let stated = IPHeader.statedLength(p, length: length), stated <= length
+                    if length == 0 { continue }  // keepalive
+                    let packet = UnsafeRawBufferPointer(start: buffers.slot(i) + header, count: length)
+                    guard s.allowedIPs.lookupSource(packet: packet) === peer,
+                          let stated = IPHeader.statedLength(packet.baseAddress!, length: length),
+                          stated <= length, stated > 0
                     else {
                         buffers.lengths[i] = 0
                         continue
                     }
                     buffers.lengths[i] = stated
-                    peer.timers.dataReceived(now: now)
+                    runData = true
                 }
+                endRun()
             }
 
             // 4. Deliver the packets; then the rarer work.
@@ -136,131 +144,87 @@ extension WireGuardDevice {
                 handleHandshakeMessage(bytes, from: buffers.endpoints[i], batchHandshakes: handshakeSlots.count)
             }
             handshakeSlots.removeAll(keepingCapacity: true)
-            for peer in confirmed { flushStaged(peer, keepaliveIfEmpty: false) }
-            confirmed.removeAll(keepingCapacity: true)
-            for peer in rekeys { initiateHandshake(peer, retransmit: false) }
-            rekeys.removeAll(keepingCapacity: true)
+            if !effects.isEmpty {
+                perform(effects)
+                effects.removeAll(keepingCapacity: true)
+            }
         }
     }
 
     /// Handles a handshake initiation, response or cookie reply (already checked for type and size).
     func handleHandshakeMessage(_ bytes: [UInt8], from source: WireGuardEndpoint, batchHandshakes: Int) {
-        let now = ContinuousClock.now
-        let type = bytes[0]
-        if type == UInt8(MessageType.cookieReply.rawValue) {
+        let clock = DeviceClock.read()
+        let now = clock.now
+        let type = UInt32(bytes[0])
+        var effects: [DeviceEffect] = []
+
+        if type == MessageType.cookieReply.rawValue {
             guard let reply = try? CookieReply(bytes: bytes) else { return }
             state.withLock { s in
-                guard let entry = s.indices[reply.receiverIndex] else { return }
-                if entry.peer.cookies.consume(reply, now: now) {
-                    logger.verbose("peer(\(entry.peer.publicKey.base64.prefix(4))…) - Received cookie reply")
+                guard let peer = s.indices[reply.receiverIndex], peer.session != nil else { return }
+                if peer.session!.receivedCookieReply(reply, now: now) {
+                    logger.verbose("\(peer.logName) - Received cookie reply")
                 }
             }
             return
         }
 
-        enum Outcome {
-            case none
-            case reply([UInt8], WireGuardEndpoint)
-            case respond([UInt8], WireGuardEndpoint, Peer)
-            case completed(Peer)
-        }
-        let outcome: Outcome = state.withLock { s in
-            guard var checker = s.cookieChecker, let privateKey = s.privateKey, checker.checkMAC1(bytes) else {
-                return .none
-            }
+        state.withLock { s in
+            guard var checker = s.cookieChecker, let privateKey = s.privateKey else { return }
             var underLoad = s.countHandshakeMessage(now: now)
             if batchHandshakes >= WireGuardDeviceConstants.batchSize / 4 { underLoad = true }
-            if underLoad {
-                let sourceBytes = CookieChecker.sourceBytes(address: source.address, port: source.port)
-                if !checker.checkMAC2(bytes, source: sourceBytes, now: now) {
-                    var rng = SystemRandomNumberGenerator()
-                    let reply = checker.makeReply(to: bytes, source: sourceBytes, now: now, using: &rng)
-                    s.cookieChecker = checker
-                    return reply.map { .reply($0.bytes, source) } ?? .none
-                }
+            var rng = SystemRandomNumberGenerator()
+            let sourceBytes = CookieChecker.sourceBytes(address: source.address, port: source.port)
+            let screening = checker.screen(bytes, source: sourceBytes, underLoad: underLoad, now: now, using: &rng)
+            s.cookieChecker = checker
+            switch screening {
+            case .drop:
+                return
+            case .reply(let reply):
+                logger.verbose("Sending cookie reply to \(source) (under load)")
+                effects.append(.send(reply.bytes, source))
+                return
+            case .process:
+                break
             }
 
-            if type == UInt8(MessageType.handshakeInitiation.rawValue) {
+            if type == MessageType.handshakeInitiation.rawValue {
                 guard let message = try? HandshakeInitiation(bytes: bytes),
                       let received = NoiseHandshake.readInitiation(message, localStatic: privateKey),
-                      let peer = s.peers[received.initiatorStatic], var handshake = peer.handshake
-                else { return .none }
+                      let peer = s.peers[received.initiatorStatic]
+                else { return }
                 do {
-                    try handshake.consumeInitiation(received, now: now)
+                    try s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                        try session.receivedInitiation(received, from: source, now: now, using: &rng, newIndex: newIndex)
+                    }
+                    logger.verbose("\(peer.logName) - Received handshake initiation, sending response")
                 } catch {
-                    logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Refused handshake initiation: \(error)")
-                    return .none
+                    logger.verbose("\(peer.logName) - Refused handshake initiation: \(error)")
                 }
-                s.releaseHandshakeIndex(of: peer)
-                let index = s.reserveIndex(for: peer)
-                var rng = SystemRandomNumberGenerator()
-                guard let response = try? handshake.createResponse(senderIndex: index, using: &rng),
-                      let keypair = try? handshake.deriveKeypair(now: now, cipher: cipher)
-                else {
-                    s.indices[index] = nil
-                    peer.handshake = handshake
-                    return .none
-                }
-                peer.handshake = handshake
-                s.release(peer.next)
-                peer.next = keypair
-                s.indices[index] = DeviceState.IndexEntry(peer: peer, keypair: keypair)
-                peer.endpoint = source
-                peer.lastHandshake = Self.wallClock()
-                peer.timers.anyAuthenticatedPacketReceived()
-                peer.timers.anyAuthenticatedPacketTraversal(now: now)
-                peer.timers.sessionDerived(now: now)
-                var out = response.bytes
-                peer.cookies.addMACs(to: &out, now: now)
-                peer.txBytes &+= UInt64(out.count)
-                peer.timers.anyAuthenticatedPacketSent()
-                return .respond(out, source, peer)
+                return
             }
 
             // A handshake response to one of our initiations.
-            guard let message = try? HandshakeResponse(bytes: bytes),
-                  let entry = s.indices[message.receiverIndex], entry.keypair == nil,
-                  var handshake = entry.peer.handshake
-            else { return .none }
-            let peer = entry.peer
+            guard let message = try? HandshakeResponse(bytes: bytes), let peer = s.indices[message.receiverIndex] else {
+                return
+            }
             do {
-                try handshake.consumeResponse(message)
+                try s.drive(peer, clock: clock, into: &effects) { session, _ in
+                    try session.receivedResponse(message, from: source, now: now)
+                }
+                logger.verbose("\(peer.logName) - Received handshake response")
             } catch {
-                logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Refused handshake response: \(error)")
-                return .none
+                logger.verbose("\(peer.logName) - Refused handshake response: \(error)")
             }
-            guard let keypair = try? handshake.deriveKeypair(now: now, cipher: cipher) else {
-                peer.handshake = handshake
-                return .none
-            }
-            peer.handshake = handshake
-            s.release(peer.next)
-            peer.next = nil
-            s.release(peer.previous)
-            peer.previous = peer.current
-            peer.current = keypair
-            s.indices[keypair.localIndex] = DeviceState.IndexEntry(peer: peer, keypair: keypair)
-            peer.endpoint = source
-            peer.lastHandshake = Self.wallClock()
-            peer.timers.handshakeComplete()
-            peer.timers.sessionDerived(now: now)
-            peer.timers.anyAuthenticatedPacketReceived()
-            peer.timers.anyAuthenticatedPacketTraversal(now: now)
-            return .completed(peer)
         }
+        perform(effects)
+    }
+}
 
-        switch outcome {
-        case .none:
-            break
-        case .reply(let bytes, let endpoint):
-            logger.verbose("Sending cookie reply to \(endpoint) (under load)")
-            send(bytes, to: endpoint)
-        case .respond(let bytes, let endpoint, let peer):
-            logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Received handshake initiation, sending response")
-            send(bytes, to: endpoint)
-        case .completed(let peer):
-            logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Received handshake response")
-            flushStaged(peer, keepaliveIfEmpty: true)
-        }
+extension Peer {
+    /// "peer(AbCd…wXyZ)" as wireguard-go logs peers.
+    var logName: String {
+        let b = publicKey.base64
+        return "peer(\(b.prefix(4))…\(b.dropLast().suffix(4)))"
     }
 }

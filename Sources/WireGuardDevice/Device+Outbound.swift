@@ -10,8 +10,13 @@ extension WireGuardDevice {
         // Per slot: the keypair and counter chosen under the lock, used for encryption after it.
         var keypairs = [Keypair?](repeating: nil, count: buffers.capacity)
         var counters = [UInt64](repeating: 0, count: buffers.capacity)
-        var handshakesWanted: [Peer] = []
-        handshakesWanted.reserveCapacity(8)
+        // Peers that sent data in this batch, and peers that need a session first.
+        var sentTo: [Peer] = []
+        sentTo.reserveCapacity(16)
+        var waiting: [Peer] = []
+        waiting.reserveCapacity(16)
+        var effects: [DeviceEffect] = []
+        effects.reserveCapacity(16)
         let mtu = tun.mtu
 
         while true {
@@ -29,44 +34,54 @@ extension WireGuardDevice {
                 stop(reason: .failed("\(error)"))
                 return
             }
-            let now = ContinuousClock.now
+            let clock = DeviceClock.read()
+            let now = clock.now
 
             state.withLock { s in
+                // Consecutive packets mostly go to one peer: look its keypair up once.
+                var lastPeer: Peer? = nil
+                var lastKeypair: Keypair? = nil
+                var lastEndpoint = WireGuardEndpoint(address: .v4(0), port: 0)
                 for i in 0..<count {
                     keypairs[i] = nil
-                    let p = buffers.slot(i) + headroom
                     let length = buffers.lengths[i]
-                    guard let destination = IPHeader.destination(p, length: length),
-                          let peer = s.allowedIPs.lookup(destination)
-                    else {
+                    let packet = UnsafeRawBufferPointer(start: buffers.slot(i) + headroom, count: length)
+                    guard let peer = s.allowedIPs.lookupDestination(packet: packet) else {
                         buffers.lengths[i] = 0
                         continue
                     }
-                    guard let endpoint = peer.endpoint, let keypair = peer.current, keypair.canSend(now: now),
-                          let counter = keypair.nextSendCounter()
-                    else {
-                        peer.stage(UnsafeRawBufferPointer(start: p, count: length))
+                    if peer !== lastPeer {
+                        lastPeer = peer
+                        lastKeypair = nil
+                        if let endpoint = peer.endpoint, let k = peer.session?.keypairs.current, k.canSend(now: now),
+                           peer.staged.isEmpty {
+                            lastKeypair = k
+                            lastEndpoint = endpoint
+                        }
+                    }
+                    guard let keypair = lastKeypair, let counter = keypair.nextSendCounter() else {
+                        peer.stage(packet)
                         buffers.lengths[i] = 0
-                        if !handshakesWanted.contains(where: { $0 === peer }) { handshakesWanted.append(peer) }
+                        if !waiting.contains(where: { $0 === peer }) { waiting.append(peer) }
                         continue
                     }
                     keypairs[i] = keypair
                     counters[i] = counter
-                    buffers.endpoints[i] = endpoint
-                    let size = Keypair.messageSize(forPacketOfSize: length, mtu: mtu)
-                    peer.txBytes &+= UInt64(size)
-                    peer.timers.dataSent(now: now, jitter: .zero)
-                    peer.timers.anyAuthenticatedPacketSent()
-                    peer.timers.anyAuthenticatedPacketTraversal(now: now)
-                    if keypair.isInitiator
-                        && (counter >= WireGuardConstants.rekeyAfterMessages
-                            || now - keypair.createdAt >= WireGuardConstants.rekeyAfterTime),
-                        !handshakesWanted.contains(where: { $0 === peer })
-                    {
-                        handshakesWanted.append(peer)
+                    buffers.endpoints[i] = lastEndpoint
+                    peer.txBytes &+= UInt64(Keypair.messageSize(forPacketOfSize: length, mtu: mtu))
+                    if !sentTo.contains(where: { $0 === peer }) { sentTo.append(peer) }
+                }
+                var rng = SystemRandomNumberGenerator()
+                for peer in sentTo {
+                    s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                        session.transportSent(containsData: true, now: now, timestamp: clock.timestamp,
+                                              using: &rng, newIndex: newIndex)
                     }
                 }
+                for peer in waiting { effects.append(.flush(peer, keepalive: false)) }
             }
+            sentTo.removeAll(keepingCapacity: true)
+            waiting.removeAll(keepingCapacity: true)
 
             for i in 0..<count {
                 guard let keypair = keypairs[i] else { continue }
@@ -81,86 +96,86 @@ extension WireGuardDevice {
             } catch {
                 logger.verbose("Failed to send data packets: \(error)")
             }
-            if !handshakesWanted.isEmpty {
-                for peer in handshakesWanted { initiateHandshake(peer, retransmit: false) }
-                handshakesWanted.removeAll(keepingCapacity: true)
+            if !effects.isEmpty {
+                perform(effects)
+                effects.removeAll(keepingCapacity: true)
             }
         }
     }
 
-    /// Sends a handshake initiation to `peer` unless one went out less than REKEY_TIMEOUT ago
-    /// (a retransmission from the timer ignores that limit).
-    func initiateHandshake(_ peer: Peer, retransmit: Bool) {
-        let now = ContinuousClock.now
-        let wall = Self.wallClock()
-        let message: ([UInt8], WireGuardEndpoint)? = state.withLock { s in
-            guard var handshake = peer.handshake, s.peers[peer.publicKey] === peer else { return nil }
-            if !retransmit, let last = peer.lastInitiationSent, now - last < WireGuardConstants.rekeyTimeout {
-                return nil
+    /// Does the I/O that state changes asked for (outside the state lock).
+    func perform(_ effects: [DeviceEffect]) {
+        guard !effects.isEmpty else { return }
+        var handshakes = false
+        for effect in effects {
+            switch effect {
+            case .send(let bytes, let endpoint):
+                handshakes = true
+                send(bytes, to: endpoint)
+            case .flush(let peer, let keepalive):
+                flush(peer, keepalive: keepalive)
             }
-            guard let endpoint = peer.endpoint else { return nil }
-            s.releaseHandshakeIndex(of: peer)
-            let index = s.reserveIndex(for: peer)
-            let timestamp = TAI64N(sinceUnixEpoch: .seconds(wall.seconds) + .nanoseconds(wall.nanoseconds))
-            var rng = SystemRandomNumberGenerator()
-            guard let initiation = try? handshake.createInitiation(senderIndex: index, timestamp: timestamp, using: &rng) else {
-                s.indices[index] = nil
-                return nil
-            }
-            peer.handshake = handshake
-            var bytes = initiation.bytes
-            peer.cookies.addMACs(to: &bytes, now: now)
-            peer.lastInitiationSent = now
-            peer.timers.handshakeInitiated(now: now, jitter: Self.jitter())
-            peer.timers.anyAuthenticatedPacketSent()
-            peer.timers.anyAuthenticatedPacketTraversal(now: now)
-            peer.txBytes &+= UInt64(bytes.count)
-            return (bytes, endpoint)
         }
-        if let (bytes, endpoint) = message {
-            logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Sending handshake initiation")
-            send(bytes, to: endpoint)
-        }
+        // A handshake arms timers (retransmission) that the timer thread must see.
+        if handshakes { wakeTimers() }
     }
 
-    /// Sends the packets staged for `peer` with its current session; if none are staged and
-    /// `keepaliveIfEmpty`, sends a keepalive instead (to confirm a new session to the responder).
-    func flushStaged(_ peer: Peer, keepaliveIfEmpty: Bool) {
-        let now = ContinuousClock.now
+    /// Sends the packets staged for `peer` with its current keypair; if none are staged and
+    /// `keepalive`, sends a keepalive. Without a usable keypair, starts a handshake instead
+    /// (at most one per REKEY_TIMEOUT) and keeps the packets staged.
+    func flush(_ peer: Peer, keepalive: Bool) {
+        let clock = DeviceClock.read()
         let mtu = tun.mtu
-        let messages: ([[UInt8]], WireGuardEndpoint)? = state.withLock { s in
-            guard let endpoint = peer.endpoint, let keypair = peer.current, keypair.canSend(now: now) else { return nil }
-            var packets = peer.staged
-            peer.staged = []
+        var effects: [DeviceEffect] = []
+        var messages: [[UInt8]] = []
+        var destination: WireGuardEndpoint?
+        state.withLock { s in
+            var rng = SystemRandomNumberGenerator()
+            var keypair: Keypair?
+            s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                let (k, actions) = session.keypairForSending(now: clock.now, timestamp: clock.timestamp,
+                                                             using: &rng, newIndex: newIndex)
+                keypair = k
+                return actions
+            }
+            guard let keypair, let endpoint = peer.endpoint else { return }
+            var packets = peer.takeStaged()
             if packets.isEmpty {
-                guard keepaliveIfEmpty else { return nil }
+                guard keepalive else { return }
                 packets = [[]]
             }
-            var out: [[UInt8]] = []
+            var data = false
             for packet in packets {
-                guard let message = keypair.seal(packet: packet, mtu: packet.isEmpty ? 0 : mtu) else { break }
+                guard let counter = keypair.nextSendCounter() else { break }
+                let message = keypair.seal(packet: packet, counter: counter, mtu: packet.isEmpty ? 0 : mtu)
                 peer.txBytes &+= UInt64(message.count)
-                if !packet.isEmpty { peer.timers.dataSent(now: now, jitter: Self.jitter()) }
-                out.append(message)
+                if !packet.isEmpty { data = true }
+                messages.append(message)
             }
-            peer.timers.anyAuthenticatedPacketSent()
-            peer.timers.anyAuthenticatedPacketTraversal(now: now)
-            return (out, endpoint)
+            destination = endpoint
+            s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                session.transportSent(containsData: data, now: clock.now, timestamp: clock.timestamp,
+                                      using: &rng, newIndex: newIndex)
+            }
         }
-        guard let (list, endpoint) = messages else { return }
-        for message in list { send(message, to: endpoint) }
+        if let destination {
+            for message in messages { send(message, to: destination) }
+        }
+        perform(effects)
     }
 
-    /// Sends a keepalive (an empty data message) if the peer has a usable session; otherwise
-    /// starts a handshake.
-    func sendKeepalive(_ peer: Peer) {
-        let hasSession = state.withLock { _ in
-            peer.current.map { $0.canSend(now: .now) } ?? false
+    /// Starts a new handshake with the peer now (as REKEY_AFTER_TIME would), unless one went out
+    /// less than REKEY_TIMEOUT ago.
+    public func initiateHandshake(with key: WireGuardPublicKey) {
+        let clock = DeviceClock.read()
+        var effects: [DeviceEffect] = []
+        state.withLock { s in
+            guard let peer = s.peers[key] else { return }
+            var rng = SystemRandomNumberGenerator()
+            s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                session.initiateHandshake(now: clock.now, timestamp: clock.timestamp, using: &rng, newIndex: newIndex)
+            }
         }
-        if hasSession {
-            flushStaged(peer, keepaliveIfEmpty: true)
-        } else {
-            initiateHandshake(peer, retransmit: false)
-        }
+        perform(effects)
     }
 }

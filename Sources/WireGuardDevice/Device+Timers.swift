@@ -2,44 +2,30 @@ import Foundation
 import WireGuardProtocol
 
 extension WireGuardDevice {
-    /// The timer thread: sleeps until the earliest peer deadline (at most a second; every timer
-    /// is armed at least a second ahead, so none is missed), then acts on what expired.
+    /// The timer thread: sleeps until the earliest deadline of any session (at most a second, so
+    /// that deadlines armed meanwhile are seen), ticks the sessions that are due and does what
+    /// they ask for. Packet paths wake it when they start a handshake.
     func timerLoop() {
+        var effects: [DeviceEffect] = []
         while !isStopped {
-            let now = ContinuousClock.now
-            var due: [(Peer, PeerTimers.Actions)] = []
+            let clock = DeviceClock.read()
+            let now = clock.now
             var next = now + .seconds(1)
             state.withLock { s in
+                var rng = SystemRandomNumberGenerator()
                 for key in s.peerOrder {
-                    guard let peer = s.peers[key] else { continue }
-                    let actions = peer.timers.expired(now: now)
-                    if !actions.isEmpty { due.append((peer, actions)) }
-                    if actions.contains(.zeroKeys) {
-                        s.clearSessions(of: peer)
+                    guard let peer = s.peers[key], let deadline = peer.session?.nextDeadline else { continue }
+                    if deadline <= now {
+                        s.drive(peer, clock: clock, into: &effects) { session, newIndex in
+                            session.tick(now: now, timestamp: clock.timestamp, using: &rng, newIndex: newIndex)
+                        }
                     }
-                    if actions.contains(.giveUpHandshake) {
-                        peer.staged = []
-                        s.releaseHandshakeIndex(of: peer)
-                        peer.handshake?.clear()
-                    }
-                    if let deadline = peer.timers.nextDeadline, deadline < next { next = deadline }
+                    if let d = peer.session?.nextDeadline, d < next { next = d }
                 }
             }
-            for (peer, actions) in due {
-                if actions.contains(.giveUpHandshake) {
-                    logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Handshake did not complete after \(PeerTimers.maximumHandshakeAttempts + 2) attempts, giving up")
-                }
-                if actions.contains(.retransmitHandshake) {
-                    logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Handshake did not complete after \(WireGuardConstants.rekeyTimeout), retrying")
-                    initiateHandshake(peer, retransmit: true)
-                }
-                if actions.contains(.newHandshake) {
-                    logger.verbose("peer(\(peer.publicKey.base64.prefix(4))…) - Retrying handshake because we stopped hearing back")
-                    initiateHandshake(peer, retransmit: false)
-                }
-                if actions.contains(.sendKeepalive) || actions.contains(.persistentKeepalive) {
-                    sendKeepalive(peer)
-                }
+            if !effects.isEmpty {
+                perform(effects)
+                effects.removeAll(keepingCapacity: true)
             }
             let wait = ContinuousClock.now.duration(to: next)
             if wait > .zero {

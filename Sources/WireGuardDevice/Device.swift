@@ -5,15 +5,16 @@ public import WireGuardProtocol
 
 /// A userspace WireGuard device: moves IP packets between a TUN interface and UDP.
 ///
-/// Threads (no packet changes thread on its way through):
-/// - **outbound**: reads a batch from TUN -> allowed-IPs lookup -> counter (under the state lock,
-///   once per batch) -> encrypts in place (no lock) -> one sendmmsg.
-/// - **inbound** (one per socket): recvmmsg -> keypair lookup (lock) -> decrypts in place (no lock)
-///   -> replay window, roaming, inner-source check (lock) -> writes the batch to TUN. Handshake
-///   messages are handled inline on this thread; under load (many handshake messages per second)
-///   they need a valid MAC2, otherwise a cookie reply is sent.
-/// - **timers**: sleeps until the next peer deadline (at most one second), then retransmits
-///   handshakes, sends keepalives and forgets old keys.
+/// The protocol (handshake, cookies, keypairs, timers, roaming) is `WireGuardProtocol.PeerSession`,
+/// one per peer; cryptokey routing is `WireGuardProtocol.AllowedIPs`. This type only does I/O
+/// and threads:
+/// - **outbound**: reads a batch from TUN -> allowed-IPs lookup, keypair and counters (under the
+///   state lock, once per batch) -> encrypts in place (no lock) -> one sendmmsg.
+/// - **inbound** (one per socket): recvmmsg -> keypair lookup (lock, once per batch) -> decrypts in
+///   place (no lock) -> replay window, roaming, inner-source check (lock, once per batch) -> TUN.
+///   Handshake messages are handled on this thread; under load (many handshake messages per
+///   second) they need a valid MAC2, otherwise a cookie reply is sent.
+/// - **timers**: sleeps until the next peer deadline (at most a second) and ticks the sessions.
 ///
 /// Configuration goes through `configure(_:)` (atomic, under the state lock) and `setListenPort(_:)`.
 public final class WireGuardDevice: @unchecked Sendable {
@@ -45,7 +46,7 @@ public final class WireGuardDevice: @unchecked Sendable {
 
     /// A device over `tun` and `bind`. Call `start()` to bind the sockets and run the threads.
     public init(tun: any TunnelInterface, bind: any PacketBind, logger: DeviceLogger = .silent,
-                cipher: any TransportCipher.Type = ChaChaPolyTransportCipher.self) {
+                cipher: any TransportCipher.Type = FastTransportCipher.self) {
         self.tun = tun
         self.bind = bind
         self.logger = logger
@@ -170,14 +171,14 @@ public final class WireGuardDevice: @unchecked Sendable {
     /// Changes the configuration atomically: the closure runs under the state lock with a
     /// `DeviceConfigurator`; packets see either the old or the new configuration.
     public func configure<R>(_ body: (inout DeviceConfigurator) throws -> R) rethrows -> R {
-        let now = ContinuousClock.now
-        let (result, outgoing) = try state.withLock { s in
-            var configurator = DeviceConfigurator(state: s, now: now)
+        let clock = DeviceClock.read()
+        let (result, effects) = try state.withLock { s in
+            var configurator = DeviceConfigurator(state: s, clock: clock)
             let result = try body(&configurator)
             s = configurator.state
-            return (result, configurator.outgoing)
+            return (result, configurator.effects)
         }
-        for (endpoint, message) in outgoing { send(message, to: endpoint) }
+        perform(effects)
         wakeTimers()
         return result
     }
@@ -193,7 +194,7 @@ public final class WireGuardDevice: @unchecked Sendable {
                         publicKey: p.publicKey, presharedKey: p.presharedKey, endpoint: p.endpoint,
                         lastHandshakeSeconds: p.lastHandshake.seconds, lastHandshakeNanoseconds: p.lastHandshake.nanoseconds,
                         rxBytes: p.rxBytes, txBytes: p.txBytes,
-                        persistentKeepaliveInterval: p.timers.persistentKeepaliveInterval,
+                        persistentKeepaliveInterval: p.persistentKeepalive,
                         allowedIPs: s.allowedIPs.prefixes(of: p))
                 })
         }
@@ -210,14 +211,6 @@ public final class WireGuardDevice: @unchecked Sendable {
         }
     }
 
-    static func wallClock() -> (seconds: Int64, nanoseconds: Int64) {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return (Int64(ts.tv_sec), Int64(ts.tv_nsec))
-    }
-
-    /// Up to a third of a second, as the kernel's timers add to avoid lockstep handshakes.
-    static func jitter() -> Duration { .milliseconds(Int.random(in: 0..<334)) }
 }
 
 /// What `status()` returns.

@@ -1,14 +1,33 @@
+import Foundation
 public import WarrenPacket
 public import WireGuardProtocol
 
-/// Everything the threads share, guarded by the device's state lock.
-struct DeviceState: Sendable {
-    struct IndexEntry: Sendable {
-        let peer: Peer
-        /// Nil while the index belongs to a handshake in progress.
-        var keypair: Keypair?
+/// I/O that a state change asks for, done after the state lock is released.
+enum DeviceEffect {
+    /// Send a handshake message (or a cookie reply).
+    case send([UInt8], WireGuardEndpoint)
+    /// Send the peer's staged packets with its current keypair; a keepalive when none are staged
+    /// and `keepalive` is set; a handshake initiation when it has no usable keypair.
+    case flush(Peer, keepalive: Bool)
+}
+
+/// What the clocks say when an event is handled: the monotonic instant for the protocol's
+/// timers and the wall clock for TAI64N timestamps and `last_handshake_time`.
+struct DeviceClock {
+    let now: ContinuousClock.Instant
+    let wall: (seconds: Int64, nanoseconds: Int64)
+
+    static func read() -> DeviceClock {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return DeviceClock(now: .now, wall: (Int64(ts.tv_sec), Int64(ts.tv_nsec)))
     }
 
+    var timestamp: TAI64N { TAI64N(sinceUnixEpoch: .seconds(wall.seconds) + .nanoseconds(wall.nanoseconds)) }
+}
+
+/// Everything the threads share, guarded by the device's state lock.
+struct DeviceState: Sendable {
     var privateKey: WireGuardPrivateKey?
     var publicKey: WireGuardPublicKey?
     var cookieChecker: CookieChecker?
@@ -17,63 +36,74 @@ struct DeviceState: Sendable {
     var peers: [WireGuardPublicKey: Peer] = [:]
     /// Peers in the order they were added (for `get`).
     var peerOrder: [WireGuardPublicKey] = []
-    /// Our receiver indices: handshakes in progress and live keypairs.
-    var indices: [UInt32: IndexEntry] = [:]
-    var allowedIPs = AllowedIPsTable<Peer>()
+    /// Our receiver indices (handshakes in progress and keypairs) and the peer each belongs to.
+    var indices = IndexTable<Peer>()
+    /// Cryptokey routing: inner prefixes to peers.
+    var allowedIPs = AllowedIPs<Peer>()
 
     /// Handshake messages counted in the current one-second window, for under-load detection.
     var handshakeWindowStart: ContinuousClock.Instant?
     var handshakeMessagesInWindow = 0
     var underLoadUntil: ContinuousClock.Instant?
 
-    /// An unused random receiver index, reserved for `peer`'s handshake.
-    mutating func reserveIndex(for peer: Peer) -> UInt32 {
+    /// A fresh random receiver index registered for `peer`.
+    mutating func newIndex(for peer: Peer) -> UInt32 {
         var rng = SystemRandomNumberGenerator()
-        while true {
-            let index = UInt32.random(in: 1...UInt32.max, using: &rng)
-            if indices[index] == nil {
-                indices[index] = IndexEntry(peer: peer, keypair: nil)
-                return index
+        return indices.allocate(for: peer, using: &rng)
+    }
+
+    /// Runs `body` on the peer's session (when the device has a private key), with a
+    /// generator of new indices for that peer, then does the bookkeeping of the actions it returns
+    /// and collects the I/O they ask for in `effects`.
+    mutating func drive(_ peer: Peer, clock: DeviceClock, into effects: inout [DeviceEffect],
+                        _ body: (inout Peer.Session, () -> UInt32) throws -> [PeerAction]) rethrows {
+        guard peer.session != nil else { return }
+        let actions = try body(&peer.session!, { self.newIndex(for: peer) })
+        apply(actions, of: peer, clock: clock, into: &effects)
+    }
+
+    /// Bookkeeping for `actions` of `peer`; the I/O goes to `effects`.
+    mutating func apply(_ actions: [PeerAction], of peer: Peer, clock: DeviceClock, into effects: inout [DeviceEffect]) {
+        for action in actions {
+            switch action {
+            case .sendHandshakeInitiation(let bytes), .sendHandshakeResponse(let bytes):
+                guard let endpoint = peer.endpoint else { continue }
+                peer.txBytes &+= UInt64(bytes.count)
+                effects.append(.send(bytes, endpoint))
+            case .sendKeepalive:
+                effects.append(.flush(peer, keepalive: true))
+            case .sendStagedPackets:
+                effects.append(.flush(peer, keepalive: false))
+            case .dropStagedPackets:
+                peer.dropStaged()
+            case .releaseIndex(let index):
+                if indices[index] === peer { indices.remove(index) }
+            case .handshakeCompleted:
+                peer.lastHandshake = clock.wall
+            case .clearEndpointSource:
+                break  // endpoints carry no sticky source address here
             }
         }
     }
 
-    /// Frees the index of `peer`'s handshake in progress, if it still has one.
-    mutating func releaseHandshakeIndex(of peer: Peer) {
-        guard let handshake = peer.handshake, handshake.state != .zeroed || handshake.localIndex != 0 else { return }
-        let index = handshake.localIndex
-        if let entry = indices[index], entry.peer === peer, entry.keypair == nil { indices[index] = nil }
-    }
-
-    mutating func release(_ keypair: Keypair?) {
-        guard let keypair else { return }
-        if let entry = indices[keypair.localIndex], entry.keypair === keypair { indices[keypair.localIndex] = nil }
-    }
-
-    /// Forgets every session of `peer` and any handshake in progress.
+    /// Forgets every keypair and handshake of `peer` and frees their indices.
     mutating func clearSessions(of peer: Peer) {
-        release(peer.current)
-        release(peer.previous)
-        release(peer.next)
-        peer.current = nil
-        peer.previous = nil
-        peer.next = nil
-        releaseHandshakeIndex(of: peer)
-        peer.handshake?.clear()
+        peer.session?.stopTimers()
+        indices.removeAll { $0 === peer }
+        peer.dropStaged()
     }
 
     mutating func removePeer(_ key: WireGuardPublicKey) {
         guard let peer = peers[key] else { return }
         clearSessions(of: peer)
         allowedIPs.removeAll(of: peer)
-        peer.timers.stopAll()
-        peer.staged = []
+        peer.session = nil
         peers[key] = nil
         peerOrder.removeAll { $0 == key }
     }
 
     /// Counts a handshake message and says whether the device is under load: more than
-    /// `underLoadThreshold` handshake messages within a second, and for a second after that.
+    /// `underLoadHandshakesPerSecond` handshake messages within a second, and for a second after that.
     mutating func countHandshakeMessage(now: ContinuousClock.Instant) -> Bool {
         if let start = handshakeWindowStart, now - start < .seconds(1) {
             handshakeMessagesInWindow += 1
@@ -91,15 +121,15 @@ struct DeviceState: Sendable {
 
 /// The operations of one atomic configuration change (see `WireGuardDevice.configure`).
 /// They follow wireguard-go's semantics for the UAPI `set` keys.
-public struct DeviceConfigurator: Sendable {
+public struct DeviceConfigurator {
     var state: DeviceState
-    let now: ContinuousClock.Instant
-    /// Keepalives to send once the change is applied.
-    var outgoing: [(WireGuardEndpoint, [UInt8])] = []
+    let clock: DeviceClock
+    /// I/O to do once the change is applied.
+    var effects: [DeviceEffect] = []
 
-    init(state: DeviceState, now: ContinuousClock.Instant) {
+    init(state: DeviceState, clock: DeviceClock) {
         self.state = state
-        self.now = now
+        self.clock = clock
     }
 
     /// The device's private key (nil: none).
@@ -113,9 +143,10 @@ public struct DeviceConfigurator: Sendable {
         state.publicKey = key?.publicKey
         state.cookieChecker = state.publicKey.map { CookieChecker(localPublicKey: $0) }
         if let own = state.publicKey, state.peers[own] != nil { state.removePeer(own) }
-        for peer in state.peers.values {
+        for key in state.peerOrder {
+            guard let peer = state.peers[key] else { continue }
             state.clearSessions(of: peer)
-            peer.handshake = key.map { NoiseHandshake(localStatic: $0, remoteStatic: peer.publicKey, presharedKey: peer.presharedKey) }
+            peer.resetSession(privateKey: state.privateKey)
         }
     }
 
@@ -136,7 +167,7 @@ public struct DeviceConfigurator: Sendable {
         if key == state.publicKey { return false }
         if state.peers[key] != nil { return true }
         let peer = Peer(publicKey: key)
-        peer.handshake = state.privateKey.map { NoiseHandshake(localStatic: $0, remoteStatic: key) }
+        peer.resetSession(privateKey: state.privateKey)
         state.peers[key] = peer
         state.peerOrder.append(key)
         return true
@@ -145,7 +176,7 @@ public struct DeviceConfigurator: Sendable {
     public mutating func setPresharedKey(_ psk: WireGuardPresharedKey, of key: WireGuardPublicKey) {
         guard let peer = state.peers[key] else { return }
         peer.presharedKey = psk
-        peer.handshake?.presharedKey = psk
+        peer.session?.presharedKey = psk
     }
 
     public mutating func setEndpoint(_ endpoint: WireGuardEndpoint, of key: WireGuardPublicKey) {
@@ -153,16 +184,13 @@ public struct DeviceConfigurator: Sendable {
     }
 
     /// Sets the persistent keepalive interval (seconds, 0 = off). Turning it on sends a keepalive
-    /// at once when a session exists, as wireguard-go does.
+    /// at once (or starts a handshake when there is no session), as wireguard-go does.
     public mutating func setPersistentKeepalive(_ seconds: UInt16, of key: WireGuardPublicKey) {
         guard let peer = state.peers[key] else { return }
-        let wasOff = peer.timers.persistentKeepaliveInterval == 0
-        peer.timers.setPersistentKeepalive(seconds, now: now)
-        if wasOff && seconds > 0, let endpoint = peer.endpoint, let keypair = peer.current, keypair.canSend(now: now),
-           let message = keypair.seal(packet: []) {
-            peer.txBytes &+= UInt64(message.count)
-            outgoing.append((endpoint, message))
-        }
+        let wasOff = peer.persistentKeepalive == 0
+        peer.persistentKeepalive = seconds
+        peer.session?.persistentKeepaliveInterval = peer.keepaliveInterval
+        if wasOff && seconds > 0 && peer.session != nil { effects.append(.flush(peer, keepalive: true)) }
     }
 
     /// Removes all allowed IPs of the peer.
@@ -174,6 +202,6 @@ public struct DeviceConfigurator: Sendable {
     /// Adds an allowed IP prefix to the peer (taking it from any other peer).
     public mutating func addAllowedIP(_ prefix: IPPrefix, to key: WireGuardPublicKey) {
         guard let peer = state.peers[key] else { return }
-        state.allowedIPs.insert(prefix, owner: peer)
+        state.allowedIPs.insert(prefix.masked, peer: peer)
     }
 }

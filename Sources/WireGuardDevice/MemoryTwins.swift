@@ -28,7 +28,12 @@ final class PacketQueue<Element: Sendable>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while items.isEmpty && !closed {
-            if !condition.wait(until: deadline) { return [] }
+            // (Foundation on Linux traps on `wait(until: .distantFuture)`.)
+            if deadline == .distantFuture {
+                condition.wait()
+            } else if !condition.wait(until: deadline) {
+                return []
+            }
         }
         if items.isEmpty { return nil }
         let n = min(maximum, items.count)
@@ -163,6 +168,13 @@ public final class MemoryBind: PacketBind, @unchecked Sendable {
     }
 
     func enqueue(_ datagram: [UInt8], from source: WireGuardEndpoint) { queue.push((datagram, source)) }
+
+    /// For a bind used directly by a test (not by a device): the next datagram that arrived and
+    /// its source, waiting up to `timeout`; nil if none came.
+    public func nextReceived(timeout: Duration = .seconds(5)) -> ([UInt8], WireGuardEndpoint)? {
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
+        return queue.pop(maximum: 1, deadline: Date(timeIntervalSinceNow: seconds))?.first
+    }
 
     public func receive(_ receiver: Int, into buffers: PacketBuffers) throws -> Int {
         guard let items = queue.pop(maximum: buffers.capacity) else { throw DeviceIOError.closed }

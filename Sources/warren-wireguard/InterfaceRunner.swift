@@ -23,7 +23,7 @@ final class InterfaceRunner {
         signal(SIGPIPE, SIG_IGN)
 
         let tun = try LinuxTUNInterface(name: interface)
-        device = WireGuardDevice(tun: tun, bind: LinuxBind(), logger: logger, cipher: DataPathCipher.preferred)
+        device = WireGuardDevice(tun: tun, bind: LinuxBind(), logger: logger)
         let listener = try UAPIListener.open(interfaceName: tun.name)
         server = UAPIServer(listener: listener, handler: device)
         try device.start()

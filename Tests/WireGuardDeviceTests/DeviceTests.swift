@@ -1,4 +1,6 @@
 import XCTest
+import Foundation
+import Synchronization
 import WarrenPacket
 import WireGuardProtocol
 @testable import WireGuardDevice
@@ -136,37 +138,64 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(pair.tunB.nextWritten(), good, "only the packet with an allowed source arrives")
     }
 
+    /// The keypair `device` currently sends with to the peer `key`.
+    static func currentKeypair(_ device: WireGuardDevice, _ key: WireGuardPublicKey) -> Keypair? {
+        device.state.withLock { $0.peers[key]?.session?.keypairs.current }
+    }
+
+    func testIPv6BothWays() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let there = Self.ipv6(from: "fd00::1", to: "fd00::2", payload: Array(repeating: 0xab, count: 1200))
+        pair.tunA.inject(there)
+        XCTAssertEqual(pair.tunB.nextWritten(), there)
+        let back = Self.ipv6(from: "fd00::2", to: "fd00::1", payload: Array(repeating: 0xcd, count: 77))
+        pair.tunB.inject(back)
+        XCTAssertEqual(pair.tunA.nextWritten(), back)
+        // Padding is removed on the way in: the stated length is what arrives.
+        let odd = Self.ipv6(from: "fd00::2", to: "fd00::1", payload: [1, 2, 3, 4, 5])
+        pair.tunB.inject(odd)
+        XCTAssertEqual(pair.tunA.nextWritten()?.count, odd.count)
+    }
+
     func testRekeyKeepsTrafficFlowing() throws {
         let pair = try Pair()
         defer { pair.stop() }
         let p1 = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [1])
         pair.tunA.inject(p1)
         XCTAssertEqual(pair.tunB.nextWritten(), p1)
-        let peerAtA = try XCTUnwrap(pair.a.state.withLock { $0.peers[pair.keyB.publicKey] })
-        let before = try XCTUnwrap(pair.a.state.withLock { _ in peerAtA.current })
+        let keyA = pair.keyA.publicKey, keyB = pair.keyB.publicKey
+        let beforeA = try XCTUnwrap(Self.currentKeypair(pair.a, keyB))
+        let beforeB = try XCTUnwrap(Self.currentKeypair(pair.b, keyA))
+        XCTAssertTrue(beforeA.isInitiator)
 
-        // A new handshake (what REKEY_AFTER_TIME triggers), then traffic on the new session.
-        pair.a.initiateHandshake(peerAtA, retransmit: true)
-        var after: Keypair?
-        for _ in 0..<100 {
-            after = pair.a.state.withLock { _ in peerAtA.current }
-            if let after, after !== before { break }
+        // B starts a new handshake (as REKEY_AFTER_TIME or a key change would) while traffic flows.
+        pair.b.initiateHandshake(with: keyA)
+        var afterB: Keypair?
+        for _ in 0..<300 {
+            afterB = Self.currentKeypair(pair.b, keyA)
+            if let afterB, afterB !== beforeB { break }
             usleep(10_000)
         }
-        XCTAssertFalse(after === before, "a new keypair is in use")
+        let newB = try XCTUnwrap(afterB)
+        XCTAssertFalse(newB === beforeB, "B sends with a new keypair")
+        XCTAssertTrue(newB.isInitiator)
         for n in 0..<5 {
-            let p = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [UInt8(n)])
-            pair.tunA.inject(p)
-            XCTAssertEqual(pair.tunB.nextWritten(), p)
             let back = Self.ipv4(from: "10.9.0.2", to: "10.9.0.1", payload: [UInt8(n)])
             pair.tunB.inject(back)
             XCTAssertEqual(pair.tunA.nextWritten(), back)
+            let p = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [UInt8(n)])
+            pair.tunA.inject(p)
+            XCTAssertEqual(pair.tunB.nextWritten(), p)
         }
-        // B confirmed the new session and moved the old one to `previous`.
-        let peerAtB = try XCTUnwrap(pair.b.state.withLock { $0.peers[pair.keyA.publicKey] })
-        pair.b.state.withLock { _ in
-            XCTAssertEqual(peerAtB.current?.localIndex, after?.remoteIndex)
-            XCTAssertNil(peerAtB.next)
+        // A confirmed the new session on B's first data packet: it sends with it too, and keeps
+        // the old one as `previous` for packets in flight.
+        let newA = try XCTUnwrap(Self.currentKeypair(pair.a, keyB))
+        XCTAssertEqual(newA.localIndex, newB.remoteIndex)
+        XCTAssertEqual(newA.remoteIndex, newB.localIndex)
+        pair.a.state.withLock { s in
+            XCTAssertTrue(s.peers[keyB]?.session?.keypairs.previous === beforeA)
+            XCTAssertNil(s.peers[keyB]?.session?.keypairs.next)
         }
     }
 
@@ -187,6 +216,79 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(pair.tunA.nextWritten(), back, "the reply reaches A at its new address")
     }
 
+    func testUnauthenticatedPacketsDoNotMoveTheEndpoint() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let p1 = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [1])
+        pair.tunA.inject(p1)
+        XCTAssertEqual(pair.tunB.nextWritten(), p1)
+        let endpointBefore = pair.b.status().peers[0].endpoint
+        // A forged transport message with B's live index, from another address.
+        let index = try XCTUnwrap(Self.currentKeypair(pair.b, pair.keyA.publicKey)?.localIndex)
+        let forger = MemoryBind(network: pair.network, address: IPAddress("192.0.2.66")!)
+        _ = try forger.open(port: 0)
+        defer { forger.close() }
+        var forged = TransportHeader(receiverIndex: index, counter: 1000).bytes + Array(repeating: 0x11, count: 48)
+        forged[20] ^= 1
+        let endpointB = WireGuardEndpoint(address: IPAddress("198.51.100.2")!, port: pair.b.listenPort)
+        try forged.withUnsafeBytes { try forger.send($0, to: endpointB) }
+        let p2 = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [2])
+        pair.tunA.inject(p2)
+        XCTAssertEqual(pair.tunB.nextWritten(), p2)
+        XCTAssertEqual(pair.b.status().peers[0].endpoint, endpointBefore)
+    }
+
+    func testCookieReplyUnderLoad() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let endpointB = WireGuardEndpoint(address: IPAddress("198.51.100.2")!, port: pair.b.listenPort)
+        // A flood of initiations with a valid MAC1 from a bogus source (random contents: no
+        // static key of a known peer inside).
+        let flooder = MemoryBind(network: pair.network, address: IPAddress("192.0.2.99")!)
+        _ = try flooder.open(port: 0)
+        defer { flooder.close() }
+        var generator = CookieGenerator(remotePublicKey: pair.keyB.publicKey)
+        var rng = SystemRandomNumberGenerator()
+        func flood(_ n: Int) throws {
+            for _ in 0..<n {
+                var message = [UInt8](repeating: 0, count: HandshakeInitiation.size)
+                message[0] = 1
+                for i in 4..<HandshakeInitiation.mac1Offset { message[i] = UInt8.random(in: 0...255, using: &rng) }
+                generator.addMACs(to: &message, now: .now)
+                try message.withUnsafeBytes { try flooder.send($0, to: endpointB) }
+            }
+        }
+        try flood(WireGuardDeviceConstants.underLoadHandshakesPerSecond * 2)
+        let (reply, _) = try XCTUnwrap(flooder.nextReceived(), "the flooder gets cookie replies")
+        XCTAssertEqual(reply.count, CookieReply.size)
+        XCTAssertEqual(reply[0], 3)
+
+        // Keep B under load while A starts its handshake: A's first initiation gets a cookie
+        // reply, its retry (after REKEY_TIMEOUT) carries MAC2 and is answered.
+        let stop = Mutex(false)
+        let floodThread = Thread {
+            var g = CookieGenerator(remotePublicKey: pair.keyB.publicKey)
+            var r = SystemRandomNumberGenerator()
+            while !stop.withLock({ $0 }) {
+                for _ in 0..<WireGuardDeviceConstants.underLoadHandshakesPerSecond / 2 {
+                    var message = [UInt8](repeating: 0, count: HandshakeInitiation.size)
+                    message[0] = 1
+                    for i in 4..<HandshakeInitiation.mac1Offset { message[i] = UInt8.random(in: 0...255, using: &r) }
+                    g.addMACs(to: &message, now: .now)
+                    try? message.withUnsafeBytes { try flooder.send($0, to: endpointB) }
+                }
+                usleep(200_000)
+            }
+        }
+        floodThread.start()
+        defer { stop.withLock { $0 = true } }
+        let packet = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [42])
+        pair.tunA.inject(packet)
+        XCTAssertEqual(pair.tunB.nextWritten(timeout: .seconds(12)), packet, "the handshake completes through the cookie")
+        let hasCookie = pair.a.state.withLock { $0.peers[pair.keyB.publicKey]?.session?.cookies.hasFreshCookie(now: .now) }
+        XCTAssertEqual(hasCookie, true, "A received and kept B's cookie")
+    }
+
     func testRemovedPeerGetsNothing() throws {
         let pair = try Pair()
         defer { pair.stop() }
@@ -195,7 +297,51 @@ final class DeviceTests: XCTestCase {
         pair.tunA.inject(Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [1]))
         XCTAssertNil(pair.tunB.nextWritten(timeout: .milliseconds(300)))
         XCTAssertTrue(pair.a.status().peers.isEmpty)
-        XCTAssertTrue(pair.a.state.withLock { $0.indices.isEmpty })
+        XCTAssertEqual(pair.a.state.withLock { $0.indices.count }, 0)
+    }
+
+    func testNewPrivateKeyEndsSessions() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let p1 = Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [1])
+        pair.tunA.inject(p1)
+        XCTAssertEqual(pair.tunB.nextWritten(), p1)
+        var rng = SystemRandomNumberGenerator()
+        let newKey = WireGuardPrivateKey(using: &rng)
+        pair.a.configure { $0.setPrivateKey(newKey) }
+        XCTAssertNil(Self.currentKeypair(pair.a, pair.keyB.publicKey))
+        // B still knows A by its old key: A's initiations are refused now.
+        pair.tunA.inject(Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [2]))
+        XCTAssertNil(pair.tunB.nextWritten(timeout: .milliseconds(500)))
+        // Once B has A's new key, a handshake (B's, towards A's known endpoint) works again.
+        let endpointA = try XCTUnwrap(pair.bindA.localEndpoint)
+        let oldA = pair.keyA.publicKey
+        pair.b.configure { c in
+            c.removePeer(oldA)
+            c.addPeer(newKey.publicKey)
+            c.setEndpoint(endpointA, of: newKey.publicKey)
+            c.addAllowedIP(IPPrefix("10.9.0.1/32")!, to: newKey.publicKey)
+        }
+        let back = Self.ipv4(from: "10.9.0.2", to: "10.9.0.1", payload: [3])
+        pair.tunB.inject(back)
+        XCTAssertEqual(pair.tunA.nextWritten(), back)
+    }
+
+    func testStagedPacketsAreBounded() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        // B is unreachable for A: move B away so that the handshake never completes.
+        pair.bindB.move(to: IPAddress("203.0.113.200")!)
+        for n in 0..<(WireGuardDeviceConstants.stagedPacketLimit * 3) {
+            pair.tunA.inject(Self.ipv4(from: "10.9.0.1", to: "10.9.0.2", payload: [UInt8(n & 0xff)]))
+        }
+        var staged = 0
+        for _ in 0..<200 {
+            staged = pair.a.state.withLock { $0.peers[pair.keyB.publicKey]?.staged.count ?? 0 }
+            if staged == WireGuardDeviceConstants.stagedPacketLimit { break }
+            usleep(10_000)
+        }
+        XCTAssertEqual(staged, WireGuardDeviceConstants.stagedPacketLimit)
     }
 
     func testStopEndsTheThreads() throws {
@@ -204,33 +350,5 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(pair.a.waitUntilStopped(), .requested)
         pair.b.stop(reason: .interfaceRemoved)
         XCTAssertEqual(pair.b.waitUntilStopped(), .interfaceRemoved)
-    }
-
-    func testTimersRetransmitAndKeepalive() {
-        var timers = PeerTimers()
-        let t0 = ContinuousClock.now
-        timers.handshakeInitiated(now: t0, jitter: .zero)
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(4)), [])
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(5)), [.retransmitHandshake])
-        timers.handshakeComplete()
-        XCTAssertNil(timers.nextDeadline)
-        timers.dataReceived(now: t0)
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(10)), [.sendKeepalive])
-        timers.dataSent(now: t0, jitter: .zero)
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(15)), [.newHandshake])
-        timers.dataSent(now: t0, jitter: .zero)
-        timers.anyAuthenticatedPacketReceived()
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(20)), [], "a reply cancels the new-handshake timer")
-        timers.setPersistentKeepalive(25, now: t0)
-        XCTAssertEqual(timers.expired(now: t0 + .seconds(25)), [.persistentKeepalive])
-        // Giving up after the maximum number of attempts.
-        var t = t0
-        var last: PeerTimers.Actions = []
-        for _ in 0...PeerTimers.maximumHandshakeAttempts {
-            timers.handshakeInitiated(now: t, jitter: .zero)
-            t = t + .seconds(5)
-            last = timers.expired(now: t)
-        }
-        XCTAssertTrue(last.contains(.giveUpHandshake))
     }
 }
