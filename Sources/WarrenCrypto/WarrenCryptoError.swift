@@ -11,6 +11,7 @@ public enum WarrenCryptoError: Error, Sendable, Equatable {
     case ciphertextTooShort
     /// The authentication tag did not match: the message, its associated data, the key or the nonce is wrong.
     case authenticationFailure
-    /// A parameter (such as a digest length) was outside the range the algorithm allows.
-    case invalidParameter
+    /// A Curve25519 public key was unusable: its X25519 result with our private key is all zeros
+    /// (a small-order point).
+    case invalidPublicKey
 }
