@@ -5,6 +5,9 @@
 # namespaces are wit${WIT_ID}a / wit${WIT_ID}b / wit${WIT_ID}c).
 #
 # Environment:
+#   WG_IMPL            the implementation in Warren's place: warren-wireguard (the default), wireguard-go
+#                      (same as WIT_BASELINE=1), or a path to an executable
+#   WIT_PREFIX         first letters of every namespace and interface name (default: wit)
 #   WARREN_WIREGUARD   path to warren-wireguard (default: <package>/.build/debug/warren-wireguard)
 #   WIT_BASELINE=1     run wireguard-go wherever a scenario would run Warren (validates the
 #                      harness itself against the reference implementation)
@@ -17,6 +20,12 @@ set -euo pipefail
 
 WIT_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WIT_PACKAGE_ROOT="$(cd "$WIT_HERE/../.." && pwd)"
+: "${WIT_PREFIX:=wit}"
+case "${WG_IMPL:-warren-wireguard}" in
+    warren-wireguard) ;;
+    wireguard-go) WIT_BASELINE=1 ;;
+    *) WARREN_WIREGUARD="$WG_IMPL" ;;
+esac
 : "${WARREN_WIREGUARD:=$WIT_PACKAGE_ROOT/.build/debug/warren-wireguard}"
 : "${WIT_BASELINE:=0}"
 WIT_SOCKET_DIR=/var/run/wireguard
@@ -82,7 +91,7 @@ wit_require() {
         exit 77
     fi
     umask 077
-    WIT_TMP="$(mktemp -d /tmp/wit${WIT_ID}.XXXXXX)"
+    WIT_TMP="$(mktemp -d /tmp/${WIT_PREFIX}${WIT_ID}.XXXXXX)"
     log "mode: $([[ $WIT_BASELINE == 1 ]] && echo "baseline (wireguard-go in place of Warren)" || echo "Warren = $WARREN_WIREGUARD")"
 }
 
@@ -190,21 +199,22 @@ wit_check_show() {
     done
 }
 
-# wit_pair IMPL_A IMPL_B: the standard topology. Namespaces wit${ID}a / wit${ID}b, underlay
+# wit_pair IMPL_A IMPL_B: the standard topology. Namespaces ${PREFIX}${ID}a / ${PREFIX}${ID}b, underlay
 # 10.<n>.0.1 / 10.<n>.0.2, WireGuard interfaces wit${ID}a0 / wit${ID}b0 with inner addresses
 # 10.<n>.1.1 / .2 and fd00:<n>::1 / ::2, ports 51820 / 51821, each the other's peer.
 wit_pair() {
     local impl_a="$1" impl_b="$2"
     WIT_N=$(( (0x$(echo -n "$WIT_ID" | sha256sum | cut -c1-4) % 200) + 20 ))
-    NS_A="wit${WIT_ID}a"; NS_B="wit${WIT_ID}b"
-    IF_A="wit${WIT_ID}a0"; IF_B="wit${WIT_ID}b0"
+    NS_A="${WIT_PREFIX}${WIT_ID}a"; NS_B="${WIT_PREFIX}${WIT_ID}b"
+    IF_A="${WIT_PREFIX}${WIT_ID}a0"; IF_B="${WIT_PREFIX}${WIT_ID}b0"
     UNDER_A="10.$WIT_N.0.1"; UNDER_B="10.$WIT_N.0.2"
     IN4_A="10.$WIT_N.1.1"; IN4_B="10.$WIT_N.1.2"
     IN6_A="fd00:$WIT_N::1"; IN6_B="fd00:$WIT_N::2"
     PORT_A=51820; PORT_B=51821
     wit_netns "$NS_A"
     wit_netns "$NS_B"
-    wit_link "$NS_A" "wit${WIT_ID}va" "$UNDER_A" "$NS_B" "wit${WIT_ID}vb" "$UNDER_B"
+    VETH_A="${WIT_PREFIX}${WIT_ID}va"; VETH_B="${WIT_PREFIX}${WIT_ID}vb"
+    wit_link "$NS_A" "$VETH_A" "$UNDER_A" "$NS_B" "$VETH_B" "$UNDER_B"
     wit_keys a
     wit_keys b
     wit_start "$NS_A" "$IF_A" "$impl_a"
