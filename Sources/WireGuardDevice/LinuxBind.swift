@@ -17,7 +17,7 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     }
 
     private let state = Mutex(State())
-    private let receiveBatches: [MessageBatch]
+    private let receivers: [GROReceiver]
     private let sendBatch = Mutex(MessageBatch(capacity: LinuxBind.batchCapacity))
     /// Scratch arrays for UDP GSO sends (guarded by `sendBatch`).
     private let gsoBases = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
@@ -31,7 +31,7 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     /// (when the kernel supports it).
     public init(segmentationOffload: Bool = true) {
         self.segmentationOffload.store(segmentationOffload, ordering: .relaxed)
-        receiveBatches = [MessageBatch(capacity: Self.batchCapacity), MessageBatch(capacity: Self.batchCapacity)]
+        receivers = [GROReceiver(), GROReceiver()]
     }
 
     public var receiverCount: Int { 2 }
@@ -54,12 +54,15 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
             }
             for socket in [v4, v6].compactMap({ $0 }) {
                 try socket.setBufferSizes(Self.socketBufferSize)
+                // Coalesced receives (UDP GRO) where the kernel offers them; plain datagrams otherwise.
+                try? socket.setGRO(true)
             }
             let mark = state.withLock { $0.mark }
             if mark != 0 {
                 try v4.setMark(mark)
                 try v6?.setMark(mark)
             }
+            for r in receivers { r.reset() }
             state.withLock { $0.sockets = [v4, v6] }
             return bound
         }
@@ -86,25 +89,18 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
         guard receiver >= 0, receiver < 2, let socket = state.withLock({ $0.sockets[receiver] }) else {
             throw DeviceIOError.closed
         }
-        let batch = receiveBatches[receiver]
-        let count = min(buffers.capacity, batch.capacity)
-        for i in 0..<count { batch.setBuffer(i, buffers.slot(i), length: buffers.slotSize) }
-        while true {
-            let n = try socket.receive(batch, count: count)
-            if n > 0 {
-                for i in 0..<n {
-                    buffers.offsets[i] = 0
-                    buffers.lengths[i] = batch.receivedLength(i) ?? 0
-                    if let source = batch.source(i) {
-                        buffers.endpoints[i] = WireGuardEndpoint(address: source.address, port: source.port)
-                    } else {
-                        buffers.lengths[i] = 0
-                    }
+        let r = receivers[receiver]
+        if !r.hasPending {
+            while true {
+                let n = try socket.receive(r.batch, count: r.batch.capacity)
+                if n > 0 {
+                    r.received(n)
+                    break
                 }
-                return n
+                if try !socket.waitReadable() { throw DeviceIOError.closed }
             }
-            if try !socket.waitReadable() { throw DeviceIOError.closed }
         }
+        return r.fill(buffers)
     }
 
     deinit {
@@ -206,6 +202,76 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
         let index = endpoint.address.version == .v4 ? 0 : 1
         guard let socket = state.withLock({ $0.sockets[index] }) else { return }
         try socket.send(datagram, to: SocketAddress(address: endpoint.address, port: endpoint.port))
+    }
+}
+
+/// Receive memory for one socket: recvmmsg into a few 64 KB buffers (each may hold several
+/// datagrams of one sender coalesced by UDP GRO), then handed to the device one datagram per slot,
+/// keeping what does not fit for the next call. Used by one receiving thread only.
+final class GROReceiver: @unchecked Sendable {
+    static let messages = 8
+    static let messageSize = 65_536
+    let batch = MessageBatch(capacity: GROReceiver.messages)
+    private let memory = UnsafeMutableRawPointer.allocate(byteCount: GROReceiver.messages * GROReceiver.messageSize,
+                                                          alignment: 64)
+    private var lengths = [Int](repeating: 0, count: GROReceiver.messages)
+    private var segmentSizes = [Int](repeating: 0, count: GROReceiver.messages)
+    private var sources = [WireGuardEndpoint](repeating: WireGuardEndpoint(address: .v4(0), port: 0),
+                                              count: GROReceiver.messages)
+    private var count = 0
+    private var index = 0
+    private var offset = 0
+
+    init() {
+        for i in 0..<Self.messages { batch.setBuffer(i, memory + i * Self.messageSize, length: Self.messageSize) }
+    }
+
+    deinit { memory.deallocate() }
+
+    var hasPending: Bool { index < count }
+
+    func reset() {
+        count = 0
+        index = 0
+        offset = 0
+    }
+
+    /// Takes note of `n` messages just received into `batch`.
+    func received(_ n: Int) {
+        count = n
+        index = 0
+        offset = 0
+        for i in 0..<n {
+            lengths[i] = batch.receivedLength(i) ?? 0  // truncated: dropped
+            segmentSizes[i] = batch.coalescedSegmentSize(i)
+            if let source = batch.source(i) {
+                sources[i] = WireGuardEndpoint(address: source.address, port: source.port)
+            } else {
+                lengths[i] = 0
+            }
+        }
+    }
+
+    /// Copies pending datagrams into the slots of `buffers` (offset 0); returns how many.
+    func fill(_ buffers: PacketBuffers) -> Int {
+        var out = 0
+        while out < buffers.capacity && index < count {
+            let length = lengths[index]
+            let segment = segmentSizes[index] > 0 ? segmentSizes[index] : length
+            let take = min(segment, length - offset)
+            if take > 0 {
+                let from = UnsafeRawBufferPointer(start: memory + index * Self.messageSize + offset, count: take)
+                buffers.store(from, in: out, at: 0)
+                buffers.endpoints[out] = sources[index]
+                out += 1
+            }
+            offset += max(take, 1)
+            if offset >= length {
+                index += 1
+                offset = 0
+            }
+        }
+        return out
     }
 }
 #endif
