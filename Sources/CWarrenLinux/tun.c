@@ -61,6 +61,13 @@ int cwarren_if_set_mtu(const char *name, int mtu) {
     return with_ifreq(name, SIOCSIFMTU, &ifr);
 }
 
+int cwarren_if_set_txqlen(const char *name, int length) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_qlen = length;
+    return with_ifreq(name, SIOCSIFTXQLEN, &ifr);
+}
+
 int cwarren_if_get_mtu(const char *name) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
@@ -103,6 +110,7 @@ int cwarren_tun_set_offload(int fd, unsigned flags) { (void)fd; (void)flags; ret
 int cwarren_tun_set_vnet_header_size(int fd, int size) { (void)fd; (void)size; return -ENOSYS; }
 int cwarren_if_set_mtu(const char *name, int mtu) { (void)name; (void)mtu; return -ENOSYS; }
 int cwarren_if_get_mtu(const char *name) { (void)name; return -ENOSYS; }
+int cwarren_if_set_txqlen(const char *name, int length) { (void)name; (void)length; return -ENOSYS; }
 int cwarren_if_set_up(const char *name, int up) { (void)name; (void)up; return -ENOSYS; }
 int cwarren_if_get_flags(const char *name) { (void)name; return -ENOSYS; }
 int cwarren_if_index(const char *name) { (void)name; return -ENOSYS; }

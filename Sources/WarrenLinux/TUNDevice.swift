@@ -11,10 +11,15 @@ public final class TUNDevice: @unchecked Sendable {
     public let name: String
     private let wakeDescriptor: Int32
 
-    /// Creates (or attaches to) the TUN interface `name`.
-    public init(name: String) throws(SystemError) {
+    /// Whether every read and write carries a 10-byte `virtio_net_hdr` (IFF_VNET_HDR).
+    public let hasVirtioHeader: Bool
+
+    /// Creates (or attaches to) the TUN interface `name`; with `virtioHeader`, IFF_VNET_HDR.
+    public init(name: String, virtioHeader: Bool = false) throws(SystemError) {
         var actual = [CChar](repeating: 0, count: 16)
-        let fd = try SystemError.check(cwarren_tun_open(name, 0, &actual, actual.count), "open TUN \(name)")
+        let fd = try SystemError.check(cwarren_tun_open(name, virtioHeader ? 1 : 0, &actual, actual.count),
+                                       "open TUN \(name)")
+        hasVirtioHeader = virtioHeader
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         let wake = cwarren_eventfd()
@@ -42,6 +47,21 @@ public final class TUNDevice: @unchecked Sendable {
             if e == EAGAIN || e == EWOULDBLOCK { return nil }
             throw SystemError("read TUN \(name)", errno: e)
         }
+    }
+
+    /// TUNSETOFFLOAD: which offloads the kernel may hand over (checksum, TSO for IPv4/IPv6).
+    /// Needs IFF_VNET_HDR.
+    public func setOffloads(checksum: Bool, tcpSegmentation: Bool) throws(SystemError) {
+        var flags: UInt32 = 0
+        if checksum { flags |= cwarren_tun_offload_csum }
+        if tcpSegmentation { flags |= cwarren_tun_offload_tso4 | cwarren_tun_offload_tso6 }
+        _ = try SystemError.check(cwarren_tun_set_offload(fileDescriptor, flags), "TUNSETOFFLOAD \(name)")
+    }
+
+    /// Sets the transmit queue length of the interface (SIOCSIFTXQLEN): packets the kernel may
+    /// queue for the device to read.
+    public func setTransmitQueueLength(_ length: Int) throws(SystemError) {
+        _ = try SystemError.check(cwarren_if_set_txqlen(name, Int32(clamping: length)), "SIOCSIFTXQLEN \(name)")
     }
 
     /// Writes one packet. Returns false when the kernel had no room (EAGAIN/ENOBUFS): the packet is dropped.

@@ -100,41 +100,49 @@ enum Offload {
     }
 
     /// Cuts a TCP super-packet (IPv4 or IPv6, headers `transportStart` bytes of IP then the TCP
-    /// header) into segments of at most `segmentSize` payload bytes. For each segment, `emit` gets
-    /// a pointer to write it to (room for `maximumSegmentLength` bytes) and returns false to stop
-    /// early (no room left). Returns the number of segments written, or nil for a malformed packet.
+    /// header) into segments of at most `segmentSize` payload bytes, starting at `payloadOffset`
+    /// bytes into the payload (0 at first; a later call resumes where an earlier one stopped).
+    /// For each segment, `emit` gets its length and returns where to write it, or nil to stop
+    /// (no room left). Returns the payload offset reached (the payload length when done), or nil
+    /// for a malformed packet.
     ///
     /// Each segment gets the headers with: IPv4 total length, identification (+1 per segment) and
     /// header checksum; IPv6 payload length; TCP sequence number advanced by the payload before it;
     /// FIN and PSH only on the last segment, CWR only on the first; a complete TCP checksum.
     static func segmentTCP(_ packet: UnsafeRawPointer, length: Int, isV6: Bool, transportStart: Int, segmentSize: Int,
+                           from payloadOffset: Int = 0,
                            emit: (_ segmentLength: Int) -> UnsafeMutableRawPointer?) -> Int? {
         guard segmentSize > 0, transportStart >= (isV6 ? 40 : 20), transportStart + 20 <= length else { return nil }
         let tcpHeaderLength = Int(packet.load(fromByteOffset: transportStart + 12, as: UInt8.self) >> 4) * 4
         let headerLength = transportStart + tcpHeaderLength
         guard tcpHeaderLength >= 20, headerLength <= length else { return nil }
+        if !isV6 {
+            let ipHeaderLength = Int(packet.load(as: UInt8.self) & 0x0f) * 4
+            guard ipHeaderLength >= 20, ipHeaderLength <= transportStart else { return nil }
+        }
         let payloadLength = length - headerLength
+        guard payloadOffset >= 0, payloadOffset <= payloadLength else { return nil }
         let firstSequence = UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: transportStart + 4, as: UInt32.self))
         let flags = packet.load(fromByteOffset: transportStart + 13, as: UInt8.self)
         let v4ID = isV6 ? 0 : UInt16(bigEndian: packet.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
         // Pseudo-header addresses (the length part is added per segment).
         let addressSum = isV6 ? InternetChecksum.sum(packet + 8, count: 32) : InternetChecksum.sum(packet + 12, count: 8)
 
-        var written = 0
-        var offset = 0
+        var offset = payloadOffset
         repeat {
             let chunk = min(segmentSize, payloadLength - offset)
             let segmentLength = headerLength + chunk
             guard let out = emit(segmentLength) else { break }
             out.copyMemory(from: packet, byteCount: headerLength)
-            (out + headerLength).copyMemory(from: packet + headerLength + offset, byteCount: chunk)
+            if chunk > 0 { (out + headerLength).copyMemory(from: packet + headerLength + offset, byteCount: chunk) }
             let first = offset == 0
             let last = offset + chunk >= payloadLength
             if isV6 {
                 InternetChecksum.store(UInt16(truncatingIfNeeded: segmentLength - 40), out, at: 4)
             } else {
+                let index = UInt16(truncatingIfNeeded: offset / segmentSize)
                 InternetChecksum.store(UInt16(truncatingIfNeeded: segmentLength), out, at: 2)
-                InternetChecksum.store(v4ID &+ UInt16(truncatingIfNeeded: written), out, at: 4)
+                InternetChecksum.store(v4ID &+ index, out, at: 4)
                 InternetChecksum.store(0, out, at: 10)
                 let ipHeaderLength = Int(out.load(as: UInt8.self) & 0x0f) * 4
                 InternetChecksum.store(InternetChecksum.finish(InternetChecksum.sum(out, count: ipHeaderLength)), out, at: 10)
@@ -152,9 +160,8 @@ enum Offload {
             sum &+= UInt64(tcpLength)
             sum = InternetChecksum.sum(tcp, count: tcpLength, initial: sum)
             InternetChecksum.store(InternetChecksum.finish(sum), tcp, at: 16)
-            written += 1
             offset += chunk
         } while offset < payloadLength
-        return written
+        return offset
     }
 }

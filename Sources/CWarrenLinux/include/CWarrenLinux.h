@@ -27,6 +27,8 @@ extern const unsigned cwarren_tun_offload_tso6;
 
 /// SIOCSIFMTU.
 int cwarren_if_set_mtu(const char *name, int mtu);
+/// SIOCSIFTXQLEN.
+int cwarren_if_set_txqlen(const char *name, int length);
 /// SIOCGIFMTU; returns the MTU.
 int cwarren_if_get_mtu(const char *name);
 /// SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP set (`up` non-zero) or cleared.
