@@ -40,15 +40,15 @@ let package = Package(
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
         .target(name: "WireGuardDevice", dependencies: [
-            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
+            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Layer 2
         .executableTarget(name: "warren-wireguard", dependencies: [
-            "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "WireGuardDevice", "WireGuardUAPI", "WireGuardUAPIServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "warren-crypto-bench", dependencies: [
             "WarrenCrypto", "WarrenFastAEAD", .product(name: "Crypto", package: "swift-crypto"),

@@ -80,6 +80,30 @@ public struct CookieChecker: Sendable {
     }
 }
 
+/// What to do with a handshake message before any Noise work (wireguard-go `RoutineHandshake`).
+public enum HandshakeScreening: Hashable, Sendable {
+    /// MAC1 (and, under load, MAC2) are valid: go on.
+    case process
+    /// Drop silently (bad MAC1).
+    case drop
+    /// Under load without a valid MAC2: send this cookie reply to the source and drop the message.
+    case reply(CookieReply)
+}
+
+extension CookieChecker {
+    /// Screens a handshake message (type 1 or 2) from `source` (see `sourceBytes(address:port:)`):
+    /// a bad MAC1 is dropped; when `underLoad`, a message without a valid MAC2 gets a cookie reply.
+    /// (Under load wireguard-go also rate-limits per source address after this: see `HandshakeRateLimiter`.)
+    public mutating func screen(_ message: [UInt8], source: [UInt8], underLoad: Bool, now: ContinuousClock.Instant,
+                                using rng: inout some RandomNumberGenerator) -> HandshakeScreening {
+        guard checkMAC1(message) else { return .drop }
+        guard underLoad else { return .process }
+        if checkMAC2(message, source: source, now: now) { return .process }
+        guard let reply = makeReply(to: message, source: source, now: now, using: &rng) else { return .drop }
+        return .reply(reply)
+    }
+}
+
 /// The sender's side, one per peer: writes MAC1 (and MAC2 while it holds a fresh cookie) into
 /// handshake messages sent to that peer, and takes in the peer's cookie replies.
 public struct CookieGenerator: Sendable {

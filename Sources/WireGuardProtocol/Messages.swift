@@ -252,7 +252,7 @@ public struct TransportHeader: Hashable, Sendable {
     }
 
     /// Reads the header from raw memory without copying (nil when too short or not type 4).
-    public init?(message buffer: UnsafeRawBufferPointer) {
+    public init?(messageBuffer buffer: UnsafeRawBufferPointer) {
         guard buffer.count >= Self.minimumMessageSize,
               buffer.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == MessageType.transportData.rawValue
         else { return nil }
