@@ -34,6 +34,20 @@ ip netns exec "$NS_C" python3 "$WIT_HERE/hsflood.py" flood "$UNDER_A2" "$PORT_A"
 FLOOD_PID=$!
 WIT_PIDS+=($FLOOD_PID)
 FLOOD_START=$SECONDS
+TOOLS_STOPPED=0
+# Stops the flood and the watcher and prints what they counted (also on the way to a failure).
+stop_tools() {
+    [[ $TOOLS_STOPPED == 1 ]] && return 0
+    TOOLS_STOPPED=1
+    kill -TERM "$FLOOD_PID" "$WATCH_PID" 2>/dev/null || true
+    wait "$FLOOD_PID" || log "the flood tool failed: $(cat "$WIT_TMP/flood.log")"
+    wait "$WATCH_PID" || log "the watcher failed: $(cat "$WIT_TMP/watch.log")"
+    FLOOD="$(cat "$WIT_TMP/flood.out")"
+    WATCH="$(cat "$WIT_TMP/watch.out")"
+    log "flood: $FLOOD"
+    log "on B's link: $WATCH"
+}
+flood_fail() { stop_tools; fail "$@"; }
 log "flooding $UNDER_A2:$PORT_A from $NS_C at $FLOOD_RATE initiations/s"
 sleep 2
 kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood tool stopped: $(cat "$WIT_TMP/flood.log")"
@@ -42,25 +56,19 @@ kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood tool stopped: $(cat "$WIT_TM
 # REKEY_TIMEOUT (5 s), so the first ping reply can take a little over 5 s.
 log "B pings A while A is flooded"
 ip netns exec "$NS_B" ping -n -c 1 -W 15 "$IN4_A" >"$WIT_TMP/ping-first.log" 2>&1 \
-    || { cat "$WIT_TMP/ping-first.log"; fail "B's first ping through A got no answer within 15 s of flood"; }
+    || { cat "$WIT_TMP/ping-first.log"; flood_fail "B's first ping through A got no answer within 15 s of flood"; }
 HS_A="$(wit_latest_handshake "$NS_A" "$IF_A" "$PUB_B")"
 HS_B="$(wit_latest_handshake "$NS_B" "$IF_B" "$PUB_A")"
 log "handshake done after $((SECONDS - FLOOD_START)) s of flood: latest handshake A $HS_A, B $HS_B"
-[[ "$HS_A" -gt 0 && "$HS_B" -gt 0 ]] || fail "wg show latest-handshakes shows no handshake (A $HS_A, B $HS_B)"
-kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood ended before the handshake completed; raise FLOOD_SECONDS"
+[[ "$HS_A" -gt 0 && "$HS_B" -gt 0 ]] || flood_fail "wg show latest-handshakes shows no handshake (A $HS_A, B $HS_B)"
+kill -0 "$FLOOD_PID" 2>/dev/null || flood_fail "the flood ended before the handshake completed; raise FLOOD_SECONDS"
 # Data keeps flowing both ways during the flood.
 wit_ping "$NS_B" "$IN4_A" 5
 wit_ping "$NS_A" "$IN6_B" 5
-kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood ended before the pings; raise FLOOD_SECONDS"
+kill -0 "$FLOOD_PID" 2>/dev/null || flood_fail "the flood ended before the pings; raise FLOOD_SECONDS"
 
-kill -TERM "$FLOOD_PID"
-wait "$FLOOD_PID" || fail "the flood tool failed: $(cat "$WIT_TMP/flood.log")"
-kill -TERM "$WATCH_PID"
-wait "$WATCH_PID" || fail "the watcher failed: $(cat "$WIT_TMP/watch.log")"
-FLOOD="$(cat "$WIT_TMP/flood.out")"
-WATCH="$(cat "$WIT_TMP/watch.out")"
-log "flood: $FLOOD"
-log "on B's link: $WATCH"
+stop_tools
+[[ -n "$FLOOD" && -n "$WATCH" ]] || fail "the flood tool or the watcher printed nothing"
 
 # The verdicts, from the two JSON records.
 python3 - "$FLOOD" "$WATCH" "$UNDER_A:$PORT_A" "$UNDER_B:$PORT_B" "$FLOOD_MINIMUM_RATE" <<'PY' || fail "see above"
