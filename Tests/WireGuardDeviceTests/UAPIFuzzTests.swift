@@ -86,7 +86,7 @@ final class UAPIFuzzTests: XCTestCase {
             device.waitUntilStopped()
         }
         var counts = (get: 0, applied: 0, refused: 0, invalid: 0)
-        let fuzzer = MutationFuzzer(seeds: Self.seeds.map { Array($0.utf8) }, iterations: 3_000,
+        let fuzzer = MutationFuzzer(seeds: Self.seeds.map { Array($0.utf8) }, iterations: 6_000,
                                     maximumLength: 2_048, seed: 0xDE71CE)
         fuzzer.run { bytes in
             var connection = UAPIConnection()
@@ -125,6 +125,7 @@ final class UAPIFuzzTests: XCTestCase {
                 XCTFail("the device's own get response does not parse: \(error)\n\(now.getResponse)")
             }
         }
+        print("UAPI fuzz outcomes: \(counts)")
         // The fuzzer reached every outcome, so the properties above were exercised.
         XCTAssertGreaterThan(counts.get, 10, "\(counts)")
         XCTAssertGreaterThan(counts.applied, 10, "\(counts)")
