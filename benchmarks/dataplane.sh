@@ -119,9 +119,9 @@ ip netns exec $NS_B ethtool -K wbnv1b tso off gso off gro off >/dev/null
 
 # Per configuration: the address iperf3 and ping aim at, the interface in wbnb whose received
 # bytes count as "moved", and the VPN process IDs.
-declare -A TARGET RX_IFACE VPN_PIDS
-TARGET[raw]=10.250.0.2; RX_IFACE[raw]=wbnv0b
-TARGET[raw1420]=10.250.1.2; RX_IFACE[raw1420]=wbnv1b
+declare -A TARGET RX_IFACE TX_IFACE VPN_PIDS
+TARGET[raw]=10.250.0.2; RX_IFACE[raw]=wbnv0b; TX_IFACE[raw]=wbnv0a
+TARGET[raw1420]=10.250.1.2; RX_IFACE[raw1420]=wbnv1b; TX_IFACE[raw1420]=wbnv1a
 
 # start_vpn NS IFACE BINARY: a userspace WireGuard in the foreground; prints its PID (it runs in
 # a command substitution: the caller records the PID and the interface).
@@ -156,7 +156,7 @@ tunnel() {
     ip -n $NS_B addr add "$subnet.2/24" dev "$if_b"
     ip -n $NS_A link set "$if_a" mtu 1420 up
     ip -n $NS_B link set "$if_b" mtu 1420 up
-    TARGET[$name]="$subnet.2"; RX_IFACE[$name]="$if_b"; VPN_PIDS[$name]="$pid_a $pid_b"
+    TARGET[$name]="$subnet.2"; RX_IFACE[$name]="$if_b"; TX_IFACE[$name]="$if_a"; VPN_PIDS[$name]="$pid_a $pid_b"
     ip netns exec $NS_A ping -n -q -c 3 -i 0.2 -W 5 "$subnet.2" >/dev/null || die "no ping through the $name tunnel"
     log "$name: $(basename "$bin_a") in $NS_A ($if_a, pid $pid_a) <-> $(basename "$bin_b") in $NS_B ($if_b, pid $pid_b)"
 }
@@ -186,6 +186,14 @@ cpu_seconds() {
     python3 -c "import os, sys; print(int(sys.argv[1]) / os.sysconf('SC_CLK_TCK'))" "$total"
 }
 rx_bytes() { ip -n $NS_B -s -j link show dev "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["bytes"])'; }
+# Packets dropped at the interfaces themselves: on a TUN device, tx_dropped counts packets the
+# sending VPN did not read in time (its queue overflowed); rx_dropped on the receiving side.
+iface_drops() {
+    ip -n "$1" -s -j link show dev "$2" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)[0]["stats64"]
+print(s["tx"]["dropped"] + s["rx"]["dropped"])'
+}
 rcvbuf_errors() {
     local total=0 ns n
     for ns in $NS_A $NS_B; do
@@ -212,6 +220,8 @@ measure() {
     [[ -n "$pids" ]] && cpu0=$(cpu_seconds $pids)
     rx0=$(rx_bytes "${RX_IFACE[$config]}")
     drops0=$(rcvbuf_errors)
+    local ifdrops0 ifdrops1
+    ifdrops0=$(( $(iface_drops $NS_A "${TX_IFACE[$config]}") + $(iface_drops $NS_B "${RX_IFACE[$config]}") ))
     local status=0
     if [[ $test == ping ]]; then
         ip netns exec $NS_A ping -n -c "$PINGS" -i "$PING_INTERVAL" -W 1 "$target" >"$out.txt" 2>&1 || status=$?
@@ -228,10 +238,12 @@ measure() {
     [[ -n "$pids" ]] && cpu1=$(cpu_seconds $pids)
     rx1=$(rx_bytes "${RX_IFACE[$config]}")
     drops1=$(rcvbuf_errors)
+    ifdrops1=$(( $(iface_drops $NS_A "${TX_IFACE[$config]}") + $(iface_drops $NS_B "${RX_IFACE[$config]}") ))
     python3 - "$round" "$config" "$test" "$status" "$out" "$pids" "$cpu0" "$cpu1" "$rx0" "$rx1" "$drops0" "$drops1" \
+        "$((ifdrops1 - ifdrops0))" \
         >>"$RESULTS_FILE" <<'PY'
 import json, re, sys
-round_, config, test, status, out, pids, cpu0, cpu1, rx0, rx1, d0, d1 = sys.argv[1:]
+round_, config, test, status, out, pids, cpu0, cpu1, rx0, rx1, d0, d1, ifdrops = sys.argv[1:]
 record = {"round": int(round_), "config": config, "test": test, "ok": status == "0"}
 moved = int(rx1) - int(rx0)
 if pids:
@@ -241,6 +253,7 @@ if pids:
         record["cpu_s_per_gb"] = cpu / (moved / 1e9)
 record["moved_bytes"] = moved
 record["rcvbuf_drops"] = int(d1) - int(d0)
+record["iface_drops"] = int(ifdrops)
 try:
     if test == "ping":
         text = open(out + ".txt").read()
@@ -331,6 +344,8 @@ rows = [
     ("CPU s per GB, UDP 1G", "udp1G", "cpu_s_per_gb", 2),
     ("UDP rcvbuf drops, TCP 1 stream", "tcp1", "rcvbuf_drops", 0),
     ("UDP rcvbuf drops, UDP 1G", "udp1G", "rcvbuf_drops", 0),
+    ("interface drops (TUN queue), UDP 500M", "udp500M", "iface_drops", 0),
+    ("interface drops (TUN queue), UDP 1G", "udp1G", "iface_drops", 0),
 ]
 names = {"raw": "raw veth", "raw1420": "raw 1420 no-offload", "wggo": "wireguard-go", "warren": "Warren",
          "mixed": "Warren->wireguard-go"}
@@ -351,7 +366,7 @@ if ratio_pairs:
     print("| metric | " + " | ".join(f"{names[a]} / {names[b]}" for a, b in ratio_pairs) + " |")
     print("|---|" + "---|" * len(ratio_pairs))
     for label, test, key, digits in rows:
-        if key in ("loss_pct", "rcvbuf_drops"):
+        if key in ("loss_pct", "rcvbuf_drops", "iface_drops"):
             continue
         cells = []
         for a, b in ratio_pairs:
