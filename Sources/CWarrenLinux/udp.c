@@ -183,6 +183,41 @@ int cwarren_sendmmsg(int fd, cwarren_msg_batch *batch, unsigned first, unsigned 
     return n < 0 ? -errno : n;
 }
 
+int cwarren_send_segments(int fd, const cwarren_endpoint *endpoint, void *const *bases, const size_t *lengths,
+                          unsigned count, uint16_t segment_size) {
+    if (count == 0 || count > 64) return -EINVAL;
+    struct iovec iov[64];
+    for (unsigned i = 0; i < count; i++) {
+        iov[i].iov_base = bases[i];
+        iov[i].iov_len = lengths[i];
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = endpoint_to_sockaddr(endpoint, &ss);
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &ss;
+    m.msg_namelen = len;
+    m.msg_iov = iov;
+    m.msg_iovlen = count;
+    m.msg_control = control.buf;
+    m.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &segment_size, sizeof segment_size);
+    ssize_t n;
+    do {
+        n = sendmsg(fd, &m, 0);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (int)n;
+}
+
 int cwarren_sendto(int fd, const void *base, size_t length, const cwarren_endpoint *endpoint) {
     struct sockaddr_storage ss;
     socklen_t len = endpoint_to_sockaddr(endpoint, &ss);
@@ -300,6 +335,9 @@ unsigned cwarren_msg_batch_gro_size(const cwarren_msg_batch *b, unsigned i) { (v
 int cwarren_recvmmsg(int fd, cwarren_msg_batch *b, unsigned c, int d) { (void)fd; (void)b; (void)c; (void)d; return -ENOSYS; }
 int cwarren_sendmmsg(int fd, cwarren_msg_batch *b, unsigned f, unsigned c) { (void)fd; (void)b; (void)f; (void)c; return -ENOSYS; }
 int cwarren_sendto(int fd, const void *p, size_t l, const cwarren_endpoint *e) { (void)fd; (void)p; (void)l; (void)e; return -ENOSYS; }
+int cwarren_send_segments(int fd, const cwarren_endpoint *e, void *const *b, const size_t *l, unsigned c, uint16_t s) {
+    (void)fd; (void)e; (void)b; (void)l; (void)c; (void)s; return -ENOSYS;
+}
 int cwarren_udp_open(int family, uint16_t port) { (void)family; (void)port; return -ENOSYS; }
 int cwarren_udp_local_port(int fd) { (void)fd; return -ENOSYS; }
 int cwarren_socket_set_buffers(int fd, int bytes) { (void)fd; (void)bytes; return -ENOSYS; }

@@ -119,6 +119,20 @@ public final class UDPSocket: @unchecked Sendable {
         throw SystemError("sendto \(destination)", errno: -r)
     }
 
+    /// Sends `count` datagrams (at most 64; `bases[i]`, `lengths[i]`) to `destination` as one
+    /// UDP GSO message: all but the last must be `segmentSize` bytes. Returns false when the kernel
+    /// refuses segmentation for this message (EINVAL, EIO: e.g. larger than the path MTU); send
+    /// them one by one then. Transient errors drop the datagrams and return true.
+    public func sendSegments(bases: UnsafePointer<UnsafeMutableRawPointer?>, lengths: UnsafePointer<Int>, count: Int,
+                             segmentSize: Int, to destination: SocketAddress) throws(SystemError) -> Bool {
+        var e = destination.cEndpoint
+        let r = cwarren_send_segments(fileDescriptor, &e, bases, lengths, UInt32(clamping: count), UInt16(clamping: segmentSize))
+        if r >= 0 { return true }
+        if -r == EINVAL || -r == EIO || -r == EOPNOTSUPP { return false }
+        if Self.isTransient(-r) { return true }
+        throw SystemError("sendmsg UDP_SEGMENT \(destination)", errno: -r)
+    }
+
     /// recvmmsg without blocking into the first `count` slots of `batch`. Returns how many arrived (0: none waiting).
     public func receive(_ batch: MessageBatch, count: Int) throws(SystemError) -> Int {
         let r = cwarren_recvmmsg(fileDescriptor, batch.pointer, UInt32(clamping: min(count, batch.capacity)), 1)

@@ -51,6 +51,7 @@ public final class WireGuardDevice: @unchecked Sendable {
         self.bind = bind
         self.logger = logger
         self.cipher = cipher
+        state.withLock { $0.cipher = cipher }
     }
 
     // MARK: Lifecycle

@@ -29,6 +29,8 @@ struct DeviceClock {
 /// Everything the threads share, guarded by the device's state lock.
 struct DeviceState: Sendable {
     var privateKey: WireGuardPrivateKey?
+    /// The data-path AEAD for new keypairs.
+    var cipher: any TransportCipher.Type = FastTransportCipher.self
     var publicKey: WireGuardPublicKey?
     var cookieChecker: CookieChecker?
     var listenPort: UInt16 = 0
@@ -146,7 +148,7 @@ public struct DeviceConfigurator {
         for key in state.peerOrder {
             guard let peer = state.peers[key] else { continue }
             state.clearSessions(of: peer)
-            peer.resetSession(privateKey: state.privateKey)
+            peer.resetSession(privateKey: state.privateKey, cipher: state.cipher)
         }
     }
 
@@ -167,7 +169,7 @@ public struct DeviceConfigurator {
         if key == state.publicKey { return false }
         if state.peers[key] != nil { return true }
         let peer = Peer(publicKey: key)
-        peer.resetSession(privateKey: state.privateKey)
+        peer.resetSession(privateKey: state.privateKey, cipher: state.cipher)
         state.peers[key] = peer
         state.peerOrder.append(key)
         return true

@@ -1,5 +1,6 @@
 #if os(Linux)
 import Synchronization
+import Glibc
 import WarrenLinux
 import WarrenPacket
 
@@ -18,8 +19,18 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     private let state = Mutex(State())
     private let receiveBatches: [MessageBatch]
     private let sendBatch = Mutex(MessageBatch(capacity: LinuxBind.batchCapacity))
+    /// Scratch arrays for UDP GSO sends (guarded by `sendBatch`).
+    private let gsoBases = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
+    private let gsoLengths = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+    /// Whether UDP GSO is used for runs of datagrams to one endpoint (off after the kernel refuses it).
+    private let segmentationOffload = Atomic<Bool>(true)
+    /// The largest UDP payload of one GSO message (IP total length limit).
+    static let maximumSegmentedPayload = 65_507 - 8
 
-    public init() {
+    /// `segmentationOffload`: send runs of equal-sized datagrams to one endpoint with UDP GSO
+    /// (when the kernel supports it).
+    public init(segmentationOffload: Bool = true) {
+        self.segmentationOffload.store(segmentationOffload, ordering: .relaxed)
         receiveBatches = [MessageBatch(capacity: Self.batchCapacity), MessageBatch(capacity: Self.batchCapacity)]
     }
 
@@ -96,21 +107,88 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
         }
     }
 
+    deinit {
+        gsoBases.deallocate()
+        gsoLengths.deallocate()
+    }
+
     public func send(_ buffers: PacketBuffers, count: Int) throws {
         let sockets = state.withLock { $0.sockets }
+        let useGSO = segmentationOffload.load(ordering: .relaxed)
         try sendBatch.withLock { batch in
             for (family, socket) in zip([IPVersion.v4, .v6], sockets) {
                 guard let socket else { continue }
                 var k = 0
-                for i in 0..<count where buffers.lengths[i] > 0 && buffers.endpoints[i].address.version == family {
-                    batch.setBuffer(k, buffers.slot(i) + buffers.offsets[i], length: buffers.lengths[i])
-                    let e = buffers.endpoints[i]
-                    batch.setDestination(k, SocketAddress(address: e.address, port: e.port))
+                var i = 0
+                while i < count {
+                    guard buffers.lengths[i] > 0, buffers.endpoints[i].address.version == family else {
+                        i += 1
+                        continue
+                    }
+                    // A run of datagrams to one endpoint, all as long as the first but the last.
+                    let endpoint = buffers.endpoints[i]
+                    let size = buffers.lengths[i]
+                    var run = 1
+                    var total = size
+                    if useGSO {
+                        var j = i + 1
+                        while j < count, run < 64 {
+                            let n = buffers.lengths[j]
+                            if n == 0 { j += 1; continue }
+                            guard n <= size, buffers.endpoints[j] == endpoint,
+                                  total + n <= Self.maximumSegmentedPayload else { break }
+                            run += 1
+                            total += n
+                            j += 1
+                            if n < size { break }
+                        }
+                    }
+                    if run > 1 {
+                        // Keep the order: what is queued for sendmmsg goes first.
+                        if k > 0 {
+                            try Self.flush(batch, k, on: socket)
+                            k = 0
+                        }
+                        var taken = 0
+                        var j = i
+                        while taken < run {
+                            if buffers.lengths[j] > 0 {
+                                gsoBases[taken] = buffers.slot(j) + buffers.offsets[j]
+                                gsoLengths[taken] = buffers.lengths[j]
+                                taken += 1
+                            }
+                            j += 1
+                        }
+                        let destination = SocketAddress(address: endpoint.address, port: endpoint.port)
+                        if try socket.sendSegments(bases: gsoBases, lengths: gsoLengths, count: run, segmentSize: size,
+                                                   to: destination) {
+                            i = j
+                            continue
+                        }
+                        // Refused: send this run one by one (and keep trying GSO for others).
+                        if size > 1_472 { /* larger than the path MTU: fragments, no GSO */ } else {
+                            segmentationOffload.store(false, ordering: .relaxed)
+                        }
+                        for m in i..<j where buffers.lengths[m] > 0 {
+                            batch.setBuffer(k, buffers.slot(m) + buffers.offsets[m], length: buffers.lengths[m])
+                            batch.setDestination(k, destination)
+                            k += 1
+                            if k == batch.capacity {
+                                try Self.flush(batch, k, on: socket)
+                                k = 0
+                            }
+                        }
+                        i = j
+                        continue
+                    }
+                    batch.setBuffer(k, buffers.slot(i) + buffers.offsets[i], length: size)
+                    batch.setDestination(k, SocketAddress(address: endpoint.address, port: endpoint.port))
                     k += 1
                     if k == batch.capacity {
                         try Self.flush(batch, k, on: socket)
                         k = 0
                     }
+                    i += 1
                 }
                 if k > 0 { try Self.flush(batch, k, on: socket) }
             }

@@ -44,11 +44,11 @@ final class Peer: Hashable, @unchecked Sendable {
 
     /// A fresh session for the device key `privateKey` (nil: none), keeping the configuration.
     /// The caller releases the old session's indices first.
-    func resetSession(privateKey: WireGuardPrivateKey?) {
+    func resetSession(privateKey: WireGuardPrivateKey?, cipher: any TransportCipher.Type) {
         let endpoint = self.endpoint
         session = privateKey.map {
             Session(localStatic: $0, remoteStatic: publicKey, presharedKey: presharedKey, endpoint: endpoint,
-                    persistentKeepaliveInterval: keepaliveInterval)
+                    persistentKeepaliveInterval: keepaliveInterval, cipher: cipher)
         }
         storedEndpoint = endpoint
     }

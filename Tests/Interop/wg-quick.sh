@@ -8,12 +8,12 @@ source "$(dirname "$0")/lib.sh"
 wit_require wg-quick
 
 WIT_N=$(( (0x$(echo -n "$WIT_ID" | sha256sum | cut -c1-4) % 200) + 20 ))
-NS_A="wit${WIT_ID}a"; NS_B="wit${WIT_ID}b"
-IF_A="wit${WIT_ID}a0"; IF_B="wit${WIT_ID}b0"
+NS_A="${WIT_PREFIX}${WIT_ID}a"; NS_B="${WIT_PREFIX}${WIT_ID}b"
+IF_A="${WIT_PREFIX}${WIT_ID}a0"; IF_B="${WIT_PREFIX}${WIT_ID}b0"
 UNDER_A="10.$WIT_N.0.1"; UNDER_B="10.$WIT_N.0.2"
 wit_netns "$NS_A"
 wit_netns "$NS_B"
-wit_link "$NS_A" "wit${WIT_ID}va" "$UNDER_A" "$NS_B" "wit${WIT_ID}vb" "$UNDER_B"
+wit_link "$NS_A" "${WIT_PREFIX}${WIT_ID}va" "$UNDER_A" "$NS_B" "${WIT_PREFIX}${WIT_ID}vb" "$UNDER_B"
 wit_keys a
 wit_keys b
 
@@ -41,7 +41,7 @@ CONF
 WIT_INTERFACES+=("$IF_A")
 IMPL="$(wit_binary warren)"
 log "wg-quick up with WG_QUICK_USERSPACE_IMPLEMENTATION=$IMPL"
-ip netns exec "$NS_A" env WG_QUICK_USERSPACE_IMPLEMENTATION="$IMPL" LOG_LEVEL=error wg-quick up "$CONF" 2>&1 \
+ip netns exec "$NS_A" env WG_QUICK_USERSPACE_IMPLEMENTATION="$IMPL" LOG_LEVEL=silent wg-quick up "$CONF" 2>&1 \
     | sed 's/^/    [wg-quick up] /'
 [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "wg-quick up"
 

@@ -76,6 +76,12 @@ unsigned cwarren_msg_batch_gro_size(const cwarren_msg_batch *batch, unsigned ind
 int cwarren_recvmmsg(int fd, cwarren_msg_batch *batch, unsigned count, int dont_wait);
 /// sendmmsg of messages [first, first + count); returns the number sent.
 int cwarren_sendmmsg(int fd, cwarren_msg_batch *batch, unsigned first, unsigned count);
+/// sendmsg of `count` buffers (at most 64) to `endpoint` as one UDP_SEGMENT message: the kernel
+/// sends them as `count` datagrams of `segment_size` bytes (the last may be shorter), moving them
+/// through the stack as one packet (UDP GSO). Every buffer but the last must be `segment_size`
+/// bytes. Returns the bytes sent, or -errno (-EINVAL/-EIO when the kernel refuses GSO here).
+int cwarren_send_segments(int fd, const cwarren_endpoint *endpoint, void *const *bases, const size_t *lengths,
+                          unsigned count, uint16_t segment_size);
 /// sendto of one datagram.
 int cwarren_sendto(int fd, const void *base, size_t length, const cwarren_endpoint *endpoint);
 
