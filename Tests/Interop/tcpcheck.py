@@ -35,7 +35,16 @@ def recv(port):
 
 
 def send(host, port, count, rate):
-    conn = socket.create_connection((host, port), timeout=60)
+    # The receiver may still be starting on a busy machine: retry a refused connection for 10 s.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn = socket.create_connection((host, port), timeout=60)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     digest = hashlib.sha256()
     sent = 0
     start = time.monotonic()
