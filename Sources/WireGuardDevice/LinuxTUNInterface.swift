@@ -1,5 +1,6 @@
 #if os(Linux)
 import Glibc
+import Synchronization
 import WarrenLinux
 
 /// A real TUN interface (`/dev/net/tun`), read in batches: after poll() says a packet is
@@ -49,6 +50,9 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
         self.mtu = mtu
         jumbo = .allocate(byteCount: Self.jumboSize, alignment: 64)
     }
+
+    /// Where coalesced packets are assembled before one write (guarded: two inbound threads write).
+    private let coalescing = Mutex(CoalescingBuffer())
 
     deinit { jumbo.deallocate() }
 
@@ -144,25 +148,52 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     }
 
     public func writePackets(_ buffers: PacketBuffers, count: Int) throws {
-        for i in 0..<count where buffers.lengths[i] > 0 {
-            var packet = UnsafeRawBufferPointer(buffers.packet(i))
-            if offloads {
+        guard offloads else {
+            for i in 0..<count where buffers.lengths[i] > 0 { try write(UnsafeRawBufferPointer(buffers.packet(i))) }
+            return
+        }
+        try coalescing.withLock { out in
+            var i = 0
+            while i < count {
+                guard buffers.lengths[i] > 0 else {
+                    i += 1
+                    continue
+                }
+                // Consecutive TCP segments of one flow go to the kernel as one super-packet (GRO).
+                if let (next, length) = Offload.coalesceTCP(buffers, from: i, count: count, into: out.memory,
+                                                              capacity: CoalescingBuffer.size) {
+                    try write(UnsafeRawBufferPointer(start: out.memory, count: length))
+                    i = next
+                    continue
+                }
                 // A zeroed virtio-net header (no offload) in the room before the packet.
                 let offset = buffers.offsets[i]
-                guard offset >= VirtioNetHeader.size else { continue }
-                let start = buffers.slot(i) + offset - VirtioNetHeader.size
-                start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
-                packet = UnsafeRawBufferPointer(start: start, count: buffers.lengths[i] + VirtioNetHeader.size)
-            }
-            do {
-                try device.write(packet)
-            } catch {
-                if !device.exists() { throw DeviceIOError.interfaceRemoved }
-                throw error
+                if offset >= VirtioNetHeader.size {
+                    let start = buffers.slot(i) + offset - VirtioNetHeader.size
+                    start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
+                    try write(UnsafeRawBufferPointer(start: start, count: buffers.lengths[i] + VirtioNetHeader.size))
+                }
+                i += 1
             }
         }
     }
 
+    private func write(_ packet: UnsafeRawBufferPointer) throws {
+        do {
+            try device.write(packet)
+        } catch {
+            if !device.exists() { throw DeviceIOError.interfaceRemoved }
+            throw error
+        }
+    }
+
     public func close() { device.wake() }
+}
+
+/// Memory for one coalesced packet: a virtio-net header and up to 64 KB of IP packet.
+struct CoalescingBuffer: ~Copyable {
+    static let size = VirtioNetHeader.size + 65_535
+    let memory = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 64)
+    deinit { memory.deallocate() }
 }
 #endif

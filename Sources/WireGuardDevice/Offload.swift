@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
 // TUN offloads (IFF_VNET_HDR): with TSO enabled, the kernel hands the device TCP super-packets of
 // up to 64 KB with a `virtio_net_hdr` in front (linux/virtio_net.h), and packets whose transport
 // checksum is left for the device to finish. The device cuts super-packets into MTU-sized
@@ -163,5 +169,127 @@ enum Offload {
             offset += chunk
         } while offset < payloadLength
         return offset
+    }
+
+    /// The TCP flow facts of one IPv4 or IPv6 packet that coalescing needs; nil when it is not a
+    /// plain TCP segment (IPv4 options or fragments, IPv6 extension headers, flags other than
+    /// ACK and PSH, no payload, or lengths that disagree).
+    struct TCPSegmentInfo {
+        var isV6: Bool
+        var transportStart: Int
+        var headerLength: Int
+        var payloadLength: Int
+        var sequence: UInt32
+        var flags: UInt8
+
+        init?(_ p: UnsafeRawPointer, length: Int) {
+            guard length >= 40 else { return nil }
+            let first = p.load(as: UInt8.self)
+            if first == 0x45 {
+                guard p.load(fromByteOffset: 9, as: UInt8.self) == 6,
+                      UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3fff == 0,
+                      Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == length
+                else { return nil }
+                isV6 = false
+                transportStart = 20
+            } else if first >> 4 == 6 {
+                guard length >= 60, p.load(fromByteOffset: 6, as: UInt8.self) == 6,
+                      Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))) + 40 == length
+                else { return nil }
+                isV6 = true
+                transportStart = 40
+            } else {
+                return nil
+            }
+            let tcpHeaderLength = Int(p.load(fromByteOffset: transportStart + 12, as: UInt8.self) >> 4) * 4
+            headerLength = transportStart + tcpHeaderLength
+            guard tcpHeaderLength >= 20, headerLength < length else { return nil }
+            payloadLength = length - headerLength
+            flags = p.load(fromByteOffset: transportStart + 13, as: UInt8.self)
+            guard flags & 0x10 != 0, flags & ~0x18 == 0 else { return nil }  // ACK, maybe PSH
+            sequence = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: transportStart + 4, as: UInt32.self))
+        }
+    }
+
+    /// Whether two segments belong to one flow and may be merged: equal IP headers apart from
+    /// lengths, identification and checksum (IPv4) or payload length (IPv6), equal TCP headers
+    /// apart from sequence number, PSH and checksum (same ports, acknowledgment, window, options).
+    static func sameFlow(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ info: TCPSegmentInfo) -> Bool {
+        let t = info.transportStart
+        if info.isV6 {
+            guard memcmp(a, b, 4) == 0, memcmp(a + 6, b + 6, 34) == 0 else { return false }
+        } else {
+            guard memcmp(a, b, 2) == 0, memcmp(a + 6, b + 6, 4) == 0, memcmp(a + 12, b + 12, 8) == 0 else { return false }
+        }
+        return memcmp(a + t, b + t, 4) == 0                // ports
+            && memcmp(a + t + 8, b + t + 8, 5) == 0         // acknowledgment, data offset
+            && memcmp(a + t + 14, b + t + 14, 2) == 0       // window
+            && memcmp(a + t + 18, b + t + 18, info.headerLength - t - 18) == 0  // urgent pointer, options
+    }
+
+    /// Merges the TCP segments of one flow that follow one another in `buffers` from slot `first`
+    /// into one super-packet with a virtio-net header (GSO TCPv4/TCPv6, checksum left partial) at
+    /// `out`. Returns the slot after the last one merged and the bytes to write, or nil when fewer
+    /// than two segments could be merged (write the packet on its own then).
+    static func coalesceTCP(_ buffers: PacketBuffers, from first: Int, count: Int, into out: UnsafeMutableRawPointer,
+                            capacity: Int) -> (next: Int, length: Int)? {
+        let head = UnsafeRawPointer(buffers.slot(first) + buffers.offsets[first])
+        guard let info = TCPSegmentInfo(head, length: buffers.lengths[first]), info.flags & 0x08 == 0 else { return nil }
+        let segmentSize = info.payloadLength
+        let limit = min(capacity - VirtioNetHeader.size, info.isV6 ? 65_535 + 40 : 65_535)
+        var total = info.headerLength + segmentSize
+        var expected = info.sequence &+ UInt32(truncatingIfNeeded: segmentSize)
+        var merged = 1
+        var flags = info.flags
+        var j = first + 1
+        var end = first + 1
+        let packet = out + VirtioNetHeader.size
+        while j < count {
+            let length = buffers.lengths[j]
+            if length == 0 {
+                j += 1
+                continue
+            }
+            let p = UnsafeRawPointer(buffers.slot(j) + buffers.offsets[j])
+            guard let next = TCPSegmentInfo(p, length: length), next.isV6 == info.isV6,
+                  next.headerLength == info.headerLength, next.sequence == expected,
+                  next.payloadLength <= segmentSize, total + next.payloadLength <= limit,
+                  sameFlow(head, p, info)
+            else { break }
+            if merged == 1 { packet.copyMemory(from: head, byteCount: total) }
+            (packet + total).copyMemory(from: p + next.headerLength, byteCount: next.payloadLength)
+            total += next.payloadLength
+            expected = expected &+ UInt32(truncatingIfNeeded: next.payloadLength)
+            merged += 1
+            flags |= next.flags
+            j += 1
+            end = j
+            if next.payloadLength < segmentSize || next.flags & 0x08 != 0 { break }
+        }
+        guard merged > 1 else { return nil }
+        let t = info.transportStart
+        // IP lengths and checksum.
+        if info.isV6 {
+            InternetChecksum.store(UInt16(truncatingIfNeeded: total - 40), packet, at: 4)
+        } else {
+            InternetChecksum.store(UInt16(truncatingIfNeeded: total), packet, at: 2)
+            InternetChecksum.store(0, packet, at: 10)
+            InternetChecksum.store(InternetChecksum.finish(InternetChecksum.sum(packet, count: 20)), packet, at: 10)
+        }
+        packet.storeBytes(of: flags, toByteOffset: t + 13, as: UInt8.self)
+        // Partial checksum: the folded pseudo-header sum, for the kernel to finish (or trust).
+        var sum = info.isV6 ? InternetChecksum.sum(packet + 8, count: 32) : InternetChecksum.sum(packet + 12, count: 8)
+        sum &+= 6
+        sum &+= UInt64(total - t)
+        InternetChecksum.store(~InternetChecksum.finish(sum), packet, at: t + 16)
+        // virtio_net_hdr
+        out.storeBytes(of: VirtioNetHeader.needsChecksum, toByteOffset: 0, as: UInt8.self)
+        out.storeBytes(of: info.isV6 ? VirtioNetHeader.GSO.tcpV6.rawValue : VirtioNetHeader.GSO.tcpV4.rawValue,
+                       toByteOffset: 1, as: UInt8.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: info.headerLength).littleEndian, toByteOffset: 2, as: UInt16.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: segmentSize).littleEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: t).littleEndian, toByteOffset: 6, as: UInt16.self)
+        out.storeBytes(of: UInt16(16).littleEndian, toByteOffset: 8, as: UInt16.self)
+        return (end, VirtioNetHeader.size + total)
     }
 }
