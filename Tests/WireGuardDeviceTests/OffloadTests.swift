@@ -155,4 +155,50 @@ final class OffloadTests: XCTestCase {
         XCTAssertEqual(h.checksumStart, 20)
         XCTAssertEqual(h.checksumOffset, 16)
     }
+
+    /// Segments go into device buffers the way the inbound path leaves them (at an offset), and
+    /// coalescing puts the original super-packet back together.
+    func testCoalescingUndoesSegmentation() throws {
+        var rng = SeededGenerator(seed: 5)
+        for isV6 in [false, true] {
+            let payload = (0..<(1368 * 10 + 100)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let original = Self.tcpPacket(isV6: isV6, payload: payload, flags: 0x18)
+            let segs = try XCTUnwrap(Self.segments(of: original, isV6: isV6, segmentSize: 1368, perCall: 64))
+            XCTAssertEqual(segs.count, 11)
+            let buffers = PacketBuffers(capacity: 16, slotSize: 2048)
+            for (i, s) in segs.enumerated() { s.withUnsafeBytes { _ = buffers.store($0, in: i, at: 16) } }
+            // One foreign packet after them (other port) ends the run.
+            var other = Self.tcpPacket(isV6: isV6, payload: [1, 2, 3])
+            other[isV6 ? 40 : 20] ^= 1
+            other.withUnsafeBytes { _ = buffers.store($0, in: segs.count, at: 16) }
+            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
+            defer { out.deallocate() }
+            let (next, length) = try XCTUnwrap(Offload.coalesceTCP(buffers, from: 0, count: segs.count + 1, into: out,
+                                                                   capacity: CoalescingBuffer.size))
+            XCTAssertEqual(next, segs.count)
+            let header = VirtioNetHeader(out)
+            XCTAssertEqual(header.gso, isV6 ? .tcpV6 : .tcpV4)
+            XCTAssertEqual(header.gsoSize, 1368)
+            XCTAssertEqual(Int(header.checksumStart), isV6 ? 40 : 20)
+            XCTAssertEqual(header.checksumOffset, 16)
+            XCTAssertEqual(header.flags, VirtioNetHeader.needsChecksum)
+            var merged = Array(UnsafeRawBufferPointer(start: out + VirtioNetHeader.size, count: length - VirtioNetHeader.size))
+            XCTAssertEqual(merged.count, original.count)
+            let l4 = isV6 ? 40 : 20
+            // The checksum is left partial (the pseudo-header sum): completing it must verify.
+            XCTAssertTrue(merged.withUnsafeMutableBytes {
+                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 16)
+            })
+            XCTAssertTrue(Self.tcpChecksumVerifies(merged))
+            if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
+            // Apart from the TCP checksum, what went in comes out.
+            var expected = original
+            for k in [l4 + 16, l4 + 17] { merged[k] = 0; expected[k] = 0 }
+            if !isV6 { for k in [10, 11] { merged[k] = 0; expected[k] = 0 } }
+            XCTAssertEqual(merged, expected)
+            // A lone segment or a foreign one is not coalesced.
+            XCTAssertNil(Offload.coalesceTCP(buffers, from: segs.count, count: segs.count + 1, into: out,
+                                             capacity: CoalescingBuffer.size))
+        }
+    }
 }
