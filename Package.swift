@@ -36,19 +36,21 @@ let package = Package(
         ]),
         .target(name: "WarrenTailcfg"),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket", "WireGuardProtocol"]),
         .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
+        .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
         .target(name: "WireGuardDevice", dependencies: [
-            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
+            "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Layer 2
         .executableTarget(name: "warren-wireguard", dependencies: [
-            "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "WireGuardDevice", "WireGuardUAPI", "WireGuardUAPIServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "warren-crypto-bench", dependencies: [
             "WarrenCrypto", "WarrenFastAEAD", .product(name: "Crypto", package: "swift-crypto"),
@@ -73,6 +75,8 @@ let package = Package(
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardUAPITests", dependencies: ["WireGuardUAPI", "WireGuardProtocol", "WarrenPacket", "WarrenTestSupport"]),
+        .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
     ],

@@ -42,12 +42,16 @@ public struct PeerSession<Endpoint: Hashable & Sendable>: Sendable {
     public private(set) var lastSentHandshake: ContinuousClock.Instant?
     /// The index registered for the handshake in progress, if any.
     public private(set) var handshakeIndex: UInt32?
+    /// The data-path AEAD of the keypairs this session derives.
+    public let cipher: any TransportCipher.Type
 
     /// A session with the peer `remoteStatic` for the device key `localStatic`.
     public init(localStatic: WireGuardPrivateKey, remoteStatic: WireGuardPublicKey,
                 presharedKey: WireGuardPresharedKey = .zero, endpoint: Endpoint? = nil,
-                persistentKeepaliveInterval: Duration? = nil) {
+                persistentKeepaliveInterval: Duration? = nil,
+                cipher: any TransportCipher.Type = ChaChaPolyTransportCipher.self) {
         self.remoteStatic = remoteStatic
+        self.cipher = cipher
         handshake = NoiseHandshake(localStatic: localStatic, remoteStatic: remoteStatic, presharedKey: presharedKey)
         cookies = CookieGenerator(remotePublicKey: remoteStatic)
         timers = PeerTimers(persistentKeepaliveInterval: persistentKeepaliveInterval)
@@ -123,7 +127,7 @@ public struct PeerSession<Endpoint: Hashable & Sendable>: Sendable {
         let keypair: Keypair
         do {
             response = try handshake.createResponse(senderIndex: index, using: &rng)
-            keypair = try handshake.deriveKeypair(now: now)
+            keypair = try handshake.deriveKeypair(now: now, cipher: cipher)
         } catch {
             handshake.clear()
             actions.append(.releaseIndex(index))
@@ -151,7 +155,7 @@ public struct PeerSession<Endpoint: Hashable & Sendable>: Sendable {
         var actions: [PeerAction] = []
         let keypair: Keypair
         do {
-            keypair = try handshake.deriveKeypair(now: now)
+            keypair = try handshake.deriveKeypair(now: now, cipher: cipher)
         } catch {
             return actions
         }

@@ -1,0 +1,21 @@
+/// Implementation constants of the device (the protocol's own numbers are in `WireGuardConstants`).
+public enum WireGuardDeviceConstants {
+    /// The MTU of a new interface, as wireguard-go: 1500 - 80 (IPv6 + UDP + WireGuard overhead).
+    public static let defaultMTU = 1420
+    /// Packets per batch read from TUN or from a socket.
+    public static let batchSize = 64
+    /// Bytes of a transport data message before the ciphertext: type, receiver index, counter.
+    public static let dataHeaderSize = 16
+    /// Room after a packet for padding to 16 bytes and the 16-byte Poly1305 tag.
+    public static let tailroom = 32
+    /// Slot size of the packet buffers: a maximal UDP datagram or IP packet, plus head- and tailroom.
+    public static let slotSize = 65_536 + 64
+    /// Packets held per peer while its handshake is in flight (wireguard-go: 1024).
+    public static let stagedPacketLimit = 128
+}
+
+extension WireGuardDeviceConstants {
+    /// Handshake messages per second above which the device is "under load" and answers
+    /// handshake messages without a valid MAC2 with a cookie reply instead of processing them.
+    public static let underLoadHandshakesPerSecond = 128
+}

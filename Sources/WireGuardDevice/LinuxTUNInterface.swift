@@ -1,0 +1,199 @@
+#if os(Linux)
+import Glibc
+import Synchronization
+import WarrenLinux
+
+/// A real TUN interface (`/dev/net/tun`), read in batches: after poll() says a packet is
+/// waiting, non-blocking reads drain up to a batch without sleeping again.
+///
+/// With offloads (the default), the interface is opened with IFF_VNET_HDR and TSO: the kernel
+/// hands over TCP super-packets of up to 64 KB, which are cut into MTU-sized segments here (see
+/// `Offload`), and checksums it left for the device are completed. A super-packet whose segments
+/// do not all fit in the caller's batch is kept and continued at the next read.
+public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
+    public let device: TUNDevice
+    public let mtu: Int
+    public var name: String { device.name }
+    /// Whether reads and writes carry a virtio-net header (offloads on).
+    public let offloads: Bool
+
+    /// The packet being cut into segments: read from the device, not yet fully handed out.
+    private let jumbo: UnsafeMutableRawPointer
+    private static let jumboSize = VirtioNetHeader.size + 65_536
+    private var pendingLength = 0
+    private var pendingHeader = VirtioNetHeader()
+    private var pendingOffset = 0
+
+    /// Packets the kernel may queue for the device before dropping (the default of 500 drops
+    /// bursts while the device is busy encrypting).
+    public static let transmitQueueLength = 4_000
+
+    /// Creates the interface `name`, sets its MTU and brings it up (addresses are the caller's job,
+    /// as with wireguard-go and wg-quick).
+    public init(name: String, mtu: Int = WireGuardDeviceConstants.defaultMTU, offloads: Bool = true) throws {
+        var dev = try TUNDevice(name: name, virtioHeader: offloads)
+        var on = offloads
+        if offloads {
+            do {
+                try dev.setOffloads(checksum: true, tcpSegmentation: true)
+            } catch {
+                // No offloads here: reopen without the virtio-net header.
+                dev = try TUNDevice(name: name, virtioHeader: false)
+                on = false
+            }
+        }
+        device = dev
+        self.offloads = on
+        try device.setMTU(mtu)
+        try? device.setTransmitQueueLength(Self.transmitQueueLength)
+        try device.setUp(true)
+        self.mtu = mtu
+        jumbo = .allocate(byteCount: Self.jumboSize, alignment: 64)
+    }
+
+    /// Where coalesced packets are assembled before one write (guarded: two inbound threads write).
+    private let coalescing = Mutex(CoalescingBuffer())
+
+    deinit { jumbo.deallocate() }
+
+    public func readPackets(into buffers: PacketBuffers, headroom: Int) throws -> Int {
+        offloads ? try readWithOffloads(into: buffers, headroom: headroom) : try readPlain(into: buffers, headroom: headroom)
+    }
+
+    private func readPlain(into buffers: PacketBuffers, headroom: Int) throws -> Int {
+        let room = buffers.slotSize - headroom - WireGuardDeviceConstants.tailroom
+        var count = 0
+        while count < buffers.capacity {
+            let target = UnsafeMutableRawBufferPointer(start: buffers.slot(count) + headroom, count: room)
+            guard let length = try read(into: target) else {
+                if count > 0 { return count }
+                if try !device.waitReadable() { throw DeviceIOError.closed }
+                continue
+            }
+            if length == 0 { continue }
+            buffers.offsets[count] = headroom
+            buffers.lengths[count] = length
+            count += 1
+        }
+        return count
+    }
+
+    private func read(into target: UnsafeMutableRawBufferPointer) throws -> Int? {
+        do {
+            return try device.read(into: target)
+        } catch {
+            if !device.exists() { throw DeviceIOError.interfaceRemoved }
+            throw error
+        }
+    }
+
+    private func readWithOffloads(into buffers: PacketBuffers, headroom: Int) throws -> Int {
+        let room = buffers.slotSize - headroom - WireGuardDeviceConstants.tailroom
+        var count = 0
+        while count < buffers.capacity {
+            if pendingLength == 0 {
+                guard let n = try read(into: UnsafeMutableRawBufferPointer(start: jumbo, count: Self.jumboSize)) else {
+                    if count > 0 { return count }
+                    if try !device.waitReadable() { throw DeviceIOError.closed }
+                    continue
+                }
+                guard n > VirtioNetHeader.size else { continue }
+                pendingHeader = VirtioNetHeader(jumbo)
+                pendingLength = n - VirtioNetHeader.size
+                pendingOffset = 0
+            }
+            let packet = jumbo + VirtioNetHeader.size
+            let header = pendingHeader
+            let length = pendingLength
+            switch header.gso {
+            case .none?:
+                pendingLength = 0
+                if header.flags & VirtioNetHeader.needsChecksum != 0,
+                   !Offload.completeChecksum(packet, length: length, start: Int(header.checksumStart),
+                                             offset: Int(header.checksumOffset)) {
+                    continue
+                }
+                guard length <= room else { continue }
+                buffers.store(UnsafeRawBufferPointer(start: packet, count: length), in: count, at: headroom)
+                count += 1
+            case .tcpV4?, .tcpV6?:
+                let slotsBefore = count
+                let reached = Offload.segmentTCP(
+                    packet, length: length, isV6: header.gso == .tcpV6, transportStart: Int(header.checksumStart),
+                    segmentSize: Int(header.gsoSize), from: pendingOffset
+                ) { segmentLength in
+                    guard count < buffers.capacity, segmentLength <= room else { return nil }
+                    buffers.offsets[count] = headroom
+                    buffers.lengths[count] = segmentLength
+                    count += 1
+                    return buffers.slot(count - 1) + headroom
+                }
+                guard let reached else {
+                    pendingLength = 0  // malformed: dropped
+                    continue
+                }
+                let payloadLength = length - Int(header.checksumStart)
+                    - Int(packet.load(fromByteOffset: Int(header.checksumStart) + 12, as: UInt8.self) >> 4) * 4
+                if reached >= payloadLength || (count == slotsBefore && count == 0) {
+                    pendingLength = 0  // done (or cannot make progress at all: dropped)
+                } else {
+                    pendingOffset = reached
+                    return count  // the batch is full; continue this packet next time
+                }
+            default:
+                pendingLength = 0  // an offload we did not ask for
+            }
+        }
+        return count
+    }
+
+    public func writePackets(_ buffers: PacketBuffers, count: Int) throws {
+        guard offloads else {
+            for i in 0..<count where buffers.lengths[i] > 0 { try write(UnsafeRawBufferPointer(buffers.packet(i))) }
+            return
+        }
+        try coalescing.withLock { out in
+            var i = 0
+            while i < count {
+                guard buffers.lengths[i] > 0 else {
+                    i += 1
+                    continue
+                }
+                // Consecutive TCP segments of one flow go to the kernel as one super-packet (GRO).
+                if let (next, length) = Offload.coalesceTCP(buffers, from: i, count: count, into: out.memory,
+                                                              capacity: CoalescingBuffer.size) {
+                    try write(UnsafeRawBufferPointer(start: out.memory, count: length))
+                    i = next
+                    continue
+                }
+                // A zeroed virtio-net header (no offload) in the room before the packet.
+                let offset = buffers.offsets[i]
+                if offset >= VirtioNetHeader.size {
+                    let start = buffers.slot(i) + offset - VirtioNetHeader.size
+                    start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
+                    try write(UnsafeRawBufferPointer(start: start, count: buffers.lengths[i] + VirtioNetHeader.size))
+                }
+                i += 1
+            }
+        }
+    }
+
+    private func write(_ packet: UnsafeRawBufferPointer) throws {
+        do {
+            try device.write(packet)
+        } catch {
+            if !device.exists() { throw DeviceIOError.interfaceRemoved }
+            throw error
+        }
+    }
+
+    public func close() { device.wake() }
+}
+
+/// Memory for one coalesced packet: a virtio-net header and up to 64 KB of IP packet.
+struct CoalescingBuffer: ~Copyable {
+    static let size = VirtioNetHeader.size + 65_535
+    let memory = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 64)
+    deinit { memory.deallocate() }
+}
+#endif

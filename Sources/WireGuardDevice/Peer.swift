@@ -1,0 +1,69 @@
+import WarrenPacket
+import WireGuardProtocol
+
+/// One peer of the device: its configuration, its protocol state (`PeerSession`, which owns the
+/// handshake, cookies, keypairs, timers and endpoint), the packets waiting for a session and the
+/// statistics. Every mutable field is guarded by the device's state lock; keypairs are
+/// thread-safe and are used for crypto outside that lock.
+final class Peer: Hashable, @unchecked Sendable {
+    typealias Session = PeerSession<WireGuardEndpoint>
+
+    let publicKey: WireGuardPublicKey
+    var presharedKey: WireGuardPresharedKey = .zero
+    /// Persistent keepalive interval in seconds (0: off).
+    var persistentKeepalive: UInt16 = 0
+    /// The protocol state; nil while the device has no private key.
+    var session: Session?
+    /// The endpoint while there is no session (otherwise `session.endpoint` is the truth).
+    private var storedEndpoint: WireGuardEndpoint?
+
+    var rxBytes: UInt64 = 0
+    var txBytes: UInt64 = 0
+    /// Wall-clock time of the last completed handshake (seconds, nanoseconds since 1970).
+    var lastHandshake: (seconds: Int64, nanoseconds: Int64) = (0, 0)
+    /// Packets waiting for a session, oldest first (at most `stagedPacketLimit`).
+    private(set) var staged: [[UInt8]] = []
+
+    init(publicKey: WireGuardPublicKey) {
+        self.publicKey = publicKey
+    }
+
+    static func == (a: Peer, b: Peer) -> Bool { a === b }
+    func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
+    /// Where packets for this peer go: configured, then the source of its last authenticated packet.
+    var endpoint: WireGuardEndpoint? {
+        get { session?.endpoint ?? storedEndpoint }
+        set {
+            storedEndpoint = newValue
+            session?.endpoint = newValue
+        }
+    }
+
+    var keepaliveInterval: Duration? { persistentKeepalive == 0 ? nil : .seconds(Int(persistentKeepalive)) }
+
+    /// A fresh session for the device key `privateKey` (nil: none), keeping the configuration.
+    /// The caller releases the old session's indices first.
+    func resetSession(privateKey: WireGuardPrivateKey?, cipher: any TransportCipher.Type) {
+        let endpoint = self.endpoint
+        session = privateKey.map {
+            Session(localStatic: $0, remoteStatic: publicKey, presharedKey: presharedKey, endpoint: endpoint,
+                    persistentKeepaliveInterval: keepaliveInterval, cipher: cipher)
+        }
+        storedEndpoint = endpoint
+    }
+
+    /// Queues a packet until a session exists, dropping the oldest beyond the limit.
+    func stage(_ packet: UnsafeRawBufferPointer) {
+        if staged.count >= WireGuardDeviceConstants.stagedPacketLimit { staged.removeFirst() }
+        staged.append(Array(packet))
+    }
+
+    /// Takes every staged packet.
+    func takeStaged() -> [[UInt8]] {
+        defer { staged = [] }
+        return staged
+    }
+
+    func dropStaged() { staged = [] }
+}

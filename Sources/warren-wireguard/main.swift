@@ -1,3 +1,0 @@
-import WireGuardDevice
-
-print("warren-wireguard: not yet able to run a device (MTU would be \(WireGuardDeviceInfo.defaultMTU))")
