@@ -16,6 +16,12 @@ public import WireGuardProtocol
 ///   second) they need a valid MAC2, otherwise a cookie reply is sent.
 /// - **timers**: sleeps until the next peer deadline (at most a second) and ticks the sessions.
 ///
+/// Nothing is allocated per packet on the data path: each thread owns preallocated `PacketBuffers`,
+/// the AEAD works in place with a per-thread OpenSSL context (`FastTransportCipher`), and the state
+/// lock is taken twice per batch on the way in and once on the way out. On Linux the batches are
+/// also cheap for the kernel: TUN offloads (TSO in, TCP coalescing out, see `LinuxTUNInterface`)
+/// and UDP GSO/GRO (see `LinuxBind`).
+///
 /// Configuration goes through `configure(_:)` (atomic, under the state lock) and `setListenPort(_:)`.
 public final class WireGuardDevice: @unchecked Sendable {
     public let tun: any TunnelInterface
