@@ -42,7 +42,7 @@ extension WireGuardDevice {
                     let type = UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
                     if type == MessageType.transportData.rawValue, length >= TransportHeader.minimumMessageSize {
                         let index = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-                        guard let peer = s.indices[index], let keypair = peer.session?.keypair(forLocalIndex: index),
+                        guard let peer = s.indices[index], let keypair = peer.keypairs.keypair(forLocalIndex: index),
                               keypair.canReceive(now: now)
                         else {
                             buffers.lengths[i] = 0
@@ -161,7 +161,7 @@ extension WireGuardDevice {
         if type == MessageType.cookieReply.rawValue {
             guard let reply = try? CookieReply(bytes: bytes) else { return }
             state.withLock { s in
-                guard let peer = s.indices[reply.receiverIndex], peer.session != nil else { return }
+                guard let peer = s.indices[reply.receiverIndex], peer.hasSession else { return }
                 if peer.session!.receivedCookieReply(reply, now: now) {
                     logger.verbose("\(peer.logName) - Received cookie reply")
                 }

@@ -53,7 +53,7 @@ extension WireGuardDevice {
                     if peer !== lastPeer {
                         lastPeer = peer
                         lastKeypair = nil
-                        if let endpoint = peer.endpoint, let k = peer.session?.keypairs.current, k.canSend(now: now),
+                        if let endpoint = peer.endpoint, let k = peer.keypairs.current, k.canSend(now: now),
                            peer.staged.isEmpty {
                             lastKeypair = k
                             lastEndpoint = endpoint
