@@ -6,9 +6,14 @@ extension WireGuardDevice {
     /// UDP -> decrypt -> TUN, one batch at a time, on one inbound thread per socket.
     func inboundLoop(receiver: Int) {
         let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
-        var keypairs = [Keypair?](repeating: nil, count: buffers.capacity)
+        // Per slot: the keypair, peer and counter of a data message (decrypted on this thread and a
+        // helper: see `ParallelBatch`).
+        let opening = OpenWork(buffers: buffers)
+        let keypairs = opening.keypairs
+        let counters = opening.counters
         var peers = [Peer?](repeating: nil, count: buffers.capacity)
-        var counters = [UInt64](repeating: 0, count: buffers.capacity)
+        let parallel = ParallelBatch(name: "wg-decrypt-\(receiver)")
+        defer { parallel.shutdown() }
         var handshakeSlots: [Int] = []
         handshakeSlots.reserveCapacity(buffers.capacity)
         var effects: [DeviceEffect] = []
@@ -64,19 +69,7 @@ extension WireGuardDevice {
             }
 
             // 2. Decrypt in place, no lock held.
-            for i in 0..<count {
-                guard let keypair = keypairs[i] else { continue }
-                let payload = UnsafeMutableRawBufferPointer(
-                    start: buffers.slot(i) + header, count: buffers.lengths[i] - header)
-                guard let plain = keypair.openInPlace(payload, counter: counters[i]) else {
-                    keypairs[i] = nil
-                    peers[i] = nil
-                    buffers.lengths[i] = 0
-                    continue
-                }
-                buffers.offsets[i] = header
-                buffers.lengths[i] = plain
-            }
+            parallel.run(opening, count: count)
 
             // 3. Replay window, inner source check, statistics; then the session learns of each run
             //    of packets with one keypair (key confirmation, roaming, timers).
@@ -98,7 +91,10 @@ extension WireGuardDevice {
                     runData = false
                 }
                 for i in 0..<count {
-                    guard let keypair = keypairs[i], let peer = peers[i] else { continue }
+                    guard let keypair = keypairs[i], let peer = peers[i] else {
+                        peers[i] = nil  // did not authenticate
+                        continue
+                    }
                     keypairs[i] = nil
                     peers[i] = nil
                     guard keypair.acceptCounter(counters[i]) else {
@@ -226,5 +222,39 @@ extension Peer {
     var logName: String {
         let b = publicKey.base64
         return "peer(\(b.prefix(4))…\(b.dropLast().suffix(4)))"
+    }
+}
+
+/// Decrypts the data message in slot i in place; on failure drops it (length 0, keypair nil).
+final class OpenWork: BatchWork, @unchecked Sendable {
+    let buffers: PacketBuffers
+    let keypairs: UnsafeMutablePointer<Keypair?>
+    let counters: UnsafeMutablePointer<UInt64>
+
+    init(buffers: PacketBuffers) {
+        self.buffers = buffers
+        keypairs = .allocate(capacity: buffers.capacity)
+        keypairs.initialize(repeating: nil, count: buffers.capacity)
+        counters = .allocate(capacity: buffers.capacity)
+        counters.initialize(repeating: 0, count: buffers.capacity)
+    }
+
+    deinit {
+        keypairs.deinitialize(count: buffers.capacity)
+        keypairs.deallocate()
+        counters.deallocate()
+    }
+
+    func process(_ i: Int) {
+        guard let keypair = keypairs[i] else { return }
+        let header = TransportHeader.size
+        let payload = UnsafeMutableRawBufferPointer(start: buffers.slot(i) + header, count: buffers.lengths[i] - header)
+        guard let plain = keypair.openInPlace(payload, counter: counters[i]) else {
+            keypairs[i] = nil
+            buffers.lengths[i] = 0
+            return
+        }
+        buffers.offsets[i] = header
+        buffers.lengths[i] = plain
     }
 }
