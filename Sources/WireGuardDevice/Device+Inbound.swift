@@ -133,11 +133,13 @@ extension WireGuardDevice {
             } catch {
                 logger.error("Failed to write packets to TUN device: \(error)")
             }
+            // Handshake messages go to the handshake thread, so that a flood of them never holds up
+            // data (the queue is bounded: beyond it they are dropped here, cheaply).
             for i in handshakeSlots {
                 let length = 0 - buffers.lengths[i]
                 buffers.lengths[i] = 0
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers.slot(i), count: length))
-                handleHandshakeMessage(bytes, from: buffers.endpoints[i], batchHandshakes: handshakeSlots.count)
+                handshakeQueue.push((bytes, buffers.endpoints[i]))
             }
             handshakeSlots.removeAll(keepingCapacity: true)
             if !effects.isEmpty {
@@ -147,8 +149,19 @@ extension WireGuardDevice {
         }
     }
 
-    /// Handles a handshake initiation, response or cookie reply (already checked for type and size).
-    func handleHandshakeMessage(_ bytes: [UInt8], from source: WireGuardEndpoint, batchHandshakes: Int) {
+    /// The handshake thread: takes queued handshake messages in batches and handles them.
+    func handshakeLoop() {
+        while let batch = handshakeQueue.pop(maximum: 64) {
+            let depth = batch.count + handshakeQueue.count
+            for (bytes, source) in batch {
+                handleHandshakeMessage(bytes, from: source, queued: depth)
+            }
+        }
+    }
+
+    /// Handles a handshake initiation, response or cookie reply (already checked for type and
+    /// size). `queued`: how many handshake messages were waiting (many means under load).
+    func handleHandshakeMessage(_ bytes: [UInt8], from source: WireGuardEndpoint, queued: Int) {
         let clock = DeviceClock.read()
         let now = clock.now
         let type = UInt32(bytes[0])
@@ -168,7 +181,7 @@ extension WireGuardDevice {
         state.withLock { s in
             guard var checker = s.cookieChecker, let privateKey = s.privateKey else { return }
             var underLoad = s.countHandshakeMessage(now: now)
-            if batchHandshakes >= WireGuardDeviceConstants.batchSize / 4 { underLoad = true }
+            if queued >= WireGuardDeviceConstants.underLoadQueueDepth { underLoad = true }
             var rng = SystemRandomNumberGenerator()
             let sourceBytes = CookieChecker.sourceBytes(address: source.address, port: source.port)
             let screening = checker.screen(bytes, source: sourceBytes, underLoad: underLoad, now: now, using: &rng)

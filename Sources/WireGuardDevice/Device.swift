@@ -31,6 +31,8 @@ public final class WireGuardDevice: @unchecked Sendable {
     let cipher: any TransportCipher.Type
 
     let state = Mutex(DeviceState())
+    /// Handshake messages waiting for the handshake thread (bounded: a flood overflows it cheaply).
+    let handshakeQueue = PacketQueue<([UInt8], WireGuardEndpoint)>(limit: WireGuardDeviceConstants.handshakeQueueLimit)
     private let lifecycle = Mutex(Lifecycle())
     private let timerWake = NSCondition()
     private let stopSignal = NSCondition()
@@ -47,6 +49,7 @@ public final class WireGuardDevice: @unchecked Sendable {
         var outbound: WorkerThread?
         var inbound: [WorkerThread] = []
         var timers: WorkerThread?
+        var handshakes: WorkerThread?
         var stopping = false
     }
 
@@ -73,6 +76,7 @@ public final class WireGuardDevice: @unchecked Sendable {
             life.outbound = WorkerThread(name: "wg-outbound") { [self] in outboundLoop() }
             life.inbound = startInbound()
             life.timers = WorkerThread(name: "wg-timers") { [self] in timerLoop() }
+            life.handshakes = WorkerThread(name: "wg-handshakes") { [self] in handshakeLoop() }
         }
         logger.verbose("Device started, listening on port \(listenPort)")
     }
@@ -93,6 +97,7 @@ public final class WireGuardDevice: @unchecked Sendable {
         }
         guard first else { return }
         tun.close()
+        handshakeQueue.close()
         bind.close()
         timerWake.lock()
         timerWake.broadcast()
@@ -110,7 +115,8 @@ public final class WireGuardDevice: @unchecked Sendable {
         while lifecycle.withLock({ $0.stopReason }) == nil { stopSignal.wait() }
         stopSignal.unlock()
         let threads = lifecycle.withLock { life -> [WorkerThread] in
-            let all = [life.outbound, life.timers].compactMap { $0 } + life.inbound
+            let all = [life.outbound, life.timers, life.handshakes].compactMap { $0 } + life.inbound
+            life.handshakes = nil
             life.outbound = nil
             life.timers = nil
             life.inbound = []
