@@ -18,4 +18,8 @@ extension WireGuardDeviceConstants {
     /// Handshake messages per second above which the device is "under load" and answers
     /// handshake messages without a valid MAC2 with a cookie reply instead of processing them.
     public static let underLoadHandshakesPerSecond = 128
+    /// Handshake messages queued for the handshake thread; more are dropped (wireguard-go: 4096).
+    public static let handshakeQueueLimit = 1024
+    /// Queued handshake messages from which the device counts as under load (wireguard-go: 1/8 of its queue).
+    public static let underLoadQueueDepth = 128
 }

@@ -6,9 +6,14 @@ extension WireGuardDevice {
     /// UDP -> decrypt -> TUN, one batch at a time, on one inbound thread per socket.
     func inboundLoop(receiver: Int) {
         let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
-        var keypairs = [Keypair?](repeating: nil, count: buffers.capacity)
+        // Per slot: the keypair, peer and counter of a data message (decrypted on this thread and a
+        // helper: see `ParallelBatch`).
+        let opening = OpenWork(buffers: buffers)
+        let keypairs = opening.keypairs
+        let counters = opening.counters
         var peers = [Peer?](repeating: nil, count: buffers.capacity)
-        var counters = [UInt64](repeating: 0, count: buffers.capacity)
+        let parallel = ParallelBatch(name: "wg-decrypt-\(receiver)")
+        defer { parallel.shutdown() }
         var handshakeSlots: [Int] = []
         handshakeSlots.reserveCapacity(buffers.capacity)
         var effects: [DeviceEffect] = []
@@ -42,7 +47,7 @@ extension WireGuardDevice {
                     let type = UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
                     if type == MessageType.transportData.rawValue, length >= TransportHeader.minimumMessageSize {
                         let index = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-                        guard let peer = s.indices[index], let keypair = peer.session?.keypair(forLocalIndex: index),
+                        guard let peer = s.indices[index], let keypair = peer.keypairs.keypair(forLocalIndex: index),
                               keypair.canReceive(now: now)
                         else {
                             buffers.lengths[i] = 0
@@ -64,19 +69,7 @@ extension WireGuardDevice {
             }
 
             // 2. Decrypt in place, no lock held.
-            for i in 0..<count {
-                guard let keypair = keypairs[i] else { continue }
-                let payload = UnsafeMutableRawBufferPointer(
-                    start: buffers.slot(i) + header, count: buffers.lengths[i] - header)
-                guard let plain = keypair.openInPlace(payload, counter: counters[i]) else {
-                    keypairs[i] = nil
-                    peers[i] = nil
-                    buffers.lengths[i] = 0
-                    continue
-                }
-                buffers.offsets[i] = header
-                buffers.lengths[i] = plain
-            }
+            parallel.run(opening, count: count)
 
             // 3. Replay window, inner source check, statistics; then the session learns of each run
             //    of packets with one keypair (key confirmation, roaming, timers).
@@ -98,7 +91,10 @@ extension WireGuardDevice {
                     runData = false
                 }
                 for i in 0..<count {
-                    guard let keypair = keypairs[i], let peer = peers[i] else { continue }
+                    guard let keypair = keypairs[i], let peer = peers[i] else {
+                        peers[i] = nil  // did not authenticate
+                        continue
+                    }
                     keypairs[i] = nil
                     peers[i] = nil
                     guard keypair.acceptCounter(counters[i]) else {
@@ -137,11 +133,13 @@ extension WireGuardDevice {
             } catch {
                 logger.error("Failed to write packets to TUN device: \(error)")
             }
+            // Handshake messages go to the handshake thread, so that a flood of them never holds up
+            // data (the queue is bounded: beyond it they are dropped here, cheaply).
             for i in handshakeSlots {
                 let length = 0 - buffers.lengths[i]
                 buffers.lengths[i] = 0
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers.slot(i), count: length))
-                handleHandshakeMessage(bytes, from: buffers.endpoints[i], batchHandshakes: handshakeSlots.count)
+                handshakeQueue.push((bytes, buffers.endpoints[i]))
             }
             handshakeSlots.removeAll(keepingCapacity: true)
             if !effects.isEmpty {
@@ -151,8 +149,19 @@ extension WireGuardDevice {
         }
     }
 
-    /// Handles a handshake initiation, response or cookie reply (already checked for type and size).
-    func handleHandshakeMessage(_ bytes: [UInt8], from source: WireGuardEndpoint, batchHandshakes: Int) {
+    /// The handshake thread: takes queued handshake messages in batches and handles them.
+    func handshakeLoop() {
+        while let batch = handshakeQueue.pop(maximum: 64) {
+            let depth = batch.count + handshakeQueue.count
+            for (bytes, source) in batch {
+                handleHandshakeMessage(bytes, from: source, queued: depth)
+            }
+        }
+    }
+
+    /// Handles a handshake initiation, response or cookie reply (already checked for type and
+    /// size). `queued`: how many handshake messages were waiting (many means under load).
+    func handleHandshakeMessage(_ bytes: [UInt8], from source: WireGuardEndpoint, queued: Int) {
         let clock = DeviceClock.read()
         let now = clock.now
         let type = UInt32(bytes[0])
@@ -161,7 +170,7 @@ extension WireGuardDevice {
         if type == MessageType.cookieReply.rawValue {
             guard let reply = try? CookieReply(bytes: bytes) else { return }
             state.withLock { s in
-                guard let peer = s.indices[reply.receiverIndex], peer.session != nil else { return }
+                guard let peer = s.indices[reply.receiverIndex], peer.hasSession else { return }
                 if peer.session!.receivedCookieReply(reply, now: now) {
                     logger.verbose("\(peer.logName) - Received cookie reply")
                 }
@@ -172,7 +181,7 @@ extension WireGuardDevice {
         state.withLock { s in
             guard var checker = s.cookieChecker, let privateKey = s.privateKey else { return }
             var underLoad = s.countHandshakeMessage(now: now)
-            if batchHandshakes >= WireGuardDeviceConstants.batchSize / 4 { underLoad = true }
+            if queued >= WireGuardDeviceConstants.underLoadQueueDepth { underLoad = true }
             var rng = SystemRandomNumberGenerator()
             let sourceBytes = CookieChecker.sourceBytes(address: source.address, port: source.port)
             let screening = checker.screen(bytes, source: sourceBytes, underLoad: underLoad, now: now, using: &rng)
@@ -226,5 +235,39 @@ extension Peer {
     var logName: String {
         let b = publicKey.base64
         return "peer(\(b.prefix(4))…\(b.dropLast().suffix(4)))"
+    }
+}
+
+/// Decrypts the data message in slot i in place; on failure drops it (length 0, keypair nil).
+final class OpenWork: BatchWork, @unchecked Sendable {
+    let buffers: PacketBuffers
+    let keypairs: UnsafeMutablePointer<Keypair?>
+    let counters: UnsafeMutablePointer<UInt64>
+
+    init(buffers: PacketBuffers) {
+        self.buffers = buffers
+        keypairs = .allocate(capacity: buffers.capacity)
+        keypairs.initialize(repeating: nil, count: buffers.capacity)
+        counters = .allocate(capacity: buffers.capacity)
+        counters.initialize(repeating: 0, count: buffers.capacity)
+    }
+
+    deinit {
+        keypairs.deinitialize(count: buffers.capacity)
+        keypairs.deallocate()
+        counters.deallocate()
+    }
+
+    func process(_ i: Int) {
+        guard let keypair = keypairs[i] else { return }
+        let header = TransportHeader.size
+        let payload = UnsafeMutableRawBufferPointer(start: buffers.slot(i) + header, count: buffers.lengths[i] - header)
+        guard let plain = keypair.openInPlace(payload, counter: counters[i]) else {
+            keypairs[i] = nil
+            buffers.lengths[i] = 0
+            return
+        }
+        buffers.offsets[i] = header
+        buffers.lengths[i] = plain
     }
 }

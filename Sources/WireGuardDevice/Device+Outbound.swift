@@ -7,9 +7,13 @@ extension WireGuardDevice {
     func outboundLoop() {
         let headroom = TransportHeader.size
         let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
-        // Per slot: the keypair and counter chosen under the lock, used for encryption after it.
-        var keypairs = [Keypair?](repeating: nil, count: buffers.capacity)
-        var counters = [UInt64](repeating: 0, count: buffers.capacity)
+        // Per slot: the keypair and counter chosen under the lock, used for encryption after it
+        // (on this thread and a helper: see `ParallelBatch`).
+        let sealing = SealWork(buffers: buffers, mtu: tun.mtu)
+        let keypairs = sealing.keypairs
+        let counters = sealing.counters
+        let parallel = ParallelBatch(name: "wg-encrypt")
+        defer { parallel.shutdown() }
         // Peers that sent data in this batch, and peers that need a session first.
         var sentTo: [Peer] = []
         sentTo.reserveCapacity(16)
@@ -53,7 +57,7 @@ extension WireGuardDevice {
                     if peer !== lastPeer {
                         lastPeer = peer
                         lastKeypair = nil
-                        if let endpoint = peer.endpoint, let k = peer.session?.keypairs.current, k.canSend(now: now),
+                        if let endpoint = peer.endpoint, let k = peer.keypairs.current, k.canSend(now: now),
                            peer.staged.isEmpty {
                             lastKeypair = k
                             lastEndpoint = endpoint
@@ -83,14 +87,7 @@ extension WireGuardDevice {
             sentTo.removeAll(keepingCapacity: true)
             waiting.removeAll(keepingCapacity: true)
 
-            for i in 0..<count {
-                guard let keypair = keypairs[i] else { continue }
-                let slot = UnsafeMutableRawBufferPointer(start: buffers.slot(i), count: buffers.slotSize)
-                let total = keypair.sealInPlace(slot, packetCount: buffers.lengths[i], counter: counters[i], mtu: mtu)
-                buffers.offsets[i] = 0
-                buffers.lengths[i] = total
-                keypairs[i] = nil
-            }
+            parallel.run(sealing, count: count)
             do {
                 try bind.send(buffers, count: count)
             } catch {
@@ -177,5 +174,37 @@ extension WireGuardDevice {
             }
         }
         perform(effects)
+    }
+}
+
+/// Encrypts slot i in place with the keypair and counter chosen for it (then forgets the keypair).
+final class SealWork: BatchWork, @unchecked Sendable {
+    let buffers: PacketBuffers
+    let mtu: Int
+    let keypairs: UnsafeMutablePointer<Keypair?>
+    let counters: UnsafeMutablePointer<UInt64>
+
+    init(buffers: PacketBuffers, mtu: Int) {
+        self.buffers = buffers
+        self.mtu = mtu
+        keypairs = .allocate(capacity: buffers.capacity)
+        keypairs.initialize(repeating: nil, count: buffers.capacity)
+        counters = .allocate(capacity: buffers.capacity)
+        counters.initialize(repeating: 0, count: buffers.capacity)
+    }
+
+    deinit {
+        keypairs.deinitialize(count: buffers.capacity)
+        keypairs.deallocate()
+        counters.deallocate()
+    }
+
+    func process(_ i: Int) {
+        guard let keypair = keypairs[i] else { return }
+        let slot = UnsafeMutableRawBufferPointer(start: buffers.slot(i), count: buffers.slotSize)
+        let total = keypair.sealInPlace(slot, packetCount: buffers.lengths[i], counter: counters[i], mtu: mtu)
+        buffers.offsets[i] = 0
+        buffers.lengths[i] = total
+        keypairs[i] = nil
     }
 }

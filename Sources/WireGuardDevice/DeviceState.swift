@@ -59,8 +59,15 @@ struct DeviceState: Sendable {
     /// and collects the I/O they ask for in `effects`.
     mutating func drive(_ peer: Peer, clock: DeviceClock, into effects: inout [DeviceEffect],
                         _ body: (inout Peer.Session, () -> UInt32) throws -> [PeerAction]) rethrows {
-        guard peer.session != nil else { return }
-        let actions = try body(&peer.session!, { self.newIndex(for: peer) })
+        guard peer.hasSession else { return }
+        let actions: [PeerAction]
+        do {
+            actions = try body(&peer.session!, { self.newIndex(for: peer) })
+        } catch {
+            peer.syncFromSession()
+            throw error
+        }
+        peer.syncFromSession()  // before the actions: they send to the (maybe new) endpoint
         apply(actions, of: peer, clock: clock, into: &effects)
     }
 
@@ -90,7 +97,11 @@ struct DeviceState: Sendable {
 
     /// Forgets every keypair and handshake of `peer` and frees their indices.
     mutating func clearSessions(of peer: Peer) {
-        peer.session?.stopTimers()
+        if peer.hasSession {
+            _ = peer.session!.zeroAllKeys()
+            peer.session!.stopTimers()
+            peer.syncFromSession()
+        }
         indices.removeAll { $0 === peer }
         peer.dropStaged()
     }
@@ -100,6 +111,7 @@ struct DeviceState: Sendable {
         clearSessions(of: peer)
         allowedIPs.removeAll(of: peer)
         peer.session = nil
+        peer.syncFromSession()
         peers[key] = nil
         peerOrder.removeAll { $0 == key }
     }
@@ -192,7 +204,7 @@ public struct DeviceConfigurator {
         let wasOff = peer.persistentKeepalive == 0
         peer.persistentKeepalive = seconds
         peer.session?.persistentKeepaliveInterval = peer.keepaliveInterval
-        if wasOff && seconds > 0 && peer.session != nil { effects.append(.flush(peer, keepalive: true)) }
+        if wasOff && seconds > 0 && peer.hasSession { effects.append(.flush(peer, keepalive: true)) }
     }
 
     /// Removes all allowed IPs of the peer.

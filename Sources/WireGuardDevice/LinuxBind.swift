@@ -5,7 +5,12 @@ import WarrenLinux
 import WarrenPacket
 
 /// The device's UDP sockets: one IPv4 and one IPv6 (IPV6_V6ONLY) socket on the same port, with
-/// large kernel buffers, read with recvmmsg and written with sendmmsg.
+/// large kernel buffers (SO_RCVBUFFORCE/SO_SNDBUFFORCE, 7 MB).
+///
+/// Sending: a run of datagrams to one endpoint goes out as one UDP GSO message (UDP_SEGMENT), so
+/// that it crosses the kernel's UDP/IP stack once; everything else through sendmmsg. Receiving:
+/// recvmmsg with UDP GRO on, so datagrams the kernel coalesced arrive as one buffer and are split
+/// into the device's slots here.
 public final class LinuxBind: PacketBind, @unchecked Sendable {
     /// Kernel buffer size requested for each socket (SO_RCVBUFFORCE/SO_SNDBUFFORCE).
     public static let socketBufferSize = 7 << 20
@@ -161,10 +166,9 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
                             i = j
                             continue
                         }
-                        // Refused: send this run one by one (and keep trying GSO for others).
-                        if size > 1_472 { /* larger than the path MTU: fragments, no GSO */ } else {
-                            segmentationOffload.store(false, ordering: .relaxed)
-                        }
+                        // Refused: send this run one by one. Datagrams larger than an Ethernet path
+                        // MTU need fragments (no GSO for them); for smaller ones GSO is off from now on.
+                        if size <= 1_472 { segmentationOffload.store(false, ordering: .relaxed) }
                         for m in i..<j where buffers.lengths[m] > 0 {
                             batch.setBuffer(k, buffers.slot(m) + buffers.offsets[m], length: buffers.lengths[m])
                             batch.setDestination(k, destination)

@@ -53,6 +53,8 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
 
     /// Where coalesced packets are assembled before one write (guarded: two inbound threads write).
     private let coalescing = Mutex(CoalescingBuffer())
+    /// Whether UDP datagrams are coalesced too (off when the kernel refuses UDP GSO from TUN).
+    private let udpCoalescing = Atomic<Bool>(true)
 
     deinit { jumbo.deallocate() }
 
@@ -166,6 +168,16 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
                     i = next
                     continue
                 }
+                // The same for UDP datagrams (UDP GSO), unless the kernel refused it once.
+                if udpCoalescing.load(ordering: .relaxed),
+                   let (next, length) = Offload.coalesceUDP(buffers, from: i, count: count, into: out.memory,
+                                                            capacity: CoalescingBuffer.size) {
+                    if try write(UnsafeRawBufferPointer(start: out.memory, count: length)) {
+                        i = next
+                        continue
+                    }
+                    udpCoalescing.store(false, ordering: .relaxed)
+                }
                 // A zeroed virtio-net header (no offload) in the room before the packet.
                 let offset = buffers.offsets[i]
                 if offset >= VirtioNetHeader.size {
@@ -178,9 +190,10 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
         }
     }
 
-    private func write(_ packet: UnsafeRawBufferPointer) throws {
+    @discardableResult
+    private func write(_ packet: UnsafeRawBufferPointer) throws -> Bool {
         do {
-            try device.write(packet)
+            return try device.write(packet)
         } catch {
             if !device.exists() { throw DeviceIOError.interfaceRemoved }
             throw error

@@ -42,6 +42,13 @@ final class PacketQueue<Element: Sendable>: @unchecked Sendable {
         return taken
     }
 
+    /// How many items are waiting.
+    var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return items.count
+    }
+
     func close() {
         condition.lock()
         closed = true

@@ -22,7 +22,7 @@ import Darwin
 struct VirtioNetHeader: Equatable {
     static let size = 10
     static let needsChecksum: UInt8 = 1
-    enum GSO: UInt8 { case none = 0, tcpV4 = 1, udp = 3, tcpV6 = 4 }
+    enum GSO: UInt8 { case none = 0, tcpV4 = 1, udp = 3, tcpV6 = 4, udpL4 = 5 }
 
     var flags: UInt8 = 0
     var gsoType: UInt8 = 0
@@ -291,5 +291,100 @@ enum Offload {
         out.storeBytes(of: UInt16(truncatingIfNeeded: t).littleEndian, toByteOffset: 6, as: UInt16.self)
         out.storeBytes(of: UInt16(16).littleEndian, toByteOffset: 8, as: UInt16.self)
         return (end, VirtioNetHeader.size + total)
+    }
+
+    /// Merges consecutive UDP datagrams of one flow with equal payload sizes (the last may be
+    /// shorter) from slot `first` into one UDP GSO packet (VIRTIO_NET_HDR_GSO_UDP_L4, checksum left
+    /// partial) at `out`: the kernel moves it through IP once and splits it at the socket. Returns
+    /// the slot after the last one merged and the bytes to write, or nil when fewer than two merge.
+    static func coalesceUDP(_ buffers: PacketBuffers, from first: Int, count: Int, into out: UnsafeMutableRawPointer,
+                            capacity: Int) -> (next: Int, length: Int)? {
+        let head = UnsafeRawPointer(buffers.slot(first) + buffers.offsets[first])
+        guard let info = UDPDatagramInfo(head, length: buffers.lengths[first]) else { return nil }
+        let t = info.transportStart
+        let segmentSize = info.payloadLength
+        let limit = min(capacity - VirtioNetHeader.size, info.isV6 ? 65_535 + 40 : 65_535)
+        var total = t + 8 + segmentSize
+        var merged = 1
+        var j = first + 1
+        var end = first + 1
+        let packet = out + VirtioNetHeader.size
+        while j < count, merged < 64 {
+            let length = buffers.lengths[j]
+            if length == 0 {
+                j += 1
+                continue
+            }
+            let p = UnsafeRawPointer(buffers.slot(j) + buffers.offsets[j])
+            guard let next = UDPDatagramInfo(p, length: length), next.isV6 == info.isV6,
+                  next.payloadLength <= segmentSize, next.payloadLength > 0, total + next.payloadLength <= limit
+            else { break }
+            if info.isV6 {
+                guard memcmp(head, p, 4) == 0, memcmp(head + 6, p + 6, 34) == 0 else { break }
+            } else {
+                guard memcmp(head, p, 2) == 0, memcmp(head + 6, p + 6, 4) == 0, memcmp(head + 12, p + 12, 8) == 0 else { break }
+            }
+            guard memcmp(head + t, p + t, 4) == 0 else { break }  // ports
+            if merged == 1 { packet.copyMemory(from: head, byteCount: total) }
+            (packet + total).copyMemory(from: p + t + 8, byteCount: next.payloadLength)
+            total += next.payloadLength
+            merged += 1
+            j += 1
+            end = j
+            if next.payloadLength < segmentSize { break }
+        }
+        guard merged > 1 else { return nil }
+        if info.isV6 {
+            InternetChecksum.store(UInt16(truncatingIfNeeded: total - 40), packet, at: 4)
+        } else {
+            InternetChecksum.store(UInt16(truncatingIfNeeded: total), packet, at: 2)
+            InternetChecksum.store(0, packet, at: 10)
+            InternetChecksum.store(InternetChecksum.finish(InternetChecksum.sum(packet, count: 20)), packet, at: 10)
+        }
+        InternetChecksum.store(UInt16(truncatingIfNeeded: total - t), packet, at: t + 4)
+        var sum = info.isV6 ? InternetChecksum.sum(packet + 8, count: 32) : InternetChecksum.sum(packet + 12, count: 8)
+        sum &+= 17
+        sum &+= UInt64(total - t)
+        InternetChecksum.store(~InternetChecksum.finish(sum), packet, at: t + 6)
+        out.storeBytes(of: VirtioNetHeader.needsChecksum, toByteOffset: 0, as: UInt8.self)
+        out.storeBytes(of: VirtioNetHeader.GSO.udpL4.rawValue, toByteOffset: 1, as: UInt8.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: t + 8).littleEndian, toByteOffset: 2, as: UInt16.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: segmentSize).littleEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: UInt16(truncatingIfNeeded: t).littleEndian, toByteOffset: 6, as: UInt16.self)
+        out.storeBytes(of: UInt16(6).littleEndian, toByteOffset: 8, as: UInt16.self)
+        return (end, VirtioNetHeader.size + total)
+    }
+
+    /// The facts of a plain UDP datagram (IPv4 without options or fragments, IPv6 without
+    /// extension headers) that coalescing needs.
+    struct UDPDatagramInfo {
+        var isV6: Bool
+        var transportStart: Int
+        var payloadLength: Int
+
+        init?(_ p: UnsafeRawPointer, length: Int) {
+            guard length >= 28 else { return nil }
+            let first = p.load(as: UInt8.self)
+            if first == 0x45 {
+                guard p.load(fromByteOffset: 9, as: UInt8.self) == 17,
+                      UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3fff == 0,
+                      Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == length
+                else { return nil }
+                isV6 = false
+                transportStart = 20
+            } else if first >> 4 == 6 {
+                guard length >= 48, p.load(fromByteOffset: 6, as: UInt8.self) == 17,
+                      Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))) + 40 == length
+                else { return nil }
+                isV6 = true
+                transportStart = 40
+            } else {
+                return nil
+            }
+            guard Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: transportStart + 4, as: UInt16.self)))
+                    == length - transportStart else { return nil }
+            payloadLength = length - transportStart - 8
+            guard payloadLength > 0 else { return nil }
+        }
     }
 }

@@ -12,9 +12,13 @@ final class Peer: Hashable, @unchecked Sendable {
     var presharedKey: WireGuardPresharedKey = .zero
     /// Persistent keepalive interval in seconds (0: off).
     var persistentKeepalive: UInt16 = 0
-    /// The protocol state; nil while the device has no private key.
+    /// The protocol state; nil while the device has no private key. After changing it, call
+    /// `syncFromSession` (the data path reads the copies below, not the generic session).
     var session: Session?
-    /// The endpoint while there is no session (otherwise `session.endpoint` is the truth).
+    private(set) var hasSession = false
+    /// The session's keypairs, copied after every event (three references: cheap to read per packet).
+    private(set) var keypairs = KeypairSet()
+    /// The session's endpoint, copied after every event.
     private var storedEndpoint: WireGuardEndpoint?
 
     var rxBytes: UInt64 = 0
@@ -33,10 +37,21 @@ final class Peer: Hashable, @unchecked Sendable {
 
     /// Where packets for this peer go: configured, then the source of its last authenticated packet.
     var endpoint: WireGuardEndpoint? {
-        get { session?.endpoint ?? storedEndpoint }
+        get { storedEndpoint }
         set {
             storedEndpoint = newValue
-            session?.endpoint = newValue
+            if hasSession { session!.endpoint = newValue }
+        }
+    }
+
+    /// Copies what the data path reads from the session.
+    func syncFromSession() {
+        hasSession = session != nil
+        if hasSession {
+            keypairs = session!.keypairs
+            storedEndpoint = session!.endpoint
+        } else {
+            keypairs = KeypairSet()
         }
     }
 
@@ -51,6 +66,7 @@ final class Peer: Hashable, @unchecked Sendable {
                     persistentKeepaliveInterval: keepaliveInterval, cipher: cipher)
         }
         storedEndpoint = endpoint
+        syncFromSession()
     }
 
     /// Queues a packet until a session exists, dropping the oldest beyond the limit.

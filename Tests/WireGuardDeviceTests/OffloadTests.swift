@@ -201,4 +201,56 @@ final class OffloadTests: XCTestCase {
                                              capacity: CoalescingBuffer.size))
         }
     }
+
+    static func udpPacket(isV6: Bool, payload: [UInt8], sourcePort: UInt16 = 40000) -> [UInt8] {
+        let udpLength = 8 + payload.count
+        let udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x14, 0x51,
+                            UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0] + payload
+        if isV6 {
+            var ip: [UInt8] = [0x60, 0, 0, 0, UInt8(udp.count >> 8), UInt8(udp.count & 0xff), 17, 64]
+            ip += IPAddress("fd00::1")!.bytes + IPAddress("fd00::2")!.bytes
+            return ip + udp
+        }
+        let total = 20 + udp.count
+        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0]
+        ip += IPAddress("10.0.0.1")!.bytes + IPAddress("10.0.0.2")!.bytes
+        return ip + udp
+    }
+
+    func testUDPCoalescing() throws {
+        var rng = SeededGenerator(seed: 9)
+        for isV6 in [false, true] {
+            let payloads = (0..<5).map { k in (0..<(k == 4 ? 300 : 1392)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+            let buffers = PacketBuffers(capacity: 8, slotSize: 2048)
+            for (i, payload) in payloads.enumerated() {
+                Self.udpPacket(isV6: isV6, payload: payload).withUnsafeBytes { _ = buffers.store($0, in: i, at: 16) }
+            }
+            Self.udpPacket(isV6: isV6, payload: [1], sourcePort: 1).withUnsafeBytes { _ = buffers.store($0, in: 5, at: 16) }
+            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
+            defer { out.deallocate() }
+            let (next, length) = try XCTUnwrap(Offload.coalesceUDP(buffers, from: 0, count: 6, into: out,
+                                                                   capacity: CoalescingBuffer.size))
+            XCTAssertEqual(next, 5, "the shorter datagram ends the run; the other flow is not merged")
+            let header = VirtioNetHeader(out)
+            XCTAssertEqual(header.gso, .udpL4)
+            XCTAssertEqual(header.gsoSize, 1392)
+            let l4 = isV6 ? 40 : 20
+            XCTAssertEqual(Int(header.headerLength), l4 + 8)
+            XCTAssertEqual(Int(header.checksumStart), l4)
+            XCTAssertEqual(header.checksumOffset, 6)
+            var merged = Array(UnsafeRawBufferPointer(start: out + VirtioNetHeader.size, count: length - VirtioNetHeader.size))
+            XCTAssertEqual(Array(merged[(l4 + 8)...]), payloads.flatMap { $0 })
+            XCTAssertEqual(Int(merged[l4 + 4]) << 8 | Int(merged[l4 + 5]), merged.count - l4)
+            if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
+            // Completing the partial checksum gives a valid UDP checksum over the whole packet.
+            XCTAssertTrue(merged.withUnsafeMutableBytes {
+                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 6)
+            })
+            let udpLength = merged.count - l4
+            var pseudo: [UInt8] = isV6 ? Array(merged[8..<40]) : Array(merged[12..<20])
+            pseudo += [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)]
+            XCTAssertEqual(Self.naiveSum(pseudo + Array(merged[l4...])), 0xffff)
+            XCTAssertNil(Offload.coalesceUDP(buffers, from: 5, count: 6, into: out, capacity: CoalescingBuffer.size))
+        }
+    }
 }
