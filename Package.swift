@@ -29,6 +29,9 @@ let package = Package(
         .target(name: "WarrenTailcfg"),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         .target(name: "TailscaleKeys", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "TailscaleControlProtocol", dependencies: [
+            "TailscaleKeys", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -53,6 +56,9 @@ let package = Package(
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
+        .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
