@@ -32,6 +32,7 @@ let package = Package(
         .target(name: "TailscaleControlProtocol", dependencies: [
             "TailscaleKeys", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "DERPProtocol", dependencies: ["TailscaleKeys", "WarrenPacket"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -58,6 +59,10 @@ let package = Package(
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
             "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",
+        ]),
+        .testTarget(name: "DERPProtocolTests", dependencies: [
+            "DERPProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]
