@@ -50,7 +50,9 @@ let package = Package(
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Tests
-        .testTarget(name: "WarrenCryptoTests", dependencies: ["WarrenCrypto", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenCryptoTests", dependencies: [
+            "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),

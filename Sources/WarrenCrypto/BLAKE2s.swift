@@ -9,8 +9,11 @@
 /// let digest = hasher.finalize()
 /// ```
 public struct BLAKE2s: Sendable {
+    /// The size of a BLAKE2s block in bytes (also HMAC-BLAKE2s's block size).
     public static let blockByteCount = 64
+    /// The largest digest BLAKE2s produces, in bytes.
     public static let maximumOutputByteCount = 32
+    /// The longest key BLAKE2s's keyed mode accepts, in bytes.
     public static let maximumKeyByteCount = 32
 
     @usableFromInline static let iv: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (
@@ -22,9 +25,14 @@ public struct BLAKE2s: Sendable {
     private var t: UInt64 = 0
     private var buffer: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     private var bufferCount = 0
+    /// The digest length in bytes (1...32) chosen at creation; it is part of the hash parameters.
     public let outputByteCount: Int
 
-    /// Creates a hasher. `outputByteCount` must be 1...32 and `key`, if given, at most 32 bytes.
+    /// Creates a keyed hasher (BLAKE2s's own keyed mode, RFC 7693 section 3.3).
+    ///
+    /// `outputByteCount` must be 1...32 and `key` at most 32 bytes; these are programming errors
+    /// (the values are constants in every protocol), so they trap rather than throw. An empty key
+    /// gives the unkeyed hash.
     public init<Key: Collection>(outputByteCount: Int = 32, key: Key) where Key.Element == UInt8 {
         precondition((1...Self.maximumOutputByteCount).contains(outputByteCount), "BLAKE2s output must be 1...32 bytes")
         precondition(key.count <= Self.maximumKeyByteCount, "BLAKE2s key must be at most 32 bytes")
@@ -38,10 +46,12 @@ public struct BLAKE2s: Sendable {
         }
     }
 
+    /// Creates an unkeyed hasher producing `outputByteCount` (1...32) bytes.
     public init(outputByteCount: Int = 32) {
         self.init(outputByteCount: outputByteCount, key: EmptyCollection<UInt8>())
     }
 
+    /// Absorbs the bytes of `data`; may be called any number of times with pieces of any size.
     public mutating func update<D: Sequence>(data: D) where D.Element == UInt8 {
         let handled: Bool? = data.withContiguousStorageIfAvailable { bytes in
             update(bufferPointer: UnsafeRawBufferPointer(bytes))
@@ -53,24 +63,36 @@ public struct BLAKE2s: Sendable {
         }
     }
 
+    /// Absorbs the bytes of `input`.
     public mutating func update(bufferPointer input: UnsafeRawBufferPointer) {
+        guard let base = input.baseAddress, input.count > 0 else { return }
         var offset = 0
         let count = input.count
-        while offset < count {
-            // The last block is compressed in finalize(), so a full buffer is
-            // only compressed once more input is known to follow.
-            if bufferCount == Self.blockByteCount {
-                t &+= UInt64(Self.blockByteCount)
-                compress(last: false)
-                bufferCount = 0
-            }
-            let take = min(Self.blockByteCount - bufferCount, count - offset)
+        // The last block is compressed in finalize(), so a full block is only compressed once
+        // more input is known to follow it.
+        if bufferCount > 0 {
+            let take = min(Self.blockByteCount - bufferCount, count)
             withUnsafeMutableBytes(of: &buffer) { buf in
-                buf.baseAddress!.advanced(by: bufferCount).copyMemory(from: input.baseAddress!.advanced(by: offset), byteCount: take)
+                buf.baseAddress!.advanced(by: bufferCount).copyMemory(from: base, byteCount: take)
             }
             bufferCount += take
-            offset += take
+            offset = take
+            guard offset < count else { return }
+            t &+= UInt64(Self.blockByteCount)
+            withUnsafeBytes(of: buffer) { Self.compress(&h, block: $0.baseAddress!, t: t, last: false) }
+            bufferCount = 0
         }
+        // Whole blocks straight from the input, keeping at least one byte back for the buffer.
+        while count - offset > Self.blockByteCount {
+            t &+= UInt64(Self.blockByteCount)
+            Self.compress(&h, block: base + offset, t: t, last: false)
+            offset += Self.blockByteCount
+        }
+        let rest = count - offset
+        withUnsafeMutableBytes(of: &buffer) { buf in
+            buf.baseAddress!.copyMemory(from: base + offset, byteCount: rest)
+        }
+        bufferCount = rest
     }
 
     /// Returns the digest; the hasher must not be used afterwards.
@@ -79,13 +101,13 @@ public struct BLAKE2s: Sendable {
         withUnsafeMutableBytes(of: &buffer) { buf in
             for i in bufferCount..<Self.blockByteCount { buf[i] = 0 }
         }
-        compress(last: true)
+        withUnsafeBytes(of: buffer) { Self.compress(&h, block: $0.baseAddress!, t: t, last: true) }
         var out = [UInt8](repeating: 0, count: outputByteCount)
-        withUnsafeBytes(of: &h) { words in
+        withUnsafeBytes(of: h) { raw in
+            let words = raw.assumingMemoryBound(to: UInt32.self)
             for i in 0..<outputByteCount {
-                // h is stored in host order; the digest is little-endian.
-                let word = words.load(fromByteOffset: (i / 4) * 4, as: UInt32.self)
-                out[i] = UInt8(truncatingIfNeeded: word.littleEndian >> (UInt32(i % 4) * 8))
+                // The words hold numbers; the digest is their little-endian encoding.
+                out[i] = UInt8(truncatingIfNeeded: words[i / 4] >> (UInt32(i % 4) * 8))
             }
         }
         return out
@@ -107,55 +129,63 @@ public struct BLAKE2s: Sendable {
     }
 
     @inline(__always)
-    private static func g(_ v: inout (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
-                                      UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32),
-                          _ a: Int, _ b: Int, _ c: Int, _ d: Int, _ x: UInt32, _ y: UInt32) {
-        withUnsafeMutableBytes(of: &v) { raw in
-            let w = raw.bindMemory(to: UInt32.self)
-            w[a] = w[a] &+ w[b] &+ x
-            w[d] = (w[d] ^ w[a]).rotateRight(16)
-            w[c] = w[c] &+ w[d]
-            w[b] = (w[b] ^ w[c]).rotateRight(12)
-            w[a] = w[a] &+ w[b] &+ y
-            w[d] = (w[d] ^ w[a]).rotateRight(8)
-            w[c] = w[c] &+ w[d]
-            w[b] = (w[b] ^ w[c]).rotateRight(7)
-        }
+    private static func g(_ a: inout UInt32, _ b: inout UInt32, _ c: inout UInt32, _ d: inout UInt32,
+                          _ x: UInt32, _ y: UInt32) {
+        a = a &+ b &+ x
+        d = (d ^ a).rotateRight(16)
+        c = c &+ d
+        b = (b ^ c).rotateRight(12)
+        a = a &+ b &+ y
+        d = (d ^ a).rotateRight(8)
+        c = c &+ d
+        b = (b ^ c).rotateRight(7)
     }
 
-    private static let sigma: [[Int]] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-        [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
-        [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
-        [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
-        [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
-        [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
-        [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
-        [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
-        [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
-        [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
+    /// The message schedule of RFC 7693 section 2.7, one row of 16 word indices per round.
+    private static let sigma: [UInt8] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3,
+        11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4,
+        7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8,
+        9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13,
+        2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9,
+        12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11,
+        13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10,
+        6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5,
+        10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0,
     ]
 
-    private mutating func compress(last: Bool) {
-        var m = [UInt32](repeating: 0, count: 16)
-        withUnsafeBytes(of: &buffer) { raw in
-            for i in 0..<16 { m[i] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)) }
-        }
+    /// The compression function F of RFC 7693 section 3.2 on one 64-byte block at `block`
+    /// (no alignment needed). Works on stack tuples only: no heap allocation per block.
+    private static func compress(_ h: inout (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32),
+                                 block: UnsafeRawPointer, t: UInt64, last: Bool) {
+        var m: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
+                UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var v = (h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7,
-                 Self.iv.0, Self.iv.1, Self.iv.2, Self.iv.3, Self.iv.4, Self.iv.5, Self.iv.6, Self.iv.7)
-        v.12 ^= UInt32(truncatingIfNeeded: t)
-        v.13 ^= UInt32(truncatingIfNeeded: t >> 32)
-        if last { v.14 = ~v.14 }
-        for round in 0..<10 {
-            let s = Self.sigma[round]
-            Self.g(&v, 0, 4, 8, 12, m[s[0]], m[s[1]])
-            Self.g(&v, 1, 5, 9, 13, m[s[2]], m[s[3]])
-            Self.g(&v, 2, 6, 10, 14, m[s[4]], m[s[5]])
-            Self.g(&v, 3, 7, 11, 15, m[s[6]], m[s[7]])
-            Self.g(&v, 0, 5, 10, 15, m[s[8]], m[s[9]])
-            Self.g(&v, 1, 6, 11, 12, m[s[10]], m[s[11]])
-            Self.g(&v, 2, 7, 8, 13, m[s[12]], m[s[13]])
-            Self.g(&v, 3, 4, 9, 14, m[s[14]], m[s[15]])
+                 iv.0, iv.1, iv.2, iv.3, iv.4 ^ UInt32(truncatingIfNeeded: t),
+                 iv.5 ^ UInt32(truncatingIfNeeded: t >> 32), last ? ~iv.6 : iv.6, iv.7)
+        withUnsafeMutableBytes(of: &m) { raw in
+            let words = raw.assumingMemoryBound(to: UInt32.self)
+            for i in 0..<16 {
+                words[i] = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
+            }
+        }
+        withUnsafeBytes(of: m) { raw in
+            let w = raw.assumingMemoryBound(to: UInt32.self)
+            sigma.withUnsafeBufferPointer { sigma in
+                for round in 0..<10 {
+                    let s = UnsafeBufferPointer(rebasing: sigma[(round * 16)..<(round * 16 + 16)])
+                    g(&v.0, &v.4, &v.8, &v.12, w[Int(s[0])], w[Int(s[1])])
+                    g(&v.1, &v.5, &v.9, &v.13, w[Int(s[2])], w[Int(s[3])])
+                    g(&v.2, &v.6, &v.10, &v.14, w[Int(s[4])], w[Int(s[5])])
+                    g(&v.3, &v.7, &v.11, &v.15, w[Int(s[6])], w[Int(s[7])])
+                    g(&v.0, &v.5, &v.10, &v.15, w[Int(s[8])], w[Int(s[9])])
+                    g(&v.1, &v.6, &v.11, &v.12, w[Int(s[10])], w[Int(s[11])])
+                    g(&v.2, &v.7, &v.8, &v.13, w[Int(s[12])], w[Int(s[13])])
+                    g(&v.3, &v.4, &v.9, &v.14, w[Int(s[14])], w[Int(s[15])])
+                }
+            }
         }
         h.0 ^= v.0 ^ v.8
         h.1 ^= v.1 ^ v.9

@@ -1,10 +1,13 @@
 // HMAC (RFC 2104) over BLAKE2s-256 and the HKDF built from it, as WireGuard and
 // Noise use them (these are not BLAKE2s's own keyed mode).
 
+/// HMAC over BLAKE2s-256, as used by the Noise protocol framework and WireGuard.
 public enum HMACBLAKE2s {
+    /// The size of an HMAC-BLAKE2s code in bytes.
     public static let outputByteCount = 32
 
-    /// HMAC-BLAKE2s-256(key, data).
+    /// HMAC-BLAKE2s-256(key, data) as RFC 2104 defines HMAC, with a 64-byte block (keys longer
+    /// than 64 bytes are hashed first). WireGuard and Noise use this, not BLAKE2s's keyed mode.
     public static func authenticationCode<K: Collection, D: Sequence>(for data: D, key: K) -> [UInt8]
     where K.Element == UInt8, D.Element == UInt8 {
         var k = [UInt8](repeating: 0, count: BLAKE2s.blockByteCount)
