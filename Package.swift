@@ -32,7 +32,9 @@ let package = Package(
         .target(name: "TailscaleControlProtocol", dependencies: [
             "TailscaleKeys", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "DERPProtocol", dependencies: ["TailscaleKeys", "WarrenPacket"]),
+        .target(name: "DERPProtocol", dependencies: [
+            "TailscaleKeys", "WarrenPacket", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
