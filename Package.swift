@@ -35,6 +35,7 @@ let package = Package(
         .target(name: "DERPProtocol", dependencies: [
             "TailscaleKeys", "WarrenPacket", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "STUNProtocol", dependencies: ["WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -68,6 +69,7 @@ let package = Package(
             "DERPProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
