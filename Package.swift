@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "WireGuardProtocol", dependencies: [
             "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "WarrenTailcfg"),
+        .target(name: "WarrenTailcfg", dependencies: ["WarrenPacket", "TailscaleKeys"]),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         .target(name: "TailscaleKeys", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "TailscaleControlProtocol", dependencies: [
@@ -68,6 +68,9 @@ let package = Package(
         .testTarget(name: "DERPProtocolTests", dependencies: [
             "DERPProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "WarrenTailcfgTests", dependencies: [
+            "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
         ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],
