@@ -11,9 +11,12 @@ let package = Package(
     products: [
         .executable(name: "warren-wireguard", targets: ["warren-wireguard"]),
         .executable(name: "warren-control", targets: ["warren-control"]),
+        .executable(name: "warren-filter-bench", targets: ["warren-filter-bench"]),
         .library(name: "WarrenCrypto", targets: ["WarrenCrypto"]),
         .library(name: "WireGuardProtocol", targets: ["WireGuardProtocol"]),
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
+        .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
+        .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -23,6 +26,9 @@ let package = Package(
         // Layer 0
         .target(name: "WarrenCrypto", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenPacket"),
+        // In-place ChaCha20-Poly1305 for the data plane over the system OpenSSL (libcrypto).
+        .systemLibrary(name: "CWarrenOpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "WarrenFastAEAD", dependencies: ["CWarrenOpenSSL"]),
         .target(name: "WireGuardProtocol", dependencies: [
             "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -36,6 +42,7 @@ let package = Package(
             "TailscaleKeys", "WarrenPacket", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "STUNProtocol", dependencies: ["WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -49,17 +56,26 @@ let package = Package(
         .executableTarget(name: "warren-wireguard", dependencies: [
             "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "warren-crypto-bench", dependencies: [
+            "WarrenCrypto", "WarrenFastAEAD", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Benchmark (run on demand): packets per second per core through parse + filter.
+        .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "WarrenFastAEADTests", dependencies: [
+            "WarrenFastAEAD", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "WarrenPacketTests", dependencies: ["WarrenPacket", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardProtocolTests", dependencies: ["WireGuardProtocol", "WarrenCrypto", "WarrenTestSupport"]),
         .testTarget(name: "WarrenPolicyTests", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "TailscaleControlProtocolTests", dependencies: [

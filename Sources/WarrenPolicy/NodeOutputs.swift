@@ -1,0 +1,227 @@
+import WarrenPacket
+import WarrenTailcfg
+
+/// A fixed-size set of node indexes.
+struct NodeBits: Sendable, Equatable {
+    var words: [UInt64]
+
+    init(count: Int) { words = Array(repeating: 0, count: (count + 63) / 64) }
+
+    mutating func insert(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }
+    func contains(_ i: Int) -> Bool { words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+    mutating func formUnion(_ o: NodeBits) { for k in words.indices { words[k] |= o.words[k] } }
+
+    var members: [Int] {
+        var out: [Int] = []
+        for (k, w) in words.enumerated() where w != 0 {
+            var x = w
+            while x != 0 {
+                let t = x.trailingZeroBitCount
+                out.append(k * 64 + t)
+                x &= x - 1
+            }
+        }
+        return out
+    }
+}
+
+extension PolicyCompiler {
+    /// Every rule that can connect two nodes: global rules, every user's autogroup:self rules,
+    /// every router's via rules. Capability rules make peers too.
+    func allMatchers() -> [CompiledRule] {
+        var out: [CompiledRule] = []
+        for cu in units {
+            out += cu.rules
+            if cu.hasSelf {
+                for user in resolver.nodesByUser.keys.sorted() { out += selfRules(cu, user: user) }
+            }
+            if cu.isVia {
+                for n in tailnet.nodes where n.tags.contains(where: cu.unit.via.contains) { out += viaRules(cu, node: n) }
+            }
+        }
+        return out
+    }
+
+    /// For each node, the set of peers it sees: nodes it may reach or that may reach it.
+    func peerBits() -> [NodeBits] {
+        let n = tailnet.nodes.count
+        var peers = Array(repeating: NodeBits(count: n), count: n)
+        let routes = tailnet.nodes.map(\.subnetRoutes)
+        // As for filters: a destination reaches a node by its IPv4 address (or any address if it has none).
+        let selectors = tailnet.nodes.map { n in
+            let v4 = n.addresses.filter { $0.version == .v4 }
+            return v4.isEmpty ? n.addresses : v4
+        }
+        for m in allMatchers() {
+            var src = NodeBits(count: n), dst = NodeBits(count: n)
+            var dstSetBuilder = IPSetBuilder()
+            for d in m.dsts { dstSetBuilder.add(d.set) }
+            for g in m.capGrants { for p in g.dsts { dstSetBuilder.add(p) } }
+            let dstSet = dstSetBuilder.build()
+            let dstIsInternet = m.toInternet || dstSet.isSuperset(of: KnownSets.internet)
+            var srcList: [Int] = [], dstList: [Int] = []
+            for (i, node) in tailnet.nodes.enumerated() {
+                if node.addresses.contains(where: m.srcSet.contains) || routes[i].contains(where: m.srcSet.overlaps) {
+                    src.insert(i); srcList.append(i)
+                }
+                if let router = m.viaRouter {
+                    if node.name == router { dst.insert(i); dstList.append(i) }
+                } else if selectors[i].contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
+                    || (dstIsInternet && node.isExitNode) {
+                    dst.insert(i); dstList.append(i)
+                }
+            }
+            for i in srcList { peers[i].formUnion(dst) }
+            for i in dstList { peers[i].formUnion(src) }
+        }
+        return peers
+    }
+
+    /// The SSH policy a node receives; nil when the policy has no `ssh` section.
+    public func sshPolicy(for name: String) -> SSHPolicy? {
+        guard let i = indexByName[name] else { return nil }
+        return sshPolicy(node: tailnet.nodes[i])
+    }
+
+    func sshPolicy(node: TailnetNode) -> SSHPolicy? {
+        guard !policy.ssh.isEmpty else { return nil }
+        var rules: [(check: Bool, rule: SSHRule)] = []
+        let userIDs = Dictionary(tailnet.users.map { ($0.name, $0.id) }, uniquingKeysWith: { a, _ in a })
+        for rule in policy.ssh {
+            let selfDsts = rule.destinations.filter { $0.value.isAutogroupSelf }
+            let otherDsts = rule.destinations.filter { !$0.value.isAutogroupSelf }
+            let srcSet = resolver.resolve(rule.sources.map(\.value))
+            guard !srcSet.isEmpty else { continue }
+            let action: SSHAction
+            switch rule.action {
+            case .accept:
+                action = SSHAction(accept: true, allowAgentForwarding: true, allowLocalPortForwarding: true,
+                                   allowRemotePortForwarding: true)
+            case .check:
+                action = SSHAction(holdAndDelegate: options.controlURL
+                    + "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER")
+            }
+            let localparts = rule.users.compactMap(Self.localpartDomain)
+            let hasLocalpart = !localparts.isEmpty
+            var baseUsers: [String: String] = [:]
+            if rule.users.contains("autogroup:nonroot") { baseUsers["*"] = "=" }
+            baseUsers["root"] = rule.users.contains("root") ? "root" : ""
+            for u in rule.users where u != "root" && u != "autogroup:nonroot" && Self.localpartDomain(u) == nil {
+                baseUsers[u] = u
+            }
+            var localpartByUser: [String: String] = [:]
+            for domain in localparts {
+                for u in tailnet.users {
+                    guard let at = u.email.lastIndex(of: "@") else { continue }
+                    if u.email[u.email.index(after: at)...].lowercased() == domain.lowercased() {
+                        localpartByUser[u.name] = String(u.email[..<at])
+                    }
+                }
+            }
+            // Sources grouped by owner; tagged nodes listed once per tag, as Tailscale does.
+            var byUser: [String: IPSetBuilder] = [:]
+            var tagged: [SSHPrincipal] = []
+            for n in tailnet.nodes where n.addresses.contains(where: srcSet.contains) {
+                if n.isTagged {
+                    for _ in n.tags { tagged += n.addresses.map { SSHPrincipal(nodeIP: $0.description) } }
+                } else if let u = n.user {
+                    for a in n.addresses { byUser[u, default: IPSetBuilder()].add(a) }
+                }
+            }
+            var principalsByUser: [String: [SSHPrincipal]] = [:]
+            for (u, b) in byUser { principalsByUser[u] = b.build().addresses.map { SSHPrincipal(nodeIP: $0.description) } }
+            let users = principalsByUser.keys.sorted { (userIDs[$0] ?? 0, $0) < (userIDs[$1] ?? 0, $1) }
+
+            func append(_ principals: [SSHPrincipal], user: String?) {
+                rules.append((rule.action == .check, SSHRule(principals: principals, sshUsers: baseUsers, action: action,
+                                                              acceptEnv: rule.acceptEnv)))
+                if let user, let lp = localpartByUser[user] {
+                    rules.append((rule.action == .check, SSHRule(principals: principals, sshUsers: [lp: lp], action: action,
+                                                                  acceptEnv: rule.acceptEnv)))
+                }
+            }
+
+            if !selfDsts.isEmpty, !node.isTagged, let u = node.user, let p = principalsByUser[u], !p.isEmpty {
+                append(p, user: u)
+            }
+            if !otherDsts.isEmpty {
+                let dstSet = resolver.resolve(otherDsts.map(\.value))
+                if node.addresses.contains(where: dstSet.contains) {
+                    if hasLocalpart {
+                        for u in users { append(principalsByUser[u] ?? [], user: u) }
+                        if !tagged.isEmpty { append(tagged, user: nil) }
+                    } else {
+                        let all = users.flatMap { principalsByUser[$0] ?? [] } + tagged
+                        if !all.isEmpty { append(all, user: nil) }
+                    }
+                } else if hasLocalpart && node.addresses.contains(where: srcSet.contains) {
+                    if node.isTagged {
+                        append(node.addresses.map { SSHPrincipal(nodeIP: $0.description) }, user: nil)
+                    } else if let u = node.user, let p = principalsByUser[u], !p.isEmpty {
+                        append(p, user: u)
+                    }
+                }
+            }
+        }
+        let sorted = rules.filter(\.check) + rules.filter { !$0.check }
+        return SSHPolicy(rules: sorted.map(\.rule))
+    }
+
+    static func localpartDomain(_ user: String) -> String? {
+        guard user.hasPrefix("localpart:") else { return nil }
+        let pattern = user.dropFirst("localpart:".count)
+        guard let at = pattern.lastIndex(of: "@"), pattern[..<at] == "*" else { return nil }
+        let domain = String(pattern[pattern.index(after: at)...])
+        return domain.isEmpty ? nil : domain
+    }
+
+    /// Node capabilities from nodeAttrs (and randomizeClientPort).
+    public func capabilities(for node: TailnetNode) -> [String: [JSONValue]] {
+        var caps: [String: [JSONValue]] = [:]
+        if policy.randomizeClientPort { caps["randomize-client-port"] = [] }
+        for attr in policy.nodeAttrs {
+            let set = resolver.resolve(attr.targets.map(\.value))
+            guard node.addresses.contains(where: set.contains) else { continue }
+            for a in attr.attrs where caps[a] == nil { caps[a] = [] }
+            for (k, v) in attr.app ?? [:] { caps[k, default: []] += v }
+        }
+        return caps
+    }
+
+    /// The node's advertised routes that autoApprovers approve.
+    public func autoApprovedRoutes(for node: TailnetNode) -> [IPPrefix] {
+        Self.autoApprovedRoutes(for: node, policy: policy, resolver: resolver)
+    }
+
+    static func autoApprovedRoutes(for node: TailnetNode, policy: Policy, resolver: Resolver) -> [IPPrefix] {
+        var out: [IPPrefix] = []
+        for route in node.advertisedRoutes {
+            if TailnetNode.isExitRoute(route) {
+                let set = resolver.resolve(policy.autoApproverExitNode)
+                // Exit routes need an exitNode approver; a routes entry for 0.0.0.0/0 does not approve them.
+                if node.addresses.contains(where: set.contains) { out.append(route) }
+                continue
+            }
+            for (prefix, approvers) in policy.autoApproverRoutes where prefix.masked.contains(route) {
+                let set = resolver.resolve(approvers)
+                if node.addresses.contains(where: set.contains) { out.append(route); break }
+            }
+        }
+        return out
+    }
+
+    /// Everything each node receives, keyed by node name.
+    public func compileAll() -> [String: NodePolicy] {
+        let peers = peerBits()
+        var out: [String: NodePolicy] = [:]
+        for (i, node) in tailnet.nodes.enumerated() {
+            out[node.name] = NodePolicy(
+                packetFilter: packetFilter(node: node),
+                sshPolicy: sshPolicy(node: node),
+                peers: peers[i].members.filter { $0 != i }.map { tailnet.nodes[$0].name }.sorted(),
+                capabilities: capabilities(for: node),
+                autoApprovedRoutes: autoApprovedRoutes(for: node))
+        }
+        return out
+    }
+}
