@@ -91,6 +91,9 @@ let package = Package(
         .testTarget(name: "WarrenTailcfgTests", dependencies: [
             "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
         ]),
+        .testTarget(name: "WarrenControlStoreTests", dependencies: [
+            "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -49,6 +49,9 @@ public final class SQLiteControlStore: ControlStore {
             throw error
         } catch let error as DatabaseError {
             throw Self.map(error, path: path)
+        } catch {
+            // GRDB's own decoding errors (a damaged migrations table, for one).
+            throw StoreError(.corrupt, "\(path) is not a usable warren-control database: \(error)")
         }
     }
 
@@ -88,8 +91,23 @@ public final class SQLiteControlStore: ControlStore {
         }
     }
 
-    /// Closes the database (further calls fail). Committed data is already on disk; this only checkpoints the WAL.
+    /// Copies the WAL into the main file and empties the WAL (so the main file alone is a complete copy).
+    public func checkpoint() throws {
+        do {
+            try pool.writeWithoutTransaction { _ = try $0.checkpoint(.truncate) }
+        } catch let error as DatabaseError {
+            throw Self.map(error, path: path)
+        }
+    }
+
+    /// Checkpoints and closes the database (further calls fail). Committed data is on disk before this; closing
+    /// only leaves the main file complete on its own.
     public func close() throws {
-        try pool.close()
+        try checkpoint()
+        do {
+            try pool.close()
+        } catch let error as DatabaseError {
+            throw Self.map(error, path: path)
+        }
     }
 }
