@@ -380,6 +380,7 @@ public actor ControlEngine {
             if let derp = hostinfo.netInfo?.preferredDERP, derp > 0 { node.homeDERP = derp }
         }
         node.capabilityVersion = request.version
+        var update: PeerUpdate?
         if node != before {
             let lightOnly = before.nodeKey == node.nodeKey && before.hostinfo == node.hostinfo
             var patch = PeerChange(nodeID: id)
@@ -387,10 +388,13 @@ public actor ControlEngine {
             if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
             if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
             if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
-            try await save(node, update: lightOnly ? .patch(patch) : .full)
+            try await directory.updateNode(node)
+            index(node)
+            update = lightOnly ? .patch(patch) : .full
         }
 
         guard request.stream == true else {
+            if let update { broadcast(about: id, update) }
             if request.omitPeers == true { return .single(nil) }
             statistics.fullMapsSent += 1
             return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false))
@@ -420,10 +424,19 @@ public actor ControlEngine {
         continuation.onTermination = { [weak self] _ in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
-        if !wasOnline {
+        // One message to the peers for everything this request changed, coming online included.
+        switch (update, wasOnline) {
+        case (.patch(var patch)?, false):
+            patch.online = true
+            broadcast(about: id, .patch(patch))
+        case (nil, false):
             var patch = PeerChange(nodeID: id)
             patch.online = true
             broadcast(about: id, .patch(patch))
+        case (let update?, _):
+            broadcast(about: id, update)
+        case (nil, true):
+            break
         }
         logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
         return .stream(stream)
