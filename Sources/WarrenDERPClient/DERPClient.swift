@@ -37,25 +37,27 @@ public final class DERPClient: Sendable {
         }
     }
 
+    /// The frames the server sends, with back pressure: when the consumer falls behind, the
+    /// connection stops reading.
+    public typealias Frames = NIOAsyncSequenceProducer<DERPFrame, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, DERPClientReadDemand>
+
     public let serverKey: NodePublic
     public let serverInfo: DERPServerInfo
     public let publicKey: NodePublic
-    private let asyncChannel: NIOAsyncChannel<DERPFrame, ByteBuffer>
+    /// The underlying channel (for its close future, addresses, event loop).
+    public let channel: any Channel
+    /// Frames from the server (RecvPacket, PeerGone, PeerPresent, KeepAlive, Health, Restarting,
+    /// unmatched Pong, unknown types). One consumer only; it ends when the connection closes.
+    public let frames: Frames
     private let handler: NIOLoopBound<DERPClientConnectionHandler>
 
-    /// Frames from the server (RecvPacket, PeerGone, PeerPresent, KeepAlive, Health, Restarting,
-    /// unmatched Pong, unknown types). Iterate once.
-    public var frames: NIOAsyncChannelInboundStream<DERPFrame> { asyncChannel.inbound }
-
-    /// The underlying channel (for its close future, addresses, event loop).
-    public var channel: any Channel { asyncChannel.channel }
-
-    private init(serverKey: NodePublic, serverInfo: DERPServerInfo, publicKey: NodePublic,
-                 asyncChannel: NIOAsyncChannel<DERPFrame, ByteBuffer>, handler: NIOLoopBound<DERPClientConnectionHandler>) {
+    private init(serverKey: NodePublic, serverInfo: DERPServerInfo, publicKey: NodePublic, channel: any Channel,
+                 frames: Frames, handler: NIOLoopBound<DERPClientConnectionHandler>) {
         self.serverKey = serverKey
         self.serverInfo = serverInfo
         self.publicKey = publicKey
-        self.asyncChannel = asyncChannel
+        self.channel = channel
+        self.frames = frames
         self.handler = handler
     }
 
@@ -65,54 +67,58 @@ public final class DERPClient: Sendable {
                                loginTimeout: TimeAmount = .seconds(10),
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> DERPClient {
         let tls = try endpoint.trust.map { try NIOSSLContext(configuration: $0.clientTLSConfiguration()) }
-        let verification = endpoint.trust?.verificationCallback
+        let trust = endpoint.trust
         let sniName = endpoint.serverName ?? (isIPLiteral(endpoint.host) ? nil : endpoint.host)
         let hostHeader = endpoint.port == 443 ? endpoint.host : "\(endpoint.host):\(endpoint.port)"
-        let (asyncChannel, login, handler) = try await ClientBootstrap(group: group)
+        let (channel, frames, login, handler) = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(loginTimeout)
             .connect(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
-                        if let verification {
+                        if let verification = trust?.verificationCallback {
                             try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sniName, customVerificationCallback: verification))
                         } else {
                             try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sniName))
                         }
                     }
+                    let produced = Frames.makeSequence(backPressureStrategy: .init(lowWatermark: 64, highWatermark: 256),
+                                                       finishOnDeinit: true, delegate: DERPClientReadDemand(channel: channel))
                     let login = channel.eventLoop.makePromise(of: DERPClientConnectionHandler.Login.self)
-                    let handler = DERPClientConnectionHandler(privateKey: privateKey, info: info, hostHeader: hostHeader, login: login)
+                    let handler = DERPClientConnectionHandler(privateKey: privateKey, info: info, login: login, frames: produced.source)
                     try sync.addHandler(DERPClientUpgradeHandler(hostHeader: hostHeader))
                     try sync.addHandler(ByteToMessageHandler(DERPRawFrameDecoder()))
                     try sync.addHandler(handler)
-                    let asyncChannel = try NIOAsyncChannel<DERPFrame, ByteBuffer>(wrappingChannelSynchronously: channel)
                     let timeout = channel.eventLoop.scheduleTask(in: loginTimeout) {
                         login.fail(DERPClientError.loginTimedOut)
                         channel.close(promise: nil)
                     }
                     login.futureResult.whenComplete { _ in timeout.cancel() }
-                    return (asyncChannel, login.futureResult, NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                    return (channel, produced.sequence, login.futureResult, NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
         do {
             let result = try await login.get()
             return DERPClient(serverKey: result.serverKey, serverInfo: result.serverInfo, publicKey: privateKey.publicKey,
-                              asyncChannel: asyncChannel, handler: handler)
+                              channel: channel, frames: frames, handler: handler)
         } catch {
-            try? await asyncChannel.channel.close()
+            try? await channel.close()
             throw error
         }
     }
 
     /// Sends `packet` to `destination` through the relay (waits while the connection is backed up).
     public func send(_ packet: some Collection<UInt8>, to destination: NodePublic) async throws {
-        try await asyncChannel.outbound.write(Self.sendPacketFrame(packet, to: destination, allocator: channel.allocator))
+        try await channel.writeAndFlush(Self.sendPacketFrame(packet, to: destination, allocator: channel.allocator))
     }
 
-    /// Sends frames built with ``sendPacketFrame(_:to:allocator:)`` in one write.
+    /// Sends frames built with ``sendPacketFrame(_:to:allocator:)`` with one flush; returns when
+    /// the last is written to the socket.
     public func send(frames: [ByteBuffer]) async throws {
-        try await asyncChannel.outbound.write(contentsOf: frames)
+        guard let last = frames.last else { return }
+        for frame in frames.dropLast() { channel.write(frame, promise: nil) }
+        try await channel.writeAndFlush(last)
     }
 
     /// A SendPacket frame.
@@ -127,12 +133,12 @@ public final class DERPClient: Sendable {
 
     /// Any frame (NotePreferred, raw frames in tests).
     public func send(_ frame: DERPFrame) async throws {
-        try await asyncChannel.outbound.write(channel.allocator.buffer(bytes: try frame.encoded()))
+        try await channel.writeAndFlush(channel.allocator.buffer(bytes: try frame.encoded()))
     }
 
     /// Raw bytes, unframed (tests of the relay's error handling).
     public func sendRaw(_ bytes: [UInt8]) async throws {
-        try await asyncChannel.outbound.write(channel.allocator.buffer(bytes: bytes))
+        try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
     }
 
     /// Tells the relay whether it is this node's home (NotePreferred).
@@ -162,7 +168,21 @@ public final class DERPClient: Sendable {
 
     /// Closes the connection.
     public func close() async {
-        try? await asyncChannel.channel.close()
+        try? await channel.close()
+    }
+}
+
+/// Turns reading back on when the consumer of ``DERPClient/frames`` wants more; closes the
+/// connection when the consumer goes away.
+public struct DERPClientReadDemand: NIOAsyncSequenceProducerDelegate {
+    let channel: any Channel
+
+    public func produceMore() {
+        channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+    }
+
+    public func didTerminate() {
+        channel.close(promise: nil)
     }
 }
 

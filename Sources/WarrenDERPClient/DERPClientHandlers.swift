@@ -78,7 +78,6 @@ final class DERPClientUpgradeHandler: ChannelDuplexHandler {
 /// ``DERPClient/ping(timeout:)``, and passes every other frame upward as a ``DERPFrame``.
 final class DERPClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = DERPRawFrame
-    typealias InboundOut = DERPFrame
     typealias OutboundOut = ByteBuffer
 
     struct Login: Sendable {
@@ -89,10 +88,12 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
     private var handshake: DERPClientHandshake
     private let sealer: DERPNaClSealer
     private let login: EventLoopPromise<Login>
+    private let frames: DERPClient.Frames.Source
     private var established = false
     private var pings: [[UInt8]: EventLoopPromise<Void>] = [:]
 
-    init(privateKey: NodePrivate, info: DERPClientInfo, hostHeader: String, login: EventLoopPromise<Login>) {
+    init(privateKey: NodePrivate, info: DERPClientInfo, login: EventLoopPromise<Login>, frames: DERPClient.Frames.Source) {
+        self.frames = frames
         self.handshake = DERPClientHandshake(clientKey: privateKey.publicKey, clientInfo: info)
         self.sealer = DERPNaClSealer(privateKey: privateKey, nonce: {
             var generator = SystemRandomNumberGenerator()
@@ -131,9 +132,15 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
                 context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: pong)), promise: nil)
             }
         case .pong(let data):
-            if let promise = pings.removeValue(forKey: data) { promise.succeed() } else { context.fireChannelRead(wrapInboundOut(frame)) }
+            if let promise = pings.removeValue(forKey: data) { promise.succeed() } else { deliver(frame, context: context) }
         default:
-            context.fireChannelRead(wrapInboundOut(frame))
+            deliver(frame, context: context)
+        }
+    }
+
+    private func deliver(_ frame: DERPFrame, context: ChannelHandlerContext) {
+        if frames.yield(frame) == .stopProducing {
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
     }
 
@@ -141,6 +148,7 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
         login.fail(DERPClientError.connectionClosed)
         for promise in pings.values { promise.fail(DERPClientError.connectionClosed) }
         pings = [:]
+        frames.finish()
         context.fireChannelInactive()
     }
 

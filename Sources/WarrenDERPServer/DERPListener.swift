@@ -73,7 +73,8 @@ public final class DERPListener: Service, Sendable {
             throw DERPListenerError.alreadyClosed
         }
         server.logger.info("DERP relay listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "tls": "\(tls != nil)"])
-        return channel.localAddress ?? (try SocketAddress(ipAddress: "0.0.0.0", port: 0))
+        guard let address = channel.localAddress else { throw DERPListenerError.noLocalAddress }
+        return address
     }
 
     /// The bound address, once ``bind()`` returned.
@@ -106,4 +107,5 @@ public final class DERPListener: Service, Sendable {
 
 public enum DERPListenerError: Error, Hashable, Sendable {
     case alreadyClosed
+    case noLocalAddress
 }

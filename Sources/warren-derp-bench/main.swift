@@ -56,15 +56,13 @@ let receiving = Task { () -> (packets: Int, bytes: Int, elapsed: Duration) in
     var bytes = 0
     var first: ContinuousClock.Instant?
     var last = ContinuousClock.now
-    do {
-        for try await frame in receiver.frames {
-            guard case .recvPacket(_, let packet) = frame else { continue }
-            if first == nil { first = ContinuousClock.now }
-            packets += 1
-            bytes += packet.count
-            last = ContinuousClock.now
-        }
-    } catch {}
+    for await frame in receiver.frames {
+        guard case .recvPacket(_, let packet) = frame else { continue }
+        if first == nil { first = ContinuousClock.now }
+        packets += 1
+        bytes += packet.count
+        last = ContinuousClock.now
+    }
     return (packets, bytes, first.map { last - $0 } ?? .zero)
 }
 

@@ -5,9 +5,12 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import TailscaleKeys
+import DERPProtocol
 import WarrenDERPServer
+import WarrenDERPTransport
 
 @main
 struct WarrenDERP: AsyncParsableCommand {
@@ -115,4 +118,3 @@ struct TLSConfigurationBox {
     var value: TLSConfiguration
 }
 
-import NIOSSL

@@ -61,7 +61,7 @@ final class DERPRelayTests: XCTestCase {
         }
         XCTAssertEqual(gone?.0, bKey)
         XCTAssertEqual(gone?.1, .disconnected)
-        XCTAssertTrue(try await eventually { !relay.server.connectedKeys.contains(bKey) })
+        try await assertEventually { !relay.server.connectedKeys.contains(bKey) }
         await a.close()
     }
 
@@ -93,7 +93,7 @@ final class DERPRelayTests: XCTestCase {
         XCTAssertEqual(relay.server.statistics.pingsAnswered, 2)
         XCTAssertFalse(relay.server.isPreferred(a.publicKey))
         try await a.notePreferred(true)
-        XCTAssertTrue(try await eventually { relay.server.isPreferred(a.publicKey) })
+        try await assertEventually { relay.server.isPreferred(a.publicKey) }
         await a.close()
     }
 
@@ -130,7 +130,7 @@ final class DERPRelayTests: XCTestCase {
             try await withDeadline(seconds: 60) { try await a.send(frames: frames) }
             sent += 100
         }
-        XCTAssertTrue(try await eventually { relay.server.statistics.packetsReceived == UInt64(total) })
+        try await assertEventually { relay.server.statistics.packetsReceived == UInt64(total) }
         let stats = relay.server.statistics
         XCTAssertGreaterThan(stats.droppedQueueHead, 0, "a reader that does not read must cost drops, not memory")
         XCTAssertLessThanOrEqual(stats.deepestQueue, relay.server.configuration.sendQueueDepth)
@@ -158,7 +158,7 @@ final class DERPRelayTests: XCTestCase {
             try await withDeadline { try await bad.channel.closeFuture.get() }
         }
         XCTAssertGreaterThanOrEqual(relay.server.statistics.protocolErrors, UInt64(cases.count))
-        XCTAssertTrue(try await eventually { relay.server.statistics.connections == 0 })
+        try await assertEventually { relay.server.statistics.connections == 0 }
         // Unknown frame types are skipped, not fatal.
         let a = try await relay.connect()
         let b = try await relay.connect()
@@ -192,7 +192,7 @@ final class DERPRelayTests: XCTestCase {
 
         // Closing one of two connections is not a PeerGone; the other takes over.
         await first.close()
-        XCTAssertTrue(try await eventually { relay.server.statistics.connections == 2 })
+        try await assertEventually { relay.server.statistics.connections == 2 }
         try await sender.send([3], to: key.publicKey)
         let afterwards = try await withDeadline { try await readSecond.nextPacket() }
         XCTAssertEqual(afterwards?.1, [3])

@@ -42,7 +42,7 @@ final class RelayHarness: @unchecked Sendable {
 
 /// Reads frames from one client, in order, with a bound on waiting.
 final class FrameReader: @unchecked Sendable {
-    private var iterator: NIOAsyncChannelInboundStream<DERPFrame>.AsyncIterator
+    private var iterator: DERPClient.Frames.AsyncIterator
 
     init(_ client: DERPClient) { iterator = client.frames.makeAsyncIterator() }
 
@@ -50,7 +50,7 @@ final class FrameReader: @unchecked Sendable {
     /// connection ends or `limit` frames went by.
     func next<T>(limit: Int = 10_000, _ accept: (DERPFrame) -> T?) async throws -> T? {
         for _ in 0..<limit {
-            guard let frame = try await iterator.next() else { return nil }
+            guard let frame = await iterator.next() else { return nil }
             if let value = accept(frame) { return value }
         }
         return nil
@@ -90,4 +90,10 @@ func eventually(attempts: Int = 1000, _ condition: () -> Bool) async throws -> B
         try await Task.sleep(for: .milliseconds(10))
     }
     return condition()
+}
+
+/// Fails the test unless `condition` becomes true while ``eventually(attempts:_:)`` polls.
+func assertEventually(_ message: String = "condition never became true", file: StaticString = #filePath, line: UInt = #line,
+                      _ condition: () -> Bool) async throws {
+    if try await !eventually(condition) { XCTFail(message, file: file, line: line) }
 }

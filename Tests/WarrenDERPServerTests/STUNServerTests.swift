@@ -37,7 +37,7 @@ final class STUNServerTests: XCTestCase {
         for junk in [broken, [0, 1, 2], Array(request.prefix(20))] {
             try await client.writeAndFlush(AddressedEnvelope(remoteAddress: serverAddress, data: client.allocator.buffer(bytes: junk)))
         }
-        XCTAssertTrue(try await eventually { stun.counts.dropped == 3 })
+        try await assertEventually { stun.counts.dropped == 3 }
         XCTAssertEqual(stun.counts.answered, 0)
 
         try await client.writeAndFlush(AddressedEnvelope(remoteAddress: serverAddress, data: client.allocator.buffer(bytes: request)))
@@ -64,7 +64,7 @@ final class STUNServerTests: XCTestCase {
         let seeds = [try STUNBinding.request(transactionID: rng.bytes(count: 12))]
         let from = try SocketAddress(ipAddress: "192.0.2.1", port: 4242)
         var answered = 0
-        MutationFuzzer(seeds: seeds, iterations: 5_000, maximumLength: 600, seed: 0x59).run { bytes in
+        try MutationFuzzer(seeds: seeds, iterations: 5_000, maximumLength: 600, seed: 0x59).run { bytes in
             if let answer = stun.answer(ByteBuffer(bytes: bytes), from: from) {
                 answered += 1
                 XCTAssertNoThrow(try STUNBinding.parseResponse(answer))

@@ -41,7 +41,7 @@ final class WarrenDERPExecutableTests: XCTestCase {
 
         let certificatePath = (state as NSString).appendingPathComponent("derp-cert.pem")
         let keyPath = (state as NSString).appendingPathComponent("derp-key.pem")
-        XCTAssertTrue(try await eventually { FileManager.default.fileExists(atPath: keyPath) && FileManager.default.fileExists(atPath: certificatePath) })
+        try await assertEventually { FileManager.default.fileExists(atPath: keyPath) && FileManager.default.fileExists(atPath: certificatePath) }
         let certificate = try DERPCertificate.load(certificatePath: certificatePath, keyPath: keyPath)
         let endpoint = DERPClient.Endpoint(host: "127.0.0.1", port: port, trust: .pinned(certificate.pin))
         var rng = SeededGenerator(seed: 0xE1)
@@ -59,7 +59,7 @@ final class WarrenDERPExecutableTests: XCTestCase {
 
         kill(process.processIdentifier, SIGTERM)
         try await withDeadline { try await first.channel.closeFuture.get() }
-        XCTAssertTrue(try await eventually { !process.isRunning })
+        try await assertEventually { !process.isRunning }
         XCTAssertEqual(process.terminationStatus, 0)
         let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(output.contains("sha256-raw:"), output)
