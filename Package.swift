@@ -56,6 +56,11 @@ let package = Package(
         .target(name: "CWarrenLinux"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "WarrenControlAdmin", dependencies: [
+            "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
             .product(name: "Crypto", package: "swift-crypto"),
