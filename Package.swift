@@ -84,6 +84,7 @@ let package = Package(
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", .product(name: "Yams", package: "Yams"),
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite",
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
