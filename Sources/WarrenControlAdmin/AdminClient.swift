@@ -194,3 +194,8 @@ public struct AdminClient: Sendable {
         }
     }
 }
+
+extension AdminClient {
+    /// `parseResponse`, for tests.
+    public static func parseResponseForTesting(_ bytes: [UInt8]) throws -> (status: Int, body: [UInt8]) { try parseResponse(bytes) }
+}
