@@ -9,8 +9,8 @@ public struct ControlConfiguration: Sendable {
     public var serverURL: String
     /// MagicDNS suffix: nodes are `<name>.<baseDomain>`.
     public var baseDomain: String = "warren.internal"
-    public var ipv4Prefix: IPPrefix = AddressAllocator.defaultIPv4Prefix
-    public var ipv6Prefix: IPPrefix = AddressAllocator.defaultIPv6Prefix
+    public var ipv4Prefix: IPPrefix = IPPrefix("100.64.0.0/10")!
+    public var ipv6Prefix: IPPrefix = IPPrefix("fd7a:115c:a1e0::/48")!
     public var dns: DNSSettings = DNSSettings()
     /// Regions sent in every full map.
     public var derpMap: DERPMap = DERPMap()

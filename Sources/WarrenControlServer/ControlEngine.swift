@@ -38,7 +38,6 @@ public actor ControlEngine {
         var machineKey: MachinePublic
         var created: TailcfgTime
         var completed: ControlNode?
-        var waiters: [Int: CheckedContinuation<ControlNode?, Never>] = [:]
     }
 
     private enum PeerUpdate {
@@ -60,7 +59,6 @@ public actor ControlEngine {
     private var sessions: [Int64: [Int: Session]] = [:]
     private var nextSessionID = 1
     private var pending: [String: PendingLogin] = [:]
-    private var nextWaiterID = 1
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
 
     /// Counters for tests, metrics and benchmarks.
@@ -191,6 +189,8 @@ public actor ControlEngine {
         // Interactive login: the client shows the URL and comes back with Followup.
         let authID = Self.randomID()
         pending[authID] = PendingLogin(request: request, machineKey: machineKey, created: time)
+        try await directory.savePendingLogin(id: authID, request: request, machineKey: machineKey, created: time,
+                                             expires: time.adding(.seconds(3600)))
         var response = RegisterResponse()
         response.authURL = authURL(authID)
         logger.info("interactive login started", metadata: ["id": "\(authID)"])
@@ -229,40 +229,51 @@ public actor ControlEngine {
             throw RegistrationRefusal("unknown or expired login URL; start the login again")
         }
         guard login.machineKey == machineKey else { throw RegistrationRefusal("this login URL belongs to another machine") }
-        let node: ControlNode?
-        if let done = login.completed {
-            node = done
-        } else {
-            node = await waitForLogin(authID)
-        }
-        guard let node else {
+        guard let node = await waitForLogin(authID) else {
             var response = RegisterResponse()
             response.authURL = request.followup
             return response
         }
         pending[authID] = nil
-        // The client may have moved to a new node key meanwhile; the approved node keeps the key it asked with.
         return registerResponse(for: nodes[node.id] ?? node, at: now())
     }
 
+    /// Waits until the login is approved here (``approveInteractiveLogin(id:userID:)``) or by an admin
+    /// command through the store, checking twice a second, for at most `interactiveLoginWait`.
     private func waitForLogin(_ authID: String) async -> ControlNode? {
-        let waiterID = nextWaiterID
-        nextWaiterID += 1
-        let wait = configuration.interactiveLoginWait
-        let timeout = Task { [weak self] in
-            try? await Task.sleep(for: wait)
-            await self?.resumeWaiter(authID, waiterID, with: nil)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.interactiveLoginWait)
+        while clock.now < deadline {
+            if let done = pending[authID]?.completed { return done }
+            if pending[authID] == nil { return nil }
+            if let id = try? await directory.approvedNodeID(forPendingLogin: authID) {
+                if let node = try? await reloadNode(id: id) {
+                    pending[authID]?.completed = node
+                    return node
+                }
+            }
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return nil }
         }
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<ControlNode?, Never>) in
-            pending[authID]?.waiters[waiterID] = continuation
-            if pending[authID] == nil { continuation.resume(returning: nil) }
-        }
-        timeout.cancel()
-        return result
+        return nil
     }
 
-    private func resumeWaiter(_ authID: String, _ waiterID: Int, with node: ControlNode?) {
-        pending[authID]?.waiters.removeValue(forKey: waiterID)?.resume(returning: node)
+    /// Re-reads a node the admin side changed in the store (rename, tags, expiry, approval, deletion) and
+    /// tells every node concerned. Returns the node, or nil if it is gone.
+    @discardableResult
+    public func reloadNode(id: Int64) async throws -> ControlNode? {
+        guard var node = try await directory.node(id: id) else {
+            if nodes[id] != nil { try await deleteNode(id: id) }
+            return nil
+        }
+        if let live = nodes[id] {
+            node.homeDERP = live.homeDERP
+            node.capabilityVersion = live.capabilityVersion
+            if node.hostinfo == nil { node.hostinfo = live.hostinfo }
+        }
+        if users[node.userID] == nil { try await reloadUsers() }
+        index(node)
+        broadcast(about: id, .full)
+        return node
     }
 
     /// Completes an interactive login for `userName` (what `nodes register --user U --key ID` does).
@@ -277,10 +288,8 @@ public actor ControlEngine {
                                    ephemeral: login.request.ephemeral == true, tags: [],
                                    authorized: true, at: time)
         login.completed = node
-        let waiters = login.waiters
-        login.waiters = [:]
         pending[authID] = login
-        for waiter in waiters.values { waiter.resume(returning: node) }
+        try await directory.markPendingLogin(id: authID, approvedNode: node.id)
         logger.info("interactive login approved", metadata: ["id": "\(authID)", "node": "\(node.id)"])
         return node
     }
@@ -330,8 +339,8 @@ public actor ControlEngine {
     }
 
     private func uniqueLabel(for hostname: String, excluding id: Int64?) -> String {
-        let taken = Set(nodes.values.filter { $0.id != id }.map(\.givenName))
-        return DNSLabel.unique(DNSLabel.sanitize(hostname), taken: taken)
+        let taken = Set(nodes.values.filter { $0.id != id }.map { $0.givenName.lowercased() })
+        return MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: taken)
     }
 
     private func registerResponse(for node: ControlNode, at time: TailcfgTime) -> RegisterResponse {
@@ -371,6 +380,7 @@ public actor ControlEngine {
             if let derp = hostinfo.netInfo?.preferredDERP, derp > 0 { node.homeDERP = derp }
         }
         node.capabilityVersion = request.version
+        var update: PeerUpdate?
         if node != before {
             let lightOnly = before.nodeKey == node.nodeKey && before.hostinfo == node.hostinfo
             var patch = PeerChange(nodeID: id)
@@ -378,10 +388,13 @@ public actor ControlEngine {
             if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
             if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
             if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
-            try await save(node, update: lightOnly ? .patch(patch) : .full)
+            try await directory.updateNode(node)
+            index(node)
+            update = lightOnly ? .patch(patch) : .full
         }
 
         guard request.stream == true else {
+            if let update { broadcast(about: id, update) }
             if request.omitPeers == true { return .single(nil) }
             statistics.fullMapsSent += 1
             return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false))
@@ -411,10 +424,19 @@ public actor ControlEngine {
         continuation.onTermination = { [weak self] _ in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
-        if !wasOnline {
+        // One message to the peers for everything this request changed, coming online included.
+        switch (update, wasOnline) {
+        case (.patch(var patch)?, false):
+            patch.online = true
+            broadcast(about: id, .patch(patch))
+        case (nil, false):
             var patch = PeerChange(nodeID: id)
             patch.online = true
             broadcast(about: id, .patch(patch))
+        case (let update?, _):
+            broadcast(about: id, update)
+        case (nil, true):
+            break
         }
         logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
         return .stream(stream)

@@ -106,4 +106,12 @@ public protocol ControlDirectory: Sendable {
     func createNode(_ node: ControlNode) async throws -> ControlNode
     func updateNode(_ node: ControlNode) async throws
     func deleteNode(id: Int64) async throws
+    func node(id: Int64) async throws -> ControlNode?
+    /// Records an interactive login waiting for `nodes register` (so an admin command in another process
+    /// can approve it).
+    func savePendingLogin(id: String, request: RegisterRequest, machineKey: MachinePublic, created: TailcfgTime,
+                          expires: TailcfgTime) async throws
+    /// The node an admin registered for a pending login, once approved.
+    func approvedNodeID(forPendingLogin id: String) async throws -> Int64?
+    func markPendingLogin(id: String, approvedNode nodeID: Int64) async throws
 }

@@ -133,34 +133,3 @@ public struct NetworkMapBuilder: Sendable {
         return response
     }
 }
-
-/// MagicDNS labels: a hostname made DNS-safe, with "-1", "-2"... when another node holds it.
-public enum DNSLabel {
-    public static func sanitize(_ hostname: String) -> String {
-        var out = ""
-        for scalar in hostname.lowercased().unicodeScalars {
-            if ("a"..."z").contains(scalar) || ("0"..."9").contains(scalar) {
-                out.unicodeScalars.append(scalar)
-            } else if scalar == "-" || scalar == "_" || scalar == " " || scalar == "." {
-                if !out.isEmpty && !out.hasSuffix("-") { out += "-" }
-            }
-            if scalar == "." { break }
-        }
-        while out.hasSuffix("-") { out.removeLast() }
-        if out.count > 63 { out = String(out.prefix(63)) }
-        while out.hasSuffix("-") { out.removeLast() }
-        return out.isEmpty ? "node" : out
-    }
-
-    /// `base` if free, else the first free `base-N`.
-    public static func unique(_ base: String, taken: Set<String>) -> String {
-        guard taken.contains(base) else { return base }
-        var n = 1
-        while true {
-            let suffix = "-\(n)"
-            let candidate = String(base.prefix(63 - suffix.count)) + suffix
-            if !taken.contains(candidate) { return candidate }
-            n += 1
-        }
-    }
-}

@@ -6,6 +6,7 @@ import Logging
 import ServiceLifecycle
 import TailscaleKeys
 import WarrenControlServer
+import WarrenControlSQLite
 import WarrenPacket
 
 struct ServeCommand: AsyncParsableCommand {
@@ -22,9 +23,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "YAML configuration file.")
     var config: String?
 
-    @Option(name: .long, help: ArgumentHelp("Create a reusable pre-auth key for user 'default' (development only).",
-                                           visibility: .hidden))
-    var devAuthKey: String?
+    /// The SQLite database inside the state directory (shared with the admin commands).
+    static func databasePath(stateDir: String) -> String { stateDir + "/warren.sqlite" }
 
     func run() async throws {
         var file = ServeConfigFile()
@@ -57,11 +57,9 @@ struct ServeCommand: AsyncParsableCommand {
             serverURL: file.serverURL ?? "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
         file.apply(to: &configuration)
 
-        let directory = InMemoryDirectory(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
-        if let devAuthKey {
-            let user = directory.createUser("default")
-            directory.addPreAuthKey(devAuthKey, user: user, reusable: true)
-        }
+        let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
+        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
+                                           ipv6Prefix: configuration.ipv6Prefix)
         let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
         try await engine.load()
         let server = try await ControlHTTPServer.start(
