@@ -1,18 +1,44 @@
-// Wiring of the admin API into `serve` (called from Serve.swift; kept here so the two helpers' files stay apart).
+// Wiring of the admin API into `serve`. Serve.swift needs three lines:
 //
-//   let store = try SQLiteControlStore(path: stateDir + "/control.sqlite")
-//   let api = AdminAPI(store: store, allocator: allocator, nodeKeyExpiry: …, hooks: AdminHooks(changed: …, onlineNodes: …))
-//   let adminServer = try await AdminWiring.startSocket(api: api, stateDir: stateDir)   // a Service for the ServiceGroup
-//   ControlServerOptions(…, extraRoutes: AdminRoutes(api: api))                         // /api/v1/* on --listen, API key needed
+//   let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+//   … ControlServerOptions(host: host, port: port, extraRoutes: admin.routes) …   // /api/v1/* on --listen, API key needed
+//   … services: [.init(service: server), .init(service: admin.server)] …           // the root-only socket, closed on shutdown
 
 import Foundation
 import WarrenControlAdmin
 import WarrenControlServer
+import WarrenControlStore
 
 enum AdminWiring {
-    /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600; the state directory itself is 0700).
-    static func startSocket(api: AdminAPI, stateDir: String) async throws -> AdminHTTPServer {
-        try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir))
+    /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600 in the 0700 state directory) with hooks that make the
+    /// engine re-read what the admin side changed and push it to the connected nodes.
+    static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String)
+        async throws -> (server: AdminHTTPServer, routes: AdminRoutes)
+    {
+        let hooks = AdminHooks(
+            changed: { change in
+                switch change {
+                case .nodesChanged(let ids), .nodesRemoved(let ids):
+                    // reloadNode re-reads the node, or drops it (and tells its peers) when the store no longer has it.
+                    for id in ids { _ = try? await engine.reloadNode(id: id.rawValue) }
+                case .usersChanged:
+                    try? await engine.reloadUsers()
+                case .registrationApproved:
+                    // The waiting register request finds the approval in the store (PendingRegistration.approvedNodeID).
+                    break
+                }
+            },
+            onlineNodes: {
+                var online: Set<NodeID> = []
+                for node in await engine.allNodes() where await engine.isOnline(node.id) { online.insert(NodeID(node.id)) }
+                return online
+            })
+        let expiry = configuration.nodeKeyExpiry.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        let api = AdminAPI(
+            store: store, allocator: try AddressAllocator(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix),
+            nodeKeyExpiry: expiry, hooks: hooks)
+        let server = try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir))
+        return (server, AdminRoutes(api: api))
     }
 }
 
