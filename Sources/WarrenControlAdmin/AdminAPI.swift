@@ -162,10 +162,19 @@ public struct AdminAPI: Sendable {
         }
         let text = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
         let now = clock()
+        let key: APIKey
         do {
-            _ = try await store.read { try $0.validAPIKey(text, now: now) }
+            key = try await store.read { try $0.validAPIKey(text, now: now) }
         } catch let error as StoreError where error.code == .invalid {
             throw AdminError(401, "unauthenticated", error.message)
+        }
+        // Record use, at most once a minute per key (each write is a synchronous commit).
+        if key.lastUsed.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
+            try await store.transaction { tx in
+                guard var current = try tx.apiKey(id: key.id) else { return }
+                current.lastUsed = now
+                try tx.update(current)
+            }
         }
     }
 

@@ -206,6 +206,8 @@ final class AdminAPITests: XCTestCase {
 
         let keys = try await h.json([APIKeyJSON].self, "GET", "/api/v1/apikeys")
         XCTAssertEqual(keys.map(\.prefix), [created.apiKey.prefix])
+        XCTAssertNil(created.apiKey.lastUsed)
+        XCTAssertEqual(keys.first?.lastUsed, AdminTime.format(fixedNow), "a network call records the key's use")
         let expired = try await h.json(APIKeyJSON.self, "POST", "/api/v1/apikeys/expire", "{\"key\":\"\(created.apiKey.prefix)\"}")
         XCTAssertTrue(expired.expired)
         let afterExpiry = await h.call("GET", "/api/v1/users", via: .network, authorization: "Bearer \(created.key)")

@@ -250,3 +250,40 @@ final class AdminClientTests: XCTestCase {
         }
     }
 }
+
+/// The help screen of the command operators and tests use most, checked verbatim.
+final class AdminCLIHelpTests: XCTestCase {
+    func testPreAuthKeysCreateHelp() async throws {
+        let result = try await CLI.run(["preauthkeys", "create", "--help"])
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(result.stdout, Self.expected)
+    }
+
+    static let expected = """
+OVERVIEW: Create a pre-auth key and print it (shown only this once).
+
+USAGE: warren-control preauthkeys create [--state-dir <state-dir>] [--config <config>] [--server <server>] [--api-key <api-key>] --user <user> [--reusable] [--ephemeral] [--pre-approved] [--tags <tags>] [--expiration <expiration>] [--output <output>]
+
+OPTIONS:
+  --state-dir <state-dir> The running server's state directory; its admin
+                          socket (root only) is there. Default: /var/lib/warren.
+  --config <config>       The server's YAML configuration file (its state_dir
+                          is used).
+  --server <server>       Reach the server over the network at this URL instead
+                          (needs --api-key or WARREN_API_KEY).
+  --api-key <api-key>     API key for --server.
+  -u, --user <user>       The user whose nodes the key registers.
+  --reusable              Usable any number of times (default: once).
+  --ephemeral             Nodes registered with it are ephemeral.
+  --pre-approved          Routes its nodes advertise are approved at once.
+  --tags <tags>           Tags for its nodes, such as tag:a,tag:b.
+  --expiration <expiration>
+                          Lifetime (24h, 7d) or an RFC 3339 time. Default: no
+                          expiry.
+  -o, --output <output>   Output format: text (the key alone) or json. (values:
+                          text, json; default: text)
+  -h, --help              Show help information.
+
+
+"""
+}
