@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "WarrenPolicy", targets: ["WarrenPolicy"]),
         .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
+        .executable(name: "warren-derp", targets: ["warren-derp"]),
+        .executable(name: "warren-derp-bench", targets: ["warren-derp-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -27,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
     ],
     targets: [
         // Layer 0
@@ -75,7 +79,36 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // DERP relay engines: frame codec + TLS helpers shared by the server and the client.
+        .target(name: "WarrenDERPTransport", dependencies: [
+            "DERPProtocol", "TailscaleKeys", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "WarrenDERPServer", dependencies: [
+            "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "WarrenDERPClient", dependencies: [
+            "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // Layer 2
+        .executableTarget(name: "warren-derp", dependencies: [
+            "WarrenDERPServer", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Benchmark (run on demand): DERP relay throughput between two in-process clients over loopback TLS.
+        .executableTarget(name: "warren-derp-bench", dependencies: [
+            "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "TailscaleKeys",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .executableTarget(name: "warren-wireguard", dependencies: [
             "WireGuardDevice", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -85,6 +118,7 @@ let package = Package(
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
+            "WarrenDERPServer", "WarrenDERPTransport",
             "WarrenControlAdmin", "WarrenControlStore",
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
@@ -115,7 +149,7 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
-            "WarrenControlStore",
+            "WarrenControlStore", "WarrenControlSQLite",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
@@ -124,6 +158,12 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlAdminTests", dependencies: [
             "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+        ]),
+        .testTarget(name: "WarrenDERPServerTests", dependencies: [
+            "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",
+            "WarrenPacket", "WarrenTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],

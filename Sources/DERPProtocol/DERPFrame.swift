@@ -64,7 +64,7 @@ public enum DERPFrameType: UInt8, Sendable, CaseIterable {
     case restarting = 0x15
 
     /// The largest payload this frame type may announce before the decoder gives up on the stream.
-    var maximumPayloadLength: Int {
+    public var maximumPayloadLength: Int {
         switch self {
         case .serverKey: return 1 << 10
         case .clientInfo: return DERPWire.maximumClientInfoFrameLength

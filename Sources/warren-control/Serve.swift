@@ -8,6 +8,7 @@ import TailscaleKeys
 import WarrenControlServer
 import WarrenControlSQLite
 import WarrenPacket
+import WarrenTailcfg
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,6 +58,16 @@ struct ServeCommand: AsyncParsableCommand {
             serverURL: file.serverURL ?? "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
         file.apply(to: &configuration)
 
+        var extraServices: [any Service] = []
+        if file.derpEnabled ?? true {
+            let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
+            let derp = try await EmbeddedDERP.start(
+                settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478),
+                stateDir: stateDir, logger: logger)
+            configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
+            extraServices += derp.services
+        }
+
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
@@ -73,7 +84,7 @@ struct ServeCommand: AsyncParsableCommand {
         fflush(nil)
 
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: ([server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -27,6 +27,10 @@ struct ServeConfigFile {
     var keepAliveInterval: Duration?
     var requireDeviceApproval: Bool?
     var logLevel: Logger.Level?
+    var derpEnabled: Bool?
+    var derpHost: String?
+    var derpPort: Int?
+    var stunPort: Int?
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -103,6 +107,12 @@ struct ServeConfigFile {
             }
         }
 
+        func port(_ value: Any?, _ key: String) throws -> Int? {
+            guard let value else { return nil }
+            guard let n = value as? Int, (0...65535).contains(n) else { throw fail(key, "expected a port number (0 to 65535)") }
+            return n
+        }
+
         func duration(_ value: Any?, _ key: String) throws -> Duration? {
             guard let value else { return nil }
             let text = value as? String ?? (value as? Int).map { "\($0)s" }
@@ -175,6 +185,14 @@ struct ServeConfigFile {
                 } else {
                     out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
                 }
+            }
+            if let derp = map["derp"] {
+                guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }
+                try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port"], at: "derp")
+                out.derpEnabled = try bool(d["enabled"], "derp.enabled")
+                out.derpHost = try string(d["host"], "derp.host")
+                out.derpPort = try port(d["port"], "derp.port")
+                out.stunPort = try port(d["stun_port"], "derp.stun_port")
             }
             out.ephemeralInactivityTimeout = try duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout")
             out.keepAliveInterval = try duration(map["keep_alive_interval"], "keep_alive_interval")
