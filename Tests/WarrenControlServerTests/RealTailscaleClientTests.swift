@@ -184,7 +184,7 @@ final class Lab: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "del", namespace])
+        _ = try? RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "del", namespace])
         guard try RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "add", namespace]) == 0,
               try RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"]) == 0
         else { throw XCTSkip("cannot create network namespace \(namespace)") }
@@ -250,6 +250,6 @@ final class Lab: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(10)
         while processes.contains(where: \.isRunning), Date() < deadline { usleep(100_000) }
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "del", namespace])
+        _ = try? RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "del", namespace])
     }
 }
