@@ -52,8 +52,7 @@ public final class DERPListener: Service, Sendable {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
                     let http = DERPHTTPHandler()
-                    // The upgrade removes NIO's HTTP handlers; ours goes in the completion handler,
-                    // which runs before the relay's handlers are installed.
+                    // The upgrade removes NIO's HTTP handlers; ours goes in the completion handler.
                     try sync.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: [DERPHTTPUpgrader(server: server)], completionHandler: { context in
                             context.pipeline.syncOperations.removeHandler(http, promise: nil)
