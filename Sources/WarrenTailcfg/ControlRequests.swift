@@ -121,3 +121,69 @@ public struct MapRequest: Codable, Hashable, Sendable {
         case tkaHead = "TKAHead", readOnly = "ReadOnly", omitPeers = "OmitPeers", debugFlags = "DebugFlags"
     }
 }
+
+// Go's encoding/json leaves out omitempty fields and accepts missing ones as zero values; these decoders
+// do the same (the synthesized ones would require every non-optional key).
+
+extension RegisterRequest {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decodeIfPresent(CapabilityVersion.self, forKey: .version) ?? 0
+        nodeKey = try c.decodeIfPresent(NodePublic.self, forKey: .nodeKey) ?? NodePublic(raw: .zero)
+        oldNodeKey = try c.decodeIfPresent(NodePublic.self, forKey: .oldNodeKey) ?? NodePublic(raw: .zero)
+        nlKey = try c.decodeIfPresent(String.self, forKey: .nlKey)
+        auth = try c.decodeIfPresent(RegisterResponseAuth.self, forKey: .auth)
+        expiry = try c.decodeIfPresent(TailcfgTime.self, forKey: .expiry) ?? .goZero
+        followup = try c.decodeIfPresent(String.self, forKey: .followup) ?? ""
+        hostinfo = try c.decodeIfPresent(Hostinfo.self, forKey: .hostinfo)
+        ephemeral = try c.decodeIfPresent(Bool.self, forKey: .ephemeral)
+        nodeKeySignature = try c.decodeIfPresent(Data.self, forKey: .nodeKeySignature)
+        signatureType = try c.decodeIfPresent(String.self, forKey: .signatureType)
+        timestamp = try c.decodeIfPresent(TailcfgTime.self, forKey: .timestamp)
+        deviceCert = try c.decodeIfPresent(Data.self, forKey: .deviceCert)
+        signature = try c.decodeIfPresent(Data.self, forKey: .signature)
+        tailnet = try c.decodeIfPresent(String.self, forKey: .tailnet)
+    }
+}
+
+extension RegisterResponse {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        user = try c.decodeIfPresent(User.self, forKey: .user) ?? User()
+        login = try c.decodeIfPresent(Login.self, forKey: .login) ?? Login()
+        nodeKeyExpired = try c.decodeIfPresent(Bool.self, forKey: .nodeKeyExpired) ?? false
+        machineAuthorized = try c.decodeIfPresent(Bool.self, forKey: .machineAuthorized) ?? false
+        authURL = try c.decodeIfPresent(String.self, forKey: .authURL) ?? ""
+        nodeKeySignature = try c.decodeIfPresent(Data.self, forKey: .nodeKeySignature)
+        error = try c.decodeIfPresent(String.self, forKey: .error) ?? ""
+    }
+}
+
+extension RegisterResponseAuth {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        authKey = try c.decodeIfPresent(String.self, forKey: .authKey)
+        oauth2Token = try c.decodeIfPresent(JSONValue.self, forKey: .oauth2Token)
+    }
+}
+
+extension MapRequest {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decodeIfPresent(CapabilityVersion.self, forKey: .version) ?? 0
+        compress = try c.decodeIfPresent(String.self, forKey: .compress)
+        keepAlive = try c.decodeIfPresent(Bool.self, forKey: .keepAlive)
+        nodeKey = try c.decodeIfPresent(NodePublic.self, forKey: .nodeKey) ?? NodePublic(raw: .zero)
+        discoKey = try c.decodeIfPresent(DiscoPublic.self, forKey: .discoKey) ?? DiscoPublic(raw: .zero)
+        stream = try c.decodeIfPresent(Bool.self, forKey: .stream)
+        hostinfo = try c.decodeIfPresent(Hostinfo.self, forKey: .hostinfo)
+        mapSessionHandle = try c.decodeIfPresent(String.self, forKey: .mapSessionHandle)
+        mapSessionSeq = try c.decodeIfPresent(Int64.self, forKey: .mapSessionSeq)
+        endpoints = try c.decodeIfPresent([AddrPort].self, forKey: .endpoints)
+        endpointTypes = try c.decodeIfPresent([Int].self, forKey: .endpointTypes)
+        tkaHead = try c.decodeIfPresent(String.self, forKey: .tkaHead)
+        readOnly = try c.decodeIfPresent(Bool.self, forKey: .readOnly)
+        omitPeers = try c.decodeIfPresent(Bool.self, forKey: .omitPeers)
+        debugFlags = try c.decodeIfPresent([String].self, forKey: .debugFlags)
+    }
+}

@@ -142,3 +142,78 @@ public struct Login: Codable, Hashable, Sendable {
         case profilePicURL = "ProfilePicURL"
     }
 }
+
+// Lenient decoders, as Go's encoding/json: absent fields are zero values.
+
+extension Node {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(Int64.self, forKey: .id) ?? 0
+        stableID = try c.decodeIfPresent(String.self, forKey: .stableID) ?? ""
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        user = try c.decodeIfPresent(Int64.self, forKey: .user) ?? 0
+        sharer = try c.decodeIfPresent(Int64.self, forKey: .sharer)
+        key = try c.decodeIfPresent(NodePublic.self, forKey: .key) ?? NodePublic(raw: .zero)
+        keyExpiry = try c.decodeIfPresent(TailcfgTime.self, forKey: .keyExpiry)
+        keySignature = try c.decodeIfPresent(Data.self, forKey: .keySignature)
+        machine = try c.decodeIfPresent(MachinePublic.self, forKey: .machine)
+        discoKey = try c.decodeIfPresent(DiscoPublic.self, forKey: .discoKey)
+        addresses = try c.decodeIfPresent([IPPrefix].self, forKey: .addresses)
+        allowedIPs = try c.decodeIfPresent([IPPrefix].self, forKey: .allowedIPs)
+        endpoints = try c.decodeIfPresent([AddrPort].self, forKey: .endpoints)
+        legacyDERP = try c.decodeIfPresent(String.self, forKey: .legacyDERP)
+        homeDERP = try c.decodeIfPresent(Int.self, forKey: .homeDERP)
+        hostinfo = try c.decodeIfPresent(Hostinfo.self, forKey: .hostinfo)
+        created = try c.decodeIfPresent(TailcfgTime.self, forKey: .created)
+        cap = try c.decodeIfPresent(CapabilityVersion.self, forKey: .cap)
+        tags = try c.decodeIfPresent([String].self, forKey: .tags)
+        primaryRoutes = try c.decodeIfPresent([IPPrefix].self, forKey: .primaryRoutes)
+        lastSeen = try c.decodeIfPresent(TailcfgTime.self, forKey: .lastSeen)
+        online = try c.decodeIfPresent(Bool.self, forKey: .online)
+        machineAuthorized = try c.decodeIfPresent(Bool.self, forKey: .machineAuthorized)
+        capabilities = try c.decodeIfPresent([String].self, forKey: .capabilities)
+        capMap = try c.decodeIfPresent(NodeCapMap.self, forKey: .capMap)
+        unsignedPeerAPIOnly = try c.decodeIfPresent(Bool.self, forKey: .unsignedPeerAPIOnly)
+        computedName = try c.decodeIfPresent(String.self, forKey: .computedName)
+        computedNameWithHost = try c.decodeIfPresent(String.self, forKey: .computedNameWithHost)
+        dataPlaneAuditLogID = try c.decodeIfPresent(String.self, forKey: .dataPlaneAuditLogID)
+        expired = try c.decodeIfPresent(Bool.self, forKey: .expired)
+        selfNodeV4MasqAddrForThisPeer = try c.decodeIfPresent(IPAddress.self, forKey: .selfNodeV4MasqAddrForThisPeer)
+        selfNodeV6MasqAddrForThisPeer = try c.decodeIfPresent(IPAddress.self, forKey: .selfNodeV6MasqAddrForThisPeer)
+        isWireGuardOnly = try c.decodeIfPresent(Bool.self, forKey: .isWireGuardOnly)
+        isJailed = try c.decodeIfPresent(Bool.self, forKey: .isJailed)
+        exitNodeDNSResolvers = try c.decodeIfPresent([DNSResolver].self, forKey: .exitNodeDNSResolvers)
+    }
+}
+
+extension User {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(Int64.self, forKey: .id) ?? 0
+        displayName = try c.decodeIfPresent(String.self, forKey: .displayName) ?? ""
+        profilePicURL = try c.decodeIfPresent(String.self, forKey: .profilePicURL)
+        created = try c.decodeIfPresent(TailcfgTime.self, forKey: .created)
+    }
+}
+
+extension Login {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(Int64.self, forKey: .id) ?? 0
+        provider = try c.decodeIfPresent(String.self, forKey: .provider) ?? ""
+        loginName = try c.decodeIfPresent(String.self, forKey: .loginName) ?? ""
+        displayName = try c.decodeIfPresent(String.self, forKey: .displayName) ?? ""
+        profilePicURL = try c.decodeIfPresent(String.self, forKey: .profilePicURL)
+    }
+}
+
+extension UserProfile {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(Int64.self, forKey: .id) ?? 0
+        loginName = try c.decodeIfPresent(String.self, forKey: .loginName) ?? ""
+        displayName = try c.decodeIfPresent(String.self, forKey: .displayName) ?? ""
+        profilePicURL = try c.decodeIfPresent(String.self, forKey: .profilePicURL)
+        groups = try c.decodeIfPresent([String].self, forKey: .groups)
+    }
+}

@@ -3,11 +3,12 @@ import Foundation
 import WarrenPolicy
 
 /// warren-control: the coordination server's command line. Each area is a subcommand group.
-struct WarrenControl: ParsableCommand {
+@main
+struct WarrenControl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren-control",
         abstract: "Warren's coordination server and its administration.",
-        subcommands: [PolicyCommand.self])
+        subcommands: [ServeCommand.self, PolicyCommand.self])
 }
 
 struct PolicyCommand: ParsableCommand {
@@ -153,5 +154,3 @@ extension PolicyCommand {
         }
     }
 }
-
-WarrenControl.main()
