@@ -1,8 +1,8 @@
 // The DERP relay: who is connected, and moving packets between them.
 
-public import DERPProtocol
+import DERPProtocol
 import Logging
-public import NIOCore
+import NIOCore
 import Synchronization
 public import TailscaleKeys
 import WarrenDERPTransport

@@ -41,8 +41,9 @@ final class DERPMountingTests: XCTestCase {
         let a = try await DERPClient.connect(to: endpoint, privateKey: NodePrivate.generate(using: &rng))
         let b = try await DERPClient.connect(to: endpoint, privateKey: NodePrivate.generate(using: &rng))
         XCTAssertEqual(a.serverKey, server.publicKey)
+        let readB = FrameReader(b)  // kept: dropping the frames iterator closes the connection
         try await a.send([1, 2, 3], to: b.publicKey)
-        let packet = try await withDeadline { try await FrameReader(b).nextPacket() }
+        let packet = try await withDeadline { try await readB.nextPacket() }
         XCTAssertEqual(packet?.1, [1, 2, 3])
         _ = try await b.ping()
         await a.close()
