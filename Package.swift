@@ -121,6 +121,11 @@ let package = Package(
             "WarrenDERPServer", "WarrenDERPTransport",
             "WarrenControlAdmin", "WarrenControlStore",
         ]),
+        // Benchmark (run on demand): map build time and join fan-out of the control engine.
+        .executableTarget(name: "warren-control-bench", dependencies: [
+            "WarrenControlServer", "WarrenControlStore", "WarrenTailcfg", "TailscaleKeys", "WarrenPacket",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
         // Tests
