@@ -71,7 +71,19 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
+        // The access policy: the configured file, else the version in force in the store, else allow-all.
+        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        if let compiled = file.policy {
+            policy = compiled
+        } else if let stored = try await store.read({ try $0.currentPolicy() }) {
+            do {
+                policy = try CompiledPolicy(text: stored.text)
+            } catch {
+                Files.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
         try await engine.load()
         let server = try await ControlHTTPServer.start(
             engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port), logger: logger)

@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import WarrenControlServer
+import WarrenPolicy
 import WarrenPacket
 import WarrenTailcfg
 import Yams
@@ -28,6 +29,8 @@ struct ServeConfigFile {
     var requireDeviceApproval: Bool?
     var logLevel: Logger.Level?
     var derpEnabled: Bool?
+    /// The compiled access policy (from `policy_file`), if any.
+    var policy: CompiledPolicy?
     var derpHost: String?
     var derpPort: Int?
     var stunPort: Int?
@@ -54,7 +57,7 @@ struct ServeConfigFile {
     static let topLevelKeys: Set<String> = [
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
-        "database", "derp", "tls", "metrics_listen_addr",
+        "database", "derp", "tls", "metrics_listen_addr", "policy_file",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
@@ -184,6 +187,17 @@ struct ServeConfigFile {
                     out.nodeKeyExpiry = .some(nil)
                 } else {
                     out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
+                }
+            }
+            if let path = try string(map["policy_file"], "policy_file") {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw fail("policy_file", "cannot read \(path)")
+                }
+                do {
+                    out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                } catch let error as PolicyError {
+                    let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
+                    throw fail("policy_file", "\(path)\(place): \(error.message)")
                 }
             }
             if let derp = map["derp"] {
