@@ -29,18 +29,7 @@ final class RealTailscaleClientTests: XCTestCase {
         let lab = try Lab(prefix: forceDERP ? "wct-rd" : "wct-rc")
         defer { lab.tearDown() }
 
-        // A user and a reusable pre-auth key, written to the server's database before it starts.
         let state = lab.directory + "/control"
-        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-        let authKey = try await {
-            let store = try SQLiteControlStore(path: state + "/warren.sqlite")
-            return try await store.transaction { tx in
-                let user = try tx.createUser(name: "lab", now: Date())
-                var generator = SystemRandomNumberGenerator()
-                return try tx.createPreAuthKey(userID: user.id, options: PreAuthKeyOptions(reusable: true, ephemeral: true),
-                                               now: Date(), generator: &generator).text
-            }
-        }()
         try """
             base_domain: lab.warren
             derp:
@@ -51,6 +40,15 @@ final class RealTailscaleClientTests: XCTestCase {
         let server = try lab.spawn([warrenControl, "serve", "--state-dir", state, "--listen", "127.0.0.1:8080",
                                     "--config", lab.directory + "/control.yaml"], log: "control")
         try await lab.waitFor(log: "control", containing: "is serving", timeout: 30, process: server)
+
+        // A user and a reusable, ephemeral pre-auth key, through the admin CLI (the server's admin socket).
+        let created = try Self.output([warrenControl, "users", "create", "lab", "--state-dir", state])
+        XCTAssertEqual(created.status, 0, created.text)
+        let keyOutput = try Self.output([warrenControl, "preauthkeys", "create", "--user", "lab", "--reusable", "--ephemeral",
+                                         "--state-dir", state])
+        XCTAssertEqual(keyOutput.status, 0, keyOutput.text)
+        let authKey = keyOutput.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertFalse(authKey.isEmpty || authKey.contains("\n"), "preauthkeys create must print the key alone")
 
         for i in 1...3 {
             let dir = lab.directory + "/n\(i)"
@@ -188,6 +186,19 @@ final class RealTailscaleClientTests: XCTestCase {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
+    }
+
+    static func output(_ arguments: [String]) throws -> (status: Int32, text: String) {
+        let pipe = Pipe()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     @discardableResult
