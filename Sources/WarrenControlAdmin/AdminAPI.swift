@@ -429,8 +429,12 @@ public struct AdminAPI: Sendable {
         let now = clock()
         let allocator = self.allocator
         let expiry = nodeKeyExpiry.map { now.addingTimeInterval($0) }
-        let reference = body.key.trimmingCharacters(in: .whitespaces)
+        var reference = body.key.trimmingCharacters(in: .whitespaces)
+        // The whole login URL pasted: its last path component is the registration id.
+        if reference.contains("/register/"), let last = reference.split(separator: "/").last { reference = String(last) }
+        let registrationReference = reference
         let (node, registrationID) = try await store.transaction { tx in
+            let reference = registrationReference
             let user = try tx.requireUser(named: body.user)
             var pending = try tx.pendingRegistration(id: reference)
             if pending == nil, let nodeKey = NodePublic(reference) {

@@ -149,10 +149,17 @@ final class AdminAPITests: XCTestCase {
         let second = try await h.pending(id: "r2", seed: 3, hostname: "laptop")
         let node2 = try await h.json(NodeJSON.self, "POST", "/api/v1/nodes/register", "{\"user\":\"alice\",\"key\":\"\(second.nodeKey)\"}")
         XCTAssertEqual(node2.givenName, "laptop-1")
+        // A third, approved with the whole login URL pasted.
+        _ = try await h.pending(id: "r3xyz", seed: 4, hostname: "phone")
+        let node3 = try await h.json(NodeJSON.self, "POST", "/api/v1/nodes/register",
+                                     #"{"user":"alice","key":"http://127.0.0.1:8080/register/r3xyz"}"#)
+        XCTAssertEqual(node3.givenName, "phone")
+        _ = try await h.json(NodeJSON.self, "DELETE", "/api/v1/nodes/phone")
 
         h.log.online.withLock { $0 = [NodeID(node.id)] }
         let listed = try await h.json([NodeJSON].self, "GET", "/api/v1/nodes")
         XCTAssertEqual(listed.map(\.online), [true, false])
+        XCTAssertEqual(listed.count, 2)
         let byUser = try await h.json([NodeJSON].self, "GET", "/api/v1/nodes?user=alice")
         XCTAssertEqual(byUser.count, 2)
 

@@ -287,3 +287,60 @@ OPTIONS:
 
 """
 }
+
+/// Raw bytes to the admin socket: whatever arrives, the listener answers or closes, and keeps serving.
+final class AdminListenerRobustnessTests: XCTestCase {
+    private static func exchange(_ path: String, _ bytes: [UInt8]) throws -> [UInt8] {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+            raw[pathBytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw XCTSkip("no Unix sockets") }
+        defer { close(fd) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        XCTAssertEqual(connected, 0)
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        shutdown(fd, Int32(SHUT_WR))
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            answer += buffer[0..<n]
+        }
+        return answer
+    }
+
+    func testFuzzedBytesDoNotStopTheListener() async throws {
+        let directory = NSTemporaryDirectory() + "wfz-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socketPath = AdminClient.socketPath(stateDirectory: directory)
+        let server = try await AdminHTTPServer.start(api: AdminAPI(store: MemoryControlStore(), allocator: try AddressAllocator()),
+                                                     socketPath: socketPath)
+        let seed = Array("POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"alice\"}".utf8)
+        var cases: [[UInt8]] = []
+        MutationFuzzer(seeds: [seed], iterations: 60, maximumLength: 300, seed: 0x50C).run { cases.append($0) }
+        for bytes in cases {
+            // On a thread of its own: the blocking socket calls must not hold a thread of the async pool.
+            let answer: [UInt8] = try await withCheckedThrowingContinuation { continuation in
+                Thread { continuation.resume(with: Result { try Self.exchange(socketPath, bytes) }) }.start()
+            }
+            if !answer.isEmpty {
+                XCTAssertTrue(answer.starts(with: Array("HTTP/1.1 ".utf8)), String(decoding: answer.prefix(80), as: UTF8.self))
+            }
+        }
+        // Still serving.
+        let users = try await AdminClient(.socket(path: socketPath)).call("GET", "/api/v1/users", as: [UserJSON].self)
+        XCTAssertTrue(users.allSatisfy { !$0.name.isEmpty }, "\(users)")
+        await server.close()
+    }
+}
