@@ -60,6 +60,11 @@ let package = Package(
         .target(name: "CWarrenLinux"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "WarrenControlAdmin", dependencies: [
+            "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -113,6 +118,8 @@ let package = Package(
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
+            "WarrenDERPServer", "WarrenDERPTransport",
+            "WarrenControlAdmin", "WarrenControlStore",
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
@@ -142,12 +149,15 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
-            "WarrenControlStore",
+            "WarrenControlStore", "WarrenControlSQLite",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
             "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        .testTarget(name: "WarrenControlAdminTests", dependencies: [
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
         ]),
         .testTarget(name: "WarrenDERPServerTests", dependencies: [
             "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",

@@ -8,6 +8,7 @@ import TailscaleKeys
 import WarrenControlServer
 import WarrenControlSQLite
 import WarrenPacket
+import WarrenTailcfg
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,10 +58,32 @@ struct ServeCommand: AsyncParsableCommand {
             serverURL: file.serverURL ?? "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
         file.apply(to: &configuration)
 
+        var extraServices: [any Service] = []
+        if file.derpEnabled ?? true {
+            let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
+            let derp = try await EmbeddedDERP.start(
+                settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478),
+                stateDir: stateDir, logger: logger)
+            configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
+            extraServices += derp.services
+        }
+
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
+        // The access policy: the configured file, else the version in force in the store, else allow-all.
+        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        if let compiled = file.policy {
+            policy = compiled
+        } else if let stored = try await store.read({ try $0.currentPolicy() }) {
+            do {
+                policy = try CompiledPolicy(text: stored.text)
+            } catch {
+                Files.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
         try await engine.load()
         let server = try await ControlHTTPServer.start(
             engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port), logger: logger)
@@ -73,7 +96,7 @@ struct ServeCommand: AsyncParsableCommand {
         fflush(nil)
 
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: ([server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import WarrenControlServer
+import WarrenPolicy
 import WarrenPacket
 import WarrenTailcfg
 import Yams
@@ -27,6 +28,12 @@ struct ServeConfigFile {
     var keepAliveInterval: Duration?
     var requireDeviceApproval: Bool?
     var logLevel: Logger.Level?
+    var derpEnabled: Bool?
+    /// The compiled access policy (from `policy_file`), if any.
+    var policy: CompiledPolicy?
+    var derpHost: String?
+    var derpPort: Int?
+    var stunPort: Int?
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -50,7 +57,7 @@ struct ServeConfigFile {
     static let topLevelKeys: Set<String> = [
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
-        "database", "derp", "tls", "metrics_listen_addr",
+        "database", "derp", "tls", "metrics_listen_addr", "policy_file",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
@@ -101,6 +108,12 @@ struct ServeConfigFile {
                 guard let s = item as? String else { throw fail("\(key)[\(i)]", "expected a string") }
                 return s
             }
+        }
+
+        func port(_ value: Any?, _ key: String) throws -> Int? {
+            guard let value else { return nil }
+            guard let n = value as? Int, (0...65535).contains(n) else { throw fail(key, "expected a port number (0 to 65535)") }
+            return n
         }
 
         func duration(_ value: Any?, _ key: String) throws -> Duration? {
@@ -175,6 +188,25 @@ struct ServeConfigFile {
                 } else {
                     out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
                 }
+            }
+            if let path = try string(map["policy_file"], "policy_file") {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw fail("policy_file", "cannot read \(path)")
+                }
+                do {
+                    out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                } catch let error as PolicyError {
+                    let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
+                    throw fail("policy_file", "\(path)\(place): \(error.message)")
+                }
+            }
+            if let derp = map["derp"] {
+                guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }
+                try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port"], at: "derp")
+                out.derpEnabled = try bool(d["enabled"], "derp.enabled")
+                out.derpHost = try string(d["host"], "derp.host")
+                out.derpPort = try port(d["port"], "derp.port")
+                out.stunPort = try port(d["stun_port"], "derp.stun_port")
             }
             out.ephemeralInactivityTimeout = try duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout")
             out.keepAliveInterval = try duration(map["keep_alive_interval"], "keep_alive_interval")
