@@ -18,6 +18,7 @@ struct ConfigError: Error, CustomStringConvertible {
 
 struct ServeConfigFile {
     var serverURL: String?
+    var stateDir: String?
     var listenAddr: String?
     var baseDomain: String?
     var ipv4Prefix: IPPrefix?
@@ -57,7 +58,7 @@ struct ServeConfigFile {
     static let topLevelKeys: Set<String> = [
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
-        "database", "derp", "tls", "metrics_listen_addr", "policy_file",
+        "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
@@ -141,6 +142,7 @@ struct ServeConfigFile {
             if let url = out.serverURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 throw fail("server_url", "must start with http:// or https://")
             }
+            out.stateDir = try string(map["state_dir"], "state_dir")
             out.listenAddr = try string(map["listen_addr"], "listen_addr")
             if let listen = out.listenAddr, ServeConfigFile.splitHostPort(listen) == nil {
                 throw fail("listen_addr", "expected host:port, such as 127.0.0.1:8080")
