@@ -15,14 +15,39 @@ public struct Key32: Hashable, Sendable, Comparable {
         (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3)
     }
 
+    /// The key from four big-endian 64-bit words: byte 0 is the top byte of the first word
+    /// (what reading four big-endian `UInt64`s off the wire gives).
+    public init(bigEndianWords words: (UInt64, UInt64, UInt64, UInt64)) {
+        self.init(w0: words.0, w1: words.1, w2: words.2, w3: words.3)
+    }
+
+    /// The four big-endian 64-bit words (see ``init(bigEndianWords:)``).
+    public var bigEndianWords: (UInt64, UInt64, UInt64, UInt64) { (w0, w1, w2, w3) }
+
     /// Returns nil unless `bytes` holds exactly 32 bytes.
     public init?<Bytes: Collection>(bytes: Bytes) where Bytes.Element == UInt8 {
         guard bytes.count == Self.byteCount else { return nil }
+        // Contiguous input (arrays, slices, buffers) takes a loop without generic dispatch per byte.
+        if let key = bytes.withContiguousStorageIfAvailable({ Key32(contiguous: $0) }) {
+            self = key
+            return
+        }
         var words: [UInt64] = [0, 0, 0, 0]
         for (i, byte) in bytes.enumerated() {
             words[i / 8] = words[i / 8] << 8 | UInt64(byte)
         }
         self.init(w0: words[0], w1: words[1], w2: words[2], w3: words[3])
+    }
+
+    private init(contiguous bytes: UnsafeBufferPointer<UInt8>) {
+        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        for i in 0..<8 {
+            words.0 = words.0 << 8 | UInt64(bytes[i])
+            words.1 = words.1 << 8 | UInt64(bytes[8 + i])
+            words.2 = words.2 << 8 | UInt64(bytes[16 + i])
+            words.3 = words.3 << 8 | UInt64(bytes[24 + i])
+        }
+        self.init(bigEndianWords: words)
     }
 
     /// The 32 bytes, in order.

@@ -127,7 +127,7 @@ public final class DERPClient: Sendable {
                                        allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: DERPWire.frameHeaderLength + DERPWire.keyLength + packet.count)
         buffer.writeDERPFrameHeader(type: .sendPacket, length: DERPWire.keyLength + packet.count)
-        buffer.writeBytes(destination.rawRepresentation)
+        buffer.writeDERPNodeKey(destination)
         buffer.writeBytes(packet)
         return buffer
     }

@@ -91,6 +91,8 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
     private let frames: DERPClient.Frames.Source
     private var established = false
     private var pings: [[UInt8]: EventLoopPromise<Void>] = [:]
+    /// Frames of the current read burst, handed to the consumer together at read-complete.
+    private var burst: [DERPFrame] = []
 
     init(privateKey: NodePrivate, info: DERPClientInfo, login: EventLoopPromise<Login>, frames: DERPClient.Frames.Source) {
         self.frames = frames
@@ -139,7 +141,19 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func deliver(_ frame: DERPFrame, context: ChannelHandlerContext) {
-        if frames.yield(frame) == .stopProducing {
+        burst.append(frame)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushBurst(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    private func flushBurst(context: ChannelHandlerContext) {
+        guard !burst.isEmpty else { return }
+        let result = frames.yield(contentsOf: burst)
+        burst.removeAll(keepingCapacity: true)
+        if result == .stopProducing {
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
     }
@@ -148,6 +162,7 @@ final class DERPClientConnectionHandler: ChannelInboundHandler {
         login.fail(DERPClientError.connectionClosed)
         for promise in pings.values { promise.fail(DERPClientError.connectionClosed) }
         pings = [:]
+        flushBurst(context: context)
         frames.finish()
         context.fireChannelInactive()
     }

@@ -12,7 +12,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import NIOCore
-public import TailscaleKeys
+import TailscaleKeys
 
 public enum DERPHTTPAdmission {
     struct Request: Encodable {

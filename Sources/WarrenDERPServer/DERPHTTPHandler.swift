@@ -1,14 +1,33 @@
-// The plain HTTP(S) side of the standalone relay: probes, the captive-portal check, a short page.
+// The HTTP(S) side of the standalone relay: the DERP upgrade (plain and fast start), probes, the
+// captive-portal check, a short page.
 
 import NIOCore
 import NIOHTTP1
 
-/// Answers the requests that are not a DERP upgrade (those are taken by ``DERPHTTPUpgrader`` first).
+/// Serves HTTP/1.1 until a `GET /derp` with `Upgrade: DERP`, then hands the connection to the relay:
+/// writes the 101 (not for `Derp-Fast-Start: 1`, whose client does not read it), removes the HTTP
+/// handlers (the decoder passes on any bytes that followed the request) and installs the relay.
 final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    private let server: DERPServer
+    private let encoder: HTTPResponseEncoder
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var head: HTTPRequestHead?
+
+    init(server: DERPServer, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+        self.server = server
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+
+    /// Adds the HTTP handlers and this one to a new connection.
+    static func install(on pipeline: ChannelPipeline.SynchronousOperations, server: DERPServer) throws {
+        let encoder = HTTPResponseEncoder()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        try pipeline.addHandlers([encoder, decoder, DERPHTTPHandler(server: server, encoder: encoder, decoder: decoder)])
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -25,6 +44,9 @@ final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func respond(context: ChannelHandlerContext, to head: HTTPRequestHead) {
         let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+        if path == "/derp", DERPServer.isUpgradeRequest(head) {
+            return upgrade(context: context, head: head)
+        }
         var status = HTTPResponseStatus.ok
         var headers: HTTPHeaders
         var body = ""
@@ -56,6 +78,24 @@ final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if !keepAlive {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private func upgrade(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let pipeline = context.pipeline.syncOperations
+        do {
+            pipeline.removeHandler(encoder, promise: nil)
+            if !DERPServer.isFastStart(head) {
+                var response = "HTTP/1.1 101 Switching Protocols\r\n"
+                for (name, value) in server.upgradeResponseHeaders { response += "\(name): \(value)\r\n" }
+                context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response + "\r\n")), promise: nil)
+            }
+            try server.installConnectionHandlers(on: pipeline, remoteAddress: context.channel.remoteAddress,
+                                                 position: .after(self))
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(decoder, promise: nil)  // forwards what followed the request to the relay
+        } catch {
+            context.close(promise: nil)
         }
     }
 

@@ -8,8 +8,8 @@ public import NIOSSL
 public import ServiceLifecycle
 import Synchronization
 
-/// Accepts connections for a ``DERPServer``: TLS, then HTTP/1.1 with the DERP upgrade, probes and
-/// `/generate_204`. A `Service`: ``run()`` serves until cancelled or asked to shut down gracefully,
+/// Accepts connections for a ``DERPServer``: TLS, then HTTP/1.1 with the DERP upgrade (also the
+/// fast-start form), probes and `/generate_204`. A `Service`: ``run()`` serves until cancelled or asked to shut down gracefully,
 /// then stops accepting and closes every connection.
 public final class DERPListener: Service, Sendable {
     public let server: DERPServer
@@ -51,14 +51,7 @@ public final class DERPListener: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let http = NIOLoopBound(DERPHTTPHandler(), eventLoop: channel.eventLoop)
-                    // The upgrade removes NIO's HTTP handlers; ours goes in the completion handler.
-                    try sync.configureHTTPServerPipeline(
-                        withServerUpgrade: (upgraders: [DERPHTTPUpgrader(server: server)], completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(http.value, promise: nil)
-                        }),
-                        withErrorHandling: true)
-                    try sync.addHandler(http.value)
+                    try DERPHTTPHandler.install(on: sync, server: server)
                 }
             }
             .bind(host: host, port: port).get()

@@ -59,6 +59,11 @@ final class DERPServedClient: Sendable {
     /// Queues a whole RecvPacket frame. Returns what happened and how many packets now wait in
     /// that queue.
     func enqueuePacket(_ frame: ByteBuffer, disco: Bool) -> (EnqueueResult, depth: Int) {
+        // On this client's own loop a burst read from the sender would otherwise fill the queue
+        // before the scheduled drain runs: write the full queue out now (if the socket takes it).
+        if channel.eventLoop.inEventLoop, state.withLock({ s in (disco ? s.disco.count : s.packets.count) >= self.depth }) {
+            drain()
+        }
         let (result, depth, schedule) = state.withLock { s -> (EnqueueResult, Int, Bool) in
             guard !s.closed else { return (.closed, 0, false) }
             var result = EnqueueResult.queued

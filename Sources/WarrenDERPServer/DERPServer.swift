@@ -254,7 +254,7 @@ public final class DERPServer: Sendable {
     private func deliver(to target: DERPServedClient, source: [UInt8], packet: ByteBuffer) -> RelayOutcome {
         var frame = target.channel.allocator.buffer(capacity: DERPWire.frameHeaderLength + DERPWire.keyLength + packet.readableBytes)
         frame.writeDERPFrameHeader(type: .recvPacket, length: DERPWire.keyLength + packet.readableBytes)
-        frame.writeBytes(source)
+        frame.writeBytes(source)  // cached per client: no conversion per packet
         frame.writeImmutableBuffer(packet)
         let disco = packet.readableBytesView.starts(with: DERPFrame.discoMagic)
         let (result, depth) = target.enqueuePacket(frame, disco: disco)

@@ -225,10 +225,7 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
 extension ByteBuffer {
     /// Reads a 32-byte key, or nil (reading nothing) if fewer bytes remain.
     mutating func readDERPKey() -> NodePublic? {
-        guard readableBytes >= DERPWire.keyLength else { return nil }
-        let key = withUnsafeReadableBytes { NodePublic(rawRepresentation: $0.prefix(DERPWire.keyLength)) }
-        moveReaderIndex(forwardBy: DERPWire.keyLength)
-        return key
+        readDERPNodeKey()
     }
 }
 

@@ -68,7 +68,7 @@ public final class STUNServer: Service, Sendable {
     public func run() async throws {
         if channels.withLock({ $0.isEmpty }) { try await bind() }
         let all = channels.withLock { $0 }
-        try await withTaskCancellationOrGracefulShutdownHandler {
+        await withTaskCancellationOrGracefulShutdownHandler {
             for channel in all { try? await channel.closeFuture.get() }
         } onCancelOrGracefulShutdown: {
             self.close()

@@ -5,6 +5,7 @@
 
 public import DERPProtocol
 public import NIOCore
+public import TailscaleKeys
 
 /// One DERP frame as it came off the wire: its type byte and its payload, not yet interpreted.
 public struct DERPRawFrame: Sendable, Hashable {
@@ -21,6 +22,13 @@ public struct DERPRawFrame: Sendable, Hashable {
     public func parsed() throws -> DERPFrame {
         guard let known = DERPFrameType(rawValue: type) else {
             return .unknown(type: type, length: UInt32(truncatingIfNeeded: payload.readableBytes))
+        }
+        // The packet frames without an intermediate copy.
+        if known == .recvPacket || known == .sendPacket {
+            var rest = payload
+            guard let key = rest.readDERPNodeKey() else { throw DERPProtocolError(.malformed(known)) }
+            let packet = Array(rest.readableBytesView)
+            return known == .recvPacket ? .recvPacket(source: key, packet: packet) : .sendPacket(destination: key, packet: packet)
         }
         return try DERPFrame.parse(type: known, payload: Array(payload.readableBytesView)[...])
     }
@@ -64,6 +72,25 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeDERPFrameHeader(type: DERPFrameType, length: Int) -> Int {
         writeInteger(type.rawValue) + writeInteger(UInt32(truncatingIfNeeded: length))
+    }
+}
+
+extension ByteBuffer {
+    /// Reads a 32-byte node key, or returns nil (reading nothing) if fewer bytes remain.
+    public mutating func readDERPNodeKey() -> NodePublic? {
+        guard readableBytes >= DERPWire.keyLength,
+              let w0 = getInteger(at: readerIndex, as: UInt64.self), let w1 = getInteger(at: readerIndex + 8, as: UInt64.self),
+              let w2 = getInteger(at: readerIndex + 16, as: UInt64.self), let w3 = getInteger(at: readerIndex + 24, as: UInt64.self)
+        else { return nil }
+        moveReaderIndex(forwardBy: DERPWire.keyLength)
+        return NodePublic(raw: Key32(bigEndianWords: (w0, w1, w2, w3)))
+    }
+
+    /// Writes a node key's 32 bytes.
+    @discardableResult
+    public mutating func writeDERPNodeKey(_ key: NodePublic) -> Int {
+        let words = key.raw.bigEndianWords
+        return writeMultipleIntegers(words.0, words.1, words.2, words.3)
     }
 }
 

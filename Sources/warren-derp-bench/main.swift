@@ -2,7 +2,8 @@
 //
 //   warren-derp-bench [--seconds 5] [--size 1280] [--batch 32] [--plain]
 //
-// Prints packets/s and Gbit/s of packet payload delivered to the receiver, and what the relay dropped.
+// Prints packets/s and Gbit/s of packet payload delivered to the receiver, what the relay dropped at the
+// receiver's full queue (DERP drops rather than buffering), and the rate the relay took packets in.
 
 import Foundation
 import NIOCore
@@ -75,6 +76,7 @@ while ContinuousClock.now - start < duration {
     try await sender.send(frames: frames)
     sent += options.batch
 }
+let sendingTime = ContinuousClock.now - start
 // Let the last packets arrive, then stop the receiver.
 try await Task.sleep(for: .milliseconds(500))
 await receiver.close()
@@ -82,11 +84,17 @@ let result = await receiving.value
 await sender.close()
 listener.close()
 
-let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
+func durationSeconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+let seconds = durationSeconds(result.elapsed)
 let stats = server.statistics
 print("DERP relay over loopback \(options.plain ? "plain TCP" : "TLS"), \(options.size)-byte packets, batches of \(options.batch), \(options.seconds) s")
 print(String(format: "  sent %d, delivered %d, dropped at queue head %d", sent, result.packets, Int(stats.droppedQueueHead)))
 if seconds > 0 {
-    print(String(format: "  %.0f packets/s, %.3f Gbit/s of payload", Double(result.packets) / seconds,
+    print(String(format: "  delivered: %.0f packets/s, %.3f Gbit/s of payload", Double(result.packets) / seconds,
                  Double(result.bytes) * 8 / seconds / 1e9))
 }
+// What the relay took in and queued (delivered or dropped at a full queue), while the sender sent.
+let ingest = Double(stats.packetsReceived) / durationSeconds(sendingTime)
+print(String(format: "  relay ingest: %.0f packets/s, %.3f Gbit/s", ingest, ingest * Double(options.size) * 8 / 1e9))

@@ -105,3 +105,19 @@ final class TailscaleKeysTests: XCTestCase {
         }
     }
 }
+
+final class Key32WordsTests: XCTestCase {
+    func testBigEndianWordsMatchTheBytes() throws {
+        let bytes = (0..<32).map { UInt8($0 * 7 + 1) }
+        let key = try XCTUnwrap(Key32(bytes: bytes))
+        XCTAssertEqual(key.bytes, bytes)
+        let words = key.bigEndianWords
+        XCTAssertEqual(words.0, 0x0108_0F16_1D24_2B32)
+        XCTAssertEqual(Key32(bigEndianWords: words), key)
+        // Contiguous (array slice) and non-contiguous (reversed twice) inputs agree.
+        XCTAssertEqual(Key32(bytes: ([0] + bytes)[1...]), key)
+        XCTAssertEqual(Key32(bytes: bytes.reversed().reversed()), key)
+        XCTAssertEqual(Key32(bytes: bytes.lazy.map { $0 }), key)
+        XCTAssertNil(Key32(bytes: bytes.dropLast()))
+    }
+}
