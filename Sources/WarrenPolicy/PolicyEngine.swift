@@ -481,8 +481,11 @@ public struct PolicyEngine: Sendable {
         var sharers = Set<Int>()
         for n in involved { for a in n.addresses { sharers.formUnion(live.slotsByAddress[a] ?? []) } }
         // Nodes that received the SSH rules this node is a source of, before the change.
-        let before = live
-        let sshTouched = policy.ssh.indices.filter { i in involved.contains { before.contains(sshStatic[i].sources, $0) } }
+        // Plain loops: a closure here would copy the node table, and the insert below would then copy it again.
+        var sshTouched: [Int] = []
+        for i in policy.ssh.indices {
+            for n in involved where live.contains(sshStatic[i].sources, n) { sshTouched.append(i); break }
+        }
         for i in sshTouched where sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
 
         // The node table.
@@ -499,11 +502,14 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
-        let after = live
         for u in units.indices {
-            let aliases = grantUnits[u].sources + grantUnits[u].destinations
-            let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { after.names(a, $0) } }
-                || (routesChanged && aliases.contains(.wildcard))
+            var depends = false
+            for a in grantUnits[u].sources + grantUnits[u].destinations {
+                if routesChanged && a == .wildcard { depends = true; break }
+                guard LiveTailnet.namesNodes(a) else { continue }
+                for n in involved where live.names(a, n) { depends = true; break }
+                if depends { break }
+            }
             guard depends else { continue }
             let oldRules = units[u].rules
             recompile(u)
@@ -594,7 +600,7 @@ public struct PolicyEngine: Sendable {
         for r in new where !old.contains(where: { $0.slot == r.slot }) { whole(r) }
         for (j, o) in old.enumerated() {
             guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
-            if o.srcIPs != r.srcIPs || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
+            if Self.differentSources(o, r) || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
                 if sameDsts {
                     // The destination set is the same before and after: take it as computed.
                     delta.add(dstSets[u][j])
@@ -618,6 +624,13 @@ public struct PolicyEngine: Sendable {
         guard any else { return }
         out.formUnion(live.slots(in: delta.build()))
         out.formUnion(live.routers)
+    }
+
+    /// Whether two rules' SrcIPs differ; known fingerprints (or counts) that differ answer without comparing strings.
+    static func differentSources(_ a: CompiledRule, _ b: CompiledRule) -> Bool {
+        if a.srcIPs.count != b.srcIPs.count { return true }
+        if let x = a.srcFingerprint, let y = b.srcFingerprint, x != y { return true }
+        return a.srcIPs != b.srcIPs
     }
 
     /// Whether two compilations of a unit have the same rules in the same places with the same destinations
