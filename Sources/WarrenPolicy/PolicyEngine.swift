@@ -473,7 +473,7 @@ public struct PolicyEngine: Sendable {
         let oldNode = oldSlot.flatMap { live.nodes[$0] }
         guard oldNode != newNode else { return [] }
         let involved = [oldNode, newNode].compactMap { $0 }
-        var changedSlots = Set<Int>()
+        var changedSlots = NodeBits(count: live.slotCount)
         var changedNames: Set<String> = [name]
 
         let routesBefore = live.approvedSubnetRoutes
@@ -581,14 +581,14 @@ public struct PolicyEngine: Sendable {
             changedSlots.formUnion(live.slots(in: live.resolve(sshStatic[i].otherDsts)))
         }
 
-        for s in changedSlots { if let n = live.nodes[s] { changedNames.insert(n.name) } }
+        for s in changedSlots.members { if let n = live.nodes[s] { changedNames.insert(n.name) } }
         return changedNames
     }
 
     /// Adds the nodes whose filters a unit's recompilation can change: all that a rule reaches when its
     /// sources or protocols changed (or it came or went), else those that the added or removed
     /// destinations reach.
-    func changedReceivers(unit u: Int, old: [CompiledRule], new: [CompiledRule], into out: inout Set<Int>) {
+    func changedReceivers(unit u: Int, old: [CompiledRule], new: [CompiledRule], into out: inout NodeBits) {
         var delta = IPSetBuilder()
         var any = false
         let sameDsts = Self.sameDestinations(old, new)
@@ -611,10 +611,15 @@ public struct PolicyEngine: Sendable {
                 continue
             }
             if sameDsts { continue }
-            func entries(_ x: CompiledRule) -> [String: IPSet] {
-                var m: [String: IPSet] = [:]
-                for d in x.dsts { m["\(d.ip) \(d.ports.first)-\(d.ports.last) \(d.isInternet)"] = d.set }
-                for (i, g) in x.capGrants.enumerated() { for p in g.dsts { m["cap\(i) \(p)"] = IPSet(prefixes: [p]) } }
+            struct Entry: Hashable { var ip: String; var first: Int; var last: Int; var internet: Bool; var grant: Int }
+            func entries(_ x: CompiledRule) -> [Entry: IPSet] {
+                var m: [Entry: IPSet] = [:]
+                for d in x.dsts {
+                    m[Entry(ip: d.ip, first: Int(d.ports.first), last: Int(d.ports.last), internet: d.isInternet, grant: -1)] = d.set
+                }
+                for (i, g) in x.capGrants.enumerated() {
+                    for p in g.dsts { m[Entry(ip: p.description, first: 0, last: 0, internet: false, grant: i)] = IPSet(prefixes: [p]) }
+                }
                 return m
             }
             let a = entries(o), b = entries(r)
