@@ -502,17 +502,19 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
-        for u in units.indices {
-            var depends = false
-            for a in grantUnits[u].sources + grantUnits[u].destinations {
-                if routesChanged && a == .wildcard { depends = true; break }
+        func names(_ aliases: [Alias]) -> Bool {
+            for a in aliases {
+                if routesChanged && a == .wildcard { return true }
                 guard LiveTailnet.namesNodes(a) else { continue }
-                for n in involved where live.names(a, n) { depends = true; break }
-                if depends { break }
+                for n in involved where live.names(a, n) { return true }
             }
-            guard depends else { continue }
+            return false
+        }
+        for u in units.indices {
+            let dstDepends = names(grantUnits[u].destinations)
+            guard dstDepends || names(grantUnits[u].sources) else { continue }
             let oldRules = units[u].rules
-            recompile(u)
+            if dstDepends || !recompileSources(u) { recompile(u) }
             recompiled.insert(u)
             changedReceivers(unit: u, old: oldRules, new: units[u].rules, into: &changedSlots)
             if !grantUnits[u].via.isEmpty { changedSlots.formUnion(routers) }
@@ -650,6 +652,38 @@ public struct PolicyEngine: Sendable {
             }
             for (g, h) in zip(x.capGrants, y.capGrants) where g.dsts != h.dsts { return false }
         }
+        return true
+    }
+
+    /// Recompiles only a unit's sources when its destinations did not change: the rules keep their destinations
+    /// (and index entries, destination sets and memberships) and take the new SrcIPs. Returns false, changing
+    /// nothing, when the unit needs a full compile (via, capabilities, wildcard sources, no rules before or after).
+    mutating func recompileSources(_ u: Int) -> Bool {
+        let unit = grantUnits[u]
+        guard unit.via.isEmpty, unit.app?.isEmpty ?? true, !units[u].isVia, !units[u].rules.isEmpty,
+              !unit.sources.contains(.wildcard), !unit.sources.contains(.autogroup("autogroup:danger-all")),
+              !units[u].rules.contains(where: \.isCapRule) else { return false }
+        let resolved = unit.sources.map { live.resolve($0) }
+        let srcSet: IPSet
+        if resolved.count == 1 {
+            srcSet = resolved[0]
+        } else {
+            var b = IPSetBuilder()
+            for x in resolved { b.add(x) }
+            srcSet = b.build()
+        }
+        guard !srcSet.isEmpty else { return false }
+        let fast = live.nodeSourceStrings(unit.sources)
+        let srcIPs = fast?.strings ?? PolicyCompiler.srcStrings(unit.sources, resolver: live)
+        guard !srcIPs.isEmpty else { return false }
+        for id in keys[u] where id != 0 { releaseKey(id) }
+        units[u].resolvedSources = resolved
+        for j in units[u].rules.indices {
+            units[u].rules[j].srcIPs = srcIPs
+            units[u].rules[j].srcSet = srcSet
+            units[u].rules[j].srcFingerprint = fast?.fingerprint
+        }
+        keys[u] = units[u].rules.map { internKey($0, unit: u) }
         return true
     }
 
