@@ -604,8 +604,10 @@ public struct PolicyEngine: Sendable {
             guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
             if Self.differentSources(o, r) || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
                 if sameDsts {
-                    // The destination set is the same before and after: take it as computed.
-                    delta.add(dstSets[u][j])
+                    // The destination set is the same before and after. A filter rule reaches the nodes that
+                    // one of its destinations selects (an address of theirs in it: in its destination
+                    // memberships, current but for the changed node, which the caller lists) and routers.
+                    if o.isCapRule { delta.add(dstSets[u][j]) } else { out.formUnion(dstBits[u][j]) }
                     any = true
                 } else {
                     whole(o); whole(r)
