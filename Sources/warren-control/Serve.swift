@@ -33,7 +33,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 file = try ServeConfigFile.load(path: config)
             } catch let error as ConfigError {
-                Files.printError("warren-control: \(error)")
+                PolicyFiles.printError("warren-control: \(error)")
                 throw ExitCode(2)
             }
         }
@@ -47,7 +47,7 @@ struct ServeCommand: AsyncParsableCommand {
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
-            Files.printError("warren-control: --listen \(listenText): expected host:port")
+            PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
             throw ExitCode(2)
         }
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
@@ -80,7 +80,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 policy = try CompiledPolicy(text: stored.text)
             } catch {
-                Files.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                PolicyFiles.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
                 throw ExitCode(2)
             }
         }
