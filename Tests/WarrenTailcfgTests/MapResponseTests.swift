@@ -325,6 +325,14 @@ final class SSHPolicyTests: XCTestCase {
         XCTAssertEqual(second.acceptEnv, ["GIT_*"])
     }
 
+    func testRuleExpiresIsAGoTime() throws {
+        let text = #"{"rules":[{"ruleExpires":"2027-01-01T00:00:00.25Z","principals":[{"any":true}],"sshUsers":{"*":"="},"action":{"accept":true}}]}"#
+        let policy = try decodeGo(SSHPolicy.self, text)
+        XCTAssertEqual(policy.rules.first?.ruleExpires, TailcfgTime(rfc3339: "2027-01-01T00:00:00.25Z"))
+        XCTAssertTrue(try encodedText(policy).contains(#""ruleExpires":"2027-01-01T00:00:00.25Z""#))
+        XCTAssertThrowsError(try decodeGo(SSHPolicy.self, text.replacingOccurrences(of: "2027-01-01T00:00:00.25Z", with: "1798761600")))
+    }
+
     func testEncodesGoLowerCaseNames() throws {
         let policy = SSHPolicy(rules: [SSHRule(principals: [SSHPrincipal(node: "nStable1")], sshUsers: ["ubuntu": "ubuntu"],
                                                action: SSHAction(accept: true))])

@@ -59,7 +59,7 @@ final class TailcfgTimeTests: XCTestCase {
     }
 
     func testYearsOutsideFourDigitsAreNotEncoded() throws {
-        // Go parses this (it is 10000-01-01T00:00:58Z in UTC) but refuses to marshal it again.
+        // Go parses this (it is 10000-01-01T00:00:59Z in UTC) but refuses to marshal it again.
         let late = try XCTUnwrap(TailcfgTime(rfc3339: "9999-12-31T23:59:59-00:01"))
         XCTAssertThrowsError(try TailcfgJSON.encode([late]))
         let early = try XCTUnwrap(TailcfgTime(rfc3339: "0000-01-01T00:00:00+00:01"))
