@@ -120,6 +120,11 @@ public struct TailcfgTime: Codable, Hashable, Comparable, Sendable, CustomString
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
+        // As Go's Time.MarshalJSON: RFC 3339 has four-digit years only (parsing with an offset can reach 10000).
+        let days = secondsSince1970 >= 0 ? secondsSince1970 / 86_400 : (secondsSince1970 - 86_399) / 86_400
+        guard (0...9999).contains(Self.civil(days: days).year) else {
+            throw EncodingError.invalidValue(self, .init(codingPath: encoder.codingPath, debugDescription: "year outside of range [0,9999]"))
+        }
         try container.encode(description)
     }
 }
