@@ -74,6 +74,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // A ts2021 control client over loopback, for tests and the benchmark (layer 1).
+        .target(name: "WarrenControlClient", dependencies: [
+            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        ]),
         // DERP relay engines: frame codec + TLS helpers shared by the server and the client.
         .target(name: "WarrenDERPTransport", dependencies: [
             "DERPProtocol", "TailscaleKeys", .product(name: "NIOCore", package: "swift-nio"),
@@ -143,7 +149,7 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
-            "WarrenControlStore", "WarrenControlSQLite",
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
