@@ -63,6 +63,11 @@ let package = Package(
         .target(name: "CWarrenLinux"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "WarrenControlAdmin", dependencies: [
+            "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -131,7 +136,8 @@ let package = Package(
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
-            "WarrenDERPServer", "WarrenDERPTransport", "WarrenControlMetrics",
+            "WarrenDERPServer", "WarrenDERPTransport",
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics",
         ]),
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [
@@ -178,11 +184,15 @@ let package = Package(
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
             "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
+        .testTarget(name: "WarrenControlAdminTests", dependencies: [
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+        ]),
         .testTarget(name: "WarrenDERPServerTests", dependencies: [
             "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",
             "WarrenPacket", "WarrenTestSupport", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],

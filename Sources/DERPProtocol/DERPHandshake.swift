@@ -68,7 +68,15 @@ public struct DERPClientInfo: Codable, Equatable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        meshKey = try c.decodeIfPresent(DERPMeshKey.self, forKey: .meshKey)
+        // Older clients send `"meshKey": ""` when they have none.
+        if let text = try c.decodeIfPresent(String.self, forKey: .meshKey), !text.isEmpty {
+            guard let key = DERPMeshKey(hex: text) else {
+                throw DecodingError.dataCorruptedError(forKey: .meshKey, in: c, debugDescription: "mesh key must be 64 hex digits")
+            }
+            meshKey = key
+        } else {
+            meshKey = nil
+        }
         version = try c.decodeIfPresent(Int.self, forKey: .version) ?? 0
         canAckPings = try c.decodeIfPresent(Bool.self, forKey: .canAckPings) ?? false
         isProber = try c.decodeIfPresent(Bool.self, forKey: .isProber) ?? false

@@ -36,6 +36,9 @@ public final class SQLiteControlStore: ControlStore {
         defer { umask(previousMask) }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            // GRDB turns WAL on for the writer after `prepareDatabase` and sets synchronous=NORMAL with it, so FULL is
+            // set again here on the pool's one writer connection (kept for the pool's life). A test checks it.
+            try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
             let migrator = Schema.migrator
             if try pool.read({ try migrator.hasBeenSuperseded($0) }) {
                 throw StoreError(.corrupt, "\(path) was written by a newer warren-control (unknown schema migrations)")
@@ -77,6 +80,20 @@ public final class SQLiteControlStore: ControlStore {
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (any StoreTransaction) throws -> T) async throws -> T {
         do {
             return try await pool.write { db in try body(SQLiteTransaction(db)) }
+        } catch let error as DatabaseError {
+            throw Self.map(error, path: path)
+        }
+    }
+
+    /// The connection settings that durability rests on, as SQLite reports them (for diagnostics and tests):
+    /// the journal mode ("wal") and the synchronous level (2 = FULL), for the writer and for a reader.
+    public func durabilitySettings() async throws -> (journalMode: String, writerSynchronous: Int, readerSynchronous: Int) {
+        do {
+            let writer = try await pool.writeWithoutTransaction { db in
+                (try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "", try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1)
+            }
+            let reader = try await pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+            return (writer.0, writer.1, reader)
         } catch let error as DatabaseError {
             throw Self.map(error, path: path)
         }

@@ -9,6 +9,25 @@ public final class MemoryControlStore: ControlStore {
     struct State: Sendable {
         var users: [UserID: User] = [:]
         var nodes: [NodeID: Node] = [:]
+        /// Lookup indexes over `nodes`, kept up to date by every node write (a large twin stays fast to query).
+        var byMachineKey: [MachinePublic: NodeID] = [:]
+        var byNodeKey: [NodePublic: NodeID] = [:]
+        var byGivenName: [String: NodeID] = [:]
+        var byAddress: [IPAddress: NodeID] = [:]
+
+        mutating func unindex(_ node: Node) {
+            byMachineKey[node.machineKey] = nil
+            byNodeKey[node.nodeKey] = nil
+            byGivenName[node.givenName.lowercased()] = nil
+            for address in [node.ipv4, node.ipv6].compactMap({ $0 }) { byAddress[address] = nil }
+        }
+
+        mutating func index(_ node: Node) {
+            byMachineKey[node.machineKey] = node.id
+            byNodeKey[node.nodeKey] = node.id
+            byGivenName[node.givenName.lowercased()] = node.id
+            for address in [node.ipv4, node.ipv6].compactMap({ $0 }) { byAddress[address] = node.id }
+        }
         var preAuthKeys: [PreAuthKeyID: PreAuthKey] = [:]
         var apiKeys: [APIKeyID: APIKey] = [:]
         var pending: [String: PendingRegistration] = [:]
@@ -56,12 +75,9 @@ final class MemoryTransaction: StoreTransaction {
     func nodes() throws -> [Node] { state.nodes.values.sorted { $0.id < $1.id } }
     func nodes(userID: UserID) throws -> [Node] { try nodes().filter { $0.userID == userID } }
     func node(id: NodeID) throws -> Node? { state.nodes[id] }
-    func node(machineKey: MachinePublic) throws -> Node? { state.nodes.values.first { $0.machineKey == machineKey } }
-    func node(nodeKey: NodePublic) throws -> Node? { state.nodes.values.first { $0.nodeKey == nodeKey } }
-    func node(givenName: String) throws -> Node? {
-        let wanted = givenName.lowercased()
-        return state.nodes.values.first { $0.givenName.lowercased() == wanted }
-    }
+    func node(machineKey: MachinePublic) throws -> Node? { state.byMachineKey[machineKey].flatMap { state.nodes[$0] } }
+    func node(nodeKey: NodePublic) throws -> Node? { state.byNodeKey[nodeKey].flatMap { state.nodes[$0] } }
+    func node(givenName: String) throws -> Node? { state.byGivenName[givenName.lowercased()].flatMap { state.nodes[$0] } }
 
     func preAuthKeys(userID: UserID?) throws -> [PreAuthKey] {
         state.preAuthKeys.values.filter { userID == nil || $0.userID == userID }.sorted { $0.id < $1.id }
@@ -114,6 +130,7 @@ final class MemoryTransaction: StoreTransaction {
         var stored = node
         stored.id = NodeID(nextID())
         state.nodes[stored.id] = stored
+        state.index(stored)
         for address in [node.ipv4, node.ipv6].compactMap({ $0 }) { state.allocated.insert(address) }
         return stored
     }
@@ -121,12 +138,15 @@ final class MemoryTransaction: StoreTransaction {
     func update(_ node: Node) throws {
         guard state.nodes[node.id] != nil else { throw StoreError(.notFound, "no node with id \(node.id)") }
         try checkNode(node, id: node.id)
+        if let old = state.nodes[node.id] { state.unindex(old) }
         state.nodes[node.id] = node
+        state.index(node)
         for address in [node.ipv4, node.ipv6].compactMap({ $0 }) { state.allocated.insert(address) }
     }
 
     func deleteNode(id: NodeID) throws {
-        guard state.nodes.removeValue(forKey: id) != nil else { throw StoreError(.notFound, "no node with id \(id)") }
+        guard let old = state.nodes.removeValue(forKey: id) else { throw StoreError(.notFound, "no node with id \(id)") }
+        state.unindex(old)
     }
 
     func insert(_ key: PreAuthKey) throws -> PreAuthKey {
@@ -208,12 +228,11 @@ final class MemoryTransaction: StoreTransaction {
         if let v4 = node.ipv4, v4.version != .v4 { throw StoreError(.invalid, "\(v4) is not an IPv4 address") }
         if let v6 = node.ipv6, v6.version != .v6 { throw StoreError(.invalid, "\(v6) is not an IPv6 address") }
         let name = node.givenName.lowercased()
-        for other in state.nodes.values where other.id != id {
-            if other.machineKey == node.machineKey { throw StoreError(.conflict, "another node has this machine key") }
-            if other.nodeKey == node.nodeKey { throw StoreError(.conflict, "another node has this node key") }
-            if other.givenName.lowercased() == name { throw StoreError(.conflict, "another node is named \(name.debugDescription)") }
-            if let a = node.ipv4, other.ipv4 == a { throw StoreError(.conflict, "another node has the address \(a)") }
-            if let a = node.ipv6, other.ipv6 == a { throw StoreError(.conflict, "another node has the address \(a)") }
+        if let holder = state.byMachineKey[node.machineKey], holder != id { throw StoreError(.conflict, "another node has this machine key") }
+        if let holder = state.byNodeKey[node.nodeKey], holder != id { throw StoreError(.conflict, "another node has this node key") }
+        if let holder = state.byGivenName[name], holder != id { throw StoreError(.conflict, "another node is named \(name.debugDescription)") }
+        for address in [node.ipv4, node.ipv6].compactMap({ $0 }) {
+            if let holder = state.byAddress[address], holder != id { throw StoreError(.conflict, "another node has the address \(address)") }
         }
     }
 }

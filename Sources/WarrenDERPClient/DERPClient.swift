@@ -47,7 +47,8 @@ public final class DERPClient: Sendable {
     /// The underlying channel (for its close future, addresses, event loop).
     public let channel: any Channel
     /// Frames from the server (RecvPacket, PeerGone, PeerPresent, KeepAlive, Health, Restarting,
-    /// unmatched Pong, unknown types). One consumer only; it ends when the connection closes.
+    /// unmatched Pong, unknown types). One iterator only; it ends when the connection closes, and
+    /// dropping the iterator closes the connection.
     public let frames: Frames
     private let handler: NIOLoopBound<DERPClientConnectionHandler>
 
@@ -154,6 +155,7 @@ public final class DERPClient: Sendable {
         let channel = self.channel
         let start = ContinuousClock.now
         try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            guard channel.isActive else { return channel.eventLoop.makeFailedFuture(DERPClientError.connectionClosed) }
             let promise = channel.eventLoop.makePromise(of: Void.self)
             handler.value.awaitPong(data, promise: promise)
             let timer = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(DERPClientError.pingTimedOut) }

@@ -1,6 +1,6 @@
 // The relay on its own TCP listener, with TLS (or without, for tests behind a TLS terminator).
 
-public import Logging
+import Logging
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -51,15 +51,14 @@ public final class DERPListener: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let http = DERPHTTPHandler()
-                    // The upgrade removes NIO's HTTP handlers; ours goes in the completion handler,
-                    // which runs before the relay's handlers are installed.
+                    let http = NIOLoopBound(DERPHTTPHandler(), eventLoop: channel.eventLoop)
+                    // The upgrade removes NIO's HTTP handlers; ours goes in the completion handler.
                     try sync.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: [DERPHTTPUpgrader(server: server)], completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(http, promise: nil)
+                            context.pipeline.syncOperations.removeHandler(http.value, promise: nil)
                         }),
                         withErrorHandling: true)
-                    try sync.addHandler(http)
+                    try sync.addHandler(http.value)
                 }
             }
             .bind(host: host, port: port).get()

@@ -32,7 +32,6 @@ final class DERPServedClient: Sendable {
         var control = CircularBuffer<ByteBuffer>(initialCapacity: 2)
         var drainScheduled = false
         var closed = false
-        var deepestQueue = 0
     }
 
     enum EnqueueResult: Equatable {
@@ -57,29 +56,28 @@ final class DERPServedClient: Sendable {
         self.state = Mutex(QueueState())
     }
 
-    /// The most packets that ever waited in one of this client's packet queues.
-    var deepestQueue: Int { state.withLock { $0.deepestQueue } }
-
-    /// Queues a whole RecvPacket frame.
-    func enqueuePacket(_ frame: ByteBuffer, disco: Bool) -> EnqueueResult {
-        let (result, schedule) = state.withLock { s -> (EnqueueResult, Bool) in
-            guard !s.closed else { return (.closed, false) }
+    /// Queues a whole RecvPacket frame. Returns what happened and how many packets now wait in
+    /// that queue.
+    func enqueuePacket(_ frame: ByteBuffer, disco: Bool) -> (EnqueueResult, depth: Int) {
+        let (result, depth, schedule) = state.withLock { s -> (EnqueueResult, Int, Bool) in
+            guard !s.closed else { return (.closed, 0, false) }
             var result = EnqueueResult.queued
+            let depth: Int
             if disco {
-                if s.disco.count >= depth { s.disco.removeFirst(); result = .queuedDroppingOldest }
+                if s.disco.count >= self.depth { s.disco.removeFirst(); result = .queuedDroppingOldest }
                 s.disco.append(frame)
-                s.deepestQueue = max(s.deepestQueue, s.disco.count)
+                depth = s.disco.count
             } else {
-                if s.packets.count >= depth { s.packets.removeFirst(); result = .queuedDroppingOldest }
+                if s.packets.count >= self.depth { s.packets.removeFirst(); result = .queuedDroppingOldest }
                 s.packets.append(frame)
-                s.deepestQueue = max(s.deepestQueue, s.packets.count)
+                depth = s.packets.count
             }
             let schedule = !s.drainScheduled
             s.drainScheduled = true
-            return (result, schedule)
+            return (result, depth, schedule)
         }
         if schedule { scheduleDrain() }
-        return result
+        return (result, depth)
     }
 
     /// Queues a control frame; returns false if it was dropped (queue full or closing).

@@ -3,7 +3,8 @@
 // Two ways, for two kinds of HTTP server:
 //
 // 1. NIO's upgrade machinery: put ``DERPHTTPUpgrader`` in the upgraders given to
-//    `configureHTTPServerPipeline(withServerUpgrade:)`; it answers the 101 and installs the relay.
+//    `configureHTTPServerPipeline(withServerUpgrade:)`; it answers the 101 and installs the relay
+//    right after the upgrade handler (HTTP handlers added after it may stay; they see no bytes).
 // 2. Any other server: answer `GET /derp` + `Upgrade: DERP` yourself with a 101 carrying
 //    ``DERPServer/upgradeResponseHeaders`` (none for `Derp-Fast-Start: 1`), remove your HTTP
 //    handlers (keeping bytes that followed the request), then call
@@ -17,12 +18,14 @@ import TailscaleKeys
 import WarrenDERPTransport
 
 extension DERPServer {
-    /// Installs the DERP frame decoder and connection handler at the end of `pipeline` and sends the
-    /// ServerKey frame. Call on the channel's event loop, after the HTTP handlers are gone.
-    public func installConnectionHandlers(on pipeline: ChannelPipeline.SynchronousOperations,
-                                          remoteAddress: SocketAddress?) throws {
-        try pipeline.addHandler(ByteToMessageHandler(DERPRawFrameDecoder()))
-        try pipeline.addHandler(DERPServerConnectionHandler(server: self, remote: remoteAddress))
+    /// Installs the DERP frame decoder and connection handler in `pipeline` at `position` (by
+    /// default last) and sends the ServerKey frame. Call on the channel's event loop, once the HTTP
+    /// decoder is gone. The relay's handler consumes every read, so HTTP handlers left after it
+    /// never see DERP bytes.
+    public func installConnectionHandlers(on pipeline: ChannelPipeline.SynchronousOperations, remoteAddress: SocketAddress?,
+                                          position: ChannelPipeline.SynchronousOperations.Position = .last) throws {
+        try pipeline.addHandlers([ByteToMessageHandler(DERPRawFrameDecoder()), DERPServerConnectionHandler(server: self, remote: remoteAddress)],
+                                 position: position)
     }
 
     /// ``installConnectionHandlers(on:remoteAddress:)`` from any thread.
@@ -108,9 +111,12 @@ public struct DERPHTTPUpgrader: HTTPServerProtocolUpgrader, Sendable {
         return channel.eventLoop.makeSucceededFuture(headers)
     }
 
+    /// Installs the relay right after NIO's upgrade handler (whose context this is), so that the
+    /// bytes it replays and everything after reach the relay, not the server's own HTTP handlers.
     public func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
-            try server.installConnectionHandlers(on: context.pipeline.syncOperations, remoteAddress: context.channel.remoteAddress)
+            try server.installConnectionHandlers(on: context.pipeline.syncOperations, remoteAddress: context.channel.remoteAddress,
+                                                 position: .after(context.handler))
         }
     }
 }

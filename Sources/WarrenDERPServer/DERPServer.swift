@@ -1,8 +1,8 @@
 // The DERP relay: who is connected, and moving packets between them.
 
-public import DERPProtocol
+import DERPProtocol
 import Logging
-public import NIOCore
+import NIOCore
 import Synchronization
 public import TailscaleKeys
 import WarrenDERPTransport
@@ -257,15 +257,15 @@ public final class DERPServer: Sendable {
         frame.writeBytes(source)
         frame.writeImmutableBuffer(packet)
         let disco = packet.readableBytesView.starts(with: DERPFrame.discoMagic)
-        switch target.enqueuePacket(frame, disco: disco) {
+        let (result, depth) = target.enqueuePacket(frame, disco: disco)
+        if depth > counters.deepestQueue.load(ordering: .relaxed) { counters.deepestQueue.store(depth, ordering: .relaxed) }
+        switch result {
         case .queued:
             counters.packetsRelayed.add(1, ordering: .relaxed)
             return .queued
         case .queuedDroppingOldest:
             counters.packetsRelayed.add(1, ordering: .relaxed)
             counters.droppedQueueHead.add(1, ordering: .relaxed)
-            let deepest = target.deepestQueue
-            if deepest > counters.deepestQueue.load(ordering: .relaxed) { counters.deepestQueue.store(deepest, ordering: .relaxed) }
             return .droppedOldest
         case .closed:
             counters.droppedGone.add(1, ordering: .relaxed)
@@ -292,10 +292,6 @@ public final class DERPServer: Sendable {
     func closePeer(_ key: NodePublic) {
         let connections = registry.withLock { $0.clients[key]?.connections ?? [] }
         for client in connections { client.channel.close(promise: nil) }
-    }
-
-    func recordDeepestQueue(_ depth: Int) {
-        if depth > counters.deepestQueue.load(ordering: .relaxed) { counters.deepestQueue.store(depth, ordering: .relaxed) }
     }
 }
 

@@ -16,8 +16,8 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the coordination server.")
 
-    @Option(name: .long, help: "Directory for the server's key and database.")
-    var stateDir: String = "/var/lib/warren"
+    @Option(name: .long, help: "Directory for the server's key and database (default: state_dir from --config, else /var/lib/warren).")
+    var stateDir: String?
 
     @Option(name: .long, help: "Address and port to listen on for clients (host:port).")
     var listen: String?
@@ -48,6 +48,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "warren.control")
 
+        let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
             Files.printError("warren-control: --listen \(listenText): expected host:port")
@@ -84,10 +85,24 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger, metrics: metrics.control)
+        // The access policy: the configured file, else the version in force in the store, else allow-all.
+        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        if let compiled = file.policy {
+            policy = compiled
+        } else if let stored = try await store.read({ try $0.currentPolicy() }) {
+            do {
+                policy = try CompiledPolicy(text: stored.text)
+            } catch {
+                Files.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
+                                   metrics: metrics.control)
         try await engine.load()
+        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
         let server = try await ControlHTTPServer.start(
-            engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port), logger: logger)
+            engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port, extraRoutes: admin.routes), logger: logger)
         if file.serverURL == nil, port == 0, let actual = server.port {
             configuration.serverURL = "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
             await engine.setServerURL(configuration.serverURL)
@@ -102,7 +117,7 @@ struct ServeCommand: AsyncParsableCommand {
         fflush(nil)
 
         let group = ServiceGroup(configuration: .init(
-            services: ([server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: ([server, admin.server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import WarrenControlServer
+import WarrenPolicy
 import WarrenPacket
 import WarrenTailcfg
 import Yams
@@ -17,6 +18,7 @@ struct ConfigError: Error, CustomStringConvertible {
 
 struct ServeConfigFile {
     var serverURL: String?
+    var stateDir: String?
     var listenAddr: String?
     /// host:port for Prometheus metrics, or "off" (or "") for none.
     var metricsListenAddr: String?
@@ -30,6 +32,8 @@ struct ServeConfigFile {
     var requireDeviceApproval: Bool?
     var logLevel: Logger.Level?
     var derpEnabled: Bool?
+    /// The compiled access policy (from `policy_file`), if any.
+    var policy: CompiledPolicy?
     var derpHost: String?
     var derpPort: Int?
     var stunPort: Int?
@@ -59,7 +63,7 @@ struct ServeConfigFile {
     static let topLevelKeys: Set<String> = [
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
-        "database", "derp", "tls", "metrics_listen_addr",
+        "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
@@ -143,6 +147,7 @@ struct ServeConfigFile {
             if let url = out.serverURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 throw fail("server_url", "must start with http:// or https://")
             }
+            out.stateDir = try string(map["state_dir"], "state_dir")
             out.listenAddr = try string(map["listen_addr"], "listen_addr")
             if let listen = out.listenAddr, ServeConfigFile.splitHostPort(listen) == nil {
                 throw fail("listen_addr", "expected host:port, such as 127.0.0.1:8080")
@@ -193,6 +198,17 @@ struct ServeConfigFile {
                     out.nodeKeyExpiry = .some(nil)
                 } else {
                     out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
+                }
+            }
+            if let path = try string(map["policy_file"], "policy_file") {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw fail("policy_file", "cannot read \(path)")
+                }
+                do {
+                    out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                } catch let error as PolicyError {
+                    let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
+                    throw fail("policy_file", "\(path)\(place): \(error.message)")
                 }
             }
             if let derp = map["derp"] {

@@ -8,7 +8,7 @@ struct WarrenControl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren-control",
         abstract: "Warren's coordination server and its administration.",
-        subcommands: [ServeCommand.self, PolicyCommand.self])
+        subcommands: [ServeCommand.self, PolicyCommand.self] + adminSubcommands)
 }
 
 struct PolicyCommand: ParsableCommand {

@@ -99,6 +99,10 @@ final class DERPHandshakeTests: XCTestCase {
         XCTAssertEqual(String(decoding: try encoder.encode(DERPServerInfo()), as: UTF8.self), #"{"version":2}"#)
         let decoded = try JSONDecoder().decode(DERPClientInfo.self, from: Data(#"{"version":2,"CanAckPings":true,"IsProber":true}"#.utf8))
         XCTAssertEqual(decoded, DERPClientInfo(canAckPings: true, isProber: true))
+        // Older clients send an empty mesh key when they have none; a malformed one is refused.
+        let older = try JSONDecoder().decode(DERPClientInfo.self, from: Data(#"{"meshKey":"","version":2,"CanAckPings":true}"#.utf8))
+        XCTAssertEqual(older, DERPClientInfo(canAckPings: true))
+        XCTAssertThrowsError(try JSONDecoder().decode(DERPClientInfo.self, from: Data(#"{"meshKey":"abc","version":2}"#.utf8)))
     }
 
     func testFuzzServerHandshake() throws {

@@ -20,7 +20,8 @@ final class ControlServerLoopbackTests: XCTestCase {
         var controlKey: MachinePublic
     }
 
-    func makeServer(configure: (inout ControlConfiguration) -> Void = { _ in }) async throws -> Harness {
+    func makeServer(policy: (any PacketFilterPolicy)? = nil,
+                    configure: (inout ControlConfiguration) -> Void = { _ in }) async throws -> Harness {
         var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:0")
         configuration.baseDomain = "lab.warren"
         configure(&configuration)
@@ -29,7 +30,8 @@ final class ControlServerLoopbackTests: XCTestCase {
                                            ipv6Prefix: configuration.ipv6Prefix)
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
+        let engine = ControlEngine(configuration: configuration, directory: directory,
+                                   policy: policy ?? AllowAllPolicy(), logger: logger)
         try await engine.load()
         var generator = TestGenerator(seed: 7)
         let key = MachinePrivate.generate(using: &generator)
@@ -230,5 +232,55 @@ final class ControlServerLoopbackTests: XCTestCase {
         XCTAssertEqual(remaining.count, 1)
         await a.close()
         await b.close()
+    }
+
+    func testPolicyDecidesPeersAndFiltersAndANewNodeUpdatesTheFilter() async throws {
+        let policy = try CompiledPolicy(text: """
+            // alice's devices may reach bob's web servers; nothing else.
+            {"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:80"]}]}
+            """)
+        let h = try await makeServer(policy: policy)
+        defer { Task { await h.server.close() } }
+        let aliceKey = try await createKey(h.store, user: "alice@example.com")
+        let bobKey = try await createKey(h.store, user: "bob@example.com")
+        let carolKey = try await createKey(h.store, user: "carol@example.com")
+
+        let bob = TestControlClient(port: h.port, seed: 41)
+        try await bob.connect(controlKey: h.controlKey)
+        _ = try await bob.register(bob.registerRequest(authKey: bobKey, hostname: "web"))
+        let (_, bobMessages) = try await bob.map(bob.mapRequest(stream: true))
+        var itBob = bobMessages.makeAsyncIterator()
+        let bobFirst = try await next(&itBob)
+        XCTAssertEqual(bobFirst.peers ?? [], [])
+        XCTAssertEqual(bobFirst.packetFilter, [], "no one may reach bob yet")
+
+        let carol = TestControlClient(port: h.port, seed: 43)
+        try await carol.connect(controlKey: h.controlKey)
+        _ = try await carol.register(carol.registerRequest(authKey: carolKey, hostname: "carol"))
+
+        let alice = TestControlClient(port: h.port, seed: 42)
+        try await alice.connect(controlKey: h.controlKey)
+        _ = try await alice.register(alice.registerRequest(authKey: aliceKey, hostname: "laptop"))
+        let (_, aliceMessages) = try await alice.map(alice.mapRequest(stream: true))
+        var itAlice = aliceMessages.makeAsyncIterator()
+        let aliceFirst = try await next(&itAlice)
+        XCTAssertEqual(aliceFirst.peers?.map(\.name), ["web.lab.warren."], "alice sees bob's server and not carol")
+        XCTAssertEqual(aliceFirst.packetFilter, [])
+        let aliceAddresses = try XCTUnwrap(aliceFirst.node?.addresses).map { $0.address.description }
+
+        // Bob's server learns of alice and gets a filter admitting her addresses on port 80; carol never
+        // appears in bob's map.
+        var sawAlice = false
+        var filter: [FilterRule]?
+        while !sawAlice || filter == nil {
+            let message = try await next(&itBob)
+            if message.peersChanged?.contains(where: { $0.name == "laptop.lab.warren." }) == true { sawAlice = true }
+            if let f = message.packetFilter { filter = f }
+            XCTAssertFalse(message.peersChanged?.contains(where: { $0.name == "carol.lab.warren." }) == true)
+        }
+        let rule = try XCTUnwrap(filter?.first)
+        XCTAssertEqual(Set(rule.srcIPs), Set(aliceAddresses))
+        XCTAssertEqual(rule.dstPorts?.map(\.ports), [PortRange(first: 80, last: 80), PortRange(first: 80, last: 80)])
+        for client in [alice, bob, carol] { await client.close() }
     }
 }

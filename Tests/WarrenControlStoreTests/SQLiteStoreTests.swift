@@ -46,6 +46,14 @@ final class SQLiteStoreTests: XCTestCase {
         XCTAssertEqual(next.givenName, "box-1")
     }
 
+    func testWALWithFullSynchronousCommits() async throws {
+        let store = try SQLiteControlStore(path: try TemporaryDirectory.make() + "/control.sqlite")
+        let settings = try await store.durabilitySettings()
+        XCTAssertEqual(settings.journalMode, "wal")
+        XCTAssertEqual(settings.writerSynchronous, 2, "synchronous=FULL")
+        XCTAssertEqual(settings.readerSynchronous, 2, "synchronous=FULL")
+    }
+
     func testDatabaseFilesAreOwnerOnly() throws {
         let path = try TemporaryDirectory.make() + "/control.sqlite"
         _ = try SQLiteControlStore(path: path)

@@ -277,9 +277,28 @@ final class StoreContractTests: XCTestCase {
             }
             let renamed = try await store.transaction { try $0.renameNode(id: second.id, to: "Second") }
             XCTAssertEqual(renamed.givenName, "second", name)
+            let oldName = try await store.read { try $0.node(givenName: "two") }
+            let newName = try await store.read { try $0.node(givenName: "SECOND") }
+            XCTAssertNil(oldName, name)
+            XCTAssertEqual(newName?.id, second.id, name)
             await assertStoreError(.conflict, name) { try await store.transaction { try $0.renameNode(id: second.id, to: "one") } }
             await assertStoreError(.invalid, name) { try await store.transaction { try $0.renameNode(id: second.id, to: "not a label") } }
             await assertStoreError(.notFound, name) { try await store.transaction { try $0.renameNode(id: NodeID(999_999), to: "x") } }
+            try await store.transaction { try $0.deleteNode(id: first.id) }
+            let (byMachine, byKey, byName) = try await store.read { tx in
+                (try tx.node(machineKey: m1), try tx.node(nodeKey: k1), try tx.node(givenName: "one"))
+            }
+            XCTAssertNil(byMachine, name)
+            XCTAssertNil(byKey, name)
+            XCTAssertNil(byName, name)
+            // The deleted node's name and keys are free again (its addresses are not).
+            var reused = first
+            reused.givenName = "one"
+            reused.ipv4 = nil
+            reused.ipv6 = nil
+            let reinserted = reused
+            let again = try await store.transaction { try $0.insert(reinserted) }
+            XCTAssertNotEqual(again.id, first.id, name)
             var ghost = second
             ghost.id = NodeID(999_999)
             let missing = ghost

@@ -84,7 +84,7 @@ func withDeadline<T: Sendable>(seconds: Int64 = 20, _ body: @escaping @Sendable 
 struct DeadlineExceeded: Error {}
 
 /// Polls `condition` every 10 ms, up to `attempts` times (a bound on waiting, not a timing assertion).
-func eventually(attempts: Int = 1000, _ condition: () -> Bool) async throws -> Bool {
+func eventually(attempts: Int = 3000, _ condition: () -> Bool) async throws -> Bool {
     for _ in 0..<attempts {
         if condition() { return true }
         try await Task.sleep(for: .milliseconds(10))
