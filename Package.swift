@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
         .executable(name: "warren-derp", targets: ["warren-derp"]),
         .executable(name: "warren-derp-bench", targets: ["warren-derp-bench"]),
+        .executable(name: "warren-control-bench", targets: ["warren-control-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -33,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Layer 0
@@ -82,6 +85,21 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        // Prometheus metrics for warren-control on their own listener (layer 1).
+        .target(name: "WarrenControlMetrics", dependencies: [
+            "WarrenControlServer", "WarrenDERPServer",
+            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // A ts2021 control client over loopback, for tests and the benchmark (layer 1).
+        .target(name: "WarrenControlClient", dependencies: [
+            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         ]),
         // DERP relay engines: frame codec + TLS helpers shared by the server and the client.
         .target(name: "WarrenDERPTransport", dependencies: [
@@ -123,12 +141,13 @@ let package = Package(
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
             "WarrenDERPServer", "WarrenDERPTransport",
-            "WarrenControlAdmin", "WarrenControlStore",
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics",
         ]),
-        // Benchmark (run on demand): map build time and join fan-out of the control engine.
+        // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [
-            "WarrenControlServer", "WarrenControlStore", "WarrenTailcfg", "TailscaleKeys", "WarrenPacket",
-            .product(name: "Logging", package: "swift-log"),
+            "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "WarrenControlMetrics", "TailscaleKeys",
+            "WarrenTailcfg", "WarrenPacket", .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
@@ -164,9 +183,13 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
-            "WarrenControlStore", "WarrenControlSQLite",
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .testTarget(name: "WarrenControlMetricsTests", dependencies: [
+            "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "TailscaleKeys",
+            "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
             "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),

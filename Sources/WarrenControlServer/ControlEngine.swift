@@ -53,16 +53,18 @@ public actor ControlEngine {
     private let now: @Sendable () -> TailcfgTime
 
     private var users: [Int64: ControlUser] = [:]
-    private var nodes: [Int64: ControlNode] = [:]
+    private var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
     private var byNodeKey: [NodePublic: Int64] = [:]
     private var byMachineKey: [MachinePublic: Int64] = [:]
     private var sessions: [Int64: [Int: Session]] = [:]
     private var nextSessionID = 1
+    private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
 
     /// Counters for tests, metrics and benchmarks.
-    public private(set) var statistics = Statistics()
+    public private(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
+    public nonisolated let metrics: ControlMetrics
 
     public struct Statistics: Sendable, Hashable {
         public var fullMapsSent = 0
@@ -73,8 +75,10 @@ public actor ControlEngine {
 
     public init(configuration: ControlConfiguration, directory: any ControlDirectory,
                 policy: any PacketFilterPolicy = AllowAllPolicy(), logger: Logger = Logger(label: "warren.control"),
-                now: @escaping @Sendable () -> TailcfgTime = { TailcfgTime(date: Date()) }) {
+                now: @escaping @Sendable () -> TailcfgTime = { TailcfgTime(date: Date()) },
+                metrics: ControlMetrics = ControlMetrics()) {
         self.configuration = configuration
+        self.metrics = metrics
         self.builder = NetworkMapBuilder(configuration: configuration, policy: policy)
         self.directory = directory
         self.logger = logger
@@ -121,13 +125,17 @@ public actor ControlEngine {
     public func register(_ request: RegisterRequest, machineKey: MachinePublic) async -> RegisterResponse {
         statistics.registrations += 1
         do {
-            return try await registerOrRefuse(request, machineKey: machineKey)
+            let response = try await registerOrRefuse(request, machineKey: machineKey)
+            metrics.record(register: response.authURL.isEmpty ? .ok : .authURL)
+            return response
         } catch let refusal as RegistrationRefusal {
+            metrics.record(register: .refused)
             logger.notice("registration refused", metadata: ["machine": "\(machineKey)", "reason": "\(refusal)"])
             var response = RegisterResponse()
             response.error = refusal.description
             return response
         } catch {
+            metrics.record(register: .error)
             logger.error("registration failed", metadata: ["error": "\(error)"])
             var response = RegisterResponse()
             response.error = "internal server error: \(error)"
@@ -421,6 +429,8 @@ public actor ControlEngine {
         sessions[id, default: [:]][sessionID] = Session(
             continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
             lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
+        openSessions += 1
+        metrics.record(online: sessions.count, sessions: openSessions)
         continuation.onTermination = { [weak self] _ in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
@@ -453,6 +463,8 @@ public actor ControlEngine {
     private func endSession(node id: Int64, session sessionID: Int) async {
         guard let session = sessions[id]?.removeValue(forKey: sessionID) else { return }
         session.keepAlive?.cancel()
+        openSessions -= 1
+        defer { metrics.record(online: sessions.count, sessions: openSessions) }
         guard sessions[id]?.isEmpty ?? true else { return }
         sessions[id] = nil
         guard var node = nodes[id] else { return }

@@ -106,10 +106,11 @@ final class ControlStreamHandler: ChannelInboundHandler {
             respond(channel, status: HTTPResponseStatus(statusCode: refusal.status), text: refusal.description)
             return
         }
-        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger)
+        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics)
     }
 
-    private static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger) async {
+    private static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
+                                 metrics: ControlMetrics) async {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/octet-stream")
         switch reply {
@@ -118,6 +119,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
         case .single(let response?):
             do {
                 let framed = try MapStreamFraming.frame(response, compress: compress)
+                metrics.record(mapBytesSent: framed.count)
                 channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)),
                               promise: nil)
                 channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed))), promise: nil)
@@ -131,6 +133,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
                 for await message in stream {
                     let framed = try MapStreamFraming.frame(message, compress: compress)
+                    metrics.record(mapBytesSent: framed.count)
                     try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
                 }
                 // The engine ended the stream (logout, deletion): finish the response.

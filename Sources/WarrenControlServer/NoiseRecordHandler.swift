@@ -4,24 +4,24 @@
 import NIOCore
 import TailscaleControlProtocol
 
-final class NoiseRecordHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+public final class NoiseRecordHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private var sender: ControlRecordSender
     private var receiver: ControlRecordReceiver
     /// Plaintext sent before HTTP/2 (the early payload), written once the handler is added.
     private var earlyPayload: [UInt8]?
 
-    init(session: ControlSession, earlyPayload: [UInt8]? = nil) {
+    public init(session: ControlSession, earlyPayload: [UInt8]? = nil) {
         sender = session.sender
         receiver = session.receiver
         self.earlyPayload = earlyPayload
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    public func handlerAdded(context: ChannelHandlerContext) {
         if let early = earlyPayload, context.channel.isActive {
             earlyPayload = nil
             do {
@@ -33,7 +33,7 @@ final class NoiseRecordHandler: ChannelDuplexHandler {
         }
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         receiver.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
         do {
@@ -48,7 +48,7 @@ final class NoiseRecordHandler: ChannelDuplexHandler {
         }
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var buffer = unwrapOutboundIn(data)
         let plaintext = buffer.readBytes(length: buffer.readableBytes) ?? []
         do {

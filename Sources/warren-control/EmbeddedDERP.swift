@@ -14,6 +14,8 @@ import WarrenTailcfg
 struct EmbeddedDERP {
     var services: [any Service]
     var region: DERPRegion
+    var server: DERPServer
+    var stun: STUNServer?
 
     struct Settings {
         var host: String
@@ -34,10 +36,12 @@ struct EmbeddedDERP {
         let bound = try await listener.bind()
         var services: [any Service] = [listener]
         var stunPort = -1
+        var stunServer: STUNServer?
         if settings.stunPort > 0 {
             let stun = STUNServer(addresses: [(settings.host, settings.stunPort)], logger: logger)
             _ = try await stun.bind()
             services.append(stun)
+            stunServer = stun
             stunPort = settings.stunPort
         }
         var node = DERPNode(name: "\(settings.regionID)a", regionID: settings.regionID, hostName: settings.host)
@@ -53,7 +57,7 @@ struct EmbeddedDERP {
                                 nodes: [node])
         logger.info("embedded DERP relay ready", metadata: [
             "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(certificate.pin)"])
-        return EmbeddedDERP(services: services, region: region)
+        return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer)
     }
 
     static func loadOrCreateKey(path: String) throws -> NodePrivate {

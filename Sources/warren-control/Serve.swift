@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TailscaleKeys
+import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
 import WarrenPacket
@@ -20,6 +21,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "Address and port to listen on for clients (host:port).")
     var listen: String?
+
+    @Option(name: .long, help: "Address and port for Prometheus metrics (host:port), or \"off\". Default: 127.0.0.1:9090.")
+    var metricsListen: String?
 
     @Option(name: .long, help: "YAML configuration file.")
     var config: String?
@@ -50,6 +54,13 @@ struct ServeCommand: AsyncParsableCommand {
             PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
             throw ExitCode(2)
         }
+        let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
+        let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
+        if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
+            Files.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            throw ExitCode(2)
+        }
+        let metrics = ControlMetricsRegistry()
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         let controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
@@ -67,6 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
                 stateDir: stateDir, logger: logger)
             configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
             extraServices += derp.services
+            metrics.watch(derp: derp.server)
+            if let stun = derp.stun { metrics.watch(stun: stun) }
         }
 
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
@@ -84,7 +97,8 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
+                                   metrics: metrics.control)
         try await engine.load()
         let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
         let server = try await ControlHTTPServer.start(
@@ -92,6 +106,11 @@ struct ServeCommand: AsyncParsableCommand {
         if file.serverURL == nil, port == 0, let actual = server.port {
             configuration.serverURL = "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
             await engine.setServerURL(configuration.serverURL)
+        }
+        if let (metricsHost, metricsPort) = metricsAddress {
+            let listener = try await MetricsListener.start(metrics: metrics, host: metricsHost, port: metricsPort, logger: logger)
+            extraServices.append(listener)
+            print("metrics: http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(listener.port ?? metricsPort)/metrics")
         }
         print("warren-control is serving; point clients at: \(configuration.serverURL)")
         print("  tailscale up --login-server \(configuration.serverURL)")

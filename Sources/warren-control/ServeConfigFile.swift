@@ -20,6 +20,8 @@ struct ServeConfigFile {
     var serverURL: String?
     var stateDir: String?
     var listenAddr: String?
+    /// host:port for Prometheus metrics, or "off" (or "") for none.
+    var metricsListenAddr: String?
     var baseDomain: String?
     var ipv4Prefix: IPPrefix?
     var ipv6Prefix: IPPrefix?
@@ -46,6 +48,9 @@ struct ServeConfigFile {
         if let keepAliveInterval { configuration.keepAliveInterval = keepAliveInterval }
         if let requireDeviceApproval { configuration.requireDeviceApproval = requireDeviceApproval }
     }
+
+    /// Whether a listen address switches the listener off.
+    static func isOff(_ text: String) -> Bool { text.isEmpty || text.lowercased() == "off" }
 
     static func splitHostPort(_ text: String) -> (String, Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
@@ -146,6 +151,10 @@ struct ServeConfigFile {
             out.listenAddr = try string(map["listen_addr"], "listen_addr")
             if let listen = out.listenAddr, ServeConfigFile.splitHostPort(listen) == nil {
                 throw fail("listen_addr", "expected host:port, such as 127.0.0.1:8080")
+            }
+            out.metricsListenAddr = try string(map["metrics_listen_addr"], "metrics_listen_addr")
+            if let listen = out.metricsListenAddr, !ServeConfigFile.isOff(listen), ServeConfigFile.splitHostPort(listen) == nil {
+                throw fail("metrics_listen_addr", "expected host:port, such as 127.0.0.1:9090, or off")
             }
             out.baseDomain = try string(map["base_domain"], "base_domain")
             if let domain = out.baseDomain, domain.isEmpty || domain.hasPrefix(".") || domain.contains(" ") {

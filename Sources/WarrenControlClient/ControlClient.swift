@@ -1,5 +1,6 @@
-// A small ts2021 client written for these tests: GET /key, the POST /ts2021 upgrade, Noise records and
-// HTTP/2 over them, over real loopback sockets.
+// A small ts2021 client for tests and the benchmark: GET /key, the POST /ts2021 upgrade, Noise records
+// and HTTP/2 over them, register and map, over real sockets. (Written first inside the server's tests;
+// moved here so that warren-control-bench can drive many of them.)
 
 import Foundation
 import NIOCore
@@ -9,10 +10,11 @@ import NIOPosix
 import TailscaleControlProtocol
 import TailscaleKeys
 import WarrenTailcfg
-@testable import WarrenControlServer
+import WarrenControlServer
 
-struct TestClientError: Error, CustomStringConvertible {
-    var description: String
+public struct ControlClientError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Reads the 101 response and the 51-byte Noise response, then (on the event loop, before any later
@@ -39,7 +41,7 @@ final class UpgradeReader: ChannelInboundHandler, RemovableChannelHandler {
         let rest = Array(buffer[end.upperBound...])
         guard status.contains(" 101 ") else {
             finished = true
-            done.fail(TestClientError(description: "upgrade refused: \(status)"))
+            done.fail(ControlClientError(description: "upgrade refused: \(status)"))
             return
         }
         guard rest.count >= ControlWire.responseLength else { return }
@@ -63,7 +65,7 @@ final class UpgradeReader: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = ByteBuffer
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !finished { done.fail(TestClientError(description: "connection closed during upgrade")) }
+        if !finished { done.fail(ControlClientError(description: "connection closed during upgrade")) }
         finished = true
     }
 }
@@ -90,33 +92,33 @@ final class ResponseCollector: ChannelInboundHandler {
     private var sawHead = false
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !sawHead { head.fail(TestClientError(description: "stream closed")) }
+        if !sawHead { head.fail(ControlClientError(description: "stream closed")) }
         continuation.finish()
     }
 }
 
-struct TestHTTPResponse {
-    var status: Int
-    var body: AsyncStream<[UInt8]>
+public struct ControlHTTPResponse: Sendable {
+    public var status: Int
+    public var body: AsyncStream<[UInt8]>
 
-    func collect() async -> [UInt8] {
+    public func collect() async -> [UInt8] {
         var all = [UInt8]()
         for await chunk in body { all += chunk }
         return all
     }
 }
 
-final class TestControlClient: @unchecked Sendable {
-    let machineKey: MachinePrivate
-    let nodeKey: NodePrivate
-    let discoKey: DiscoPublic
-    let host: String
-    let port: Int
+public final class ControlClient: @unchecked Sendable {
+    public let machineKey: MachinePrivate
+    public let nodeKey: NodePrivate
+    public let discoKey: DiscoPublic
+    public let host: String
+    public let port: Int
     private var channel: Channel?
     private var multiplexer: NIOHTTP2Handler.StreamMultiplexer?
 
-    init(host: String = "127.0.0.1", port: Int, seed: UInt64) {
-        var generator = TestGenerator(seed: seed)
+    public init(host: String = "127.0.0.1", port: Int, seed: UInt64) {
+        var generator = SeededKeyGenerator(seed: seed)
         machineKey = MachinePrivate.generate(using: &generator)
         nodeKey = NodePrivate.generate(using: &generator)
         discoKey = DiscoPublic(raw: MachinePrivate.generate(using: &generator).publicKey.raw)
@@ -125,15 +127,15 @@ final class TestControlClient: @unchecked Sendable {
     }
 
     /// GET /key over plain HTTP/1.1 (URLSession-free: one raw request).
-    static func fetchKey(host: String, port: Int) async throws -> OverTLSPublicKeyResponse {
+    public static func fetchKey(host: String, port: Int) async throws -> OverTLSPublicKeyResponse {
         let bytes = try await rawHTTP(host: host, port: port,
                                       request: "GET /key?v=130 HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n")
         let text = String(decoding: bytes, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw TestClientError(description: "no HTTP response") }
+        guard let split = text.range(of: "\r\n\r\n") else { throw ControlClientError(description: "no HTTP response") }
         return try TailcfgJSON.decode(OverTLSPublicKeyResponse.self, from: Array(text[split.upperBound...].utf8))
     }
 
-    static func rawHTTP(host: String, port: Int, request: String) async throws -> [UInt8] {
+    public static func rawHTTP(host: String, port: Int, request: String) async throws -> [UInt8] {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
         final class Reader: ChannelInboundHandler {
             typealias InboundIn = ByteBuffer
@@ -155,7 +157,7 @@ final class TestControlClient: @unchecked Sendable {
     }
 
     /// Opens the Noise channel and HTTP/2 on it.
-    func connect(controlKey: MachinePublic, version: UInt16 = 130) async throws {
+    public func connect(controlKey: MachinePublic, version: UInt16 = 130) async throws {
         var generator = SystemRandomNumberGenerator()
         let handshake = try ControlClientHandshake(machineKey: machineKey, controlKey: controlKey, protocolVersion: version,
                                                    ephemeral: MachinePrivate.generate(using: &generator))
@@ -176,10 +178,10 @@ final class TestControlClient: @unchecked Sendable {
         self.multiplexer = mux
     }
 
-    func post(_ path: String, json: [UInt8]) async throws -> TestHTTPResponse {
-        guard let multiplexer else { throw TestClientError(description: "not connected") }
+    public func post(_ path: String, json: [UInt8]) async throws -> ControlHTTPResponse {
+        guard let multiplexer else { throw ControlClientError(description: "not connected") }
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
-        guard let loop = channel?.eventLoop else { throw TestClientError(description: "not connected") }
+        guard let loop = channel?.eventLoop else { throw ControlClientError(description: "not connected") }
         let headPromise = loop.makePromise(of: HTTPResponseHead.self)
         let streamPromise = loop.makePromise(of: Channel.self)
         multiplexer.createStreamChannel(promise: streamPromise) { ch in
@@ -196,7 +198,7 @@ final class TestControlClient: @unchecked Sendable {
         } catch {
             headPromise.fail(error)
             continuation.finish()
-            throw TestClientError(description: "cannot open an HTTP/2 stream: \(error)")
+            throw ControlClientError(description: "cannot open an HTTP/2 stream: \(error)")
         }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
@@ -206,10 +208,10 @@ final class TestControlClient: @unchecked Sendable {
         streamChannel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: json))), promise: nil)
         try await streamChannel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
         let head = try await headPromise.futureResult.get()
-        return TestHTTPResponse(status: Int(head.status.code), body: stream)
+        return ControlHTTPResponse(status: Int(head.status.code), body: stream)
     }
 
-    func registerRequest(authKey: String?, hostname: String) -> RegisterRequest {
+    public func registerRequest(authKey: String?, hostname: String) -> RegisterRequest {
         var request = RegisterRequest()
         request.version = 130
         request.nodeKey = nodeKey.publicKey
@@ -221,13 +223,13 @@ final class TestControlClient: @unchecked Sendable {
         return request
     }
 
-    func register(_ request: RegisterRequest) async throws -> RegisterResponse {
+    public func register(_ request: RegisterRequest) async throws -> RegisterResponse {
         let response = try await post("/machine/register", json: try TailcfgJSON.encode(request))
-        guard response.status == 200 else { throw TestClientError(description: "register: HTTP \(response.status)") }
+        guard response.status == 200 else { throw ControlClientError(description: "register: HTTP \(response.status)") }
         return try TailcfgJSON.decode(RegisterResponse.self, from: await response.collect())
     }
 
-    func mapRequest(stream: Bool, omitPeers: Bool = false, endpoints: [AddrPort]? = nil, compress: Bool = true) -> MapRequest {
+    public func mapRequest(stream: Bool, omitPeers: Bool = false, endpoints: [AddrPort]? = nil, compress: Bool = true) -> MapRequest {
         var request = MapRequest()
         request.version = 130
         request.nodeKey = nodeKey.publicKey
@@ -240,7 +242,7 @@ final class TestControlClient: @unchecked Sendable {
     }
 
     /// Opens a map request and yields decoded messages.
-    func map(_ request: MapRequest) async throws -> (status: Int, messages: AsyncThrowingStream<MapResponse, Error>) {
+    public func map(_ request: MapRequest) async throws -> (status: Int, messages: AsyncThrowingStream<MapResponse, Error>) {
         let response = try await post("/machine/map", json: try TailcfgJSON.encode(request))
         let compressed = request.compress == "zstd"
         let messages = AsyncThrowingStream<MapResponse, Error> { continuation in
@@ -265,16 +267,16 @@ final class TestControlClient: @unchecked Sendable {
         return (response.status, messages)
     }
 
-    func close() async {
+    public func close() async {
         try? await channel?.close()
     }
 }
 
-/// Deterministic keys for tests (not for production).
-struct TestGenerator: RandomNumberGenerator {
+/// Deterministic keys for tests and benchmarks (not for production).
+public struct SeededKeyGenerator: RandomNumberGenerator {
     var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
