@@ -57,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
         let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
         let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
         if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
-            Files.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            PolicyFiles.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
             throw ExitCode(2)
         }
         let metrics = ControlMetricsRegistry()
