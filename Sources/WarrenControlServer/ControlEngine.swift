@@ -26,11 +26,14 @@ public actor ControlEngine {
         case stream(AsyncStream<MapResponse>)
     }
 
-    private struct Session {
+    struct Session {
         var continuation: AsyncStream<MapResponse>.Continuation
         var knownPeers: Set<Int64>
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
+        /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
+        var lastSSH: SSHPolicy? = nil
+        var lastCaps: [String: [JSONValue]] = [:]
     }
 
     private struct PendingLogin {
@@ -40,7 +43,7 @@ public actor ControlEngine {
         var completed: ControlNode?
     }
 
-    private enum PeerUpdate {
+    enum PeerUpdate {
         case full
         case patch(PeerChange)
         case removed
@@ -49,21 +52,21 @@ public actor ControlEngine {
     public private(set) var configuration: ControlConfiguration
     public nonisolated let builder: NetworkMapBuilder
     private let directory: any ControlDirectory
-    private let logger: Logger
-    private let now: @Sendable () -> TailcfgTime
+    let logger: Logger
+    let now: @Sendable () -> TailcfgTime
 
-    private var users: [Int64: ControlUser] = [:]
-    private var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
+    var users: [Int64: ControlUser] = [:]
+    var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
     private var byNodeKey: [NodePublic: Int64] = [:]
     private var byMachineKey: [MachinePublic: Int64] = [:]
-    private var sessions: [Int64: [Int: Session]] = [:]
+    var sessions: [Int64: [Int: Session]] = [:]
     private var nextSessionID = 1
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
 
     /// Counters for tests, metrics and benchmarks.
-    public private(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
+    public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
     public nonisolated let metrics: ControlMetrics
 
     public struct Statistics: Sendable, Hashable {
@@ -105,7 +108,7 @@ public actor ControlEngine {
         byMachineKey[node.machineKey] = node.id
     }
 
-    private var snapshot: TailnetSnapshot {
+    var snapshot: TailnetSnapshot {
         TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys))
     }
 
@@ -428,7 +431,8 @@ public actor ControlEngine {
         }
         sessions[id, default: [:]][sessionID] = Session(
             continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
-            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
+            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
+            lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current))
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
         continuation.onTermination = { [weak self] _ in
@@ -533,7 +537,9 @@ public actor ControlEngine {
 
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
-    private func broadcast(about id: Int64, _ update: PeerUpdate) {
+    func broadcast(about id: Int64, _ update: PeerUpdate) {
+        // The policy learns of the change first; the nodes whose results moved get them after the loop.
+        let affected = policyAffected(by: id)
         let current = snapshot
         let time = now()
         let changed = nodes[id]
@@ -543,7 +549,7 @@ public actor ControlEngine {
                 var message = MapResponse()
                 if viewerID == id {
                     guard case .full = update, let changed else { continue }
-                    message.node = builder.wireNode(changed, in: current, now: time)
+                    message.node = builder.selfNode(changed, in: current, now: time)
                 } else {
                     let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
                     if !visible {
@@ -551,21 +557,13 @@ public actor ControlEngine {
                         message.peersRemoved = [id]
                     } else if let changed, !session.knownPeers.contains(id) {
                         session.knownPeers.insert(id)
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
                     } else if case .patch(let patch) = update {
                         message.peersChangedPatch = [patch]
                     } else if let changed {
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    }
-                }
-                // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
-                if !(builder.policy is AllowAllPolicy) {
-                    let filter = builder.policy.filterRules(for: viewer, in: current)
-                    if filter != session.lastFilter {
-                        message.packetFilter = filter
-                        session.lastFilter = filter
                     }
                 }
                 session.continuation.yield(message)
@@ -573,6 +571,7 @@ public actor ControlEngine {
                 sessions[viewerID]?[sessionID] = session
             }
         }
+        pushPolicyResults(to: affected)
     }
 
     static func randomID() -> String {

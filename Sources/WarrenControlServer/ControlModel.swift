@@ -42,6 +42,8 @@ public struct ControlNode: Hashable, Sendable {
     public var keyExpiry: TailcfgTime?
     public var ephemeral: Bool
     public var tags: [String]
+    /// Subnet and exit routes an admin approved (`nodes approve-routes`); served when also advertised.
+    public var approvedRoutes: [IPPrefix]
     public var authorized: Bool
     /// The capability version of the client's last request.
     public var capabilityVersion: CapabilityVersion
@@ -60,11 +62,15 @@ public struct ControlNode: Hashable, Sendable {
         self.created = created
         self.ephemeral = false
         self.tags = []
+        self.approvedRoutes = []
         self.authorized = true
         self.capabilityVersion = 0
     }
 
     public var addresses: [IPAddress] { [ipv4, ipv6].compactMap { $0 } }
+
+    /// The routes the node advertises (Hostinfo.RoutableIPs), masked.
+    public var advertisedRoutes: [IPPrefix] { (hostinfo?.routableIPs ?? []).map(\.masked) }
 
     public func isExpired(at now: TailcfgTime) -> Bool {
         guard let keyExpiry, !keyExpiry.isGoZero else { return false }

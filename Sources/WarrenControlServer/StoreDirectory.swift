@@ -114,6 +114,7 @@ public final class StoreDirectory: ControlDirectory {
         node.lastSeen = stored.lastSeen.map(TailcfgTime.init(date:))
         node.ephemeral = stored.ephemeral
         node.tags = stored.tags
+        node.approvedRoutes = stored.approvedRoutes
         node.authorized = true
         return node
     }
