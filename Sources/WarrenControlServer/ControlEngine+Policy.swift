@@ -2,6 +2,7 @@
 // policy results moved receive what moved (packet filter, peers added or removed, SSH policy, their own
 // capabilities, routers whose AllowedIPs depend on what they may reach), and no one else receives anything.
 
+import WarrenPacket
 import WarrenPolicy
 import WarrenTailcfg
 
@@ -12,9 +13,46 @@ public struct PolicyChangeRefusal: Error, Hashable, Sendable, CustomStringConver
 }
 
 extension ControlEngine {
-    /// Tells the policy that node `id` changed (or went); the IDs of the nodes whose results may have moved.
-    func policyAffected(by id: Int64) -> Set<Int64>? {
-        builder.policy.nodesChanged([id], in: snapshot)
+    /// What a node's change means beyond the node itself.
+    struct PolicyFanOut {
+        /// The nodes whose policy results may have moved (nil: all).
+        var affected: Set<Int64>?
+        /// Other routers that became or stopped being the primary router of a route: their peers need their
+        /// new AllowedIPs.
+        var newRouteOwners: [Int64] = []
+    }
+
+    /// Tells the policy that node `id` changed (or went).
+    func policyAffected(by id: Int64) -> PolicyFanOut {
+        var fanOut = PolicyFanOut(affected: builder.policy.nodesChanged([id], in: snapshot))
+        if nodes[id]?.advertisedRoutes.isEmpty == false || routeOwners.values.contains(id) {
+            let before = routeOwners
+            routeOwners = currentRouteOwners()
+            var moved: Set<Int64> = []
+            for (prefix, owner) in before where routeOwners[prefix] != owner { moved.insert(owner) }
+            for (prefix, owner) in routeOwners where before[prefix] != owner { moved.insert(owner) }
+            moved.remove(id)
+            fanOut.newRouteOwners = moved.filter { nodes[$0] != nil }.sorted()
+        }
+        return fanOut
+    }
+
+    /// Each served subnet route's primary router (as NetworkMapBuilder.primaryRoutes decides).
+    func currentRouteOwners() -> [IPPrefix: Int64] {
+        let current = snapshot
+        var owners: [IPPrefix: Int64] = [:]
+        for node in nodes.values where node.authorized && !node.advertisedRoutes.isEmpty {
+            for prefix in builder.policy.servedRoutes(of: node, in: current) where prefix.bits != 0 {
+                if let owner = owners[prefix], owner < node.id { continue }
+                owners[prefix] = node.id
+            }
+        }
+        return owners
+    }
+
+    func pushPolicyResults(to fanOut: PolicyFanOut) {
+        pushPolicyResults(to: fanOut.affected)
+        for id in fanOut.newRouteOwners { broadcast(about: id, .full) }
     }
 
     /// Sends each session of the `affected` nodes (nil: every node) what the policy now gives it, where that
@@ -84,6 +122,7 @@ extension ControlEngine {
             throw PolicyChangeRefusal("this server's policy hook cannot be replaced at run time")
         }
         let affected = compiled.replace(with: policy, in: snapshot)
+        routeOwners = currentRouteOwners()
         pushPolicyResults(to: affected)
         // A router whose served routes changed (autoApprovers): its peers need its new AllowedIPs.
         for id in affected.sorted() where nodes[id]?.advertisedRoutes.isEmpty == false {

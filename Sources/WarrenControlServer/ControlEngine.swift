@@ -64,6 +64,8 @@ public actor ControlEngine {
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
+    /// The primary router of each subnet route (ControlEngine+Policy.swift).
+    var routeOwners: [IPPrefix: Int64] = [:]
 
     /// Counters for tests, metrics and benchmarks.
     public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
@@ -95,6 +97,7 @@ public actor ControlEngine {
         byNodeKey = [:]
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
+        routeOwners = currentRouteOwners()
         logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
     }
 
