@@ -61,6 +61,12 @@ public final class CompiledPolicy: PacketFilterPolicy {
                     approvedRoutes: node.approvedRoutes.map(\.masked))
     }
 
+    /// The tailnet a snapshot describes, as the policy sees it.
+    public static func tailnet(from snapshot: TailnetSnapshot) -> Tailnet {
+        Tailnet(users: snapshot.users.values.sorted { $0.id < $1.id }.map { TailnetUser(id: Int($0.id), name: $0.name, email: $0.name) },
+                nodes: snapshot.nodes.values.map { tailnetNode($0, users: snapshot.users) })
+    }
+
     private func build(_ s: inout State, _ snapshot: TailnetSnapshot) {
         s.known = snapshot.nodes.mapValues { Self.tailnetNode($0, users: snapshot.users) }
         s.idByName = Dictionary(s.known.map { ($0.value.name, $0.key) }, uniquingKeysWith: { a, _ in a })

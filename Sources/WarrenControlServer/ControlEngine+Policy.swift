@@ -135,3 +135,36 @@ extension ControlEngine {
     /// The policy in force, if the engine runs a replaceable one.
     public var compiledPolicy: CompiledPolicy? { builder.policy as? CompiledPolicy }
 }
+
+/// A policy text that may not be put in force: it does not parse or validate, or its tests fail.
+public struct PolicyRejection: Error, Sendable, Equatable {
+    /// One per problem, with line and column where known.
+    public var problems: [PolicyError]
+    public init(_ problems: [PolicyError]) { self.problems = problems }
+}
+
+extension ControlEngine {
+    /// The live tailnet as the policy sees it (for a policy's tests).
+    public func policyTailnet() -> Tailnet {
+        CompiledPolicy.tailnet(from: snapshot)
+    }
+
+    /// Parses and validates a policy text and runs its `tests` and `sshTests` against the live tailnet.
+    public func checkPolicy(_ text: String) throws(PolicyRejection) -> Policy {
+        let tailnet = policyTailnet()
+        let policy: Policy
+        do {
+            policy = try PolicyParser.parse(text, tailnetDomain: tailnet.domain)
+        } catch {
+            throw PolicyRejection([error])
+        }
+        let failures = PolicyTestRunner(policy: policy, tailnet: tailnet).run()
+        guard failures.isEmpty else { throw PolicyRejection(failures) }
+        return policy
+    }
+
+    /// Checks a text and puts it in force; the number of nodes whose results changed.
+    public func setPolicy(text: String) throws -> Int {
+        try replacePolicy(try checkPolicy(text)).count
+    }
+}

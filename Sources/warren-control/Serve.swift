@@ -37,7 +37,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 file = try ServeConfigFile.load(path: config)
             } catch let error as ConfigError {
-                PolicyFiles.printError("warren-control: \(error)")
+                Console.printError("warren-control: \(error)")
                 throw ExitCode(2)
             }
         }
@@ -51,13 +51,13 @@ struct ServeCommand: AsyncParsableCommand {
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
-            PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
+            Console.printError("warren-control: --listen \(listenText): expected host:port")
             throw ExitCode(2)
         }
         let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
         let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
         if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
-            PolicyFiles.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            Console.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
             throw ExitCode(2)
         }
         let metrics = ControlMetricsRegistry()
@@ -85,22 +85,24 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        // The access policy: the configured file, else the version in force in the store, else allow-all.
-        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
+        // (database mode: `policy set` replaces it at run time).
+        var policy = CompiledPolicy(policy: nil)
         if let compiled = file.policy {
             policy = compiled
         } else if let stored = try await store.read({ try $0.currentPolicy() }) {
             do {
                 policy = try CompiledPolicy(text: stored.text)
             } catch {
-                PolicyFiles.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                Console.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
                 throw ExitCode(2)
             }
         }
         let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
                                    metrics: metrics.control)
         try await engine.load()
-        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
+                                                policyFile: file.policyPath)
         let server = try await ControlHTTPServer.start(
             engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port, extraRoutes: admin.routes), logger: logger)
         if file.serverURL == nil, port == 0, let actual = server.port {
