@@ -178,7 +178,7 @@ public actor ControlEngine {
                 var updated = node
                 if let hostinfo = request.hostinfo { updated.hostinfo = hostinfo }
                 updated.capabilityVersion = request.version
-                if updated != node { try await save(updated, update: .full) }
+                if updated != node { try await save(updated, fields: .hostinfo, update: .full) }
                 return registerResponse(for: updated, at: time)
             }
         }
@@ -189,7 +189,7 @@ public actor ControlEngine {
             rotated.nodeKey = request.nodeKey
             rotated.keyExpiry = expiry(tags: node.tags, at: time)
             if let hostinfo = request.hostinfo { rotated.hostinfo = hostinfo }
-            try await save(rotated, update: .full)
+            try await save(rotated, fields: [.nodeKey, .expiry, .hostinfo], update: .full)
             logger.info("node key rotated", metadata: ["node": "\(rotated.id)"])
             return registerResponse(for: rotated, at: time)
         }
@@ -231,7 +231,7 @@ public actor ControlEngine {
             logger.info("ephemeral node logged out and deleted", metadata: ["node": "\(id)"])
         } else {
             node.keyExpiry = time
-            try await save(node, update: .full)
+            try await save(node, fields: .expiry, update: .full)
             closeSessions(of: id)
             logger.info("node logged out", metadata: ["node": "\(id)"])
         }
@@ -328,11 +328,13 @@ public actor ControlEngine {
             node.authorized = authorized || node.authorized
             node.keyExpiry = expiry(tags: requestedTags, at: time)
             node.capabilityVersion = request.version
+            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry]
             if node.hostname != hostname, !hostname.isEmpty {
                 node.hostname = hostname
                 node.givenName = uniqueLabel(for: hostname, excluding: id)
+                fields.insert(.names)
             }
-            try await save(node, update: .full)
+            try await save(node, fields: fields, update: .full)
             logger.info("node logged in again", metadata: ["node": "\(id)", "name": "\(node.givenName)"])
             return node
         }
@@ -402,7 +404,7 @@ public actor ControlEngine {
             if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
             if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
             if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
-            try await directory.updateNode(node)
+            try await directory.updateNode(node, fields: .reported)
             index(node)
             update = lightOnly ? .patch(patch) : .full
         }
@@ -478,7 +480,7 @@ public actor ControlEngine {
         let time = now()
         node.lastSeen = time
         nodes[id] = node
-        try? await directory.updateNode(node)
+        try? await directory.updateNode(node, fields: .lastSeen)
         var patch = PeerChange(nodeID: id)
         patch.online = false
         patch.lastSeen = time
@@ -521,17 +523,18 @@ public actor ControlEngine {
     public func expireNode(id: Int64) async throws {
         guard var node = nodes[id] else { return }
         node.keyExpiry = now()
-        try await save(node, update: .full)
+        try await save(node, fields: .expiry, update: .full)
         closeSessions(of: id)
     }
 
     /// Replaces a node record changed by the admin side (rename, tags, approval) and tells everyone.
     public func nodeChanged(_ node: ControlNode) async throws {
-        try await save(node, update: .full)
+        try await save(node, fields: .all, update: .full)
     }
 
-    private func save(_ node: ControlNode, update: PeerUpdate) async throws {
-        try await directory.updateNode(node)
+    /// Writes the `fields` the engine owns in this change (NodeFields), then tells everyone concerned.
+    private func save(_ node: ControlNode, fields: NodeFields, update: PeerUpdate) async throws {
+        try await directory.updateNode(node, fields: fields)
         index(node)
         broadcast(about: node.id, update)
     }

@@ -49,6 +49,8 @@ struct PolicyHarness {
     let store: MemoryControlStore
     let policy: CompiledPolicy
     var recorders: [Int64: SessionRecorder] = [:]
+    /// Each joined node's machine and node keys (to send it more requests).
+    var keys: [Int64: (machine: MachinePrivate, node: NodePrivate)] = [:]
     var consumers: [Task<Void, Never>] = []
     var generator = SeededKeyGenerator(seed: 99)
 
@@ -101,6 +103,7 @@ struct PolicyHarness {
         let id = try XCTUnwrap(all.first { $0.nodeKey == nodeKey.publicKey }?.id)
         let recorder = SessionRecorder()
         recorders[id] = recorder
+        keys[id] = (machine, nodeKey)
         consumers.append(Task {
             for await message in stream { recorder.record(message) }
             recorder.state.withLock { $0.ended = true }
