@@ -9,6 +9,7 @@ import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
 import WarrenPacket
+import WarrenPolicy
 import WarrenTailcfg
 
 struct ServeCommand: AsyncParsableCommand {
@@ -87,12 +88,14 @@ struct ServeCommand: AsyncParsableCommand {
                                            ipv6Prefix: configuration.ipv6Prefix)
         // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
         // (database mode: `policy set` replaces it at run time).
-        var policy = CompiledPolicy(policy: nil)
+        // `check` SSH actions delegate to this server's URL.
+        let options = CompileOptions(controlURL: configuration.serverURL)
+        var policy = CompiledPolicy(policy: nil, options: options)
         if let compiled = file.policy {
-            policy = compiled
+            policy = CompiledPolicy(policy: compiled.policy, options: options)
         } else if let stored = try await store.read({ try $0.currentPolicy() }) {
             do {
-                policy = try CompiledPolicy(text: stored.text)
+                policy = CompiledPolicy(policy: try PolicyParser.parse(stored.text), options: options)
             } catch {
                 Console.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
                 throw ExitCode(2)
