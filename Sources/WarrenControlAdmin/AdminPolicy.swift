@@ -27,13 +27,14 @@ public struct AdminPolicyHooks: Sendable {
     public var mode: Mode
     /// Parses, validates and runs the tests of a text against the live tailnet; throws ``AdminPolicyRejection``.
     public var check: @Sendable (String) async throws -> Void
-    /// Puts a text (already checked and stored) in force; returns how many nodes' results changed.
-    public var apply: @Sendable (String) async throws -> Int
+    /// Puts a text (already checked, and stored as the version given) in force; returns how many nodes' results
+    /// changed. An older version than the one in force changes nothing.
+    public var apply: @Sendable (String, Int64) async throws -> Int
     /// The text in force in file mode.
     public var fileText: @Sendable () async -> String?
 
     public init(mode: Mode = .database, check: @escaping @Sendable (String) async throws -> Void = { _ in },
-                apply: @escaping @Sendable (String) async throws -> Int = { _ in 0 },
+                apply: @escaping @Sendable (String, Int64) async throws -> Int = { _, _ in 0 },
                 fileText: @escaping @Sendable () async -> String? = { nil }) {
         self.mode = mode
         self.check = check
@@ -104,7 +105,7 @@ extension AdminAPI {
         let now = clock()
         let text = body.policy
         let version = try await store.transaction { try $0.appendPolicy(text: text, created: now) }
-        let changed = try await hooks.policy.apply(text)
+        let changed = try await hooks.policy.apply(text, version.version)
         return ok(PolicyJSON(policy: version.text, source: "database", version: version.version,
                              updatedAt: AdminTime.format(version.created), nodesChanged: changed))
     }

@@ -14,6 +14,8 @@ import WarrenTailcfg
 public final class CompiledPolicy: PacketFilterPolicy {
     private struct State {
         var policy: Policy?
+        /// The store version of `policy` when one was given (a replacement by an older version is ignored).
+        var version: Int64 = 0
         var engine: PolicyEngine?
         var built = false
         /// What the engine was last told, by node ID.
@@ -136,9 +138,14 @@ public final class CompiledPolicy: PacketFilterPolicy {
     }
 
     /// Replaces the policy (nil: allow all) and returns the IDs of the nodes whose filter, peers, SSH policy,
-    /// capabilities or served routes changed.
-    public func replace(with policy: Policy?, in snapshot: TailnetSnapshot) -> Set<Int64> {
+    /// capabilities or served routes changed. With a store `version`, a version older than the one in force
+    /// changes nothing (two `policy set` calls racing: the newest stored version wins).
+    public func replace(with policy: Policy?, version: Int64? = nil, in snapshot: TailnetSnapshot) -> Set<Int64> {
         state.withLock { s in
+            if let version {
+                guard version > s.version else { return [] }
+                s.version = version
+            }
             if !s.built { build(&s, snapshot) } else { _ = apply(&s, Set(s.known.keys).union(snapshot.nodes.keys), snapshot) }
             let ids = snapshot.nodes.keys
             let before = Dictionary(uniqueKeysWithValues: ids.map { ($0, results(&s, $0, snapshot)) })

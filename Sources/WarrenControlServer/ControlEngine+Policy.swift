@@ -117,11 +117,11 @@ extension ControlEngine {
     /// Puts a new policy in force (nil: allow all) and sends the nodes whose results changed what changed;
     /// the others receive nothing. Returns the IDs of the nodes that changed.
     @discardableResult
-    public func replacePolicy(_ policy: Policy?) throws -> Set<Int64> {
+    public func replacePolicy(_ policy: Policy?, version: Int64? = nil) throws -> Set<Int64> {
         guard let compiled = builder.policy as? CompiledPolicy else {
             throw PolicyChangeRefusal("this server's policy hook cannot be replaced at run time")
         }
-        let affected = compiled.replace(with: policy, in: snapshot)
+        let affected = compiled.replace(with: policy, version: version, in: snapshot)
         routeOwners = currentRouteOwners()
         pushPolicyResults(to: affected)
         // A router whose served routes changed (autoApprovers): its peers need its new AllowedIPs.
@@ -166,5 +166,12 @@ extension ControlEngine {
     /// Checks a text and puts it in force; the number of nodes whose results changed.
     public func setPolicy(text: String) throws -> Int {
         try replacePolicy(try checkPolicy(text)).count
+    }
+
+    /// Puts a text already checked (``checkPolicy(_:)``) and stored as `version` in force, unless a newer
+    /// version already is; the number of nodes whose results changed.
+    public func putStoredPolicyInForce(text: String, version: Int64) throws -> Int {
+        let policy = try PolicyParser.parse(text, tailnetDomain: policyTailnet().domain)
+        return try replacePolicy(policy, version: version).count
     }
 }

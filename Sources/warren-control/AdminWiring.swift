@@ -26,11 +26,9 @@ enum AdminWiring {
                     throw AdminPolicyRejection(rejection.problems.map(\.description))
                 }
             },
-            apply: { text in try await engine.setPolicy(text: text) },
-            fileText: {
-                guard let policyFile, let data = FileManager.default.contents(atPath: policyFile) else { return nil }
-                return String(decoding: data, as: UTF8.self)
-            })
+            apply: { text, version in try await engine.putStoredPolicyInForce(text: text, version: version) },
+            // The text in force (read at start), not the file as it may have been edited since.
+            fileText: { await engine.compiledPolicy?.policy?.source })
         let hooks = AdminHooks(
             changed: { change in
                 switch change {

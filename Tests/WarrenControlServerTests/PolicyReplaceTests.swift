@@ -74,4 +74,18 @@ final class PolicyReplaceTests: XCTestCase {
         XCTAssertEqual(counts(), now, "a refused policy sends nothing")
         XCTAssertEqual(h.policy.policy?.source, Self.after)
     }
+
+    /// Two `policy set` calls racing: each stores a version, then puts it in force; the newest stored version
+    /// wins whatever order the two arrive in.
+    func testAnOlderStoredVersionArrivingLateChangesNothing() async throws {
+        var h = try await PolicyHarness(policyText: Self.before)
+        defer { h.stop() }
+        _ = try await h.join(key: try await h.preAuthKey(user: "bob@example.com"), hostname: "bob")
+        _ = try await h.join(key: try await h.preAuthKey(user: "carol@example.com"), hostname: "carol")
+        let newer = try await h.engine.putStoredPolicyInForce(text: Self.after, version: 8)
+        XCTAssertEqual(newer, 2)
+        let older = try await h.engine.putStoredPolicyInForce(text: Self.before, version: 7)
+        XCTAssertEqual(older, 0)
+        XCTAssertEqual(h.policy.policy?.source, Self.after)
+    }
 }
