@@ -164,7 +164,8 @@ public struct NetworkMapBuilder: Sendable {
             if !routes.isEmpty { n.allowedIPs = (n.allowedIPs ?? []) + routes }
             if !primaries.isEmpty { n.primaryRoutes = primaries }
         }
-        let caps = policy.capabilities(for: node, in: tailnet)
+        var caps = policy.capabilities(for: node, in: tailnet)
+        for cap in Self.baselineCapabilities where caps[cap] == nil { caps[cap] = [] }
         if !caps.isEmpty {
             if node.capabilityVersion == 0 || node.capabilityVersion >= Self.capMapVersion {
                 n.capMap = caps.mapValues { Optional($0) }
@@ -174,6 +175,11 @@ public struct NetworkMapBuilder: Sendable {
         }
         return n
     }
+
+    /// Capabilities every node gets, whatever the policy: `tailscale up --ssh` refuses to start the SSH server
+    /// unless the self node has tailcfg.CapabilitySSH (ipnlocal's checkSSHPrefsLocked); who may connect is
+    /// still the SSHPolicy's decision (none: nobody).
+    public static let baselineCapabilities = ["https://tailscale.com/cap/ssh"]
 
     /// Clients understand Node.CapMap from capability version 74 (tailcfg's version history).
     public static let capMapVersion: CapabilityVersion = 74

@@ -32,15 +32,16 @@ final class PolicyMapContentTests: XCTestCase {
         let laptop = try await h.join(key: try await h.preAuthKey(user: "alice@example.com"), hostname: "laptop")
         await h.settle()
         let webState = try XCTUnwrap(h.recorders[web]).snapshot
-        XCTAssertEqual(webState.selfNode?.capMap, ["funnel": [], "drive:share": []])
-        XCTAssertNil(try XCTUnwrap(h.recorders[laptop]).snapshot.selfNode?.capMap)
+        let ssh = "https://tailscale.com/cap/ssh"
+        XCTAssertEqual(webState.selfNode?.capMap, ["funnel": [], "drive:share": [], ssh: []])
+        XCTAssertEqual(try XCTUnwrap(h.recorders[laptop]).snapshot.selfNode?.capMap, [ssh: []], "the baseline only")
         // Peers do not carry another node's attributes.
         XCTAssertNil(try XCTUnwrap(h.recorders[laptop]).snapshot.peers[web]?.capMap)
 
         try await h.adminUpdate(web) { $0.tags = [] }
         await h.settle()
         let after = try XCTUnwrap(h.recorders[web]).snapshot
-        XCTAssertNil(after.selfNode?.capMap, "the attributes went with the tag")
+        XCTAssertEqual(after.selfNode?.capMap, [ssh: []], "the attributes went with the tag")
     }
 
     func testSSHPolicyIsSentFirstAndAgainOnlyWhenItChanges() async throws {
