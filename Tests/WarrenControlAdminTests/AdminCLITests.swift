@@ -288,7 +288,7 @@ OPTIONS:
   -u, --user <user>       The user whose nodes the key registers.
   --reusable              Usable any number of times (default: once).
   --ephemeral             Nodes registered with it are ephemeral.
-  --pre-approved          Routes its nodes advertise are approved at once.
+  --pre-approved          Skips device approval; approves advertised routes.
   --tags <tags>           Tags for its nodes, such as tag:a,tag:b.
   --expiration <expiration>
                           Lifetime (24h, 7d) or an RFC 3339 time. Default: no

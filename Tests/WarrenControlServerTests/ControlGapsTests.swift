@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import Synchronization
 import TailscaleKeys
@@ -414,6 +415,54 @@ final class ControlGapsTests: XCTestCase {
         let bad = try await TestControlClient.rawHTTP(host: "127.0.0.1", port: h.port, request: Self.post(#"{"NodePublic":"nodekey:zz"}"#))
         XCTAssertTrue(String(decoding: bad, as: UTF8.self).hasPrefix("HTTP/1.1 400"))
         await member.close()
+    }
+
+    /// The warren-derp program with `--verify-clients-url` pointed at a control server's /verify.
+    func testWarrenDERPProgramAsksControlWhomToAdmit() async throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("warren-derp")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw XCTSkip("warren-derp is not built next to the tests (\(binary.path)); run swift build first")
+        }
+        let h = try await makeServer(clock: ManualClock())
+        defer { Task { await h.server.close() } }
+        let key = try await createKey(h.store)
+        let member = TestControlClient(port: h.port, seed: 51)
+        try await member.connect(controlKey: h.controlKey)
+        let registered = try await member.register(member.registerRequest(authKey: key, hostname: "member"))
+        XCTAssertEqual(registered.error, "")
+        await member.close()
+
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try XCTUnwrap(probe.localAddress?.port)
+        try await probe.close()
+        let state = NSTemporaryDirectory() + "wcg-derp-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["--listen", "127.0.0.1:\(port)", "--stun-port", "0", "--plain-http", "--state-dir", state,
+                             "--verify-clients-url", "http://127.0.0.1:\(h.port)/verify"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            process.waitUntilExit()
+        }
+        let endpoint = DERPClient.Endpoint(host: "127.0.0.1", port: port, trust: nil)
+        var admitted: DERPClient?
+        for _ in 0..<200 where admitted == nil {
+            admitted = try? await DERPClient.connect(to: endpoint, privateKey: member.nodeKey)
+            if admitted == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let client = try XCTUnwrap(admitted, "warren-derp did not admit the registered node key")
+        _ = try await client.ping()
+        await client.close()
+        var rng = SeededGenerator(seed: 0x5E)
+        do {
+            let stranger = try await DERPClient.connect(to: endpoint, privateKey: NodePrivate.generate(using: &rng))
+            _ = try await stranger.ping()
+            XCTFail("warren-derp admitted a node key that control does not know")
+        } catch {}
     }
 
     static func post(_ body: String) -> String {
