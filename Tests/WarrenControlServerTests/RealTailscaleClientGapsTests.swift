@@ -2,7 +2,7 @@
 // RealTailscaleClientTests): joining over HTTPS with the test's own CA and the DERP relay mounted on the
 // control listener; a join reaching the other nodes as an incremental update; one-off and expired keys
 // refused with their error text in the client's log; a graceful (SIGTERM) restart while nodes are
-// connected. Needs root (network namespaces) and the PyPI download; namespaces are named wcg-*.
+// connected; `nodes expire` reaching the node and its peers. Needs root (network namespaces) and the PyPI download; namespaces are named wcg-*.
 
 import Foundation
 import WarrenControlSQLite
@@ -173,6 +173,18 @@ final class RealTailscaleClientGapsTests: XCTestCase {
         let nodesAfter = try await SQLiteControlStore(path: state + "/warren.sqlite").read { try $0.nodes() }
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: nodesAfter.map { ($0.givenName, "\($0.ipv4.map { "\($0)" } ?? "")") }),
                        Dictionary(uniqueKeysWithValues: registered.map { ($0.givenName, "\($0.ipv4.map { "\($0)" } ?? "")") }))
+
+        // `nodes expire node4` while it is connected: node4 gets its own node expired and leaves Running for
+        // NeedsLogin (its stream then ends and new map requests are refused); its peers get it with Expired
+        // and drop it from WireGuard.
+        let marks = (1...4).map { lab.log("n\($0)").count }
+        let expired = try Real.output([warrenControl, "nodes", "expire", "node4", "--state-dir", state])
+        XCTAssertEqual(expired.status, 0, expired.text)
+        try await waitFor(lab, log: "n4", containing: "Switching ipn state Running -> NeedsLogin", after: marks[3])
+        try await waitFor(lab, log: "n4", containing: "403: node key expired; log in again", after: marks[3])
+        for i in 1...3 {
+            try await waitFor(lab, log: "n\(i)", containing: "skipped expired peer: n4", after: marks[i - 1])
+        }
     }
 
     // MARK: Helpers
@@ -197,11 +209,13 @@ final class RealTailscaleClientGapsTests: XCTestCase {
                              environment: Real.peerEnvironment(dir, forceDERP: false), workingDirectory: dir)
     }
 
-    /// Waits for a log line (also after the process exited: a refused node may stop).
-    func waitFor(_ lab: Lab, log: String, containing text: String, timeout: Double = 60) async throws {
+    /// Waits for a log line past the first `after` characters (also after the process exited: a refused
+    /// node may stop).
+    func waitFor(_ lab: Lab, log: String, containing text: String, after: Int = 0, timeout: Double = 60) async throws {
+        func found() -> Bool { lab.log(log).dropFirst(after).contains(text) }
         let deadline = Date().addingTimeInterval(timeout)
-        while !lab.log(log).contains(text), Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
-        XCTAssertTrue(lab.log(log).contains(text), "\(log) never logged \"\(text)\"; its log ends:\n\(lab.log(log).suffix(3000))")
+        while !found(), Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        XCTAssertTrue(found(), "\(log) never logged \"\(text)\"; its log ends:\n\(lab.log(log).suffix(3000))")
     }
 
     /// The server's Prometheus counters and gauges, by series name with labels.
