@@ -576,7 +576,8 @@ public actor ControlEngine {
                     guard case .full = update, let changed else { continue }
                     message.node = builder.wireNode(changed, in: current, now: time)
                 } else {
-                    let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
+                    // A device waiting for approval sees no one, and no one sees it.
+                    let visible = changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
                     if !visible {
                         guard session.knownPeers.remove(id) != nil else { continue }
                         message.peersRemoved = [id]

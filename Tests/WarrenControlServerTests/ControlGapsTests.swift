@@ -337,6 +337,7 @@ final class ControlGapsTests: XCTestCase {
         while fresh == nil {
             let message = try await next(&waiting.messages)
             if message.peers != nil { fresh = message }
+            XCTAssertNil(message.peersChanged, "a device waiting for approval was sent a peer")
         }
         XCTAssertEqual(fresh?.node?.machineAuthorized, true)
         XCTAssertEqual(fresh?.peers?.map(\.name), ["desk.gaps.warren."])
