@@ -2,7 +2,7 @@
 // RealTailscaleClientTests): joining over HTTPS with the test's own CA and the DERP relay mounted on the
 // control listener; a join reaching the other nodes as an incremental update; one-off and expired keys
 // refused with their error text in the client's log; a graceful (SIGTERM) restart while nodes are
-// connected; `nodes expire` reaching the node and its peers. Needs root (network namespaces) and the PyPI download; namespaces are named wcg-*.
+// connected; `nodes expire` reaching the node and its peers; device approval. Needs root (network namespaces) and the PyPI download; namespaces are named wcg-*.
 
 import Foundation
 import WarrenControlSQLite
@@ -185,6 +185,56 @@ final class RealTailscaleClientGapsTests: XCTestCase {
         for i in 1...3 {
             try await waitFor(lab, log: "n\(i)", containing: "skipped expired peer: n4", after: marks[i - 1])
         }
+    }
+
+    // MARK: Device approval
+
+    func testARealClientWaitsForDeviceApprovalThenJoins() async throws {
+        guard getuid() == 0 else { throw XCTSkip("needs root to create a network namespace") }
+        let warrenControl = try Real.warrenControlBinary()
+        let caddy = try Real.caddyBinary()
+        let lab = try Lab(prefix: "wcg-da", interfaces: "wcg")
+        defer { lab.tearDown() }
+        let state = lab.directory + "/control"
+        try """
+            base_domain: lab.warren
+            require_device_approval: true
+            derp:
+              port: 8443
+              stun_port: 3478
+            metrics_listen_addr: "off"
+            log_level: debug
+            """.write(toFile: lab.directory + "/control.yaml", atomically: true, encoding: .utf8)
+        let server = try lab.spawn([warrenControl, "serve", "--state-dir", state, "--listen", "127.0.0.1:8080",
+                                    "--config", lab.directory + "/control.yaml"], log: "control")
+        try await lab.waitFor(log: "control", containing: "is serving", timeout: 30, process: server)
+        let approvedKey = try createKey(warrenControl, state: state, extra: ["--reusable", "--pre-approved"])
+        let plainKey = try createKey(warrenControl, state: state, extra: ["--reusable"])
+
+        _ = try startNode(1, key: approvedKey, lab: lab, caddy: caddy)
+        _ = try startNode(2, key: plainKey, lab: lab, caddy: caddy)
+        // node2 registers but waits: its client says so. node3 (pre-approved) joins after it: node1's netmap
+        // then holds one peer, node3, and not the waiting node2.
+        try await waitFor(lab, log: "n2", containing: "-> NeedsMachineAuth")
+        try await lab.waitFor(log: "control", containing: "name=node2", timeout: 30, process: server)
+        _ = try startNode(3, key: approvedKey, lab: lab, caddy: caddy)
+        let toNode3 = try await lab.probe(from: 1, target: "node3.lab.warren:80", timeout: 60)
+        XCTAssertEqual(toNode3, "hello from node3")
+        XCTAssertTrue(lab.log("n1").contains("got updated network map; 1 peers"))
+        XCTAssertFalse(lab.log("n1").contains("got updated network map; 2 peers"), "node1 was sent the waiting node2")
+        XCTAssertFalse(lab.log("n2").contains("got updated network map;"), "the waiting node2 was sent peers")
+
+        let approved = try Real.output([warrenControl, "nodes", "approve", "node2", "--state-dir", state])
+        XCTAssertEqual(approved.status, 0, approved.text)
+        XCTAssertEqual(approved.text, "Node node2 approved\n")
+        try await waitFor(lab, log: "n2", containing: "NeedsMachineAuth -> Starting")
+        try await waitFor(lab, log: "n1", containing: "got updated network map; 2 peers")
+        let toNode1 = try await lab.probe(from: 2, target: "node1.lab.warren:80", timeout: 60)
+        XCTAssertEqual(toNode1, "hello from node1")
+        let toNode2 = try await lab.probe(from: 1, target: "node2.lab.warren:80", timeout: 30)
+        XCTAssertEqual(toNode2, "hello from node2")
+        let stored = try await SQLiteControlStore(path: state + "/warren.sqlite").read { try $0.nodes() }
+        XCTAssertEqual(stored.first { $0.givenName == "node2" }?.authorized, true)
     }
 
     // MARK: Helpers
