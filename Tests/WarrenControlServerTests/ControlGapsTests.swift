@@ -304,6 +304,28 @@ final class ControlGapsTests: XCTestCase {
         await t.client.close()
     }
 
+    /// The watcher as the server runs it (its own loop, sleeping at most `maximumInterval` between checks).
+    func testTheRunningWatcherAnnouncesAnExpiry() async throws {
+        let clock = ManualClock()
+        let h = try await makeServer(clock: clock, configure: { $0.nodeKeyExpiry = .seconds(600) })
+        defer { Task { await h.server.close() } }
+        let key = try await createKey(h.store)
+        let a = try await join(h, seed: 61, key: key, hostname: "short")
+        var b = try await join(h, seed: 62, key: key, hostname: "watcher")
+        let watcher = NodeKeyExpiryWatcher(engine: h.engine, maximumInterval: .milliseconds(50))
+        let running = Task { try await watcher.run() }
+        defer { running.cancel() }
+        clock.advance(.seconds(601))
+        var peerView: WarrenTailcfg.Node?
+        while peerView == nil {
+            let message = try await next(&b.messages)
+            peerView = message.peersChanged?.first { $0.id == a.id }
+        }
+        XCTAssertEqual(peerView?.expired, true)
+        await a.client.close()
+        await b.client.close()
+    }
+
     // MARK: Device approval
 
     func testDeviceApprovalIsEnforcedAndSurvivesARestart() async throws {
