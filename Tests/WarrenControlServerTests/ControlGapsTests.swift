@@ -330,8 +330,9 @@ final class ControlGapsTests: XCTestCase {
 
     func testDeviceApprovalIsEnforcedAndSurvivesARestart() async throws {
         let path = NSTemporaryDirectory() + "wcg-approval-\(getpid()).sqlite"
-        try? FileManager.default.removeItem(atPath: path)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let files = [path, path + "-wal", path + "-shm"]
+        for file in files { try? FileManager.default.removeItem(atPath: file) }
+        defer { for file in files { try? FileManager.default.removeItem(atPath: file) } }
         let clock = ManualClock()
         let store = try SQLiteControlStore(path: path)
         let approval: (inout ControlConfiguration) -> Void = { $0.requireDeviceApproval = true }
