@@ -100,5 +100,17 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertFalse(keys.publicKey.raw.isZero)
         let plain = try? await ControlClient.fetchKey(host: "127.0.0.1", port: port)
         XCTAssertNil(plain)
+        // The admin REST API and /verify are on the same HTTPS listener.
+        let context = try ca.clientContext()
+        func get(_ request: String) async throws -> String {
+            String(decoding: try await ControlClient.rawHTTP(host: "127.0.0.1", port: port, tls: context, request: request), as: UTF8.self)
+        }
+        let openAPI = try await get("GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        XCTAssertTrue(openAPI.hasPrefix("HTTP/1.1 200") && openAPI.contains("/api/v1/nodes/{node}/approve"), String(openAPI.prefix(300)))
+        let nodes = try await get("GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        XCTAssertTrue(nodes.hasPrefix("HTTP/1.1 401"), String(nodes.prefix(300)))
+        let body = #"{"NodePublic":"nodekey:0000000000000000000000000000000000000000000000000000000000000001","Source":""}"#
+        let verify = try await get("POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body)
+        XCTAssertTrue(verify.hasSuffix(#"{"Allow":false}"#), verify)
     }
 }
