@@ -81,8 +81,10 @@ public struct NetworkMapBuilder: Sendable {
     }
 
     /// The IDs of the nodes `node` is sent as peers, sorted.
+    /// A node waiting for device approval sees no peers.
     public func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> [Int64] {
-        tailnet.nodes.values.filter { other in
+        guard node.authorized else { return [] }
+        return tailnet.nodes.values.filter { other in
             other.id != node.id && other.authorized && policy.canSee(node, other, in: tailnet)
         }.map(\.id).sorted()
     }

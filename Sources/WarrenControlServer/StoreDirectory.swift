@@ -47,9 +47,16 @@ public final class StoreDirectory: ControlDirectory {
             tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date)
         let created = node.created.date
         do {
-            let stored = try await store.transaction { try $0.registerNode(registration, allocator: allocator, now: created) }
+            let authorized = node.authorized
+            let stored = try await store.transaction { tx in
+                var stored = try tx.registerNode(registration, allocator: allocator, now: created)
+                if stored.authorized != authorized {
+                    stored.authorized = authorized
+                    try tx.update(stored)
+                }
+                return stored
+            }
             var result = Self.controlNode(stored)
-            result.authorized = node.authorized
             result.capabilityVersion = node.capabilityVersion
             return result
         } catch let error as StoreError where error.code == .exhausted || error.code == .conflict || error.code == .invalid {
@@ -114,7 +121,7 @@ public final class StoreDirectory: ControlDirectory {
         node.lastSeen = stored.lastSeen.map(TailcfgTime.init(date:))
         node.ephemeral = stored.ephemeral
         node.tags = stored.tags
-        node.authorized = true
+        node.authorized = stored.authorized
         return node
     }
 
@@ -132,6 +139,7 @@ public final class StoreDirectory: ControlDirectory {
         stored.expiry = node.keyExpiry?.date
         stored.lastSeen = node.lastSeen?.date
         stored.ephemeral = node.ephemeral
+        stored.authorized = node.authorized
     }
 
     static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {
