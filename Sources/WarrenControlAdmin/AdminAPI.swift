@@ -200,6 +200,7 @@ public struct AdminAPI: Sendable {
         case ("GET", "nodes", 2): return try await showNode(route[1])
         case ("DELETE", "nodes", 2): return try await deleteNode(route[1])
         case ("POST", "nodes", 3) where route[2] == "expire": return try await expireNode(route[1])
+        case ("POST", "nodes", 3) where route[2] == "approve": return try await updateNode(route[1]) { node, _ in node.authorized = true }
         case ("POST", "nodes", 3) where route[2] == "rename": return try await renameNode(route[1], decode(RenameBody.self, request))
         case ("POST", "nodes", 3) where route[2] == "tags": return try await tagNode(route[1], decode(TagsBody.self, request))
         case ("GET", "nodes", 3) where route[2] == "routes": return try await routes(route[1])

@@ -34,6 +34,8 @@ public enum AdminOpenAPI {
         Route(method: "DELETE", path: "/api/v1/nodes/{node}", summary: "Delete a node", requestSchema: nil, responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/expire", summary: "Expire a node's key now", requestSchema: nil,
               responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/approve", summary: "Approve a device waiting for approval",
+              requestSchema: nil, responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/rename", summary: "Set a node's MagicDNS name", requestSchema: "Rename",
               responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/tags", summary: "Replace a node's tags", requestSchema: "Tags",
@@ -85,7 +87,7 @@ public enum AdminOpenAPI {
                 "advertisedRoutes": strings, "approvedRoutes": strings, "expiry": nullableTime, "expired": boolean,
                 "lastSeen": nullableTime, "online": boolean, "ephemeral": boolean,
                 "registerMethod": ["type": "string", "enum": ["authkey", "interactive", "cli"]],
-                "preAuthKeyID": ["type": ["integer", "null"]], "created": time,
+                "preAuthKeyID": ["type": ["integer", "null"]], "created": time, "authorized": boolean,
             ]),
             "NodeList": list("Node"),
             "PreAuthKey": object([

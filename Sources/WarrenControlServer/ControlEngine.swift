@@ -120,6 +120,10 @@ public actor ControlEngine {
     public func allNodes() -> [ControlNode] { nodes.values.sorted { $0.id < $1.id } }
     public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
     public func pendingLoginIDs() -> [String] { pending.filter { $0.value.completed == nil }.keys.sorted() }
+    /// The node whose current node key is `key` (DERP admission).
+    public func node(withNodeKey key: NodePublic) -> ControlNode? { byNodeKey[key].flatMap { nodes[$0] } }
+    /// The engine's clock (injected in tests).
+    public nonisolated func currentTime() -> TailcfgTime { now() }
 
     /// Users may have been added by the admin side; refresh before looking one up.
     public func reloadUsers() async throws {
@@ -279,7 +283,8 @@ public actor ControlEngine {
             if nodes[id] != nil { try await deleteNode(id: id) }
             return nil
         }
-        if let live = nodes[id] {
+        let before = nodes[id]
+        if let live = before {
             node.homeDERP = live.homeDERP
             node.capabilityVersion = live.capabilityVersion
             if node.hostinfo == nil { node.hostinfo = live.hostinfo }
@@ -287,6 +292,9 @@ public actor ControlEngine {
         if users[node.userID] == nil { try await reloadUsers() }
         index(node)
         broadcast(about: id, .full)
+        let time = now()
+        if node.isExpired(at: time), !(before?.isExpired(at: time) ?? false) { closeSessions(of: id) }
+        if node.authorized, before?.authorized == false { resendFullMap(to: id) }
         return node
     }
 
@@ -328,7 +336,7 @@ public actor ControlEngine {
             node.authorized = authorized || node.authorized
             node.keyExpiry = expiry(tags: requestedTags, at: time)
             node.capabilityVersion = request.version
-            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry]
+            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry, .authorized]
             if node.hostname != hostname, !hostname.isEmpty {
                 node.hostname = hostname
                 node.givenName = uniqueLabel(for: hostname, excluding: id)
@@ -508,6 +516,31 @@ public actor ControlEngine {
         for session in (sessions[id] ?? [:]).values { session.continuation.finish() }
     }
 
+    /// A node's key expired (the clock passed it, see ``NodeKeyExpiryWatcher``): its peers get it with its
+    /// key expiry and `Expired`; the node gets its own expired `Node`, then its map streams end.
+    public func announceExpiry(of id: Int64) {
+        guard let node = nodes[id], node.isExpired(at: now()) else { return }
+        broadcast(about: id, .full)
+        closeSessions(of: id)
+    }
+
+    /// Sends each open stream of the node a new full map (an admin approved the device: its peers appear).
+    private func resendFullMap(to id: Int64) {
+        guard let node = nodes[id], let open = sessions[id] else { return }
+        let current = snapshot
+        let time = now()
+        for (sessionID, var session) in open {
+            let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false)
+            session.knownPeers = Set(full.peers?.map(\.id) ?? [])
+            session.lastFilter = full.packetFilter ?? []
+            session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
+            session.lastCaps = builder.policy.capabilities(for: node, in: current)
+            session.continuation.yield(full)
+            statistics.fullMapsSent += 1
+            sessions[id]?[sessionID] = session
+        }
+    }
+
     // MARK: Admin changes
 
     public func deleteNode(id: Int64) async throws {
@@ -557,7 +590,8 @@ public actor ControlEngine {
                     guard case .full = update, let changed else { continue }
                     message.node = builder.selfNode(changed, in: current, now: time)
                 } else {
-                    let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
+                    // A device waiting for approval sees no one, and no one sees it.
+                    let visible = changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
                     if !visible {
                         guard session.knownPeers.remove(id) != nil else { continue }
                         message.peersRemoved = [id]

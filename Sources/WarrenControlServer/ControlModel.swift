@@ -99,8 +99,11 @@ public struct NodeFields: OptionSet, Sendable, Hashable {
     public static let names = NodeFields(rawValue: 1 << 7)
     /// Approved routes (only an admin sets them).
     public static let approvedRoutes = NodeFields(rawValue: 1 << 8)
+    /// Device approval.
+    public static let authorized = NodeFields(rawValue: 1 << 9)
 
-    public static let all: NodeFields = [.nodeKey, .discoKey, .endpoints, .hostinfo, .lastSeen, .expiry, .owner, .names, .approvedRoutes]
+    public static let all: NodeFields = [.nodeKey, .discoKey, .endpoints, .hostinfo, .lastSeen, .expiry, .owner, .names, .approvedRoutes,
+                                         .authorized]
     /// What a connected node reports about itself in map requests.
     public static let reported: NodeFields = [.discoKey, .endpoints, .hostinfo]
 }

@@ -112,7 +112,9 @@ public struct NetworkMapBuilder: Sendable {
     }
 
     /// The IDs of the nodes `node` is sent as peers, sorted.
+    /// A node waiting for device approval sees no peers.
     public func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> [Int64] {
+        guard node.authorized else { return [] }
         if let ids = policy.peerIDs(of: node, in: tailnet) {
             return ids.filter { $0 != node.id && tailnet.nodes[$0]?.authorized == true }.sorted()
         }

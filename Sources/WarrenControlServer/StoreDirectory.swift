@@ -47,9 +47,16 @@ public final class StoreDirectory: ControlDirectory {
             tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date)
         let created = node.created.date
         do {
-            let stored = try await store.transaction { try $0.registerNode(registration, allocator: allocator, now: created) }
+            let authorized = node.authorized
+            let stored = try await store.transaction { tx in
+                var stored = try tx.registerNode(registration, allocator: allocator, now: created)
+                if stored.authorized != authorized {
+                    stored.authorized = authorized
+                    try tx.update(stored)
+                }
+                return stored
+            }
             var result = Self.controlNode(stored)
-            result.authorized = node.authorized
             result.capabilityVersion = node.capabilityVersion
             return result
         } catch let error as StoreError where error.code == .exhausted || error.code == .conflict || error.code == .invalid {
@@ -115,7 +122,7 @@ public final class StoreDirectory: ControlDirectory {
         node.ephemeral = stored.ephemeral
         node.tags = stored.tags
         node.approvedRoutes = stored.approvedRoutes
-        node.authorized = true
+        node.authorized = stored.authorized
         return node
     }
 
@@ -142,6 +149,7 @@ public final class StoreDirectory: ControlDirectory {
         if fields.contains(.expiry) { stored.expiry = node.keyExpiry?.date }
         if fields.contains(.lastSeen) { stored.lastSeen = node.lastSeen?.date }
         if fields.contains(.approvedRoutes) { stored.approvedRoutes = node.approvedRoutes }
+        if fields.contains(.authorized) { stored.authorized = node.authorized }
     }
 
     static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {
