@@ -27,7 +27,8 @@ final class PolicyCLITests: XCTestCase {
         let process = Process()
         process.executableURL = binary
         process.arguments = ["serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--config", config]
-        process.standardOutput = FileHandle.nullDevice
+        FileManager.default.createFile(atPath: directory + "/serve.out", contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: directory + "/serve.out")
         process.standardError = FileHandle.nullDevice
         try process.run()
         serve = process
@@ -37,6 +38,15 @@ final class PolicyCLITests: XCTestCase {
             try await Task.sleep(for: .milliseconds(10))
         }
         throw XCTSkip("warren-control serve did not come up")
+    }
+
+    /// The URL `serve` printed for clients.
+    private func serverURL() throws -> String {
+        let text = (try? String(contentsOfFile: directory + "/serve.out", encoding: .utf8)) ?? ""
+        guard let range = text.range(of: #"point clients at: (\S+)"#, options: .regularExpression) else {
+            throw XCTSkip("serve printed no URL: \(text)")
+        }
+        return String(text[range].split(separator: " ").last ?? "")
     }
 
     private func write(_ text: String, _ name: String) throws -> String {
@@ -97,6 +107,17 @@ final class PolicyCLITests: XCTestCase {
         XCTAssertTrue(lines.first?.hasPrefix("VERSION") == true)
         XCTAssertTrue(lines.dropFirst().first?.hasPrefix("1 ") == true)
         XCTAssertTrue(lines.last?.hasPrefix("2 ") == true)
+
+        // Over the network with an API key, as the other admin commands.
+        let key = try await CLI.run(["apikeys", "create", "--state-dir", state])
+        XCTAssertEqual(key.status, 0, key.stderr)
+        let url = try serverURL()
+        let remote = try await CLI.run(["policy", "get", "--server", url, "-o", "json"],
+                                       environment: ["WARREN_API_KEY": key.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+        XCTAssertEqual(remote.status, 0, remote.stderr)
+        XCTAssertTrue(remote.stdout.contains(#""version" : 2"#), remote.stdout)
+        let noKey = try await CLI.run(["policy", "set", broken, "--server", url, "--api-key", "wkey-api-bogus"])
+        XCTAssertNotEqual(noKey.status, 0)
     }
 
     func testFileModeRefusesPolicySetAndGetPrintsTheFile() async throws {
