@@ -185,6 +185,7 @@ let package = Package(
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
+            "WarrenPolicy",
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),

@@ -26,11 +26,14 @@ public actor ControlEngine {
         case stream(AsyncStream<MapResponse>)
     }
 
-    private struct Session {
+    struct Session {
         var continuation: AsyncStream<MapResponse>.Continuation
         var knownPeers: Set<Int64>
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
+        /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
+        var lastSSH: SSHPolicy? = nil
+        var lastCaps: [String: [JSONValue]] = [:]
     }
 
     private struct PendingLogin {
@@ -40,7 +43,7 @@ public actor ControlEngine {
         var completed: ControlNode?
     }
 
-    private enum PeerUpdate {
+    enum PeerUpdate {
         case full
         case patch(PeerChange)
         case removed
@@ -49,21 +52,23 @@ public actor ControlEngine {
     public private(set) var configuration: ControlConfiguration
     public nonisolated let builder: NetworkMapBuilder
     private let directory: any ControlDirectory
-    private let logger: Logger
-    private let now: @Sendable () -> TailcfgTime
+    let logger: Logger
+    let now: @Sendable () -> TailcfgTime
 
-    private var users: [Int64: ControlUser] = [:]
-    private var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
+    var users: [Int64: ControlUser] = [:]
+    var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
     private var byNodeKey: [NodePublic: Int64] = [:]
     private var byMachineKey: [MachinePublic: Int64] = [:]
-    private var sessions: [Int64: [Int: Session]] = [:]
+    var sessions: [Int64: [Int: Session]] = [:]
     private var nextSessionID = 1
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
+    /// The primary router of each subnet route (ControlEngine+Policy.swift).
+    var routeOwners: [IPPrefix: Int64] = [:]
 
     /// Counters for tests, metrics and benchmarks.
-    public private(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
+    public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
     public nonisolated let metrics: ControlMetrics
 
     public struct Statistics: Sendable, Hashable {
@@ -92,6 +97,7 @@ public actor ControlEngine {
         byNodeKey = [:]
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
+        routeOwners = currentRouteOwners()
         logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
     }
 
@@ -105,7 +111,7 @@ public actor ControlEngine {
         byMachineKey[node.machineKey] = node.id
     }
 
-    private var snapshot: TailnetSnapshot {
+    var snapshot: TailnetSnapshot {
         TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys))
     }
 
@@ -176,7 +182,7 @@ public actor ControlEngine {
                 var updated = node
                 if let hostinfo = request.hostinfo { updated.hostinfo = hostinfo }
                 updated.capabilityVersion = request.version
-                if updated != node { try await save(updated, update: .full) }
+                if updated != node { try await save(updated, fields: .hostinfo, update: .full) }
                 return registerResponse(for: updated, at: time)
             }
         }
@@ -187,7 +193,7 @@ public actor ControlEngine {
             rotated.nodeKey = request.nodeKey
             rotated.keyExpiry = expiry(tags: node.tags, at: time)
             if let hostinfo = request.hostinfo { rotated.hostinfo = hostinfo }
-            try await save(rotated, update: .full)
+            try await save(rotated, fields: [.nodeKey, .expiry, .hostinfo], update: .full)
             logger.info("node key rotated", metadata: ["node": "\(rotated.id)"])
             return registerResponse(for: rotated, at: time)
         }
@@ -229,7 +235,7 @@ public actor ControlEngine {
             logger.info("ephemeral node logged out and deleted", metadata: ["node": "\(id)"])
         } else {
             node.keyExpiry = time
-            try await save(node, update: .full)
+            try await save(node, fields: .expiry, update: .full)
             closeSessions(of: id)
             logger.info("node logged out", metadata: ["node": "\(id)"])
         }
@@ -330,11 +336,13 @@ public actor ControlEngine {
             node.authorized = authorized || node.authorized
             node.keyExpiry = expiry(tags: requestedTags, at: time)
             node.capabilityVersion = request.version
+            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry, .authorized]
             if node.hostname != hostname, !hostname.isEmpty {
                 node.hostname = hostname
                 node.givenName = uniqueLabel(for: hostname, excluding: id)
+                fields.insert(.names)
             }
-            try await save(node, update: .full)
+            try await save(node, fields: fields, update: .full)
             logger.info("node logged in again", metadata: ["node": "\(id)", "name": "\(node.givenName)"])
             return node
         }
@@ -404,7 +412,7 @@ public actor ControlEngine {
             if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
             if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
             if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
-            try await directory.updateNode(node)
+            try await directory.updateNode(node, fields: .reported)
             index(node)
             update = lightOnly ? .patch(patch) : .full
         }
@@ -436,7 +444,8 @@ public actor ControlEngine {
         }
         sessions[id, default: [:]][sessionID] = Session(
             continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
-            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
+            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
+            lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current))
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
         continuation.onTermination = { [weak self] _ in
@@ -479,7 +488,7 @@ public actor ControlEngine {
         let time = now()
         node.lastSeen = time
         nodes[id] = node
-        try? await directory.updateNode(node)
+        try? await directory.updateNode(node, fields: .lastSeen)
         var patch = PeerChange(nodeID: id)
         patch.online = false
         patch.lastSeen = time
@@ -524,6 +533,8 @@ public actor ControlEngine {
             let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false)
             session.knownPeers = Set(full.peers?.map(\.id) ?? [])
             session.lastFilter = full.packetFilter ?? []
+            session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
+            session.lastCaps = builder.policy.capabilities(for: node, in: current)
             session.continuation.yield(full)
             statistics.fullMapsSent += 1
             sessions[id]?[sessionID] = session
@@ -545,17 +556,18 @@ public actor ControlEngine {
     public func expireNode(id: Int64) async throws {
         guard var node = nodes[id] else { return }
         node.keyExpiry = now()
-        try await save(node, update: .full)
+        try await save(node, fields: .expiry, update: .full)
         closeSessions(of: id)
     }
 
     /// Replaces a node record changed by the admin side (rename, tags, approval) and tells everyone.
     public func nodeChanged(_ node: ControlNode) async throws {
-        try await save(node, update: .full)
+        try await save(node, fields: .all, update: .full)
     }
 
-    private func save(_ node: ControlNode, update: PeerUpdate) async throws {
-        try await directory.updateNode(node)
+    /// Writes the `fields` the engine owns in this change (NodeFields), then tells everyone concerned.
+    private func save(_ node: ControlNode, fields: NodeFields, update: PeerUpdate) async throws {
+        try await directory.updateNode(node, fields: fields)
         index(node)
         broadcast(about: node.id, update)
     }
@@ -564,7 +576,9 @@ public actor ControlEngine {
 
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
-    private func broadcast(about id: Int64, _ update: PeerUpdate) {
+    func broadcast(about id: Int64, _ update: PeerUpdate) {
+        // The policy learns of the change first; the nodes whose results moved get them after the loop.
+        let affected = policyAffected(by: id)
         let current = snapshot
         let time = now()
         let changed = nodes[id]
@@ -574,7 +588,7 @@ public actor ControlEngine {
                 var message = MapResponse()
                 if viewerID == id {
                     guard case .full = update, let changed else { continue }
-                    message.node = builder.wireNode(changed, in: current, now: time)
+                    message.node = builder.selfNode(changed, in: current, now: time)
                 } else {
                     // A device waiting for approval sees no one, and no one sees it.
                     let visible = changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
@@ -583,21 +597,13 @@ public actor ControlEngine {
                         message.peersRemoved = [id]
                     } else if let changed, !session.knownPeers.contains(id) {
                         session.knownPeers.insert(id)
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
                     } else if case .patch(let patch) = update {
                         message.peersChangedPatch = [patch]
                     } else if let changed {
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    }
-                }
-                // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
-                if !(builder.policy is AllowAllPolicy) {
-                    let filter = builder.policy.filterRules(for: viewer, in: current)
-                    if filter != session.lastFilter {
-                        message.packetFilter = filter
-                        session.lastFilter = filter
                     }
                 }
                 session.continuation.yield(message)
@@ -605,6 +611,7 @@ public actor ControlEngine {
                 sessions[viewerID]?[sessionID] = session
             }
         }
+        pushPolicyResults(to: affected)
     }
 
     static func randomID() -> String {

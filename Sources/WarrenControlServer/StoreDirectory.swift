@@ -64,10 +64,10 @@ public final class StoreDirectory: ControlDirectory {
         }
     }
 
-    public func updateNode(_ node: ControlNode) async throws {
+    public func updateNode(_ node: ControlNode, fields: NodeFields) async throws {
         try await store.transaction { tx in
             guard var stored = try tx.node(id: NodeID(node.id)) else { return }
-            Self.copy(node, into: &stored)
+            Self.copy(node, fields: fields, into: &stored)
             try tx.update(stored)
         }
     }
@@ -121,25 +121,35 @@ public final class StoreDirectory: ControlDirectory {
         node.lastSeen = stored.lastSeen.map(TailcfgTime.init(date:))
         node.ephemeral = stored.ephemeral
         node.tags = stored.tags
+        node.approvedRoutes = stored.approvedRoutes
         node.authorized = stored.authorized
         return node
     }
 
-    static func copy(_ node: ControlNode, into stored: inout WarrenControlStore.Node) {
-        stored.machineKey = node.machineKey
-        stored.nodeKey = node.nodeKey
-        stored.discoKey = node.discoKey.raw.isZero ? nil : node.discoKey
-        stored.userID = UserID(node.userID)
-        stored.hostname = node.hostname
-        stored.givenName = node.givenName
-        stored.endpoints = node.endpoints.map(\.description)
-        stored.hostinfo = hostinfoText(node.hostinfo)
-        stored.tags = node.tags
-        stored.advertisedRoutes = node.hostinfo?.routableIPs ?? []
-        stored.expiry = node.keyExpiry?.date
-        stored.lastSeen = node.lastSeen?.date
-        stored.ephemeral = node.ephemeral
-        stored.authorized = node.authorized
+    static func copy(_ node: ControlNode, fields: NodeFields = .all, into stored: inout WarrenControlStore.Node) {
+        if fields.contains(.nodeKey) {
+            stored.machineKey = node.machineKey
+            stored.nodeKey = node.nodeKey
+        }
+        if fields.contains(.discoKey) { stored.discoKey = node.discoKey.raw.isZero ? nil : node.discoKey }
+        if fields.contains(.owner) {
+            stored.userID = UserID(node.userID)
+            stored.tags = node.tags
+            stored.ephemeral = node.ephemeral
+        }
+        if fields.contains(.names) {
+            stored.hostname = node.hostname
+            stored.givenName = node.givenName
+        }
+        if fields.contains(.endpoints) { stored.endpoints = node.endpoints.map(\.description) }
+        if fields.contains(.hostinfo) {
+            stored.hostinfo = hostinfoText(node.hostinfo)
+            stored.advertisedRoutes = node.hostinfo?.routableIPs ?? []
+        }
+        if fields.contains(.expiry) { stored.expiry = node.keyExpiry?.date }
+        if fields.contains(.lastSeen) { stored.lastSeen = node.lastSeen?.date }
+        if fields.contains(.approvedRoutes) { stored.approvedRoutes = node.approvedRoutes }
+        if fields.contains(.authorized) { stored.authorized = node.authorized }
     }
 
     static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {

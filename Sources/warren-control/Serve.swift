@@ -12,6 +12,7 @@ import WarrenControlServer
 import WarrenControlSQLite
 import WarrenDERPServer
 import WarrenPacket
+import WarrenPolicy
 import WarrenTailcfg
 
 struct ServeCommand: AsyncParsableCommand {
@@ -40,7 +41,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 file = try ServeConfigFile.load(path: config)
             } catch let error as ConfigError {
-                PolicyFiles.printError("warren-control: \(error)")
+                Console.printError("warren-control: \(error)")
                 throw ExitCode(2)
             }
         }
@@ -55,13 +56,13 @@ struct ServeCommand: AsyncParsableCommand {
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
-            PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
+            Console.printError("warren-control: --listen \(listenText): expected host:port")
             throw ExitCode(2)
         }
         let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
         let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
         if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
-            PolicyFiles.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            Console.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
             throw ExitCode(2)
         }
         let metrics = ControlMetricsRegistry()
@@ -75,7 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             tlsContext = try file.tls?.context()
         } catch {
-            PolicyFiles.printError("warren-control: tls: \(error)")
+            Console.printError("warren-control: tls: \(error)")
             throw ExitCode(2)
         }
         var configuration = ControlConfiguration(
@@ -103,22 +104,26 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        // The access policy: the configured file, else the version in force in the store, else allow-all.
-        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
+        // (database mode: `policy set` replaces it at run time).
+        // `check` SSH actions delegate to this server's URL.
+        let options = CompileOptions(controlURL: configuration.serverURL)
+        var policy = CompiledPolicy(policy: nil, options: options)
         if let compiled = file.policy {
-            policy = compiled
+            policy = CompiledPolicy(policy: compiled.policy, options: options)
         } else if let stored = try await store.read({ try $0.currentPolicy() }) {
             do {
-                policy = try CompiledPolicy(text: stored.text)
+                policy = CompiledPolicy(policy: try PolicyParser.parse(stored.text), options: options)
             } catch {
-                PolicyFiles.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                Console.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
                 throw ExitCode(2)
             }
         }
         let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
                                    metrics: metrics.control)
         try await engine.load()
-        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
+                                                policyFile: file.policyPath)
         var upgraders: UpgraderFactory?
         if let relay = derpServer {
             upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }

@@ -34,6 +34,8 @@ struct ServeConfigFile {
     var derpEnabled: Bool?
     /// The compiled access policy (from `policy_file`), if any.
     var policy: CompiledPolicy?
+    /// Its path: the server is then in policy file mode (`policy set` refused).
+    var policyPath: String?
     var derpHost: String?
     var derpPort: Int?
     var stunPort: Int?
@@ -208,6 +210,7 @@ struct ServeConfigFile {
                 }
                 do {
                     out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                    out.policyPath = path
                 } catch let error as PolicyError {
                     let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
                     throw fail("policy_file", "\(path)\(place): \(error.message)")

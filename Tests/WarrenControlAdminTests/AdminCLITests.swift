@@ -28,7 +28,8 @@ enum CLI {
     }
 
     /// Runs the binary without blocking the caller's thread (the admin server in this process keeps serving).
-    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
+    /// `input`: a file for standard input (else none).
+    static func run(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws -> CommandResult {
         let binary = try binary()
         let directory = NSTemporaryDirectory() + "warren-cli-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -42,7 +43,7 @@ enum CLI {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = input.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
         let status: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do { try process.run() } catch { continuation.resume(throwing: error) }
