@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
         .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
+        .executable(name: "warren-offload-bench", targets: ["warren-offload-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -40,7 +41,9 @@ let package = Package(
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux"]),
+        // TUN with IFF_VNET_HDR and TUNSETOFFLOAD; UDP_SEGMENT/UDP_GRO batches.
+        .target(name: "CWarrenOffload"),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "CWarrenOffload", "WarrenPacket"]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -59,6 +62,8 @@ let package = Package(
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
         // Benchmark (run on demand): WireGuard handshakes per second on one thread.
         .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
+        // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
+        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -72,6 +77,7 @@ let package = Package(
         .testTarget(name: "WireGuardDeviceTests", dependencies: ["WireGuardDevice", "WireGuardProtocol", "WarrenTestSupport"]),
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
+        .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "CWarrenOffload"]),
     ],
     swiftLanguageModes: [.v6]
 )
