@@ -97,7 +97,7 @@ func get32(_ b: [UInt8], _ o: Int) -> UInt32 { UInt32(b[o]) << 24 | UInt32(b[o +
 /// An IPv4 TCP packet with valid checksums.
 func tcp4(from source: [UInt8], _ sport: Int, to destination: [UInt8], _ dport: Int, seq: UInt32, ack: UInt32,
           flags: UInt8, options: [UInt8] = [], payload: [UInt8] = [], id: Int = 0) -> [UInt8] {
-    var t = u16(sport) + u16(dport) + u32(seq) + u32(ack) + [UInt8((20 + options.count) / 4 << 4), flags] + u16(65535) + [0, 0, 0, 0]
+    var t = u16(sport) + u16(dport) + u32(seq) + u32(ack) + [UInt8(((20 + options.count) / 4) << 4), flags] + u16(65535) + [0, 0, 0, 0]
     t += options + payload
     let c = 0xFFFF - sum16(source + destination + [0, 6] + u16(t.count) + t)
     t[16] = UInt8(c >> 8)

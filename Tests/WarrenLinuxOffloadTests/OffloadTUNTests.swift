@@ -111,6 +111,7 @@ final class OffloadTUNTests: XCTestCase {
             try write(tun, tcp4(from: peer, 9000, to: local, get16(packet, 20), seq: myISN &+ 1,
                                 ack: clientISN &+ 1 &+ UInt32(next) &+ (sawFIN ? 1 : 0), flags: 0x10))
         }
+        print("kernel -> TUN: \(superPackets) TSO super-packets, up to \(largestSegments) segments each, \(segmentsChecked) segments checked")
         XCTAssertEqual(next, total, "all bytes arrived in order")
         XCTAssertTrue(received.enumerated().allSatisfy { $0.element == Self.pattern($0.offset) }, "bytes as sent")
         XCTAssertGreaterThan(superPackets, 0, "the kernel sent TSO super-packets")
@@ -224,6 +225,7 @@ final class OffloadTUNTests: XCTestCase {
         try write(tun, tcp4(from: peer, 40000, to: local, 9001, seq: myISN &+ 1 &+ UInt32(total), ack: serverISN &+ 1, flags: 0x11))
         let result = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(result.trimmingCharacters(in: .whitespacesAndNewlines), "\(total) True")
+        print("TUN -> kernel: \(segments) segments written as \(outputs) writes (\(superPackets) super-packets)")
         XCTAssertGreaterThan(superPackets, 0)
         XCTAssertLessThan(outputs, segments / 4, "writes: \(outputs) for \(segments) segments")
     }
