@@ -119,6 +119,51 @@ final class OffloadTUNTests: XCTestCase {
         XCTAssertGreaterThan(segmentsChecked, total / 1380 - 1)
     }
 
+    /// With USO (Linux 6.2+), a UDP_SEGMENT send routed into the TUN arrives as one UDP_L4
+    /// super-packet; the segmenter turns it into the datagrams the application meant.
+    func testKernelUDPSuperPacketSegmentsIntoDatagrams() throws {
+        try requireRoot()
+        let ns = try TestNamespace("uso")
+        let tun = try makeTUN(ns)
+        guard tun.offloads.contains(.uso4) else { throw XCTSkip("kernel without TUN_F_USO4 (offloads: \(tun.offloads))") }
+        let (sender, _) = try ns.python("""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(17, 103, 1200)
+        s.sendto(bytes((i * 7 + 3) % 251 for i in range(5000)), ('10.77.0.2', 9999))
+        """)
+        sender.waitUntilExit()
+        XCTAssertEqual(sender.terminationStatus, 0)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: OffloadTUNDevice.maximumReadLength, alignment: 16)
+        defer { buffer.deallocate() }
+        var datagrams = [[UInt8]]()
+        var superPackets = 0
+        while datagrams.count < 5, let (header, packet) = try readPacket(tun, buffer, timeout: 3000) {
+            guard packet.count >= 28, packet[0] == 0x45, packet[9] == 17, get16(packet, 22) == 9999 else { continue }
+            if header.gsoType == .udpL4 { superPackets += 1 }
+            var lengths = [Int]()
+            let slots = UnsafeMutableRawPointer.allocate(byteCount: 8 * 2048, alignment: 16)
+            defer { slots.deallocate() }
+            let n = try packet.withUnsafeBytes { raw in
+                try GSOSegmenter.segment(raw, header: header) { index, length in
+                    guard index < 8, length <= 2048 else { return nil }
+                    lengths.append(length)
+                    return slots + index * 2048
+                }
+            }
+            for i in 0..<n {
+                let d = Array(UnsafeRawBufferPointer(start: slots + i * 2048, count: lengths[i]))
+                XCTAssertTrue(checksumsValid(d), "datagram \(i) checksums")
+                XCTAssertEqual(get16(d, 24), d.count - 20, "UDP length")
+                datagrams.append(Array(d[28...]))
+            }
+        }
+        print("kernel -> TUN: \(superPackets) UDP_L4 super-packets for \(datagrams.count) datagrams")
+        XCTAssertEqual(superPackets, 1)
+        XCTAssertEqual(datagrams.map(\.count), [1200, 1200, 1200, 1200, 200])
+        XCTAssertEqual(Array(datagrams.joined()), (0..<5000).map(Self.pattern))
+    }
+
     /// Segments coalesced by TCPCoalescer and written as super-packets are accepted by the
     /// kernel's TCP: a listening socket receives every byte, in order.
     func testCoalescedSuperPacketsAreAcceptedByTheKernel() throws {
