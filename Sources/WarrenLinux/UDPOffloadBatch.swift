@@ -24,8 +24,9 @@ public enum UDPOffload {
 ///
 /// Sending: `reset()`, `append(_:to:port:)` each datagram (its memory must stay valid until
 /// `send`), then `send(on:)`. If the kernel refuses a segmented send (EIO from a device without
-/// checksum offload, EINVAL), segmentation is switched off for this batch from then on and the
-/// rest goes out datagram by datagram. Receiving: `setReceiveBuffer` for each slot, `receive(on:count:)`,
+/// checksum offload; EINVAL or EMSGSIZE when gso_size exceeds the path MTU), segmentation is
+/// switched off for this batch (set `segmentationEnabled` again to retry later, for example after
+/// a rebind) and the rest goes out datagram by datagram. Receiving: `setReceiveBuffer` for each slot, `receive(on:count:)`,
 /// then per message `receivedLength`, `segmentSize`, `source`; split with `UDPSegmentation`.
 /// Allocates only in `init`. Not thread-safe: one batch per thread.
 public final class UDPOffloadBatch: @unchecked Sendable {
@@ -96,7 +97,7 @@ public final class UDPOffloadBatch: @unchecked Sendable {
                 }
                 let e = r < 0 ? -r : EAGAIN
                 let segmented = messageFirst[first + 1] - messageFirst[first] > 1
-                if segmented && (e == EIO || e == EINVAL) {
+                if segmented && (e == EIO || e == EINVAL || e == EMSGSIZE) {
                     // The kernel or device cannot segment: resend from this message without it.
                     segmentationEnabled = false
                     start = messageFirst[first]

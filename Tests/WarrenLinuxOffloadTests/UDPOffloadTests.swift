@@ -109,6 +109,33 @@ final class UDPOffloadTests: XCTestCase {
         }
     }
 
+    /// When the kernel refuses a segmented send (here EINVAL: gso_size above the path MTU, as
+    /// after a route change), the batch turns segmentation off and sends datagram by datagram.
+    func testRefusedSegmentationFallsBackToSingleDatagrams() throws {
+        try requireRoot()
+        let ns = try TestNamespace("gsofb")
+        try ns.ip("link", "set", "lo", "mtu", "1500")
+        try ns.inside {
+            let (sender, _) = try udpSocket()
+            let (receiver, port) = try udpSocket()
+            defer { close(sender); close(receiver) }
+            guard UDPOffload.supportsSegmentation(fileDescriptor: sender) else { throw XCTSkip("no UDP_SEGMENT") }
+            let datagrams = (0..<6).map { datagram($0, length: 1600) }  // fragmented by IP when sent alone
+            let batch = UDPOffloadBatch(datagramCapacity: 8)
+            let memory = datagrams.joined().map { $0 }
+            try memory.withUnsafeBytes { raw in
+                for i in 0..<6 {
+                    batch.append(UnsafeRawBufferPointer(rebasing: raw[(i * 1600)..<((i + 1) * 1600)]), to: IPAddress("127.0.0.1")!, port: port)
+                }
+                XCTAssertTrue(batch.segmentationEnabled)
+                XCTAssertEqual(try batch.send(on: sender), 6, "one message per datagram after the fallback")
+            }
+            XCTAssertFalse(batch.segmentationEnabled, "segmentation switched off")
+            XCTAssertEqual(batch.lastDropped, 0)
+            XCTAssertEqual(try receiveAll(receiver, expected: 6, gro: false).datagrams, datagrams)
+        }
+    }
+
     func testGROReceiveCoalescesAndSplitsBack() throws {
         try requireRoot()
         let ns = try TestNamespace("udpgro")
