@@ -90,6 +90,34 @@ func sum16(_ bytes: [UInt8]) -> Int {
 }
 
 func u16(_ v: Int) -> [UInt8] { [UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+/// The two ends of the test's TCP connection through the TUN, in one address family.
+struct Family: CustomStringConvertible {
+    var v6: Bool
+    var local: [UInt8]
+    var peer: [UInt8]
+    var localText: String
+    var peerText: String
+    /// Where the transport header starts (no IPv4 options, no IPv6 extension headers).
+    var t: Int { v6 ? 40 : 20 }
+    var description: String { v6 ? "IPv6" : "IPv4" }
+
+    static let v4 = Family(v6: false, local: [10, 77, 0, 1], peer: [10, 77, 0, 2], localText: "10.77.0.1", peerText: "10.77.0.2")
+    static let v6 = Family(v6: true, local: [0xfd, 0x77] + [UInt8](repeating: 0, count: 13) + [1],
+                           peer: [0xfd, 0x77] + [UInt8](repeating: 0, count: 13) + [2], localText: "fd77::1", peerText: "fd77::2")
+
+    /// A TCP packet from the peer (the test) to the local end (the kernel).
+    func fromPeer(_ sport: Int, _ dport: Int, seq: UInt32, ack: UInt32, flags: UInt8, options: [UInt8] = [],
+                  payload: [UInt8] = [], id: Int = 0) -> [UInt8] {
+        v6 ? tcp6(from: peer, sport, to: local, dport, seq: seq, ack: ack, flags: flags, options: options, payload: payload)
+            : tcp4(from: peer, sport, to: local, dport, seq: seq, ack: ack, flags: flags, options: options, payload: payload, id: id)
+    }
+
+    /// Whether `p` is a TCP packet of this family.
+    func isTCP(_ p: [UInt8]) -> Bool {
+        v6 ? p.count >= 60 && p[0] >> 4 == 6 && p[6] == 6 : p.count >= 40 && p[0] == 0x45 && p[9] == 6
+    }
+}
+
 func u32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
 func get16(_ b: [UInt8], _ o: Int) -> Int { Int(b[o]) << 8 | Int(b[o + 1]) }
 func get32(_ b: [UInt8], _ o: Int) -> UInt32 { UInt32(b[o]) << 24 | UInt32(b[o + 1]) << 16 | UInt32(b[o + 2]) << 8 | UInt32(b[o + 3]) }
@@ -109,8 +137,23 @@ func tcp4(from source: [UInt8], _ sport: Int, to destination: [UInt8], _ dport: 
     return h + t
 }
 
-/// Checks IPv4 header and TCP/UDP checksums by the book.
+/// An IPv6 TCP packet with a valid checksum.
+func tcp6(from source: [UInt8], _ sport: Int, to destination: [UInt8], _ dport: Int, seq: UInt32, ack: UInt32,
+          flags: UInt8, options: [UInt8] = [], payload: [UInt8] = []) -> [UInt8] {
+    var t = u16(sport) + u16(dport) + u32(seq) + u32(ack) + [UInt8(((20 + options.count) / 4) << 4), flags] + u16(65535) + [0, 0, 0, 0]
+    t += options + payload
+    let c = 0xFFFF - sum16(source + destination + u32(UInt32(t.count)) + [0, 0, 0, 6] + t)
+    t[16] = UInt8(c >> 8)
+    t[17] = UInt8(c & 0xFF)
+    return [0x60, 0, 0, 0] + u16(t.count) + [6, 64] + source + destination + t
+}
+
+/// Checks IP lengths, the IPv4 header checksum and the TCP/UDP checksum by the book.
 func checksumsValid(_ p: [UInt8]) -> Bool {
+    if p.count >= 48, p[0] >> 4 == 6 {
+        let t = Array(p[40...])
+        return get16(p, 4) + 40 == p.count && sum16(Array(p[8..<40]) + u32(UInt32(t.count)) + [0, 0, 0, p[6]] + t) == 0xFFFF
+    }
     guard p.count >= 20, p[0] >> 4 == 4 else { return false }
     let ihl = Int(p[0] & 0x0F) * 4
     let t = Array(p[ihl...])

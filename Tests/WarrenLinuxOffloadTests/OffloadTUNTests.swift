@@ -8,15 +8,13 @@ import XCTest
 /// A real TUN device with IFF_VNET_HDR and TSO in a namespace the test creates, with the test
 /// playing the remote TCP end through the device.
 final class OffloadTUNTests: XCTestCase {
-    let peer: [UInt8] = [10, 77, 0, 2]
-    let local: [UInt8] = [10, 77, 0, 1]
-
     func makeTUN(_ ns: TestNamespace) throws -> OffloadTUNDevice {
         let tun = try ns.inside { try OffloadTUNDevice(name: "woftun0") }
         XCTAssertTrue(try tun.hasVirtioHeader())
         XCTAssertEqual(try tun.headerSize(), VirtioNetHeader.size)
         XCTAssertTrue(tun.offloads.isSuperset(of: [.checksum, .tso4, .tso6]), "offloads: \(tun.offloads)")
         try ns.ip("addr", "add", "10.77.0.1/24", "dev", "woftun0")
+        try ns.ip("-6", "addr", "add", "fd77::1/64", "dev", "woftun0", "nodad")
         try ns.ip("link", "set", "woftun0", "mtu", "1420", "up")
         return tun
     }
@@ -40,13 +38,21 @@ final class OffloadTUNTests: XCTestCase {
     /// The kernel hands over TCP super-packets (gso_type TCPV4, up to 64 KB); the segmenter cuts
     /// them into packets of at most the MTU with valid checksums, carrying exactly the bytes sent.
     func testKernelSuperPacketsSegmentIntoValidPackets() throws {
+        try kernelSuperPacketsSegmentIntoValidPackets(.v4)
+    }
+
+    func testKernelIPv6SuperPacketsSegmentIntoValidPackets() throws {
+        try kernelSuperPacketsSegmentIntoValidPackets(.v6)
+    }
+
+    func kernelSuperPacketsSegmentIntoValidPackets(_ f: Family) throws {
         try requireRoot()
         let ns = try TestNamespace("tso")
         let tun = try makeTUN(ns)
         let total = 400_000
         let (client, _) = try ns.python("""
         import socket
-        s = socket.create_connection(('10.77.0.2', 9000), timeout=5)
+        s = socket.create_connection(('\(f.peerText)', 9000), timeout=5)
         s.settimeout(4)
         try:
             s.sendall(bytes((i * 7 + 3) % 251 for i in range(\(total))))
@@ -76,12 +82,12 @@ final class OffloadTUNTests: XCTestCase {
         let deadline = Date().addingTimeInterval(15)
         while !sawFIN && Date() < deadline {
             guard let (header, packet) = try readPacket(tun, buffer) else { break }
-            guard packet.count >= 40, packet[0] == 0x45, packet[9] == 6 else { continue }  // IPv6 noise, ...
-            let flags = packet[33]
-            if flags & 0x02 != 0 {  // SYN: answer with SYN-ACK, MSS 1380
-                clientISN = get32(packet, 24)
-                try write(tun, tcp4(from: peer, 9000, to: local, get16(packet, 20), seq: myISN, ack: clientISN &+ 1,
-                                    flags: 0x12, options: [2, 4, 0x05, 0x64]))
+            guard f.isTCP(packet), get16(packet, f.t + 2) == 9000 else { continue }  // router solicitations, ...
+            let flags = packet[f.t + 13]
+            if flags & 0x02 != 0 {  // SYN: answer with SYN-ACK, MSS 1360
+                clientISN = get32(packet, f.t + 4)
+                try write(tun, f.fromPeer(9000, get16(packet, f.t), seq: myISN, ack: clientISN &+ 1,
+                                          flags: 0x12, options: [2, 4, 0x05, 0x50]))
                 continue
             }
             var lengths = [Int]()
@@ -92,26 +98,26 @@ final class OffloadTUNTests: XCTestCase {
                     return slots + index * slotSize
                 }
             }
-            if header.gsoType == .tcpV4 && n > 1 { superPackets += 1 }
+            if header.gsoType == (f.v6 ? .tcpV6 : .tcpV4) && n > 1 { superPackets += 1 }
             largestSegments = max(largestSegments, n)
             for i in 0..<n {
                 let s = Array(UnsafeRawBufferPointer(start: slots + i * slotSize, count: lengths[i]))
                 XCTAssertTrue(checksumsValid(s), "segment checksums")
                 XCTAssertLessThanOrEqual(s.count, 1420)
                 segmentsChecked += 1
-                let payload = Array(s[40...])
-                let offset = Int(get32(s, 24) &- clientISN &- 1)
-                if s[33] & 0x01 != 0 { sawFIN = true }
+                let payload = Array(s[(f.t + Int(s[f.t + 12] >> 4) * 4)...])
+                let offset = Int(get32(s, f.t + 4) &- clientISN &- 1)
+                if s[f.t + 13] & 0x01 != 0 { sawFIN = true }
                 if offset == next && offset + payload.count <= total {
                     received.replaceSubrange(offset..<offset + payload.count, with: payload)
                     next += payload.count
                 }
             }
             // Acknowledge what arrived in order, so the window opens and larger bursts follow.
-            try write(tun, tcp4(from: peer, 9000, to: local, get16(packet, 20), seq: myISN &+ 1,
-                                ack: clientISN &+ 1 &+ UInt32(next) &+ (sawFIN ? 1 : 0), flags: 0x10))
+            try write(tun, f.fromPeer(9000, get16(packet, f.t), seq: myISN &+ 1,
+                                      ack: clientISN &+ 1 &+ UInt32(next) &+ (sawFIN ? 1 : 0), flags: 0x10))
         }
-        print("kernel -> TUN: \(superPackets) TSO super-packets, up to \(largestSegments) segments each, \(segmentsChecked) segments checked")
+        print("kernel -> TUN (\(f)): \(superPackets) TSO super-packets, up to \(largestSegments) segments each, \(segmentsChecked) segments checked")
         XCTAssertEqual(next, total, "all bytes arrived in order")
         XCTAssertTrue(received.enumerated().allSatisfy { $0.element == Self.pattern($0.offset) }, "bytes as sent")
         XCTAssertGreaterThan(superPackets, 0, "the kernel sent TSO super-packets")
@@ -167,16 +173,25 @@ final class OffloadTUNTests: XCTestCase {
     /// Segments coalesced by TCPCoalescer and written as super-packets are accepted by the
     /// kernel's TCP: a listening socket receives every byte, in order.
     func testCoalescedSuperPacketsAreAcceptedByTheKernel() throws {
+        try coalescedSuperPacketsAreAcceptedByTheKernel(.v4)
+    }
+
+    func testCoalescedIPv6SuperPacketsAreAcceptedByTheKernel() throws {
+        try coalescedSuperPacketsAreAcceptedByTheKernel(.v6)
+    }
+
+    func coalescedSuperPacketsAreAcceptedByTheKernel(_ f: Family) throws {
         try requireRoot()
         let ns = try TestNamespace("gro")
         let tun = try makeTUN(ns)
         let segments = 400
-        let mss = 1380
+        let mss = f.v6 ? 1360 : 1380
         let total = segments * mss - 777
         let (server, output) = try ns.python("""
         import socket, sys
-        l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        l.bind(('10.77.0.1', 9001)); l.listen(1); l.settimeout(10)
+        l = socket.socket(socket.AF_INET6 if \(f.v6 ? "True" : "False") else socket.AF_INET)
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind(('\(f.localText)', 9001)); l.listen(1); l.settimeout(10)
         print('ready', flush=True)
         c, _ = l.accept(); c.settimeout(10)
         data = bytearray()
@@ -201,7 +216,7 @@ final class OffloadTUNTests: XCTestCase {
         defer { buffer.deallocate() }
 
         let myISN: UInt32 = 0x7FFF_FFF0
-        try write(tun, tcp4(from: peer, 40000, to: local, 9001, seq: myISN, ack: 0, flags: 0x02, options: [2, 4, 0x05, 0x64]))
+        try write(tun, f.fromPeer(40000, 9001, seq: myISN, ack: 0, flags: 0x02, options: [2, 4, 0x05, 0x64]))
         var serverISN: UInt32? = nil
         var acked: UInt32 = 0
         var window = 0
@@ -209,19 +224,19 @@ final class OffloadTUNTests: XCTestCase {
             while let (header, packet) = try readPacket(tun, buffer, timeout: timeout) {
                 var p = packet
                 try p.withUnsafeMutableBytes { try GSOSegmenter.completeChecksum($0, header: header) }
-                guard p.count >= 40, p[0] == 0x45, p[9] == 6, get16(p, 20) == 9001 else { continue }
+                guard f.isTCP(p), get16(p, f.t) == 9001 else { continue }
                 XCTAssertTrue(checksumsValid(p))
-                if p[33] & 0x12 == 0x12 { serverISN = get32(p, 24) }
-                if p[33] & 0x10 != 0 {
-                    acked = get32(p, 28)
-                    window = get16(p, 34)
+                if p[f.t + 13] & 0x12 == 0x12 { serverISN = get32(p, f.t + 4) }
+                if p[f.t + 13] & 0x10 != 0 {
+                    acked = get32(p, f.t + 8)
+                    window = get16(p, f.t + 14)
                 }
                 if timeout > 0 { return }
             }
         }
         try drain(timeout: 3000)
         guard let serverISN else { return XCTFail("no SYN-ACK") }
-        try write(tun, tcp4(from: peer, 40000, to: local, 9001, seq: myISN &+ 1, ack: serverISN &+ 1, flags: 0x10))
+        try write(tun, f.fromPeer(40000, 9001, seq: myISN &+ 1, ack: serverISN &+ 1, flags: 0x10))
 
         let coalescer = TCPCoalescer(maximumPackets: 64, maximumPacketLength: 1500)
         var sent = 0
@@ -236,8 +251,8 @@ final class OffloadTUNTests: XCTestCase {
             while batch.count < 32 && offset < total && offset - Int(acked &- myISN &- 1) + mss <= inFlightLimit {
                 let size = min(mss, total - offset)
                 let payload = (offset..<offset + size).map(Self.pattern)
-                batch.append(tcp4(from: peer, 40000, to: local, 9001, seq: myISN &+ 1 &+ UInt32(offset), ack: serverISN &+ 1,
-                                  flags: offset + size == total ? 0x18 : 0x10, payload: payload, id: id))
+                batch.append(f.fromPeer(40000, 9001, seq: myISN &+ 1 &+ UInt32(offset), ack: serverISN &+ 1,
+                                        flags: offset + size == total ? 0x18 : 0x10, payload: payload, id: id))
                 id += 1
                 offset += size
             }
@@ -267,10 +282,10 @@ final class OffloadTUNTests: XCTestCase {
             XCTAssertEqual(Int(acked &- myISN &- 1), sent, "acknowledged")
             if Int(acked &- myISN &- 1) != sent { break }
         }
-        try write(tun, tcp4(from: peer, 40000, to: local, 9001, seq: myISN &+ 1 &+ UInt32(total), ack: serverISN &+ 1, flags: 0x11))
+        try write(tun, f.fromPeer(40000, 9001, seq: myISN &+ 1 &+ UInt32(total), ack: serverISN &+ 1, flags: 0x11))
         let result = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(result.trimmingCharacters(in: .whitespacesAndNewlines), "\(total) True")
-        print("TUN -> kernel: \(segments) segments written as \(outputs) writes (\(superPackets) super-packets)")
+        print("TUN -> kernel (\(f)): \(segments) segments written as \(outputs) writes (\(superPackets) super-packets)")
         XCTAssertGreaterThan(superPackets, 0)
         XCTAssertLessThan(outputs, segments / 4, "writes: \(outputs) for \(segments) segments")
     }
