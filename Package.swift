@@ -63,7 +63,7 @@ let package = Package(
         // Benchmark (run on demand): WireGuard handshakes per second on one thread.
         .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
         // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
-        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket"]),
+        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "CWarrenOffload"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),

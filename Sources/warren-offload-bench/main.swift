@@ -3,6 +3,7 @@
 // MTU-sized packets, and TCP coalescing of MTU-sized segments into super-packets (what goes
 // back into the TUN). Figures are per CPU-second of this thread (CLOCK_THREAD_CPUTIME_ID).
 // Run on demand: swift run -c release warren-offload-bench [seconds-per-case]
+// or, as root: warren-offload-bench tunnel [seconds] [rounds] (see Tunnel.swift).
 
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,14 @@ import Darwin
 import Foundation
 import WarrenPacket
 
+#if os(Linux)
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "tunnel" {
+    let seconds = CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 5 : 5
+    let rounds = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 3 : 3
+    tunnelBenchmark(seconds: seconds, rounds: rounds)
+    exit(0)
+}
+#endif
 let secondsPerCase = CommandLine.arguments.count > 1 ? Double(CommandLine.arguments[1]) ?? 2 : 2
 
 func cpuSeconds() -> Double {
