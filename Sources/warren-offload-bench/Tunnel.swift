@@ -158,8 +158,8 @@ func cpuSecondsOfProcess() -> Double {
     return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
 }
 
-/// One iperf3 run through the tunnel; returns (Gbit/s, forwarder CPU seconds per GB).
-func tunnelRun(offload: Bool, seconds: Int) -> (Double, Double)? {
+/// One iperf3 run through the tunnel; returns (Gbit/s, forwarder CPU seconds per GB, retransmits).
+func tunnelRun(offload: Bool, seconds: Int) -> (Double, Double, Int)? {
     let a = "wof-ta", b = "wof-tb"
     for ns in [a, b] { sh(["ip", "netns", "delete", ns]) }
     defer { for ns in [a, b] { sh(["ip", "netns", "delete", ns]) } }
@@ -213,7 +213,8 @@ func tunnelRun(offload: Bool, seconds: Int) -> (Double, Double)? {
           let end = root["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
           let bps = received["bits_per_second"] as? Double, let bytes = received["bytes"] as? Double
     else { print("iperf3 failed: \(json.prefix(300))"); return nil }
-    return (bps / 1e9, cpu / (bytes / 1e9))
+    let retransmits = ((end["sum_sent"] as? [String: Any])?["retransmits"] as? Int) ?? -1
+    return (bps / 1e9, cpu / (bytes / 1e9), retransmits)
 }
 
 func tunnelBenchmark(seconds: Int, rounds: Int) {
@@ -221,8 +222,8 @@ func tunnelBenchmark(seconds: Int, rounds: Int) {
     print("null-cipher tunnel, 1 TCP stream (iperf3 -t \(seconds)), MTU 1420, 2 namespaces + veth, \(rounds) rounds")
     for round in 1...rounds {
         for offload in round % 2 == 1 ? [false, true] : [true, false] {
-            if let (gbps, cpu) = tunnelRun(offload: offload, seconds: seconds) {
-                print("round \(round) \(offload ? "offloads   " : "no offloads") \(String(format: "%6.2f", gbps)) Gbit/s  forwarder CPU \(String(format: "%5.2f", cpu)) s/GB")
+            if let (gbps, cpu, retransmits) = tunnelRun(offload: offload, seconds: seconds) {
+                print("round \(round) \(offload ? "offloads   " : "no offloads") \(String(format: "%6.2f", gbps)) Gbit/s  forwarder CPU \(String(format: "%5.2f", cpu)) s/GB  retransmits \(retransmits)")
             }
         }
     }
