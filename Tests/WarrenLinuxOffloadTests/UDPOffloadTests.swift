@@ -24,11 +24,26 @@ final class UDPOffloadTests: XCTestCase {
         return (fd, UInt16(bigEndian: address.sin_port))
     }
 
+    /// A bound, non-blocking IPv6 UDP socket on ::1; returns the descriptor and port.
+    func udp6Socket() throws -> (Int32, UInt16) {
+        let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw XCTSkip("socket: errno \(errno)") }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_addr = in6addr_loopback
+        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw XCTSkip("bind ::1: errno \(errno)") }
+        return (fd, UInt16(bigEndian: address.sin6_port))
+    }
+
     func datagram(_ i: Int, length: Int) -> [UInt8] { (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i &* 7) } }
 
     /// Receives everything waiting on `fd` (up to `expected` datagrams or a quiet second),
     /// splitting GRO-coalesced buffers; returns the datagrams and the number of recvmmsg messages.
-    func receiveAll(_ fd: Int32, expected: Int, gro: Bool) throws -> (datagrams: [[UInt8]], messages: Int, coalesced: Int) {
+    func receiveAll(_ fd: Int32, expected: Int, gro: Bool, source: IPAddress = IPAddress("127.0.0.1")!) throws -> (datagrams: [[UInt8]], messages: Int, coalesced: Int) {
         let batch = UDPOffloadBatch(datagramCapacity: 16)
         let slot = 65536
         let memory = UnsafeMutableRawPointer.allocate(byteCount: 16 * slot, alignment: 16)
@@ -55,7 +70,7 @@ final class UDPOffloadTests: XCTestCase {
                 if !gro { XCTAssertEqual(size, 0, "no GRO without UDP_GRO") }
                 let count = UDPSegmentation.datagramCount(length: length, segmentSize: size)
                 if count > 1 { coalesced += 1 }
-                XCTAssertEqual(batch.source(i)?.address, IPAddress("127.0.0.1"))
+                XCTAssertEqual(batch.source(i)?.address, source)
                 for k in 0..<count {
                     let r = UDPSegmentation.datagramRange(k, length: length, segmentSize: size)
                     out.append(Array(UnsafeRawBufferPointer(start: memory + i * slot + r.lowerBound, count: r.count)))
@@ -133,6 +148,46 @@ final class UDPOffloadTests: XCTestCase {
             XCTAssertFalse(batch.segmentationEnabled, "segmentation switched off")
             XCTAssertEqual(batch.lastDropped, 0)
             XCTAssertEqual(try receiveAll(receiver, expected: 6, gro: false).datagrams, datagrams)
+        }
+    }
+
+    func testIPv6GSOSendAndGROReceive() throws {
+        try requireRoot()
+        let ns = try TestNamespace("udp6")
+        try ns.inside {
+            let (sender, _) = try udp6Socket()
+            let (plain, plainPort) = try udp6Socket()
+            let (coalescing, groPort) = try udp6Socket()
+            defer { close(sender); close(plain); close(coalescing) }
+            guard UDPOffload.supportsSegmentation(fileDescriptor: sender) else { throw XCTSkip("no UDP_SEGMENT") }
+            guard UDPOffload.enableReceiveCoalescing(fileDescriptor: coalescing) else { throw XCTSkip("no UDP_GRO") }
+            let datagrams = (0..<20).map { datagram($0, length: $0 == 19 ? 333 : 1280) }
+            let batch = UDPOffloadBatch(datagramCapacity: 64)
+            let memory = datagrams.joined().map { $0 }
+            let messages = try memory.withUnsafeBytes { raw in
+                var at = 0
+                for (i, d) in datagrams.enumerated() {
+                    batch.append(UnsafeRawBufferPointer(rebasing: raw[at..<at + d.count]), to: IPAddress("::1")!,
+                                 port: i % 2 == 0 ? plainPort : groPort)
+                    batch.append(UnsafeRawBufferPointer(rebasing: raw[at..<at + d.count]), to: IPAddress("::1")!,
+                                 port: i % 2 == 0 ? groPort : plainPort)
+                    at += d.count
+                }
+                // Destinations P G G P P G ... G P: the pairs in the middle group, the first and last stand alone.
+                XCTAssertEqual(try batch.send(on: sender), 21)
+                batch.reset()
+                at = 0
+                for d in datagrams {
+                    batch.append(UnsafeRawBufferPointer(rebasing: raw[at..<at + d.count]), to: IPAddress("::1")!, port: groPort)
+                    at += d.count
+                }
+                return try batch.send(on: sender)
+            }
+            XCTAssertEqual(messages, 1)
+            XCTAssertEqual(try receiveAll(plain, expected: 20, gro: false, source: IPAddress("::1")!).datagrams.count, 20)
+            let got = try receiveAll(coalescing, expected: 40, gro: true, source: IPAddress("::1")!)
+            XCTAssertEqual(Array(got.datagrams.suffix(20)), datagrams, "the GSO run split back exactly")
+            XCTAssertGreaterThan(got.coalesced, 0)
         }
     }
 
