@@ -28,7 +28,8 @@ public enum UDPOffload {
 /// switched off for this batch (set `segmentationEnabled` again to retry later, for example after
 /// a rebind) and the rest goes out datagram by datagram. Receiving: `setReceiveBuffer` for each slot, `receive(on:count:)`,
 /// then per message `receivedLength`, `segmentSize`, `source`; split with `UDPSegmentation`.
-/// Allocates only in `init`. Not thread-safe: one batch per thread.
+/// Allocates only in `init`. Not thread-safe: one batch per thread, and separate batches for
+/// sending and receiving (a receive resets the send state).
 public final class UDPOffloadBatch: @unchecked Sendable {
     private struct Datagram {
         var base: UnsafeRawPointer
