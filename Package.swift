@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
         .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
+        .executable(name: "warren-offload-bench", targets: ["warren-offload-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -42,8 +43,10 @@ let package = Package(
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
+        // TUN with IFF_VNET_HDR and TUNSETOFFLOAD; UDP_SEGMENT/UDP_GRO batches.
+        .target(name: "CWarrenOffload"),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "CWarrenOffload", "WarrenPacket"]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -64,6 +67,8 @@ let package = Package(
         .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
         // Benchmark (run on demand): policy compile, largest filter, memory, recompute after a join.
         .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
+        // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
+        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "CWarrenOffload"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -79,6 +84,7 @@ let package = Package(
         .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
+        .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "CWarrenOffload"]),
     ],
     swiftLanguageModes: [.v6]
 )
