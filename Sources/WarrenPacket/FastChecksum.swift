@@ -8,12 +8,11 @@
 // track for inputs below 2^32 words), folded to 16 bits and swapped once at the end, so the
 // result is the same on every host.
 
-@usableFromInline
-enum FastChecksum {
+public enum FastChecksum {
     /// The folded (not complemented) ones' complement sum of `count` bytes at `p`, as a
     /// big-endian-order 16-bit value. An odd last byte is padded with a zero byte.
     @inlinable
-    static func sum(_ p: UnsafeRawPointer, count: Int) -> UInt32 {
+    public static func sum(_ p: UnsafeRawPointer, count: Int) -> UInt32 {
         var acc: UInt64 = 0
         var i = 0
         while i + 16 <= count {
@@ -39,7 +38,7 @@ enum FastChecksum {
 
     /// Ones' complement addition of already folded (or small) sums, folded again.
     @inlinable
-    static func add(_ a: UInt32, _ b: UInt32) -> UInt32 {
+    public static func add(_ a: UInt32, _ b: UInt32) -> UInt32 {
         var s = UInt64(a) &+ UInt64(b)
         while s >> 16 != 0 { s = (s & 0xFFFF) &+ (s >> 16) }
         return UInt32(s)
@@ -48,7 +47,7 @@ enum FastChecksum {
     /// The TCP/UDP pseudo-header sum (RFC 9293 3.1, RFC 768, RFC 8200 8.1) for the packet at `ip`:
     /// the addresses read from the IP header, `proto` and the upper-layer `length`.
     @inlinable
-    static func pseudoHeader(_ ip: UnsafeRawPointer, isV6: Bool, proto: UInt8, length: Int) -> UInt32 {
+    public static func pseudoHeader(_ ip: UnsafeRawPointer, isV6: Bool, proto: UInt8, length: Int) -> UInt32 {
         let addresses = isV6 ? sum(ip + 8, count: 32) : sum(ip + 12, count: 8)
         let lengthSum = add(UInt32(truncatingIfNeeded: length >> 16), UInt32(truncatingIfNeeded: length & 0xFFFF))
         return add(add(addresses, UInt32(proto)), lengthSum)
@@ -56,20 +55,20 @@ enum FastChecksum {
 
     /// The value for a checksum field: the complement of the folded sum.
     @inlinable
-    static func finish(_ sum: UInt32) -> UInt16 { ~UInt16(truncatingIfNeeded: sum) }
+    public static func finish(_ sum: UInt32) -> UInt16 { ~UInt16(truncatingIfNeeded: sum) }
 
     @inlinable
-    static func store(_ value: UInt16, _ p: UnsafeMutableRawPointer, at offset: Int) {
+    public static func store(_ value: UInt16, _ p: UnsafeMutableRawPointer, at offset: Int) {
         p.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
     @inlinable
-    static func load16(_ p: UnsafeRawPointer, at offset: Int) -> UInt16 {
+    public static func load16(_ p: UnsafeRawPointer, at offset: Int) -> UInt16 {
         UInt16(bigEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
     @inlinable
-    static func load32(_ p: UnsafeRawPointer, at offset: Int) -> UInt32 {
+    public static func load32(_ p: UnsafeRawPointer, at offset: Int) -> UInt32 {
         UInt32(bigEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 }

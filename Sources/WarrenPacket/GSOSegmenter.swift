@@ -54,9 +54,33 @@ public enum GSOSegmenter {
                                into destination: (_ index: Int, _ length: Int) -> UnsafeMutableRawPointer?)
         throws(OffloadError) -> Int
     {
+        try segment(packet, header: header, from: 0, stopWhenFull: false, into: destination)
+    }
+
+    /// Like `segment(_:header:into:)`, but starts at output packet `first` (0 at first; a later call
+    /// resumes where an earlier one stopped) and stops without an error at the first nil from
+    /// `destination`. Returns the index of the next packet to write: `segmentCount` when done.
+    /// This lets a reader fill a fixed batch and continue the super-packet in the next batch.
+    public static func segment(_ packet: UnsafeRawBufferPointer, header: VirtioNetHeader, resumingAt first: Int,
+                               into destination: (_ index: Int, _ length: Int) -> UnsafeMutableRawPointer?)
+        throws(OffloadError) -> Int
+    {
+        try segment(packet, header: header, from: first, stopWhenFull: true, into: destination)
+    }
+
+    @inline(__always)
+    static func segment(_ packet: UnsafeRawBufferPointer, header: VirtioNetHeader, from first: Int, stopWhenFull: Bool,
+                        into destination: (_ index: Int, _ length: Int) -> UnsafeMutableRawPointer?)
+        throws(OffloadError) -> Int
+    {
         guard let source = packet.baseAddress else { throw OffloadError(.malformedPacket, "empty packet") }
+        guard first >= 0 else { throw OffloadError(.malformedPacket, "negative start \(first)") }
         if header.gsoType == .none {
-            guard let out = destination(0, packet.count) else { throw OffloadError(.outputTooSmall, "no room") }
+            guard first == 0 else { throw OffloadError(.malformedPacket, "start \(first) past a single packet") }
+            guard let out = destination(0, packet.count) else {
+                if stopWhenFull { return 0 }
+                throw OffloadError(.outputTooSmall, "no room")
+            }
             out.copyMemory(from: source, byteCount: packet.count)
             if header.flags.contains(.needsChecksum) {
                 try completeChecksum(UnsafeMutableRawBufferPointer(start: out, count: packet.count), header: header)
@@ -78,12 +102,16 @@ public enum GSOSegmenter {
         let proto: UInt32 = layout.isTCP ? 6 : 17
         let checksumField = layout.isTCP ? 16 : 6
 
-        var index = 0
-        var offset = 0
+        let count = payloadLength == 0 ? 1 : (payloadLength + size - 1) / size
+        guard first <= count else { throw OffloadError(.malformedPacket, "start \(first) past \(count) segments") }
+        if first == count { return count }
+        var index = first
+        var offset = first * size
         repeat {
             let chunk = min(size, payloadLength - offset)
             let length = h + chunk
             guard let out = destination(index, length) else {
+                if stopWhenFull { return index }
                 throw OffloadError(.outputTooSmall, "no room for segment \(index)")
             }
             out.copyMemory(from: source, byteCount: h)

@@ -2,13 +2,14 @@
 import Glibc
 import Synchronization
 import WarrenLinux
+import WarrenPacket
 
 /// A real TUN interface (`/dev/net/tun`), read in batches: after poll() says a packet is
 /// waiting, non-blocking reads drain up to a batch without sleeping again.
 ///
 /// With offloads (the default), the interface is opened with IFF_VNET_HDR and TSO: the kernel
 /// hands over TCP super-packets of up to 64 KB, which are cut into MTU-sized segments here (see
-/// `Offload`), and checksums it left for the device are completed. A super-packet whose segments
+/// `GSOSegmenter`), and checksums it left for the device are completed. A super-packet whose segments
 /// do not all fit in the caller's batch is kept and continued at the next read.
 public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     public let device: TUNDevice
@@ -22,7 +23,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     private static let jumboSize = VirtioNetHeader.size + 65_536
     private var pendingLength = 0
     private var pendingHeader = VirtioNetHeader()
-    private var pendingOffset = 0
+    private var pendingIndex = 0
 
     /// Packets the kernel may queue for the device before dropping (the default of 500 drops
     /// bursts while the device is busy encrypting).
@@ -99,51 +100,36 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
                     if try !device.waitReadable() { throw DeviceIOError.closed }
                     continue
                 }
-                guard n > VirtioNetHeader.size else { continue }
-                pendingHeader = VirtioNetHeader(jumbo)
+                guard n > VirtioNetHeader.size,
+                      let header = try? VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: jumbo, count: n))
+                else { continue }
+                pendingHeader = header
                 pendingLength = n - VirtioNetHeader.size
-                pendingOffset = 0
+                pendingIndex = 0
             }
-            let packet = jumbo + VirtioNetHeader.size
-            let header = pendingHeader
-            let length = pendingLength
-            switch header.gso {
-            case .none?:
-                pendingLength = 0
-                if header.flags & VirtioNetHeader.needsChecksum != 0,
-                   !Offload.completeChecksum(packet, length: length, start: Int(header.checksumStart),
-                                             offset: Int(header.checksumOffset)) {
-                    continue
-                }
-                guard length <= room else { continue }
-                buffers.store(UnsafeRawBufferPointer(start: packet, count: length), in: count, at: headroom)
-                count += 1
-            case .tcpV4?, .tcpV6?:
-                let slotsBefore = count
-                let reached = Offload.segmentTCP(
-                    packet, length: length, isV6: header.gso == .tcpV6, transportStart: Int(header.checksumStart),
-                    segmentSize: Int(header.gsoSize), from: pendingOffset
-                ) { segmentLength in
-                    guard count < buffers.capacity, segmentLength <= room else { return nil }
+            let packet = UnsafeRawBufferPointer(start: jumbo + VirtioNetHeader.size, count: pendingLength)
+            let slotsBefore = count
+            // Cut into segments (a packet without GSO is copied, its checksum finished), as many as
+            // the batch has room for; the rest of a super-packet waits for the next batch.
+            let reached: Int
+            do {
+                reached = try GSOSegmenter.segment(packet, header: pendingHeader, resumingAt: pendingIndex) { _, length in
+                    guard count < buffers.capacity, length <= room else { return nil }
                     buffers.offsets[count] = headroom
-                    buffers.lengths[count] = segmentLength
+                    buffers.lengths[count] = length
                     count += 1
                     return buffers.slot(count - 1) + headroom
                 }
-                guard let reached else {
-                    pendingLength = 0  // malformed: dropped
-                    continue
-                }
-                let payloadLength = length - Int(header.checksumStart)
-                    - Int(packet.load(fromByteOffset: Int(header.checksumStart) + 12, as: UInt8.self) >> 4) * 4
-                if reached >= payloadLength || (count == slotsBefore && count == 0) {
-                    pendingLength = 0  // done (or cannot make progress at all: dropped)
-                } else {
-                    pendingOffset = reached
-                    return count  // the batch is full; continue this packet next time
-                }
-            default:
-                pendingLength = 0  // an offload we did not ask for
+            } catch {
+                pendingLength = 0  // malformed, or an offload we did not ask for: dropped
+                continue
+            }
+            let total = (try? GSOSegmenter.segmentCount(packet, header: pendingHeader)) ?? reached
+            if reached >= total || (count == slotsBefore && count == 0) {
+                pendingLength = 0  // done (or cannot make progress at all: dropped)
+            } else {
+                pendingIndex = reached
+                return count  // the batch is full; continue this packet next time
             }
         }
         return count

@@ -3,7 +3,8 @@ import WarrenPacket
 import WarrenTestSupport
 @testable import WireGuardDevice
 
-/// TCP segmentation and checksums of the TUN offload path, checked against a naive RFC 1071
+/// The TUN offload path as the device drives it (WarrenPacket's `GSOSegmenter` resumed across
+/// batches, checksums, the device's in-place coalescing), checked against a naive RFC 1071
 /// checksum written independently here (16-bit big-endian words, one at a time).
 final class OffloadTests: XCTestCase {
     static func naiveSum(_ bytes: [UInt8]) -> UInt32 {
@@ -48,30 +49,33 @@ final class OffloadTests: XCTestCase {
         return ip + l4
     }
 
-    /// Segments `packet` into buffers of room `room`, in as many calls as it takes.
+    /// Segments `packet` (a TSO super-packet as the kernel hands it over) with at most `perCall`
+    /// outputs per call, resuming where the previous call stopped, as the device's reader does.
     static func segments(of packet: [UInt8], isV6: Bool, segmentSize: Int, perCall: Int) -> [[UInt8]]? {
         var out: [[UInt8]] = []
-        var offset = 0
         let transportStart = isV6 ? 40 : 20
-        let payloadLength = packet.count - transportStart - Int(packet[transportStart + 12] >> 4) * 4
+        let header = VirtioNetHeader(flags: .needsChecksum, gsoType: isV6 ? .tcpV6 : .tcpV4,
+                                     headerLength: UInt16(transportStart + Int(packet[transportStart + 12] >> 4) * 4),
+                                     gsoSize: UInt16(segmentSize), checksumStart: UInt16(transportStart), checksumOffset: 16)
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: 70_000 * perCall, alignment: 16)
         defer { scratch.deallocate() }
+        guard let total = packet.withUnsafeBytes({ try? GSOSegmenter.segmentCount($0, header: header) }) else { return nil }
+        var next = 0
         repeat {
             var lengths: [Int] = []
             let reached = packet.withUnsafeBytes { raw in
-                Offload.segmentTCP(raw.baseAddress!, length: packet.count, isV6: isV6, transportStart: transportStart,
-                                   segmentSize: segmentSize, from: offset) { n in
+                try? GSOSegmenter.segment(raw, header: header, resumingAt: next) { _, n in
                     guard lengths.count < perCall else { return nil }
                     lengths.append(n)
                     return scratch + (lengths.count - 1) * 70_000
                 }
             }
-            guard let reached else { return nil }
+            guard let reached, reached > next else { return nil }
             for (i, n) in lengths.enumerated() {
                 out.append(Array(UnsafeRawBufferPointer(start: scratch + i * 70_000, count: n)))
             }
-            offset = reached
-        } while offset < payloadLength
+            next = reached
+        } while next < total
         return out
     }
 
@@ -123,33 +127,42 @@ final class OffloadTests: XCTestCase {
                 let partial = Self.naiveSum(pseudo)
                 packet[l4 + 16] = UInt8(partial >> 8)
                 packet[l4 + 17] = UInt8(partial & 0xff)
-                let ok = packet.withUnsafeMutableBytes {
-                    Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 16)
-                }
-                XCTAssertTrue(ok)
+                let header = VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4), checksumOffset: 16)
+                XCTAssertNoThrow(try packet.withUnsafeMutableBytes { try GSOSegmenter.completeChecksum($0, header: header) })
                 XCTAssertTrue(Self.tcpChecksumVerifies(packet), "count \(count) v6 \(isV6)")
             }
         }
     }
 
-    func testMalformedSuperPacketsAreRefused() {
+    func testMalformedSuperPacketsAreRefused() throws {
         let packet = Self.tcpPacket(isV6: false, payload: Array(repeating: 1, count: 100))
-        packet.withUnsafeBytes { raw in
-            let p = raw.baseAddress!
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 10, segmentSize: 50) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: 30, isV6: false, transportStart: 20, segmentSize: 50) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 20, segmentSize: 0) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 20, segmentSize: 50,
-                                            from: 1000) { _ in nil })
-            XCTAssertFalse(Offload.completeChecksum(UnsafeMutableRawPointer(mutating: p), length: 40, start: 30, offset: 16))
+        func header(start: UInt16 = 20, size: UInt16 = 50) -> VirtioNetHeader {
+            VirtioNetHeader(flags: .needsChecksum, gsoType: .tcpV4, headerLength: 52, gsoSize: size,
+                            checksumStart: start, checksumOffset: 16)
         }
+        try packet.withUnsafeBytes { raw in
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(start: 10), resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(UnsafeRawBufferPointer(rebasing: raw[0..<30]), header: header(),
+                                                          resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(size: 0), resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(), resumingAt: 1000) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(), resumingAt: -1) { _, _ in nil })
+            // No room at all is not an error when resuming: nothing written, start again later.
+            XCTAssertEqual(try GSOSegmenter.segment(raw, header: header(), resumingAt: 1) { _, _ in nil }, 1)
+        }
+        var short = Array(packet[0..<40])
+        XCTAssertThrowsError(try short.withUnsafeMutableBytes {
+            try GSOSegmenter.completeChecksum(UnsafeMutableRawBufferPointer(rebasing: $0[0..<40]),
+                                              header: VirtioNetHeader(flags: .needsChecksum, checksumStart: 30, checksumOffset: 16))
+        })
     }
 
-    func testVirtioHeaderFields() {
+    func testVirtioHeaderFields() throws {
         let bytes: [UInt8] = [1, 0x81, 0x42, 0, 0x58, 0x05, 20, 0, 16, 0]
-        let h = bytes.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
-        XCTAssertEqual(h.flags, VirtioNetHeader.needsChecksum)
-        XCTAssertEqual(h.gso, .tcpV4, "the ECN bit is not part of the type")
+        let h = try bytes.withUnsafeBytes { try VirtioNetHeader(decoding: $0) }
+        XCTAssertEqual(h.flags, .needsChecksum)
+        XCTAssertEqual(h.gsoType, .tcpV4, "the ECN bit is not part of the type")
+        XCTAssertTrue(h.ecn)
         XCTAssertEqual(h.headerLength, 0x42)
         XCTAssertEqual(h.gsoSize, 1368)
         XCTAssertEqual(h.checksumStart, 20)
@@ -176,18 +189,19 @@ final class OffloadTests: XCTestCase {
             let (next, length) = try XCTUnwrap(Offload.coalesceTCP(buffers, from: 0, count: segs.count + 1, into: out,
                                                                    capacity: CoalescingBuffer.size))
             XCTAssertEqual(next, segs.count)
-            let header = VirtioNetHeader(out)
-            XCTAssertEqual(header.gso, isV6 ? .tcpV6 : .tcpV4)
+            let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
+            XCTAssertEqual(header.gsoType, isV6 ? .tcpV6 : .tcpV4)
             XCTAssertEqual(header.gsoSize, 1368)
             XCTAssertEqual(Int(header.checksumStart), isV6 ? 40 : 20)
             XCTAssertEqual(header.checksumOffset, 16)
-            XCTAssertEqual(header.flags, VirtioNetHeader.needsChecksum)
+            XCTAssertEqual(header.flags, .needsChecksum)
             var merged = Array(UnsafeRawBufferPointer(start: out + VirtioNetHeader.size, count: length - VirtioNetHeader.size))
             XCTAssertEqual(merged.count, original.count)
             let l4 = isV6 ? 40 : 20
             // The checksum is left partial (the pseudo-header sum): completing it must verify.
-            XCTAssertTrue(merged.withUnsafeMutableBytes {
-                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 16)
+            XCTAssertNoThrow(try merged.withUnsafeMutableBytes {
+                try GSOSegmenter.completeChecksum($0, header: VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4),
+                                                                              checksumOffset: 16))
             })
             XCTAssertTrue(Self.tcpChecksumVerifies(merged))
             if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
@@ -231,8 +245,8 @@ final class OffloadTests: XCTestCase {
             let (next, length) = try XCTUnwrap(Offload.coalesceUDP(buffers, from: 0, count: 6, into: out,
                                                                    capacity: CoalescingBuffer.size))
             XCTAssertEqual(next, 5, "the shorter datagram ends the run; the other flow is not merged")
-            let header = VirtioNetHeader(out)
-            XCTAssertEqual(header.gso, .udpL4)
+            let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
+            XCTAssertEqual(header.gsoType, .udpL4)
             XCTAssertEqual(header.gsoSize, 1392)
             let l4 = isV6 ? 40 : 20
             XCTAssertEqual(Int(header.headerLength), l4 + 8)
@@ -243,8 +257,9 @@ final class OffloadTests: XCTestCase {
             XCTAssertEqual(Int(merged[l4 + 4]) << 8 | Int(merged[l4 + 5]), merged.count - l4)
             if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
             // Completing the partial checksum gives a valid UDP checksum over the whole packet.
-            XCTAssertTrue(merged.withUnsafeMutableBytes {
-                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 6)
+            XCTAssertNoThrow(try merged.withUnsafeMutableBytes {
+                try GSOSegmenter.completeChecksum($0, header: VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4),
+                                                                              checksumOffset: 6))
             })
             let udpLength = merged.count - l4
             var pseudo: [UInt8] = isV6 ? Array(merged[8..<40]) : Array(merged[12..<20])
