@@ -121,14 +121,15 @@ public final class UDPSocket: @unchecked Sendable {
 
     /// Sends `count` datagrams (at most 64; `bases[i]`, `lengths[i]`) to `destination` as one
     /// UDP GSO message: all but the last must be `segmentSize` bytes. Returns false when the kernel
-    /// refuses segmentation for this message (EINVAL, EIO: e.g. larger than the path MTU); send
-    /// them one by one then. Transient errors drop the datagrams and return true.
+    /// refuses segmentation for this message (EINVAL, EIO, EOPNOTSUPP, or EMSGSIZE: a segment
+    /// larger than the path MTU, which the kernel would fragment if sent alone); send them one by
+    /// one then. Transient errors drop the datagrams and return true.
     public func sendSegments(bases: UnsafePointer<UnsafeMutableRawPointer?>, lengths: UnsafePointer<Int>, count: Int,
                              segmentSize: Int, to destination: SocketAddress) throws(SystemError) -> Bool {
         var e = destination.cEndpoint
         let r = cwarren_send_segments(fileDescriptor, &e, bases, lengths, UInt32(clamping: count), UInt16(clamping: segmentSize))
         if r >= 0 { return true }
-        if -r == EINVAL || -r == EIO || -r == EOPNOTSUPP { return false }
+        if -r == EINVAL || -r == EIO || -r == EOPNOTSUPP || -r == EMSGSIZE { return false }
         if Self.isTransient(-r) { return true }
         throw SystemError("sendmsg UDP_SEGMENT \(destination)", errno: -r)
     }

@@ -22,6 +22,9 @@ int cwarren_tun_set_vnet_header_size(int fd, int size);
 extern const unsigned cwarren_tun_offload_csum;
 extern const unsigned cwarren_tun_offload_tso4;
 extern const unsigned cwarren_tun_offload_tso6;
+/// TUN_F_USO4 / TUN_F_USO6 (UDP segmentation, Linux 6.2+; older kernels refuse the flags).
+extern const unsigned cwarren_tun_offload_uso4;
+extern const unsigned cwarren_tun_offload_uso6;
 
 // MARK: interfaces (ioctl on an AF_INET datagram socket)
 
