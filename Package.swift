@@ -20,10 +20,23 @@ let package = Package(
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
         .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
         .executable(name: "warren-offload-bench", targets: ["warren-offload-bench"]),
+        .executable(name: "warren-derp", targets: ["warren-derp"]),
+        .executable(name: "warren-derp-bench", targets: ["warren-derp-bench"]),
+        .executable(name: "warren-control-bench", targets: ["warren-control-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Layer 0
@@ -35,10 +48,19 @@ let package = Package(
         .target(name: "WireGuardProtocol", dependencies: [
             "WarrenCrypto", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "WarrenTailcfg"),
+        .target(name: "WarrenTailcfg", dependencies: ["WarrenPacket", "TailscaleKeys"]),
         .target(name: "WarrenPolicy", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket", "WireGuardProtocol"]),
+        .target(name: "TailscaleKeys", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "TailscaleControlProtocol", dependencies: [
+            "TailscaleKeys", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DERPProtocol", dependencies: [
+            "TailscaleKeys", "WarrenPacket", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "STUNProtocol", dependencies: ["WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "WarrenControlStore", dependencies: ["TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -47,11 +69,71 @@ let package = Package(
         // TUN with IFF_VNET_HDR and TUNSETOFFLOAD; UDP_SEGMENT/UDP_GRO batches.
         .target(name: "CWarrenOffload"),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "CWarrenOffload", "WarrenPacket"]),
+        .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "WarrenControlAdmin", dependencies: [
+            "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .target(name: "WireGuardDevice", dependencies: [
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // zstd for compressed map responses (Debian's libzstd-dev).
+        .systemLibrary(name: "CWarrenZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "WarrenControlServer", dependencies: [
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy", "CWarrenZstd",
+            "WarrenControlStore",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        // Prometheus metrics for warren-control on their own listener (layer 1).
+        .target(name: "WarrenControlMetrics", dependencies: [
+            "WarrenControlServer", "WarrenDERPServer",
+            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // A ts2021 control client over loopback, for tests and the benchmark (layer 1).
+        .target(name: "WarrenControlClient", dependencies: [
+            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        ]),
+        // DERP relay engines: frame codec + TLS helpers shared by the server and the client.
+        .target(name: "WarrenDERPTransport", dependencies: [
+            "DERPProtocol", "TailscaleKeys", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "WarrenDERPServer", dependencies: [
+            "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "WarrenDERPClient", dependencies: [
+            "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // Layer 2
+        .executableTarget(name: "warren-derp", dependencies: [
+            "WarrenDERPServer", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Benchmark (run on demand): DERP relay throughput between two in-process clients over loopback TLS.
+        .executableTarget(name: "warren-derp-bench", dependencies: [
+            "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "TailscaleKeys",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .executableTarget(name: "warren-wireguard", dependencies: [
             "WireGuardDevice", "WireGuardUAPI", "WireGuardUAPIServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -60,6 +142,15 @@ let package = Package(
         ]),
         .executableTarget(name: "warren-control", dependencies: [
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
+            "WarrenDERPServer", "WarrenDERPTransport",
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics",
+        ]),
+        // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
+        .executableTarget(name: "warren-control-bench", dependencies: [
+            "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "WarrenControlMetrics", "TailscaleKeys",
+            "WarrenTailcfg", "WarrenPacket", .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
         .executableTarget(name: "warren-filter-bench", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg"]),
@@ -85,6 +176,41 @@ let package = Package(
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
         .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "CWarrenOffload"]),
+        .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
+        .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",
+        ]),
+        .testTarget(name: "DERPProtocolTests", dependencies: [
+            "DERPProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "WarrenTailcfgTests", dependencies: [
+            "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+        ]),
+        .testTarget(name: "WarrenControlServerTests", dependencies: [
+            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .testTarget(name: "WarrenControlMetricsTests", dependencies: [
+            "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "TailscaleKeys",
+            "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "WarrenControlStoreTests", dependencies: [
+            "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        .testTarget(name: "WarrenControlAdminTests", dependencies: [
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+        ]),
+        .testTarget(name: "WarrenDERPServerTests", dependencies: [
+            "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",
+            "WarrenPacket", "WarrenTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

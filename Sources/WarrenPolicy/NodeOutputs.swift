@@ -26,6 +26,8 @@ struct NodeBits: Sendable, Equatable {
         for k in o.words.indices { words[k] |= o.words[k] }
     }
 
+    mutating func formUnion<S: Sequence>(_ slots: S) where S.Element == Int { for s in slots { insert(s) } }
+
     var isEmpty: Bool { words.allSatisfy { $0 == 0 } }
 
     var members: [Int] {

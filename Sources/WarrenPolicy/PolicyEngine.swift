@@ -473,7 +473,7 @@ public struct PolicyEngine: Sendable {
         let oldNode = oldSlot.flatMap { live.nodes[$0] }
         guard oldNode != newNode else { return [] }
         let involved = [oldNode, newNode].compactMap { $0 }
-        var changedSlots = Set<Int>()
+        var changedSlots = NodeBits(count: live.slotCount)
         var changedNames: Set<String> = [name]
 
         let routesBefore = live.approvedSubnetRoutes
@@ -481,8 +481,11 @@ public struct PolicyEngine: Sendable {
         var sharers = Set<Int>()
         for n in involved { for a in n.addresses { sharers.formUnion(live.slotsByAddress[a] ?? []) } }
         // Nodes that received the SSH rules this node is a source of, before the change.
-        let before = live
-        let sshTouched = policy.ssh.indices.filter { i in involved.contains { before.contains(sshStatic[i].sources, $0) } }
+        // Plain loops: a closure here would copy the node table, and the insert below would then copy it again.
+        var sshTouched: [Int] = []
+        for i in policy.ssh.indices {
+            for n in involved where live.contains(sshStatic[i].sources, n) { sshTouched.append(i); break }
+        }
         for i in sshTouched where sshStatic[i].hasLocalpart { changedSlots.formUnion(sshSources[i].members) }
 
         // The node table.
@@ -499,14 +502,19 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
-        let after = live
+        func names(_ aliases: [Alias]) -> Bool {
+            for a in aliases {
+                if routesChanged && a == .wildcard { return true }
+                guard LiveTailnet.namesNodes(a) else { continue }
+                for n in involved where live.names(a, n) { return true }
+            }
+            return false
+        }
         for u in units.indices {
-            let aliases = grantUnits[u].sources + grantUnits[u].destinations
-            let depends = aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { after.names(a, $0) } }
-                || (routesChanged && aliases.contains(.wildcard))
-            guard depends else { continue }
+            let dstDepends = names(grantUnits[u].destinations)
+            guard dstDepends || names(grantUnits[u].sources) else { continue }
             let oldRules = units[u].rules
-            recompile(u)
+            if dstDepends || !recompileSources(u) { recompile(u) }
             recompiled.insert(u)
             changedReceivers(unit: u, old: oldRules, new: units[u].rules, into: &changedSlots)
             if !grantUnits[u].via.isEmpty { changedSlots.formUnion(routers) }
@@ -575,14 +583,14 @@ public struct PolicyEngine: Sendable {
             changedSlots.formUnion(live.slots(in: live.resolve(sshStatic[i].otherDsts)))
         }
 
-        for s in changedSlots { if let n = live.nodes[s] { changedNames.insert(n.name) } }
+        for s in changedSlots.members { if let n = live.nodes[s] { changedNames.insert(n.name) } }
         return changedNames
     }
 
     /// Adds the nodes whose filters a unit's recompilation can change: all that a rule reaches when its
     /// sources or protocols changed (or it came or went), else those that the added or removed
     /// destinations reach.
-    func changedReceivers(unit u: Int, old: [CompiledRule], new: [CompiledRule], into out: inout Set<Int>) {
+    func changedReceivers(unit u: Int, old: [CompiledRule], new: [CompiledRule], into out: inout NodeBits) {
         var delta = IPSetBuilder()
         var any = false
         let sameDsts = Self.sameDestinations(old, new)
@@ -594,10 +602,12 @@ public struct PolicyEngine: Sendable {
         for r in new where !old.contains(where: { $0.slot == r.slot }) { whole(r) }
         for (j, o) in old.enumerated() {
             guard let r = new.first(where: { $0.slot == o.slot }) else { whole(o); continue }
-            if o.srcIPs != r.srcIPs || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
+            if Self.differentSources(o, r) || o.proto != r.proto || o.capGrants.map(\.capMap) != r.capGrants.map(\.capMap) {
                 if sameDsts {
-                    // The destination set is the same before and after: take it as computed.
-                    delta.add(dstSets[u][j])
+                    // The destination set is the same before and after. A filter rule reaches the nodes that
+                    // one of its destinations selects (an address of theirs in it: in its destination
+                    // memberships, current but for the changed node, which the caller lists) and routers.
+                    if o.isCapRule { delta.add(dstSets[u][j]) } else { out.formUnion(dstBits[u][j]) }
                     any = true
                 } else {
                     whole(o); whole(r)
@@ -605,10 +615,15 @@ public struct PolicyEngine: Sendable {
                 continue
             }
             if sameDsts { continue }
-            func entries(_ x: CompiledRule) -> [String: IPSet] {
-                var m: [String: IPSet] = [:]
-                for d in x.dsts { m["\(d.ip) \(d.ports.first)-\(d.ports.last) \(d.isInternet)"] = d.set }
-                for (i, g) in x.capGrants.enumerated() { for p in g.dsts { m["cap\(i) \(p)"] = IPSet(prefixes: [p]) } }
+            struct Entry: Hashable { var ip: String; var first: Int; var last: Int; var internet: Bool; var grant: Int }
+            func entries(_ x: CompiledRule) -> [Entry: IPSet] {
+                var m: [Entry: IPSet] = [:]
+                for d in x.dsts {
+                    m[Entry(ip: d.ip, first: Int(d.ports.first), last: Int(d.ports.last), internet: d.isInternet, grant: -1)] = d.set
+                }
+                for (i, g) in x.capGrants.enumerated() {
+                    for p in g.dsts { m[Entry(ip: p.description, first: 0, last: 0, internet: false, grant: i)] = IPSet(prefixes: [p]) }
+                }
                 return m
             }
             let a = entries(o), b = entries(r)
@@ -618,6 +633,13 @@ public struct PolicyEngine: Sendable {
         guard any else { return }
         out.formUnion(live.slots(in: delta.build()))
         out.formUnion(live.routers)
+    }
+
+    /// Whether two rules' SrcIPs differ; known fingerprints (or counts) that differ answer without comparing strings.
+    static func differentSources(_ a: CompiledRule, _ b: CompiledRule) -> Bool {
+        if a.srcIPs.count != b.srcIPs.count { return true }
+        if let x = a.srcFingerprint, let y = b.srcFingerprint, x != y { return true }
+        return a.srcIPs != b.srcIPs
     }
 
     /// Whether two compilations of a unit have the same rules in the same places with the same destinations
@@ -632,6 +654,38 @@ public struct PolicyEngine: Sendable {
             }
             for (g, h) in zip(x.capGrants, y.capGrants) where g.dsts != h.dsts { return false }
         }
+        return true
+    }
+
+    /// Recompiles only a unit's sources when its destinations did not change: the rules keep their destinations
+    /// (and index entries, destination sets and memberships) and take the new SrcIPs. Returns false, changing
+    /// nothing, when the unit needs a full compile (via, capabilities, wildcard sources, no rules before or after).
+    mutating func recompileSources(_ u: Int) -> Bool {
+        let unit = grantUnits[u]
+        guard unit.via.isEmpty, unit.app?.isEmpty ?? true, !units[u].isVia, !units[u].rules.isEmpty,
+              !unit.sources.contains(.wildcard), !unit.sources.contains(.autogroup("autogroup:danger-all")),
+              !units[u].rules.contains(where: \.isCapRule) else { return false }
+        let resolved = unit.sources.map { live.resolve($0) }
+        let srcSet: IPSet
+        if resolved.count == 1 {
+            srcSet = resolved[0]
+        } else {
+            var b = IPSetBuilder()
+            for x in resolved { b.add(x) }
+            srcSet = b.build()
+        }
+        guard !srcSet.isEmpty else { return false }
+        let fast = live.nodeSourceStrings(unit.sources)
+        let srcIPs = fast?.strings ?? PolicyCompiler.srcStrings(unit.sources, resolver: live)
+        guard !srcIPs.isEmpty else { return false }
+        for id in keys[u] where id != 0 { releaseKey(id) }
+        units[u].resolvedSources = resolved
+        for j in units[u].rules.indices {
+            units[u].rules[j].srcIPs = srcIPs
+            units[u].rules[j].srcSet = srcSet
+            units[u].rules[j].srcFingerprint = fast?.fingerprint
+        }
+        keys[u] = units[u].rules.map { internKey($0, unit: u) }
         return true
     }
 

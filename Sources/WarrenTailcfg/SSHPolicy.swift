@@ -41,8 +41,8 @@ public struct SSHAction: Codable, Hashable, Sendable {
 }
 
 public struct SSHRule: Codable, Hashable, Sendable {
-    /// Unix seconds after which the rule no longer applies; nil for never.
-    public var ruleExpires: String?
+    /// When the rule stops applying (Go's *time.Time, RFC 3339 on the wire); nil for never.
+    public var ruleExpires: TailcfgTime?
     public var principals: [SSHPrincipal]
     /// Requested login name to local user name; "*" matches any, "=" maps to itself, "" denies.
     public var sshUsers: [String: String]

@@ -1,11 +1,12 @@
 // warren-policy-bench: compiles a synthetic tailnet's policy and prints figures (run on demand; not a test).
 //
-//   swift run -c release warren-policy-bench [--nodes N] [--seed S]
+//   swift run -c release warren-policy-bench [--nodes N] [--seed S] [--repeat-joins K] [--send-rounds R]
 //
 // The tailnet: N nodes (default 10,000) of 2,500 users and 100 tags, 50 groups, 200 ACL and grant rules,
 // 10 SSH rules, subnet routers and exit nodes. Figures: policy parse time, full compile time (engine build,
 // and every node's filter, SSH policy and peers materialized), the largest per-node filter (rules and JSON
-// bytes), peak memory (VmHWM), and the time to recompute after one node joins.
+// bytes), peak memory (VmHWM), and the time to recompute after a node joins or leaves
+// (median and maximum over K joins of each kind; the touched nodes' results in wire form for the first R rounds).
 import Foundation
 import WarrenPacket
 import WarrenPolicy
@@ -188,26 +189,57 @@ print("largest filter: \(largest.bytes) bytes of JSON, \(largest.rules) rules (\
     + "average \(totalRules / nodeCount) rules per node")
 filters = [:]
 
-// Joins: user nodes, tagged nodes and a router, each joined and then removed again.
-var joinTimes: [(String, Timing, Int, Timing)] = []
-let kinds = ["user node", "user node", "user node", "tagged node", "tagged node", "tagged node", "router"]
-for (i, kind) in Array(repeating: kinds, count: option("--repeat-joins", 1)).joined().enumerated() {
-    var n = makeNode(nodeCount + i)
-    n.name = "joiner\(i)"
-    switch kind {
-    case "user node": n.tags = []; n.user = "user\(i % userCount + 1)"
-    case "tagged node": n.user = nil; n.tags = [tags[i % tagCount]]
-    default:
-        n.user = nil; n.tags = [tags[1]]
-        n.advertisedRoutes = [IPPrefix("10.250.\(i).0/24")!]
+// Joins: user nodes, tagged nodes and a router, each joined and then removed again (K rounds with
+// --repeat-joins K). Per kind: the recompute time of the join and of the removal (median and maximum over the
+// rounds, CPU and wall), and for the first join the nodes touched and the time to put their results in wire form.
+struct Sample { var join: Timing; var remove: Timing; var touched: Int; var send: Timing? }
+var samples: [String: [Sample]] = [:]
+let kinds = ["user node", "tagged node", "router"]
+let rounds = max(option("--repeat-joins", 1), 1)
+let sendRounds = option("--send-rounds", 1)
+var joinIndex = 0
+for round in 0..<rounds {
+    for kind in kinds {
+        let i = joinIndex
+        joinIndex += 1
+        var n = makeNode(nodeCount + i)
+        n.name = "joiner\(i)"
+        switch kind {
+        case "user node": n.tags = []; n.user = "user\(i % userCount + 1)"
+        case "tagged node": n.user = nil; n.tags = [tags[i % tagCount]]
+        default:
+            n.user = nil; n.tags = [tags[1]]
+            n.advertisedRoutes = [IPPrefix("10.250.\(i % 250).0/24")!]
+        }
+        var touched: Set<String> = []
+        let t = clock.measure { touched = engine.apply(.upsert(n)) }
+        var send: Timing?
+        if round < sendRounds {
+            send = clock.measure { for name in touched { _ = engine.packetFilter(for: name); _ = engine.sshPolicy(for: name) } }
+        }
+        let r = clock.measure { _ = engine.apply(.remove(name: n.name)) }
+        samples[kind, default: []].append(Sample(join: t, remove: r, touched: touched.count, send: send))
     }
-    var touched: Set<String> = []
-    let t = clock.measure { touched = engine.apply(.upsert(n)) }
-    let send = clock.measure { for name in touched { _ = engine.packetFilter(for: name); _ = engine.sshPolicy(for: name) } }
-    joinTimes.append((kind, t, touched.count, send))
-    engine.apply(.remove(name: n.name))
 }
-for (kind, t, touched, send) in joinTimes.prefix(kinds.count) {
-    print("join of a \(kind): recompute \(ms(t)); \(touched) nodes touched, their filters and SSH policies in wire form \(ms(send))")
+
+func wallMS(_ t: Timing) -> Double {
+    let c = t.wall.components
+    return Double(c.seconds) * 1e3 + Double(c.attoseconds) / 1e15
+}
+
+func distribution(_ ts: [Timing]) -> String {
+    let cpu = ts.map(\.cpu).sorted(), wall = ts.map(wallMS).sorted()
+    return String(format: "p50 %.2f ms / max %.2f ms CPU (wall p50 %.2f / max %.2f ms)",
+                  cpu[cpu.count / 2], cpu.last!, wall[wall.count / 2], wall.last!)
+}
+
+for kind in kinds {
+    let s = samples[kind] ?? []
+    guard let first = s.first else { continue }
+    print("join of a \(kind) (\(s.count)x): recompute \(distribution(s.map(\.join)))")
+    print("  removal: recompute \(distribution(s.map(\.remove)))")
+    if let send = first.send {
+        print("  first join: \(first.touched) nodes touched, their filters and SSH policies in wire form \(ms(send))")
+    }
 }
 print("peak memory (VmHWM): \(peakRSS())")

@@ -104,8 +104,14 @@ wit_binary() {
     esac
 }
 
-# wit_netns NAME: creates a namespace with loopback up.
+# wit_netns NAME: creates a namespace with loopback up. A namespace of the same name left behind by an
+# earlier run of this scenario that was killed before its trap ran (the name carries this test's prefix)
+# is removed first.
 wit_netns() {
+    if ip netns list | grep -qx "$1\( .*\)\?"; then
+        log "removing stale namespace $1 from an earlier run"
+        ip netns del "$1"
+    fi
     ip netns add "$1"
     WIT_NAMESPACES+=("$1")
     ip -n "$1" link set lo up

@@ -1,12 +1,12 @@
 import ArgumentParser
 
 /// warren-control: the coordination server's command line. Each area is a subcommand group in its own
-/// file (the policy commands are in PolicyCommands.swift).
-struct WarrenControl: ParsableCommand {
+/// file: `serve` in Serve.swift, the policy commands in PolicyCommands.swift, the admin commands
+/// (users, preauthkeys, nodes, apikeys) beside them.
+@main
+struct WarrenControl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren-control",
         abstract: "Warren's coordination server and its administration.",
-        subcommands: [PolicyCommand.self])
+        subcommands: [ServeCommand.self, PolicyCommand.self] + adminSubcommands)
 }
-
-WarrenControl.main()

@@ -1,0 +1,505 @@
+import Foundation
+import TailscaleKeys
+import WarrenControlStore
+import WarrenPacket
+
+/// One admin API request, independent of the HTTP library that carried it.
+public struct AdminRequest: Sendable {
+    public var method: String
+    /// The path without the query, such as "/api/v1/users".
+    public var path: String
+    /// Decoded query parameters.
+    public var query: [String: String]
+    /// The `Authorization` header, if any.
+    public var authorization: String?
+    public var body: [UInt8]
+
+    public init(method: String, path: String, query: [String: String] = [:], authorization: String? = nil, body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.authorization = authorization
+        self.body = body
+    }
+
+    /// Splits "path?a=1&b=2" into the path and decoded parameters.
+    public static func splitTarget(_ target: String) -> (path: String, query: [String: String]) {
+        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
+        var query: [String: String] = [:]
+        for pair in target[target.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1 ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
+            query[name] = value
+        }
+        return (String(target[..<mark]), query)
+    }
+}
+
+public struct AdminResponse: Sendable, Equatable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+
+    public init(status: Int, contentType: String = "application/json", body: [UInt8]) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+}
+
+/// How the request reached the server: over the root-only Unix socket (trusted: file permissions are the
+/// authentication, as with headscale's socket) or over the network (needs an API key).
+public enum AdminTransport: Sendable {
+    case localSocket
+    case network
+}
+
+/// What changed through the admin API, for the server to push to connected nodes.
+public enum AdminChange: Sendable, Equatable {
+    /// These nodes changed (name, tags, routes, expiry, owner, or were created).
+    case nodesChanged([NodeID])
+    /// These nodes were deleted.
+    case nodesRemoved([NodeID])
+    /// An interactive login was approved; the client waiting on it can be answered.
+    case registrationApproved(registrationID: String, node: NodeID)
+    /// Users were created, renamed or deleted (names appear in peers' maps).
+    case usersChanged
+}
+
+/// The server-side hooks of the admin API.
+public struct AdminHooks: Sendable {
+    /// Called after each committed change.
+    public var changed: @Sendable (AdminChange) async -> Void
+    /// Which nodes have a live map session (runtime state the store does not keep).
+    public var onlineNodes: @Sendable () async -> Set<NodeID>
+
+    public init(changed: @escaping @Sendable (AdminChange) async -> Void = { _ in },
+                onlineNodes: @escaping @Sendable () async -> Set<NodeID> = { [] }) {
+        self.changed = changed
+        self.onlineNodes = onlineNodes
+    }
+}
+
+/// The admin REST API over a `ControlStore`: routes, validation, JSON. The HTTP listener (`AdminHTTPServer`) or the
+/// control server's own listener hands it `AdminRequest`s. Routes are listed in `AdminOpenAPI.document`.
+public struct AdminAPI: Sendable {
+    public let store: any ControlStore
+    public let allocator: AddressAllocator
+    /// The node-key lifetime for logins approved here (nil = never expire). Tagged nodes never expire.
+    public var nodeKeyExpiry: TimeInterval?
+    public var hooks: AdminHooks
+    let clock: @Sendable () -> Date
+
+    public init(store: any ControlStore, allocator: AddressAllocator, nodeKeyExpiry: TimeInterval? = nil,
+                hooks: AdminHooks = AdminHooks(), clock: @escaping @Sendable () -> Date = { Date() }) {
+        self.store = store
+        self.allocator = allocator
+        self.nodeKeyExpiry = nodeKeyExpiry
+        self.hooks = hooks
+        self.clock = clock
+    }
+
+    public static let pathPrefix = "/api/v1/"
+
+    /// Whether `path` belongs to the admin API (for a listener that serves other things too).
+    public static func serves(path: String) -> Bool { path.hasPrefix(pathPrefix) || path == "/api/v1" }
+
+    public func handle(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+        do {
+            let components = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+            guard components.count >= 2, components[0] == "api", components[1] == "v1" else {
+                throw AdminError(404, "not found", "no such API path: \(request.path)")
+            }
+            let route = Array(components.dropFirst(2))
+            if request.method == "GET", route == ["openapi.json"] {
+                return AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8))
+            }
+            if transport == .network { try await authenticate(request) }
+            return try await dispatch(request.method, route, request)
+        } catch let error as AdminError {
+            return Self.errorResponse(error.status, error.code, error.message)
+        } catch let error as StoreError {
+            let status: Int
+            switch error.code {
+            case .notFound: status = 404
+            case .conflict, .exhausted: status = 409
+            case .invalid: status = 400
+            default: status = 500
+            }
+            return Self.errorResponse(status, error.code.description, error.message)
+        } catch {
+            return Self.errorResponse(500, "internal", "\(error)")
+        }
+    }
+
+    static func errorResponse(_ status: Int, _ code: String, _ message: String) -> AdminResponse {
+        AdminResponse(status: status, body: encode(ErrorJSON(error: message, code: code)))
+    }
+
+    static func encode(_ value: some Encodable) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return (try? Array(encoder.encode(value))) ?? Array(#"{"error":"encoding failed","code":"internal"}"#.utf8)
+    }
+
+    private func ok(_ value: some Encodable, status: Int = 200) -> AdminResponse {
+        AdminResponse(status: status, body: Self.encode(value))
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: AdminRequest) throws -> T {
+        guard request.body.count <= 1 << 20 else { throw AdminError(413, "invalid", "request body too large") }
+        do {
+            return try JSONDecoder().decode(type, from: Data(request.body))
+        } catch {
+            throw AdminError(400, "invalid", "the request body is not the expected JSON (\(String(describing: T.self)))")
+        }
+    }
+
+    private func authenticate(_ request: AdminRequest) async throws {
+        guard let header = request.authorization, header.lowercased().hasPrefix("bearer ") else {
+            throw AdminError(401, "unauthenticated", "an API key is required: Authorization: Bearer <key>")
+        }
+        let text = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        let now = clock()
+        let key: APIKey
+        do {
+            key = try await store.read { try $0.validAPIKey(text, now: now) }
+        } catch let error as StoreError where error.code == .invalid {
+            throw AdminError(401, "unauthenticated", error.message)
+        }
+        // Record use, at most once a minute per key (each write is a synchronous commit).
+        if key.lastUsed.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
+            try await store.transaction { tx in
+                guard var current = try tx.apiKey(id: key.id) else { return }
+                current.lastUsed = now
+                try tx.update(current)
+            }
+        }
+    }
+
+    // MARK: routing
+
+    private func dispatch(_ method: String, _ route: [String], _ request: AdminRequest) async throws -> AdminResponse {
+        switch (method, route.first, route.count) {
+        case ("GET", "users", 1): return try await listUsers()
+        case ("POST", "users", 1): return try await createUser(decode(CreateUserBody.self, request))
+        case ("POST", "users", 3) where route[2] == "rename": return try await renameUser(route[1], decode(RenameBody.self, request))
+        case ("DELETE", "users", 2): return try await deleteUser(route[1])
+
+        case ("GET", "preauthkeys", 1): return try await listPreAuthKeys(user: request.query["user"])
+        case ("POST", "preauthkeys", 1): return try await createPreAuthKey(decode(CreatePreAuthKeyBody.self, request))
+        case ("POST", "preauthkeys", 2) where route[1] == "expire": return try await expirePreAuthKey(decode(ExpireKeyBody.self, request))
+
+        case ("GET", "nodes", 1): return try await listNodes(user: request.query["user"])
+        case ("POST", "nodes", 2) where route[1] == "register": return try await registerNode(decode(RegisterNodeBody.self, request))
+        case ("GET", "nodes", 2): return try await showNode(route[1])
+        case ("DELETE", "nodes", 2): return try await deleteNode(route[1])
+        case ("POST", "nodes", 3) where route[2] == "expire": return try await expireNode(route[1])
+        case ("POST", "nodes", 3) where route[2] == "rename": return try await renameNode(route[1], decode(RenameBody.self, request))
+        case ("POST", "nodes", 3) where route[2] == "tags": return try await tagNode(route[1], decode(TagsBody.self, request))
+        case ("GET", "nodes", 3) where route[2] == "routes": return try await routes(route[1])
+        case ("POST", "nodes", 3) where route[2] == "approve-routes":
+            return try await approveRoutes(route[1], decode(RoutesBody.self, request))
+
+        case ("GET", "registrations", 1): return try await listPending()
+
+        case ("GET", "apikeys", 1): return try await listAPIKeys()
+        case ("POST", "apikeys", 1): return try await createAPIKey(decode(CreateAPIKeyBody.self, request))
+        case ("POST", "apikeys", 2) where route[1] == "expire": return try await expireAPIKey(decode(ExpireKeyBody.self, request))
+        default:
+            throw AdminError(404, "not found", "no such API route: \(method) /api/v1/\(route.joined(separator: "/"))")
+        }
+    }
+
+    private func expiration(absolute: String?, relative: String?, now: Date) throws -> Date? {
+        if let relative {
+            guard let seconds = DurationText.parse(relative), seconds > 0 else {
+                throw AdminError(400, "invalid", "\(relative.debugDescription) is not a duration such as 30m, 24h or 7d")
+            }
+            return now.addingTimeInterval(seconds)
+        }
+        if let absolute {
+            guard let date = AdminTime.parse(absolute) else {
+                throw AdminError(400, "invalid", "\(absolute.debugDescription) is not an RFC 3339 time")
+            }
+            return date
+        }
+        return nil
+    }
+
+    // MARK: users
+
+    private func listUsers() async throws -> AdminResponse {
+        ok(try await store.read { try $0.users().map(UserJSON.init) })
+    }
+
+    private func createUser(_ body: CreateUserBody) async throws -> AdminResponse {
+        let now = clock()
+        let user = try await store.transaction { try $0.createUser(name: body.name, displayName: body.displayName ?? "", now: now) }
+        await hooks.changed(.usersChanged)
+        return ok(UserJSON(user), status: 201)
+    }
+
+    private func renameUser(_ name: String, _ body: RenameBody) async throws -> AdminResponse {
+        let (user, nodes) = try await store.transaction { tx in
+            let user = try tx.renameUser(name, to: body.newName)
+            return (user, try tx.nodes(userID: user.id).map(\.id))
+        }
+        await hooks.changed(.usersChanged)
+        if !nodes.isEmpty { await hooks.changed(.nodesChanged(nodes)) }
+        return ok(UserJSON(user))
+    }
+
+    private func deleteUser(_ name: String) async throws -> AdminResponse {
+        let user = try await store.transaction { tx in
+            let user = try tx.requireUser(named: name)
+            try tx.deleteUser(id: user.id)
+            return user
+        }
+        await hooks.changed(.usersChanged)
+        return ok(UserJSON(user))
+    }
+
+    // MARK: pre-auth keys
+
+    private func listPreAuthKeys(user: String?) async throws -> AdminResponse {
+        let now = clock()
+        return ok(try await store.read { tx in
+            let users = Dictionary(uniqueKeysWithValues: try tx.users().map { ($0.id, $0.name) })
+            let keys = try tx.preAuthKeys(userID: try user.map { try tx.requireUser(named: $0).id })
+            return keys.map { PreAuthKeyJSON($0, userName: users[$0.userID] ?? "", now: now) }
+        })
+    }
+
+    private func createPreAuthKey(_ body: CreatePreAuthKeyBody) async throws -> AdminResponse {
+        let now = clock()
+        let expiration = try expiration(absolute: body.expiration, relative: body.expiresIn, now: now)
+        let options = PreAuthKeyOptions(
+            reusable: body.reusable ?? false, ephemeral: body.ephemeral ?? false, preApproved: body.preApproved ?? false,
+            tags: body.tags ?? [], expiration: expiration)
+        let created = try await store.transaction { tx in
+            let user = try tx.requireUser(named: body.user)
+            var generator = SystemRandomNumberGenerator()
+            let created = try tx.createPreAuthKey(userID: user.id, options: options, now: now, generator: &generator)
+            return CreatedPreAuthKeyJSON(key: created.text, preAuthKey: PreAuthKeyJSON(created.key, userName: user.name, now: now))
+        }
+        return ok(created, status: 201)
+    }
+
+    /// The prefix named by a full key text or a bare prefix.
+    private static func keyPrefix(_ text: String, kind: SecretKeyText.Kind) throws -> String {
+        if let parsed = SecretKeyText(parsing: text, kind: kind) { return parsed.prefix }
+        if SecretKeyText.isPrefixText(text) { return text }
+        let parts = text.split(separator: "-")
+        if parts.count == 3, parts[0] == "wkey", parts[1] == kind.rawValue, SecretKeyText.isPrefixText(parts[2]) { return String(parts[2]) }
+        throw AdminError(400, "invalid", "\(text.debugDescription) is neither a key nor a key prefix")
+    }
+
+    private func expirePreAuthKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
+        let now = clock()
+        let prefix = try Self.keyPrefix(body.key, kind: .preAuth)
+        return ok(try await store.transaction { tx in
+            guard var key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
+            if !key.isExpired(at: now) { key.expiration = now }
+            try tx.update(key)
+            return PreAuthKeyJSON(key, userName: try tx.user(id: key.userID)?.name ?? "", now: now)
+        })
+    }
+
+    // MARK: nodes
+
+    private func nodeJSON(_ nodes: [Node], users: [UserID: String], now: Date) async -> [NodeJSON] {
+        let online = await hooks.onlineNodes()
+        return nodes.map { NodeJSON($0, userName: users[$0.userID] ?? "", online: online.contains($0.id), now: now) }
+    }
+
+    private func listNodes(user: String?) async throws -> AdminResponse {
+        let now = clock()
+        let (nodes, users) = try await store.read { tx in
+            let users = Dictionary(uniqueKeysWithValues: try tx.users().map { ($0.id, $0.name) })
+            let nodes = try user.map { try tx.nodes(userID: tx.requireUser(named: $0).id) } ?? tx.nodes()
+            return (nodes, users)
+        }
+        return ok(await nodeJSON(nodes, users: users, now: now))
+    }
+
+    /// A node named by its id or its MagicDNS name.
+    private static func findNode(_ reference: String, in tx: any StoreReading) throws -> Node {
+        if let id = Int64(reference), let node = try tx.node(id: NodeID(id)) { return node }
+        if let node = try tx.node(givenName: reference) { return node }
+        throw StoreError(.notFound, "no node with id or name \(reference.debugDescription)")
+    }
+
+    private func single(_ node: Node, now: Date) async throws -> AdminResponse {
+        let name = try await store.read { try $0.user(id: node.userID)?.name ?? "" }
+        return ok(await nodeJSON([node], users: [node.userID: name], now: now)[0])
+    }
+
+    private func showNode(_ reference: String) async throws -> AdminResponse {
+        let node = try await store.read { try Self.findNode(reference, in: $0) }
+        return try await single(node, now: clock())
+    }
+
+    private func updateNode(_ reference: String, _ change: @escaping @Sendable (inout Node, any StoreTransaction) throws -> Void) async throws -> AdminResponse {
+        let node = try await store.transaction { tx in
+            var node = try Self.findNode(reference, in: tx)
+            try change(&node, tx)
+            try tx.update(node)
+            return node
+        }
+        await hooks.changed(.nodesChanged([node.id]))
+        return try await single(node, now: clock())
+    }
+
+    private func deleteNode(_ reference: String) async throws -> AdminResponse {
+        let now = clock()
+        let node = try await store.transaction { tx in
+            let node = try Self.findNode(reference, in: tx)
+            try tx.deleteNode(id: node.id)
+            return node
+        }
+        await hooks.changed(.nodesRemoved([node.id]))
+        let name = try await store.read { try $0.user(id: node.userID)?.name ?? "" }
+        return ok(NodeJSON(node, userName: name, online: false, now: now))
+    }
+
+    private func expireNode(_ reference: String) async throws -> AdminResponse {
+        let now = clock()
+        return try await updateNode(reference) { node, _ in
+            if !node.isExpired(at: now) { node.expiry = now }
+        }
+    }
+
+    private func renameNode(_ reference: String, _ body: RenameBody) async throws -> AdminResponse {
+        let node = try await store.transaction { tx in
+            try tx.renameNode(id: try Self.findNode(reference, in: tx).id, to: body.newName)
+        }
+        await hooks.changed(.nodesChanged([node.id]))
+        return try await single(node, now: clock())
+    }
+
+    private func tagNode(_ reference: String, _ body: TagsBody) async throws -> AdminResponse {
+        for tag in body.tags { try StoreRules.validateTag(tag) }
+        return try await updateNode(reference) { node, _ in
+            var seen: Set<String> = []
+            node.tags = body.tags.filter { seen.insert($0).inserted }
+            // Tagged nodes do not expire (as in Tailscale).
+            if !node.tags.isEmpty { node.expiry = nil }
+        }
+    }
+
+    private func routesJSON(_ node: Node) -> RoutesJSON {
+        RoutesJSON(
+            nodeID: node.id.rawValue, advertisedRoutes: node.advertisedRoutes.map(\.description),
+            approvedRoutes: node.approvedRoutes.map(\.description),
+            servedRoutes: node.advertisedRoutes.filter { node.approvedRoutes.contains($0) }.map(\.description))
+    }
+
+    private func routes(_ reference: String) async throws -> AdminResponse {
+        let node = try await store.read { try Self.findNode(reference, in: $0) }
+        return ok(routesJSON(node))
+    }
+
+    private func approveRoutes(_ reference: String, _ body: RoutesBody) async throws -> AdminResponse {
+        var prefixes: [IPPrefix] = []
+        for text in body.routes where !text.isEmpty {
+            guard let prefix = IPPrefix(text), prefix == prefix.masked else {
+                throw AdminError(400, "invalid", "\(text.debugDescription) is not a route prefix such as 10.0.0.0/24")
+            }
+            if !prefixes.contains(prefix) { prefixes.append(prefix) }
+        }
+        let approved = prefixes
+        let node = try await store.transaction { tx in
+            var node = try Self.findNode(reference, in: tx)
+            node.approvedRoutes = approved
+            try tx.update(node)
+            return node
+        }
+        await hooks.changed(.nodesChanged([node.id]))
+        return ok(routesJSON(node))
+    }
+
+    private func listPending() async throws -> AdminResponse {
+        ok(try await store.read { try $0.pendingRegistrations().map(PendingRegistrationJSON.init) })
+    }
+
+    /// Approves an interactive login: `key` is the registration id (or the pending node key).
+    private func registerNode(_ body: RegisterNodeBody) async throws -> AdminResponse {
+        let now = clock()
+        let allocator = self.allocator
+        let expiry = nodeKeyExpiry.map { now.addingTimeInterval($0) }
+        var reference = body.key.trimmingCharacters(in: .whitespaces)
+        // The whole login URL pasted: its last path component is the registration id.
+        if reference.contains("/register/"), let last = reference.split(separator: "/").last { reference = String(last) }
+        let registrationReference = reference
+        let (node, registrationID) = try await store.transaction { tx in
+            let reference = registrationReference
+            let user = try tx.requireUser(named: body.user)
+            var pending = try tx.pendingRegistration(id: reference)
+            if pending == nil, let nodeKey = NodePublic(reference) {
+                pending = try tx.pendingRegistrations().first { $0.nodeKey == nodeKey }
+            }
+            guard var registration = pending else {
+                throw StoreError(.notFound, "no pending login \(reference.debugDescription); the client may have given up (try `tailscale up` again)")
+            }
+            guard registration.expires > now else {
+                throw StoreError(.invalid, "the login \(registration.id) expired at \(AdminTime.format(registration.expires)); start it again")
+            }
+            if registration.approvedNodeID != nil {
+                throw StoreError(.conflict, "the login \(registration.id) was already approved")
+            }
+            let node = try tx.registerNode(
+                NodeRegistration(
+                    machineKey: registration.machineKey, nodeKey: registration.nodeKey, userID: user.id,
+                    hostname: registration.hostname, hostinfo: registration.hostinfo, ephemeral: registration.ephemeral,
+                    method: .interactive, expiry: expiry),
+                allocator: allocator, now: now)
+            registration.approvedNodeID = node.id
+            try tx.save(registration)
+            return (node, registration.id)
+        }
+        await hooks.changed(.registrationApproved(registrationID: registrationID, node: node.id))
+        await hooks.changed(.nodesChanged([node.id]))
+        return try await single(node, now: now)
+    }
+
+    // MARK: API keys
+
+    private func listAPIKeys() async throws -> AdminResponse {
+        let now = clock()
+        return ok(try await store.read { try $0.apiKeys().map { APIKeyJSON($0, now: now) } })
+    }
+
+    private func createAPIKey(_ body: CreateAPIKeyBody) async throws -> AdminResponse {
+        let now = clock()
+        let expiration = try expiration(absolute: body.expiration, relative: body.expiresIn, now: now)
+        return ok(try await store.transaction { tx in
+            var generator = SystemRandomNumberGenerator()
+            let created = try tx.createAPIKey(expiration: expiration, now: now, generator: &generator)
+            return CreatedAPIKeyJSON(key: created.text, apiKey: APIKeyJSON(created.key, now: now))
+        }, status: 201)
+    }
+
+    private func expireAPIKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
+        let now = clock()
+        let prefix = try Self.keyPrefix(body.key, kind: .api)
+        return ok(try await store.transaction { tx in
+            guard var key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
+            if !key.isExpired(at: now) { key.expiration = now }
+            try tx.update(key)
+            return APIKeyJSON(key, now: now)
+        })
+    }
+}
+
+struct AdminError: Error {
+    var status: Int
+    var code: String
+    var message: String
+    init(_ status: Int, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+}

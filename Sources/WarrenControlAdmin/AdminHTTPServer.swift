@@ -1,0 +1,149 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// An HTTP/1.1 listener for the admin API: on a Unix socket in the state directory (mode 0600, so only its owner,
+/// root in production, can connect; requests there need no API key), and optionally on TCP (API key required).
+/// One request per connection (`Connection: close`); bodies up to 1 MiB.
+public final class AdminHTTPServer: Service, Sendable {
+    private let channels: [Channel]
+    public let socketPath: String?
+
+    /// The TCP port actually bound (when 0 was asked for), if a TCP listener was started.
+    public var tcpPort: Int? { channels.first { $0.localAddress?.port != nil }?.localAddress?.port }
+
+    private init(channels: [Channel], socketPath: String?) {
+        self.channels = channels
+        self.socketPath = socketPath
+    }
+
+    /// Binds the listeners. A stale socket file left by a killed server is replaced; a socket that a running server
+    /// answers on is not (`.conflict`-like error: another server owns the state directory).
+    public static func start(
+        api: AdminAPI, socketPath: String?, tcp: (host: String, port: Int)? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> AdminHTTPServer {
+        var channels: [Channel] = []
+        if let socketPath {
+            if AdminClient.socketAnswers(path: socketPath) {
+                throw AdminClientError("another warren-control is already serving \(socketPath)")
+            }
+            let channel = try await bootstrap(api: api, transport: .localSocket, group: group)
+                .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
+            chmod(socketPath, 0o600)
+            channels.append(channel)
+        }
+        if let tcp {
+            do {
+                channels.append(try await bootstrap(api: api, transport: .network, group: group).bind(host: tcp.host, port: tcp.port).get())
+            } catch {
+                for channel in channels { try? await channel.close() }
+                throw error
+            }
+        }
+        return AdminHTTPServer(channels: channels, socketPath: socketPath)
+    }
+
+    private static func bootstrap(api: AdminAPI, transport: AdminTransport, group: any EventLoopGroup) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHTTPHandler(api: api, transport: transport))
+                }
+            }
+    }
+
+    /// Serves until graceful shutdown (or cancellation), then closes the listeners and removes the socket file.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                for channel in channels { try? await channel.closeFuture.get() }
+            } onCancel: {
+                for channel in channels { channel.close(promise: nil) }
+            }
+        } onGracefulShutdown: {
+            for channel in self.channels { channel.close(promise: nil) }
+        }
+        if let socketPath { unlink(socketPath) }
+    }
+
+    /// Closes the listeners now.
+    public func close() async {
+        for channel in channels { try? await channel.close() }
+        if let socketPath { unlink(socketPath) }
+    }
+}
+
+final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let maximumBody = 1 << 20
+
+    private let api: AdminAPI
+    private let transport: AdminTransport
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+
+    init(api: AdminAPI, transport: AdminTransport) {
+        self.api = api
+        self.transport = transport
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            body = []
+            tooLarge = false
+        case .body(var buffer):
+            if body.count + buffer.readableBytes > Self.maximumBody {
+                tooLarge = true
+            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
+                body += bytes
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            if tooLarge {
+                write(AdminAPI.errorResponse(413, "invalid", "request body larger than 1 MiB"), context: context)
+                return
+            }
+            let (path, query) = AdminRequest.splitTarget(head.uri)
+            let request = AdminRequest(
+                method: head.method.rawValue, path: path, query: query,
+                authorization: head.headers.first(name: "authorization"), body: body)
+            body = []
+            let api = self.api
+            let transport = self.transport
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask {
+                await api.handle(request, via: transport)
+            }.whenSuccess { response in
+                let (handler, context) = bound.value
+                handler.write(response, context: context)
+            }
+        }
+    }
+
+    private func write(_ response: AdminResponse, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        headers.add(name: "Connection", value: "close")
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+        buffer.writeBytes(response.body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import Foundation
+
+/// The OpenAPI 3.1 description of the admin API, served at GET /api/v1/openapi.json (no authentication).
+/// Built from `routes`, which a test checks against the router, so the document and the code cannot drift apart.
+public enum AdminOpenAPI {
+    public struct Route: Sendable {
+        public var method: String
+        /// OpenAPI path template, such as "/api/v1/nodes/{node}/rename".
+        public var path: String
+        public var summary: String
+        public var requestSchema: String?
+        public var responseSchema: String
+        public var query: [String]
+    }
+
+    public static let routes: [Route] = [
+        Route(method: "GET", path: "/api/v1/users", summary: "List users", requestSchema: nil, responseSchema: "UserList", query: []),
+        Route(method: "POST", path: "/api/v1/users", summary: "Create a user", requestSchema: "CreateUser", responseSchema: "User", query: []),
+        Route(method: "POST", path: "/api/v1/users/{user}/rename", summary: "Rename a user", requestSchema: "Rename", responseSchema: "User", query: []),
+        Route(method: "DELETE", path: "/api/v1/users/{user}", summary: "Delete a user (refused while it owns nodes)", requestSchema: nil,
+              responseSchema: "User", query: []),
+        Route(method: "GET", path: "/api/v1/preauthkeys", summary: "List pre-auth keys (all, or one user's)", requestSchema: nil,
+              responseSchema: "PreAuthKeyList", query: ["user"]),
+        Route(method: "POST", path: "/api/v1/preauthkeys", summary: "Create a pre-auth key; the full key is in the answer only",
+              requestSchema: "CreatePreAuthKey", responseSchema: "CreatedPreAuthKey", query: []),
+        Route(method: "POST", path: "/api/v1/preauthkeys/expire", summary: "Expire a pre-auth key (by key or prefix)",
+              requestSchema: "ExpireKey", responseSchema: "PreAuthKey", query: []),
+        Route(method: "GET", path: "/api/v1/nodes", summary: "List nodes (all, or one user's)", requestSchema: nil,
+              responseSchema: "NodeList", query: ["user"]),
+        Route(method: "POST", path: "/api/v1/nodes/register", summary: "Approve an interactive login",
+              requestSchema: "RegisterNode", responseSchema: "Node", query: []),
+        Route(method: "GET", path: "/api/v1/nodes/{node}", summary: "Show a node (by id or MagicDNS name)", requestSchema: nil,
+              responseSchema: "Node", query: []),
+        Route(method: "DELETE", path: "/api/v1/nodes/{node}", summary: "Delete a node", requestSchema: nil, responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/expire", summary: "Expire a node's key now", requestSchema: nil,
+              responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/rename", summary: "Set a node's MagicDNS name", requestSchema: "Rename",
+              responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/tags", summary: "Replace a node's tags", requestSchema: "Tags",
+              responseSchema: "Node", query: []),
+        Route(method: "GET", path: "/api/v1/nodes/{node}/routes", summary: "A node's advertised and approved routes",
+              requestSchema: nil, responseSchema: "Routes", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/approve-routes", summary: "Set a node's approved routes",
+              requestSchema: "RouteList", responseSchema: "Routes", query: []),
+        Route(method: "GET", path: "/api/v1/registrations", summary: "List interactive logins waiting for approval",
+              requestSchema: nil, responseSchema: "PendingRegistrationList", query: []),
+        Route(method: "GET", path: "/api/v1/apikeys", summary: "List API keys", requestSchema: nil, responseSchema: "APIKeyList", query: []),
+        Route(method: "POST", path: "/api/v1/apikeys", summary: "Create an API key; the full key is in the answer only",
+              requestSchema: "CreateAPIKey", responseSchema: "CreatedAPIKey", query: []),
+        Route(method: "POST", path: "/api/v1/apikeys/expire", summary: "Expire an API key (by key or prefix)",
+              requestSchema: "ExpireKey", responseSchema: "APIKey", query: []),
+    ]
+
+    private static func object(_ properties: [String: Any], required: [String] = []) -> [String: Any] {
+        var schema: [String: Any] = ["type": "object", "properties": properties]
+        if !required.isEmpty { schema["required"] = required }
+        return schema
+    }
+
+    private static var string: [String: Any] { ["type": "string"] }
+    private static var nullableString: [String: Any] { ["type": ["string", "null"]] }
+    private static var time: [String: Any] { ["type": "string", "format": "date-time"] }
+    private static var nullableTime: [String: Any] { ["type": ["string", "null"], "format": "date-time"] }
+    private static var integer: [String: Any] { ["type": "integer", "format": "int64"] }
+    private static var boolean: [String: Any] { ["type": "boolean"] }
+    private static var strings: [String: Any] { ["type": "array", "items": ["type": "string"]] }
+    private static func ref(_ name: String) -> [String: Any] { ["$ref": "#/components/schemas/\(name)"] }
+    private static func list(_ name: String) -> [String: Any] { ["type": "array", "items": ref(name)] }
+
+    private static var schemas: [String: Any] {
+        [
+            "User": object(["id": integer, "name": string, "displayName": string, "created": time]),
+            "UserList": list("User"),
+            "Node": object([
+                "id": integer, "machineKey": string, "nodeKey": string, "discoKey": nullableString, "user": string, "userID": integer,
+                "hostname": string, "givenName": string, "ipAddresses": strings, "endpoints": strings, "tags": strings,
+                "advertisedRoutes": strings, "approvedRoutes": strings, "expiry": nullableTime, "expired": boolean,
+                "lastSeen": nullableTime, "online": boolean, "ephemeral": boolean,
+                "registerMethod": ["type": "string", "enum": ["authkey", "interactive", "cli"]],
+                "preAuthKeyID": ["type": ["integer", "null"]], "created": time,
+            ]),
+            "NodeList": list("Node"),
+            "PreAuthKey": object([
+                "id": integer, "prefix": string, "user": string, "reusable": boolean, "ephemeral": boolean, "preApproved": boolean,
+                "tags": strings, "created": time, "expiration": nullableTime, "expired": boolean, "used": boolean, "useCount": integer,
+            ]),
+            "PreAuthKeyList": list("PreAuthKey"),
+            "CreatedPreAuthKey": object(["key": string, "preAuthKey": ref("PreAuthKey")]),
+            "APIKey": object(["id": integer, "prefix": string, "created": time, "expiration": nullableTime, "expired": boolean,
+                              "lastUsed": nullableTime]),
+            "APIKeyList": list("APIKey"),
+            "CreatedAPIKey": object(["key": string, "apiKey": ref("APIKey")]),
+            "PendingRegistration": object(["id": string, "machineKey": string, "nodeKey": string, "hostname": string, "created": time,
+                                           "expires": time, "approvedNodeID": ["type": ["integer", "null"]]]),
+            "PendingRegistrationList": list("PendingRegistration"),
+            "Routes": object(["nodeID": integer, "advertisedRoutes": strings, "approvedRoutes": strings, "servedRoutes": strings]),
+            "Error": object(["error": string, "code": string], required: ["error", "code"]),
+            "CreateUser": object(["name": string, "displayName": string], required: ["name"]),
+            "Rename": object(["newName": string], required: ["newName"]),
+            "CreatePreAuthKey": object([
+                "user": string, "reusable": boolean, "ephemeral": boolean, "preApproved": boolean, "tags": strings,
+                "expiration": time, "expiresIn": ["type": "string", "description": "a duration from now: 30m, 24h, 7d"],
+            ], required: ["user"]),
+            "ExpireKey": object(["key": ["type": "string", "description": "the full key or its prefix"]], required: ["key"]),
+            "RegisterNode": object(["user": string, "key": ["type": "string", "description": "the registration id from the AuthURL"]],
+                                   required: ["user", "key"]),
+            "Tags": object(["tags": strings], required: ["tags"]),
+            "RouteList": object(["routes": strings], required: ["routes"]),
+            "CreateAPIKey": object(["expiration": time, "expiresIn": string]),
+        ]
+    }
+
+    /// The document as JSON text.
+    public static let document: String = {
+        var paths: [String: [String: Any]] = [:]
+        for route in routes {
+            var operation: [String: Any] = [
+                "summary": route.summary,
+                "operationId": route.method.lowercased() + route.path.split(separator: "/").dropFirst(2)
+                    .map { $0.hasPrefix("{") ? "By" : $0.prefix(1).uppercased() + $0.dropFirst() }.joined().replacingOccurrences(of: "-", with: ""),
+                "responses": [
+                    "200": ["description": "success", "content": ["application/json": ["schema": ref(route.responseSchema)]]],
+                    "default": ["description": "an error", "content": ["application/json": ["schema": ref("Error")]]],
+                ] as [String: Any],
+            ]
+            var parameters: [[String: Any]] = []
+            for component in route.path.split(separator: "/") where component.hasPrefix("{") {
+                parameters.append(["name": String(component.dropFirst().dropLast()), "in": "path", "required": true, "schema": string])
+            }
+            for name in route.query {
+                parameters.append(["name": name, "in": "query", "required": false, "schema": string])
+            }
+            if !parameters.isEmpty { operation["parameters"] = parameters }
+            if let body = route.requestSchema {
+                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": ref(body)]]]
+            }
+            paths[route.path, default: [:]][route.method.lowercased()] = operation
+        }
+        paths["/api/v1/openapi.json"] = ["get": [
+            "summary": "This document", "operationId": "getOpenAPI", "security": [] as [Any],
+            "responses": ["200": ["description": "the OpenAPI document"]],
+        ] as [String: Any]]
+        let document: [String: Any] = [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "warren-control admin API", "version": "1",
+                "description": "Users, nodes, pre-auth keys and API keys of a warren-control tailnet. Over the network every call "
+                    + "needs `Authorization: Bearer <API key>`; over the server's local Unix socket (root only) none does.",
+            ],
+            "paths": paths,
+            "components": [
+                "schemas": schemas,
+                "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer"]],
+            ] as [String: Any],
+            "security": [["bearer": [] as [Any]]],
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]) else {
+            return "{}"
+        }
+        return String(decoding: data, as: UTF8.self)
+    }()
+}

@@ -1,0 +1,94 @@
+import GRDB
+
+/// The versioned schema. Each migration runs once, in order, inside a transaction, and GRDB records it in
+/// `grdb_migrations`; a database that has a migration this build does not know is refused (it was written by a
+/// newer warren-control) instead of being used half-understood.
+///
+/// Column conventions: times are REAL seconds since 2001-01-01 UTC (Foundation's reference date, so a `Date` comes
+/// back bit-for-bit); keys are 32-byte BLOBs; addresses are their canonical text; lists (endpoints, tags, routes)
+/// are JSON arrays of strings; booleans are 0/1.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: users, nodes, keys, pending logins, policy, addresses") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL UNIQUE,
+                    display_name TEXT NOT NULL DEFAULT '',
+                    created REAL NOT NULL
+                );
+                CREATE TABLE nodes (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    machine_key BLOB NOT NULL UNIQUE,
+                    node_key BLOB NOT NULL UNIQUE,
+                    disco_key BLOB,
+                    user_id INTEGER NOT NULL REFERENCES users(id),
+                    hostname TEXT NOT NULL,
+                    given_name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+                    ipv4 TEXT UNIQUE,
+                    ipv6 TEXT UNIQUE,
+                    endpoints TEXT NOT NULL DEFAULT '[]',
+                    hostinfo TEXT,
+                    tags TEXT NOT NULL DEFAULT '[]',
+                    advertised_routes TEXT NOT NULL DEFAULT '[]',
+                    approved_routes TEXT NOT NULL DEFAULT '[]',
+                    expiry REAL,
+                    last_seen REAL,
+                    ephemeral INTEGER NOT NULL DEFAULT 0,
+                    auth_key_id INTEGER,
+                    register_method TEXT NOT NULL,
+                    created REAL NOT NULL
+                );
+                CREATE INDEX nodes_user ON nodes(user_id);
+                CREATE TABLE pre_auth_keys (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    prefix TEXT NOT NULL UNIQUE,
+                    secret_hash BLOB NOT NULL,
+                    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    reusable INTEGER NOT NULL,
+                    ephemeral INTEGER NOT NULL,
+                    pre_approved INTEGER NOT NULL,
+                    tags TEXT NOT NULL DEFAULT '[]',
+                    created REAL NOT NULL,
+                    expiration REAL,
+                    used INTEGER NOT NULL DEFAULT 0,
+                    use_count INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX pre_auth_keys_user ON pre_auth_keys(user_id);
+                CREATE TABLE api_keys (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    prefix TEXT NOT NULL UNIQUE,
+                    secret_hash BLOB NOT NULL,
+                    created REAL NOT NULL,
+                    expiration REAL,
+                    last_used REAL
+                );
+                CREATE TABLE pending_registrations (
+                    id TEXT PRIMARY KEY,
+                    machine_key BLOB NOT NULL,
+                    node_key BLOB NOT NULL,
+                    hostname TEXT NOT NULL,
+                    hostinfo TEXT,
+                    ephemeral INTEGER NOT NULL,
+                    created REAL NOT NULL,
+                    expires REAL NOT NULL,
+                    approved_node_id INTEGER
+                );
+                CREATE TABLE policies (
+                    version INTEGER PRIMARY KEY,
+                    text TEXT NOT NULL,
+                    created REAL NOT NULL
+                );
+                CREATE TABLE allocated_addresses (
+                    address TEXT PRIMARY KEY
+                );
+                CREATE TABLE address_cursors (
+                    family INTEGER PRIMARY KEY,
+                    address TEXT NOT NULL
+                );
+                """)
+        }
+        return migrator
+    }
+}

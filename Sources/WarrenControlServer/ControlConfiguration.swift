@@ -1,0 +1,41 @@
+// What the engine needs to know about the tailnet it serves. The executable fills it from flags and
+// the YAML file.
+
+import WarrenPacket
+import WarrenTailcfg
+
+public struct ControlConfiguration: Sendable {
+    /// The URL clients use (`--login-server`); also the base of interactive login URLs.
+    public var serverURL: String
+    /// MagicDNS suffix: nodes are `<name>.<baseDomain>`.
+    public var baseDomain: String = "warren.internal"
+    public var ipv4Prefix: IPPrefix = IPPrefix("100.64.0.0/10")!
+    public var ipv6Prefix: IPPrefix = IPPrefix("fd7a:115c:a1e0::/48")!
+    public var dns: DNSSettings = DNSSettings()
+    /// Regions sent in every full map.
+    public var derpMap: DERPMap = DERPMap()
+    /// How long a node key stays valid after login; nil: forever. Tagged nodes never expire.
+    public var nodeKeyExpiry: Duration? = .seconds(180 * 24 * 3600)
+    /// How often an idle map stream carries a keep-alive (clients give up after 120 s of silence).
+    public var keepAliveInterval: Duration = .seconds(55)
+    /// How long an ephemeral node may stay disconnected before it is deleted.
+    public var ephemeralInactivityTimeout: Duration = .seconds(120)
+    /// New nodes (other than those of pre-approved keys) wait for an admin's approval.
+    public var requireDeviceApproval: Bool = false
+    /// How long a Followup register request waits for `nodes register` before answering again.
+    public var interactiveLoginWait: Duration = .seconds(60)
+
+    public init(serverURL: String) { self.serverURL = serverURL }
+}
+
+public struct DNSSettings: Sendable, Hashable {
+    public var magicDNS: Bool = true
+    /// Global nameservers (IP, IP:port or DoH URL); set means "override local DNS".
+    public var nameservers: [String] = []
+    /// Split DNS: domain to its nameservers.
+    public var splitDNS: [String: [String]] = [:]
+    public var searchDomains: [String] = []
+    public var extraRecords: [DNSRecord] = []
+
+    public init() {}
+}

@@ -1,0 +1,600 @@
+// The coordination engine: registration, map sessions and the change fan-out. One actor owns the live
+// tailnet (nodes, who is online, open map streams); the directory persists it. Map messages leave the
+// actor as values and are encoded by each stream's writer, so JSON and zstd work is spread out.
+
+import Foundation
+import Logging
+import TailscaleKeys
+import WarrenPacket
+import WarrenTailcfg
+
+/// A map request the server will not serve, with the HTTP status and text to answer.
+public struct MapRefusal: Error, Hashable, Sendable, CustomStringConvertible {
+    public var status: Int
+    public var description: String
+    public init(status: Int, _ text: String) {
+        self.status = status
+        description = text
+    }
+}
+
+public actor ControlEngine {
+    public enum MapReply: Sendable {
+        /// One response (nil: an empty body, for lite updates).
+        case single(MapResponse?)
+        /// A long poll: messages until the stream finishes.
+        case stream(AsyncStream<MapResponse>)
+    }
+
+    private struct Session {
+        var continuation: AsyncStream<MapResponse>.Continuation
+        var knownPeers: Set<Int64>
+        var lastFilter: [FilterRule]
+        var keepAlive: Task<Void, Never>?
+    }
+
+    private struct PendingLogin {
+        var request: RegisterRequest
+        var machineKey: MachinePublic
+        var created: TailcfgTime
+        var completed: ControlNode?
+    }
+
+    private enum PeerUpdate {
+        case full
+        case patch(PeerChange)
+        case removed
+    }
+
+    public private(set) var configuration: ControlConfiguration
+    public nonisolated let builder: NetworkMapBuilder
+    private let directory: any ControlDirectory
+    private let logger: Logger
+    private let now: @Sendable () -> TailcfgTime
+
+    private var users: [Int64: ControlUser] = [:]
+    private var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
+    private var byNodeKey: [NodePublic: Int64] = [:]
+    private var byMachineKey: [MachinePublic: Int64] = [:]
+    private var sessions: [Int64: [Int: Session]] = [:]
+    private var nextSessionID = 1
+    private var openSessions = 0
+    private var pending: [String: PendingLogin] = [:]
+    private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
+
+    /// Counters for tests, metrics and benchmarks.
+    public private(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
+    public nonisolated let metrics: ControlMetrics
+
+    public struct Statistics: Sendable, Hashable {
+        public var fullMapsSent = 0
+        public var incrementalUpdatesSent = 0
+        public var keepAlivesSent = 0
+        public var registrations = 0
+    }
+
+    public init(configuration: ControlConfiguration, directory: any ControlDirectory,
+                policy: any PacketFilterPolicy = AllowAllPolicy(), logger: Logger = Logger(label: "warren.control"),
+                now: @escaping @Sendable () -> TailcfgTime = { TailcfgTime(date: Date()) },
+                metrics: ControlMetrics = ControlMetrics()) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.builder = NetworkMapBuilder(configuration: configuration, policy: policy)
+        self.directory = directory
+        self.logger = logger
+        self.now = now
+    }
+
+    /// Loads the tailnet from the directory. Call once before serving.
+    public func load() async throws {
+        users = Dictionary(uniqueKeysWithValues: try await directory.users().map { ($0.id, $0) })
+        nodes = [:]
+        byNodeKey = [:]
+        byMachineKey = [:]
+        for node in try await directory.nodes() { index(node) }
+        logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
+    }
+
+    private func index(_ node: ControlNode) {
+        if let old = nodes[node.id] {
+            byNodeKey[old.nodeKey] = nil
+            byMachineKey[old.machineKey] = nil
+        }
+        nodes[node.id] = node
+        byNodeKey[node.nodeKey] = node.id
+        byMachineKey[node.machineKey] = node.id
+    }
+
+    private var snapshot: TailnetSnapshot {
+        TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys))
+    }
+
+    // MARK: Queries for the admin side
+
+    public func allNodes() -> [ControlNode] { nodes.values.sorted { $0.id < $1.id } }
+    public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
+    public func pendingLoginIDs() -> [String] { pending.filter { $0.value.completed == nil }.keys.sorted() }
+
+    /// Users may have been added by the admin side; refresh before looking one up.
+    public func reloadUsers() async throws {
+        users = Dictionary(uniqueKeysWithValues: try await directory.users().map { ($0.id, $0) })
+    }
+
+    // MARK: Registration
+
+    public func register(_ request: RegisterRequest, machineKey: MachinePublic) async -> RegisterResponse {
+        statistics.registrations += 1
+        do {
+            let response = try await registerOrRefuse(request, machineKey: machineKey)
+            metrics.record(register: response.authURL.isEmpty ? .ok : .authURL)
+            return response
+        } catch let refusal as RegistrationRefusal {
+            metrics.record(register: .refused)
+            logger.notice("registration refused", metadata: ["machine": "\(machineKey)", "reason": "\(refusal)"])
+            var response = RegisterResponse()
+            response.error = refusal.description
+            return response
+        } catch {
+            metrics.record(register: .error)
+            logger.error("registration failed", metadata: ["error": "\(error)"])
+            var response = RegisterResponse()
+            response.error = "internal server error: \(error)"
+            return response
+        }
+    }
+
+    private func registerOrRefuse(_ request: RegisterRequest, machineKey: MachinePublic) async throws -> RegisterResponse {
+        guard request.version >= CapabilityVersions.minimumSupported else {
+            throw RegistrationRefusal("client capability version \(request.version) is too old; this server needs "
+                                      + "\(CapabilityVersions.minimumSupported) (Tailscale 1.80) or newer")
+        }
+        guard !request.nodeKey.raw.isZero else { throw RegistrationRefusal("register request carries no node key") }
+        let time = now()
+
+        // Logout: an expiry in the past.
+        if !request.expiry.isGoZero && request.expiry < time {
+            return try await logout(request, machineKey: machineKey, at: time)
+        }
+        if !request.followup.isEmpty {
+            return try await followup(request, machineKey: machineKey)
+        }
+        let authKey = request.auth?.authKey ?? ""
+        if let id = byNodeKey[request.nodeKey], let node = nodes[id] {
+            guard node.machineKey == machineKey else {
+                throw RegistrationRefusal("this node key is registered to another machine")
+            }
+            if authKey.isEmpty {
+                if node.isExpired(at: time) {
+                    var response = registerResponse(for: node, at: time)
+                    response.nodeKeyExpired = true
+                    return response
+                }
+                var updated = node
+                if let hostinfo = request.hostinfo { updated.hostinfo = hostinfo }
+                updated.capabilityVersion = request.version
+                if updated != node { try await save(updated, update: .full) }
+                return registerResponse(for: updated, at: time)
+            }
+        }
+        if !request.oldNodeKey.raw.isZero, authKey.isEmpty, let id = byNodeKey[request.oldNodeKey], let node = nodes[id],
+           node.machineKey == machineKey, !node.isExpired(at: time) {
+            // Key rotation: same node, new key, fresh expiry.
+            var rotated = node
+            rotated.nodeKey = request.nodeKey
+            rotated.keyExpiry = expiry(tags: node.tags, at: time)
+            if let hostinfo = request.hostinfo { rotated.hostinfo = hostinfo }
+            try await save(rotated, update: .full)
+            logger.info("node key rotated", metadata: ["node": "\(rotated.id)"])
+            return registerResponse(for: rotated, at: time)
+        }
+        if !authKey.isEmpty {
+            let grant = try await directory.redeemPreAuthKey(authKey, machineKey: machineKey, now: time)
+            let node = try await admit(request, machineKey: machineKey, userID: grant.userID,
+                                       ephemeral: grant.ephemeral || request.ephemeral == true, tags: grant.tags,
+                                       authorized: !configuration.requireDeviceApproval || grant.preApproved, at: time)
+            return registerResponse(for: node, at: time)
+        }
+        // Interactive login: the client shows the URL and comes back with Followup.
+        let authID = Self.randomID()
+        pending[authID] = PendingLogin(request: request, machineKey: machineKey, created: time)
+        try await directory.savePendingLogin(id: authID, request: request, machineKey: machineKey, created: time,
+                                             expires: time.adding(.seconds(3600)))
+        var response = RegisterResponse()
+        response.authURL = authURL(authID)
+        logger.info("interactive login started", metadata: ["id": "\(authID)"])
+        return response
+    }
+
+    /// Sets the URL clients use, once the listener knows its port.
+    public func setServerURL(_ url: String) { configuration.serverURL = url }
+
+    public func authURL(_ id: String) -> String {
+        var base = configuration.serverURL
+        while base.hasSuffix("/") { base.removeLast() }
+        return "\(base)/register/\(id)"
+    }
+
+    private func logout(_ request: RegisterRequest, machineKey: MachinePublic, at time: TailcfgTime) async throws -> RegisterResponse {
+        guard let id = byNodeKey[request.nodeKey], var node = nodes[id], node.machineKey == machineKey else {
+            throw RegistrationRefusal("cannot log out: this node key is not registered")
+        }
+        var response = registerResponse(for: node, at: time)
+        response.nodeKeyExpired = true
+        if node.ephemeral {
+            try await deleteNode(id: id)
+            logger.info("ephemeral node logged out and deleted", metadata: ["node": "\(id)"])
+        } else {
+            node.keyExpiry = time
+            try await save(node, update: .full)
+            closeSessions(of: id)
+            logger.info("node logged out", metadata: ["node": "\(id)"])
+        }
+        return response
+    }
+
+    private func followup(_ request: RegisterRequest, machineKey: MachinePublic) async throws -> RegisterResponse {
+        guard let authID = request.followup.split(separator: "/").last.map(String.init), let login = pending[authID] else {
+            throw RegistrationRefusal("unknown or expired login URL; start the login again")
+        }
+        guard login.machineKey == machineKey else { throw RegistrationRefusal("this login URL belongs to another machine") }
+        guard let node = await waitForLogin(authID) else {
+            var response = RegisterResponse()
+            response.authURL = request.followup
+            return response
+        }
+        pending[authID] = nil
+        return registerResponse(for: nodes[node.id] ?? node, at: now())
+    }
+
+    /// Waits until the login is approved here (``approveInteractiveLogin(id:userID:)``) or by an admin
+    /// command through the store, checking twice a second, for at most `interactiveLoginWait`.
+    private func waitForLogin(_ authID: String) async -> ControlNode? {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.interactiveLoginWait)
+        while clock.now < deadline {
+            if let done = pending[authID]?.completed { return done }
+            if pending[authID] == nil { return nil }
+            if let id = try? await directory.approvedNodeID(forPendingLogin: authID) {
+                if let node = try? await reloadNode(id: id) {
+                    pending[authID]?.completed = node
+                    return node
+                }
+            }
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return nil }
+        }
+        return nil
+    }
+
+    /// Re-reads a node the admin side changed in the store (rename, tags, expiry, approval, deletion) and
+    /// tells every node concerned. Returns the node, or nil if it is gone.
+    @discardableResult
+    public func reloadNode(id: Int64) async throws -> ControlNode? {
+        guard var node = try await directory.node(id: id) else {
+            if nodes[id] != nil { try await deleteNode(id: id) }
+            return nil
+        }
+        if let live = nodes[id] {
+            node.homeDERP = live.homeDERP
+            node.capabilityVersion = live.capabilityVersion
+            if node.hostinfo == nil { node.hostinfo = live.hostinfo }
+        }
+        if users[node.userID] == nil { try await reloadUsers() }
+        index(node)
+        broadcast(about: id, .full)
+        return node
+    }
+
+    /// Completes an interactive login for `userName` (what `nodes register --user U --key ID` does).
+    @discardableResult
+    public func approveInteractiveLogin(id authID: String, userID: Int64) async throws -> ControlNode {
+        guard var login = pending[authID] else { throw RegistrationRefusal("no pending login with key \(authID)") }
+        if let done = login.completed { return done }
+        try await reloadUsers()
+        guard users[userID] != nil else { throw RegistrationRefusal("no user with ID \(userID)") }
+        let time = now()
+        let node = try await admit(login.request, machineKey: login.machineKey, userID: userID,
+                                   ephemeral: login.request.ephemeral == true, tags: [],
+                                   authorized: true, at: time)
+        login.completed = node
+        pending[authID] = login
+        try await directory.markPendingLogin(id: authID, approvedNode: node.id)
+        logger.info("interactive login approved", metadata: ["id": "\(authID)", "node": "\(node.id)"])
+        return node
+    }
+
+    private func expiry(tags: [String], at time: TailcfgTime) -> TailcfgTime? {
+        guard tags.isEmpty, let period = configuration.nodeKeyExpiry else { return nil }
+        return time.adding(period)
+    }
+
+    /// Creates the node, or re-logs in the machine's existing node (keeping its ID, addresses and name).
+    private func admit(_ request: RegisterRequest, machineKey: MachinePublic, userID: Int64, ephemeral: Bool,
+                       tags: [String], authorized: Bool, at time: TailcfgTime) async throws -> ControlNode {
+        if users[userID] == nil { try await reloadUsers() }
+        let hostname = request.hostinfo?.hostname ?? ""
+        let requestedTags = tags.isEmpty ? [] : tags.sorted()
+        if let id = byMachineKey[machineKey], var node = nodes[id] {
+            node.nodeKey = request.nodeKey
+            node.userID = userID
+            node.hostinfo = request.hostinfo ?? node.hostinfo
+            node.ephemeral = ephemeral
+            node.tags = requestedTags
+            node.authorized = authorized || node.authorized
+            node.keyExpiry = expiry(tags: requestedTags, at: time)
+            node.capabilityVersion = request.version
+            if node.hostname != hostname, !hostname.isEmpty {
+                node.hostname = hostname
+                node.givenName = uniqueLabel(for: hostname, excluding: id)
+            }
+            try await save(node, update: .full)
+            logger.info("node logged in again", metadata: ["node": "\(id)", "name": "\(node.givenName)"])
+            return node
+        }
+        var draft = ControlNode(id: 0, machineKey: machineKey, nodeKey: request.nodeKey, userID: userID,
+                                hostname: hostname, givenName: uniqueLabel(for: hostname, excluding: nil), created: time)
+        draft.hostinfo = request.hostinfo
+        draft.ephemeral = ephemeral
+        draft.tags = requestedTags
+        draft.authorized = authorized
+        draft.keyExpiry = expiry(tags: requestedTags, at: time)
+        draft.capabilityVersion = request.version
+        let node = try await directory.createNode(draft)
+        index(node)
+        logger.info("node registered", metadata: ["node": "\(node.id)", "name": "\(node.givenName)",
+                                                  "ipv4": "\(node.ipv4.map { "\($0)" } ?? "-")"])
+        broadcast(about: node.id, .full)
+        return node
+    }
+
+    private func uniqueLabel(for hostname: String, excluding id: Int64?) -> String {
+        let taken = Set(nodes.values.filter { $0.id != id }.map { $0.givenName.lowercased() })
+        return MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: taken)
+    }
+
+    private func registerResponse(for node: ControlNode, at time: TailcfgTime) -> RegisterResponse {
+        var response = RegisterResponse()
+        let user = users[node.userID] ?? ControlUser(id: node.userID, name: "user\(node.userID)")
+        response.user.id = user.id
+        response.user.displayName = user.displayName
+        response.login.id = user.id
+        response.login.provider = "warren"
+        response.login.loginName = user.loginName
+        response.login.displayName = user.displayName
+        response.machineAuthorized = node.authorized
+        response.nodeKeyExpired = node.isExpired(at: time)
+        return response
+    }
+
+    // MARK: Map
+
+    public func map(_ request: MapRequest, machineKey: MachinePublic) async throws -> MapReply {
+        guard request.version >= CapabilityVersions.minimumSupported else {
+            throw MapRefusal(status: 400, "client capability version \(request.version) is too old; this server needs "
+                             + "\(CapabilityVersions.minimumSupported) or newer")
+        }
+        guard let id = byNodeKey[request.nodeKey], var node = nodes[id] else {
+            throw MapRefusal(status: 403, "node key not registered; log in first")
+        }
+        guard node.machineKey == machineKey else { throw MapRefusal(status: 403, "node key belongs to another machine") }
+        let time = now()
+        guard !node.isExpired(at: time) else { throw MapRefusal(status: 403, "node key expired; log in again") }
+
+        // Endpoints, disco key and host details, from any request that carries them.
+        let before = node
+        if !request.discoKey.raw.isZero { node.discoKey = request.discoKey }
+        if let endpoints = request.endpoints, !(request.stream == true && endpoints.isEmpty) { node.endpoints = endpoints }
+        if let hostinfo = request.hostinfo {
+            node.hostinfo = hostinfo
+            if let derp = hostinfo.netInfo?.preferredDERP, derp > 0 { node.homeDERP = derp }
+        }
+        node.capabilityVersion = request.version
+        var update: PeerUpdate?
+        if node != before {
+            let lightOnly = before.nodeKey == node.nodeKey && before.hostinfo == node.hostinfo
+            var patch = PeerChange(nodeID: id)
+            if before.endpoints != node.endpoints { patch.endpoints = node.endpoints }
+            if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
+            if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
+            if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
+            try await directory.updateNode(node)
+            index(node)
+            update = lightOnly ? .patch(patch) : .full
+        }
+
+        guard request.stream == true else {
+            if let update { broadcast(about: id, update) }
+            if request.omitPeers == true { return .single(nil) }
+            statistics.fullMapsSent += 1
+            return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false))
+        }
+
+        let wasOnline = isOnline(id)
+        let (stream, continuation) = AsyncStream<MapResponse>.makeStream(bufferingPolicy: .unbounded)
+        let sessionID = nextSessionID
+        nextSessionID += 1
+        ephemeralReapers.removeValue(forKey: id)?.cancel()
+        var current = snapshot
+        current.online.insert(id)
+        let full = builder.fullMap(for: node, in: current, now: time, omitPeers: request.omitPeers == true)
+        continuation.yield(full)
+        statistics.fullMapsSent += 1
+        let interval = configuration.keepAliveInterval
+        let keepAlive = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard !Task.isCancelled else { return }
+                await self?.sendKeepAlive(node: id, session: sessionID)
+            }
+        }
+        sessions[id, default: [:]][sessionID] = Session(
+            continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
+            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
+        openSessions += 1
+        metrics.record(online: sessions.count, sessions: openSessions)
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.endSession(node: id, session: sessionID) }
+        }
+        // One message to the peers for everything this request changed, coming online included.
+        switch (update, wasOnline) {
+        case (.patch(var patch)?, false):
+            patch.online = true
+            broadcast(about: id, .patch(patch))
+        case (nil, false):
+            var patch = PeerChange(nodeID: id)
+            patch.online = true
+            broadcast(about: id, .patch(patch))
+        case (let update?, _):
+            broadcast(about: id, update)
+        case (nil, true):
+            break
+        }
+        logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
+        return .stream(stream)
+    }
+
+    private func sendKeepAlive(node id: Int64, session: Int) {
+        guard let s = sessions[id]?[session] else { return }
+        var message = MapResponse.keepAliveMessage
+        message.controlTime = now()
+        s.continuation.yield(message)
+        statistics.keepAlivesSent += 1
+    }
+
+    private func endSession(node id: Int64, session sessionID: Int) async {
+        guard let session = sessions[id]?.removeValue(forKey: sessionID) else { return }
+        session.keepAlive?.cancel()
+        openSessions -= 1
+        defer { metrics.record(online: sessions.count, sessions: openSessions) }
+        guard sessions[id]?.isEmpty ?? true else { return }
+        sessions[id] = nil
+        guard var node = nodes[id] else { return }
+        let time = now()
+        node.lastSeen = time
+        nodes[id] = node
+        try? await directory.updateNode(node)
+        var patch = PeerChange(nodeID: id)
+        patch.online = false
+        patch.lastSeen = time
+        broadcast(about: id, .patch(patch))
+        logger.debug("node went offline", metadata: ["node": "\(id)"])
+        if node.ephemeral {
+            let timeout = configuration.ephemeralInactivityTimeout
+            ephemeralReapers[id]?.cancel()
+            ephemeralReapers[id] = Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled else { return }
+                await self?.reapEphemeral(id)
+            }
+        }
+    }
+
+    private func reapEphemeral(_ id: Int64) async {
+        ephemeralReapers[id] = nil
+        guard let node = nodes[id], node.ephemeral, !isOnline(id) else { return }
+        try? await deleteNode(id: id)
+        logger.info("ephemeral node removed after inactivity", metadata: ["node": "\(id)"])
+    }
+
+    private func closeSessions(of id: Int64) {
+        for session in (sessions[id] ?? [:]).values { session.continuation.finish() }
+    }
+
+    // MARK: Admin changes
+
+    public func deleteNode(id: Int64) async throws {
+        guard let node = nodes.removeValue(forKey: id) else { return }
+        byNodeKey[node.nodeKey] = nil
+        byMachineKey[node.machineKey] = nil
+        try await directory.deleteNode(id: id)
+        closeSessions(of: id)
+        broadcast(about: id, .removed)
+    }
+
+    /// Expires a node's key now (`nodes expire`): it must log in again; peers see it as expired.
+    public func expireNode(id: Int64) async throws {
+        guard var node = nodes[id] else { return }
+        node.keyExpiry = now()
+        try await save(node, update: .full)
+        closeSessions(of: id)
+    }
+
+    /// Replaces a node record changed by the admin side (rename, tags, approval) and tells everyone.
+    public func nodeChanged(_ node: ControlNode) async throws {
+        try await save(node, update: .full)
+    }
+
+    private func save(_ node: ControlNode, update: PeerUpdate) async throws {
+        try await directory.updateNode(node)
+        index(node)
+        broadcast(about: node.id, update)
+    }
+
+    // MARK: Fan-out
+
+    /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
+    /// each peer that sees it gets a patch, an upsert or a removal.
+    private func broadcast(about id: Int64, _ update: PeerUpdate) {
+        let current = snapshot
+        let time = now()
+        let changed = nodes[id]
+        for (viewerID, viewerSessions) in sessions {
+            guard let viewer = nodes[viewerID] else { continue }
+            for (sessionID, var session) in viewerSessions {
+                var message = MapResponse()
+                if viewerID == id {
+                    guard case .full = update, let changed else { continue }
+                    message.node = builder.wireNode(changed, in: current, now: time)
+                } else {
+                    let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
+                    if !visible {
+                        guard session.knownPeers.remove(id) != nil else { continue }
+                        message.peersRemoved = [id]
+                    } else if let changed, !session.knownPeers.contains(id) {
+                        session.knownPeers.insert(id)
+                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
+                    } else if case .patch(let patch) = update {
+                        message.peersChangedPatch = [patch]
+                    } else if let changed {
+                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
+                    }
+                }
+                // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
+                if !(builder.policy is AllowAllPolicy) {
+                    let filter = builder.policy.filterRules(for: viewer, in: current)
+                    if filter != session.lastFilter {
+                        message.packetFilter = filter
+                        session.lastFilter = filter
+                    }
+                }
+                session.continuation.yield(message)
+                statistics.incrementalUpdatesSent += 1
+                sessions[viewerID]?[sessionID] = session
+            }
+        }
+    }
+
+    static func randomID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<24).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+    }
+}
+
+extension TailcfgTime {
+    public init(date: Date) {
+        let t = date.timeIntervalSince1970
+        let seconds = t.rounded(.down)
+        self.init(secondsSince1970: Int64(seconds), nanoseconds: Int32(min(999_999_999, max(0, (t - seconds) * 1e9))))
+    }
+
+    public func adding(_ duration: Duration) -> TailcfgTime {
+        let (s, attos) = duration.components
+        var seconds = secondsSince1970 &+ s
+        var nanos = Int64(nanoseconds) + attos / 1_000_000_000
+        if nanos >= 1_000_000_000 { seconds += 1; nanos -= 1_000_000_000 }
+        if nanos < 0 { seconds -= 1; nanos += 1_000_000_000 }
+        return TailcfgTime(secondsSince1970: seconds, nanoseconds: Int32(nanos))
+    }
+}

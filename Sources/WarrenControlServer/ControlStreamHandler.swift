@@ -1,0 +1,172 @@
+// One HTTP/2 stream inside the Noise channel: /machine/register, /machine/map and the small endpoints.
+// The machine key is the one the Noise handshake authenticated.
+
+import Logging
+import NIOCore
+import NIOHTTP1
+import TailscaleKeys
+import WarrenTailcfg
+
+final class ControlStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Register and map requests are small JSON documents.
+    static let maximumBodyLength = 4 << 20
+
+    private let engine: ControlEngine
+    private let machineKey: MachinePublic
+    private let logger: Logger
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+    private var task: Task<Void, Never>?
+
+    init(engine: ControlEngine, machineKey: MachinePublic, logger: Logger) {
+        self.engine = engine
+        self.machineKey = machineKey
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = []
+        case .body(var chunk):
+            if body.count + chunk.readableBytes > Self.maximumBodyLength {
+                tooLarge = true
+            } else {
+                body += chunk.readBytes(length: chunk.readableBytes) ?? []
+            }
+        case .end:
+            guard let head else { return }
+            dispatch(context: context, head: head)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        task?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        task?.cancel()
+    }
+
+    private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let channel = context.channel
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if tooLarge {
+            Self.respond(channel, status: .payloadTooLarge, text: "request body too large")
+            return
+        }
+        let body = self.body
+        let engine = engine
+        let machineKey = machineKey
+        let logger = logger
+        if head.method == .POST && path == "/machine/register" {
+            task = Task { await ControlStreamHandler.register(channel, body: body, engine: engine, machineKey: machineKey) }
+        } else if head.method == .POST && path == "/machine/map" {
+            task = Task { await ControlStreamHandler.map(channel, body: body, engine: engine, machineKey: machineKey, logger: logger) }
+        } else if ["/machine/update-health", "/machine/audit-log", "/machine/set-device-attr"].contains(path) {
+            // Accepted and not acted on yet.
+            Self.respond(channel, status: .ok, text: "")
+        } else {
+            Self.respond(channel, status: .notFound, text: "not found: \(head.method) \(path)")
+        }
+    }
+
+    private static func register(_ channel: Channel, body: [UInt8], engine: ControlEngine, machineKey: MachinePublic) async {
+        let request: RegisterRequest
+        do {
+            request = try TailcfgJSON.decode(RegisterRequest.self, from: body)
+        } catch {
+            respond(channel, status: .badRequest, text: "malformed RegisterRequest: \(error)")
+            return
+        }
+        let response = await engine.register(request, machineKey: machineKey)
+        respondJSON(channel, response)
+    }
+
+    private static func map(_ channel: Channel, body: [UInt8], engine: ControlEngine, machineKey: MachinePublic,
+                            logger: Logger) async {
+        let request: MapRequest
+        do {
+            request = try TailcfgJSON.decode(MapRequest.self, from: body)
+        } catch {
+            respond(channel, status: .badRequest, text: "malformed MapRequest: \(error)")
+            return
+        }
+        let reply: ControlEngine.MapReply
+        do {
+            reply = try await engine.map(request, machineKey: machineKey)
+        } catch {
+            let refusal = error as? MapRefusal ?? MapRefusal(status: 500, "map failed: \(error)")
+            respond(channel, status: HTTPResponseStatus(statusCode: refusal.status), text: refusal.description)
+            return
+        }
+        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics)
+    }
+
+    private static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
+                                 metrics: ControlMetrics) async {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/octet-stream")
+        switch reply {
+        case .single(nil):
+            respond(channel, status: .ok, text: "")
+        case .single(let response?):
+            do {
+                let framed = try MapStreamFraming.frame(response, compress: compress)
+                metrics.record(mapBytesSent: framed.count)
+                channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)),
+                              promise: nil)
+                channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed))), promise: nil)
+                channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+            } catch {
+                respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
+            }
+        case .stream(let stream):
+            do {
+                try await channel.writeAndFlush(
+                    HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
+                for await message in stream {
+                    let framed = try MapStreamFraming.frame(message, compress: compress)
+                    metrics.record(mapBytesSent: framed.count)
+                    try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
+                }
+                // The engine ended the stream (logout, deletion): finish the response.
+                try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+            } catch {
+                logger.debug("map stream ended", metadata: ["reason": "\(error)"])
+                channel.close(promise: nil)
+            }
+        }
+    }
+
+    static func respondJSON<T: Encodable>(_ channel: Channel, _ value: T) {
+        do {
+            let json = try TailcfgJSON.encode(value)
+            respond(channel, status: .ok, bytes: json, contentType: "application/json")
+        } catch {
+            respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
+        }
+    }
+
+    static func respond(_ channel: Channel, status: HTTPResponseStatus, text: String) {
+        respond(channel, status: status, bytes: Array(text.utf8), contentType: "text/plain; charset=utf-8")
+    }
+
+    static func respond(_ channel: Channel, status: HTTPResponseStatus, bytes: [UInt8], contentType: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(bytes.count)")
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: status, headers: headers)),
+                      promise: nil)
+        if !bytes.isEmpty {
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))), promise: nil)
+        }
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+    }
+}

@@ -1,0 +1,156 @@
+// ControlDirectory over WarrenControlStore: the engine's records mapped to and from the store's, each
+// call one store transaction. Runtime-only state (online, home DERP, capability version) is not stored.
+
+import Foundation
+import TailscaleKeys
+import WarrenControlStore
+import WarrenPacket
+import WarrenTailcfg
+
+public final class StoreDirectory: ControlDirectory {
+    public let store: any ControlStore
+    private let allocator: AddressAllocator
+
+    public init(store: any ControlStore, ipv4Prefix: IPPrefix, ipv6Prefix: IPPrefix) throws {
+        self.store = store
+        self.allocator = try AddressAllocator(ipv4Prefix: ipv4Prefix, ipv6Prefix: ipv6Prefix)
+    }
+
+    public func users() async throws -> [ControlUser] {
+        try await store.read { try $0.users() }.map(Self.controlUser)
+    }
+
+    public func nodes() async throws -> [ControlNode] {
+        try await store.read { try $0.nodes() }.map(Self.controlNode)
+    }
+
+    public func node(id: Int64) async throws -> ControlNode? {
+        try await store.read { try $0.node(id: NodeID(id)) }.map(Self.controlNode)
+    }
+
+    public func redeemPreAuthKey(_ key: String, machineKey: MachinePublic, now: TailcfgTime) async throws -> PreAuthGrant {
+        let date = now.date
+        do {
+            let stored = try await store.transaction { try $0.usePreAuthKey(key, now: date) }
+            return PreAuthGrant(userID: stored.userID.rawValue, ephemeral: stored.ephemeral, tags: stored.tags,
+                                preApproved: stored.preApproved)
+        } catch let error as StoreError where error.code == .invalid || error.code == .notFound {
+            throw RegistrationRefusal(error.message)
+        }
+    }
+
+    public func createNode(_ node: ControlNode) async throws -> ControlNode {
+        let allocator = allocator
+        let registration = NodeRegistration(
+            machineKey: node.machineKey, nodeKey: node.nodeKey, discoKey: node.discoKey.raw.isZero ? nil : node.discoKey,
+            userID: UserID(node.userID), hostname: node.hostname, hostinfo: Self.hostinfoText(node.hostinfo),
+            tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date)
+        let created = node.created.date
+        do {
+            let stored = try await store.transaction { try $0.registerNode(registration, allocator: allocator, now: created) }
+            var result = Self.controlNode(stored)
+            result.authorized = node.authorized
+            result.capabilityVersion = node.capabilityVersion
+            return result
+        } catch let error as StoreError where error.code == .exhausted || error.code == .conflict || error.code == .invalid {
+            throw RegistrationRefusal(error.message)
+        }
+    }
+
+    public func updateNode(_ node: ControlNode) async throws {
+        try await store.transaction { tx in
+            guard var stored = try tx.node(id: NodeID(node.id)) else { return }
+            Self.copy(node, into: &stored)
+            try tx.update(stored)
+        }
+    }
+
+    public func deleteNode(id: Int64) async throws {
+        try await store.transaction { tx in
+            if try tx.node(id: NodeID(id)) != nil { try tx.deleteNode(id: NodeID(id)) }
+        }
+    }
+
+    public func savePendingLogin(id: String, request: RegisterRequest, machineKey: MachinePublic, created: TailcfgTime,
+                                 expires: TailcfgTime) async throws {
+        let pending = PendingRegistration(
+            id: id, machineKey: machineKey, nodeKey: request.nodeKey, hostname: request.hostinfo?.hostname ?? "",
+            hostinfo: Self.hostinfoText(request.hostinfo), ephemeral: request.ephemeral == true,
+            created: created.date, expires: expires.date)
+        try await store.transaction { try $0.save(pending) }
+    }
+
+    public func approvedNodeID(forPendingLogin id: String) async throws -> Int64? {
+        try await store.read { try $0.pendingRegistration(id: id)?.approvedNodeID?.rawValue }
+    }
+
+    public func markPendingLogin(id: String, approvedNode nodeID: Int64) async throws {
+        try await store.transaction { tx in
+            guard var pending = try tx.pendingRegistration(id: id) else { return }
+            pending.approvedNodeID = NodeID(nodeID)
+            try tx.save(pending)
+        }
+    }
+
+    // MARK: Mapping
+
+    static func controlUser(_ user: WarrenControlStore.User) -> ControlUser {
+        ControlUser(id: user.id.rawValue, name: user.name, displayName: user.displayName.isEmpty ? nil : user.displayName)
+    }
+
+    static func controlNode(_ stored: WarrenControlStore.Node) -> ControlNode {
+        var node = ControlNode(id: stored.id.rawValue, machineKey: stored.machineKey, nodeKey: stored.nodeKey,
+                               userID: stored.userID.rawValue, hostname: stored.hostname, givenName: stored.givenName,
+                               created: TailcfgTime(date: stored.created))
+        node.discoKey = stored.discoKey ?? DiscoPublic(raw: .zero)
+        node.ipv4 = stored.ipv4
+        node.ipv6 = stored.ipv6
+        node.endpoints = stored.endpoints.compactMap(AddrPort.init)
+        if let text = stored.hostinfo {
+            node.hostinfo = try? TailcfgJSON.decode(Hostinfo.self, from: Array(text.utf8))
+        }
+        node.homeDERP = node.hostinfo?.netInfo?.preferredDERP ?? 0
+        node.keyExpiry = stored.expiry.map(TailcfgTime.init(date:))
+        node.lastSeen = stored.lastSeen.map(TailcfgTime.init(date:))
+        node.ephemeral = stored.ephemeral
+        node.tags = stored.tags
+        node.authorized = true
+        return node
+    }
+
+    static func copy(_ node: ControlNode, into stored: inout WarrenControlStore.Node) {
+        stored.machineKey = node.machineKey
+        stored.nodeKey = node.nodeKey
+        stored.discoKey = node.discoKey.raw.isZero ? nil : node.discoKey
+        stored.userID = UserID(node.userID)
+        stored.hostname = node.hostname
+        stored.givenName = node.givenName
+        stored.endpoints = node.endpoints.map(\.description)
+        stored.hostinfo = hostinfoText(node.hostinfo)
+        stored.tags = node.tags
+        stored.advertisedRoutes = node.hostinfo?.routableIPs ?? []
+        stored.expiry = node.keyExpiry?.date
+        stored.lastSeen = node.lastSeen?.date
+        stored.ephemeral = node.ephemeral
+    }
+
+    static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {
+        guard let hostinfo, let bytes = try? TailcfgJSON.encode(hostinfo) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension TailcfgTime {
+    public var date: Date {
+        Date(timeIntervalSince1970: Double(secondsSince1970) + Double(nanoseconds) / 1e9)
+    }
+}
+
+/// MagicDNS labels, as the store makes them (so the engine and the store agree on names).
+enum MagicDNSLabel {
+    static func sanitize(_ hostname: String) -> String { DNSLabel.sanitize(hostname) }
+
+    static func unique(_ base: String, taken: Set<String>) -> String {
+        (try? DNSLabel.unique(base) { taken.contains($0) }) ?? base
+    }
+}

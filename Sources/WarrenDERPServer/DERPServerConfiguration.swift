@@ -1,0 +1,47 @@
+// What a DERP relay is told at start.
+
+public import DERPProtocol
+public import Logging
+public import NIOCore
+public import TailscaleKeys
+
+/// Decides whether a node may use the relay (called once per connection, after its ClientInfo
+/// opened). warren-control passes a closure that admits only its own nodes; `warren-derp` asks a
+/// URL (``DERPHTTPAdmission``).
+public typealias DERPAdmission = @Sendable (_ node: NodePublic, _ source: SocketAddress?) async -> Bool
+
+/// Where packets for a key that is not connected here go. This is the seam for relay meshing
+/// (tailscale/tailscale:derp/README.md: every node of a region connects to every other one with
+/// the mesh key, learns who is where through WatchConns, and forwards one hop with ForwardPacket).
+/// No implementation ships yet; without one such packets are dropped and the sender gets
+/// PeerGone(not here).
+public protocol DERPMeshForwarder: Sendable {
+    /// Forwards a packet for a key this relay does not serve. Returns false when no mesh peer has it.
+    func forward(source: NodePublic, destination: NodePublic, packet: ByteBuffer) -> Bool
+}
+
+public struct DERPServerConfiguration: Sendable {
+    /// The relay's own key (sent in ServerKey; ClientInfo and ServerInfo are boxed with it).
+    public var privateKey: NodePrivate
+    /// Packets queued per client, and again for disco packets, before the oldest is dropped
+    /// (Tailscale: 32).
+    public var sendQueueDepth: Int = 32
+    /// Control frames (PeerGone, Pong, Health, KeepAlive) queued per client before new ones are dropped.
+    public var controlQueueDepth: Int = 64
+    /// How often a KeepAlive goes to each client (Tailscale: 60 s, jittered by up to 10% here).
+    public var keepAliveInterval: TimeAmount = .seconds(Int64(DERPWire.keepAliveIntervalSeconds))
+    /// Time a new connection has to send its ClientInfo and be admitted (Tailscale: 10 s).
+    public var loginTimeout: TimeAmount = .seconds(10)
+    /// Nil admits everyone.
+    public var admission: DERPAdmission?
+    /// Clients presenting this key in ClientInfo are trusted mesh peers: they may WatchConns,
+    /// ForwardPacket and ClosePeer, and skip admission.
+    public var meshKey: DERPMeshKey?
+    public var meshForwarder: (any DERPMeshForwarder)?
+    public var logger: Logger
+
+    public init(privateKey: NodePrivate, logger: Logger = Logger(label: "warren.derp")) {
+        self.privateKey = privateKey
+        self.logger = logger
+    }
+}

@@ -1,0 +1,377 @@
+// warren-control-bench: figures for the coordination server, run on demand (not a test).
+//
+//   1. map build: one node's full map in a tailnet of N nodes (default 1,000 and 10,000), built by
+//      NetworkMapBuilder, then JSON-encoded and zstd-compressed as the stream writer does.
+//   2. join fan-out: a server in a child process (this program with --server-child), N simulated
+//      clients in this one, each speaking the real protocol over loopback (ts2021 Noise + HTTP/2,
+//      register, streaming map with zstd). Then nodes join, and each connected client notes when the
+//      PeersChanged for the newcomer arrives: p50 and max from the register request to the arrival.
+//   3. server memory: the child's RSS before, after N registrations, and with N map streams open.
+//
+// Usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] [--skip-map] [--skip-fanout]
+
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import TailscaleKeys
+import WarrenControlClient
+import WarrenControlServer
+import WarrenControlStore
+import WarrenPacket
+import WarrenTailcfg
+
+// MARK: Options
+
+struct Options {
+    var mapSizes = [1_000, 10_000]
+    var sessions = 1_000
+    var joins = 5
+    var skipMap = false
+    var skipFanout = false
+    var serverChild = false
+    var compress = true
+
+    init(_ arguments: [String]) {
+        var i = 0
+        func value() -> String {
+            i += 1
+            guard i < arguments.count else { fail("missing value after \(arguments[i - 1])") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--map-sizes": mapSizes = value().split(separator: ",").compactMap { Int($0) }
+            case "--sessions": sessions = Int(value()) ?? sessions
+            case "--joins": joins = Int(value()) ?? joins
+            case "--skip-map": skipMap = true
+            case "--skip-fanout": skipFanout = true
+            case "--no-compress": compress = false
+            case "--server-child": serverChild = true
+            case "-h", "--help":
+                print("usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] "
+                      + "[--skip-map] [--skip-fanout] [--no-compress]")
+                exit(0)
+            default: fail("unknown argument \(arguments[i])")
+            }
+            i += 1
+        }
+    }
+}
+
+func fail(_ text: String) -> Never {
+    FileHandle.standardError.write(Data("warren-control-bench: \(text)\n".utf8))
+    exit(2)
+}
+
+func milliseconds(_ d: Duration) -> Double {
+    let (s, a) = d.components
+    return Double(s) * 1e3 + Double(a) / 1e15
+}
+
+func format(_ ms: Double) -> String { String(format: "%.2f ms", ms) }
+
+func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return .nan }
+    let index = min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))
+    return sorted[index]
+}
+
+// MARK: 1. Map build
+
+/// A tailnet of `count` nodes that look like real ones (keys, addresses, endpoints, host details).
+func syntheticTailnet(count: Int, users: Int = 10) -> TailnetSnapshot {
+    var generator = SeededKeyGenerator(seed: 42)
+    let created = TailcfgTime(secondsSince1970: 1_750_000_000, nanoseconds: 0)
+    var nodes = [Int64: ControlNode]()
+    nodes.reserveCapacity(count)
+    for i in 1...count {
+        let id = Int64(i)
+        var node = ControlNode(id: id, machineKey: MachinePrivate.generate(using: &generator).publicKey,
+                               nodeKey: NodePrivate.generate(using: &generator).publicKey, userID: Int64(i % users + 1),
+                               hostname: "host-\(i)", givenName: "host-\(i)", created: created)
+        node.discoKey = DiscoPublic(raw: MachinePrivate.generate(using: &generator).publicKey.raw)
+        node.ipv4 = .v4(0x6440_0000 &+ UInt32(i))
+        node.ipv6 = .v6(0xfd7a_115c_a1e0_0000, UInt64(i))
+        node.endpoints = [AddrPort(address: .v4(0xC000_0200 &+ UInt32(i % 250)), port: 41641),
+                          AddrPort(address: .v4(0x0A00_0000 &+ UInt32(i)), port: 41641)]
+        node.homeDERP = 900
+        node.capabilityVersion = 130
+        var info = HostinfoFields()
+        info.hostname = "host-\(i)"
+        info.os = "linux"
+        node.hostinfo = Hostinfo(info)
+        nodes[id] = node
+    }
+    var userMap = [Int64: ControlUser]()
+    for u in 1...users { userMap[Int64(u)] = ControlUser(id: Int64(u), name: "user\(u)") }
+    return TailnetSnapshot(nodes: nodes, users: userMap, online: Set(nodes.keys))
+}
+
+func benchMapBuild(sizes: [Int]) throws {
+    print("== full map for one node")
+    print("   nodes     build        JSON encode  zstd         total        JSON bytes  zstd bytes")
+    let clock = ContinuousClock()
+    for n in sizes {
+        let tailnet = syntheticTailnet(count: n)
+        let builder = NetworkMapBuilder(configuration: ControlConfiguration(serverURL: "http://127.0.0.1:8080"))
+        let now = TailcfgTime(secondsSince1970: 1_760_000_000, nanoseconds: 0)
+        guard let me = tailnet.nodes[1] else { continue }
+        var builds = [Double](), encodes = [Double](), compresses = [Double](), totals = [Double]()
+        var jsonBytes = 0, zstdBytes = 0
+        let rounds = n >= 10_000 ? 7 : 21
+        for _ in 0..<rounds {
+            let t0 = clock.now
+            let map = builder.fullMap(for: me, in: tailnet, now: now, omitPeers: false)
+            let t1 = clock.now
+            let json = try TailcfgJSON.encode(map)
+            let t2 = clock.now
+            let compressed = try Zstd.compress(json)
+            let t3 = clock.now
+            builds.append(milliseconds(t1 - t0))
+            encodes.append(milliseconds(t2 - t1))
+            compresses.append(milliseconds(t3 - t2))
+            totals.append(milliseconds(t3 - t0))
+            jsonBytes = json.count
+            zstdBytes = compressed.count
+        }
+        let median = { (v: [Double]) in percentile(v.sorted(), 0.5) }
+        print("   " + pad("\(n)", 10) + pad(format(median(builds)), 13) + pad(format(median(encodes)), 13)
+              + pad(format(median(compresses)), 13) + pad(format(median(totals)), 13) + pad("\(jsonBytes)", 12) + "\(zstdBytes)")
+    }
+    print("   (median of 21 rounds; 7 at 10,000)")
+}
+
+// MARK: 2. The server child
+
+func runServerChild() async throws {
+    var logger = Logger(label: "bench.server")
+    logger.logLevel = .error
+    let configuration = ControlConfiguration(serverURL: "http://127.0.0.1:0")
+    let store = MemoryControlStore()
+    let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
+    let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
+    try await engine.load()
+    var generator = SystemRandomNumberGenerator()
+    let controlKey = MachinePrivate.generate(using: &generator)
+    let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey,
+                                                   options: ControlServerOptions(host: "127.0.0.1", port: 0), logger: logger)
+    let authKey = try await store.transaction { tx in
+        let owner = try tx.createUser(name: "bench", now: Date())
+        var random = SystemRandomNumberGenerator()
+        return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),
+                                       generator: &random).text
+    }
+    print("READY \(server.port ?? 0) \(controlKey.publicKey) \(authKey)")
+    fflush(nil)
+    // The parent closes our stdin when it is done (or dies).
+    Thread.detachNewThread {
+        _ = FileHandle.standardInput.readDataToEndOfFile()
+        exit(0)
+    }
+    try await server.run()
+}
+
+// MARK: 3. Fan-out over the real protocol
+
+/// What the simulated clients saw, shared by their reader tasks.
+final class Observations: Sendable {
+    struct State {
+        var messages = 0
+        var fullMaps = 0
+        var target: NodePublic?
+        var start = ContinuousClock.now
+        var arrivals: [Double] = []
+    }
+    let state = Mutex(State())
+
+    func saw(_ message: MapResponse) {
+        let now = ContinuousClock.now
+        state.withLock { s in
+            s.messages += 1
+            if message.peers != nil { s.fullMaps += 1 }
+            if let target = s.target, let changed = message.peersChanged, changed.contains(where: { $0.key == target }) {
+                s.arrivals.append(milliseconds(now - s.start))
+            }
+        }
+    }
+}
+
+struct ProcessFigures {
+    var rssKiB: Int
+    var cpuSeconds: Double
+}
+
+func figures(pid: Int32) -> ProcessFigures {
+    var rss = 0
+    if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            rss = Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+    }
+    var cpu = 0.0
+    if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+       let close = stat.lastIndex(of: ")") {
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3; utime and stime are fields 14 and 15.
+        if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) {
+            cpu = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+    }
+    return ProcessFigures(rssKiB: rss, cpuSeconds: cpu)
+}
+
+/// Runs `body` for 0..<count with at most `width` at a time.
+func concurrently(_ count: Int, width: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        var next = 0
+        while next < min(width, count) {
+            let i = next
+            group.addTask { try await body(i) }
+            next += 1
+        }
+        while try await group.next() != nil {
+            if next < count {
+                let i = next
+                group.addTask { try await body(i) }
+                next += 1
+            }
+        }
+    }
+}
+
+/// Waits until no client has received anything for `quiet`.
+func settle(_ observations: Observations, quiet: Duration = .milliseconds(700)) async throws {
+    var last = -1
+    while true {
+        let now = observations.state.withLock { $0.messages }
+        if now == last { return }
+        last = now
+        try await Task.sleep(for: quiet)
+    }
+}
+
+func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
+    print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"))")
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    child.arguments = ["--server-child"]
+    let output = Pipe(), input = Pipe()
+    child.standardOutput = output
+    child.standardInput = input
+    try child.run()
+    defer {
+        try? input.fileHandleForWriting.close()
+        child.waitUntilExit()
+    }
+    // READY <port> <control key> <pre-auth key>
+    var line = [UInt8]()
+    while true {
+        let byte = output.fileHandleForReading.readData(ofLength: 1)
+        guard let b = byte.first else { fail("the server child exited before it was ready") }
+        if b == UInt8(ascii: "\n") { break }
+        line.append(b)
+    }
+    let words = String(decoding: line, as: UTF8.self).split(separator: " ").map(String.init)
+    guard words.count == 4, words[0] == "READY", let port = Int(words[1]),
+          let controlKey = try? MachinePublic(parsing: words[2]) else { fail("unexpected child output: \(words)") }
+    let authKey = words[3]
+    let pid = child.processIdentifier
+    try await Task.sleep(for: .milliseconds(300))
+    let idle = figures(pid: pid)
+    print(String(format: "   server idle: RSS %.1f MiB", Double(idle.rssKiB) / 1024))
+
+    let clock = ContinuousClock()
+    let observations = Observations()
+    let clients = (0..<sessions).map { ControlClient(port: port, seed: UInt64($0 + 1)) }
+
+    // Register everyone first (nobody is streaming yet, so there is nothing to fan out).
+    var t = clock.now
+    try await concurrently(sessions, width: 32) { i in
+        let c = clients[i]
+        try await c.connect(controlKey: controlKey)
+        let r = try await c.register(c.registerRequest(authKey: authKey, hostname: "sim-\(i)"))
+        guard r.error.isEmpty else { throw ControlClientError(description: "register: \(r.error)") }
+    }
+    let registered = figures(pid: pid)
+    print(String(format: "   %d nodes registered in %.2f s; server RSS %.1f MiB (+%.1f KiB a node), server CPU %.2f s",
+                 sessions, milliseconds(clock.now - t) / 1000, Double(registered.rssKiB) / 1024,
+                 Double(registered.rssKiB - idle.rssKiB) / Double(sessions), registered.cpuSeconds - idle.cpuSeconds))
+
+    // Open every map stream; each one's arrival is sent to the others as an online patch.
+    t = clock.now
+    let readers = Mutex<[Task<Void, Never>]>([])
+    try await concurrently(sessions, width: 32) { i in
+        let c = clients[i]
+        let (status, messages) = try await c.map(c.mapRequest(stream: true, compress: compress))
+        guard status == 200 else { throw ControlClientError(description: "map: HTTP \(status)") }
+        let reader = Task {
+            do {
+                for try await message in messages { observations.saw(message) }
+            } catch {
+                FileHandle.standardError.write(Data("client \(i): \(error)\n".utf8))
+            }
+        }
+        readers.withLock { $0.append(reader) }
+    }
+    while observations.state.withLock({ $0.fullMaps }) < sessions { try await Task.sleep(for: .milliseconds(50)) }
+    let streamsOpen = clock.now - t
+    try await settle(observations)
+    let connected = figures(pid: pid)
+    let messages = observations.state.withLock { $0.messages }
+    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all",
+                 sessions, milliseconds(streamsOpen) / 1000, messages))
+    print(String(format: "   server with %d streams: RSS %.1f MiB; memory per node %.1f KiB (RSS delta from idle / N); "
+                 + "server CPU for opening them %.2f s", sessions, Double(connected.rssKiB) / 1024,
+                 Double(connected.rssKiB - idle.rssKiB) / Double(sessions), connected.cpuSeconds - registered.cpuSeconds))
+
+    // Joins: from the register request until every connected client holds the PeersChanged.
+    print("   join  register reply  p50          p90          max          server CPU")
+    var maxima = [Double]()
+    for j in 0..<joins {
+        let joiner = ControlClient(port: port, seed: UInt64(1_000_000 + j))
+        try await joiner.connect(controlKey: controlKey)
+        let before = figures(pid: pid)
+        let start = clock.now
+        observations.state.withLock { s in
+            s.target = joiner.nodeKey.publicKey
+            s.start = start
+            s.arrivals = []
+        }
+        let reply = try await joiner.register(joiner.registerRequest(authKey: authKey, hostname: "joiner-\(j)"))
+        let replied = milliseconds(clock.now - start)
+        guard reply.error.isEmpty else { fail("join: \(reply.error)") }
+        let deadline = clock.now + .seconds(60)
+        while observations.state.withLock({ $0.arrivals.count }) < sessions && clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let arrivals = observations.state.withLock { $0.arrivals }.sorted()
+        let after = figures(pid: pid)
+        if arrivals.count < sessions { print("   (join \(j + 1): only \(arrivals.count) of \(sessions) clients heard of it within 60 s)") }
+        maxima.append(arrivals.last ?? .nan)
+        print("   " + pad("\(j + 1)", 6) + pad(format(replied), 16) + pad(format(percentile(arrivals, 0.5)), 13)
+              + pad(format(percentile(arrivals, 0.9)), 13) + pad(format(arrivals.last ?? .nan), 13)
+              + String(format: "%.2f s", after.cpuSeconds - before.cpuSeconds))
+        try await settle(observations, quiet: .milliseconds(300))
+        await joiner.close()
+        try await settle(observations, quiet: .milliseconds(300))
+    }
+    print("   worst join: every one of \(sessions) nodes had it after \(format(maxima.max() ?? .nan))")
+
+    for reader in readers.withLock({ $0 }) { reader.cancel() }
+    for c in clients { await c.close() }
+}
+
+// MARK: Main
+
+let options = Options(Array(CommandLine.arguments.dropFirst()))
+if options.serverChild {
+    try await runServerChild()
+} else {
+    print("warren-control-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+    if !options.skipMap { try benchMapBuild(sizes: options.mapSizes) }
+    if !options.skipFanout { try await benchFanout(sessions: options.sessions, joins: options.joins, compress: options.compress) }
+}

@@ -1,0 +1,118 @@
+// What the admin subcommands share: how to reach the running server, how to print. Wiring only; the API itself
+// is WarrenControlAdmin.
+//
+// The commands always go through the running server (as headscale's do), never to the database directly: the
+// server holds the connected nodes' map sessions and must push every change to them, and it is the one writer
+// of the database. Without a server they fail with a message that says so.
+
+import ArgumentParser
+import Foundation
+import WarrenControlAdmin
+import Yams
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}
+
+struct AdminConnectionOptions: ParsableArguments {
+    @Option(help: "The running server's state directory; its admin socket (root only) is there. Default: /var/lib/warren.")
+    var stateDir: String?
+
+    @Option(help: "The server's YAML configuration file (its state_dir is used).")
+    var config: String?
+
+    @Option(help: "Reach the server over the network at this URL instead (needs --api-key or WARREN_API_KEY).")
+    var server: String?
+
+    @Option(help: "API key for --server.")
+    var apiKey: String?
+
+    static let defaultStateDirectory = "/var/lib/warren"
+
+    func client() throws -> AdminClient {
+        if let server {
+            guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https" else {
+                throw ValidationError("--server \(server): expected an http:// or https:// URL")
+            }
+            let key = apiKey ?? ProcessInfo.processInfo.environment["WARREN_API_KEY"]
+            guard let key, !key.isEmpty else { throw ValidationError("--server needs an API key: --api-key KEY or WARREN_API_KEY") }
+            return AdminClient(.server(url: url, apiKey: key))
+        }
+        return AdminClient(.socket(path: AdminClient.socketPath(stateDirectory: try stateDirectory())))
+    }
+
+    func stateDirectory() throws -> String {
+        if let stateDir { return stateDir }
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read \(config)") }
+            let loaded: Any?
+            do {
+                loaded = try Yams.load(yaml: String(decoding: data, as: UTF8.self))
+            } catch {
+                throw ValidationError("\(config): not valid YAML (\(error))")
+            }
+            if let map = loaded as? [String: Any], let value = map["state_dir"] {
+                guard let text = value as? String, !text.isEmpty else { throw ValidationError("\(config): state_dir: expected a path") }
+                return text
+            }
+        }
+        return Self.defaultStateDirectory
+    }
+}
+
+enum AdminOutput {
+    static func json(_ value: some Encodable) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Prints rows as aligned columns under a header.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        var widths = header.map(\.count)
+        for row in rows {
+            for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, cell in
+                i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+        print(line(header))
+        for row in rows { print(line(row)) }
+    }
+
+    static func list(_ values: [String]) -> String { values.isEmpty ? "-" : values.joined(separator: ",") }
+}
+
+/// Runs an admin call, turning failures into a message on stderr and exit status 1.
+func adminCall<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as AdminClientError {
+        PolicyFiles.printError("warren-control: \(error.message)")
+        throw ExitCode.failure
+    }
+}
+
+/// "a,b, c" -> ["a", "b", "c"] (empty parts dropped).
+func commaList(_ text: String?) -> [String] {
+    (text ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
+
+/// An expiration given as a duration ("24h") goes as expiresIn; anything else as an RFC 3339 time.
+func expirationFields(_ text: String?) throws -> (absolute: String?, relative: String?) {
+    guard let text else { return (nil, nil) }
+    if DurationText.parse(text) != nil { return (nil, text) }
+    if AdminTime.parse(text) != nil { return (text, nil) }
+    throw ValidationError("--expiration \(text): expected a duration such as 24h or 7d, or an RFC 3339 time")
+}
+
+func percentEncoded(_ component: String) -> String {
+    component.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:@"))) ?? component
+}
+
+/// The admin subcommand groups, registered by `WarrenControl` in one place.
+let adminSubcommands: [any ParsableCommand.Type] = [UsersCommand.self, PreAuthKeysCommand.self, NodesCommand.self, APIKeysCommand.self]

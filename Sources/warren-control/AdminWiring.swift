@@ -1,0 +1,58 @@
+// Wiring of the admin API into `serve`. Serve.swift needs three lines:
+//
+//   let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+//   … ControlServerOptions(host: host, port: port, extraRoutes: admin.routes) …   // /api/v1/* on --listen, API key needed
+//   … services: [.init(service: server), .init(service: admin.server)] …           // the root-only socket, closed on shutdown
+
+import Foundation
+import WarrenControlAdmin
+import WarrenControlServer
+import WarrenControlStore
+
+enum AdminWiring {
+    /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600 in the 0700 state directory) with hooks that make the
+    /// engine re-read what the admin side changed and push it to the connected nodes.
+    static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String)
+        async throws -> (server: AdminHTTPServer, routes: AdminRoutes)
+    {
+        let hooks = AdminHooks(
+            changed: { change in
+                switch change {
+                case .nodesChanged(let ids), .nodesRemoved(let ids):
+                    // reloadNode re-reads the node, or drops it (and tells its peers) when the store no longer has it.
+                    for id in ids { _ = try? await engine.reloadNode(id: id.rawValue) }
+                case .usersChanged:
+                    try? await engine.reloadUsers()
+                case .registrationApproved:
+                    // The waiting register request finds the approval in the store (PendingRegistration.approvedNodeID).
+                    break
+                }
+            },
+            onlineNodes: {
+                var online: Set<NodeID> = []
+                for node in await engine.allNodes() where await engine.isOnline(node.id) { online.insert(NodeID(node.id)) }
+                return online
+            })
+        let expiry = configuration.nodeKeyExpiry.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        let api = AdminAPI(
+            store: store, allocator: try AddressAllocator(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix),
+            nodeKeyExpiry: expiry, hooks: hooks)
+        let server = try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir))
+        return (server, AdminRoutes(api: api))
+    }
+}
+
+/// Serves /api/v1/* on the control server's own HTTP listener (network transport: API key required).
+struct AdminRoutes: PlainHTTPRoutes {
+    let api: AdminAPI
+
+    func handle(_ request: PlainHTTPRequest) async -> PlainHTTPResponse? {
+        guard AdminAPI.serves(path: request.path) else { return nil }
+        let (_, query) = AdminRequest.splitTarget(request.query.map { "?" + $0 } ?? "")
+        let response = await api.handle(
+            AdminRequest(method: request.method, path: request.path, query: query, authorization: request.header("Authorization"),
+                         body: request.body),
+            via: .network)
+        return PlainHTTPResponse(status: response.status, contentType: response.contentType, body: response.body)
+    }
+}

@@ -1,0 +1,146 @@
+// `warren-control serve`: flags and the YAML file in, a running control server out. Wiring only.
+
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import TailscaleKeys
+import WarrenControlMetrics
+import WarrenControlServer
+import WarrenControlSQLite
+import WarrenPacket
+import WarrenTailcfg
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the coordination server.")
+
+    @Option(name: .long, help: "Directory for the server's key and database (default: state_dir from --config, else /var/lib/warren).")
+    var stateDir: String?
+
+    @Option(name: .long, help: "Address and port to listen on for clients (host:port).")
+    var listen: String?
+
+    @Option(name: .long, help: "Address and port for Prometheus metrics (host:port), or \"off\". Default: 127.0.0.1:9090.")
+    var metricsListen: String?
+
+    @Option(name: .long, help: "YAML configuration file.")
+    var config: String?
+
+    /// The SQLite database inside the state directory (shared with the admin commands).
+    static func databasePath(stateDir: String) -> String { stateDir + "/warren.sqlite" }
+
+    func run() async throws {
+        var file = ServeConfigFile()
+        if let config {
+            do {
+                file = try ServeConfigFile.load(path: config)
+            } catch let error as ConfigError {
+                PolicyFiles.printError("warren-control: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = file.logLevel ?? .info
+            return handler
+        }
+        let logger = Logger(label: "warren.control")
+
+        let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
+        let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
+        guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
+            PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
+            throw ExitCode(2)
+        }
+        let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
+        let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
+        if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
+            PolicyFiles.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            throw ExitCode(2)
+        }
+        let metrics = ControlMetricsRegistry()
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
+
+        let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+        var configuration = ControlConfiguration(
+            serverURL: file.serverURL ?? "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
+        file.apply(to: &configuration)
+
+        var extraServices: [any Service] = []
+        if file.derpEnabled ?? true {
+            let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
+            let derp = try await EmbeddedDERP.start(
+                settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478),
+                stateDir: stateDir, logger: logger)
+            configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
+            extraServices += derp.services
+            metrics.watch(derp: derp.server)
+            if let stun = derp.stun { metrics.watch(stun: stun) }
+        }
+
+        let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
+        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
+                                           ipv6Prefix: configuration.ipv6Prefix)
+        // The access policy: the configured file, else the version in force in the store, else allow-all.
+        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        if let compiled = file.policy {
+            policy = compiled
+        } else if let stored = try await store.read({ try $0.currentPolicy() }) {
+            do {
+                policy = try CompiledPolicy(text: stored.text)
+            } catch {
+                PolicyFiles.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
+                                   metrics: metrics.control)
+        try await engine.load()
+        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+        let server = try await ControlHTTPServer.start(
+            engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port, extraRoutes: admin.routes), logger: logger)
+        if file.serverURL == nil, port == 0, let actual = server.port {
+            configuration.serverURL = "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
+            await engine.setServerURL(configuration.serverURL)
+        }
+        if let (metricsHost, metricsPort) = metricsAddress {
+            let listener = try await MetricsListener.start(metrics: metrics, host: metricsHost, port: metricsPort, logger: logger)
+            extraServices.append(listener)
+            print("metrics: http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(listener.port ?? metricsPort)/metrics")
+        }
+        print("warren-control is serving; point clients at: \(configuration.serverURL)")
+        print("  tailscale up --login-server \(configuration.serverURL)")
+        fflush(nil)
+
+        let group = ServiceGroup(configuration: .init(
+            services: ([server, admin.server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+enum ControlKeyFile {
+    /// The server's Noise key, created on first start and kept (clients cache its public half).
+    static func loadOrCreate(path: String) throws -> MachinePrivate {
+        if let data = FileManager.default.contents(atPath: path) {
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            do {
+                return try MachinePrivate(parsing: text)
+            } catch {
+                throw ValidationError("\(path): not a control key (\(error))")
+            }
+        }
+        var generator = SystemRandomNumberGenerator()
+        let key = MachinePrivate.generate(using: &generator)
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data((key.textRepresentation + "\n").utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write \(temporary)")
+        }
+        guard rename(temporary, path) == 0 else { throw ValidationError("cannot create \(path)") }
+        return key
+    }
+}

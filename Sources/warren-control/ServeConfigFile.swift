@@ -1,0 +1,269 @@
+// The YAML configuration of `warren-control serve`. Every key is optional; unknown keys and bad values
+// are errors that name the key.
+
+import Foundation
+import Logging
+import WarrenControlServer
+import WarrenPolicy
+import WarrenPacket
+import WarrenTailcfg
+import Yams
+
+struct ConfigError: Error, CustomStringConvertible {
+    var file: String
+    var key: String
+    var problem: String
+    var description: String { key.isEmpty ? "\(file): \(problem)" : "\(file): \(key): \(problem)" }
+}
+
+struct ServeConfigFile {
+    var serverURL: String?
+    var stateDir: String?
+    var listenAddr: String?
+    /// host:port for Prometheus metrics, or "off" (or "") for none.
+    var metricsListenAddr: String?
+    var baseDomain: String?
+    var ipv4Prefix: IPPrefix?
+    var ipv6Prefix: IPPrefix?
+    var dns = DNSSettings()
+    var nodeKeyExpiry: Duration??
+    var ephemeralInactivityTimeout: Duration?
+    var keepAliveInterval: Duration?
+    var requireDeviceApproval: Bool?
+    var logLevel: Logger.Level?
+    var derpEnabled: Bool?
+    /// The compiled access policy (from `policy_file`), if any.
+    var policy: CompiledPolicy?
+    var derpHost: String?
+    var derpPort: Int?
+    var stunPort: Int?
+
+    func apply(to configuration: inout ControlConfiguration) {
+        if let baseDomain { configuration.baseDomain = baseDomain }
+        if let ipv4Prefix { configuration.ipv4Prefix = ipv4Prefix }
+        if let ipv6Prefix { configuration.ipv6Prefix = ipv6Prefix }
+        configuration.dns = dns
+        if let nodeKeyExpiry { configuration.nodeKeyExpiry = nodeKeyExpiry }
+        if let ephemeralInactivityTimeout { configuration.ephemeralInactivityTimeout = ephemeralInactivityTimeout }
+        if let keepAliveInterval { configuration.keepAliveInterval = keepAliveInterval }
+        if let requireDeviceApproval { configuration.requireDeviceApproval = requireDeviceApproval }
+    }
+
+    /// Whether a listen address switches the listener off.
+    static func isOff(_ text: String) -> Bool { text.isEmpty || text.lowercased() == "off" }
+
+    static func splitHostPort(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    static let topLevelKeys: Set<String> = [
+        "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
+        "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
+        "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
+    ]
+
+    static func load(path: String) throws -> ServeConfigFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, key: "", problem: "cannot read the file")
+        }
+        let root: Any?
+        do {
+            root = try Yams.load(yaml: String(decoding: data, as: UTF8.self))
+        } catch {
+            throw ConfigError(file: path, key: "", problem: "not valid YAML: \(error)")
+        }
+        guard let root else { return ServeConfigFile() }
+        guard let map = root as? [String: Any] else {
+            throw ConfigError(file: path, key: "", problem: "the top level must be a mapping of keys")
+        }
+        var reader = Reader(file: path)
+        return try reader.read(map)
+    }
+
+    private struct Reader {
+        var file: String
+
+        func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(file: file, key: key, problem: problem) }
+
+        func checkKeys(_ map: [String: Any], allowed: Set<String>, at prefix: String) throws {
+            for key in map.keys.sorted() where !allowed.contains(key) {
+                throw fail(prefix.isEmpty ? key : "\(prefix).\(key)", "unknown key")
+            }
+        }
+
+        func string(_ value: Any?, _ key: String) throws -> String? {
+            guard let value else { return nil }
+            if let s = value as? String { return s }
+            throw fail(key, "expected a string")
+        }
+
+        func bool(_ value: Any?, _ key: String) throws -> Bool? {
+            guard let value else { return nil }
+            if let b = value as? Bool { return b }
+            throw fail(key, "expected true or false")
+        }
+
+        func strings(_ value: Any?, _ key: String) throws -> [String] {
+            guard let value else { return [] }
+            guard let list = value as? [Any] else { throw fail(key, "expected a list of strings") }
+            return try list.enumerated().map { i, item in
+                guard let s = item as? String else { throw fail("\(key)[\(i)]", "expected a string") }
+                return s
+            }
+        }
+
+        func port(_ value: Any?, _ key: String) throws -> Int? {
+            guard let value else { return nil }
+            guard let n = value as? Int, (0...65535).contains(n) else { throw fail(key, "expected a port number (0 to 65535)") }
+            return n
+        }
+
+        func duration(_ value: Any?, _ key: String) throws -> Duration? {
+            guard let value else { return nil }
+            let text = value as? String ?? (value as? Int).map { "\($0)s" }
+            guard let text, let duration = ConfigDuration.parse(text) else {
+                throw fail(key, "expected a duration such as 30s, 15m, 24h or 180d")
+            }
+            return duration
+        }
+
+        func prefix(_ value: Any?, _ key: String, version: IPVersion) throws -> IPPrefix? {
+            guard let text = try string(value, key) else { return nil }
+            guard let prefix = IPPrefix(text), prefix.address.version == version else {
+                throw fail(key, "expected an \(version == .v4 ? "IPv4" : "IPv6") prefix such as "
+                           + (version == .v4 ? "100.64.0.0/10" : "fd7a:115c:a1e0::/48"))
+            }
+            return prefix.masked
+        }
+
+        mutating func read(_ map: [String: Any]) throws -> ServeConfigFile {
+            try checkKeys(map, allowed: ServeConfigFile.topLevelKeys, at: "")
+            var out = ServeConfigFile()
+            out.serverURL = try string(map["server_url"], "server_url")
+            if let url = out.serverURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                throw fail("server_url", "must start with http:// or https://")
+            }
+            out.stateDir = try string(map["state_dir"], "state_dir")
+            out.listenAddr = try string(map["listen_addr"], "listen_addr")
+            if let listen = out.listenAddr, ServeConfigFile.splitHostPort(listen) == nil {
+                throw fail("listen_addr", "expected host:port, such as 127.0.0.1:8080")
+            }
+            out.metricsListenAddr = try string(map["metrics_listen_addr"], "metrics_listen_addr")
+            if let listen = out.metricsListenAddr, !ServeConfigFile.isOff(listen), ServeConfigFile.splitHostPort(listen) == nil {
+                throw fail("metrics_listen_addr", "expected host:port, such as 127.0.0.1:9090, or off")
+            }
+            out.baseDomain = try string(map["base_domain"], "base_domain")
+            if let domain = out.baseDomain, domain.isEmpty || domain.hasPrefix(".") || domain.contains(" ") {
+                throw fail("base_domain", "expected a domain name such as tailnet.example")
+            }
+            if let prefixes = map["prefixes"] {
+                guard let p = prefixes as? [String: Any] else { throw fail("prefixes", "expected a mapping with v4 and v6") }
+                try checkKeys(p, allowed: ["v4", "v6"], at: "prefixes")
+                out.ipv4Prefix = try prefix(p["v4"], "prefixes.v4", version: .v4)
+                out.ipv6Prefix = try prefix(p["v6"], "prefixes.v6", version: .v6)
+            }
+            if let dns = map["dns"] {
+                guard let d = dns as? [String: Any] else { throw fail("dns", "expected a mapping") }
+                try checkKeys(d, allowed: ["magic_dns", "nameservers", "search_domains", "split", "extra_records"], at: "dns")
+                out.dns.magicDNS = try bool(d["magic_dns"], "dns.magic_dns") ?? true
+                out.dns.nameservers = try strings(d["nameservers"], "dns.nameservers")
+                out.dns.searchDomains = try strings(d["search_domains"], "dns.search_domains")
+                if let split = d["split"] {
+                    guard let s = split as? [String: Any] else { throw fail("dns.split", "expected domain: [nameservers]") }
+                    for (domain, servers) in s { out.dns.splitDNS[domain] = try strings(servers, "dns.split.\(domain)") }
+                }
+                if let records = d["extra_records"] {
+                    guard let list = records as? [Any] else { throw fail("dns.extra_records", "expected a list") }
+                    for (i, item) in list.enumerated() {
+                        let key = "dns.extra_records[\(i)]"
+                        guard let r = item as? [String: Any] else { throw fail(key, "expected name, type and value") }
+                        try checkKeys(r, allowed: ["name", "type", "value"], at: key)
+                        guard let name = try string(r["name"], "\(key).name") else { throw fail("\(key).name", "missing") }
+                        guard let value = try string(r["value"], "\(key).value") else { throw fail("\(key).value", "missing") }
+                        let type = try string(r["type"], "\(key).type")
+                        if let type, type != "A" && type != "AAAA" { throw fail("\(key).type", "must be A or AAAA") }
+                        guard IPAddress(value) != nil else { throw fail("\(key).value", "expected an IP address") }
+                        out.dns.extraRecords.append(DNSRecord(name: name, type: type, value: value))
+                    }
+                }
+            }
+            if let expiry = map["node_key_expiry"] {
+                if let text = expiry as? String, text == "0" || text == "never" {
+                    out.nodeKeyExpiry = .some(nil)
+                } else if let n = expiry as? Int, n == 0 {
+                    out.nodeKeyExpiry = .some(nil)
+                } else {
+                    out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
+                }
+            }
+            if let path = try string(map["policy_file"], "policy_file") {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw fail("policy_file", "cannot read \(path)")
+                }
+                do {
+                    out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                } catch let error as PolicyError {
+                    let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
+                    throw fail("policy_file", "\(path)\(place): \(error.message)")
+                }
+            }
+            if let derp = map["derp"] {
+                guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }
+                try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port"], at: "derp")
+                out.derpEnabled = try bool(d["enabled"], "derp.enabled")
+                out.derpHost = try string(d["host"], "derp.host")
+                out.derpPort = try port(d["port"], "derp.port")
+                out.stunPort = try port(d["stun_port"], "derp.stun_port")
+            }
+            out.ephemeralInactivityTimeout = try duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout")
+            out.keepAliveInterval = try duration(map["keep_alive_interval"], "keep_alive_interval")
+            out.requireDeviceApproval = try bool(map["require_device_approval"], "require_device_approval")
+            if let level = try string(map["log_level"], "log_level") {
+                guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                    throw fail("log_level", "expected one of trace, debug, info, notice, warning, error, critical")
+                }
+                out.logLevel = parsed
+            }
+            return out
+        }
+    }
+}
+
+/// "90s", "15m", "24h", "180d" (and combinations such as "1h30m").
+enum ConfigDuration {
+    static func parse(_ text: String) -> Duration? {
+        var total: Int64 = 0
+        var number: Int64 = 0
+        var sawDigit = false
+        for c in text {
+            if let d = c.wholeNumberValue, c.isASCII {
+                let (m, o1) = number.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(Int64(d))
+                guard !o1, !o2 else { return nil }
+                number = a
+                sawDigit = true
+                continue
+            }
+            guard sawDigit else { return nil }
+            let unit: Int64
+            switch c {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            case "d": unit = 86400
+            default: return nil
+            }
+            let (product, overflow) = number.multipliedReportingOverflow(by: unit)
+            guard !overflow else { return nil }
+            total += product
+            number = 0
+            sawDigit = false
+        }
+        guard !sawDigit, total > 0 else { return nil }
+        return .seconds(total)
+    }
+}

@@ -1,0 +1,120 @@
+// warren-derp: the DERP relay and STUN server on their own.
+
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import TailscaleKeys
+import DERPProtocol
+import WarrenDERPServer
+import WarrenDERPTransport
+
+@main
+struct WarrenDERP: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "warren-derp",
+        abstract: "A DERP relay and STUN server for Warren and Tailscale clients.",
+        discussion: """
+            Serves DERP v2 over TLS at /derp, /derp/probe and /derp/latency-check, and STUN over UDP.
+            With --state-dir and no --cert/--key it makes a self-signed certificate for --hostname and prints
+            the DERP map's CertName (sha256-raw:...) that pins it.
+            """)
+
+    @Option(help: "TCP address for DERP over TLS, HOST:PORT or :PORT.")
+    var listen = ":443"
+
+    @Option(help: "UDP port for STUN on the same host (0 turns STUN off).")
+    var stunPort = 3478
+
+    @Option(help: "Host name or IP address clients dial; the self-signed certificate names it.")
+    var hostname = "127.0.0.1"
+
+    @Option(help: "PEM certificate chain (with --key).")
+    var cert: String?
+
+    @Option(help: "PEM private key (with --cert).")
+    var key: String?
+
+    @Option(help: "Directory for the relay's key and its self-signed certificate.")
+    var stateDir = "/var/lib/warren/derp"
+
+    @Option(help: "Admit only nodes this URL allows: POST {\"NodePublic\",\"Source\"} -> {\"Allow\":bool}.")
+    var verifyClientsURL: String?
+
+    @Option(help: "File holding a bearer token sent to --verify-clients-url.")
+    var verifyClientsTokenFile: String?
+
+    @Flag(help: "Admit clients when --verify-clients-url cannot be reached.")
+    var verifyClientsFailOpen = false
+
+    @Option(help: "File holding the 64-hex-digit mesh key; clients presenting it are trusted mesh peers.")
+    var meshKeyFile: String?
+
+    @Flag(help: "Serve plain HTTP instead of TLS (only behind a TLS terminator or in tests).")
+    var plainHTTP = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level \(logLevel)") }
+        if let url = verifyClientsURL, URL(string: url)?.scheme.map({ ["http", "https"].contains($0) }) != true {
+            throw ValidationError("--verify-clients-url must be an http:// or https:// URL")
+        }
+        _ = try ListenAddress(listen)
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "warren.derp")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let address = try ListenAddress(listen)
+
+        var configuration = DERPServerConfiguration(privateKey: try DERPKeyFile.loadOrCreate(directory: stateDir), logger: logger)
+        if let url = verifyClientsURL.flatMap(URL.init(string:)) {
+            let token = try verifyClientsTokenFile.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
+            configuration.admission = DERPHTTPAdmission.make(url: url, bearerToken: token, failOpen: verifyClientsFailOpen)
+        }
+        if let meshKeyFile {
+            guard let meshKey = DERPMeshKey(hex: try String(contentsOfFile: meshKeyFile, encoding: .utf8)) else {
+                throw ValidationError("--mesh-key-file must hold 64 hex digits")
+            }
+            configuration.meshKey = meshKey
+        }
+        let server = DERPServer(configuration: configuration)
+
+        var tls: TLSConfigurationBox?
+        if !plainHTTP {
+            let certificate: DERPCertificate
+            if let cert, let key {
+                certificate = try DERPCertificate.load(certificatePath: cert, keyPath: key)
+            } else {
+                certificate = try DERPCertificate.loadOrCreateSelfSigned(directory: stateDir, hostnames: [hostname])
+                logger.info("self-signed certificate; pin it in the DERP map", metadata: ["CertName": "\(certificate.pin)"])
+            }
+            tls = TLSConfigurationBox(value: try certificate.serverTLSConfiguration())
+        }
+        let listener = try DERPListener(server: server, host: address.host, port: address.port, tlsConfiguration: tls?.value)
+        try await listener.bind()
+        logger.info("DERP relay ready", metadata: ["server-key": "\(server.publicKey)"])
+
+        var services: [any Service] = [listener]
+        if stunPort != 0 {
+            let stunHosts = address.host == "0.0.0.0" || address.host == "::" ? ["::"] : [address.host]
+            let stun = STUNServer(addresses: stunHosts.map { ($0, stunPort) }, logger: logger)
+            try await stun.bind()
+            services.append(stun)
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+        logger.info("DERP relay stopped")
+    }
+}
+
+struct TLSConfigurationBox {
+    var value: TLSConfiguration
+}
+
