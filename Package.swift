@@ -66,9 +66,7 @@ let package = Package(
         // Layer 1
         .target(name: "CWarrenLinux"),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
-        // TUN with IFF_VNET_HDR and TUNSETOFFLOAD; UDP_SEGMENT/UDP_GRO batches.
-        .target(name: "CWarrenOffload"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "CWarrenOffload", "WarrenPacket"]),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "WarrenControlAdmin", dependencies: [
             "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
@@ -159,7 +157,7 @@ let package = Package(
         // Benchmark (run on demand): policy compile, largest filter, memory, recompute after a join.
         .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
         // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
-        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "CWarrenOffload"]),
+        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "WireGuardDevice"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -175,7 +173,7 @@ let package = Package(
         .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
-        .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "CWarrenOffload"]),
+        .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "WireGuardDevice"]),
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
             "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",

@@ -52,8 +52,8 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
         jumbo = .allocate(byteCount: Self.jumboSize, alignment: 64)
     }
 
-    /// Where coalesced packets are assembled before one write (guarded: two inbound threads write).
-    private let coalescing = Mutex(CoalescingBuffer())
+    /// The coalescer for writes and the slot of each packet added to it (guarded: two inbound threads write).
+    private let coalescing = Mutex(WriteCoalescing())
     /// Whether UDP datagrams are coalesced too (off when the kernel refuses UDP GSO from TUN).
     private let udpCoalescing = Atomic<Bool>(true)
 
@@ -140,40 +140,54 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
             for i in 0..<count where buffers.lengths[i] > 0 { try write(UnsafeRawBufferPointer(buffers.packet(i))) }
             return
         }
-        try coalescing.withLock { out in
+        try coalescing.withLock { state in
+            let coalescer = state.coalescer
             var i = 0
             while i < count {
-                guard buffers.lengths[i] > 0 else {
+                // Packets of one flow go to the kernel as one super-packet (GRO); see `PacketCoalescer`.
+                coalescer.reset()
+                coalescer.coalescesUDP = udpCoalescing.load(ordering: .relaxed)
+                var added = 0
+                while i < count {
+                    if buffers.lengths[i] > 0 {
+                        guard coalescer.add(UnsafeRawBufferPointer(buffers.packet(i))) else { break }
+                        state.slots[added] = i
+                        added += 1
+                    }
                     i += 1
-                    continue
                 }
-                // Consecutive TCP segments of one flow go to the kernel as one super-packet (GRO).
-                if let (next, length) = Offload.coalesceTCP(buffers, from: i, count: count, into: out.memory,
-                                                              capacity: CoalescingBuffer.size) {
-                    try write(UnsafeRawBufferPointer(start: out.memory, count: length))
-                    i = next
-                    continue
-                }
-                // The same for UDP datagrams (UDP GSO), unless the kernel refused it once.
-                if udpCoalescing.load(ordering: .relaxed),
-                   let (next, length) = Offload.coalesceUDP(buffers, from: i, count: count, into: out.memory,
-                                                            capacity: CoalescingBuffer.size) {
-                    if try write(UnsafeRawBufferPointer(start: out.memory, count: length)) {
-                        i = next
+                coalescer.finish()
+                for o in 0..<coalescer.outputCount {
+                    if let k = coalescer.singleInput(ofOutput: o) {
+                        try writeAlone(buffers, state.slots[k], scratch: state.scratch)
                         continue
                     }
-                    udpCoalescing.store(false, ordering: .relaxed)
+                    if try write(coalescer.output(o)) { continue }
+                    if coalescer.gsoType(ofOutput: o) == .udpL4 {
+                        // The kernel refuses UDP GSO from user space: from now on, and for these, one by one.
+                        udpCoalescing.store(false, ordering: .relaxed)
+                        for k in coalescer.inputs(ofOutput: o) { try writeAlone(buffers, state.slots[k], scratch: state.scratch) }
+                    }
                 }
-                // A zeroed virtio-net header (no offload) in the room before the packet.
-                let offset = buffers.offsets[i]
-                if offset >= VirtioNetHeader.size {
-                    let start = buffers.slot(i) + offset - VirtioNetHeader.size
-                    start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
-                    try write(UnsafeRawBufferPointer(start: start, count: buffers.lengths[i] + VirtioNetHeader.size))
-                }
-                i += 1
             }
         }
+    }
+
+    /// Writes slot `slot` on its own behind a zeroed virtio-net header (no offload), in the room
+    /// before the packet; without that room, copied behind one in `scratch`.
+    private func writeAlone(_ buffers: PacketBuffers, _ slot: Int, scratch: UnsafeMutableRawPointer) throws {
+        let offset = buffers.offsets[slot]
+        let length = buffers.lengths[slot]
+        let start: UnsafeMutableRawPointer
+        if offset >= VirtioNetHeader.size {
+            start = buffers.slot(slot) + offset - VirtioNetHeader.size
+        } else {
+            guard length <= WriteCoalescing.scratchSize - VirtioNetHeader.size else { return }  // not an IP packet: dropped
+            start = scratch
+            (scratch + VirtioNetHeader.size).copyMemory(from: buffers.slot(slot) + offset, byteCount: length)
+        }
+        start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
+        try write(UnsafeRawBufferPointer(start: start, count: length + VirtioNetHeader.size))
     }
 
     @discardableResult
@@ -189,10 +203,17 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     public func close() { device.wake() }
 }
 
-/// Memory for one coalesced packet: a virtio-net header and up to 64 KB of IP packet.
-struct CoalescingBuffer: ~Copyable {
-    static let size = VirtioNetHeader.size + 65_535
-    let memory = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 64)
-    deinit { memory.deallocate() }
+/// The TUN write path's coalescer, and for each packet added to it the slot it came from.
+struct WriteCoalescing: ~Copyable {
+    static let capacity = WireGuardDeviceConstants.batchSize
+    let coalescer = PacketCoalescer(maximumPackets: WriteCoalescing.capacity)
+    let slots = UnsafeMutablePointer<Int>.allocate(capacity: WriteCoalescing.capacity)
+    /// For a packet without room for the header before it.
+    static let scratchSize = PacketCoalescer.maximumOutputLength
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: WriteCoalescing.scratchSize, alignment: 64)
+    deinit {
+        slots.deallocate()
+        scratch.deallocate()
+    }
 }
 #endif

@@ -1,19 +1,18 @@
 // `warren-offload-bench tunnel [seconds]`: a null-cipher tunnel between two network namespaces
-// (wof-ta, wof-tb) joined by a veth pair, to measure what the offloads do to the I/O alone.
-// Each side forwards TUN -> UDP and UDP -> TUN on two threads, framing every inner packet as a
-// WireGuard transport message would be (16-byte header in front, 16-byte tag behind, no
-// encryption). iperf3 runs one TCP stream through it, once with the offloads (TUN TSO + segmenter,
-// UDP GSO, UDP GRO, coalesced TUN writes) and once without (one packet per TUN read and write,
-// sendmmsg/recvmmsg of single datagrams: the device's design today). Needs root and iperf3.
+// (wof-ta, wof-tb) joined by a veth pair, to measure what the offloads do to the device's I/O
+// alone. Each side runs the device's own TUN and UDP layer (`LinuxTUNInterface`, `LinuxBind`)
+// on two threads, TUN -> UDP and UDP -> TUN, framing every inner packet as a WireGuard
+// transport message would be (16-byte header in front, padding and a 16-byte tag behind, no
+// encryption). iperf3 runs one TCP stream through it, once with the offloads (TUN TSO +
+// segmenter, UDP GSO, UDP GRO, coalesced TUN writes) and once without (one packet per TUN read
+// and write, sendmmsg/recvmmsg of single datagrams). Needs root and iperf3.
 
 #if os(Linux)
-import CWarrenOffload
 import Foundation
 import Glibc
 import WarrenLinux
 import WarrenPacket
-
-nonisolated(unsafe) var tunnelStop = false
+import WireGuardDevice
 
 @discardableResult
 func sh(_ arguments: [String]) -> (Int32, String) {
@@ -29,126 +28,39 @@ func sh(_ arguments: [String]) -> (Int32, String) {
     return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-func inNamespace<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
-    let original = cwarren_offload_netns_open("/proc/thread-self/ns/net")
-    let target = cwarren_offload_netns_open("/run/netns/\(name)")
-    precondition(original >= 0 && target >= 0 && cwarren_offload_netns_enter(target) == 0, "setns \(name)")
-    defer {
-        precondition(cwarren_offload_netns_enter(original) == 0)
-        close(original)
-        close(target)
-    }
-    return try body()
-}
-
-func udpSocket(port: UInt16) -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    let ok = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-    precondition(fd >= 0 && ok, "UDP socket")
-    var size: Int32 = 7 << 20
-    _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(4))
-    _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(4))
-    return fd
-}
-
-func waitReadable(_ fd: Int32) -> Bool { cwarren_offload_poll_in(fd, 100) == 1 }
-
-/// TUN -> UDP for one side.
-func outbound(tun: OffloadTUNDevice, socket: Int32, peer: IPAddress, offload: Bool) {
-    let capacity = 128, slot = 2048, headroom = 16
-    let slots = UnsafeMutableRawPointer.allocate(byteCount: capacity * slot, alignment: 64)
-    let lengths = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
-    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: OffloadTUNDevice.maximumReadLength, alignment: 64)
-    let batch = UDPOffloadBatch(datagramCapacity: capacity, segmentation: offload)
-    var pending = 0  // bytes of a read waiting for room in the next batch
-    while !tunnelStop {
-        var count = 0
-        while count < capacity {
-            let n: Int
-            if pending > 0 {
-                n = pending
-                pending = 0
-            } else {
-                guard let r = try? tun.read(into: scratch) else { break }
-                n = r
-            }
-            guard n > VirtioNetHeader.size, let header = try? VirtioNetHeader(decoding: UnsafeRawBufferPointer(scratch)) else { continue }
-            let packet = UnsafeRawBufferPointer(rebasing: scratch[VirtioNetHeader.size..<n])
-            guard let need = try? GSOSegmenter.segmentCount(packet, header: header) else { continue }
-            if count + need > capacity {
-                pending = n
-                break
-            }
-            let made = (try? GSOSegmenter.segment(packet, header: header) { i, length in
-                guard length <= slot - headroom - 16 else { return nil }
-                lengths[count + i] = length
-                return slots + (count + i) * slot + headroom
-            }) ?? 0
-            count += made
-        }
-        if count == 0 {
-            _ = try? tun.waitReadable(timeoutMilliseconds: 100)
-            continue
-        }
-        batch.reset()
+/// TUN -> frame -> UDP for one side, until the TUN is closed.
+func outbound(tun: LinuxTUNInterface, bind: LinuxBind, peer: WireGuardEndpoint) {
+    let headroom = WireGuardDeviceConstants.dataHeaderSize
+    let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
+    while let count = try? tun.readPackets(into: buffers, headroom: headroom) {
         for i in 0..<count {
-            // Frame as a transport message: 16-byte header, payload padded to 16, 16-byte tag.
-            let padded = min((lengths[i] + 15) & ~15, 1420)
-            batch.append(UnsafeRawBufferPointer(start: slots + i * slot, count: headroom + max(padded, lengths[i]) + 16), to: peer, port: 51000)
+            let length = buffers.lengths[i]
+            buffers.offsets[i] = 0
+            buffers.lengths[i] = headroom + max(length, min((length + 15) & ~15, tun.mtu)) + 16
+            buffers.endpoints[i] = peer
         }
-        _ = try? batch.send(on: socket)
+        try? bind.send(buffers, count: count)
     }
 }
 
-/// UDP -> TUN for one side.
-func inbound(tun: OffloadTUNDevice, socket: Int32, offload: Bool) {
-    let messages = offload ? 16 : 128
-    let slot = offload ? 65536 : 2048
-    let memory = UnsafeMutableRawPointer.allocate(byteCount: messages * slot, alignment: 64)
-    let batch = UDPOffloadBatch(datagramCapacity: messages)
-    for i in 0..<messages { batch.setReceiveBuffer(i, UnsafeMutableRawBufferPointer(start: memory + i * slot, count: slot)) }
-    let coalescer = TCPCoalescer(maximumPackets: 1024, maximumPacketLength: 1500)
-    while !tunnelStop {
-        guard let n = try? batch.receive(on: socket, count: messages), n > 0 else {
-            _ = waitReadable(socket)
-            continue
-        }
-        coalescer.reset()
-        for i in 0..<n {
-            guard let length = batch.receivedLength(i) else { continue }
-            let size = batch.segmentSize(i)
-            for k in 0..<UDPSegmentation.datagramCount(length: length, segmentSize: size) {
-                let r = UDPSegmentation.datagramRange(k, length: length, segmentSize: size)
-                let message = memory + i * slot + r.lowerBound
-                guard r.count > 32 else { continue }
-                // The inner packet's own length (the padding is not part of it).
-                let inner = UnsafeRawBufferPointer(start: message + 16, count: r.count - 32)
-                let ipLength = inner[0] >> 4 == 6 ? 40 + (Int(inner[4]) << 8 | Int(inner[5])) : Int(inner[2]) << 8 | Int(inner[3])
-                guard ipLength <= inner.count else { continue }
-                let packet = UnsafeRawBufferPointer(rebasing: inner[0..<ipLength])
-                if offload {
-                    if !coalescer.add(packet) {
-                        coalescer.finish()
-                        for o in 0..<coalescer.outputCount { _ = try? tun.write(coalescer.output(o)) }
-                        coalescer.reset()
-                        coalescer.add(packet)
-                    }
-                } else {
-                    // A zero virtio-net header in the message's header room, then the packet.
-                    (message + 6).initializeMemory(as: UInt8.self, repeating: 0, count: 10)
-                    _ = try? tun.write(UnsafeRawBufferPointer(start: message + 6, count: 10 + ipLength))
-                }
+/// UDP -> unframe -> TUN for one side, until the bind is closed.
+func inbound(tun: LinuxTUNInterface, bind: LinuxBind) {
+    let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
+    while let count = try? bind.receive(0, into: buffers) {
+        for i in 0..<count {
+            let inner = buffers.slot(i) + buffers.offsets[i] + 16
+            let room = buffers.lengths[i] - 32
+            guard room > 20 else {
+                buffers.lengths[i] = 0
+                continue
             }
+            // The inner packet's own length (the padding is not part of it).
+            let ipLength = inner.load(as: UInt8.self) >> 4 == 6 ? 40 + Int(FastChecksum.load16(inner, at: 4))
+                : Int(FastChecksum.load16(inner, at: 2))
+            buffers.offsets[i] += 16
+            buffers.lengths[i] = ipLength <= room ? ipLength : 0
         }
-        if offload {
-            coalescer.finish()
-            for o in 0..<coalescer.outputCount { _ = try? tun.write(coalescer.output(o)) }
-        }
+        try? tun.writePackets(buffers, count: count)
     }
 }
 
@@ -172,29 +84,32 @@ func tunnelRun(offload: Bool, seconds: Int) -> (Double, Double, Int)? {
     sh(["ip", "-n", b, "addr", "add", "192.168.199.2/24", "dev", "woftvb"])
     sh(["ip", "-n", a, "link", "set", "woftva", "up"])
     sh(["ip", "-n", b, "link", "set", "woftvb", "up"])
-    let requested: TUNOffloads = offload ? .all : []
-    guard let tunA = try? inNamespace(a, { try OffloadTUNDevice(name: "woft0", requesting: requested) }),
-          let tunB = try? inNamespace(b, { try OffloadTUNDevice(name: "woft0", requesting: requested) })
+    guard let tunA = try? NetworkNamespace.run(in: a, { try LinuxTUNInterface(name: "woft0", offloads: offload) }),
+          let tunB = try? NetworkNamespace.run(in: b, { try LinuxTUNInterface(name: "woft0", offloads: offload) })
     else { print("cannot open TUN devices"); return nil }
-    let udpA = inNamespace(a) { udpSocket(port: 51000) }
-    let udpB = inNamespace(b) { udpSocket(port: 51000) }
-    defer { close(udpA); close(udpB) }
-    if offload {
-        UDPOffload.enableReceiveCoalescing(fileDescriptor: udpA)
-        UDPOffload.enableReceiveCoalescing(fileDescriptor: udpB)
-    }
+    let bindA = LinuxBind(segmentationOffload: offload, receiveCoalescing: offload)
+    let bindB = LinuxBind(segmentationOffload: offload, receiveCoalescing: offload)
+    guard (try? NetworkNamespace.run(in: a, { try bindA.open(port: 51000) })) != nil,
+          (try? NetworkNamespace.run(in: b, { try bindB.open(port: 51000) })) != nil
+    else { print("cannot open UDP sockets"); return nil }
     for (ns, address) in [(a, "10.199.0.1/24"), (b, "10.199.0.2/24")] {
         sh(["ip", "-n", ns, "addr", "add", address, "dev", "woft0"])
-        sh(["ip", "-n", ns, "link", "set", "woft0", "mtu", "1420", "up"])
     }
-    tunnelStop = false
+    let peerOfA = WireGuardEndpoint(address: IPAddress("192.168.199.2")!, port: 51000)
+    let peerOfB = WireGuardEndpoint(address: IPAddress("192.168.199.1")!, port: 51000)
+    let finished = DispatchSemaphore(value: 0)
     let threads = [
-        Thread { outbound(tun: tunA, socket: udpA, peer: IPAddress("192.168.199.2")!, offload: offload) },
-        Thread { outbound(tun: tunB, socket: udpB, peer: IPAddress("192.168.199.1")!, offload: offload) },
-        Thread { inbound(tun: tunA, socket: udpA, offload: offload) },
-        Thread { inbound(tun: tunB, socket: udpB, offload: offload) },
+        Thread { outbound(tun: tunA, bind: bindA, peer: peerOfA); finished.signal() },
+        Thread { outbound(tun: tunB, bind: bindB, peer: peerOfB); finished.signal() },
+        Thread { inbound(tun: tunA, bind: bindA); finished.signal() },
+        Thread { inbound(tun: tunB, bind: bindB); finished.signal() },
     ]
     for t in threads { t.start() }
+    defer {
+        for tun in [tunA, tunB] { tun.close() }
+        for bind in [bindA, bindB] { bind.close() }
+        for _ in threads { finished.wait() }
+    }
     let server = Process()
     server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     server.arguments = ["ip", "netns", "exec", b, "iperf3", "-s", "-1", "-B", "10.199.0.2"]
@@ -204,7 +119,6 @@ func tunnelRun(offload: Bool, seconds: Int) -> (Double, Double, Int)? {
     let cpuBefore = cpuSecondsOfProcess()
     let (status, json) = sh(["ip", "netns", "exec", a, "iperf3", "-c", "10.199.0.2", "-t", "\(seconds)", "-J"])
     let cpu = cpuSecondsOfProcess() - cpuBefore
-    tunnelStop = true
     if server.isRunning { server.terminate() }
     server.waitUntilExit()
     usleep(300_000)

@@ -11,7 +11,7 @@ final class DeviceUDPOffloadTests: XCTestCase {
     func datagram(_ i: Int, length: Int) -> [UInt8] { (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i &* 5) } }
 
     /// Sends `datagrams` (all but the last of equal length) as one UDP_SEGMENT message.
-    func sendSegments(_ socket: UDPSocket, _ datagrams: [[UInt8]], to destination: SocketAddress) throws -> Bool {
+    func sendSegments(_ socket: UDPSocket, _ datagrams: [[UInt8]], to destination: SocketAddress) throws -> UDPSocket.SegmentedSendResult {
         let memory = UnsafeMutableRawPointer.allocate(byteCount: datagrams.reduce(0) { $0 + $1.count }, alignment: 16)
         defer { memory.deallocate() }
         var bases = [UnsafeMutableRawPointer?]()
@@ -79,8 +79,8 @@ final class DeviceUDPOffloadTests: XCTestCase {
                 let datagrams = (0..<30).map { datagram($0, length: $0 == 29 ? 211 : 1452) }
                 let toPlain = SocketAddress(address: loopback, port: try plain.localPort())
                 let toCoalescing = SocketAddress(address: loopback, port: try coalescing.localPort())
-                XCTAssertTrue(try sendSegments(sender, datagrams, to: toPlain))
-                XCTAssertTrue(try sendSegments(sender, datagrams, to: toCoalescing))
+                XCTAssertEqual(try sendSegments(sender, datagrams, to: toPlain), .sent)
+                XCTAssertEqual(try sendSegments(sender, datagrams, to: toCoalescing), .sent)
                 let gotPlain = try receiveAll(plain, expected: 30, source: loopback)
                 XCTAssertEqual(gotPlain.datagrams, datagrams, "\(family): separate datagrams without GRO")
                 XCTAssertEqual(gotPlain.messages, 30)
@@ -93,7 +93,8 @@ final class DeviceUDPOffloadTests: XCTestCase {
     }
 
     /// A segmented send the kernel cannot take (gso_size above the path MTU of a 1500-byte
-    /// loopback) is refused with false, so the caller can send the datagrams one by one.
+    /// loopback) is refused, so the caller can send the datagrams one by one; a send without a
+    /// route is reported as dropped.
     func testRefusedSegmentationReportsFalse() throws {
         try requireRoot()
         let ns = try TestNamespace("dudpfb")
@@ -104,7 +105,9 @@ final class DeviceUDPOffloadTests: XCTestCase {
             guard sender.supportsSegmentationOffload else { throw XCTSkip("no UDP_SEGMENT") }
             let destination = SocketAddress(address: IPAddress("127.0.0.1")!, port: try receiver.localPort())
             let datagrams = (0..<6).map { datagram($0, length: 1600) }
-            XCTAssertFalse(try sendSegments(sender, datagrams, to: destination))
+            XCTAssertEqual(try sendSegments(sender, datagrams, to: destination), .refused)
+            let unreachable = SocketAddress(address: IPAddress("192.0.2.1")!, port: 9)
+            XCTAssertEqual(try sendSegments(sender, Array(repeating: datagram(0, length: 500), count: 3), to: unreachable), .dropped)
             for d in datagrams { XCTAssertTrue(try d.withUnsafeBytes { try sender.send($0, to: destination) }) }
             XCTAssertEqual(try receiveAll(receiver, expected: 6, source: IPAddress("127.0.0.1")!).datagrams, datagrams)
         }

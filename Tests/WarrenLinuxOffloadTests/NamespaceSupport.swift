@@ -1,7 +1,7 @@
 #if os(Linux)
-import CWarrenOffload
 import Foundation
 import Glibc
+import WarrenLinux
 import XCTest
 
 /// A network namespace the test creates (name prefixed `wof`) and removes.
@@ -23,17 +23,31 @@ final class TestNamespace {
 
     /// Runs `body` with the calling thread inside the namespace, then moves it back.
     func inside<T>(_ body: () throws -> T) throws -> T {
-        let original = cwarren_offload_netns_open("/proc/thread-self/ns/net")
-        let target = cwarren_offload_netns_open("/run/netns/\(name)")
-        defer {
-            if original >= 0 { close(original) }
-            if target >= 0 { close(target) }
+        try NetworkNamespace.run(in: name, body)
+    }
+
+    /// The kernel's packet counters of interface `device` in the namespace (`ip -s -j link`).
+    func packetCounters(_ device: String) throws -> (rx: Int, tx: Int) {
+        let json = try WarrenLinuxOffloadTests.run("/usr/sbin/ip", "-n", name, "-s", "-j", "link", "show", "dev", device)
+        guard let list = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]],
+              let stats = list.first?["stats64"] as? [String: Any],
+              let rx = (stats["rx"] as? [String: Any])?["packets"] as? Int,
+              let tx = (stats["tx"] as? [String: Any])?["packets"] as? Int
+        else { throw XCTSkip("no packet counters for \(device) from ip -s -j link") }
+        return (rx, tx)
+    }
+
+    /// A counter of /proc/net/snmp in the namespace ("Udp", "InDatagrams").
+    func snmpCounter(_ group: String, _ field: String) throws -> Int {
+        let text = try WarrenLinuxOffloadTests.run("/usr/sbin/ip", "netns", "exec", name, "cat", "/proc/net/snmp")
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("\(group):") }
+        guard lines.count == 2 else { throw XCTSkip("no \(group) in /proc/net/snmp") }
+        let names = lines[0].split(separator: " ").dropFirst()
+        let values = lines[1].split(separator: " ").dropFirst()
+        guard let index = names.firstIndex(of: Substring(field)), let value = Int(values[index]) else {
+            throw XCTSkip("no \(group) \(field) in /proc/net/snmp")
         }
-        guard original >= 0, target >= 0, cwarren_offload_netns_enter(target) == 0 else {
-            throw XCTSkip("cannot enter namespace \(name)")
-        }
-        defer { precondition(cwarren_offload_netns_enter(original) == 0, "could not return to the original namespace") }
-        return try body()
+        return value
     }
 
     /// Starts `python3 -c script` inside the namespace; the caller waits for or ends it (by its PID).

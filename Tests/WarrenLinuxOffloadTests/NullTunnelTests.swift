@@ -1,155 +1,72 @@
 #if os(Linux)
-import CWarrenOffload
 import Foundation
 import Glibc
 import Synchronization
 import WarrenLinux
 import WarrenPacket
+import WireGuardDevice
 import XCTest
 
-/// The whole offload path as the device would run it, minus the cipher: two namespaces joined by
-/// a veth pair, a TUN in each, and per side a TUN -> UDP thread (read super-packets, segment,
-/// frame each segment as a transport message would be, UDP GSO send) and a UDP -> TUN thread
-/// (UDP GRO receive, split, unframe, coalesce, write). A TCP transfer runs across it.
+/// The device's whole offload path minus the cipher: two namespaces joined by a veth pair, in
+/// each the device's own TUN (`LinuxTUNInterface`: TSO + segmenter, coalesced writes) and UDP
+/// sockets (`LinuxBind`: UDP GSO sends, UDP GRO receives), and per side a TUN -> UDP thread that
+/// frames each segment as a transport message would be (16-byte header, padding, 16-byte tag)
+/// and a UDP -> TUN thread that unframes. A TCP transfer runs across it.
 final class NullTunnelTests: XCTestCase {
     struct Stats {
-        var tunReads = 0, segments = 0, udpMessagesSent = 0, datagramsSent = 0
-        var udpMessagesReceived = 0, datagramsReceived = 0, tunWrites = 0, superPacketsWritten = 0
+        var segments = 0, datagramsReceived = 0
     }
 
     final class Side: @unchecked Sendable {
-        let tun: OffloadTUNDevice
-        let socket: Int32
-        let peer: IPAddress
-        let stop = Atomic<Bool>(false)
+        let tun: LinuxTUNInterface
+        let bind: LinuxBind
+        let peer: WireGuardEndpoint
         let stats = Mutex(Stats())
 
-        init(tun: OffloadTUNDevice, socket: Int32, peer: IPAddress) {
+        init(tun: LinuxTUNInterface, bind: LinuxBind, peer: WireGuardEndpoint) {
             self.tun = tun
-            self.socket = socket
+            self.bind = bind
             self.peer = peer
         }
 
-        /// TUN -> segment -> frame (16-byte header, padding to 16, 16-byte tag) -> UDP GSO.
+        /// TUN -> frame -> UDP, until the TUN is closed.
         func outbound() {
-            let capacity = 128, slot = 2048, headroom = 16
-            let slots = UnsafeMutableRawPointer.allocate(byteCount: capacity * slot, alignment: 64)
-            let lengths = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: OffloadTUNDevice.maximumReadLength, alignment: 64)
-            defer { slots.deallocate(); lengths.deallocate(); scratch.deallocate() }
-            let batch = UDPOffloadBatch(datagramCapacity: capacity)
-            var pending = 0
-            while !stop.load(ordering: .relaxed) {
-                var count = 0
-                var reads = 0
-                while count < capacity {
-                    let n: Int
-                    if pending > 0 {
-                        n = pending
-                        pending = 0
-                    } else {
-                        guard let r = try? tun.read(into: scratch) else { break }
-                        n = r
-                        reads += 1
-                    }
-                    guard n > VirtioNetHeader.size, let header = try? VirtioNetHeader(decoding: UnsafeRawBufferPointer(scratch)) else { continue }
-                    let packet = UnsafeRawBufferPointer(rebasing: scratch[VirtioNetHeader.size..<n])
-                    guard let need = try? GSOSegmenter.segmentCount(packet, header: header) else { continue }
-                    if count + need > capacity {
-                        pending = n
-                        break
-                    }
-                    count += (try? GSOSegmenter.segment(packet, header: header) { i, length in
-                        guard length <= 1500 else { return nil }
-                        lengths[count + i] = length
-                        return slots + (count + i) * slot + headroom
-                    }) ?? 0
-                }
-                if count == 0 {
-                    _ = try? tun.waitReadable(timeoutMilliseconds: 50)
-                    continue
-                }
-                batch.reset()
+            let headroom = WireGuardDeviceConstants.dataHeaderSize
+            let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
+            while let count = try? tun.readPackets(into: buffers, headroom: headroom) {
                 for i in 0..<count {
-                    let padded = max(lengths[i], min((lengths[i] + 15) & ~15, 1420))
-                    batch.append(UnsafeRawBufferPointer(start: slots + i * slot, count: headroom + padded + 16), to: peer, port: 51000)
+                    let length = buffers.lengths[i]
+                    let padded = max(length, min((length + 15) & ~15, tun.mtu))
+                    buffers.offsets[i] = 0
+                    buffers.lengths[i] = headroom + padded + 16
+                    buffers.endpoints[i] = peer
                 }
-                let messages = (try? batch.send(on: socket)) ?? 0
-                stats.withLock {
-                    $0.tunReads += reads
-                    $0.segments += count
-                    $0.udpMessagesSent += messages
-                    $0.datagramsSent += count
-                }
+                try? bind.send(buffers, count: count)
+                stats.withLock { $0.segments += count }
             }
         }
 
-        /// UDP GRO -> split -> unframe -> coalesce -> TUN.
+        /// UDP -> unframe -> TUN, until the bind is closed.
         func inbound() {
-            let messages = 16, slot = 65536
-            let memory = UnsafeMutableRawPointer.allocate(byteCount: messages * slot, alignment: 64)
-            defer { memory.deallocate() }
-            let batch = UDPOffloadBatch(datagramCapacity: messages)
-            for i in 0..<messages { batch.setReceiveBuffer(i, UnsafeMutableRawBufferPointer(start: memory + i * slot, count: slot)) }
-            let coalescer = TCPCoalescer(maximumPackets: 1024, maximumPacketLength: 1500)
-            var writes = 0, superPackets = 0
-            func flush() {
-                coalescer.finish()
-                for o in 0..<coalescer.outputCount { _ = try? tun.write(coalescer.output(o)) }
-                writes += coalescer.outputCount
-                superPackets += coalescer.coalescedOutputs
-                coalescer.reset()
-            }
-            while !stop.load(ordering: .relaxed) {
-                guard let n = try? batch.receive(on: socket, count: messages), n > 0 else {
-                    _ = cwarren_offload_poll_in(socket, 50)
-                    continue
-                }
-                var datagrams = 0
-                writes = 0
-                superPackets = 0
-                coalescer.reset()
-                for i in 0..<n {
-                    guard let length = batch.receivedLength(i) else { continue }
-                    let size = batch.segmentSize(i)
-                    for k in 0..<UDPSegmentation.datagramCount(length: length, segmentSize: size) {
-                        datagrams += 1
-                        let r = UDPSegmentation.datagramRange(k, length: length, segmentSize: size)
-                        guard r.count > 52 else { continue }
-                        let inner = UnsafeRawBufferPointer(start: memory + i * slot + r.lowerBound + 16, count: r.count - 32)
-                        let ipLength = inner[0] >> 4 == 6 ? 40 + (Int(inner[4]) << 8 | Int(inner[5])) : Int(inner[2]) << 8 | Int(inner[3])
-                        guard ipLength <= inner.count else { continue }
-                        let packet = UnsafeRawBufferPointer(rebasing: inner[0..<ipLength])
-                        if !coalescer.add(packet) {
-                            flush()
-                            coalescer.add(packet)
-                        }
+            let buffers = PacketBuffers(capacity: WireGuardDeviceConstants.batchSize, slotSize: WireGuardDeviceConstants.slotSize)
+            while let count = try? bind.receive(0, into: buffers) {
+                for i in 0..<count {
+                    let inner = buffers.slot(i) + buffers.offsets[i] + 16
+                    let room = buffers.lengths[i] - 32
+                    guard room > 20 else {
+                        buffers.lengths[i] = 0
+                        continue
                     }
+                    // The inner packet's own length (the padding is not part of it).
+                    let first = inner.load(as: UInt8.self)
+                    let ipLength = first >> 4 == 6 ? 40 + Int(FastChecksum.load16(inner, at: 4)) : Int(FastChecksum.load16(inner, at: 2))
+                    buffers.offsets[i] += 16
+                    buffers.lengths[i] = ipLength <= room ? ipLength : 0
                 }
-                flush()
-                stats.withLock {
-                    $0.udpMessagesReceived += n
-                    $0.datagramsReceived += datagrams
-                    $0.tunWrites += writes
-                    $0.superPacketsWritten += superPackets
-                }
+                try? tun.writePackets(buffers, count: count)
+                stats.withLock { $0.datagramsReceived += count }
             }
         }
-    }
-
-    func udpSocket(port: UInt16) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        let ok = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard fd >= 0, ok else { throw XCTSkip("UDP socket: errno \(errno)") }
-        var size: Int32 = 7 << 20
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(4))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(4))
-        return fd
     }
 
     func testTCPTransferThroughAnOffloadedNullTunnel() throws {
@@ -161,19 +78,17 @@ final class NullTunnelTests: XCTestCase {
         try b.ip("addr", "add", "192.168.198.2/24", "dev", "wofnvb")
         try a.ip("link", "set", "wofnva", "up")
         try b.ip("link", "set", "wofnvb", "up")
-        let tunA = try a.inside { try OffloadTUNDevice(name: "wofnt0") }
-        let tunB = try b.inside { try OffloadTUNDevice(name: "wofnt0") }
-        let udpA = try a.inside { try udpSocket(port: 51000) }
-        let udpB = try b.inside { try udpSocket(port: 51000) }
-        defer { close(udpA); close(udpB) }
-        XCTAssertTrue(UDPOffload.enableReceiveCoalescing(fileDescriptor: udpA))
-        XCTAssertTrue(UDPOffload.enableReceiveCoalescing(fileDescriptor: udpB))
+        let tunA = try a.inside { try LinuxTUNInterface(name: "wofnt0") }
+        let tunB = try b.inside { try LinuxTUNInterface(name: "wofnt0") }
+        XCTAssertTrue(tunA.offloads && tunB.offloads, "IFF_VNET_HDR with TSO")
+        let bindA = LinuxBind(), bindB = LinuxBind()
+        _ = try a.inside { try bindA.open(port: 51000) }
+        _ = try b.inside { try bindB.open(port: 51000) }
         for (ns, address) in [(a, "10.198.0.1/24"), (b, "10.198.0.2/24")] {
             try ns.ip("addr", "add", address, "dev", "wofnt0")
-            try ns.ip("link", "set", "wofnt0", "mtu", "1420", "up")
         }
-        let sideA = Side(tun: tunA, socket: udpA, peer: IPAddress("192.168.198.2")!)
-        let sideB = Side(tun: tunB, socket: udpB, peer: IPAddress("192.168.198.1")!)
+        let sideA = Side(tun: tunA, bind: bindA, peer: WireGuardEndpoint(address: IPAddress("192.168.198.2")!, port: 51000))
+        let sideB = Side(tun: tunB, bind: bindB, peer: WireGuardEndpoint(address: IPAddress("192.168.198.1")!, port: 51000))
         let finished = DispatchSemaphore(value: 0)
         var running = [Thread]()
         for (side, outbound) in [(sideA, true), (sideA, false), (sideB, true), (sideB, false)] {
@@ -185,10 +100,14 @@ final class NullTunnelTests: XCTestCase {
             running.append(t)
         }
         defer {
-            sideA.stop.store(true, ordering: .relaxed)
-            sideB.stop.store(true, ordering: .relaxed)
+            for side in [sideA, sideB] {
+                side.tun.close()
+                side.bind.close()
+            }
             for _ in running { finished.wait() }
         }
+        let before = (tunA: try a.packetCounters("wofnt0"), vethA: try a.packetCounters("wofnva"),
+                      tunB: try b.packetCounters("wofnt0"), udpB: try b.snmpCounter("Udp", "InDatagrams"))
         let total = 30_000_000
         let (server, output) = try b.python("""
         import socket, hashlib
@@ -229,11 +148,17 @@ final class NullTunnelTests: XCTestCase {
         XCTAssertEqual(received.trimmingCharacters(in: .whitespacesAndNewlines), "\(total) \(digest)")
         let s = sideA.stats.withLock { $0 }
         let r = sideB.stats.withLock { $0 }
-        print("null tunnel A->B: \(s.segments) segments from \(s.tunReads) TUN reads, \(s.datagramsSent) datagrams in \(s.udpMessagesSent) sendmmsg messages; B: \(r.datagramsReceived) datagrams in \(r.udpMessagesReceived) recvmmsg messages, \(r.tunWrites) TUN writes (\(r.superPacketsWritten) super-packets)")
-        XCTAssertLessThan(s.tunReads * 4, s.segments, "TSO: several segments per TUN read")
-        XCTAssertLessThan(s.udpMessagesSent * 4, s.datagramsSent, "UDP GSO: several datagrams per message")
-        XCTAssertLessThan(r.udpMessagesReceived * 2, r.datagramsReceived, "UDP GRO: several datagrams per message")
-        XCTAssertLessThan(r.tunWrites * 4, r.datagramsReceived, "coalescing: several segments per TUN write")
+        // What the kernel saw: TUN reads in A (tx of wofnt0), UDP messages leaving A (tx of the
+        // veth), recvmsg calls in B (Udp InDatagrams counts one per coalesced buffer), TUN writes in B.
+        let tunReads = try a.packetCounters("wofnt0").tx - before.tunA.tx
+        let udpMessagesSent = try a.packetCounters("wofnva").tx - before.vethA.tx
+        let udpMessagesReceived = try b.snmpCounter("Udp", "InDatagrams") - before.udpB
+        let tunWrites = try b.packetCounters("wofnt0").rx - before.tunB.rx
+        print("null tunnel A->B: \(s.segments) segments from \(tunReads) TUN reads, sent in \(udpMessagesSent) UDP messages; B: \(r.datagramsReceived) datagrams in \(udpMessagesReceived) receives, \(tunWrites) TUN writes")
+        XCTAssertLessThan(tunReads * 4, s.segments, "TSO: several segments per TUN read")
+        XCTAssertLessThan(udpMessagesSent * 4, s.segments, "UDP GSO: several datagrams per message")
+        XCTAssertLessThan(udpMessagesReceived * 2, r.datagramsReceived, "UDP GRO: several datagrams per receive")
+        XCTAssertLessThan(tunWrites * 4, r.datagramsReceived, "coalescing: several segments per TUN write")
     }
 }
 #endif

@@ -178,7 +178,7 @@ final class OffloadTUNTests: XCTestCase {
         XCTAssertEqual(Array(datagrams.joined()), (0..<5000).map(Self.pattern))
     }
 
-    /// Segments coalesced by TCPCoalescer and written as super-packets are accepted by the
+    /// Segments coalesced by PacketCoalescer and written as super-packets are accepted by the
     /// kernel's TCP: a listening socket receives every byte, in order.
     func testCoalescedSuperPacketsAreAcceptedByTheKernel() throws {
         try coalescedSuperPacketsAreAcceptedByTheKernel(.v4)
@@ -246,7 +246,7 @@ final class OffloadTUNTests: XCTestCase {
         guard let serverISN else { return XCTFail("no SYN-ACK") }
         try write(tun, f.fromPeer(40000, 9001, seq: myISN &+ 1, ack: serverISN &+ 1, flags: 0x10))
 
-        let coalescer = TCPCoalescer(maximumPackets: 64, maximumPacketLength: 1500)
+        let coalescer = PacketCoalescer(maximumPackets: 64)
         var sent = 0
         var outputs = 0
         var superPackets = 0

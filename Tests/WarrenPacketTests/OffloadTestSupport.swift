@@ -143,7 +143,7 @@ func segmentToArrays(_ packet: [UInt8], header: VirtioNetHeader, slotSize: Int =
 }
 
 /// Runs a coalescer over `packets`; returns the outputs (virtio-net header + packet) and segment counts.
-func coalesce(_ packets: [[UInt8]], coalescer: TCPCoalescer) -> [(bytes: [UInt8], segments: Int)] {
+func coalesce(_ packets: [[UInt8]], coalescer: PacketCoalescer) -> [(bytes: [UInt8], segments: Int)] {
     coalescer.reset()
     // Keep the inputs in stable memory until finish().
     let total = packets.reduce(0) { $0 + $1.count }

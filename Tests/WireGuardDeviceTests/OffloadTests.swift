@@ -4,7 +4,7 @@ import WarrenTestSupport
 @testable import WireGuardDevice
 
 /// The TUN offload path as the device drives it (WarrenPacket's `GSOSegmenter` resumed across
-/// batches, checksums, the device's in-place coalescing), checked against a naive RFC 1071
+/// batches, checksums, `PacketCoalescer` over the device's packet buffers), checked against a naive RFC 1071
 /// checksum written independently here (16-bit big-endian words, one at a time).
 final class OffloadTests: XCTestCase {
     static func naiveSum(_ bytes: [UInt8]) -> UInt32 {
@@ -184,11 +184,15 @@ final class OffloadTests: XCTestCase {
             var other = Self.tcpPacket(isV6: isV6, payload: [1, 2, 3])
             other[isV6 ? 40 : 20] ^= 1
             other.withUnsafeBytes { _ = buffers.store($0, in: segs.count, at: 16) }
-            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
-            defer { out.deallocate() }
-            let (next, length) = try XCTUnwrap(Offload.coalesceTCP(buffers, from: 0, count: segs.count + 1, into: out,
-                                                                   capacity: CoalescingBuffer.size))
-            XCTAssertEqual(next, segs.count)
+            let coalescer = PacketCoalescer(maximumPackets: 16)
+            for i in 0...segs.count { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 2)
+            XCTAssertEqual(coalescer.segmentCount(ofOutput: 0), segs.count)
+            XCTAssertNil(coalescer.singleInput(ofOutput: 0))
+            XCTAssertEqual(coalescer.singleInput(ofOutput: 1), segs.count, "the foreign packet stays alone, written in place")
+            let output = coalescer.output(0)
+            let length = output.count
+            let out = try XCTUnwrap(UnsafeMutableRawPointer(mutating: output.baseAddress))
             let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
             XCTAssertEqual(header.gsoType, isV6 ? .tcpV6 : .tcpV4)
             XCTAssertEqual(header.gsoSize, 1368)
@@ -210,24 +214,29 @@ final class OffloadTests: XCTestCase {
             for k in [l4 + 16, l4 + 17] { merged[k] = 0; expected[k] = 0 }
             if !isV6 { for k in [10, 11] { merged[k] = 0; expected[k] = 0 } }
             XCTAssertEqual(merged, expected)
-            // A lone segment or a foreign one is not coalesced.
-            XCTAssertNil(Offload.coalesceTCP(buffers, from: segs.count, count: segs.count + 1, into: out,
-                                             capacity: CoalescingBuffer.size))
         }
     }
 
+    /// A UDP datagram with valid checksums (the coalescer merges only packets whose checksums verify).
     static func udpPacket(isV6: Bool, payload: [UInt8], sourcePort: UInt16 = 40000) -> [UInt8] {
         let udpLength = 8 + payload.count
-        let udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x14, 0x51,
+        var udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x14, 0x51,
                             UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0] + payload
+        let source = isV6 ? IPAddress("fd00::1")!.bytes : IPAddress("10.0.0.1")!.bytes
+        let destination = isV6 ? IPAddress("fd00::2")!.bytes : IPAddress("10.0.0.2")!.bytes
+        let sum = naiveSum(source + destination + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)] + udp)
+        let checksum = sum == 0xffff ? 0xffff : ~sum & 0xffff
+        udp[6] = UInt8(checksum >> 8)
+        udp[7] = UInt8(checksum & 0xff)
         if isV6 {
-            var ip: [UInt8] = [0x60, 0, 0, 0, UInt8(udp.count >> 8), UInt8(udp.count & 0xff), 17, 64]
-            ip += IPAddress("fd00::1")!.bytes + IPAddress("fd00::2")!.bytes
-            return ip + udp
+            let ip: [UInt8] = [0x60, 0, 0, 0, UInt8(udp.count >> 8), UInt8(udp.count & 0xff), 17, 64]
+            return ip + source + destination + udp
         }
         let total = 20 + udp.count
-        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0]
-        ip += IPAddress("10.0.0.1")!.bytes + IPAddress("10.0.0.2")!.bytes
+        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0] + source + destination
+        let headerSum = ~naiveSum(ip) & 0xffff
+        ip[10] = UInt8(headerSum >> 8)
+        ip[11] = UInt8(headerSum & 0xff)
         return ip + udp
     }
 
@@ -240,11 +249,15 @@ final class OffloadTests: XCTestCase {
                 Self.udpPacket(isV6: isV6, payload: payload).withUnsafeBytes { _ = buffers.store($0, in: i, at: 16) }
             }
             Self.udpPacket(isV6: isV6, payload: [1], sourcePort: 1).withUnsafeBytes { _ = buffers.store($0, in: 5, at: 16) }
-            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
-            defer { out.deallocate() }
-            let (next, length) = try XCTUnwrap(Offload.coalesceUDP(buffers, from: 0, count: 6, into: out,
-                                                                   capacity: CoalescingBuffer.size))
-            XCTAssertEqual(next, 5, "the shorter datagram ends the run; the other flow is not merged")
+            let coalescer = PacketCoalescer(maximumPackets: 8)
+            for i in 0..<6 { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 2, "the shorter datagram ends the run; the other flow is not merged")
+            XCTAssertEqual(coalescer.segmentCount(ofOutput: 0), 5)
+            XCTAssertEqual(coalescer.gsoType(ofOutput: 0), .udpL4)
+            XCTAssertEqual(coalescer.singleInput(ofOutput: 1), 5)
+            let output = coalescer.output(0)
+            let length = output.count
+            let out = try XCTUnwrap(UnsafeMutableRawPointer(mutating: output.baseAddress))
             let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
             XCTAssertEqual(header.gsoType, .udpL4)
             XCTAssertEqual(header.gsoSize, 1392)
@@ -265,7 +278,11 @@ final class OffloadTests: XCTestCase {
             var pseudo: [UInt8] = isV6 ? Array(merged[8..<40]) : Array(merged[12..<20])
             pseudo += [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)]
             XCTAssertEqual(Self.naiveSum(pseudo + Array(merged[l4...])), 0xffff)
-            XCTAssertNil(Offload.coalesceUDP(buffers, from: 5, count: 6, into: out, capacity: CoalescingBuffer.size))
+            // With UDP coalescing off (a kernel that refuses UDP GSO), every datagram stays alone.
+            coalescer.reset()
+            coalescer.coalescesUDP = false
+            for i in 0..<6 { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 6)
         }
     }
 }

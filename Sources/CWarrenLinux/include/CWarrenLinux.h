@@ -108,6 +108,13 @@ int cwarren_socket_set_gro(int fd, int on);
 /// Probes UDP_SEGMENT support: returns 1 when the kernel accepts it.
 int cwarren_socket_supports_gso(int fd);
 
+// MARK: network namespaces
+
+/// Opens a network namespace file (/run/netns/NAME, /proc/thread-self/ns/net); returns the descriptor.
+int cwarren_netns_open(const char *path);
+/// setns(fd, CLONE_NEWNET): moves the calling thread into the network namespace `fd`.
+int cwarren_netns_enter(int fd);
+
 // MARK: waiting
 
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
