@@ -201,23 +201,11 @@ final class GSOSegmenterTests: XCTestCase {
     }
 
     func runPython(_ script: String, input: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script]
-        let stdin = Pipe(), stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        do { try process.run() } catch { throw XCTSkip("python3 not available: \(error)") }
-        let writer = Thread {
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try? stdin.fileHandleForWriting.close()
+        do {
+            return try PythonRunner.run(script, input: input)
+        } catch let failure as PythonRunner.Failure where failure.kind == .unavailable {
+            throw XCTSkip(failure.message)
         }
-        writer.start()
-        let data = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        if process.terminationStatus == 127 { throw XCTSkip("python3 not available") }
-        XCTAssertEqual(process.terminationStatus, 0)
-        return String(decoding: data, as: UTF8.self)
     }
 
     /// The virtio-net header decoder and the segmenter on mutated headers and packets: never a
