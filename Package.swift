@@ -158,6 +158,8 @@ let package = Package(
         .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
         // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
         .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "WireGuardDevice"]),
+        // Test helper, not a product: the writer that SQLiteKillTests kills with SIGKILL.
+        .executableTarget(name: "warren-test-sqlite-writer", dependencies: ["WarrenControlSQLite", "WarrenControlStore"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
