@@ -10,7 +10,9 @@ import WarrenPacket
 /// With offloads (the default), the interface is opened with IFF_VNET_HDR and TSO: the kernel
 /// hands over TCP super-packets of up to 64 KB, which are cut into MTU-sized segments here (see
 /// `GSOSegmenter`), and checksums it left for the device are completed. A super-packet whose segments
-/// do not all fit in the caller's batch is kept and continued at the next read.
+/// do not all fit in the caller's batch is kept and continued at the next read. Writes go through a
+/// `PacketCoalescer`: segments of one TCP flow (and datagrams of one UDP flow) become one
+/// super-packet per write; packets that stay alone are written from their slot.
 public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     public let device: TUNDevice
     public let mtu: Int
