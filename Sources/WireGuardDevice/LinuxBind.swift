@@ -31,8 +31,6 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     private let batchSlots = UnsafeMutablePointer<Int>.allocate(capacity: LinuxBind.batchCapacity)
     /// Whether UDP GSO is used for runs of datagrams to one endpoint (off after the kernel refuses it).
     private let segmentationOffload = Atomic<Bool>(true)
-    /// The largest UDP payload of one GSO message (IP total length limit).
-    static let maximumSegmentedPayload = 65_507 - 8
 
     /// Whether receives ask for UDP GRO.
     private let receiveCoalescing: Bool
@@ -142,37 +140,21 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
                     // A run of datagrams to one endpoint, all as long as the first but the last.
                     let endpoint = buffers.endpoints[i]
                     let size = buffers.lengths[i]
-                    var run = 1
-                    var total = size
-                    if useGSO {
-                        var j = i + 1
-                        while j < count, run < 64 {
-                            let n = buffers.lengths[j]
-                            if n == 0 { j += 1; continue }
-                            guard n <= size, buffers.endpoints[j] == endpoint,
-                                  total + n <= Self.maximumSegmentedPayload else { break }
-                            run += 1
-                            total += n
-                            j += 1
-                            if n < size { break }
-                        }
-                    }
+                    let run = useGSO
+                        ? UDPSegmentation.runLength(from: i, count: count, length: { buffers.lengths[$0] },
+                                                    sameDestination: { buffers.endpoints[$0] == buffers.endpoints[$1] })
+                        : 1
                     if run > 1 {
                         // Keep the order: what is queued for sendmmsg goes first.
                         if k > 0 {
                             try flush(batch, k, on: socket, buffers)
                             k = 0
                         }
-                        var taken = 0
-                        var j = i
-                        while taken < run {
-                            if buffers.lengths[j] > 0 {
-                                gsoBases[taken] = buffers.slot(j) + buffers.offsets[j]
-                                gsoLengths[taken] = buffers.lengths[j]
-                                taken += 1
-                            }
-                            j += 1
+                        for m in 0..<run {
+                            gsoBases[m] = buffers.slot(i + m) + buffers.offsets[i + m]
+                            gsoLengths[m] = buffers.lengths[i + m]
                         }
+                        let j = i + run
                         let destination = SocketAddress(address: endpoint.address, port: endpoint.port)
                         switch try socket.sendSegments(bases: gsoBases, lengths: gsoLengths, count: run, segmentSize: size,
                                                        to: destination) {
@@ -254,8 +236,9 @@ final class GROReceiver: @unchecked Sendable {
     private var sources = [WireGuardEndpoint](repeating: WireGuardEndpoint(address: .v4(0), port: 0),
                                               count: GROReceiver.messages)
     private var count = 0
+    /// The message being handed out, and the datagram of it that comes next.
     private var index = 0
-    private var offset = 0
+    private var datagram = 0
 
     init() {
         for i in 0..<Self.messages { batch.setBuffer(i, memory + i * Self.messageSize, length: Self.messageSize) }
@@ -268,14 +251,14 @@ final class GROReceiver: @unchecked Sendable {
     func reset() {
         count = 0
         index = 0
-        offset = 0
+        datagram = 0
     }
 
     /// Takes note of `n` messages just received into `batch`.
     func received(_ n: Int) {
         count = n
         index = 0
-        offset = 0
+        datagram = 0
         for i in 0..<n {
             lengths[i] = batch.receivedLength(i) ?? 0  // truncated: dropped
             segmentSizes[i] = batch.coalescedSegmentSize(i)
@@ -291,19 +274,20 @@ final class GROReceiver: @unchecked Sendable {
     func fill(_ buffers: PacketBuffers) -> Int {
         var out = 0
         while out < buffers.capacity && index < count {
-            let length = lengths[index]
-            let segment = segmentSizes[index] > 0 ? segmentSizes[index] : length
-            let take = min(segment, length - offset)
-            if take > 0 {
-                let from = UnsafeRawBufferPointer(start: memory + index * Self.messageSize + offset, count: take)
+            let length = lengths[index], size = segmentSizes[index]
+            let datagrams = UDPSegmentation.datagramCount(length: length, segmentSize: size)
+            if datagram < datagrams {
+                let range = UDPSegmentation.datagramRange(datagram, length: length, segmentSize: size)
+                let from = UnsafeRawBufferPointer(start: memory + index * Self.messageSize + range.lowerBound, count: range.count)
                 buffers.store(from, in: out, at: 0)
                 buffers.endpoints[out] = sources[index]
                 out += 1
+                datagram += 1
             }
-            offset += max(take, 1)
-            if offset >= length {
+            // Done with this message (or it held nothing): on to the next, so that `hasPending` is exact.
+            if datagram >= datagrams {
                 index += 1
-                offset = 0
+                datagram = 0
             }
         }
         return out
