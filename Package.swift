@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "WarrenFastAEAD", targets: ["WarrenFastAEAD"]),
         .executable(name: "warren-crypto-bench", targets: ["warren-crypto-bench"]),
         .executable(name: "warren-handshake-bench", targets: ["warren-handshake-bench"]),
+        .executable(name: "warren-offload-bench", targets: ["warren-offload-bench"]),
         .executable(name: "warren-derp", targets: ["warren-derp"]),
         .executable(name: "warren-derp-bench", targets: ["warren-derp-bench"]),
         .executable(name: "warren-control-bench", targets: ["warren-control-bench"]),
@@ -64,8 +65,8 @@ let package = Package(
         .target(name: "WarrenTestSupport"),
         // Layer 1
         .target(name: "CWarrenLinux"),
-        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
+        .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "WarrenControlAdmin", dependencies: [
             "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
@@ -156,6 +157,10 @@ let package = Package(
         .executableTarget(name: "warren-handshake-bench", dependencies: ["WireGuardProtocol"]),
         // Benchmark (run on demand): policy compile, largest filter, memory, recompute after a join.
         .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
+        // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
+        .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "WireGuardDevice"]),
+        // Test helper, not a product: the writer that SQLiteKillTests kills with SIGKILL.
+        .executableTarget(name: "warren-test-sqlite-writer", dependencies: ["WarrenControlSQLite", "WarrenControlStore"]),
         // Tests
         .testTarget(name: "WarrenCryptoTests", dependencies: [
             "WarrenCrypto", "WarrenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -171,6 +176,7 @@ let package = Package(
         .testTarget(name: "WireGuardUAPIServerTests", dependencies: ["WireGuardUAPIServer", "WireGuardUAPI", "WireGuardProtocol"]),
         .testTarget(name: "WarrenFilterTests", dependencies: ["WarrenFilter", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "InteropTests", dependencies: []),
+        .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "WireGuardDevice"]),
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
             "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",

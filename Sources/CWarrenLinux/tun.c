@@ -14,6 +14,15 @@ const int cwarren_iff_up = IFF_UP;
 const unsigned cwarren_tun_offload_csum = TUN_F_CSUM;
 const unsigned cwarren_tun_offload_tso4 = TUN_F_TSO4;
 const unsigned cwarren_tun_offload_tso6 = TUN_F_TSO6;
+// TUN_F_USO4/6 are in the uapi headers from Linux 6.2 on; the values are fixed.
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+const unsigned cwarren_tun_offload_uso4 = TUN_F_USO4;
+const unsigned cwarren_tun_offload_uso6 = TUN_F_USO6;
 
 int cwarren_tun_open(const char *name, int vnet_header, char *actual_name, size_t actual_name_len) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
@@ -102,6 +111,8 @@ const int cwarren_iff_up = 1;
 const unsigned cwarren_tun_offload_csum = 0;
 const unsigned cwarren_tun_offload_tso4 = 0;
 const unsigned cwarren_tun_offload_tso6 = 0;
+const unsigned cwarren_tun_offload_uso4 = 0;
+const unsigned cwarren_tun_offload_uso6 = 0;
 int cwarren_tun_open(const char *name, int vnet_header, char *actual_name, size_t actual_name_len) {
     (void)name; (void)vnet_header; (void)actual_name; (void)actual_name_len;
     return -ENOSYS;

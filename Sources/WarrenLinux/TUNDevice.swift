@@ -49,12 +49,14 @@ public final class TUNDevice: @unchecked Sendable {
         }
     }
 
-    /// TUNSETOFFLOAD: which offloads the kernel may hand over (checksum, TSO for IPv4/IPv6).
+    /// TUNSETOFFLOAD: which offloads the kernel may hand over (checksum, TSO for IPv4/IPv6, and
+    /// USO for IPv4/IPv6: UDP super-packets, gso_type UDP_L4; kernels before 6.2 refuse it).
     /// Needs IFF_VNET_HDR.
-    public func setOffloads(checksum: Bool, tcpSegmentation: Bool) throws(SystemError) {
+    public func setOffloads(checksum: Bool, tcpSegmentation: Bool, udpSegmentation: Bool = false) throws(SystemError) {
         var flags: UInt32 = 0
         if checksum { flags |= cwarren_tun_offload_csum }
         if tcpSegmentation { flags |= cwarren_tun_offload_tso4 | cwarren_tun_offload_tso6 }
+        if udpSegmentation { flags |= cwarren_tun_offload_uso4 | cwarren_tun_offload_uso6 }
         _ = try SystemError.check(cwarren_tun_set_offload(fileDescriptor, flags), "TUNSETOFFLOAD \(name)")
     }
 

@@ -119,17 +119,28 @@ public final class UDPSocket: @unchecked Sendable {
         throw SystemError("sendto \(destination)", errno: -r)
     }
 
+    /// What became of a segmented send.
+    public enum SegmentedSendResult: Equatable, Sendable {
+        /// The kernel took the datagrams.
+        case sent
+        /// The kernel refuses segmentation for this message: send the datagrams one by one.
+        case refused
+        /// A transient error (no buffer space, no route) dropped all of them.
+        case dropped
+    }
+
     /// Sends `count` datagrams (at most 64; `bases[i]`, `lengths[i]`) to `destination` as one
-    /// UDP GSO message: all but the last must be `segmentSize` bytes. Returns false when the kernel
-    /// refuses segmentation for this message (EINVAL, EIO: e.g. larger than the path MTU); send
-    /// them one by one then. Transient errors drop the datagrams and return true.
+    /// UDP GSO message: all but the last must be `segmentSize` bytes. `.refused` when the kernel
+    /// refuses segmentation for this message (EINVAL, EIO, EOPNOTSUPP, or EMSGSIZE: a segment
+    /// larger than the path MTU, which the kernel would fragment if sent alone); `.dropped` when
+    /// a transient error dropped the datagrams.
     public func sendSegments(bases: UnsafePointer<UnsafeMutableRawPointer?>, lengths: UnsafePointer<Int>, count: Int,
-                             segmentSize: Int, to destination: SocketAddress) throws(SystemError) -> Bool {
+                             segmentSize: Int, to destination: SocketAddress) throws(SystemError) -> SegmentedSendResult {
         var e = destination.cEndpoint
         let r = cwarren_send_segments(fileDescriptor, &e, bases, lengths, UInt32(clamping: count), UInt16(clamping: segmentSize))
-        if r >= 0 { return true }
-        if -r == EINVAL || -r == EIO || -r == EOPNOTSUPP { return false }
-        if Self.isTransient(-r) { return true }
+        if r >= 0 { return .sent }
+        if -r == EINVAL || -r == EIO || -r == EOPNOTSUPP || -r == EMSGSIZE { return .refused }
+        if Self.isTransient(-r) { return .dropped }
         throw SystemError("sendmsg UDP_SEGMENT \(destination)", errno: -r)
     }
 
@@ -141,12 +152,13 @@ public final class UDPSocket: @unchecked Sendable {
         throw SystemError("recvmmsg", errno: -r)
     }
 
-    /// sendmmsg of slots [first, first + count). Returns how many the kernel took (it may take fewer);
-    /// transient errors (no buffer space, unreachable) drop the first remaining datagram and report it as sent.
+    /// sendmmsg of slots [first, first + count). Returns how many the kernel took (it may take
+    /// fewer), or 0 when a transient error (no buffer space, unreachable) dropped slot `first`:
+    /// continue from `first + 1` then.
     public func send(_ batch: MessageBatch, first: Int, count: Int) throws(SystemError) -> Int {
         let r = cwarren_sendmmsg(fileDescriptor, batch.pointer, UInt32(clamping: first), UInt32(clamping: count))
         if r >= 0 { return Int(r) }
-        if Self.isTransient(-r) { return 1 }
+        if Self.isTransient(-r) { return 0 }
         throw SystemError("sendmmsg", errno: -r)
     }
 

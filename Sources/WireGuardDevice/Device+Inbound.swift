@@ -191,7 +191,7 @@ extension WireGuardDevice {
                 return
             case .reply(let reply):
                 logger.verbose("Sending cookie reply to \(source) (under load)")
-                effects.append(.send(reply.bytes, source))
+                effects.append(.send(reply.bytes, source, nil))
                 return
             case .process:
                 break

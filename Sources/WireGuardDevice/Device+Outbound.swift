@@ -14,6 +14,8 @@ extension WireGuardDevice {
         let counters = sealing.counters
         let parallel = ParallelBatch(name: "wg-encrypt")
         defer { parallel.shutdown() }
+        // Per slot: the peer its message goes to, so that only what the bind sent is counted.
+        var slotPeers = [Peer?](repeating: nil, count: buffers.capacity)
         // Peers that sent data in this batch, and peers that need a session first.
         var sentTo: [Peer] = []
         sentTo.reserveCapacity(16)
@@ -21,7 +23,6 @@ extension WireGuardDevice {
         waiting.reserveCapacity(16)
         var effects: [DeviceEffect] = []
         effects.reserveCapacity(16)
-        let mtu = tun.mtu
 
         while true {
             let count: Int
@@ -72,7 +73,7 @@ extension WireGuardDevice {
                     keypairs[i] = keypair
                     counters[i] = counter
                     buffers.endpoints[i] = lastEndpoint
-                    peer.txBytes &+= UInt64(Keypair.messageSize(forPacketOfSize: length, mtu: mtu))
+                    slotPeers[i] = peer
                     if !sentTo.contains(where: { $0 === peer }) { sentTo.append(peer) }
                 }
                 var rng = SystemRandomNumberGenerator()
@@ -92,6 +93,23 @@ extension WireGuardDevice {
                 try bind.send(buffers, count: count)
             } catch {
                 logger.verbose("Failed to send data packets: \(error)")
+                for i in 0..<count { buffers.lengths[i] = 0 }
+            }
+            // The bind zeroed the lengths of what it dropped: count the rest, a run of slots of
+            // one peer at a time.
+            var i = 0
+            while i < count {
+                guard let peer = slotPeers[i] else {
+                    i += 1
+                    continue
+                }
+                var bytes = 0
+                while i < count, slotPeers[i] === peer {
+                    bytes += buffers.lengths[i]
+                    slotPeers[i] = nil
+                    i += 1
+                }
+                if bytes > 0 { peer.countTransmitted(bytes) }
             }
             if !effects.isEmpty {
                 perform(effects)
@@ -106,9 +124,9 @@ extension WireGuardDevice {
         var handshakes = false
         for effect in effects {
             switch effect {
-            case .send(let bytes, let endpoint):
+            case .send(let bytes, let endpoint, let peer):
                 handshakes = true
-                send(bytes, to: endpoint)
+                if send(bytes, to: endpoint) { peer?.countTransmitted(bytes.count) }
             case .flush(let peer, let keepalive):
                 flush(peer, keepalive: keepalive)
             }
@@ -126,6 +144,7 @@ extension WireGuardDevice {
         var effects: [DeviceEffect] = []
         var messages: [[UInt8]] = []
         var destination: WireGuardEndpoint?
+        var sentBytes = 0
         state.withLock { s in
             var rng = SystemRandomNumberGenerator()
             var keypair: Keypair?
@@ -145,7 +164,6 @@ extension WireGuardDevice {
             for packet in packets {
                 guard let counter = keypair.nextSendCounter() else { break }
                 let message = keypair.seal(packet: packet, counter: counter, mtu: packet.isEmpty ? 0 : mtu)
-                peer.txBytes &+= UInt64(message.count)
                 if !packet.isEmpty { data = true }
                 messages.append(message)
             }
@@ -156,7 +174,8 @@ extension WireGuardDevice {
             }
         }
         if let destination {
-            for message in messages { send(message, to: destination) }
+            for message in messages where send(message, to: destination) { sentBytes += message.count }
+            if sentBytes > 0 { peer.countTransmitted(sentBytes) }
         }
         perform(effects)
     }

@@ -216,11 +216,14 @@ public final class WireGuardDevice: @unchecked Sendable {
     // MARK: Helpers shared by the threads
 
     /// Sends one datagram, logging (not throwing) failures: the protocol recovers from loss.
-    func send(_ datagram: [UInt8], to endpoint: WireGuardEndpoint) {
+    /// Returns whether the bind took it.
+    @discardableResult
+    func send(_ datagram: [UInt8], to endpoint: WireGuardEndpoint) -> Bool {
         do {
-            try datagram.withUnsafeBytes { try bind.send($0, to: endpoint) }
+            return try datagram.withUnsafeBytes { try bind.send($0, to: endpoint) }
         } catch {
             logger.verbose("Failed to send to \(endpoint): \(error)")
+            return false
         }
     }
 

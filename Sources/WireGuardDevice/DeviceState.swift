@@ -4,8 +4,8 @@ public import WireGuardProtocol
 
 /// I/O that a state change asks for, done after the state lock is released.
 enum DeviceEffect {
-    /// Send a handshake message (or a cookie reply).
-    case send([UInt8], WireGuardEndpoint)
+    /// Send a handshake message (or a cookie reply); once sent, its bytes count for the peer, if any.
+    case send([UInt8], WireGuardEndpoint, Peer?)
     /// Send the peer's staged packets with its current keypair; a keepalive when none are staged
     /// and `keepalive` is set; a handshake initiation when it has no usable keypair.
     case flush(Peer, keepalive: Bool)
@@ -77,8 +77,7 @@ struct DeviceState: Sendable {
             switch action {
             case .sendHandshakeInitiation(let bytes), .sendHandshakeResponse(let bytes):
                 guard let endpoint = peer.endpoint else { continue }
-                peer.txBytes &+= UInt64(bytes.count)
-                effects.append(.send(bytes, endpoint))
+                effects.append(.send(bytes, endpoint, peer))
             case .sendKeepalive:
                 effects.append(.flush(peer, keepalive: true))
             case .sendStagedPackets:
@@ -149,9 +148,11 @@ public struct DeviceConfigurator {
     /// The device's private key (nil: none).
     public var privateKey: WireGuardPrivateKey? { state.privateKey }
 
-    /// Sets the private key (nil removes it). Existing sessions end; a peer with the device's own
-    /// public key is removed, as in wireguard-go.
+    /// Sets the private key (nil removes it), clamped as wireguard-go stores it, so that
+    /// `status()` and UAPI `get` return the clamped form. Existing sessions end; a peer with the
+    /// device's own public key is removed, as in wireguard-go.
     public mutating func setPrivateKey(_ key: WireGuardPrivateKey?) {
+        let key = key?.clamped
         if key == state.privateKey { return }
         state.privateKey = key
         state.publicKey = key?.publicKey

@@ -57,10 +57,12 @@ public protocol PacketBind: AnyObject, Sendable {
     /// Blocks until datagrams arrive on receiver `receiver`, fills slots 0..<n (offset 0, length,
     /// source endpoint) and returns n > 0; throws `DeviceIOError.closed` when closed or rebound.
     func receive(_ receiver: Int, into buffers: PacketBuffers) throws -> Int
-    /// Sends slots 0..<count whose length is non-zero, each to its endpoint. Drops what cannot be sent.
+    /// Sends slots 0..<count whose length is non-zero, each to its endpoint. Drops what cannot be
+    /// sent, and sets the length of each dropped slot to 0 (so that only what was sent is counted).
     func send(_ buffers: PacketBuffers, count: Int) throws
-    /// Sends one datagram.
-    func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws
+    /// Sends one datagram. Returns false when it was dropped (no route, no buffer space, ...).
+    @discardableResult
+    func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws -> Bool
     /// Sets the fwmark of the sockets (0 clears it).
     func setMark(_ mark: UInt32) throws
     /// Closes the sockets; blocked receivers throw `.closed`.

@@ -27,15 +27,19 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     /// Scratch arrays for UDP GSO sends (guarded by `sendBatch`).
     private let gsoBases = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
     private let gsoLengths = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+    /// For each message of `sendBatch`, the slot it came from (guarded by `sendBatch`).
+    private let batchSlots = UnsafeMutablePointer<Int>.allocate(capacity: LinuxBind.batchCapacity)
     /// Whether UDP GSO is used for runs of datagrams to one endpoint (off after the kernel refuses it).
     private let segmentationOffload = Atomic<Bool>(true)
-    /// The largest UDP payload of one GSO message (IP total length limit).
-    static let maximumSegmentedPayload = 65_507 - 8
+
+    /// Whether receives ask for UDP GRO.
+    private let receiveCoalescing: Bool
 
     /// `segmentationOffload`: send runs of equal-sized datagrams to one endpoint with UDP GSO
-    /// (when the kernel supports it).
-    public init(segmentationOffload: Bool = true) {
+    /// (when the kernel supports it). `receiveCoalescing`: turn UDP GRO on for receives.
+    public init(segmentationOffload: Bool = true, receiveCoalescing: Bool = true) {
         self.segmentationOffload.store(segmentationOffload, ordering: .relaxed)
+        self.receiveCoalescing = receiveCoalescing
         receivers = [GROReceiver(), GROReceiver()]
     }
 
@@ -60,7 +64,7 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
             for socket in [v4, v6].compactMap({ $0 }) {
                 try socket.setBufferSizes(Self.socketBufferSize)
                 // Coalesced receives (UDP GRO) where the kernel offers them; plain datagrams otherwise.
-                try? socket.setGRO(true)
+                if receiveCoalescing { try? socket.setGRO(true) }
             }
             let mark = state.withLock { $0.mark }
             if mark != 0 {
@@ -111,6 +115,7 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
     deinit {
         gsoBases.deallocate()
         gsoLengths.deallocate()
+        batchSlots.deallocate()
     }
 
     public func send(_ buffers: PacketBuffers, count: Int) throws {
@@ -118,7 +123,13 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
         let useGSO = segmentationOffload.load(ordering: .relaxed)
         try sendBatch.withLock { batch in
             for (family, socket) in zip([IPVersion.v4, .v6], sockets) {
-                guard let socket else { continue }
+                guard let socket else {
+                    // No socket for this family (no IPv6 here, or closed): nothing of it goes out.
+                    for i in 0..<count where buffers.lengths[i] > 0 && buffers.endpoints[i].address.version == family {
+                        buffers.lengths[i] = 0
+                    }
+                    continue
+                }
                 var k = 0
                 var i = 0
                 while i < count {
@@ -129,42 +140,33 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
                     // A run of datagrams to one endpoint, all as long as the first but the last.
                     let endpoint = buffers.endpoints[i]
                     let size = buffers.lengths[i]
-                    var run = 1
-                    var total = size
-                    if useGSO {
-                        var j = i + 1
-                        while j < count, run < 64 {
-                            let n = buffers.lengths[j]
-                            if n == 0 { j += 1; continue }
-                            guard n <= size, buffers.endpoints[j] == endpoint,
-                                  total + n <= Self.maximumSegmentedPayload else { break }
-                            run += 1
-                            total += n
-                            j += 1
-                            if n < size { break }
-                        }
-                    }
+                    let run = useGSO
+                        ? UDPSegmentation.runLength(from: i, count: count, length: { buffers.lengths[$0] },
+                                                    sameDestination: { buffers.endpoints[$0] == buffers.endpoints[$1] })
+                        : 1
                     if run > 1 {
                         // Keep the order: what is queued for sendmmsg goes first.
                         if k > 0 {
-                            try Self.flush(batch, k, on: socket)
+                            try flush(batch, k, on: socket, buffers)
                             k = 0
                         }
-                        var taken = 0
-                        var j = i
-                        while taken < run {
-                            if buffers.lengths[j] > 0 {
-                                gsoBases[taken] = buffers.slot(j) + buffers.offsets[j]
-                                gsoLengths[taken] = buffers.lengths[j]
-                                taken += 1
-                            }
-                            j += 1
+                        for m in 0..<run {
+                            gsoBases[m] = buffers.slot(i + m) + buffers.offsets[i + m]
+                            gsoLengths[m] = buffers.lengths[i + m]
                         }
+                        let j = i + run
                         let destination = SocketAddress(address: endpoint.address, port: endpoint.port)
-                        if try socket.sendSegments(bases: gsoBases, lengths: gsoLengths, count: run, segmentSize: size,
-                                                   to: destination) {
+                        switch try socket.sendSegments(bases: gsoBases, lengths: gsoLengths, count: run, segmentSize: size,
+                                                       to: destination) {
+                        case .sent:
                             i = j
                             continue
+                        case .dropped:
+                            for m in i..<j { buffers.lengths[m] = 0 }
+                            i = j
+                            continue
+                        case .refused:
+                            break
                         }
                         // Refused: send this run one by one. Datagrams larger than an Ethernet path
                         // MTU need fragments (no GSO for them); for smaller ones GSO is off from now on.
@@ -172,9 +174,10 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
                         for m in i..<j where buffers.lengths[m] > 0 {
                             batch.setBuffer(k, buffers.slot(m) + buffers.offsets[m], length: buffers.lengths[m])
                             batch.setDestination(k, destination)
+                            batchSlots[k] = m
                             k += 1
                             if k == batch.capacity {
-                                try Self.flush(batch, k, on: socket)
+                                try flush(batch, k, on: socket, buffers)
                                 k = 0
                             }
                         }
@@ -183,29 +186,39 @@ public final class LinuxBind: PacketBind, @unchecked Sendable {
                     }
                     batch.setBuffer(k, buffers.slot(i) + buffers.offsets[i], length: size)
                     batch.setDestination(k, SocketAddress(address: endpoint.address, port: endpoint.port))
+                    batchSlots[k] = i
                     k += 1
                     if k == batch.capacity {
-                        try Self.flush(batch, k, on: socket)
+                        try flush(batch, k, on: socket, buffers)
                         k = 0
                     }
                     i += 1
                 }
-                if k > 0 { try Self.flush(batch, k, on: socket) }
+                if k > 0 { try flush(batch, k, on: socket, buffers) }
             }
         }
     }
 
-    private static func flush(_ batch: MessageBatch, _ count: Int, on socket: UDPSocket) throws {
+    /// sendmmsg of the first `count` messages of `batch`; a message a transient error dropped
+    /// has its slot's length set to 0.
+    private func flush(_ batch: MessageBatch, _ count: Int, on socket: UDPSocket, _ buffers: PacketBuffers) throws {
         var sent = 0
         while sent < count {
-            sent += try socket.send(batch, first: sent, count: count - sent)
+            let n = try socket.send(batch, first: sent, count: count - sent)
+            if n == 0 {
+                buffers.lengths[batchSlots[sent]] = 0
+                sent += 1
+            } else {
+                sent += n
+            }
         }
     }
 
-    public func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws {
+    @discardableResult
+    public func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws -> Bool {
         let index = endpoint.address.version == .v4 ? 0 : 1
-        guard let socket = state.withLock({ $0.sockets[index] }) else { return }
-        try socket.send(datagram, to: SocketAddress(address: endpoint.address, port: endpoint.port))
+        guard let socket = state.withLock({ $0.sockets[index] }) else { return false }
+        return try socket.send(datagram, to: SocketAddress(address: endpoint.address, port: endpoint.port))
     }
 }
 
@@ -223,8 +236,9 @@ final class GROReceiver: @unchecked Sendable {
     private var sources = [WireGuardEndpoint](repeating: WireGuardEndpoint(address: .v4(0), port: 0),
                                               count: GROReceiver.messages)
     private var count = 0
+    /// The message being handed out, and the datagram of it that comes next.
     private var index = 0
-    private var offset = 0
+    private var datagram = 0
 
     init() {
         for i in 0..<Self.messages { batch.setBuffer(i, memory + i * Self.messageSize, length: Self.messageSize) }
@@ -237,14 +251,14 @@ final class GROReceiver: @unchecked Sendable {
     func reset() {
         count = 0
         index = 0
-        offset = 0
+        datagram = 0
     }
 
     /// Takes note of `n` messages just received into `batch`.
     func received(_ n: Int) {
         count = n
         index = 0
-        offset = 0
+        datagram = 0
         for i in 0..<n {
             lengths[i] = batch.receivedLength(i) ?? 0  // truncated: dropped
             segmentSizes[i] = batch.coalescedSegmentSize(i)
@@ -260,19 +274,20 @@ final class GROReceiver: @unchecked Sendable {
     func fill(_ buffers: PacketBuffers) -> Int {
         var out = 0
         while out < buffers.capacity && index < count {
-            let length = lengths[index]
-            let segment = segmentSizes[index] > 0 ? segmentSizes[index] : length
-            let take = min(segment, length - offset)
-            if take > 0 {
-                let from = UnsafeRawBufferPointer(start: memory + index * Self.messageSize + offset, count: take)
+            let length = lengths[index], size = segmentSizes[index]
+            let datagrams = UDPSegmentation.datagramCount(length: length, segmentSize: size)
+            if datagram < datagrams {
+                let range = UDPSegmentation.datagramRange(datagram, length: length, segmentSize: size)
+                let from = UnsafeRawBufferPointer(start: memory + index * Self.messageSize + range.lowerBound, count: range.count)
                 buffers.store(from, in: out, at: 0)
                 buffers.endpoints[out] = sources[index]
                 out += 1
+                datagram += 1
             }
-            offset += max(take, 1)
-            if offset >= length {
+            // Done with this message (or it held nothing): on to the next, so that `hasPending` is exact.
+            if datagram >= datagrams {
                 index += 1
-                offset = 0
+                datagram = 0
             }
         }
         return out

@@ -2,14 +2,17 @@
 import Glibc
 import Synchronization
 import WarrenLinux
+import WarrenPacket
 
 /// A real TUN interface (`/dev/net/tun`), read in batches: after poll() says a packet is
 /// waiting, non-blocking reads drain up to a batch without sleeping again.
 ///
 /// With offloads (the default), the interface is opened with IFF_VNET_HDR and TSO: the kernel
 /// hands over TCP super-packets of up to 64 KB, which are cut into MTU-sized segments here (see
-/// `Offload`), and checksums it left for the device are completed. A super-packet whose segments
-/// do not all fit in the caller's batch is kept and continued at the next read.
+/// `GSOSegmenter`), and checksums it left for the device are completed. A super-packet whose segments
+/// do not all fit in the caller's batch is kept and continued at the next read. Writes go through a
+/// `PacketCoalescer`: segments of one TCP flow (and datagrams of one UDP flow) become one
+/// super-packet per write; packets that stay alone are written from their slot.
 public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     public let device: TUNDevice
     public let mtu: Int
@@ -22,7 +25,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     private static let jumboSize = VirtioNetHeader.size + 65_536
     private var pendingLength = 0
     private var pendingHeader = VirtioNetHeader()
-    private var pendingOffset = 0
+    private var pendingIndex = 0
 
     /// Packets the kernel may queue for the device before dropping (the default of 500 drops
     /// bursts while the device is busy encrypting).
@@ -51,8 +54,8 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
         jumbo = .allocate(byteCount: Self.jumboSize, alignment: 64)
     }
 
-    /// Where coalesced packets are assembled before one write (guarded: two inbound threads write).
-    private let coalescing = Mutex(CoalescingBuffer())
+    /// The coalescer for writes and the slot of each packet added to it (guarded: two inbound threads write).
+    private let coalescing = Mutex(WriteCoalescing())
     /// Whether UDP datagrams are coalesced too (off when the kernel refuses UDP GSO from TUN).
     private let udpCoalescing = Atomic<Bool>(true)
 
@@ -99,51 +102,36 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
                     if try !device.waitReadable() { throw DeviceIOError.closed }
                     continue
                 }
-                guard n > VirtioNetHeader.size else { continue }
-                pendingHeader = VirtioNetHeader(jumbo)
+                guard n > VirtioNetHeader.size,
+                      let header = try? VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: jumbo, count: n))
+                else { continue }
+                pendingHeader = header
                 pendingLength = n - VirtioNetHeader.size
-                pendingOffset = 0
+                pendingIndex = 0
             }
-            let packet = jumbo + VirtioNetHeader.size
-            let header = pendingHeader
-            let length = pendingLength
-            switch header.gso {
-            case .none?:
-                pendingLength = 0
-                if header.flags & VirtioNetHeader.needsChecksum != 0,
-                   !Offload.completeChecksum(packet, length: length, start: Int(header.checksumStart),
-                                             offset: Int(header.checksumOffset)) {
-                    continue
-                }
-                guard length <= room else { continue }
-                buffers.store(UnsafeRawBufferPointer(start: packet, count: length), in: count, at: headroom)
-                count += 1
-            case .tcpV4?, .tcpV6?:
-                let slotsBefore = count
-                let reached = Offload.segmentTCP(
-                    packet, length: length, isV6: header.gso == .tcpV6, transportStart: Int(header.checksumStart),
-                    segmentSize: Int(header.gsoSize), from: pendingOffset
-                ) { segmentLength in
-                    guard count < buffers.capacity, segmentLength <= room else { return nil }
+            let packet = UnsafeRawBufferPointer(start: jumbo + VirtioNetHeader.size, count: pendingLength)
+            let slotsBefore = count
+            // Cut into segments (a packet without GSO is copied, its checksum finished), as many as
+            // the batch has room for; the rest of a super-packet waits for the next batch.
+            let reached: Int
+            do {
+                reached = try GSOSegmenter.segment(packet, header: pendingHeader, resumingAt: pendingIndex) { _, length in
+                    guard count < buffers.capacity, length <= room else { return nil }
                     buffers.offsets[count] = headroom
-                    buffers.lengths[count] = segmentLength
+                    buffers.lengths[count] = length
                     count += 1
                     return buffers.slot(count - 1) + headroom
                 }
-                guard let reached else {
-                    pendingLength = 0  // malformed: dropped
-                    continue
-                }
-                let payloadLength = length - Int(header.checksumStart)
-                    - Int(packet.load(fromByteOffset: Int(header.checksumStart) + 12, as: UInt8.self) >> 4) * 4
-                if reached >= payloadLength || (count == slotsBefore && count == 0) {
-                    pendingLength = 0  // done (or cannot make progress at all: dropped)
-                } else {
-                    pendingOffset = reached
-                    return count  // the batch is full; continue this packet next time
-                }
-            default:
-                pendingLength = 0  // an offload we did not ask for
+            } catch {
+                pendingLength = 0  // malformed, or an offload we did not ask for: dropped
+                continue
+            }
+            let total = (try? GSOSegmenter.segmentCount(packet, header: pendingHeader)) ?? reached
+            if reached >= total || (count == slotsBefore && count == 0) {
+                pendingLength = 0  // done (or cannot make progress at all: dropped)
+            } else {
+                pendingIndex = reached
+                return count  // the batch is full; continue this packet next time
             }
         }
         return count
@@ -154,40 +142,54 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
             for i in 0..<count where buffers.lengths[i] > 0 { try write(UnsafeRawBufferPointer(buffers.packet(i))) }
             return
         }
-        try coalescing.withLock { out in
+        try coalescing.withLock { state in
+            let coalescer = state.coalescer
             var i = 0
             while i < count {
-                guard buffers.lengths[i] > 0 else {
+                // Packets of one flow go to the kernel as one super-packet (GRO); see `PacketCoalescer`.
+                coalescer.reset()
+                coalescer.coalescesUDP = udpCoalescing.load(ordering: .relaxed)
+                var added = 0
+                while i < count {
+                    if buffers.lengths[i] > 0 {
+                        guard coalescer.add(UnsafeRawBufferPointer(buffers.packet(i))) else { break }
+                        state.slots[added] = i
+                        added += 1
+                    }
                     i += 1
-                    continue
                 }
-                // Consecutive TCP segments of one flow go to the kernel as one super-packet (GRO).
-                if let (next, length) = Offload.coalesceTCP(buffers, from: i, count: count, into: out.memory,
-                                                              capacity: CoalescingBuffer.size) {
-                    try write(UnsafeRawBufferPointer(start: out.memory, count: length))
-                    i = next
-                    continue
-                }
-                // The same for UDP datagrams (UDP GSO), unless the kernel refused it once.
-                if udpCoalescing.load(ordering: .relaxed),
-                   let (next, length) = Offload.coalesceUDP(buffers, from: i, count: count, into: out.memory,
-                                                            capacity: CoalescingBuffer.size) {
-                    if try write(UnsafeRawBufferPointer(start: out.memory, count: length)) {
-                        i = next
+                coalescer.finish()
+                for o in 0..<coalescer.outputCount {
+                    if let k = coalescer.singleInput(ofOutput: o) {
+                        try writeAlone(buffers, state.slots[k], scratch: state.scratch)
                         continue
                     }
-                    udpCoalescing.store(false, ordering: .relaxed)
+                    if try write(coalescer.output(o)) { continue }
+                    if coalescer.gsoType(ofOutput: o) == .udpL4 {
+                        // The kernel refuses UDP GSO from user space: from now on, and for these, one by one.
+                        udpCoalescing.store(false, ordering: .relaxed)
+                        for k in coalescer.inputs(ofOutput: o) { try writeAlone(buffers, state.slots[k], scratch: state.scratch) }
+                    }
                 }
-                // A zeroed virtio-net header (no offload) in the room before the packet.
-                let offset = buffers.offsets[i]
-                if offset >= VirtioNetHeader.size {
-                    let start = buffers.slot(i) + offset - VirtioNetHeader.size
-                    start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
-                    try write(UnsafeRawBufferPointer(start: start, count: buffers.lengths[i] + VirtioNetHeader.size))
-                }
-                i += 1
             }
         }
+    }
+
+    /// Writes slot `slot` on its own behind a zeroed virtio-net header (no offload), in the room
+    /// before the packet; without that room, copied behind one in `scratch`.
+    private func writeAlone(_ buffers: PacketBuffers, _ slot: Int, scratch: UnsafeMutableRawPointer) throws {
+        let offset = buffers.offsets[slot]
+        let length = buffers.lengths[slot]
+        let start: UnsafeMutableRawPointer
+        if offset >= VirtioNetHeader.size {
+            start = buffers.slot(slot) + offset - VirtioNetHeader.size
+        } else {
+            guard length <= WriteCoalescing.scratchSize - VirtioNetHeader.size else { return }  // not an IP packet: dropped
+            start = scratch
+            (scratch + VirtioNetHeader.size).copyMemory(from: buffers.slot(slot) + offset, byteCount: length)
+        }
+        start.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
+        try write(UnsafeRawBufferPointer(start: start, count: length + VirtioNetHeader.size))
     }
 
     @discardableResult
@@ -203,10 +205,17 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     public func close() { device.wake() }
 }
 
-/// Memory for one coalesced packet: a virtio-net header and up to 64 KB of IP packet.
-struct CoalescingBuffer: ~Copyable {
-    static let size = VirtioNetHeader.size + 65_535
-    let memory = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 64)
-    deinit { memory.deallocate() }
+/// The TUN write path's coalescer, and for each packet added to it the slot it came from.
+struct WriteCoalescing: ~Copyable {
+    static let capacity = WireGuardDeviceConstants.batchSize
+    let coalescer = PacketCoalescer(maximumPackets: WriteCoalescing.capacity)
+    let slots = UnsafeMutablePointer<Int>.allocate(capacity: WriteCoalescing.capacity)
+    /// For a packet without room for the header before it.
+    static let scratchSize = PacketCoalescer.maximumOutputLength
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: WriteCoalescing.scratchSize, alignment: 64)
+    deinit {
+        slots.deallocate()
+        scratch.deallocate()
+    }
 }
 #endif

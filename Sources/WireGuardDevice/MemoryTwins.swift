@@ -135,6 +135,9 @@ public final class MemoryBind: PacketBind, @unchecked Sendable {
     private let queue = PacketQueue<([UInt8], WireGuardEndpoint)>()
     private let bound = Mutex<WireGuardEndpoint?>(nil)
     private static let nextPort = Mutex<UInt16>(40000)
+    /// While set, every send fails as a real socket's does without a route: datagrams are dropped
+    /// and reported as such (for tests of what the device does then).
+    public let failsSends = Atomic<Bool>(false)
 
     public init(network: MemoryNetwork, address: IPAddress) {
         self.network = network
@@ -197,15 +200,22 @@ public final class MemoryBind: PacketBind, @unchecked Sendable {
     }
 
     public func send(_ buffers: PacketBuffers, count: Int) throws {
-        guard let source = localEndpoint else { return }
+        let source = localEndpoint
+        let failing = failsSends.load(ordering: .relaxed)
         for i in 0..<count where buffers.lengths[i] > 0 {
+            guard let source, !failing else {
+                buffers.lengths[i] = 0
+                continue
+            }
             network.deliver(Array(UnsafeRawBufferPointer(buffers.packet(i))), from: source, to: buffers.endpoints[i])
         }
     }
 
-    public func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws {
-        guard let source = localEndpoint else { return }
+    @discardableResult
+    public func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws -> Bool {
+        guard let source = localEndpoint, !failsSends.load(ordering: .relaxed) else { return false }
         network.deliver(Array(datagram), from: source, to: endpoint)
+        return true
     }
 
     public func setMark(_ mark: UInt32) throws {}

@@ -1,3 +1,4 @@
+import Synchronization
 import WarrenPacket
 import WireGuardProtocol
 
@@ -22,7 +23,10 @@ final class Peer: Hashable, @unchecked Sendable {
     private var storedEndpoint: WireGuardEndpoint?
 
     var rxBytes: UInt64 = 0
-    var txBytes: UInt64 = 0
+    /// Bytes of datagrams the bind took for sending (counted after the send, outside the state lock).
+    private let transmitted = Atomic<UInt64>(0)
+    var txBytes: UInt64 { transmitted.load(ordering: .relaxed) }
+    func countTransmitted(_ bytes: Int) { transmitted.add(UInt64(bytes), ordering: .relaxed) }
     /// Wall-clock time of the last completed handshake (seconds, nanoseconds since 1970).
     var lastHandshake: (seconds: Int64, nanoseconds: Int64) = (0, 0)
     /// Packets waiting for a session, oldest first (at most `stagedPacketLimit`).

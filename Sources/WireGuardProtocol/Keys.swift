@@ -154,6 +154,18 @@ public struct WireGuardPrivateKey: Sendable {
 
     /// The 32 bytes of the key.
     public var rawRepresentation: [UInt8] { Array(key.rawRepresentation) }
+
+    /// The key clamped as RFC 7748 section 5 does before every X25519 (low three bits of the
+    /// first byte cleared, top bit of the last cleared, its second-highest set). X25519 results
+    /// are the same; wireguard-go clamps a key when it is set, so `wg show` prints this form.
+    public var clamped: WireGuardPrivateKey {
+        var bytes = rawRepresentation
+        bytes[0] &= 248
+        bytes[31] = (bytes[31] & 127) | 64
+        // 32 bytes are always accepted.
+        return try! WireGuardPrivateKey(rawRepresentation: bytes)
+    }
+
     public var base64: String { KeyText.base64(rawRepresentation) }
     public var hex: String { KeyText.hex(rawRepresentation) }
 

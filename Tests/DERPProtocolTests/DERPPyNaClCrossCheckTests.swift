@@ -29,37 +29,11 @@ print(json.dumps(out))
 """#
 
     private func python(_ request: [String: String]) throws -> [String: String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", Self.script]
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        var line = try JSONSerialization.data(withJSONObject: request)
-        line.append(0x0A)
-        input.fileHandleForWriting.write(line)
-        try input.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            XCTFail("python failed: \(errorText)")
-            return [:]
-        }
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: String])
+        try XCTUnwrap(PythonRunner.runJSON(Self.script, request: request, requiring: ["nacl.public"]) as? [String: String])
     }
 
     private func requirePyNaCl() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import nacl.public"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { throw XCTSkip("python3 is not available: \(error)") }
-        process.waitUntilExit()
-        if process.terminationStatus != 0 { throw XCTSkip("PyNaCl is not installed (pip install pynacl)") }
+        do { try PythonRunner.requireModules(["nacl.public"]) } catch { throw XCTSkip("\(error) (pip install pynacl)") }
     }
 
     private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }

@@ -90,42 +90,14 @@ if "response" in req:
 print(json.dumps(out))
 """#
 
+    static let modules = ["cryptography.hazmat.primitives.ciphers.aead"]
+
     private func runPython(_ request: [String: Any]) throws -> [String: String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", Self.initiator]
-        let input = Pipe()
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        var line = try JSONSerialization.data(withJSONObject: request)
-        line.append(0x0A)
-        input.fileHandleForWriting.write(line)
-        try input.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            XCTFail("python initiator failed: \(errorText)")
-            return [:]
-        }
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: String])
+        try XCTUnwrap(PythonRunner.runJSON(Self.initiator, request: request, requiring: Self.modules) as? [String: String])
     }
 
     private func requirePythonCryptography() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import cryptography.hazmat.primitives.ciphers.aead"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { throw XCTSkip("python3 is not available: \(error)") }
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            throw XCTSkip("the Python 'cryptography' package is not installed (pip install cryptography)")
-        }
+        do { try PythonRunner.requireModules(Self.modules) } catch { throw XCTSkip("\(error) (pip install cryptography)") }
     }
 
     private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }

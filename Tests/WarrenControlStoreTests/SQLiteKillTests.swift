@@ -4,32 +4,25 @@ import WarrenControlStore
 import XCTest
 
 /// `kill -9` while writing: every transaction the writer reported as committed is in the database afterwards.
-/// The writer is this test binary run again with one test selected and the database path in the environment.
+/// The writer is the test helper `warren-test-sqlite-writer`, built next to this test bundle.
 final class SQLiteKillTests: XCTestCase {
-    static let pathVariable = "WARREN_STORE_KILL_TEST_DB"
-
-    /// The child's part: commits users one after another and reports each commit on stdout, until killed.
-    func testChildWriter() throws {
-        guard let path = ProcessInfo.processInfo.environment[Self.pathVariable] else {
-            throw XCTSkip("runs only as the child of testKill9LosesNoCommittedTransaction")
+    /// The helper in the build products directory (where the test bundle is).
+    static func writer() -> URL? {
+        var directories = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        if let bundle = Bundle.allBundles.first(where: { $0.bundlePath.hasSuffix(".xctest") }) {
+            directories.append(URL(fileURLWithPath: bundle.bundlePath).deletingLastPathComponent())
         }
-        let store = try SQLiteControlStore(path: path)
-        for i in 0..<100_000 {
-            _ = try store.transactionSync { try $0.createUser(name: "user-\(i)", now: referenceNow) }
-            FileHandle.standardOutput.write(Data("committed \(i)\n".utf8))
-        }
+        return directories.map { $0.appendingPathComponent("warren-test-sqlite-writer") }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
     func testKill9LosesNoCommittedTransaction() throws {
         let path = try TemporaryDirectory.make() + "/control.sqlite"
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0], relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("cannot find this test binary to run the writer (\(executable.path))")
-        }
+        // Part of the package: `swift build` builds it with the tests, so its absence is a failure.
+        let executable = try XCTUnwrap(Self.writer(), "warren-test-sqlite-writer is not next to the test bundle (swift build --build-tests)")
         let child = Process()
         child.executableURL = executable
-        child.arguments = ["WarrenControlStoreTests.SQLiteKillTests/testChildWriter"]
-        child.environment = ProcessInfo.processInfo.environment.merging([Self.pathVariable: path]) { $1 }
+        child.arguments = [path]
         let output = Pipe()
         child.standardOutput = output
         child.standardError = FileHandle.nullDevice

@@ -3,7 +3,8 @@ import WarrenPacket
 import WarrenTestSupport
 @testable import WireGuardDevice
 
-/// TCP segmentation and checksums of the TUN offload path, checked against a naive RFC 1071
+/// The TUN offload path as the device drives it (WarrenPacket's `GSOSegmenter` resumed across
+/// batches, checksums, `PacketCoalescer` over the device's packet buffers), checked against a naive RFC 1071
 /// checksum written independently here (16-bit big-endian words, one at a time).
 final class OffloadTests: XCTestCase {
     static func naiveSum(_ bytes: [UInt8]) -> UInt32 {
@@ -48,30 +49,33 @@ final class OffloadTests: XCTestCase {
         return ip + l4
     }
 
-    /// Segments `packet` into buffers of room `room`, in as many calls as it takes.
+    /// Segments `packet` (a TSO super-packet as the kernel hands it over) with at most `perCall`
+    /// outputs per call, resuming where the previous call stopped, as the device's reader does.
     static func segments(of packet: [UInt8], isV6: Bool, segmentSize: Int, perCall: Int) -> [[UInt8]]? {
         var out: [[UInt8]] = []
-        var offset = 0
         let transportStart = isV6 ? 40 : 20
-        let payloadLength = packet.count - transportStart - Int(packet[transportStart + 12] >> 4) * 4
+        let header = VirtioNetHeader(flags: .needsChecksum, gsoType: isV6 ? .tcpV6 : .tcpV4,
+                                     headerLength: UInt16(transportStart + Int(packet[transportStart + 12] >> 4) * 4),
+                                     gsoSize: UInt16(segmentSize), checksumStart: UInt16(transportStart), checksumOffset: 16)
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: 70_000 * perCall, alignment: 16)
         defer { scratch.deallocate() }
+        guard let total = packet.withUnsafeBytes({ try? GSOSegmenter.segmentCount($0, header: header) }) else { return nil }
+        var next = 0
         repeat {
             var lengths: [Int] = []
             let reached = packet.withUnsafeBytes { raw in
-                Offload.segmentTCP(raw.baseAddress!, length: packet.count, isV6: isV6, transportStart: transportStart,
-                                   segmentSize: segmentSize, from: offset) { n in
+                try? GSOSegmenter.segment(raw, header: header, resumingAt: next) { _, n in
                     guard lengths.count < perCall else { return nil }
                     lengths.append(n)
                     return scratch + (lengths.count - 1) * 70_000
                 }
             }
-            guard let reached else { return nil }
+            guard let reached, reached > next else { return nil }
             for (i, n) in lengths.enumerated() {
                 out.append(Array(UnsafeRawBufferPointer(start: scratch + i * 70_000, count: n)))
             }
-            offset = reached
-        } while offset < payloadLength
+            next = reached
+        } while next < total
         return out
     }
 
@@ -123,33 +127,42 @@ final class OffloadTests: XCTestCase {
                 let partial = Self.naiveSum(pseudo)
                 packet[l4 + 16] = UInt8(partial >> 8)
                 packet[l4 + 17] = UInt8(partial & 0xff)
-                let ok = packet.withUnsafeMutableBytes {
-                    Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 16)
-                }
-                XCTAssertTrue(ok)
+                let header = VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4), checksumOffset: 16)
+                XCTAssertNoThrow(try packet.withUnsafeMutableBytes { try GSOSegmenter.completeChecksum($0, header: header) })
                 XCTAssertTrue(Self.tcpChecksumVerifies(packet), "count \(count) v6 \(isV6)")
             }
         }
     }
 
-    func testMalformedSuperPacketsAreRefused() {
+    func testMalformedSuperPacketsAreRefused() throws {
         let packet = Self.tcpPacket(isV6: false, payload: Array(repeating: 1, count: 100))
-        packet.withUnsafeBytes { raw in
-            let p = raw.baseAddress!
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 10, segmentSize: 50) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: 30, isV6: false, transportStart: 20, segmentSize: 50) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 20, segmentSize: 0) { _ in nil })
-            XCTAssertNil(Offload.segmentTCP(p, length: packet.count, isV6: false, transportStart: 20, segmentSize: 50,
-                                            from: 1000) { _ in nil })
-            XCTAssertFalse(Offload.completeChecksum(UnsafeMutableRawPointer(mutating: p), length: 40, start: 30, offset: 16))
+        func header(start: UInt16 = 20, size: UInt16 = 50) -> VirtioNetHeader {
+            VirtioNetHeader(flags: .needsChecksum, gsoType: .tcpV4, headerLength: 52, gsoSize: size,
+                            checksumStart: start, checksumOffset: 16)
         }
+        try packet.withUnsafeBytes { raw in
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(start: 10), resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(UnsafeRawBufferPointer(rebasing: raw[0..<30]), header: header(),
+                                                          resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(size: 0), resumingAt: 0) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(), resumingAt: 1000) { _, _ in nil })
+            XCTAssertThrowsError(try GSOSegmenter.segment(raw, header: header(), resumingAt: -1) { _, _ in nil })
+            // No room at all is not an error when resuming: nothing written, start again later.
+            XCTAssertEqual(try GSOSegmenter.segment(raw, header: header(), resumingAt: 1) { _, _ in nil }, 1)
+        }
+        var short = Array(packet[0..<40])
+        XCTAssertThrowsError(try short.withUnsafeMutableBytes {
+            try GSOSegmenter.completeChecksum(UnsafeMutableRawBufferPointer(rebasing: $0[0..<40]),
+                                              header: VirtioNetHeader(flags: .needsChecksum, checksumStart: 30, checksumOffset: 16))
+        })
     }
 
-    func testVirtioHeaderFields() {
+    func testVirtioHeaderFields() throws {
         let bytes: [UInt8] = [1, 0x81, 0x42, 0, 0x58, 0x05, 20, 0, 16, 0]
-        let h = bytes.withUnsafeBytes { VirtioNetHeader($0.baseAddress!) }
-        XCTAssertEqual(h.flags, VirtioNetHeader.needsChecksum)
-        XCTAssertEqual(h.gso, .tcpV4, "the ECN bit is not part of the type")
+        let h = try bytes.withUnsafeBytes { try VirtioNetHeader(decoding: $0) }
+        XCTAssertEqual(h.flags, .needsChecksum)
+        XCTAssertEqual(h.gsoType, .tcpV4, "the ECN bit is not part of the type")
+        XCTAssertTrue(h.ecn)
         XCTAssertEqual(h.headerLength, 0x42)
         XCTAssertEqual(h.gsoSize, 1368)
         XCTAssertEqual(h.checksumStart, 20)
@@ -171,23 +184,28 @@ final class OffloadTests: XCTestCase {
             var other = Self.tcpPacket(isV6: isV6, payload: [1, 2, 3])
             other[isV6 ? 40 : 20] ^= 1
             other.withUnsafeBytes { _ = buffers.store($0, in: segs.count, at: 16) }
-            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
-            defer { out.deallocate() }
-            let (next, length) = try XCTUnwrap(Offload.coalesceTCP(buffers, from: 0, count: segs.count + 1, into: out,
-                                                                   capacity: CoalescingBuffer.size))
-            XCTAssertEqual(next, segs.count)
-            let header = VirtioNetHeader(out)
-            XCTAssertEqual(header.gso, isV6 ? .tcpV6 : .tcpV4)
+            let coalescer = PacketCoalescer(maximumPackets: 16)
+            for i in 0...segs.count { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 2)
+            XCTAssertEqual(coalescer.segmentCount(ofOutput: 0), segs.count)
+            XCTAssertNil(coalescer.singleInput(ofOutput: 0))
+            XCTAssertEqual(coalescer.singleInput(ofOutput: 1), segs.count, "the foreign packet stays alone, written in place")
+            let output = coalescer.output(0)
+            let length = output.count
+            let out = try XCTUnwrap(UnsafeMutableRawPointer(mutating: output.baseAddress))
+            let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
+            XCTAssertEqual(header.gsoType, isV6 ? .tcpV6 : .tcpV4)
             XCTAssertEqual(header.gsoSize, 1368)
             XCTAssertEqual(Int(header.checksumStart), isV6 ? 40 : 20)
             XCTAssertEqual(header.checksumOffset, 16)
-            XCTAssertEqual(header.flags, VirtioNetHeader.needsChecksum)
+            XCTAssertEqual(header.flags, .needsChecksum)
             var merged = Array(UnsafeRawBufferPointer(start: out + VirtioNetHeader.size, count: length - VirtioNetHeader.size))
             XCTAssertEqual(merged.count, original.count)
             let l4 = isV6 ? 40 : 20
             // The checksum is left partial (the pseudo-header sum): completing it must verify.
-            XCTAssertTrue(merged.withUnsafeMutableBytes {
-                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 16)
+            XCTAssertNoThrow(try merged.withUnsafeMutableBytes {
+                try GSOSegmenter.completeChecksum($0, header: VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4),
+                                                                              checksumOffset: 16))
             })
             XCTAssertTrue(Self.tcpChecksumVerifies(merged))
             if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
@@ -196,24 +214,29 @@ final class OffloadTests: XCTestCase {
             for k in [l4 + 16, l4 + 17] { merged[k] = 0; expected[k] = 0 }
             if !isV6 { for k in [10, 11] { merged[k] = 0; expected[k] = 0 } }
             XCTAssertEqual(merged, expected)
-            // A lone segment or a foreign one is not coalesced.
-            XCTAssertNil(Offload.coalesceTCP(buffers, from: segs.count, count: segs.count + 1, into: out,
-                                             capacity: CoalescingBuffer.size))
         }
     }
 
+    /// A UDP datagram with valid checksums (the coalescer merges only packets whose checksums verify).
     static func udpPacket(isV6: Bool, payload: [UInt8], sourcePort: UInt16 = 40000) -> [UInt8] {
         let udpLength = 8 + payload.count
-        let udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x14, 0x51,
+        var udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x14, 0x51,
                             UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0] + payload
+        let source = isV6 ? IPAddress("fd00::1")!.bytes : IPAddress("10.0.0.1")!.bytes
+        let destination = isV6 ? IPAddress("fd00::2")!.bytes : IPAddress("10.0.0.2")!.bytes
+        let sum = naiveSum(source + destination + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)] + udp)
+        let checksum = sum == 0xffff ? 0xffff : ~sum & 0xffff
+        udp[6] = UInt8(checksum >> 8)
+        udp[7] = UInt8(checksum & 0xff)
         if isV6 {
-            var ip: [UInt8] = [0x60, 0, 0, 0, UInt8(udp.count >> 8), UInt8(udp.count & 0xff), 17, 64]
-            ip += IPAddress("fd00::1")!.bytes + IPAddress("fd00::2")!.bytes
-            return ip + udp
+            let ip: [UInt8] = [0x60, 0, 0, 0, UInt8(udp.count >> 8), UInt8(udp.count & 0xff), 17, 64]
+            return ip + source + destination + udp
         }
         let total = 20 + udp.count
-        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0]
-        ip += IPAddress("10.0.0.1")!.bytes + IPAddress("10.0.0.2")!.bytes
+        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0] + source + destination
+        let headerSum = ~naiveSum(ip) & 0xffff
+        ip[10] = UInt8(headerSum >> 8)
+        ip[11] = UInt8(headerSum & 0xff)
         return ip + udp
     }
 
@@ -226,13 +249,17 @@ final class OffloadTests: XCTestCase {
                 Self.udpPacket(isV6: isV6, payload: payload).withUnsafeBytes { _ = buffers.store($0, in: i, at: 16) }
             }
             Self.udpPacket(isV6: isV6, payload: [1], sourcePort: 1).withUnsafeBytes { _ = buffers.store($0, in: 5, at: 16) }
-            let out = UnsafeMutableRawPointer.allocate(byteCount: CoalescingBuffer.size, alignment: 16)
-            defer { out.deallocate() }
-            let (next, length) = try XCTUnwrap(Offload.coalesceUDP(buffers, from: 0, count: 6, into: out,
-                                                                   capacity: CoalescingBuffer.size))
-            XCTAssertEqual(next, 5, "the shorter datagram ends the run; the other flow is not merged")
-            let header = VirtioNetHeader(out)
-            XCTAssertEqual(header.gso, .udpL4)
+            let coalescer = PacketCoalescer(maximumPackets: 8)
+            for i in 0..<6 { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 2, "the shorter datagram ends the run; the other flow is not merged")
+            XCTAssertEqual(coalescer.segmentCount(ofOutput: 0), 5)
+            XCTAssertEqual(coalescer.gsoType(ofOutput: 0), .udpL4)
+            XCTAssertEqual(coalescer.singleInput(ofOutput: 1), 5)
+            let output = coalescer.output(0)
+            let length = output.count
+            let out = try XCTUnwrap(UnsafeMutableRawPointer(mutating: output.baseAddress))
+            let header = try VirtioNetHeader(decoding: UnsafeRawBufferPointer(start: out, count: VirtioNetHeader.size))
+            XCTAssertEqual(header.gsoType, .udpL4)
             XCTAssertEqual(header.gsoSize, 1392)
             let l4 = isV6 ? 40 : 20
             XCTAssertEqual(Int(header.headerLength), l4 + 8)
@@ -243,14 +270,19 @@ final class OffloadTests: XCTestCase {
             XCTAssertEqual(Int(merged[l4 + 4]) << 8 | Int(merged[l4 + 5]), merged.count - l4)
             if !isV6 { XCTAssertEqual(Self.naiveSum(Array(merged[0..<20])), 0xffff) }
             // Completing the partial checksum gives a valid UDP checksum over the whole packet.
-            XCTAssertTrue(merged.withUnsafeMutableBytes {
-                Offload.completeChecksum($0.baseAddress!, length: $0.count, start: l4, offset: 6)
+            XCTAssertNoThrow(try merged.withUnsafeMutableBytes {
+                try GSOSegmenter.completeChecksum($0, header: VirtioNetHeader(flags: .needsChecksum, checksumStart: UInt16(l4),
+                                                                              checksumOffset: 6))
             })
             let udpLength = merged.count - l4
             var pseudo: [UInt8] = isV6 ? Array(merged[8..<40]) : Array(merged[12..<20])
             pseudo += [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)]
             XCTAssertEqual(Self.naiveSum(pseudo + Array(merged[l4...])), 0xffff)
-            XCTAssertNil(Offload.coalesceUDP(buffers, from: 5, count: 6, into: out, capacity: CoalescingBuffer.size))
+            // With UDP coalescing off (a kernel that refuses UDP GSO), every datagram stays alone.
+            coalescer.reset()
+            coalescer.coalescesUDP = false
+            for i in 0..<6 { XCTAssertTrue(coalescer.add(UnsafeRawBufferPointer(buffers.packet(i)))) }
+            XCTAssertEqual(coalescer.finish(), 6)
         }
     }
 }

@@ -46,19 +46,12 @@ print('\n'.join(out))
 """#
 
     override func setUpWithError() throws {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import nacl.bindings, hashlib; nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt"]
-        probe.standardOutput = FileHandle.nullDevice
-        probe.standardError = FileHandle.nullDevice
-        do { try probe.run() } catch { throw XCTSkip("python3 is not available: \(error)") }
-        probe.waitUntilExit()
-        if probe.terminationStatus != 0 { throw XCTSkip("python3 with PyNaCl is not available") }
+        do { try PythonRunner.requireModules(["nacl.bindings", "hashlib"]) } catch { throw XCTSkip("\(error)") }
     }
 
     private func python(_ step: String, _ lines: [[UInt8]]) throws -> [[UInt8]] {
-        let output = try PythonInteropTests.runPython(arguments: ["-c", Self.script, step],
-                                                      input: lines.map { KeyText.hex($0) }.joined(separator: "\n") + "\n")
+        let output = try PythonRunner.run(Self.script, arguments: [step],
+                                          input: lines.map { KeyText.hex($0) }.joined(separator: "\n") + "\n")
         return try output.split(separator: "\n").map { line in
             try XCTUnwrap(PythonInteropTests.fromHex(String(line)), "python printed non-hex: \(line)")
         }

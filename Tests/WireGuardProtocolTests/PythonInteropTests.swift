@@ -114,8 +114,8 @@ print('\n'.join(out))
 """#
 
     private func python(_ role: String, _ lines: [[UInt8]]) throws -> [[UInt8]] {
-        let output = try Self.runPython(arguments: ["-c", Self.script, role],
-                                   input: lines.map { KeyText.hex($0) }.joined(separator: "\n") + "\n")
+        let output = try PythonRunner.run(Self.script, arguments: [role],
+                                          input: lines.map { KeyText.hex($0) }.joined(separator: "\n") + "\n")
         return try output.split(separator: "\n").map { line in
             try XCTUnwrap(Self.fromHex(String(line)), "python printed non-hex: \(line)")
         }
@@ -134,37 +134,11 @@ print('\n'.join(out))
         return out
     }
 
-    static func runPython(arguments: [String], input: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            XCTFail("python3 failed: \(String(decoding: err, as: UTF8.self))")
-            throw CocoaError(.executableLoad)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     override func setUpWithError() throws {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import cryptography.hazmat.primitives.ciphers.aead, hashlib; hashlib.blake2s"]
-        probe.standardOutput = FileHandle.nullDevice
-        probe.standardError = FileHandle.nullDevice
-        do { try probe.run() } catch { throw XCTSkip("python3 is not available: \(error)") }
-        probe.waitUntilExit()
-        if probe.terminationStatus != 0 {
-            throw XCTSkip("python3 with the `cryptography` package is not available")
+        do {
+            try PythonRunner.requireModules(["cryptography.hazmat.primitives.ciphers.aead", "hashlib"])
+        } catch {
+            throw XCTSkip("\(error)")
         }
     }
 

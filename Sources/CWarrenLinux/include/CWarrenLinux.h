@@ -22,6 +22,9 @@ int cwarren_tun_set_vnet_header_size(int fd, int size);
 extern const unsigned cwarren_tun_offload_csum;
 extern const unsigned cwarren_tun_offload_tso4;
 extern const unsigned cwarren_tun_offload_tso6;
+/// TUN_F_USO4 / TUN_F_USO6 (UDP segmentation, Linux 6.2+; older kernels refuse the flags).
+extern const unsigned cwarren_tun_offload_uso4;
+extern const unsigned cwarren_tun_offload_uso6;
 
 // MARK: interfaces (ioctl on an AF_INET datagram socket)
 
@@ -104,6 +107,13 @@ int cwarren_socket_set_mark(int fd, uint32_t mark);
 int cwarren_socket_set_gro(int fd, int on);
 /// Probes UDP_SEGMENT support: returns 1 when the kernel accepts it.
 int cwarren_socket_supports_gso(int fd);
+
+// MARK: network namespaces
+
+/// Opens a network namespace file (/run/netns/NAME, /proc/thread-self/ns/net); returns the descriptor.
+int cwarren_netns_open(const char *path);
+/// setns(fd, CLONE_NEWNET): moves the calling thread into the network namespace `fd`.
+int cwarren_netns_enter(int fd);
 
 // MARK: waiting
 
