@@ -20,9 +20,10 @@ public enum MapStreamFraming {
         return out
     }
 
-    /// Encodes, optionally compresses, and frames a map response.
-    public static func frame(_ response: MapResponse, compress: Bool) throws -> [UInt8] {
-        let json = try TailcfgJSON.encode(response)
+    /// Encodes (with the hand-written writer, and `encoder`'s cache of peers when given), optionally
+    /// compresses, and frames a map response.
+    public static func frame(_ response: MapResponse, compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
+        let json = try encoder?.encode(response) ?? TailcfgJSON.write(response)
         return frame(body: compress ? try Zstd.compress(json) : json)
     }
 }
