@@ -72,9 +72,8 @@ public final class MapMessageEncoder: Sendable {
                 hits += 1
                 fresh.append((node.id, entry))
             } else {
-                let start = w.count
-                try node.writeJSON(to: &w)
-                fresh.append((node.id, Entry(node: node, json: Array(w.bytes[start..<w.count]))))
+                let json = try w.capturingValue { try node.writeJSON(to: &$0) }
+                fresh.append((node.id, Entry(node: node, json: json)))
             }
         }
         // Let go of the snapshot first, so that updating the cache does not copy the dictionaries.

@@ -121,8 +121,15 @@ public struct TailcfgJSONWriter {
         needsComma = true
     }
 
-    /// The current length of the output, for cutting a just-written value out as a fragment.
-    public var count: Int { bytes.count }
+    /// Writes one value with `body` and returns its bytes (without the comma before it), to be reused
+    /// later through ``rawValue(_:)``.
+    public mutating func capturingValue(_ body: (inout TailcfgJSONWriter) throws -> Void) rethrows -> [UInt8] {
+        separate()
+        needsComma = false
+        let start = bytes.count
+        try body(&self)
+        return Array(bytes[start...])
+    }
 
     /// Runs `body`, which writes one object, and merges `members` (sorted by the UTF-8 bytes of their
     /// names, none equal to a name `body` writes) into it so that all names stay in order: how a struct

@@ -154,7 +154,7 @@ func benchMapBuild(sizes: [Int], zstdLevel: Int32) throws {
                 totals.append(milliseconds(t3 - t0))
                 jsonBytes = json.count
                 zstdBytes = compressed.count
-                if path != .foundation && round == 0 { identical = identical && json == (try TailcfgJSON.encode(map)) }
+                if path != .foundation && round == 0 { identical = try identical && json == TailcfgJSON.encode(map) }
             }
             let name = switch path {
             case .foundation: "JSONEncoder"

@@ -8,6 +8,17 @@ import WarrenTailcfg
 import XCTest
 @testable import WarrenControlServer
 
+/// Compares JSON as text, reporting where the first difference is (the messages are long).
+func assertSameJSON(_ actual: [UInt8], _ expected: [UInt8], file: StaticString = #filePath, line: UInt = #line) {
+    guard actual != expected else { return }
+    let at = zip(actual, expected).prefix { $0 == $1 }.count
+    func around(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes[max(0, at - 80)..<min(bytes.count, at + 80)], as: UTF8.self)
+    }
+    XCTFail("JSON differs at byte \(at) (lengths \(actual.count), \(expected.count)):\n  got      \(around(actual))\n  expected \(around(expected))",
+            file: file, line: line)
+}
+
 final class MapMessageEncoderTests: XCTestCase {
     func tailnet(count: Int) -> TailnetSnapshot {
         var nodes = [Int64: ControlNode]()
@@ -42,13 +53,13 @@ final class MapMessageEncoderTests: XCTestCase {
         var net = tailnet(count: 40)
         let encoder = MapMessageEncoder()
         let map1 = builder.fullMap(for: net.nodes[1]!, in: net, now: now, omitPeers: false)
-        XCTAssertEqual(try encoder.encode(map1), try TailcfgJSON.encode(map1))
+        assertSameJSON(try encoder.encode(map1), try TailcfgJSON.encode(map1))
         XCTAssertEqual(encoder.statistics.peerMisses, 39)
         XCTAssertEqual(encoder.statistics.peerHits, 0)
 
         // Another viewer: every peer but node 1 (new to the cache) comes from the cache.
         let map2 = builder.fullMap(for: net.nodes[2]!, in: net, now: now, omitPeers: false)
-        XCTAssertEqual(try encoder.encode(map2), try TailcfgJSON.encode(map2))
+        assertSameJSON(try encoder.encode(map2), try TailcfgJSON.encode(map2))
         XCTAssertEqual(encoder.statistics.peerHits, 38)
         XCTAssertEqual(encoder.statistics.peerMisses, 40)
 
@@ -59,7 +70,7 @@ final class MapMessageEncoderTests: XCTestCase {
         net.nodes[6]!.nodeKey = NodePrivate.generate(using: &generator).publicKey
         let map3 = builder.fullMap(for: net.nodes[2]!, in: net, now: now, omitPeers: false)
         let bytes3 = try encoder.encode(map3)
-        XCTAssertEqual(bytes3, try TailcfgJSON.encode(map3))
+        assertSameJSON(bytes3, try TailcfgJSON.encode(map3))
         XCTAssertEqual(encoder.statistics.peerMisses, 43)
         let decoded = try TailcfgJSON.decode(MapResponse.self, from: bytes3)
         XCTAssertEqual(decoded.peers?.first { $0.id == 4 }?.online, false)
@@ -76,14 +87,14 @@ final class MapMessageEncoderTests: XCTestCase {
         message.peersChanged = [builder.wireNode(net.nodes[3]!, in: net, now: now)]
         message.userProfiles = builder.userProfiles(for: [3], in: net)
         // The same change goes to many viewers: encoded once.
-        for _ in 0..<5 { XCTAssertEqual(try encoder.encode(message), try TailcfgJSON.encode(message)) }
+        for _ in 0..<5 { assertSameJSON(try encoder.encode(message), try TailcfgJSON.encode(message)) }
         XCTAssertEqual(encoder.statistics.peerMisses, 1)
         XCTAssertEqual(encoder.statistics.peerHits, 4)
         // Messages without peers go through the writer as well.
         var patch = MapResponse()
         patch.peersChangedPatch = [PeerChange(nodeID: 3)]
         patch.controlTime = now
-        XCTAssertEqual(try encoder.encode(patch), try TailcfgJSON.encode(patch))
+        assertSameJSON(try encoder.encode(patch), try TailcfgJSON.encode(patch))
         XCTAssertEqual(try encoder.encode(.keepAliveMessage), Array(#"{"KeepAlive":true}"#.utf8))
         XCTAssertEqual(encoder.statistics.messages, 7)
     }
@@ -93,7 +104,7 @@ final class MapMessageEncoderTests: XCTestCase {
         let encoder = MapMessageEncoder(capacity: 8)
         for viewer in [1, 2, 3, 1, 30, 2] as [Int64] {
             let map = builder.fullMap(for: net.nodes[viewer]!, in: net, now: now, omitPeers: false)
-            XCTAssertEqual(try encoder.encode(map), try TailcfgJSON.encode(map))
+            assertSameJSON(try encoder.encode(map), try TailcfgJSON.encode(map))
             XCTAssertLessThanOrEqual(encoder.cachedPeerCount, 16)
         }
         encoder.removeAll()
@@ -137,7 +148,7 @@ final class MapMessageEncoderTests: XCTestCase {
             decoder.append(framed)
             guard case .message(let body) = try decoder.parseStep() else { return XCTFail("no message") }
             let json = compress ? try Zstd.decompress(body, maximumSize: 1 << 20) : body
-            XCTAssertEqual(json, try TailcfgJSON.encode(map))
+            assertSameJSON(json, try TailcfgJSON.encode(map))
         }
         XCTAssertEqual(encoder.statistics.messages, 2)
         XCTAssertEqual(try MapStreamFraming.frame(map, compress: false), try MapStreamFraming.frame(map, compress: false, encoder: encoder))

@@ -502,7 +502,7 @@ final class TailcfgJSONWriterTests: XCTestCase {
             XCTAssertEqual(String(decoding: try TailcfgJSON.write(address), as: UTF8.self), "\"\(address)\"")
             seen.insert(String(describing: address))
         }
-        for text in ["::", "::1", "1::", "2001:db8::1", "1:0:0:1:0:0:0:1", "1:0:1:0:1:0:1:0", "::ffff:1.2.3.4", "0.0.0.0",
+        for text in ["::", "::1", "1::", "2001:db8::1", "1:0:0:1::1", "1::1:0:0:1:1", "1:0:1:0:1:0:1:0", "::ffff:1.2.3.4", "0.0.0.0",
                      "255.255.255.255", "fd7a:115c:a1e0::1"] {
             let address = try XCTUnwrap(IPAddress(text))
             XCTAssertEqual(String(decoding: try TailcfgJSON.write(address), as: UTF8.self), "\"\(text)\"")
