@@ -25,9 +25,15 @@ public final class MapMessageEncoder: Sendable {
         public init() {}
     }
 
-    private struct Entry: Sendable {
-        var node: Node
-        var json: [UInt8]
+    /// A class, so that looking an entry up does not copy the (large) `Node` value.
+    private final class Entry: Sendable {
+        let node: Node
+        let json: [UInt8]
+
+        init(node: Node, json: [UInt8]) {
+            self.node = node
+            self.json = json
+        }
     }
 
     private struct State: Sendable {
@@ -72,8 +78,9 @@ public final class MapMessageEncoder: Sendable {
                 hits += 1
                 fresh.append((node.id, entry))
             } else {
-                let json = try w.capturingValue { try node.writeJSON(to: &$0) }
-                fresh.append((node.id, Entry(node: node, json: json)))
+                let start = w.beginCapture()
+                try node.writeJSON(to: &w)
+                fresh.append((node.id, Entry(node: copy node, json: w.captured(since: start))))
             }
         }
         // Let go of the snapshot first, so that updating the cache does not copy the dictionaries.

@@ -115,21 +115,22 @@ public struct TailcfgJSONWriter {
     }
 
     /// A complete JSON value written earlier by this writer (a cached fragment).
-    public mutating func rawValue(_ fragment: some Collection<UInt8>) {
+    public mutating func rawValue(_ fragment: [UInt8]) {
         separate()
         bytes.append(contentsOf: fragment)
         needsComma = true
     }
 
-    /// Writes one value with `body` and returns its bytes (without the comma before it), to be reused
-    /// later through ``rawValue(_:)``.
-    public mutating func capturingValue(_ body: (inout TailcfgJSONWriter) throws -> Void) rethrows -> [UInt8] {
+    /// Starts a value whose bytes (without the comma before it) are wanted afterwards, to be reused
+    /// later through ``rawValue(_:)``: write the value, then call ``captured(since:)`` with the result.
+    public mutating func beginCapture() -> Int {
         separate()
         needsComma = false
-        let start = bytes.count
-        try body(&self)
-        return Array(bytes[start...])
+        return bytes.count
     }
+
+    /// What was written since ``beginCapture()`` returned `start`.
+    public func captured(since start: Int) -> [UInt8] { Array(bytes[start...]) }
 
     /// Runs `body`, which writes one object, and merges `members` (sorted by the UTF-8 bytes of their
     /// names, none equal to a name `body` writes) into it so that all names stay in order: how a struct
