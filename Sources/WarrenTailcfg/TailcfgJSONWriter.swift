@@ -359,11 +359,15 @@ public struct TailcfgJSONWriter {
     @inline(__always)
     static func hexDigit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? nibble &+ 0x30 : nibble &+ 0x57 }
 
+    /// The 16 hex digits of `word`, appended at once.
     private mutating func appendHexWord(_ word: UInt64) {
-        var shift: UInt64 = 64
-        while shift > 0 {
-            shift -= 4
-            bytes.append(Self.hexDigit(UInt8(truncatingIfNeeded: word >> shift) & 0xF))
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { buffer in
+            var rest = word
+            for i in stride(from: 15, through: 0, by: -1) {
+                buffer[i] = Self.hexDigit(UInt8(truncatingIfNeeded: rest) & 0xF)
+                rest >>= 4
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(buffer))
         }
     }
     private static let base64Alphabet: [UInt8] =

@@ -1,7 +1,9 @@
 // warren-control-bench: figures for the coordination server, run on demand (not a test).
 //
 //   1. map build: one node's full map in a tailnet of N nodes (default 1,000 and 10,000), built by
-//      NetworkMapBuilder, then JSON-encoded and zstd-compressed as the stream writer does.
+//      NetworkMapBuilder, then JSON-encoded and zstd-compressed, three ways: Foundation's JSONEncoder
+//      (the Codable path, for comparison), the hand-written writer, and the writer with the shared
+//      peer cache (MapMessageEncoder, what the stream writer uses), each viewer a different node.
 //   2. join fan-out: a server in a child process (this program with --server-child), N simulated
 //      clients in this one, each speaking the real protocol over loopback (ts2021 Noise + HTTP/2,
 //      register, streaming map with zstd). Then nodes join, and each connected client notes when the
@@ -9,7 +11,7 @@
 //   3. server memory: the child's RSS before, after N registrations, and with N map streams open.
 //
 // Usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] [--skip-map] [--skip-fanout]
-//                             [--no-compress] [--zstd-level 3]
+//                             [--no-compress] [--zstd-level 1]
 
 import Foundation
 import Logging
@@ -33,7 +35,7 @@ struct Options {
     var skipFanout = false
     var serverChild = false
     var compress = true
-    var zstdLevel: Int32 = 3
+    var zstdLevel = MapStreamFraming.compressionLevel
 
     init(_ arguments: [String]) {
         var i = 0
@@ -54,7 +56,7 @@ struct Options {
             case "--server-child": serverChild = true
             case "-h", "--help":
                 print("usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] "
-                      + "[--skip-map] [--skip-fanout] [--no-compress] [--zstd-level 3]")
+                      + "[--skip-map] [--skip-fanout] [--no-compress] [--zstd-level 1]")
                 exit(0)
             default: fail("unknown argument \(arguments[i])")
             }
