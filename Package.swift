@@ -80,7 +80,7 @@ let package = Package(
         .systemLibrary(name: "CWarrenZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "WarrenControlServer", dependencies: [
             "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy", "CWarrenZstd",
-            "WarrenControlStore",
+            "WarrenControlStore", .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             .product(name: "Logging", package: "swift-log"),
@@ -100,6 +100,7 @@ let package = Package(
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // DERP relay engines: frame codec + TLS helpers shared by the server and the client.
         .target(name: "WarrenDERPTransport", dependencies: [
@@ -183,8 +184,9 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
-            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient",
-            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
+            "WarrenPolicy",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "WarrenControlMetricsTests", dependencies: [

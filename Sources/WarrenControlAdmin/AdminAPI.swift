@@ -73,11 +73,15 @@ public struct AdminHooks: Sendable {
     public var changed: @Sendable (AdminChange) async -> Void
     /// Which nodes have a live map session (runtime state the store does not keep).
     public var onlineNodes: @Sendable () async -> Set<NodeID>
+    /// Checking and applying policies (AdminPolicy.swift).
+    public var policy: AdminPolicyHooks
 
     public init(changed: @escaping @Sendable (AdminChange) async -> Void = { _ in },
-                onlineNodes: @escaping @Sendable () async -> Set<NodeID> = { [] }) {
+                onlineNodes: @escaping @Sendable () async -> Set<NodeID> = { [] },
+                policy: AdminPolicyHooks = AdminPolicyHooks()) {
         self.changed = changed
         self.onlineNodes = onlineNodes
+        self.policy = policy
     }
 }
 
@@ -143,11 +147,11 @@ public struct AdminAPI: Sendable {
         return (try? Array(encoder.encode(value))) ?? Array(#"{"error":"encoding failed","code":"internal"}"#.utf8)
     }
 
-    private func ok(_ value: some Encodable, status: Int = 200) -> AdminResponse {
+    func ok(_ value: some Encodable, status: Int = 200) -> AdminResponse {
         AdminResponse(status: status, body: Self.encode(value))
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: AdminRequest) throws -> T {
+    func decode<T: Decodable>(_ type: T.Type, _ request: AdminRequest) throws -> T {
         guard request.body.count <= 1 << 20 else { throw AdminError(413, "invalid", "request body too large") }
         do {
             return try JSONDecoder().decode(type, from: Data(request.body))
@@ -196,6 +200,7 @@ public struct AdminAPI: Sendable {
         case ("GET", "nodes", 2): return try await showNode(route[1])
         case ("DELETE", "nodes", 2): return try await deleteNode(route[1])
         case ("POST", "nodes", 3) where route[2] == "expire": return try await expireNode(route[1])
+        case ("POST", "nodes", 3) where route[2] == "approve": return try await updateNode(route[1]) { node, _ in node.authorized = true }
         case ("POST", "nodes", 3) where route[2] == "rename": return try await renameNode(route[1], decode(RenameBody.self, request))
         case ("POST", "nodes", 3) where route[2] == "tags": return try await tagNode(route[1], decode(TagsBody.self, request))
         case ("GET", "nodes", 3) where route[2] == "routes": return try await routes(route[1])
@@ -203,6 +208,10 @@ public struct AdminAPI: Sendable {
             return try await approveRoutes(route[1], decode(RoutesBody.self, request))
 
         case ("GET", "registrations", 1): return try await listPending()
+
+        case ("GET", "policy", 1): return try await getPolicy()
+        case ("PUT", "policy", 1): return try await setPolicy(decode(SetPolicyBody.self, request))
+        case ("GET", "policy", 2) where route[1] == "history": return try await policyHistory()
 
         case ("GET", "apikeys", 1): return try await listAPIKeys()
         case ("POST", "apikeys", 1): return try await createAPIKey(decode(CreateAPIKeyBody.self, request))

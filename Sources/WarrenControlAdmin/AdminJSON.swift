@@ -85,6 +85,8 @@ public struct NodeJSON: Codable, Sendable, Equatable {
     public var registerMethod: String
     public var preAuthKeyID: Int64?
     public var created: String
+    /// False while the node waits for device approval (`nodes approve`).
+    public var authorized: Bool
 
     public init(_ node: Node, userName: String, online: Bool, now: Date) {
         id = node.id.rawValue
@@ -108,6 +110,7 @@ public struct NodeJSON: Codable, Sendable, Equatable {
         registerMethod = node.registerMethod.rawValue
         preAuthKeyID = node.authKeyID?.rawValue
         created = AdminTime.format(node.created)
+        authorized = node.authorized
     }
 }
 

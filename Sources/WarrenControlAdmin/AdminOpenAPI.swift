@@ -34,6 +34,8 @@ public enum AdminOpenAPI {
         Route(method: "DELETE", path: "/api/v1/nodes/{node}", summary: "Delete a node", requestSchema: nil, responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/expire", summary: "Expire a node's key now", requestSchema: nil,
               responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/approve", summary: "Approve a device waiting for approval",
+              requestSchema: nil, responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/rename", summary: "Set a node's MagicDNS name", requestSchema: "Rename",
               responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/tags", summary: "Replace a node's tags", requestSchema: "Tags",
@@ -44,6 +46,14 @@ public enum AdminOpenAPI {
               requestSchema: "RouteList", responseSchema: "Routes", query: []),
         Route(method: "GET", path: "/api/v1/registrations", summary: "List interactive logins waiting for approval",
               requestSchema: nil, responseSchema: "PendingRegistrationList", query: []),
+        Route(method: "GET", path: "/api/v1/policy", summary: "The access policy in force (from the database or policy_file)",
+              requestSchema: nil, responseSchema: "Policy", query: []),
+        Route(method: "PUT", path: "/api/v1/policy",
+              summary: "Check a policy against the tailnet (parse, validate, tests, sshTests), store it as a new version and put it in force; "
+                  + "refused with 400 (and the problems, with line and column) when a check fails, with 409 in file mode",
+              requestSchema: "SetPolicy", responseSchema: "Policy", query: []),
+        Route(method: "GET", path: "/api/v1/policy/history", summary: "Every stored policy version, oldest first",
+              requestSchema: nil, responseSchema: "PolicyVersionList", query: []),
         Route(method: "GET", path: "/api/v1/apikeys", summary: "List API keys", requestSchema: nil, responseSchema: "APIKeyList", query: []),
         Route(method: "POST", path: "/api/v1/apikeys", summary: "Create an API key; the full key is in the answer only",
               requestSchema: "CreateAPIKey", responseSchema: "CreatedAPIKey", query: []),
@@ -77,7 +87,7 @@ public enum AdminOpenAPI {
                 "advertisedRoutes": strings, "approvedRoutes": strings, "expiry": nullableTime, "expired": boolean,
                 "lastSeen": nullableTime, "online": boolean, "ephemeral": boolean,
                 "registerMethod": ["type": "string", "enum": ["authkey", "interactive", "cli"]],
-                "preAuthKeyID": ["type": ["integer", "null"]], "created": time,
+                "preAuthKeyID": ["type": ["integer", "null"]], "created": time, "authorized": boolean,
             ]),
             "NodeList": list("Node"),
             "PreAuthKey": object([
@@ -107,6 +117,14 @@ public enum AdminOpenAPI {
             "Tags": object(["tags": strings], required: ["tags"]),
             "RouteList": object(["routes": strings], required: ["routes"]),
             "CreateAPIKey": object(["expiration": time, "expiresIn": string]),
+            "SetPolicy": object(["policy": ["type": "string", "description": "the policy file's text (HuJSON)"]], required: ["policy"]),
+            "Policy": object([
+                "policy": string, "source": ["type": "string", "enum": ["database", "file", "none"]],
+                "version": ["type": ["integer", "null"]], "updatedAt": nullableTime, "path": nullableString,
+                "nodesChanged": ["type": ["integer", "null"], "description": "nodes that received new results (PUT)"],
+            ], required: ["policy", "source"]),
+            "PolicyVersion": object(["version": integer, "updatedAt": time, "policy": string], required: ["version", "updatedAt", "policy"]),
+            "PolicyVersionList": list("PolicyVersion"),
         ]
     }
 

@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 import TailscaleControlProtocol
 import TailscaleKeys
 import WarrenTailcfg
@@ -114,10 +115,13 @@ public final class ControlClient: @unchecked Sendable {
     public let discoKey: DiscoPublic
     public let host: String
     public let port: Int
+    /// HTTPS to the control server (nil: plain HTTP).
+    public let tls: NIOSSLContext?
     private var channel: Channel?
     private var multiplexer: NIOHTTP2Handler.StreamMultiplexer?
 
-    public init(host: String = "127.0.0.1", port: Int, seed: UInt64) {
+    public init(host: String = "127.0.0.1", port: Int, seed: UInt64, tls: NIOSSLContext? = nil) {
+        self.tls = tls
         var generator = SeededKeyGenerator(seed: seed)
         machineKey = MachinePrivate.generate(using: &generator)
         nodeKey = NodePrivate.generate(using: &generator)
@@ -126,16 +130,23 @@ public final class ControlClient: @unchecked Sendable {
         self.port = port
     }
 
-    /// GET /key over plain HTTP/1.1 (URLSession-free: one raw request).
-    public static func fetchKey(host: String, port: Int) async throws -> OverTLSPublicKeyResponse {
-        let bytes = try await rawHTTP(host: host, port: port,
+    /// GET /key over HTTP/1.1, plain or with `tls` (URLSession-free: one raw request).
+    public static func fetchKey(host: String, port: Int, tls: NIOSSLContext? = nil) async throws -> OverTLSPublicKeyResponse {
+        let bytes = try await rawHTTP(host: host, port: port, tls: tls,
                                       request: "GET /key?v=130 HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n")
         let text = String(decoding: bytes, as: UTF8.self)
         guard let split = text.range(of: "\r\n\r\n") else { throw ControlClientError(description: "no HTTP response") }
         return try TailcfgJSON.decode(OverTLSPublicKeyResponse.self, from: Array(text[split.upperBound...].utf8))
     }
 
-    public static func rawHTTP(host: String, port: Int, request: String) async throws -> [UInt8] {
+    /// Adds the TLS client handler first in the pipeline (no SNI for an IP literal).
+    static func addTLS(_ tls: NIOSSLContext?, host: String, to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        guard let tls else { return }
+        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
+    }
+
+    public static func rawHTTP(host: String, port: Int, tls: NIOSSLContext? = nil, request: String) async throws -> [UInt8] {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
         final class Reader: ChannelInboundHandler {
             typealias InboundIn = ByteBuffer
@@ -148,7 +159,12 @@ public final class ControlClient: @unchecked Sendable {
             func channelInactive(context: ChannelHandlerContext) { continuation.finish() }
         }
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(Reader(continuation)) } }
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try addTLS(tls, host: host, to: ch.pipeline.syncOperations)
+                    try ch.pipeline.syncOperations.addHandler(Reader(continuation))
+                }
+            }
             .connect(host: host, port: port).get()
         try await channel.writeAndFlush(ByteBuffer(string: request))
         var all = [UInt8]()
@@ -163,9 +179,12 @@ public final class ControlClient: @unchecked Sendable {
                                                    ephemeral: MachinePrivate.generate(using: &generator))
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: NIOHTTP2Handler.StreamMultiplexer.self)
+        let tls = self.tls
+        let host = self.host
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
+                    try Self.addTLS(tls, host: host, to: ch.pipeline.syncOperations)
                     try ch.pipeline.syncOperations.addHandler(UpgradeReader(handshake: handshake, done: promise))
                 }
             }

@@ -89,6 +89,10 @@ enum Schema {
                 );
                 """)
         }
+        migrator.registerMigration("v2: nodes.authorized (device approval)") { db in
+            // Nodes from before device approval was stored had been admitted: they stay authorized.
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN authorized INTEGER NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 }

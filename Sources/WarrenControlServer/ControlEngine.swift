@@ -26,11 +26,14 @@ public actor ControlEngine {
         case stream(AsyncStream<MapResponse>)
     }
 
-    private struct Session {
+    struct Session {
         var continuation: AsyncStream<MapResponse>.Continuation
         var knownPeers: Set<Int64>
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
+        /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
+        var lastSSH: SSHPolicy? = nil
+        var lastCaps: [String: [JSONValue]] = [:]
     }
 
     private struct PendingLogin {
@@ -40,7 +43,7 @@ public actor ControlEngine {
         var completed: ControlNode?
     }
 
-    private enum PeerUpdate {
+    enum PeerUpdate {
         case full
         case patch(PeerChange)
         case removed
@@ -49,21 +52,23 @@ public actor ControlEngine {
     public private(set) var configuration: ControlConfiguration
     public nonisolated let builder: NetworkMapBuilder
     private let directory: any ControlDirectory
-    private let logger: Logger
-    private let now: @Sendable () -> TailcfgTime
+    let logger: Logger
+    let now: @Sendable () -> TailcfgTime
 
-    private var users: [Int64: ControlUser] = [:]
-    private var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
+    var users: [Int64: ControlUser] = [:]
+    var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
     private var byNodeKey: [NodePublic: Int64] = [:]
     private var byMachineKey: [MachinePublic: Int64] = [:]
-    private var sessions: [Int64: [Int: Session]] = [:]
+    var sessions: [Int64: [Int: Session]] = [:]
     private var nextSessionID = 1
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
+    /// The primary router of each subnet route (ControlEngine+Policy.swift).
+    var routeOwners: [IPPrefix: Int64] = [:]
 
     /// Counters for tests, metrics and benchmarks.
-    public private(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
+    public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
     public nonisolated let metrics: ControlMetrics
     /// Encodes every map message the streams send (hand-written JSON, peers cached across messages).
     public nonisolated let mapEncoder = MapMessageEncoder()
@@ -94,6 +99,7 @@ public actor ControlEngine {
         byNodeKey = [:]
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
+        routeOwners = currentRouteOwners()
         logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
     }
 
@@ -107,7 +113,7 @@ public actor ControlEngine {
         byMachineKey[node.machineKey] = node.id
     }
 
-    private var snapshot: TailnetSnapshot {
+    var snapshot: TailnetSnapshot {
         TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys))
     }
 
@@ -116,6 +122,10 @@ public actor ControlEngine {
     public func allNodes() -> [ControlNode] { nodes.values.sorted { $0.id < $1.id } }
     public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
     public func pendingLoginIDs() -> [String] { pending.filter { $0.value.completed == nil }.keys.sorted() }
+    /// The node whose current node key is `key` (DERP admission).
+    public func node(withNodeKey key: NodePublic) -> ControlNode? { byNodeKey[key].flatMap { nodes[$0] } }
+    /// The engine's clock (injected in tests).
+    public nonisolated func currentTime() -> TailcfgTime { now() }
 
     /// Users may have been added by the admin side; refresh before looking one up.
     public func reloadUsers() async throws {
@@ -174,7 +184,7 @@ public actor ControlEngine {
                 var updated = node
                 if let hostinfo = request.hostinfo { updated.hostinfo = hostinfo }
                 updated.capabilityVersion = request.version
-                if updated != node { try await save(updated, update: .full) }
+                if updated != node { try await save(updated, fields: .hostinfo, update: .full) }
                 return registerResponse(for: updated, at: time)
             }
         }
@@ -185,7 +195,7 @@ public actor ControlEngine {
             rotated.nodeKey = request.nodeKey
             rotated.keyExpiry = expiry(tags: node.tags, at: time)
             if let hostinfo = request.hostinfo { rotated.hostinfo = hostinfo }
-            try await save(rotated, update: .full)
+            try await save(rotated, fields: [.nodeKey, .expiry, .hostinfo], update: .full)
             logger.info("node key rotated", metadata: ["node": "\(rotated.id)"])
             return registerResponse(for: rotated, at: time)
         }
@@ -227,7 +237,7 @@ public actor ControlEngine {
             logger.info("ephemeral node logged out and deleted", metadata: ["node": "\(id)"])
         } else {
             node.keyExpiry = time
-            try await save(node, update: .full)
+            try await save(node, fields: .expiry, update: .full)
             closeSessions(of: id)
             logger.info("node logged out", metadata: ["node": "\(id)"])
         }
@@ -275,7 +285,8 @@ public actor ControlEngine {
             if nodes[id] != nil { try await deleteNode(id: id) }
             return nil
         }
-        if let live = nodes[id] {
+        let before = nodes[id]
+        if let live = before {
             node.homeDERP = live.homeDERP
             node.capabilityVersion = live.capabilityVersion
             if node.hostinfo == nil { node.hostinfo = live.hostinfo }
@@ -283,6 +294,9 @@ public actor ControlEngine {
         if users[node.userID] == nil { try await reloadUsers() }
         index(node)
         broadcast(about: id, .full)
+        let time = now()
+        if node.isExpired(at: time), !(before?.isExpired(at: time) ?? false) { closeSessions(of: id) }
+        if node.authorized, before?.authorized == false { resendFullMap(to: id) }
         return node
     }
 
@@ -324,11 +338,13 @@ public actor ControlEngine {
             node.authorized = authorized || node.authorized
             node.keyExpiry = expiry(tags: requestedTags, at: time)
             node.capabilityVersion = request.version
+            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry, .authorized]
             if node.hostname != hostname, !hostname.isEmpty {
                 node.hostname = hostname
                 node.givenName = uniqueLabel(for: hostname, excluding: id)
+                fields.insert(.names)
             }
-            try await save(node, update: .full)
+            try await save(node, fields: fields, update: .full)
             logger.info("node logged in again", metadata: ["node": "\(id)", "name": "\(node.givenName)"])
             return node
         }
@@ -398,7 +414,7 @@ public actor ControlEngine {
             if before.discoKey != node.discoKey { patch.discoKey = node.discoKey }
             if before.homeDERP != node.homeDERP { patch.derpRegion = node.homeDERP }
             if before.capabilityVersion != node.capabilityVersion { patch.cap = node.capabilityVersion }
-            try await directory.updateNode(node)
+            try await directory.updateNode(node, fields: .reported)
             index(node)
             update = lightOnly ? .patch(patch) : .full
         }
@@ -430,7 +446,8 @@ public actor ControlEngine {
         }
         sessions[id, default: [:]][sessionID] = Session(
             continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
-            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
+            lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
+            lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current))
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
         continuation.onTermination = { [weak self] _ in
@@ -473,7 +490,7 @@ public actor ControlEngine {
         let time = now()
         node.lastSeen = time
         nodes[id] = node
-        try? await directory.updateNode(node)
+        try? await directory.updateNode(node, fields: .lastSeen)
         var patch = PeerChange(nodeID: id)
         patch.online = false
         patch.lastSeen = time
@@ -501,6 +518,31 @@ public actor ControlEngine {
         for session in (sessions[id] ?? [:]).values { session.continuation.finish() }
     }
 
+    /// A node's key expired (the clock passed it, see ``NodeKeyExpiryWatcher``): its peers get it with its
+    /// key expiry and `Expired`; the node gets its own expired `Node`, then its map streams end.
+    public func announceExpiry(of id: Int64) {
+        guard let node = nodes[id], node.isExpired(at: now()) else { return }
+        broadcast(about: id, .full)
+        closeSessions(of: id)
+    }
+
+    /// Sends each open stream of the node a new full map (an admin approved the device: its peers appear).
+    private func resendFullMap(to id: Int64) {
+        guard let node = nodes[id], let open = sessions[id] else { return }
+        let current = snapshot
+        let time = now()
+        for (sessionID, var session) in open {
+            let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false)
+            session.knownPeers = Set(full.peers?.map(\.id) ?? [])
+            session.lastFilter = full.packetFilter ?? []
+            session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
+            session.lastCaps = builder.policy.capabilities(for: node, in: current)
+            session.continuation.yield(full)
+            statistics.fullMapsSent += 1
+            sessions[id]?[sessionID] = session
+        }
+    }
+
     // MARK: Admin changes
 
     public func deleteNode(id: Int64) async throws {
@@ -516,17 +558,18 @@ public actor ControlEngine {
     public func expireNode(id: Int64) async throws {
         guard var node = nodes[id] else { return }
         node.keyExpiry = now()
-        try await save(node, update: .full)
+        try await save(node, fields: .expiry, update: .full)
         closeSessions(of: id)
     }
 
     /// Replaces a node record changed by the admin side (rename, tags, approval) and tells everyone.
     public func nodeChanged(_ node: ControlNode) async throws {
-        try await save(node, update: .full)
+        try await save(node, fields: .all, update: .full)
     }
 
-    private func save(_ node: ControlNode, update: PeerUpdate) async throws {
-        try await directory.updateNode(node)
+    /// Writes the `fields` the engine owns in this change (NodeFields), then tells everyone concerned.
+    private func save(_ node: ControlNode, fields: NodeFields, update: PeerUpdate) async throws {
+        try await directory.updateNode(node, fields: fields)
         index(node)
         broadcast(about: node.id, update)
     }
@@ -535,7 +578,9 @@ public actor ControlEngine {
 
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
-    private func broadcast(about id: Int64, _ update: PeerUpdate) {
+    func broadcast(about id: Int64, _ update: PeerUpdate) {
+        // The policy learns of the change first; the nodes whose results moved get them after the loop.
+        let affected = policyAffected(by: id)
         let current = snapshot
         let time = now()
         let changed = nodes[id]
@@ -545,29 +590,22 @@ public actor ControlEngine {
                 var message = MapResponse()
                 if viewerID == id {
                     guard case .full = update, let changed else { continue }
-                    message.node = builder.wireNode(changed, in: current, now: time)
+                    message.node = builder.selfNode(changed, in: current, now: time)
                 } else {
-                    let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
+                    // A device waiting for approval sees no one, and no one sees it.
+                    let visible = changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
                     if !visible {
                         guard session.knownPeers.remove(id) != nil else { continue }
                         message.peersRemoved = [id]
                     } else if let changed, !session.knownPeers.contains(id) {
                         session.knownPeers.insert(id)
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
                     } else if case .patch(let patch) = update {
                         message.peersChangedPatch = [patch]
                     } else if let changed {
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
+                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    }
-                }
-                // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
-                if !(builder.policy is AllowAllPolicy) {
-                    let filter = builder.policy.filterRules(for: viewer, in: current)
-                    if filter != session.lastFilter {
-                        message.packetFilter = filter
-                        session.lastFilter = filter
                     }
                 }
                 session.continuation.yield(message)
@@ -575,6 +613,7 @@ public actor ControlEngine {
                 sessions[viewerID]?[sessionID] = session
             }
         }
+        pushPolicyResults(to: affected)
     }
 
     static func randomID() -> String {

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import TailscaleKeys
 import WarrenTailcfg
@@ -50,13 +51,16 @@ public struct ControlServerOptions: Sendable {
     public var port: Int
     public var extraRoutes: (any PlainHTTPRoutes)?
     public var extraUpgraders: UpgraderFactory?
+    /// Serve HTTPS instead of plain HTTP (every route and upgrade on the listener), as headscale's `tls_cert_path`.
+    public var tls: NIOSSLContext?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, extraRoutes: (any PlainHTTPRoutes)? = nil,
-                extraUpgraders: UpgraderFactory? = nil) {
+                extraUpgraders: UpgraderFactory? = nil, tls: NIOSSLContext? = nil) {
         self.host = host
         self.port = port
         self.extraRoutes = extraRoutes
         self.extraUpgraders = extraUpgraders
+        self.tls = tls
     }
 }
 
@@ -85,12 +89,14 @@ public final class ControlHTTPServer: Service, Sendable {
             OverTLSPublicKeyResponse(legacyPublicKey: controlKey.publicKey, publicKey: controlKey.publicKey))
         let extraRoutes = options.extraRoutes
         let extraUpgraders = options.extraUpgraders
+        let tls = options.tls
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let http = PlainHTTPHandler(engine: engine, keyResponse: keyResponse, extraRoutes: extraRoutes)
                     let upgrader = TS2021Upgrader(controlKey: controlKey, engine: engine, logger: logger, httpHandler: http)
                     let upgraders: [any HTTPServerProtocolUpgrader] = [upgrader] + (extraUpgraders?() ?? [])
@@ -100,7 +106,8 @@ public final class ControlHTTPServer: Service, Sendable {
                 }
             }
             .bind(host: options.host, port: options.port).get()
-        logger.info("control server listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        logger.info("control server listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+                                                         "tls": "\(tls != nil)"])
         return ControlHTTPServer(engine: engine, controlKey: controlKey, channel: channel, logger: logger)
     }
 
@@ -162,6 +169,18 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             write(context, PlainHTTPResponse(status: 200, contentType: "application/json", body: keyResponse), keepAlive)
         case (.GET, "/health"):
             write(context, PlainHTTPResponse(status: 200, text: "ok\n"), keepAlive)
+        case (.POST, DERPAdmitEndpoint.path):
+            let body = self.body
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            let engine = self.engine
+            Task {
+                let response = await DERPAdmitEndpoint.answer(body: body, engine: engine)
+                eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.write(context, response, keepAlive)
+                }
+            }
         case (.POST, "/ts2021"):
             write(context, PlainHTTPResponse(status: 400, text: "ts2021: missing or invalid X-Tailscale-Handshake\n"), false)
         case (.GET, _) where path.hasPrefix("/register/"):

@@ -42,6 +42,8 @@ public struct ControlNode: Hashable, Sendable {
     public var keyExpiry: TailcfgTime?
     public var ephemeral: Bool
     public var tags: [String]
+    /// Subnet and exit routes an admin approved (`nodes approve-routes`); served when also advertised.
+    public var approvedRoutes: [IPPrefix]
     public var authorized: Bool
     /// The capability version of the client's last request.
     public var capabilityVersion: CapabilityVersion
@@ -60,16 +62,50 @@ public struct ControlNode: Hashable, Sendable {
         self.created = created
         self.ephemeral = false
         self.tags = []
+        self.approvedRoutes = []
         self.authorized = true
         self.capabilityVersion = 0
     }
 
     public var addresses: [IPAddress] { [ipv4, ipv6].compactMap { $0 } }
 
+    /// The routes the node advertises (Hostinfo.RoutableIPs), masked.
+    public var advertisedRoutes: [IPPrefix] { (hostinfo?.routableIPs ?? []).map(\.masked) }
+
     public func isExpired(at now: TailcfgTime) -> Bool {
         guard let keyExpiry, !keyExpiry.isGoZero else { return false }
         return keyExpiry <= now
     }
+}
+
+/// The parts of a node record one write touches. The engine writes only the parts it owns at that moment (what a
+/// node reports about itself, its key, its expiry), so that an admin's edit made in the store meanwhile (name,
+/// tags, approved routes) is not overwritten by the engine's older copy.
+public struct NodeFields: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// The node key (and the machine key).
+    public static let nodeKey = NodeFields(rawValue: 1 << 0)
+    public static let discoKey = NodeFields(rawValue: 1 << 1)
+    public static let endpoints = NodeFields(rawValue: 1 << 2)
+    /// Hostinfo and the routes it advertises.
+    public static let hostinfo = NodeFields(rawValue: 1 << 3)
+    public static let lastSeen = NodeFields(rawValue: 1 << 4)
+    public static let expiry = NodeFields(rawValue: 1 << 5)
+    /// The owner, tags and ephemeral flag.
+    public static let owner = NodeFields(rawValue: 1 << 6)
+    /// Hostname and MagicDNS name.
+    public static let names = NodeFields(rawValue: 1 << 7)
+    /// Approved routes (only an admin sets them).
+    public static let approvedRoutes = NodeFields(rawValue: 1 << 8)
+    /// Device approval.
+    public static let authorized = NodeFields(rawValue: 1 << 9)
+
+    public static let all: NodeFields = [.nodeKey, .discoKey, .endpoints, .hostinfo, .lastSeen, .expiry, .owner, .names, .approvedRoutes,
+                                         .authorized]
+    /// What a connected node reports about itself in map requests.
+    public static let reported: NodeFields = [.discoKey, .endpoints, .hostinfo]
 }
 
 /// What a valid pre-auth key grants a registering node.
@@ -104,7 +140,8 @@ public protocol ControlDirectory: Sendable {
     /// Stores a new node, assigning its ID and addresses (never handed out before). The node's `id`,
     /// `ipv4` and `ipv6` are ignored on input.
     func createNode(_ node: ControlNode) async throws -> ControlNode
-    func updateNode(_ node: ControlNode) async throws
+    /// Writes the `fields` of the node's record from `node`, leaving the others as stored.
+    func updateNode(_ node: ControlNode, fields: NodeFields) async throws
     func deleteNode(id: Int64) async throws
     func node(id: Int64) async throws -> ControlNode?
     /// Records an interactive login waiting for `nodes register` (so an admin command in another process
@@ -114,4 +151,11 @@ public protocol ControlDirectory: Sendable {
     /// The node an admin registered for a pending login, once approved.
     func approvedNodeID(forPendingLogin id: String) async throws -> Int64?
     func markPendingLogin(id: String, approvedNode nodeID: Int64) async throws
+}
+
+extension ControlDirectory {
+    /// Writes the whole record.
+    public func updateNode(_ node: ControlNode) async throws {
+        try await updateNode(node, fields: .all)
+    }
 }

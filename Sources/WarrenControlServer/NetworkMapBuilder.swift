@@ -13,6 +13,37 @@ public protocol PacketFilterPolicy: Sendable {
     func filterRules(for node: ControlNode, in tailnet: TailnetSnapshot) -> [FilterRule]
     /// Whether `peer` appears in `node`'s map at all.
     func canSee(_ node: ControlNode, _ peer: ControlNode, in tailnet: TailnetSnapshot) -> Bool
+
+    // The rest has defaults (no SSH policy, no capabilities, admin-approved routes, every route usable):
+    // a policy that decides more implements them. See ``CompiledPolicy``.
+
+    /// The IDs `node` may see (before the authorized check), if the policy keeps them; nil: ask ``canSee``.
+    func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> Set<Int64>?
+    /// The SSH policy the node's SSH server enforces; nil: none (SSH closed).
+    func sshPolicy(for node: ControlNode, in tailnet: TailnetSnapshot) -> SSHPolicy?
+    /// Node attributes (`nodeAttrs`) for the node's own CapMap.
+    func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]]
+    /// Advertised routes that are approved (by an admin or by autoApprovers), exit routes included.
+    func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix]
+    /// Whether `viewer` may use a subnet route (it then appears in the router's AllowedIPs in its map).
+    func canAccessRoute(_ viewer: ControlNode, _ route: IPPrefix, in tailnet: TailnetSnapshot) -> Bool
+    /// The tailnet changed at these nodes (changed, added or removed); returns the IDs of the nodes whose
+    /// results may have changed, nil: possibly all. Called by the engine before it sends the change.
+    func nodesChanged(_ ids: Set<Int64>, in tailnet: TailnetSnapshot) -> Set<Int64>?
+}
+
+extension PacketFilterPolicy {
+    public func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> Set<Int64>? { nil }
+    public func sshPolicy(for node: ControlNode, in tailnet: TailnetSnapshot) -> SSHPolicy? { nil }
+    public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]] { [:] }
+    public func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
+        let approved = node.approvedRoutes.map(\.masked)
+        var out: [IPPrefix] = []
+        for route in node.advertisedRoutes where approved.contains(route) && !out.contains(route) { out.append(route) }
+        return out
+    }
+    public func canAccessRoute(_ viewer: ControlNode, _ route: IPPrefix, in tailnet: TailnetSnapshot) -> Bool { true }
+    public func nodesChanged(_ ids: Set<Int64>, in tailnet: TailnetSnapshot) -> Set<Int64>? { [] }
 }
 
 public struct AllowAllPolicy: PacketFilterPolicy {
@@ -81,7 +112,12 @@ public struct NetworkMapBuilder: Sendable {
     }
 
     /// The IDs of the nodes `node` is sent as peers, sorted.
+    /// A node waiting for device approval sees no peers.
     public func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> [Int64] {
+        guard node.authorized else { return [] }
+        if let ids = policy.peerIDs(of: node, in: tailnet) {
+            return ids.filter { $0 != node.id && tailnet.nodes[$0]?.authorized == true }.sorted()
+        }
         // A loop rather than filter/map: no array of copied nodes for a tailnet of thousands.
         var ids = [Int64]()
         ids.reserveCapacity(tailnet.nodes.count)
@@ -90,6 +126,82 @@ public struct NetworkMapBuilder: Sendable {
         }
         ids.sort()
         return ids
+    }
+
+    // MARK: Routes, capabilities, SSH
+
+    /// The node's served subnet routes for which it is the primary router: of the authorized nodes serving a
+    /// prefix, the one with the lowest ID (so each prefix has one router; failover between routers is not
+    /// modelled).
+    public func primaryRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
+        let subnets = policy.servedRoutes(of: node, in: tailnet).filter { $0.bits != 0 }
+        guard !subnets.isEmpty else { return [] }
+        let rivals = tailnet.nodes.values.filter { $0.id < node.id && $0.authorized && !$0.advertisedRoutes.isEmpty }
+        guard !rivals.isEmpty else { return subnets }
+        return subnets.filter { prefix in
+            !rivals.contains { policy.servedRoutes(of: $0, in: tailnet).contains(prefix) }
+        }
+    }
+
+    /// The exit routes (0.0.0.0/0, ::/0) the node serves.
+    public func exitRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
+        policy.servedRoutes(of: node, in: tailnet).filter { $0.bits == 0 }
+    }
+
+    /// `node` as `viewer` sees it: its AllowedIPs carry its primary subnet routes that the viewer may use
+    /// (PrimaryRoutes lists them) and, for an exit node, the default routes (the client chooses whether to
+    /// use it).
+    public func peerNode(_ node: ControlNode, for viewer: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime) -> Node {
+        var n = wireNode(node, in: tailnet, now: now)
+        guard !node.advertisedRoutes.isEmpty else { return n }
+        let primaries = primaryRoutes(of: node, in: tailnet).filter { policy.canAccessRoute(viewer, $0, in: tailnet) }
+        let routes = primaries + exitRoutes(of: node, in: tailnet)
+        if !routes.isEmpty { n.allowedIPs = (n.allowedIPs ?? []) + routes }
+        if !primaries.isEmpty { n.primaryRoutes = primaries }
+        return n
+    }
+
+    /// The node as it sees itself: its routes, and its capabilities from the policy's nodeAttrs (CapMap from
+    /// capability version 74; the plain Capabilities list before).
+    public func selfNode(_ node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime) -> Node {
+        var n = wireNode(node, in: tailnet, now: now)
+        if !node.advertisedRoutes.isEmpty {
+            let primaries = primaryRoutes(of: node, in: tailnet)
+            let routes = primaries + exitRoutes(of: node, in: tailnet)
+            if !routes.isEmpty { n.allowedIPs = (n.allowedIPs ?? []) + routes }
+            if !primaries.isEmpty { n.primaryRoutes = primaries }
+        }
+        var caps = policy.capabilities(for: node, in: tailnet)
+        for cap in Self.baselineCapabilities where caps[cap] == nil { caps[cap] = [] }
+        if !caps.isEmpty {
+            if node.capabilityVersion == 0 || node.capabilityVersion >= Self.capMapVersion {
+                n.capMap = caps.mapValues { Optional($0) }
+            } else {
+                n.capabilities = caps.keys.sorted()
+            }
+        }
+        return n
+    }
+
+    /// Capabilities every node gets, whatever the policy: `tailscale up --ssh` refuses to start the SSH server
+    /// unless the self node has tailcfg.CapabilitySSH (ipnlocal's checkSSHPrefsLocked); who may connect is
+    /// still the SSHPolicy's decision (none: nobody).
+    public static let baselineCapabilities = ["https://tailscale.com/cap/ssh"]
+
+    /// Clients understand Node.CapMap from capability version 74 (tailcfg's version history).
+    public static let capMapVersion: CapabilityVersion = 74
+
+    /// The SSH policy in MapResponse form; an absent policy is sent as no rules (SSH closed).
+    public func sshPolicyValue(for node: ControlNode, in tailnet: TailnetSnapshot) -> JSONValue {
+        Self.sshValue(policy.sshPolicy(for: node, in: tailnet))
+    }
+
+    static func sshValue(_ policy: SSHPolicy?) -> JSONValue {
+        let value = policy ?? SSHPolicy(rules: [])
+        guard let bytes = try? TailcfgJSON.encode(value), let json = try? TailcfgJSON.decode(JSONValue.self, from: bytes) else {
+            return .object(["rules": .array([])])
+        }
+        return json
     }
 
     public func userProfiles(for ids: some Sequence<Int64>, in tailnet: TailnetSnapshot) -> [UserProfile] {
@@ -123,7 +235,7 @@ public struct NetworkMapBuilder: Sendable {
     /// The complete map for `node` (the first message of a stream, or a one-shot request).
     public func fullMap(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool) -> MapResponse {
         var response = MapResponse()
-        response.node = wireNode(node, in: tailnet, now: now)
+        response.node = selfNode(node, in: tailnet, now: now)
         response.derpMap = configuration.derpMap
         let peerIDs = omitPeers ? [] : peerIDs(of: node, in: tailnet)
         var peers = [Node]()
@@ -132,7 +244,7 @@ public struct NetworkMapBuilder: Sendable {
             peers.reserveCapacity(peerIDs.count)
             for id in peerIDs {
                 guard let peer = tailnet.nodes[id] else { continue }
-                peers.append(wireNode(peer, in: tailnet, now: now))
+                peers.append(peerNode(peer, for: node, in: tailnet, now: now))
                 userIDs.insert(peer.userID)
             }
             response.peers = peers
@@ -141,6 +253,7 @@ public struct NetworkMapBuilder: Sendable {
         response.domain = configuration.baseDomain
         response.collectServices = false
         response.packetFilter = policy.filterRules(for: node, in: tailnet)
+        if let ssh = policy.sshPolicy(for: node, in: tailnet) { response.sshPolicy = Self.sshValue(ssh) }
         response.userProfiles = userProfiles(for: userIDs, in: tailnet)
         response.controlTime = now
         return response

@@ -47,9 +47,16 @@ public final class StoreDirectory: ControlDirectory {
             tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date)
         let created = node.created.date
         do {
-            let stored = try await store.transaction { try $0.registerNode(registration, allocator: allocator, now: created) }
+            let authorized = node.authorized
+            let stored = try await store.transaction { tx in
+                var stored = try tx.registerNode(registration, allocator: allocator, now: created)
+                if stored.authorized != authorized {
+                    stored.authorized = authorized
+                    try tx.update(stored)
+                }
+                return stored
+            }
             var result = Self.controlNode(stored)
-            result.authorized = node.authorized
             result.capabilityVersion = node.capabilityVersion
             return result
         } catch let error as StoreError where error.code == .exhausted || error.code == .conflict || error.code == .invalid {
@@ -57,10 +64,10 @@ public final class StoreDirectory: ControlDirectory {
         }
     }
 
-    public func updateNode(_ node: ControlNode) async throws {
+    public func updateNode(_ node: ControlNode, fields: NodeFields) async throws {
         try await store.transaction { tx in
             guard var stored = try tx.node(id: NodeID(node.id)) else { return }
-            Self.copy(node, into: &stored)
+            Self.copy(node, fields: fields, into: &stored)
             try tx.update(stored)
         }
     }
@@ -114,24 +121,35 @@ public final class StoreDirectory: ControlDirectory {
         node.lastSeen = stored.lastSeen.map(TailcfgTime.init(date:))
         node.ephemeral = stored.ephemeral
         node.tags = stored.tags
-        node.authorized = true
+        node.approvedRoutes = stored.approvedRoutes
+        node.authorized = stored.authorized
         return node
     }
 
-    static func copy(_ node: ControlNode, into stored: inout WarrenControlStore.Node) {
-        stored.machineKey = node.machineKey
-        stored.nodeKey = node.nodeKey
-        stored.discoKey = node.discoKey.raw.isZero ? nil : node.discoKey
-        stored.userID = UserID(node.userID)
-        stored.hostname = node.hostname
-        stored.givenName = node.givenName
-        stored.endpoints = node.endpoints.map(\.description)
-        stored.hostinfo = hostinfoText(node.hostinfo)
-        stored.tags = node.tags
-        stored.advertisedRoutes = node.hostinfo?.routableIPs ?? []
-        stored.expiry = node.keyExpiry?.date
-        stored.lastSeen = node.lastSeen?.date
-        stored.ephemeral = node.ephemeral
+    static func copy(_ node: ControlNode, fields: NodeFields = .all, into stored: inout WarrenControlStore.Node) {
+        if fields.contains(.nodeKey) {
+            stored.machineKey = node.machineKey
+            stored.nodeKey = node.nodeKey
+        }
+        if fields.contains(.discoKey) { stored.discoKey = node.discoKey.raw.isZero ? nil : node.discoKey }
+        if fields.contains(.owner) {
+            stored.userID = UserID(node.userID)
+            stored.tags = node.tags
+            stored.ephemeral = node.ephemeral
+        }
+        if fields.contains(.names) {
+            stored.hostname = node.hostname
+            stored.givenName = node.givenName
+        }
+        if fields.contains(.endpoints) { stored.endpoints = node.endpoints.map(\.description) }
+        if fields.contains(.hostinfo) {
+            stored.hostinfo = hostinfoText(node.hostinfo)
+            stored.advertisedRoutes = node.hostinfo?.routableIPs ?? []
+        }
+        if fields.contains(.expiry) { stored.expiry = node.keyExpiry?.date }
+        if fields.contains(.lastSeen) { stored.lastSeen = node.lastSeen?.date }
+        if fields.contains(.approvedRoutes) { stored.approvedRoutes = node.approvedRoutes }
+        if fields.contains(.authorized) { stored.authorized = node.authorized }
     }
 
     static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {

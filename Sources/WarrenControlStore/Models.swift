@@ -63,14 +63,17 @@ public struct Node: Hashable, Sendable, Codable {
     public var authKeyID: PreAuthKeyID?
     public var registerMethod: RegisterMethod
     public var created: Date
+    /// False while the node waits for an admin's device approval (`warren-control nodes approve`).
+    public var authorized: Bool
 
     public init(
         id: NodeID = NodeID(0), machineKey: MachinePublic, nodeKey: NodePublic, discoKey: DiscoPublic? = nil,
         userID: UserID, hostname: String, givenName: String, ipv4: IPAddress? = nil, ipv6: IPAddress? = nil,
         endpoints: [String] = [], hostinfo: String? = nil, tags: [String] = [], advertisedRoutes: [IPPrefix] = [],
         approvedRoutes: [IPPrefix] = [], expiry: Date? = nil, lastSeen: Date? = nil, ephemeral: Bool = false,
-        authKeyID: PreAuthKeyID? = nil, registerMethod: RegisterMethod, created: Date
+        authKeyID: PreAuthKeyID? = nil, registerMethod: RegisterMethod, created: Date, authorized: Bool = true
     ) {
+        self.authorized = authorized
         self.id = id
         self.machineKey = machineKey
         self.nodeKey = nodeKey

@@ -92,7 +92,7 @@ func adminCall<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as AdminClientError {
-        PolicyFiles.printError("warren-control: \(error.message)")
+        Console.printError("warren-control: \(error.message)")
         throw ExitCode.failure
     }
 }

@@ -12,9 +12,23 @@ import WarrenControlStore
 enum AdminWiring {
     /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600 in the 0700 state directory) with hooks that make the
     /// engine re-read what the admin side changed and push it to the connected nodes.
-    static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String)
+    /// `policyFile`: the server runs in policy file mode (`policy_file`), and `policy set` is refused.
+    static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String,
+                      policyFile: String? = nil)
         async throws -> (server: AdminHTTPServer, routes: AdminRoutes)
     {
+        let policy = AdminPolicyHooks(
+            mode: policyFile.map { .file(path: $0) } ?? .database,
+            check: { text in
+                do {
+                    _ = try await engine.checkPolicy(text)
+                } catch let rejection as PolicyRejection {
+                    throw AdminPolicyRejection(rejection.problems.map(\.description))
+                }
+            },
+            apply: { text, version in try await engine.putStoredPolicyInForce(text: text, version: version) },
+            // The text in force (read at start), not the file as it may have been edited since.
+            fileText: { await engine.compiledPolicy?.policy?.source })
         let hooks = AdminHooks(
             changed: { change in
                 switch change {
@@ -32,7 +46,8 @@ enum AdminWiring {
                 var online: Set<NodeID> = []
                 for node in await engine.allNodes() where await engine.isOnline(node.id) { online.insert(NodeID(node.id)) }
                 return online
-            })
+            },
+            policy: policy)
         let expiry = configuration.nodeKeyExpiry.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         let api = AdminAPI(
             store: store, allocator: try AddressAllocator(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix),

@@ -22,6 +22,9 @@ struct EmbeddedDERP {
         var port: Int
         var stunPort: Int
         var regionID: Int = 900
+        /// The relay is served on the control listener (HTTPS, `GET /derp` upgrade) at this port, with the
+        /// listener's own certificate: no listener of its own and no pinned certificate.
+        var mountedOnPort: Int?
     }
 
     static func start(settings: Settings, stateDir: String, logger: Logger) async throws -> EmbeddedDERP {
@@ -30,11 +33,18 @@ struct EmbeddedDERP {
                                                 attributes: [.posixPermissions: 0o700])
         let key = try loadOrCreateKey(path: directory + "/derp.key")
         let server = DERPServer(configuration: DERPServerConfiguration(privateKey: key, logger: logger))
-        let certificate = try DERPCertificate.loadOrCreateSelfSigned(directory: directory, hostnames: [settings.host])
-        let listener = try DERPListener(server: server, host: settings.host, port: settings.port,
-                                        tlsConfiguration: try certificate.serverTLSConfiguration())
-        let bound = try await listener.bind()
-        var services: [any Service] = [listener]
+        var services: [any Service] = []
+        var derpPort = settings.mountedOnPort ?? settings.port
+        var pin: String?
+        if settings.mountedOnPort == nil {
+            let certificate = try DERPCertificate.loadOrCreateSelfSigned(directory: directory, hostnames: [settings.host])
+            let listener = try DERPListener(server: server, host: settings.host, port: settings.port,
+                                            tlsConfiguration: try certificate.serverTLSConfiguration())
+            let bound = try await listener.bind()
+            services.append(listener)
+            derpPort = bound.port ?? settings.port
+            pin = certificate.pin
+        }
         var stunPort = -1
         var stunServer: STUNServer?
         if settings.stunPort > 0 {
@@ -50,13 +60,13 @@ struct EmbeddedDERP {
             node.ipv4 = address.version == .v4 ? settings.host : "none"
             node.ipv6 = address.version == .v6 ? settings.host : "none"
         }
-        node.derpPort = bound.port ?? settings.port
+        node.derpPort = derpPort
         node.stunPort = stunPort
-        node.certName = certificate.pin
+        node.certName = pin
         let region = DERPRegion(regionID: settings.regionID, regionCode: "warren", regionName: "Warren embedded relay",
                                 nodes: [node])
         logger.info("embedded DERP relay ready", metadata: [
-            "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(certificate.pin)"])
+            "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(pin ?? "(the control listener's certificate)")"])
         return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer)
     }
 

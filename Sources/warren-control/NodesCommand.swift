@@ -19,7 +19,7 @@ struct NodeReference: ParsableArguments {
 struct NodesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nodes", abstract: "Manage nodes.",
-        subcommands: [List.self, Register.self, Expire.self, Rename.self, Tag.self, Delete.self, Routes.self, ApproveRoutes.self])
+        subcommands: [List.self, Register.self, Approve.self, Expire.self, Rename.self, Tag.self, Delete.self, Routes.self, ApproveRoutes.self])
 
     static func printNodes(_ nodes: [NodeJSON], format: OutputFormat) {
         if format == .json { return AdminOutput.json(nodes) }
@@ -59,6 +59,24 @@ struct NodesCommand: AsyncParsableCommand {
             }
             if output == .json { return AdminOutput.json(node) }
             print("Node \(node.givenName) registered for \(node.user) (id \(node.id), \(node.ipAddresses.joined(separator: ", ")))")
+        }
+    }
+
+    struct Approve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Approve a device that waits for approval (require_device_approval: true).")
+        @OptionGroup var connection: AdminConnectionOptions
+        @OptionGroup var node: NodeReference
+        @Argument(help: "The node's id or name (or -i).") var arguments: [String] = []
+
+        func run() async throws {
+            var rest = arguments
+            let reference = try node.resolve(&rest)
+            let client = try connection.client()
+            let approved = try await adminCall {
+                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/approve", as: NodeJSON.self)
+            }
+            print("Node \(approved.givenName) approved")
         }
     }
 

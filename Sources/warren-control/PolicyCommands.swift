@@ -8,11 +8,11 @@ import WarrenPolicy
 //   policy explain --policy POLICY --topology FILE --from NODE --to NODE:PORT [--proto tcp|udp|icmp]
 // FILE has the shape of a conformance capture's `topology` (users and nodes), or is a whole capture.
 
-struct PolicyCommand: ParsableCommand {
+struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
-        abstract: "Check, compile and explain Tailscale-style access policies.",
-        subcommands: [Check.self, Compile.self, Explain.self])
+        abstract: "Check, compile and explain Tailscale-style access policies; set and get the running server's.",
+        subcommands: [Check.self, Compile.self, Explain.self, SetPolicy.self, Get.self, History.self])
 }
 
 enum PolicyFiles {
@@ -32,10 +32,6 @@ enum PolicyFiles {
         return try topology.tailnet()
     }
 
-    static func printError(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
-    }
-
     static func located(_ path: String, _ e: PolicyError) -> String {
         if let l = e.line, let c = e.column { return "\(path):\(l):\(c): \(e.message)" }
         return "\(path): \(e.message)"
@@ -48,7 +44,7 @@ enum PolicyFiles {
         do {
             policy = try PolicyParser.parse(text, tailnetDomain: tailnet.domain)
         } catch {
-            printError(located(policyPath, error))
+            Console.printError(located(policyPath, error))
             throw ExitCode.failure
         }
         return policy
@@ -75,9 +71,9 @@ extension PolicyCommand {
                 return
             }
             let failures = PolicyTestRunner(policy: parsed, tailnet: tailnet).run()
-            for f in failures { PolicyFiles.printError(PolicyFiles.located(policy, f)) }
+            for f in failures { Console.printError(PolicyFiles.located(policy, f)) }
             if !failures.isEmpty {
-                PolicyFiles.printError("\(policy): test(s) failed")
+                Console.printError("\(policy): test(s) failed")
                 throw ExitCode.failure
             }
             print("\(policy): valid; \(testCount) test(s) passed")

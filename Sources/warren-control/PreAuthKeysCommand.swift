@@ -15,7 +15,7 @@ struct PreAuthKeysCommand: AsyncParsableCommand {
         @Option(name: .shortAndLong, help: "The user whose nodes the key registers.") var user: String
         @Flag(help: "Usable any number of times (default: once).") var reusable = false
         @Flag(help: "Nodes registered with it are ephemeral.") var ephemeral = false
-        @Flag(help: "Routes its nodes advertise are approved at once.") var preApproved = false
+        @Flag(help: "Skips device approval; approves advertised routes.") var preApproved = false
         @Option(help: "Tags for its nodes, such as tag:a,tag:b.") var tags: String?
         @Option(help: "Lifetime (24h, 7d) or an RFC 3339 time. Default: no expiry.") var expiration: String?
         @Option(name: .shortAndLong, help: "Output format: text (the key alone) or json.") var output: OutputFormat = .text

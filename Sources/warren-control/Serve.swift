@@ -3,12 +3,16 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOHTTP1
+import NIOSSL
 import ServiceLifecycle
 import TailscaleKeys
 import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
+import WarrenDERPServer
 import WarrenPacket
+import WarrenPolicy
 import WarrenTailcfg
 
 struct ServeCommand: AsyncParsableCommand {
@@ -37,13 +41,14 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 file = try ServeConfigFile.load(path: config)
             } catch let error as ConfigError {
-                PolicyFiles.printError("warren-control: \(error)")
+                Console.printError("warren-control: \(error)")
                 throw ExitCode(2)
             }
         }
+        let logLevel = file.logLevel ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = file.logLevel ?? .info
+            handler.logLevel = logLevel
             return handler
         }
         let logger = Logger(label: "warren.control")
@@ -51,13 +56,13 @@ struct ServeCommand: AsyncParsableCommand {
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
-            PolicyFiles.printError("warren-control: --listen \(listenText): expected host:port")
+            Console.printError("warren-control: --listen \(listenText): expected host:port")
             throw ExitCode(2)
         }
         let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
         let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
         if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
-            PolicyFiles.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
+            Console.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
             throw ExitCode(2)
         }
         let metrics = ControlMetricsRegistry()
@@ -66,18 +71,32 @@ struct ServeCommand: AsyncParsableCommand {
         let controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
 
         let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+        let scheme = file.tls == nil ? "http" : "https"
+        let tlsContext: NIOSSLContext?
+        do {
+            tlsContext = try file.tls?.context()
+        } catch {
+            Console.printError("warren-control: tls: \(error)")
+            throw ExitCode(2)
+        }
         var configuration = ControlConfiguration(
-            serverURL: file.serverURL ?? "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
+            serverURL: file.serverURL ?? "\(scheme)://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
         file.apply(to: &configuration)
 
         var extraServices: [any Service] = []
+        var derpServer: DERPServer?
         if file.derpEnabled ?? true {
             let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
+            // With TLS the relay is mounted on the control listener (its certificate, no pin), as headscale
+            // does; a listener on port 0 has no port to announce yet, so the relay then keeps its own.
+            let mounted = file.tls != nil && port != 0 && file.derpPort == nil
             let derp = try await EmbeddedDERP.start(
-                settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478),
+                settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478,
+                                mountedOnPort: mounted ? port : nil),
                 stateDir: stateDir, logger: logger)
             configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
             extraServices += derp.services
+            if mounted { derpServer = derp.server }
             metrics.watch(derp: derp.server)
             if let stun = derp.stun { metrics.watch(stun: stun) }
         }
@@ -85,26 +104,39 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
-        // The access policy: the configured file, else the version in force in the store, else allow-all.
-        var policy: any PacketFilterPolicy = AllowAllPolicy()
+        // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
+        // (database mode: `policy set` replaces it at run time).
+        // `check` SSH actions delegate to this server's URL.
+        let options = CompileOptions(controlURL: configuration.serverURL)
+        var policy = CompiledPolicy(policy: nil, options: options)
         if let compiled = file.policy {
-            policy = compiled
+            policy = CompiledPolicy(policy: compiled.policy, options: options)
         } else if let stored = try await store.read({ try $0.currentPolicy() }) {
             do {
-                policy = try CompiledPolicy(text: stored.text)
+                policy = CompiledPolicy(policy: try PolicyParser.parse(stored.text), options: options)
             } catch {
-                PolicyFiles.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
+                Console.printError("warren-control: stored policy version \(stored.version) does not parse: \(error)")
                 throw ExitCode(2)
             }
         }
         let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
                                    metrics: metrics.control)
         try await engine.load()
-        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir)
+        let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
+                                                policyFile: file.policyPath)
+        var upgraders: UpgraderFactory?
+        if let relay = derpServer {
+            upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
+        }
         let server = try await ControlHTTPServer.start(
-            engine: engine, controlKey: controlKey, options: ControlServerOptions(host: host, port: port, extraRoutes: admin.routes), logger: logger)
+            engine: engine, controlKey: controlKey,
+            options: ControlServerOptions(host: host, port: port,
+                                          extraRoutes: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
+                                          extraUpgraders: upgraders, tls: tlsContext),
+            logger: logger)
+        extraServices.append(NodeKeyExpiryWatcher(engine: engine))
         if file.serverURL == nil, port == 0, let actual = server.port {
-            configuration.serverURL = "http://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
+            configuration.serverURL = "\(scheme)://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
             await engine.setServerURL(configuration.serverURL)
         }
         if let (metricsHost, metricsPort) = metricsAddress {

@@ -34,9 +34,13 @@ struct ServeConfigFile {
     var derpEnabled: Bool?
     /// The compiled access policy (from `policy_file`), if any.
     var policy: CompiledPolicy?
+    /// Its path: the server is then in policy file mode (`policy set` refused).
+    var policyPath: String?
     var derpHost: String?
     var derpPort: Int?
     var stunPort: Int?
+    /// `tls: {cert_file, key_file}`: HTTPS on the control listener.
+    var tls: ControlTLSFiles?
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -206,10 +210,22 @@ struct ServeConfigFile {
                 }
                 do {
                     out.policy = try CompiledPolicy(text: String(decoding: data, as: UTF8.self))
+                    out.policyPath = path
                 } catch let error as PolicyError {
                     let place = error.line.map { ":\($0):\(error.column ?? 0)" } ?? ""
                     throw fail("policy_file", "\(path)\(place): \(error.message)")
                 }
+            }
+            if let tls = map["tls"] {
+                guard let t = tls as? [String: Any] else { throw fail("tls", "expected a mapping with cert_file and key_file") }
+                try checkKeys(t, allowed: ["cert_file", "key_file"], at: "tls")
+                guard let certificateFile = try string(t["cert_file"], "tls.cert_file"), !certificateFile.isEmpty else {
+                    throw fail("tls.cert_file", "missing (the PEM certificate chain, leaf first)")
+                }
+                guard let keyFile = try string(t["key_file"], "tls.key_file"), !keyFile.isEmpty else {
+                    throw fail("tls.key_file", "missing (the PEM private key)")
+                }
+                out.tls = try ControlTLSFiles.load(certificateFile: certificateFile, keyFile: keyFile, configFile: file)
             }
             if let derp = map["derp"] {
                 guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// warren-control: the coordination server's command line. Each area is a subcommand group in its own
 /// file: `serve` in Serve.swift, the policy commands in PolicyCommands.swift, the admin commands
@@ -9,4 +10,11 @@ struct WarrenControl: AsyncParsableCommand {
         commandName: "warren-control",
         abstract: "Warren's coordination server and its administration.",
         subcommands: [ServeCommand.self, PolicyCommand.self] + adminSubcommands)
+}
+
+/// Where every warren-control command writes its errors (standard error, one line per call).
+enum Console {
+    static func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
 }

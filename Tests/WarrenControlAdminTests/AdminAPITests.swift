@@ -197,6 +197,30 @@ final class AdminAPITests: XCTestCase {
         _ = try await h.error("DELETE", "/api/v1/users/alice", status: 409)
     }
 
+    func testApproveADeviceWaitingForApproval() async throws {
+        let h = Harness()
+        _ = try await h.json(UserJSON.self, "POST", "/api/v1/users", #"{"name":"alice"}"#, status: 201)
+        let stored = try await h.store.transaction { tx in
+            var generator = SeededGenerator(seed: 9)
+            var node = try tx.registerNode(
+                NodeRegistration(machineKey: MachinePublic(rawRepresentation: generator.bytes(count: 32))!,
+                                 nodeKey: NodePublic(rawRepresentation: generator.bytes(count: 32))!,
+                                 userID: try tx.requireUser(named: "alice").id, hostname: "kiosk", method: .authKey),
+                allocator: try AddressAllocator(), now: fixedNow)
+            node.authorized = false
+            try tx.update(node)
+            return node
+        }
+        let waiting = try await h.json(NodeJSON.self, "GET", "/api/v1/nodes/kiosk")
+        XCTAssertFalse(waiting.authorized)
+        let approved = try await h.json(NodeJSON.self, "POST", "/api/v1/nodes/kiosk/approve")
+        XCTAssertTrue(approved.authorized)
+        XCTAssertEqual(h.log.all.last, .nodesChanged([stored.id]))
+        let reread = try await h.store.read { try $0.node(id: stored.id)?.authorized }
+        XCTAssertEqual(reread, true)
+        _ = try await h.error("POST", "/api/v1/nodes/nosuchnode/approve", status: 404)
+    }
+
     func testNetworkCallsNeedAValidAPIKey() async throws {
         let h = Harness()
         let created = try await h.json(CreatedAPIKeyJSON.self, "POST", "/api/v1/apikeys", #"{"expiresIn":"1h"}"#, status: 201)

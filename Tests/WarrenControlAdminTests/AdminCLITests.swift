@@ -28,7 +28,8 @@ enum CLI {
     }
 
     /// Runs the binary without blocking the caller's thread (the admin server in this process keeps serving).
-    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
+    /// `input`: a file for standard input (else none).
+    static func run(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws -> CommandResult {
         let binary = try binary()
         let directory = NSTemporaryDirectory() + "warren-cli-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -42,7 +43,7 @@ enum CLI {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = input.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
         let status: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do { try process.run() } catch { continuation.resume(throwing: error) }
@@ -167,6 +168,19 @@ final class AdminCLITests: XCTestCase {
         XCTAssertEqual(nodes.first?.givenName, "work")
         XCTAssertEqual(nodes.first?.tags, ["tag:server"])
 
+        // `nodes approve`: a device waiting for approval (require_device_approval) is let in.
+        try await store.transaction { tx in
+            var stored = try tx.requireNode(id: NodeID(node.id))
+            stored.authorized = false
+            try tx.update(stored)
+        }
+        let waiting = try await runJSON([NodeJSON].self, ["nodes", "list"])
+        XCTAssertEqual(waiting.first?.authorized, false)
+        let approved = try await run(["nodes", "approve", "work"])
+        XCTAssertEqual(approved, "Node work approved\n")
+        let value1 = try await runJSON([NodeJSON].self, ["nodes", "list"])
+        XCTAssertEqual(value1.first?.authorized, true)
+
         _ = try await run(["nodes", "expire", "work"])
         let value2 = try await runJSON([NodeJSON].self, ["nodes", "list"])
         XCTAssertEqual(value2.first?.expired, true)
@@ -275,7 +289,7 @@ OPTIONS:
   -u, --user <user>       The user whose nodes the key registers.
   --reusable              Usable any number of times (default: once).
   --ephemeral             Nodes registered with it are ephemeral.
-  --pre-approved          Routes its nodes advertise are approved at once.
+  --pre-approved          Skips device approval; approves advertised routes.
   --tags <tags>           Tags for its nodes, such as tag:a,tag:b.
   --expiration <expiration>
                           Lifetime (24h, 7d) or an RFC 3339 time. Default: no

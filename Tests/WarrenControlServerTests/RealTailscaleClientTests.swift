@@ -159,13 +159,13 @@ final class RealTailscaleClientTests: XCTestCase {
         return environment
     }
 
-    static func caddyConfig(index i: Int, authKey: String?, stateDir: String) -> String {
+    static func caddyConfig(index i: Int, authKey: String?, stateDir: String, controlURL: String = "http://127.0.0.1:8080") -> String {
         let key = authKey.map { #""auth_key": "\#($0)", "# } ?? ""
         return """
         {"admin": {"disabled": true, "config": {"persist": false}},
          "logging": {"logs": {"default": {"level": "DEBUG", "writer": {"output": "stderr"}}}},
          "apps": {
-          "tailscale": {"nodes": {"n\(i)": {"control_url": "http://127.0.0.1:8080", \(key)
+          "tailscale": {"nodes": {"n\(i)": {"control_url": "\(controlURL)", \(key)
              "hostname": "node\(i)", "state_dir": "\(stateDir)", "ephemeral": true}}},
           "http": {"servers": {
            "tailnet": {"listen": ["tailscale/n\(i):80"], "automatic_https": {"disable": true},
@@ -256,7 +256,8 @@ final class Lab: @unchecked Sendable {
     let directory: String
     private var processes: [Process] = []
 
-    init(prefix: String) throws {
+    /// `interfaces`: the name prefix of the veth pair inside the namespace.
+    init(prefix: String, interfaces: String = "wct") throws {
         namespace = "\(prefix)-\(getpid() % 100_000)"
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         try? FileManager.default.removeItem(atPath: directory)
@@ -268,9 +269,9 @@ final class Lab: @unchecked Sendable {
         // tsnet's magicsock treats a host whose only interface is loopback as offline and never dials DERP,
         // so the namespace gets a veth pair (both ends inside it) with a documentation address (RFC 5737) on
         // one end. Nothing leaves the namespace: the pair only connects to itself.
-        for command in [["ip", "link", "add", "wct0", "type", "veth", "peer", "name", "wct1"],
-                        ["ip", "addr", "add", "192.0.2.1/24", "dev", "wct0"],
-                        ["ip", "link", "set", "wct1", "up"], ["ip", "link", "set", "wct0", "up"]] {
+        for command in [["ip", "link", "add", "\(interfaces)0", "type", "veth", "peer", "name", "\(interfaces)1"],
+                        ["ip", "addr", "add", "192.0.2.1/24", "dev", "\(interfaces)0"],
+                        ["ip", "link", "set", "\(interfaces)1", "up"], ["ip", "link", "set", "\(interfaces)0", "up"]] {
             _ = try RealTailscaleClientTests.run(["/usr/sbin/ip", "netns", "exec", namespace] + command)
         }
     }

@@ -1,0 +1,29 @@
+import WarrenPacket
+
+extension PolicyEngine {
+    /// Whether the policy lets the node use a subnet route: a rule lets it (or the subnets it routes) reach
+    /// into the route, or lets the route reach it (or its subnets), so that it needs the route for the
+    /// traffic or its replies. Global rules only: `autogroup:self` stays within a user's own devices, and
+    /// via routes are steered by the grant itself. A control server lists a router's route in a peer's
+    /// AllowedIPs only for the peers for which this holds.
+    public func canAccessRoute(_ name: String, _ route: IPPrefix) -> Bool {
+        guard let s = live.slotByName[name], let node = live.nodes[s] else { return false }
+        let own = node.subnetRoutes
+        for u in units.indices {
+            for (j, rule) in units[u].rules.enumerated() where !rule.isCapRule {
+                let src = rule.srcSet, dst = dstSets[u][j]
+                if srcMember(src, node), dst.overlaps(route) { return true }
+                if src.overlaps(route) {
+                    if node.addresses.contains(where: dst.contains) || own.contains(where: dst.overlaps) { return true }
+                }
+            }
+        }
+        return false
+    }
+
+    /// The node's approved routes as the policy sees them: those approved in the tailnet plus those that
+    /// autoApprovers approve (when the options apply them), in the order given.
+    public func effectiveApprovedRoutes(for name: String) -> [IPPrefix]? {
+        live.slotByName[name].flatMap { live.nodes[$0] }?.approvedRoutes
+    }
+}
