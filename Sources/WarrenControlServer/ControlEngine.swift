@@ -70,6 +70,8 @@ public actor ControlEngine {
     /// Counters for tests, metrics and benchmarks.
     public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
     public nonisolated let metrics: ControlMetrics
+    /// Encodes every map message the streams send (hand-written JSON, peers cached across messages).
+    public nonisolated let mapEncoder = MapMessageEncoder()
 
     public struct Statistics: Sendable, Hashable {
         public var fullMapsSent = 0

@@ -106,11 +106,12 @@ final class ControlStreamHandler: ChannelInboundHandler {
             respond(channel, status: HTTPResponseStatus(statusCode: refusal.status), text: refusal.description)
             return
         }
-        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics)
+        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics,
+                       encoder: engine.mapEncoder)
     }
 
     private static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
-                                 metrics: ControlMetrics) async {
+                                 metrics: ControlMetrics, encoder: MapMessageEncoder) async {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/octet-stream")
         switch reply {
@@ -118,7 +119,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
             respond(channel, status: .ok, text: "")
         case .single(let response?):
             do {
-                let framed = try MapStreamFraming.frame(response, compress: compress)
+                let framed = try MapStreamFraming.frame(response, compress: compress, encoder: encoder)
                 metrics.record(mapBytesSent: framed.count)
                 channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)),
                               promise: nil)
@@ -132,7 +133,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
                 try await channel.writeAndFlush(
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
                 for await message in stream {
-                    let framed = try MapStreamFraming.frame(message, compress: compress)
+                    let framed = try MapStreamFraming.frame(message, compress: compress, encoder: encoder)
                     metrics.record(mapBytesSent: framed.count)
                     try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
                 }

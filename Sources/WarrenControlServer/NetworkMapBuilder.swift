@@ -118,9 +118,14 @@ public struct NetworkMapBuilder: Sendable {
         if let ids = policy.peerIDs(of: node, in: tailnet) {
             return ids.filter { $0 != node.id && tailnet.nodes[$0]?.authorized == true }.sorted()
         }
-        return tailnet.nodes.values.filter { other in
-            other.id != node.id && other.authorized && policy.canSee(node, other, in: tailnet)
-        }.map(\.id).sorted()
+        // A loop rather than filter/map: no array of copied nodes for a tailnet of thousands.
+        var ids = [Int64]()
+        ids.reserveCapacity(tailnet.nodes.count)
+        for (id, other) in tailnet.nodes where id != node.id && other.authorized && policy.canSee(node, other, in: tailnet) {
+            ids.append(id)
+        }
+        ids.sort()
+        return ids
     }
 
     // MARK: Routes, capabilities, SSH
@@ -233,15 +238,23 @@ public struct NetworkMapBuilder: Sendable {
         response.node = selfNode(node, in: tailnet, now: now)
         response.derpMap = configuration.derpMap
         let peerIDs = omitPeers ? [] : peerIDs(of: node, in: tailnet)
+        var peers = [Node]()
+        var userIDs: Set<Int64> = [node.userID]
         if !omitPeers {
-            response.peers = peerIDs.compactMap { tailnet.nodes[$0] }.map { peerNode($0, for: node, in: tailnet, now: now) }
+            peers.reserveCapacity(peerIDs.count)
+            for id in peerIDs {
+                guard let peer = tailnet.nodes[id] else { continue }
+                peers.append(peerNode(peer, for: node, in: tailnet, now: now))
+                userIDs.insert(peer.userID)
+            }
+            response.peers = peers
         }
         response.dnsConfig = dnsConfig()
         response.domain = configuration.baseDomain
         response.collectServices = false
         response.packetFilter = policy.filterRules(for: node, in: tailnet)
         if let ssh = policy.sshPolicy(for: node, in: tailnet) { response.sshPolicy = Self.sshValue(ssh) }
-        response.userProfiles = userProfiles(for: [node.userID] + peerIDs.compactMap { tailnet.nodes[$0]?.userID }, in: tailnet)
+        response.userProfiles = userProfiles(for: userIDs, in: tailnet)
         response.controlTime = now
         return response
     }

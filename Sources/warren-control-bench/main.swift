@@ -1,7 +1,9 @@
 // warren-control-bench: figures for the coordination server, run on demand (not a test).
 //
 //   1. map build: one node's full map in a tailnet of N nodes (default 1,000 and 10,000), built by
-//      NetworkMapBuilder, then JSON-encoded and zstd-compressed as the stream writer does.
+//      NetworkMapBuilder, then JSON-encoded and zstd-compressed, three ways: Foundation's JSONEncoder
+//      (the Codable path, for comparison), the hand-written writer, and the writer with the shared
+//      peer cache (MapMessageEncoder, what the stream writer uses), each viewer a different node.
 //   2. join fan-out: a server in a child process (this program with --server-child), N simulated
 //      clients in this one, each speaking the real protocol over loopback (ts2021 Noise + HTTP/2,
 //      register, streaming map with zstd). Then nodes join, and each connected client notes when the
@@ -9,6 +11,7 @@
 //   3. server memory: the child's RSS before, after N registrations, and with N map streams open.
 //
 // Usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] [--skip-map] [--skip-fanout]
+//                             [--no-compress] [--zstd-level 1]
 
 import Foundation
 import Logging
@@ -32,6 +35,7 @@ struct Options {
     var skipFanout = false
     var serverChild = false
     var compress = true
+    var zstdLevel = MapStreamFraming.compressionLevel
 
     init(_ arguments: [String]) {
         var i = 0
@@ -48,10 +52,11 @@ struct Options {
             case "--skip-map": skipMap = true
             case "--skip-fanout": skipFanout = true
             case "--no-compress": compress = false
+            case "--zstd-level": zstdLevel = Int32(value()) ?? zstdLevel
             case "--server-child": serverChild = true
             case "-h", "--help":
                 print("usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] "
-                      + "[--skip-map] [--skip-fanout] [--no-compress]")
+                      + "[--skip-map] [--skip-fanout] [--no-compress] [--zstd-level 1]")
                 exit(0)
             default: fail("unknown argument \(arguments[i])")
             }
@@ -111,36 +116,60 @@ func syntheticTailnet(count: Int, users: Int = 10) -> TailnetSnapshot {
     return TailnetSnapshot(nodes: nodes, users: userMap, online: Set(nodes.keys))
 }
 
-func benchMapBuild(sizes: [Int]) throws {
-    print("== full map for one node")
-    print("   nodes     build        JSON encode  zstd         total        JSON bytes  zstd bytes")
+func benchMapBuild(sizes: [Int], zstdLevel: Int32) throws {
+    print("== full map for one node (zstd level \(zstdLevel))")
+    print("   nodes     path                  build        encode       zstd         total        JSON bytes  zstd bytes")
     let clock = ContinuousClock()
     for n in sizes {
         let tailnet = syntheticTailnet(count: n)
         let builder = NetworkMapBuilder(configuration: ControlConfiguration(serverURL: "http://127.0.0.1:8080"))
         let now = TailcfgTime(secondsSince1970: 1_760_000_000, nanoseconds: 0)
-        guard let me = tailnet.nodes[1] else { continue }
-        var builds = [Double](), encodes = [Double](), compresses = [Double](), totals = [Double]()
-        var jsonBytes = 0, zstdBytes = 0
         let rounds = n >= 10_000 ? 7 : 21
-        for _ in 0..<rounds {
-            let t0 = clock.now
-            let map = builder.fullMap(for: me, in: tailnet, now: now, omitPeers: false)
-            let t1 = clock.now
-            let json = try TailcfgJSON.encode(map)
-            let t2 = clock.now
-            let compressed = try Zstd.compress(json)
-            let t3 = clock.now
-            builds.append(milliseconds(t1 - t0))
-            encodes.append(milliseconds(t2 - t1))
-            compresses.append(milliseconds(t3 - t2))
-            totals.append(milliseconds(t3 - t0))
-            jsonBytes = json.count
-            zstdBytes = compressed.count
+        // The server's shared encoder: warmed by the first map, then each round is a different viewer
+        // (whose peers are the previous viewers' peers, as when a tailnet's nodes connect one by one).
+        let shared = MapMessageEncoder()
+        enum Path: CaseIterable { case foundation, writer, cached }
+        var identical = true
+        for path in Path.allCases {
+            var builds = [Double](), encodes = [Double](), compresses = [Double](), totals = [Double]()
+            var jsonBytes = 0, zstdBytes = 0
+            if path == .cached, let first = tailnet.nodes[Int64(n)] {
+                _ = try shared.encode(builder.fullMap(for: first, in: tailnet, now: now, omitPeers: false))
+            }
+            for round in 0..<rounds {
+                guard let me = tailnet.nodes[Int64(1 + round % n)] else { continue }
+                let t0 = clock.now
+                let map = builder.fullMap(for: me, in: tailnet, now: now, omitPeers: false)
+                let t1 = clock.now
+                let json: [UInt8]
+                switch path {
+                case .foundation: json = try TailcfgJSON.encode(map)
+                case .writer: json = try TailcfgJSON.write(map)
+                case .cached: json = try shared.encode(map)
+                }
+                let t2 = clock.now
+                let compressed = try Zstd.compress(json, level: zstdLevel)
+                let t3 = clock.now
+                builds.append(milliseconds(t1 - t0))
+                encodes.append(milliseconds(t2 - t1))
+                compresses.append(milliseconds(t3 - t2))
+                totals.append(milliseconds(t3 - t0))
+                jsonBytes = json.count
+                zstdBytes = compressed.count
+                if path != .foundation && round == 0 { identical = try identical && json == TailcfgJSON.encode(map) }
+            }
+            let name = switch path {
+            case .foundation: "JSONEncoder"
+            case .writer: "writer"
+            case .cached: "writer + peer cache"
+            }
+            let median = { (v: [Double]) in percentile(v.sorted(), 0.5) }
+            print("   " + pad("\(n)", 10) + pad(name, 22) + pad(format(median(builds)), 13) + pad(format(median(encodes)), 13)
+                  + pad(format(median(compresses)), 13) + pad(format(median(totals)), 13) + pad("\(jsonBytes)", 12) + "\(zstdBytes)")
         }
-        let median = { (v: [Double]) in percentile(v.sorted(), 0.5) }
-        print("   " + pad("\(n)", 10) + pad(format(median(builds)), 13) + pad(format(median(encodes)), 13)
-              + pad(format(median(compresses)), 13) + pad(format(median(totals)), 13) + pad("\(jsonBytes)", 12) + "\(zstdBytes)")
+        let stats = shared.statistics
+        print("   " + pad("", 10) + "writer output identical to JSONEncoder: \(identical ? "yes" : "NO"); "
+              + "peer cache hits \(stats.peerHits), misses \(stats.peerMisses)")
     }
     print("   (median of 21 rounds; 7 at 10,000)")
 }
@@ -372,6 +401,6 @@ if options.serverChild {
     try await runServerChild()
 } else {
     print("warren-control-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
-    if !options.skipMap { try benchMapBuild(sizes: options.mapSizes) }
+    if !options.skipMap { try benchMapBuild(sizes: options.mapSizes, zstdLevel: options.zstdLevel) }
     if !options.skipFanout { try await benchFanout(sessions: options.sessions, joins: options.joins, compress: options.compress) }
 }
