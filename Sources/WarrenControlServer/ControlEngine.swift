@@ -22,15 +22,23 @@ public actor ControlEngine {
     public enum MapReply: Sendable {
         /// One response (nil: an empty body, for lite updates).
         case single(MapResponse?)
-        /// A long poll: messages until the stream finishes.
-        case stream(AsyncStream<MapResponse>)
+        /// A long poll: messages until the stream finishes (changes that pile up are merged).
+        case stream(MapSessionOutbox)
     }
 
-    private struct Session {
-        var continuation: AsyncStream<MapResponse>.Continuation
+    /// One open map stream. A class: the fan-out changes thousands of them per event, in place.
+    private final class Session {
+        let outbox: MapSessionOutbox
         var knownPeers: Set<Int64>
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
+
+        init(outbox: MapSessionOutbox, knownPeers: Set<Int64>, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?) {
+            self.outbox = outbox
+            self.knownPeers = knownPeers
+            self.lastFilter = lastFilter
+            self.keepAlive = keepAlive
+        }
     }
 
     private struct PendingLogin {
@@ -409,14 +417,14 @@ public actor ControlEngine {
         }
 
         let wasOnline = isOnline(id)
-        let (stream, continuation) = AsyncStream<MapResponse>.makeStream(bufferingPolicy: .unbounded)
+        let outbox = MapSessionOutbox()
         let sessionID = nextSessionID
         nextSessionID += 1
         ephemeralReapers.removeValue(forKey: id)?.cancel()
         var current = snapshot
         current.online.insert(id)
         let full = builder.fullMap(for: node, in: current, now: time, omitPeers: request.omitPeers == true)
-        continuation.yield(full)
+        outbox.yield(full)
         statistics.fullMapsSent += 1
         let interval = configuration.keepAliveInterval
         let keepAlive = Task { [weak self] in
@@ -427,11 +435,11 @@ public actor ControlEngine {
             }
         }
         sessions[id, default: [:]][sessionID] = Session(
-            continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
+            outbox: outbox, knownPeers: Set(full.peers?.map(\.id) ?? []),
             lastFilter: full.packetFilter ?? [], keepAlive: keepAlive)
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
-        continuation.onTermination = { [weak self] _ in
+        outbox.setOnTermination { [weak self] in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
         // One message to the peers for everything this request changed, coming online included.
@@ -449,14 +457,14 @@ public actor ControlEngine {
             break
         }
         logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
-        return .stream(stream)
+        return .stream(outbox)
     }
 
     private func sendKeepAlive(node id: Int64, session: Int) {
         guard let s = sessions[id]?[session] else { return }
         var message = MapResponse.keepAliveMessage
         message.controlTime = now()
-        s.continuation.yield(message)
+        s.outbox.yield(message)
         statistics.keepAlivesSent += 1
     }
 
@@ -496,7 +504,7 @@ public actor ControlEngine {
     }
 
     private func closeSessions(of id: Int64) {
-        for session in (sessions[id] ?? [:]).values { session.continuation.finish() }
+        for session in (sessions[id] ?? [:]).values { session.outbox.finish() }
     }
 
     // MARK: Admin changes
@@ -533,46 +541,53 @@ public actor ControlEngine {
 
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
+    ///
+    /// O(sessions) per change: the changed node's wire form and user profile are the same for every
+    /// viewer and are built once; sessions are objects changed in place (a copied session would copy its
+    /// set of known peers on the first insert: O(N) per viewer, O(N^2) per join). The messages are small
+    /// values; each writer merges what piles up (``MapSessionOutbox``) before it encodes.
     private func broadcast(about id: Int64, _ update: PeerUpdate) {
         let current = snapshot
         let time = now()
         let changed = nodes[id]
+        let changedWire = changed.map { builder.wireNode($0, in: current, now: time) }
+        let changedProfiles = changed.map { builder.userProfiles(for: [$0.userID], in: current) }
+        let filtersMayMove = !(builder.policy is AllowAllPolicy)
+        var sent = 0
         for (viewerID, viewerSessions) in sessions {
             guard let viewer = nodes[viewerID] else { continue }
-            for (sessionID, var session) in viewerSessions {
+            let visible = viewerID != id
+                && (changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false)
+            // The filter depends on the viewer only: computed once for all of its sessions.
+            var filter: [FilterRule]?
+            if filtersMayMove { filter = builder.policy.filterRules(for: viewer, in: current) }
+            for session in viewerSessions.values {
                 var message = MapResponse()
                 if viewerID == id {
-                    guard case .full = update, let changed else { continue }
-                    message.node = builder.wireNode(changed, in: current, now: time)
-                } else {
-                    let visible = changed.map { $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
-                    if !visible {
-                        guard session.knownPeers.remove(id) != nil else { continue }
-                        message.peersRemoved = [id]
-                    } else if let changed, !session.knownPeers.contains(id) {
-                        session.knownPeers.insert(id)
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
-                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    } else if case .patch(let patch) = update {
-                        message.peersChangedPatch = [patch]
-                    } else if let changed {
-                        message.peersChanged = [builder.wireNode(changed, in: current, now: time)]
-                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    }
+                    guard case .full = update, let changedWire else { continue }
+                    message.node = changedWire
+                } else if !visible {
+                    guard session.knownPeers.remove(id) != nil else { continue }
+                    message.peersRemoved = [id]
+                } else if let changedWire, session.knownPeers.insert(id).inserted {
+                    message.peersChanged = [changedWire]
+                    message.userProfiles = changedProfiles
+                } else if case .patch(let patch) = update {
+                    message.peersChangedPatch = [patch]
+                } else if let changedWire {
+                    message.peersChanged = [changedWire]
+                    message.userProfiles = changedProfiles
                 }
                 // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
-                if !(builder.policy is AllowAllPolicy) {
-                    let filter = builder.policy.filterRules(for: viewer, in: current)
-                    if filter != session.lastFilter {
-                        message.packetFilter = filter
-                        session.lastFilter = filter
-                    }
+                if let filter, filter != session.lastFilter {
+                    message.packetFilter = filter
+                    session.lastFilter = filter
                 }
-                session.continuation.yield(message)
-                statistics.incrementalUpdatesSent += 1
-                sessions[viewerID]?[sessionID] = session
+                session.outbox.yield(message)
+                sent += 1
             }
         }
+        statistics.incrementalUpdatesSent += sent
     }
 
     static func randomID() -> String {

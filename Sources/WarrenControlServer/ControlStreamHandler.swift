@@ -128,6 +128,8 @@ final class ControlStreamHandler: ChannelInboundHandler {
                 respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
             }
         case .stream(let stream):
+            // However the loop ends, the session ends with it (the engine forgets it and tells the peers).
+            defer { stream.cancel() }
             do {
                 try await channel.writeAndFlush(
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
