@@ -417,7 +417,7 @@ public actor ControlEngine {
         }
 
         let wasOnline = isOnline(id)
-        let outbox = MapSessionOutbox()
+        let outbox = MapSessionOutbox(minimumInterval: configuration.mapUpdateInterval)
         let sessionID = nextSessionID
         nextSessionID += 1
         ephemeralReapers.removeValue(forKey: id)?.cancel()

@@ -1,7 +1,8 @@
 // The queue between the engine and one map stream's writer. The engine appends messages without waiting;
 // the writer takes everything that piled up while it was busy and merges it (``MapUpdateMerger``), so a
-// burst of changes costs a slow session a few messages instead of one per change. An idle writer gets each
-// message at once: no batching delay is added.
+// burst of changes costs a slow session a few messages instead of one per change. A writer also takes
+// messages no more often than once per `minimumInterval`: the first change after a quiet time goes out at
+// once, and a stream of changes leaves in batches, one per interval.
 
 import Synchronization
 import WarrenTailcfg
@@ -25,11 +26,16 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         /// Counts for statistics: messages appended, and messages handed to the writer.
         var appended = 0
         var delivered = 0
+        /// When the writer last took a message.
+        var lastDelivery: ContinuousClock.Instant?
     }
 
     private let state = Mutex(State())
+    private let minimumInterval: Duration
 
-    public init() {}
+    public init(minimumInterval: Duration = .zero) {
+        self.minimumInterval = minimumInterval
+    }
 
     /// Called once when the session ends, by ``finish()`` or by the writer going away.
     public func setOnTermination(_ handler: @escaping @Sendable () -> Void) {
@@ -90,6 +96,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         handler?()
     }
 
+    /// Messages queued and not yet taken by the writer (merged ones count once).
+    public var pendingCount: Int {
+        state.withLock { $0.pending.count + $0.ready.count - $0.readyIndex }
+    }
+
     /// (messages the engine queued, messages handed to the writer after merging).
     public var counts: (appended: Int, delivered: Int) {
         state.withLock { ($0.appended, $0.delivered) }
@@ -98,6 +109,31 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     /// The next message: everything queued since the last call, merged; waits when nothing is queued.
     /// Nil when the session ended or the calling task was cancelled.
     public func next() async -> MapResponse? {
+        // Pacing: wait out the rest of the interval since the last message (what arrives meanwhile is
+        // merged). Leftovers of a batch already merged go at once.
+        if minimumInterval > .zero {
+            let (last, leftovers) = state.withLock { ($0.lastDelivery, $0.readyIndex < $0.ready.count) }
+            if let last, !leftovers {
+                let due = last.advanced(by: minimumInterval)
+                if due > ContinuousClock.now {
+                    do {
+                        try await Task.sleep(until: due, clock: .continuous)
+                    } catch {
+                        cancel()
+                        return nil
+                    }
+                }
+            }
+        }
+        let message = await take()
+        if message != nil, minimumInterval > .zero {
+            let now = ContinuousClock.now
+            state.withLock { $0.lastDelivery = now }
+        }
+        return message
+    }
+
+    private func take() async -> MapResponse? {
         enum Step {
             case message(MapResponse)
             case merge([MapResponse])

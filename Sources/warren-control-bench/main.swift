@@ -177,23 +177,53 @@ func runServerChild() async throws {
 
 // MARK: 3. Fan-out over the real protocol
 
+/// The few fields of a map message the benchmark looks at. Decoding whole messages (a full map of 1,000
+/// peers is 720 KB of JSON) in this one process would cost more than the server's work being measured.
+struct MapProbe: Decodable {
+    struct KeyOnly: Decodable {
+        var key: NodePublic?
+        enum CodingKeys: String, CodingKey { case key = "Key" }
+    }
+
+    var isFullMap: Bool
+    var changedKeys: [NodePublic]
+    var patches: Int
+
+    enum CodingKeys: String, CodingKey {
+        case peers = "Peers", peersChanged = "PeersChanged", peersChangedPatch = "PeersChangedPatch"
+    }
+
+    struct Skip: Decodable { init(from decoder: any Decoder) throws {} }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        isFullMap = c.contains(.peers)
+        changedKeys = try c.decodeIfPresent([KeyOnly].self, forKey: .peersChanged)?.compactMap(\.key) ?? []
+        patches = try c.decodeIfPresent([Skip].self, forKey: .peersChangedPatch)?.count ?? 0
+    }
+}
+
 /// What the simulated clients saw, shared by their reader tasks.
 final class Observations: Sendable {
     struct State {
         var messages = 0
         var fullMaps = 0
+        var patches = 0
+        var streamsAnswered = 0
         var target: NodePublic?
         var start = ContinuousClock.now
         var arrivals: [Double] = []
     }
     let state = Mutex(State())
 
-    func saw(_ message: MapResponse) {
+    func saw(_ json: [UInt8]) throws {
+        let message = try TailcfgJSON.decode(MapProbe.self, from: json)
         let now = ContinuousClock.now
         state.withLock { s in
             s.messages += 1
-            if message.peers != nil { s.fullMaps += 1 }
-            if let target = s.target, let changed = message.peersChanged, changed.contains(where: { $0.key == target }) {
+            s.patches += message.patches
+            if message.isFullMap { s.fullMaps += 1 }
+            if let target = s.target, message.changedKeys.contains(target) {
                 s.arrivals.append(milliseconds(now - s.start))
             }
         }
@@ -304,26 +334,42 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     // Open every map stream; each one's arrival is sent to the others as an online patch.
     t = clock.now
     let readers = Mutex<[Task<Void, Never>]>([])
-    try await concurrently(sessions, width: 32) { i in
+    let opening = Task { try await concurrently(sessions, width: 32) { i in
         let c = clients[i]
-        let (status, messages) = try await c.map(c.mapRequest(stream: true, compress: compress))
+        let (status, messages) = try await c.mapBodies(c.mapRequest(stream: true, compress: compress))
         guard status == 200 else { throw ControlClientError(description: "map: HTTP \(status)") }
+        observations.state.withLock { $0.streamsAnswered += 1 }
         let reader = Task {
             do {
-                for try await message in messages { observations.saw(message) }
+                for try await message in messages { try observations.saw(message) }
             } catch {
                 FileHandle.standardError.write(Data("client \(i): \(error)\n".utf8))
             }
         }
         readers.withLock { $0.append(reader) }
+    } }
+    // Progress every 10 s while they open (a stall shows where it is).
+    let openingStart = t
+    let progress = Task {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(10))
+            let (answered, full, messages) = observations.state.withLock { ($0.streamsAnswered, $0.fullMaps, $0.messages) }
+            print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s",
+                         milliseconds(clock.now - openingStart) / 1000, answered, full, messages, figures(pid: pid).cpuSeconds))
+        }
     }
-    while observations.state.withLock({ $0.fullMaps }) < sessions { try await Task.sleep(for: .milliseconds(50)) }
+    try await opening.value
+    while observations.state.withLock({ $0.fullMaps }) < sessions {
+        try await Task.sleep(for: .milliseconds(50))
+    }
     let streamsOpen = clock.now - t
+    progress.cancel()
     try await settle(observations)
     let connected = figures(pid: pid)
-    let messages = observations.state.withLock { $0.messages }
-    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all",
-                 sessions, milliseconds(streamsOpen) / 1000, messages))
+    let (messages, patches) = observations.state.withLock { ($0.messages, $0.patches) }
+    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all, "
+                 + "carrying %d peer patches (N(N-1)/2 = %d online changes were sent)",
+                 sessions, milliseconds(streamsOpen) / 1000, messages, patches, sessions * (sessions - 1) / 2))
     print(String(format: "   server with %d streams: RSS %.1f MiB; memory per node %.1f KiB (RSS delta from idle / N); "
                  + "server CPU for opening them %.2f s", sessions, Double(connected.rssKiB) / 1024,
                  Double(connected.rssKiB - idle.rssKiB) / Double(sessions), connected.cpuSeconds - registered.cpuSeconds))
