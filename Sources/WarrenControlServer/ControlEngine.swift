@@ -542,16 +542,31 @@ public actor ControlEngine {
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
     ///
-    /// O(sessions) per change: the changed node's wire form and user profile are the same for every
-    /// viewer and are built once; sessions are objects changed in place (a copied session would copy its
-    /// set of known peers on the first insert: O(N) per viewer, O(N^2) per join). The messages are small
-    /// values; each writer merges what piles up (``MapSessionOutbox``) before it encodes.
+    /// O(sessions) per change: the changed node's wire form, user profile and the messages peers get are
+    /// the same for every viewer and are built once (and encoded once, ``SharedMapMessage``); sessions
+    /// are objects changed in place (a copied session would copy its set of known peers on the first
+    /// insert: O(N) per viewer, O(N^2) per join). Each writer merges what piles up (``MapSessionOutbox``).
     private func broadcast(about id: Int64, _ update: PeerUpdate) {
         let current = snapshot
         let time = now()
         let changed = nodes[id]
         let changedWire = changed.map { builder.wireNode($0, in: current, now: time) }
-        let changedProfiles = changed.map { builder.userProfiles(for: [$0.userID], in: current) }
+        // The three messages a peer can get are the same for every peer: built (and later encoded) once.
+        let upsert = changedWire.map { wire in
+            var m = MapResponse()
+            m.peersChanged = [wire]
+            m.userProfiles = changed.map { builder.userProfiles(for: [$0.userID], in: current) }
+            return SharedMapMessage(m)
+        }
+        var patchMessage: SharedMapMessage?
+        if case .patch(let patch) = update {
+            var m = MapResponse()
+            m.peersChangedPatch = [patch]
+            patchMessage = SharedMapMessage(m)
+        }
+        var removal = MapResponse()
+        removal.peersRemoved = [id]
+        let removed = SharedMapMessage(removal)
         let filtersMayMove = !(builder.policy is AllowAllPolicy)
         var sent = 0
         for (viewerID, viewerSessions) in sessions {
@@ -562,28 +577,33 @@ public actor ControlEngine {
             var filter: [FilterRule]?
             if filtersMayMove { filter = builder.policy.filterRules(for: viewer, in: current) }
             for session in viewerSessions.values {
+                var shared: SharedMapMessage?
                 var message = MapResponse()
                 if viewerID == id {
                     guard case .full = update, let changedWire else { continue }
                     message.node = changedWire
                 } else if !visible {
                     guard session.knownPeers.remove(id) != nil else { continue }
-                    message.peersRemoved = [id]
-                } else if let changedWire, session.knownPeers.insert(id).inserted {
-                    message.peersChanged = [changedWire]
-                    message.userProfiles = changedProfiles
-                } else if case .patch(let patch) = update {
-                    message.peersChangedPatch = [patch]
-                } else if let changedWire {
-                    message.peersChanged = [changedWire]
-                    message.userProfiles = changedProfiles
+                    shared = removed
+                } else if let upsert, session.knownPeers.insert(id).inserted {
+                    shared = upsert
+                } else if let patchMessage {
+                    shared = patchMessage
+                } else if let upsert {
+                    shared = upsert
                 }
                 // A policy may open or close paths when the tailnet changes: resend the filter if it moved.
                 if let filter, filter != session.lastFilter {
+                    if let s = shared { message = s.message }
+                    shared = nil
                     message.packetFilter = filter
                     session.lastFilter = filter
                 }
-                session.outbox.yield(message)
+                if let shared {
+                    session.outbox.yield(shared)
+                } else {
+                    session.outbox.yield(message)
+                }
                 sent += 1
             }
         }

@@ -133,8 +133,8 @@ final class ControlStreamHandler: ChannelInboundHandler {
             do {
                 try await channel.writeAndFlush(
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
-                for await message in stream {
-                    let framed = try MapStreamFraming.frame(message, compress: compress)
+                while let outgoing = await stream.nextOutgoing() {
+                    let framed = try outgoing.framed(compress: compress)
                     metrics.record(mapBytesSent: framed.count)
                     try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
                 }

@@ -3,9 +3,42 @@
 // burst of changes costs a slow session a few messages instead of one per change. A writer also takes
 // messages no more often than once per `minimumInterval`: the first change after a quiet time goes out at
 // once, and a stream of changes leaves in batches, one per interval.
+//
+// A message the engine sends unchanged to many sessions (a join, an online patch) comes with a
+// ``SharedMapMessage``: the first writer to send it encodes and compresses it, the others reuse the bytes.
 
 import Synchronization
 import WarrenTailcfg
+
+/// One message for many sessions, encoded once per compression setting.
+public final class SharedMapMessage: Sendable {
+    public let message: MapResponse
+    private let framed = Mutex<[Bool: [UInt8]]>([:])
+
+    public init(_ message: MapResponse) { self.message = message }
+
+    /// The framed (and, if asked, zstd-compressed) message; encoded by the first caller.
+    public func framed(compress: Bool) throws -> [UInt8] {
+        try framed.withLock { cache in
+            if let done = cache[compress] { return done }
+            let bytes = try MapStreamFraming.frame(message, compress: compress)
+            cache[compress] = bytes
+            return bytes
+        }
+    }
+}
+
+/// What a writer sends next: the message, and its shared encoding when it went out unmerged.
+public struct MapOutgoing: Sendable {
+    public var message: MapResponse
+    public var shared: SharedMapMessage?
+
+    /// The bytes for the stream.
+    public func framed(compress: Bool) throws -> [UInt8] {
+        if let shared { return try shared.framed(compress: compress) }
+        return try MapStreamFraming.frame(message, compress: compress)
+    }
+}
 
 public final class MapSessionOutbox: AsyncSequence, Sendable {
     public typealias Element = MapResponse
@@ -13,11 +46,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
 
     private struct State {
         /// Appended by the engine, not yet looked at by the writer.
-        var pending: [MapResponse] = []
+        var pending: [MapOutgoing] = []
         /// Already merged, waiting to be taken one by one (the writer's side).
-        var ready: [MapResponse] = []
+        var ready: [MapOutgoing] = []
         var readyIndex = 0
-        var waiter: CheckedContinuation<MapResponse?, Never>?
+        var waiter: CheckedContinuation<MapOutgoing?, Never>?
         /// No more messages will be added (the engine ended the session).
         var finished = false
         /// The writer went away: drop everything.
@@ -49,7 +82,16 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
 
     /// Queues a message. Dropped once the session has ended.
     public func yield(_ message: MapResponse) {
-        let resume: CheckedContinuation<MapResponse?, Never>? = state.withLock { s in
+        append(MapOutgoing(message: message, shared: nil))
+    }
+
+    /// Queues a message many sessions get unchanged (its encoding is shared).
+    public func yield(_ shared: SharedMapMessage) {
+        append(MapOutgoing(message: shared.message, shared: shared))
+    }
+
+    private func append(_ item: MapOutgoing) {
+        let resume: CheckedContinuation<MapOutgoing?, Never>? = state.withLock { s in
             guard !s.finished && !s.cancelled else { return nil }
             s.appended += 1
             if let waiter = s.waiter {
@@ -57,15 +99,15 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                 s.delivered += 1
                 return waiter
             }
-            s.pending.append(message)
+            s.pending.append(item)
             return nil
         }
-        resume?.resume(returning: message)
+        resume?.resume(returning: item)
     }
 
     /// Ends the session: the writer still gets what is queued, then the end.
     public func finish() {
-        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapResponse?, Never>?, (@Sendable () -> Void)?) in
+        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
             guard !s.finished && !s.cancelled else { return (nil, nil) }
             s.finished = true
             let handler = s.onTermination
@@ -80,7 +122,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
 
     /// The writer is gone: drops what is queued and ends the session.
     public func cancel() {
-        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapResponse?, Never>?, (@Sendable () -> Void)?) in
+        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
             guard !s.cancelled else { return (nil, nil) }
             s.cancelled = true
             s.pending = []
@@ -109,6 +151,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     /// The next message: everything queued since the last call, merged; waits when nothing is queued.
     /// Nil when the session ended or the calling task was cancelled.
     public func next() async -> MapResponse? {
+        await nextOutgoing()?.message
+    }
+
+    /// Like ``next()``, with the shared encoding of a message that went out unmerged.
+    public func nextOutgoing() async -> MapOutgoing? {
         // Pacing: wait out the rest of the interval since the last message (what arrives meanwhile is
         // merged). Leftovers of a batch already merged go at once.
         if minimumInterval > .zero {
@@ -125,28 +172,55 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                 }
             }
         }
-        let message = await take()
-        if message != nil, minimumInterval > .zero {
+        let item = await take()
+        if item != nil, minimumInterval > .zero {
             let now = ContinuousClock.now
             state.withLock { $0.lastDelivery = now }
         }
-        return message
+        return item
     }
 
-    private func take() async -> MapResponse? {
+    /// Merges each run of mergeable messages; a message alone keeps its shared encoding.
+    private static func coalesce(_ items: [MapOutgoing]) -> [MapOutgoing] {
+        guard items.count > 1 else { return items }
+        var out = [MapOutgoing]()
+        var run = [MapOutgoing]()
+        func flush() {
+            if run.count == 1 {
+                out.append(run[0])
+            } else if run.count > 1 {
+                var merger = MapUpdateMerger()
+                for item in run { merger.add(item.message) }
+                if let merged = merger.message { out.append(MapOutgoing(message: merged, shared: nil)) }
+            }
+            run = []
+        }
+        for item in items {
+            if MapUpdateMerger.canMerge(item.message) {
+                run.append(item)
+            } else {
+                flush()
+                out.append(item)
+            }
+        }
+        flush()
+        return out
+    }
+
+    private func take() async -> MapOutgoing? {
         enum Step {
-            case message(MapResponse)
-            case merge([MapResponse])
+            case item(MapOutgoing)
+            case merge([MapOutgoing])
             case end
             case wait
         }
         let step: Step = state.withLock { s in
             if s.cancelled { return .end }
             if s.readyIndex < s.ready.count {
-                let message = s.ready[s.readyIndex]
+                let item = s.ready[s.readyIndex]
                 s.readyIndex += 1
                 s.delivered += 1
-                return .message(message)
+                return .item(item)
             }
             if !s.pending.isEmpty {
                 let taken = s.pending
@@ -156,27 +230,20 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             return s.finished ? .end : .wait
         }
         switch step {
-        case .message(let message):
-            return message
+        case .item(let item):
+            return item
         case .end:
             return nil
         case .merge(let taken):
             // Merging happens outside the lock; only this (single) consumer touches `ready`.
-            let merged = MapUpdateMerger.coalesce(taken)
-            return state.withLock { s in
-                guard !s.cancelled, let first = merged.first else { return nil }
-                s.ready = Array(merged.dropFirst())
-                s.readyIndex = 0
-                s.delivered += 1
-                return first
-            }
+            return handOver(Self.coalesce(taken))
         case .wait:
             if Task.isCancelled {
                 cancel()
                 return nil
             }
-            let message = await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<MapResponse?, Never>) in
+            return await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<MapOutgoing?, Never>) in
                     let immediate: Step? = state.withLock { s in
                         if s.cancelled { return .end }
                         if !s.pending.isEmpty {
@@ -189,17 +256,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                         return nil
                     }
                     switch immediate {
-                    case nil: break
+                    case nil:
+                        break
                     case .merge(let taken):
-                        // Rare: a message arrived between the two looks. Hand over the first, keep the rest.
-                        let merged = MapUpdateMerger.coalesce(taken)
-                        let first = state.withLock { s -> MapResponse? in
-                            s.ready = Array(merged.dropFirst())
-                            s.readyIndex = 0
-                            if merged.first != nil { s.delivered += 1 }
-                            return merged.first
-                        }
-                        continuation.resume(returning: first)
+                        // A message arrived between the two looks.
+                        continuation.resume(returning: handOver(Self.coalesce(taken)))
                     default:
                         continuation.resume(returning: nil)
                     }
@@ -207,7 +268,17 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             } onCancel: {
                 self.cancel()
             }
-            return message
+        }
+    }
+
+    /// Returns the first of `merged` and keeps the rest for the following calls.
+    private func handOver(_ merged: [MapOutgoing]) -> MapOutgoing? {
+        state.withLock { s in
+            guard !s.cancelled, let first = merged.first else { return nil }
+            s.ready = Array(merged.dropFirst())
+            s.readyIndex = 0
+            s.delivered += 1
+            return first
         }
     }
 

@@ -18,9 +18,9 @@ final class ControlFanoutTests: XCTestCase {
         var authKey: String
     }
 
-    func makeEngine(keepAlive: Duration = .seconds(55)) async throws -> Tailnet {
+    func makeEngine(interval: Duration? = nil) async throws -> Tailnet {
         var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
-        configuration.keepAliveInterval = keepAlive
+        if let interval { configuration.mapUpdateInterval = interval }
         let store = MemoryControlStore()
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
@@ -139,6 +139,39 @@ final class ControlFanoutTests: XCTestCase {
         XCTAssertLessThanOrEqual(totalDelivered, totalAppended)
         for r in readers { r.cancel() }
         for r in readers { await r.value }
+    }
+
+    func testAJoinIsEncodedOnceForAllTheSessionsThatGetIt() async throws {
+        let t = try await makeEngine(interval: .zero)
+        let members = (1...3).map(member)
+        var outboxes = [MapSessionOutbox]()
+        for c in members { try await register(c, in: t) }
+        for c in members { outboxes.append(try await openStream(c, in: t)) }
+        // Read each session up to date: the full map, then the online patches of the later streams.
+        // Everything is queued already (the engine appends synchronously), so "nothing pending" is final.
+        for outbox in outboxes {
+            repeat { _ = await outbox.nextOutgoing() } while outbox.pendingCount > 0
+        }
+        let joiner = member(50)
+        try await register(joiner, in: t)
+        var items = [MapOutgoing]()
+        for outbox in outboxes {
+            let item = await outbox.nextOutgoing()
+            items.append(try XCTUnwrap(item))
+        }
+        let shared = try XCTUnwrap(items[0].shared)
+        XCTAssertTrue(items.allSatisfy { $0.shared === shared }, "one shared message for every session")
+        XCTAssertEqual(shared.message.peersChanged?.map(\.key), [joiner.nodeKey.publicKey])
+        // The shared bytes are exactly what encoding the message for this session would give.
+        for compress in [false, true] {
+            let bytes = try items[1].framed(compress: compress)
+            XCTAssertEqual(bytes, try items[2].framed(compress: compress))
+            var decoder = MapStreamDecoder()
+            decoder.append(bytes)
+            guard case .message(let body) = try decoder.parseStep() else { return XCTFail("no frame") }
+            let json = compress ? try Zstd.decompress(body, maximumSize: 1 << 20) : body
+            XCTAssertEqual(try TailcfgJSON.decode(MapResponse.self, from: json), shared.message)
+        }
     }
 
     func testClosingTheWriterEndsTheSessionAndThePeersSeeItGoOffline() async throws {
