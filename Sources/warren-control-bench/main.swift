@@ -273,6 +273,38 @@ func concurrently(_ count: Int, width: Int, _ body: @escaping @Sendable (Int) as
     }
 }
 
+/// Sleeps on a NIO event loop timer. (Two 1,000-session runs stopped for good with every thread idle
+/// while this program's tasks were in `Task.sleep`; the waits here use NIO's timers instead, and a
+/// watchdog thread reports where the program is if it stops again.)
+func pause(_ duration: Duration) async throws {
+    let (s, a) = duration.components
+    let nanoseconds = s * 1_000_000_000 + a / 1_000_000_000
+    try await MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+}
+
+/// Where the benchmark is, for the watchdog.
+let phase = Mutex<(name: String, steps: Int)>(("start", 0))
+
+func enter(_ name: String) { phase.withLock { $0 = (name, 0) } }
+func step() { phase.withLock { $0.steps += 1 } }
+
+/// A plain thread (not a task): if the phase and its step count stay the same for 60 s, says so.
+func startWatchdog() {
+    Thread.detachNewThread {
+        var last = phase.withLock { $0 }
+        var still = 0
+        while true {
+            Thread.sleep(forTimeInterval: 10)
+            let now = phase.withLock { $0 }
+            if now == last { still += 10 } else { still = 0 }
+            last = now
+            if still >= 60 && still % 60 == 0 {
+                FileHandle.standardError.write(Data("warren-control-bench: no progress for \(still) s in \(now.name) (step \(now.steps))\n".utf8))
+            }
+        }
+    }
+}
+
 /// Waits until no client has received anything for `quiet`.
 func settle(_ observations: Observations, quiet: Duration = .milliseconds(700)) async throws {
     var last = -1
@@ -280,12 +312,14 @@ func settle(_ observations: Observations, quiet: Duration = .milliseconds(700)) 
         let now = observations.state.withLock { $0.messages }
         if now == last { return }
         last = now
-        try await Task.sleep(for: quiet)
+        step()
+        try await pause(quiet)
     }
 }
 
 func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"))")
+    startWatchdog()
     let child = Process()
     child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     child.arguments = ["--server-child"]
@@ -310,7 +344,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
           let controlKey = try? MachinePublic(parsing: words[2]) else { fail("unexpected child output: \(words)") }
     let authKey = words[3]
     let pid = child.processIdentifier
-    try await Task.sleep(for: .milliseconds(300))
+    try await pause(.milliseconds(300))
     let idle = figures(pid: pid)
     print(String(format: "   server idle: RSS %.1f MiB", Double(idle.rssKiB) / 1024))
 
@@ -318,6 +352,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     let observations = Observations()
     let clients = (0..<sessions).map { ControlClient(port: port, seed: UInt64($0 + 1)) }
 
+    enter("registering")
     // Register everyone first (nobody is streaming yet, so there is nothing to fan out).
     var t = clock.now
     try await concurrently(sessions, width: 32) { i in
@@ -333,12 +368,14 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
 
     // Open every map stream; each one's arrival is sent to the others as an online patch.
     t = clock.now
+    enter("opening streams")
     let readers = Mutex<[Task<Void, Never>]>([])
     let opening = Task { try await concurrently(sessions, width: 32) { i in
         let c = clients[i]
         let (status, messages) = try await c.mapBodies(c.mapRequest(stream: true, compress: compress))
         guard status == 200 else { throw ControlClientError(description: "map: HTTP \(status)") }
         observations.state.withLock { $0.streamsAnswered += 1 }
+        step()
         let reader = Task {
             do {
                 for try await message in messages { try observations.saw(message) }
@@ -352,18 +389,21 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     let openingStart = t
     let progress = Task {
         while !Task.isCancelled {
-            try await Task.sleep(for: .seconds(10))
+            try await pause(.seconds(10))
             let (answered, full, messages) = observations.state.withLock { ($0.streamsAnswered, $0.fullMaps, $0.messages) }
             print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s",
                          milliseconds(clock.now - openingStart) / 1000, answered, full, messages, figures(pid: pid).cpuSeconds))
         }
     }
     try await opening.value
+    enter("waiting for the last full maps")
     while observations.state.withLock({ $0.fullMaps }) < sessions {
-        try await Task.sleep(for: .milliseconds(50))
+        step()
+        try await pause(.milliseconds(50))
     }
     let streamsOpen = clock.now - t
     progress.cancel()
+    enter("settling")
     try await settle(observations)
     let connected = figures(pid: pid)
     let (messages, patches) = observations.state.withLock { ($0.messages, $0.patches) }
@@ -378,6 +418,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     print("   join  register reply  p50          p90          max          server CPU")
     var maxima = [Double]()
     for j in 0..<joins {
+        enter("join \(j + 1)")
         let joiner = ControlClient(port: port, seed: UInt64(1_000_000 + j))
         try await joiner.connect(controlKey: controlKey)
         let before = figures(pid: pid)
@@ -392,7 +433,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
         guard reply.error.isEmpty else { fail("join: \(reply.error)") }
         let deadline = clock.now + .seconds(60)
         while observations.state.withLock({ $0.arrivals.count }) < sessions && clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
+            try await pause(.milliseconds(5))
         }
         let arrivals = observations.state.withLock { $0.arrivals }.sorted()
         let after = figures(pid: pid)
