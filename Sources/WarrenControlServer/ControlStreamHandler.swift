@@ -133,7 +133,14 @@ final class ControlStreamHandler: ChannelInboundHandler {
             do {
                 try await channel.writeAndFlush(
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
-                while let outgoing = await stream.nextOutgoing() {
+                // Pacing waits on the channel's event loop timer.
+                let loop = channel.eventLoop
+                let sleep: @Sendable (Duration) async throws -> Void = { duration in
+                    let (seconds, attoseconds) = duration.components
+                    let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+                    try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+                }
+                while let outgoing = await stream.nextOutgoing(sleep: sleep) {
                     let framed = try outgoing.framed(compress: compress)
                     metrics.record(mapBytesSent: framed.count)
                     try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()

@@ -154,17 +154,21 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         await nextOutgoing()?.message
     }
 
-    /// Like ``next()``, with the shared encoding of a message that went out unmerged.
-    public func nextOutgoing() async -> MapOutgoing? {
+    /// Like ``next()``, with the shared encoding of a message that went out unmerged. `sleep` waits out
+    /// the pacing interval (the stream writer passes its event loop's timer).
+    public func nextOutgoing(
+        sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+    ) async -> MapOutgoing? {
         // Pacing: wait out the rest of the interval since the last message (what arrives meanwhile is
         // merged). Leftovers of a batch already merged go at once.
         if minimumInterval > .zero {
             let (last, leftovers) = state.withLock { ($0.lastDelivery, $0.readyIndex < $0.ready.count) }
             if let last, !leftovers {
-                let due = last.advanced(by: minimumInterval)
-                if due > ContinuousClock.now {
+                let remaining = last.advanced(by: minimumInterval) - ContinuousClock.now
+                if remaining > .zero {
                     do {
-                        try await Task.sleep(until: due, clock: .continuous)
+                        try await sleep(remaining)
+                        try Task.checkCancellation()
                     } catch {
                         cancel()
                         return nil

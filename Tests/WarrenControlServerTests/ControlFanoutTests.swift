@@ -261,6 +261,23 @@ final class MapSessionOutboxTests: XCTestCase {
         XCTAssertEqual(terminations.withLock { $0 }, 1)
     }
 
+    func testPacingWaitsOutTheIntervalAndMergesWhatArrivedMeanwhile() async {
+        let outbox = MapSessionOutbox(minimumInterval: .seconds(30))
+        let sleeps = Mutex<[Duration]>([])
+        let sleep: @Sendable (Duration) async throws -> Void = { d in sleeps.withLock { $0.append(d) } }
+        outbox.yield(patch(1))
+        let first = await outbox.nextOutgoing(sleep: sleep)
+        XCTAssertEqual(first?.message, patch(1))
+        XCTAssertEqual(sleeps.withLock { $0 }, [], "the first message after a quiet time goes at once")
+        outbox.yield(patch(2))
+        outbox.yield(patch(3))
+        let second = await outbox.nextOutgoing(sleep: sleep)
+        XCTAssertEqual(second?.message.peersChangedPatch?.map(\.nodeID), [2, 3])
+        let waited = sleeps.withLock { $0 }
+        XCTAssertEqual(waited.count, 1)
+        XCTAssertTrue(waited.allSatisfy { $0 > .zero && $0 <= .seconds(30) }, "\(waited)")
+    }
+
     func testCancellingTheWritersTaskEndsTheSession() async {
         let outbox = MapSessionOutbox()
         let terminations = Mutex(0)
