@@ -262,17 +262,34 @@ public final class ControlClient: @unchecked Sendable {
 
     /// Opens a map request and yields decoded messages.
     public func map(_ request: MapRequest) async throws -> (status: Int, messages: AsyncThrowingStream<MapResponse, Error>) {
+        let (status, bodies) = try await mapBodies(request)
+        let messages = AsyncThrowingStream<MapResponse, Error> { continuation in
+            let task = Task {
+                do {
+                    for try await json in bodies { continuation.yield(try TailcfgJSON.decode(MapResponse.self, from: json)) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+        return (status, messages)
+    }
+
+    /// Opens a map request and yields each message's JSON (unframed and decompressed, not decoded), for
+    /// callers that look at a few fields of many large messages (the benchmark).
+    public func mapBodies(_ request: MapRequest) async throws -> (status: Int, bodies: AsyncThrowingStream<[UInt8], Error>) {
         let response = try await post("/machine/map", json: try TailcfgJSON.encode(request))
         let compressed = request.compress == "zstd"
-        let messages = AsyncThrowingStream<MapResponse, Error> { continuation in
+        let bodies = AsyncThrowingStream<[UInt8], Error> { continuation in
             let task = Task {
                 var decoder = MapStreamDecoder()
                 for await chunk in response.body {
                     decoder.append(chunk)
                     do {
                         while case .message(let body) = try decoder.parseStep() {
-                            let json = compressed ? try Zstd.decompress(body, maximumSize: 64 << 20) : body
-                            continuation.yield(try TailcfgJSON.decode(MapResponse.self, from: json))
+                            continuation.yield(compressed ? try Zstd.decompress(body, maximumSize: 64 << 20) : body)
                         }
                     } catch {
                         continuation.finish(throwing: error)
@@ -283,7 +300,7 @@ public final class ControlClient: @unchecked Sendable {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
-        return (response.status, messages)
+        return (response.status, bodies)
     }
 
     public func close() async {

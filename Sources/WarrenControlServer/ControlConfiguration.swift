@@ -16,6 +16,10 @@ public struct ControlConfiguration: Sendable {
     public var derpMap: DERPMap = DERPMap()
     /// How long a node key stays valid after login; nil: forever. Tagged nodes never expire.
     public var nodeKeyExpiry: Duration? = .seconds(180 * 24 * 3600)
+    /// The least time between two messages on one map stream. A change to a quiet stream goes out at once;
+    /// changes that come faster (a burst of joins, a server restart) are merged into one message per
+    /// interval (see MapSessionOutbox).
+    public var mapUpdateInterval: Duration = .milliseconds(250)
     /// How often an idle map stream carries a keep-alive (clients give up after 120 s of silence).
     public var keepAliveInterval: Duration = .seconds(55)
     /// How long an ephemeral node may stay disconnected before it is deleted.

@@ -68,7 +68,7 @@ extension ControlEngine {
             let ssh = policy.sshPolicy(for: viewer, in: current)
             let caps = policy.capabilities(for: viewer, in: current)
             let desired = Set(builder.peerIDs(of: viewer, in: current))
-            for (sessionID, var session) in viewerSessions {
+            for session in viewerSessions.values {
                 var message = MapResponse()
                 var changed = false
                 let added = desired.subtracting(session.knownPeers).sorted()
@@ -107,9 +107,8 @@ extension ControlEngine {
                     changed = true
                 }
                 guard changed else { continue }
-                session.continuation.yield(message)
+                session.outbox.yield(message)
                 statistics.incrementalUpdatesSent += 1
-                sessions[viewerID]?[sessionID] = session
             }
         }
     }

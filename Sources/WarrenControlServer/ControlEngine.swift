@@ -22,18 +22,29 @@ public actor ControlEngine {
     public enum MapReply: Sendable {
         /// One response (nil: an empty body, for lite updates).
         case single(MapResponse?)
-        /// A long poll: messages until the stream finishes.
-        case stream(AsyncStream<MapResponse>)
+        /// A long poll: messages until the stream finishes (changes that pile up are merged).
+        case stream(MapSessionOutbox)
     }
 
-    struct Session {
-        var continuation: AsyncStream<MapResponse>.Continuation
+    /// One open map stream. A class: the fan-out changes thousands of them per event, in place.
+    final class Session {
+        let outbox: MapSessionOutbox
         var knownPeers: Set<Int64>
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
         /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
-        var lastSSH: SSHPolicy? = nil
-        var lastCaps: [String: [JSONValue]] = [:]
+        var lastSSH: SSHPolicy?
+        var lastCaps: [String: [JSONValue]]
+
+        init(outbox: MapSessionOutbox, knownPeers: Set<Int64>, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?,
+             lastSSH: SSHPolicy? = nil, lastCaps: [String: [JSONValue]] = [:]) {
+            self.outbox = outbox
+            self.knownPeers = knownPeers
+            self.lastFilter = lastFilter
+            self.keepAlive = keepAlive
+            self.lastSSH = lastSSH
+            self.lastCaps = lastCaps
+        }
     }
 
     private struct PendingLogin {
@@ -427,14 +438,14 @@ public actor ControlEngine {
         }
 
         let wasOnline = isOnline(id)
-        let (stream, continuation) = AsyncStream<MapResponse>.makeStream(bufferingPolicy: .unbounded)
+        let outbox = MapSessionOutbox(minimumInterval: configuration.mapUpdateInterval)
         let sessionID = nextSessionID
         nextSessionID += 1
         ephemeralReapers.removeValue(forKey: id)?.cancel()
         var current = snapshot
         current.online.insert(id)
         let full = builder.fullMap(for: node, in: current, now: time, omitPeers: request.omitPeers == true)
-        continuation.yield(full)
+        outbox.yield(full)
         statistics.fullMapsSent += 1
         let interval = configuration.keepAliveInterval
         let keepAlive = Task { [weak self] in
@@ -445,12 +456,12 @@ public actor ControlEngine {
             }
         }
         sessions[id, default: [:]][sessionID] = Session(
-            continuation: continuation, knownPeers: Set(full.peers?.map(\.id) ?? []),
+            outbox: outbox, knownPeers: Set(full.peers?.map(\.id) ?? []),
             lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
             lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current))
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
-        continuation.onTermination = { [weak self] _ in
+        outbox.setOnTermination { [weak self] in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
         // One message to the peers for everything this request changed, coming online included.
@@ -468,14 +479,14 @@ public actor ControlEngine {
             break
         }
         logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
-        return .stream(stream)
+        return .stream(outbox)
     }
 
     private func sendKeepAlive(node id: Int64, session: Int) {
         guard let s = sessions[id]?[session] else { return }
         var message = MapResponse.keepAliveMessage
         message.controlTime = now()
-        s.continuation.yield(message)
+        s.outbox.yield(message)
         statistics.keepAlivesSent += 1
     }
 
@@ -515,7 +526,7 @@ public actor ControlEngine {
     }
 
     private func closeSessions(of id: Int64) {
-        for session in (sessions[id] ?? [:]).values { session.continuation.finish() }
+        for session in (sessions[id] ?? [:]).values { session.outbox.finish() }
     }
 
     /// A node's key expired (the clock passed it, see ``NodeKeyExpiryWatcher``): its peers get it with its
@@ -531,15 +542,14 @@ public actor ControlEngine {
         guard let node = nodes[id], let open = sessions[id] else { return }
         let current = snapshot
         let time = now()
-        for (sessionID, var session) in open {
+        for session in open.values {
             let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false)
             session.knownPeers = Set(full.peers?.map(\.id) ?? [])
             session.lastFilter = full.packetFilter ?? []
             session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
             session.lastCaps = builder.policy.capabilities(for: node, in: current)
-            session.continuation.yield(full)
+            session.outbox.yield(full)
             statistics.fullMapsSent += 1
-            sessions[id]?[sessionID] = session
         }
     }
 
@@ -578,41 +588,72 @@ public actor ControlEngine {
 
     /// Sends each session the part of the change it should see: the node itself gets its new `Node`;
     /// each peer that sees it gets a patch, an upsert or a removal.
+    ///
+    /// O(sessions) per change: the changed node's wire form, user profile and the messages peers get are
+    /// the same for every viewer and are built once (and encoded once, ``SharedMapMessage``); sessions
+    /// are objects changed in place (a copied session would copy its set of known peers on the first
+    /// insert: O(N) per viewer, O(N^2) per join). Each writer merges what piles up (``MapSessionOutbox``).
+    /// A subnet router is the exception: which of its routes a peer may use depends on the peer, so its
+    /// upsert is built per viewer.
     func broadcast(about id: Int64, _ update: PeerUpdate) {
         // The policy learns of the change first; the nodes whose results moved get them after the loop.
         let affected = policyAffected(by: id)
         let current = snapshot
         let time = now()
         let changed = nodes[id]
+        let profiles = changed.map { builder.userProfiles(for: [$0.userID], in: current) }
+        // The messages a peer can get are the same for every peer (but a router's upsert): built, and
+        // later encoded, once.
+        let upsert = changed.flatMap { node -> SharedMapMessage? in
+            guard node.advertisedRoutes.isEmpty else { return nil }
+            var m = MapResponse()
+            m.peersChanged = [builder.wireNode(node, in: current, now: time)]
+            m.userProfiles = profiles
+            return SharedMapMessage(m)
+        }
+        var patchMessage: SharedMapMessage?
+        if case .patch(let patch) = update {
+            var m = MapResponse()
+            m.peersChangedPatch = [patch]
+            patchMessage = SharedMapMessage(m)
+        }
+        var removal = MapResponse()
+        removal.peersRemoved = [id]
+        let removed = SharedMapMessage(removal)
+        var sent = 0
         for (viewerID, viewerSessions) in sessions {
             guard let viewer = nodes[viewerID] else { continue }
-            for (sessionID, var session) in viewerSessions {
+            // A device waiting for approval sees no one, and no one sees it.
+            let visible = viewerID != id
+                && (changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false)
+            for session in viewerSessions.values {
+                var shared: SharedMapMessage?
                 var message = MapResponse()
                 if viewerID == id {
                     guard case .full = update, let changed else { continue }
                     message.node = builder.selfNode(changed, in: current, now: time)
-                } else {
-                    // A device waiting for approval sees no one, and no one sees it.
-                    let visible = changed.map { viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current) } ?? false
-                    if !visible {
-                        guard session.knownPeers.remove(id) != nil else { continue }
-                        message.peersRemoved = [id]
-                    } else if let changed, !session.knownPeers.contains(id) {
-                        session.knownPeers.insert(id)
+                } else if !visible {
+                    guard session.knownPeers.remove(id) != nil else { continue }
+                    shared = removed
+                } else if let changed, let profiles, session.knownPeers.insert(id).inserted || patchMessage == nil {
+                    if let upsert {
+                        shared = upsert
+                    } else {
                         message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
-                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
-                    } else if case .patch(let patch) = update {
-                        message.peersChangedPatch = [patch]
-                    } else if let changed {
-                        message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
-                        message.userProfiles = builder.userProfiles(for: [changed.userID], in: current)
+                        message.userProfiles = profiles
                     }
+                } else if let patchMessage {
+                    shared = patchMessage
                 }
-                session.continuation.yield(message)
-                statistics.incrementalUpdatesSent += 1
-                sessions[viewerID]?[sessionID] = session
+                if let shared {
+                    session.outbox.yield(shared)
+                } else {
+                    session.outbox.yield(message)
+                }
+                sent += 1
             }
         }
+        statistics.incrementalUpdatesSent += sent
         pushPolicyResults(to: affected)
     }
 

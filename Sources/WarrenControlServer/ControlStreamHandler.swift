@@ -129,11 +129,20 @@ final class ControlStreamHandler: ChannelInboundHandler {
                 respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
             }
         case .stream(let stream):
+            // However the loop ends, the session ends with it (the engine forgets it and tells the peers).
+            defer { stream.cancel() }
             do {
                 try await channel.writeAndFlush(
                     HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
-                for await message in stream {
-                    let framed = try MapStreamFraming.frame(message, compress: compress, encoder: encoder)
+                // Pacing waits on the channel's event loop timer.
+                let loop = channel.eventLoop
+                let sleep: @Sendable (Duration) async throws -> Void = { duration in
+                    let (seconds, attoseconds) = duration.components
+                    let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+                    try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+                }
+                while let outgoing = await stream.nextOutgoing(sleep: sleep) {
+                    let framed = try outgoing.framed(compress: compress, encoder: encoder)
                     metrics.record(mapBytesSent: framed.count)
                     try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
                 }

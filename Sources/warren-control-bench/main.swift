@@ -206,23 +206,64 @@ func runServerChild() async throws {
 
 // MARK: 3. Fan-out over the real protocol
 
+/// The few fields of a map message the benchmark looks at. Decoding whole messages (a full map of 1,000
+/// peers is 720 KB of JSON) in this one process would cost more than the server's work being measured.
+struct MapProbe: Decodable {
+    struct KeyOnly: Decodable {
+        var key: NodePublic?
+        enum CodingKeys: String, CodingKey { case key = "Key" }
+    }
+
+    var isFullMap: Bool
+    var isKeepAlive: Bool
+    var changedKeys: [NodePublic]
+    var patches: Int
+
+    enum CodingKeys: String, CodingKey {
+        case peers = "Peers", peersChanged = "PeersChanged", peersChangedPatch = "PeersChangedPatch"
+        case keepAlive = "KeepAlive"
+    }
+
+    struct Skip: Decodable { init(from decoder: any Decoder) throws {} }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        isFullMap = c.contains(.peers)
+        isKeepAlive = try c.decodeIfPresent(Bool.self, forKey: .keepAlive) ?? false
+        changedKeys = try c.decodeIfPresent([KeyOnly].self, forKey: .peersChanged)?.compactMap(\.key) ?? []
+        patches = try c.decodeIfPresent([Skip].self, forKey: .peersChangedPatch)?.count ?? 0
+    }
+}
+
 /// What the simulated clients saw, shared by their reader tasks.
 final class Observations: Sendable {
     struct State {
+        /// Messages other than keep-alives.
         var messages = 0
+        var keepAlives = 0
         var fullMaps = 0
+        var patches = 0
+        var streamsAnswered = 0
         var target: NodePublic?
         var start = ContinuousClock.now
         var arrivals: [Double] = []
     }
     let state = Mutex(State())
 
-    func saw(_ message: MapResponse) {
+    func saw(_ json: [UInt8]) throws {
+        let message = try TailcfgJSON.decode(MapProbe.self, from: json)
         let now = ContinuousClock.now
         state.withLock { s in
+            // Keep-alives come every 55 s from each stream, staggered: with 1,000 streams there is no quiet
+            // time at all, so they must not count as traffic when waiting for the tailnet to settle.
+            if message.isKeepAlive {
+                s.keepAlives += 1
+                return
+            }
             s.messages += 1
-            if message.peers != nil { s.fullMaps += 1 }
-            if let target = s.target, let changed = message.peersChanged, changed.contains(where: { $0.key == target }) {
+            s.patches += message.patches
+            if message.isFullMap { s.fullMaps += 1 }
+            if let target = s.target, message.changedKeys.contains(target) {
                 s.arrivals.append(milliseconds(now - s.start))
             }
         }
@@ -272,19 +313,45 @@ func concurrently(_ count: Int, width: Int, _ body: @escaping @Sendable (Int) as
     }
 }
 
-/// Waits until no client has received anything for `quiet`.
+/// Where the benchmark is, for the watchdog.
+let phase = Mutex<(name: String, steps: Int)>(("start", 0))
+
+func enter(_ name: String) { phase.withLock { $0 = (name, 0) } }
+func step() { phase.withLock { $0.steps += 1 } }
+
+/// A plain thread (not a task): if the phase and its step count stay the same for 60 s, says so. (Loops
+/// that go on stepping without end show in the progress lines instead.)
+func startWatchdog() {
+    Thread.detachNewThread {
+        var last = phase.withLock { $0 }
+        var still = 0
+        while true {
+            Thread.sleep(forTimeInterval: 10)
+            let now = phase.withLock { $0 }
+            if now == last { still += 10 } else { still = 0 }
+            last = now
+            if still >= 60 && still % 60 == 0 {
+                FileHandle.standardError.write(Data("warren-control-bench: no progress for \(still) s in \(now.name) (step \(now.steps))\n".utf8))
+            }
+        }
+    }
+}
+
+/// Waits until no client has received anything but keep-alives for `quiet`.
 func settle(_ observations: Observations, quiet: Duration = .milliseconds(700)) async throws {
     var last = -1
     while true {
         let now = observations.state.withLock { $0.messages }
         if now == last { return }
         last = now
+        step()
         try await Task.sleep(for: quiet)
     }
 }
 
 func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"))")
+    startWatchdog()
     let child = Process()
     child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     child.arguments = ["--server-child"]
@@ -317,6 +384,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     let observations = Observations()
     let clients = (0..<sessions).map { ControlClient(port: port, seed: UInt64($0 + 1)) }
 
+    enter("registering")
     // Register everyone first (nobody is streaming yet, so there is nothing to fan out).
     var t = clock.now
     try await concurrently(sessions, width: 32) { i in
@@ -332,27 +400,48 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
 
     // Open every map stream; each one's arrival is sent to the others as an online patch.
     t = clock.now
+    enter("opening streams")
     let readers = Mutex<[Task<Void, Never>]>([])
-    try await concurrently(sessions, width: 32) { i in
+    let opening = Task { try await concurrently(sessions, width: 32) { i in
         let c = clients[i]
-        let (status, messages) = try await c.map(c.mapRequest(stream: true, compress: compress))
+        let (status, messages) = try await c.mapBodies(c.mapRequest(stream: true, compress: compress))
         guard status == 200 else { throw ControlClientError(description: "map: HTTP \(status)") }
+        observations.state.withLock { $0.streamsAnswered += 1 }
+        step()
         let reader = Task {
             do {
-                for try await message in messages { observations.saw(message) }
+                for try await message in messages { try observations.saw(message) }
             } catch {
                 FileHandle.standardError.write(Data("client \(i): \(error)\n".utf8))
             }
         }
         readers.withLock { $0.append(reader) }
+    } }
+    // Progress every 10 s while they open (a stall shows where it is).
+    let openingStart = t
+    let progress = Task {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(10))
+            let (answered, full, messages) = observations.state.withLock { ($0.streamsAnswered, $0.fullMaps, $0.messages) }
+            print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s",
+                         milliseconds(clock.now - openingStart) / 1000, answered, full, messages, figures(pid: pid).cpuSeconds))
+        }
     }
-    while observations.state.withLock({ $0.fullMaps }) < sessions { try await Task.sleep(for: .milliseconds(50)) }
+    try await opening.value
+    enter("waiting for the last full maps")
+    while observations.state.withLock({ $0.fullMaps }) < sessions {
+        step()
+        try await Task.sleep(for: .milliseconds(50))
+    }
     let streamsOpen = clock.now - t
+    progress.cancel()
+    enter("settling")
     try await settle(observations)
     let connected = figures(pid: pid)
-    let messages = observations.state.withLock { $0.messages }
-    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all",
-                 sessions, milliseconds(streamsOpen) / 1000, messages))
+    let (messages, patches, keepAlives) = observations.state.withLock { ($0.messages, $0.patches, $0.keepAlives) }
+    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all "
+                 + "(and %d keep-alives), carrying %d peer patches (N(N-1)/2 = %d online changes were sent)",
+                 sessions, milliseconds(streamsOpen) / 1000, messages, keepAlives, patches, sessions * (sessions - 1) / 2))
     print(String(format: "   server with %d streams: RSS %.1f MiB; memory per node %.1f KiB (RSS delta from idle / N); "
                  + "server CPU for opening them %.2f s", sessions, Double(connected.rssKiB) / 1024,
                  Double(connected.rssKiB - idle.rssKiB) / Double(sessions), connected.cpuSeconds - registered.cpuSeconds))
@@ -361,6 +450,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     print("   join  register reply  p50          p90          max          server CPU")
     var maxima = [Double]()
     for j in 0..<joins {
+        enter("join \(j + 1)")
         let joiner = ControlClient(port: port, seed: UInt64(1_000_000 + j))
         try await joiner.connect(controlKey: controlKey)
         let before = figures(pid: pid)

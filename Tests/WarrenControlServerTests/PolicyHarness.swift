@@ -49,6 +49,8 @@ struct PolicyHarness {
     let store: MemoryControlStore
     let policy: CompiledPolicy
     var recorders: [Int64: SessionRecorder] = [:]
+    /// Each joined node's map stream (the engine's queue: what piles up is merged before it is read).
+    var outboxes: [Int64: MapSessionOutbox] = [:]
     /// Each joined node's machine and node keys (to send it more requests).
     var keys: [Int64: (machine: MachinePrivate, node: NodePrivate)] = [:]
     var consumers: [Task<Void, Never>] = []
@@ -58,6 +60,7 @@ struct PolicyHarness {
         var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
         configuration.baseDomain = "lab.warren"
         configuration.keepAliveInterval = .seconds(3600)
+        configuration.mapUpdateInterval = .zero
         store = MemoryControlStore()
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
         policy = CompiledPolicy(policy: try policyText.map { try PolicyParser.parse($0) })
@@ -103,6 +106,7 @@ struct PolicyHarness {
         let id = try XCTUnwrap(all.first { $0.nodeKey == nodeKey.publicKey }?.id)
         let recorder = SessionRecorder()
         recorders[id] = recorder
+        outboxes[id] = stream
         keys[id] = (machine, nodeKey)
         consumers.append(Task {
             for await message in stream { recorder.record(message) }
@@ -111,12 +115,15 @@ struct PolicyHarness {
         return id
     }
 
-    /// Waits until every message the engine yielded has reached its recorder.
+    /// Waits until every message the engine queued has reached its recorder: each stream's queue is empty
+    /// and its recorder has folded in every (merged) message the queue handed out.
     func settle(file: StaticString = #filePath, line: UInt = #line) async {
         for _ in 0..<20_000 {
-            let stats = await engine.statistics
-            let received = recorders.values.reduce(0) { $0 + $1.snapshot.messages }
-            if received >= stats.fullMapsSent + stats.incrementalUpdatesSent { return }
+            let drained = recorders.allSatisfy { id, recorder in
+                guard let outbox = outboxes[id] else { return true }
+                return outbox.pendingCount == 0 && recorder.snapshot.messages >= outbox.counts.delivered
+            }
+            if drained { return }
             try? await Task.sleep(for: .milliseconds(1))
         }
         XCTFail("map messages did not arrive", file: file, line: line)

@@ -1,0 +1,295 @@
+// The queue between the engine and one map stream's writer. The engine appends messages without waiting;
+// the writer takes everything that piled up while it was busy and merges it (``MapUpdateMerger``), so a
+// burst of changes costs a slow session a few messages instead of one per change. A writer also takes
+// messages no more often than once per `minimumInterval`: the first change after a quiet time goes out at
+// once, and a stream of changes leaves in batches, one per interval.
+//
+// A message the engine sends unchanged to many sessions (a join, an online patch) comes with a
+// ``SharedMapMessage``: the first writer to send it encodes and compresses it, the others reuse the bytes.
+
+import Synchronization
+import WarrenTailcfg
+
+/// One message for many sessions, encoded once per compression setting.
+public final class SharedMapMessage: Sendable {
+    public let message: MapResponse
+    private let framed = Mutex<[Bool: [UInt8]]>([:])
+
+    public init(_ message: MapResponse) { self.message = message }
+
+    /// The framed (and, if asked, zstd-compressed) message; encoded by the first caller.
+    public func framed(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
+        try framed.withLock { cache in
+            if let done = cache[compress] { return done }
+            let bytes = try MapStreamFraming.frame(message, compress: compress, encoder: encoder)
+            cache[compress] = bytes
+            return bytes
+        }
+    }
+}
+
+/// What a writer sends next: the message, and its shared encoding when it went out unmerged.
+public struct MapOutgoing: Sendable {
+    public var message: MapResponse
+    public var shared: SharedMapMessage?
+
+    /// The bytes for the stream.
+    public func framed(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
+        if let shared { return try shared.framed(compress: compress, encoder: encoder) }
+        return try MapStreamFraming.frame(message, compress: compress, encoder: encoder)
+    }
+}
+
+public final class MapSessionOutbox: AsyncSequence, Sendable {
+    public typealias Element = MapResponse
+    public typealias Failure = Never
+
+    private struct State {
+        /// Appended by the engine, not yet looked at by the writer.
+        var pending: [MapOutgoing] = []
+        /// Already merged, waiting to be taken one by one (the writer's side).
+        var ready: [MapOutgoing] = []
+        var readyIndex = 0
+        var waiter: CheckedContinuation<MapOutgoing?, Never>?
+        /// No more messages will be added (the engine ended the session).
+        var finished = false
+        /// The writer went away: drop everything.
+        var cancelled = false
+        var onTermination: (@Sendable () -> Void)?
+        /// Counts for statistics: messages appended, and messages handed to the writer.
+        var appended = 0
+        var delivered = 0
+        /// When the writer last took a message.
+        var lastDelivery: ContinuousClock.Instant?
+    }
+
+    private let state = Mutex(State())
+    private let minimumInterval: Duration
+
+    public init(minimumInterval: Duration = .zero) {
+        self.minimumInterval = minimumInterval
+    }
+
+    /// Called once when the session ends, by ``finish()`` or by the writer going away.
+    public func setOnTermination(_ handler: @escaping @Sendable () -> Void) {
+        let runNow: Bool = state.withLock { s in
+            if s.finished || s.cancelled { return true }
+            s.onTermination = handler
+            return false
+        }
+        if runNow { handler() }
+    }
+
+    /// Queues a message. Dropped once the session has ended.
+    public func yield(_ message: MapResponse) {
+        append(MapOutgoing(message: message, shared: nil))
+    }
+
+    /// Queues a message many sessions get unchanged (its encoding is shared).
+    public func yield(_ shared: SharedMapMessage) {
+        append(MapOutgoing(message: shared.message, shared: shared))
+    }
+
+    private func append(_ item: MapOutgoing) {
+        let resume: CheckedContinuation<MapOutgoing?, Never>? = state.withLock { s in
+            guard !s.finished && !s.cancelled else { return nil }
+            s.appended += 1
+            if let waiter = s.waiter {
+                s.waiter = nil
+                s.delivered += 1
+                return waiter
+            }
+            s.pending.append(item)
+            return nil
+        }
+        resume?.resume(returning: item)
+    }
+
+    /// Ends the session: the writer still gets what is queued, then the end.
+    public func finish() {
+        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
+            guard !s.finished && !s.cancelled else { return (nil, nil) }
+            s.finished = true
+            let handler = s.onTermination
+            s.onTermination = nil
+            let waiter = s.waiter
+            s.waiter = nil
+            return (waiter, handler)
+        }
+        waiter?.resume(returning: nil)
+        handler?()
+    }
+
+    /// The writer is gone: drops what is queued and ends the session.
+    public func cancel() {
+        let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
+            guard !s.cancelled else { return (nil, nil) }
+            s.cancelled = true
+            s.pending = []
+            s.ready = []
+            s.readyIndex = 0
+            let handler = s.onTermination
+            s.onTermination = nil
+            let waiter = s.waiter
+            s.waiter = nil
+            return (waiter, handler)
+        }
+        waiter?.resume(returning: nil)
+        handler?()
+    }
+
+    /// Messages queued and not yet taken by the writer (merged ones count once).
+    public var pendingCount: Int {
+        state.withLock { $0.pending.count + $0.ready.count - $0.readyIndex }
+    }
+
+    /// (messages the engine queued, messages handed to the writer after merging).
+    public var counts: (appended: Int, delivered: Int) {
+        state.withLock { ($0.appended, $0.delivered) }
+    }
+
+    /// The next message: everything queued since the last call, merged; waits when nothing is queued.
+    /// Nil when the session ended or the calling task was cancelled.
+    public func next() async -> MapResponse? {
+        await nextOutgoing()?.message
+    }
+
+    /// Like ``next()``, with the shared encoding of a message that went out unmerged. `sleep` waits out
+    /// the pacing interval (the stream writer passes its event loop's timer).
+    public func nextOutgoing(
+        sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+    ) async -> MapOutgoing? {
+        // Pacing: wait out the rest of the interval since the last message (what arrives meanwhile is
+        // merged). Leftovers of a batch already merged go at once.
+        if minimumInterval > .zero {
+            let (last, leftovers) = state.withLock { ($0.lastDelivery, $0.readyIndex < $0.ready.count) }
+            if let last, !leftovers {
+                let remaining = last.advanced(by: minimumInterval) - ContinuousClock.now
+                if remaining > .zero {
+                    do {
+                        try await sleep(remaining)
+                        try Task.checkCancellation()
+                    } catch {
+                        cancel()
+                        return nil
+                    }
+                }
+            }
+        }
+        let item = await take()
+        if item != nil, minimumInterval > .zero {
+            let now = ContinuousClock.now
+            state.withLock { $0.lastDelivery = now }
+        }
+        return item
+    }
+
+    /// Merges each run of mergeable messages; a message alone keeps its shared encoding.
+    private static func coalesce(_ items: [MapOutgoing]) -> [MapOutgoing] {
+        guard items.count > 1 else { return items }
+        var out = [MapOutgoing]()
+        var run = [MapOutgoing]()
+        func flush() {
+            if run.count == 1 {
+                out.append(run[0])
+            } else if run.count > 1 {
+                var merger = MapUpdateMerger()
+                for item in run { merger.add(item.message) }
+                if let merged = merger.message { out.append(MapOutgoing(message: merged, shared: nil)) }
+            }
+            run = []
+        }
+        for item in items {
+            if MapUpdateMerger.canMerge(item.message) {
+                run.append(item)
+            } else {
+                flush()
+                out.append(item)
+            }
+        }
+        flush()
+        return out
+    }
+
+    private func take() async -> MapOutgoing? {
+        enum Step {
+            case item(MapOutgoing)
+            case merge([MapOutgoing])
+            case end
+            case wait
+        }
+        let step: Step = state.withLock { s in
+            if s.cancelled { return .end }
+            if s.readyIndex < s.ready.count {
+                let item = s.ready[s.readyIndex]
+                s.readyIndex += 1
+                s.delivered += 1
+                return .item(item)
+            }
+            if !s.pending.isEmpty {
+                let taken = s.pending
+                s.pending = []
+                return .merge(taken)
+            }
+            return s.finished ? .end : .wait
+        }
+        switch step {
+        case .item(let item):
+            return item
+        case .end:
+            return nil
+        case .merge(let taken):
+            // Merging happens outside the lock; only this (single) consumer touches `ready`.
+            return handOver(Self.coalesce(taken))
+        case .wait:
+            if Task.isCancelled {
+                cancel()
+                return nil
+            }
+            return await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<MapOutgoing?, Never>) in
+                    let immediate: Step? = state.withLock { s in
+                        if s.cancelled { return .end }
+                        if !s.pending.isEmpty {
+                            let taken = s.pending
+                            s.pending = []
+                            return .merge(taken)
+                        }
+                        if s.finished { return .end }
+                        s.waiter = continuation
+                        return nil
+                    }
+                    switch immediate {
+                    case nil:
+                        break
+                    case .merge(let taken):
+                        // A message arrived between the two looks.
+                        continuation.resume(returning: handOver(Self.coalesce(taken)))
+                    default:
+                        continuation.resume(returning: nil)
+                    }
+                }
+            } onCancel: {
+                self.cancel()
+            }
+        }
+    }
+
+    /// Returns the first of `merged` and keeps the rest for the following calls.
+    private func handOver(_ merged: [MapOutgoing]) -> MapOutgoing? {
+        state.withLock { s in
+            guard !s.cancelled, let first = merged.first else { return nil }
+            s.ready = Array(merged.dropFirst())
+            s.readyIndex = 0
+            s.delivered += 1
+            return first
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let outbox: MapSessionOutbox
+        public mutating func next() async -> MapResponse? { await outbox.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(outbox: self) }
+}
