@@ -26,10 +26,13 @@ public struct PolicyEngine: Sendable {
     var units: [CompiledUnit] = []
     /// Per unit, per global rule: merge key, destination set (filter and capability), reaches the internet.
     var keys: [[Int]] = []
-    /// Merge keys by fingerprint of the rule's sources and protocols.
-    var keyTable: [UInt64: [(srcIPs: [String], proto: [Int]?, id: Int)]] = [:]
-    /// How many global rules use each merge key, and each key's fingerprint (unused keys are dropped).
-    var keyUses: [Int: (count: Int, fingerprint: UInt64)] = [:]
+    /// Merge keys by the rule's sources and protocols.
+    var keyTable: [MergeKey: Int] = [:]
+    /// How many global rules use each merge key, and the key (unused keys are dropped).
+    var keyUses: [Int: (count: Int, key: MergeKey)] = [:]
+    /// The shared SrcIPs of each list of node-naming source aliases (one instance each, so its strings are
+    /// made once); a node change drops the lists whose aliases name the node.
+    var sourceLists: [[Alias]: SourceList] = [:]
     var nextKey = 0
     var dstSets: [[IPSet]] = []
     var toInternet: [[Bool]] = []
@@ -48,6 +51,29 @@ public struct PolicyEngine: Sendable {
     let sshStatic: [SSHStatic]
     /// Users' order in SSH principal lists: by id, then name.
     let userRank: [String: (Int, String)]
+
+    /// What rules merge on: the same SrcIPs and the same protocols. Node-address SrcIPs compare as address
+    /// runs (`SourceList`), so no strings are made or hashed for them.
+    struct MergeKey: Hashable, Sendable {
+        enum Sources: Hashable, Sendable {
+            case list(SourceList)
+            case strings([String])
+        }
+
+        var sources: Sources
+        var proto: [Int]?
+
+        init(_ r: CompiledRule) {
+            sources = Self.sources(r)
+            proto = r.proto
+        }
+
+        static func sources(_ r: CompiledRule) -> Sources {
+            if let list = r.srcList { return .list(list) }
+            if let list = SourceList.parsing(r.srcIPs) { return .list(list) }
+            return .strings(r.srcIPs)
+        }
+    }
 
     struct DstRef: Hashable, Sendable {
         var unit: Int32
@@ -159,6 +185,8 @@ public struct PolicyEngine: Sendable {
 
     mutating func rebuildAll() {
         units = grantUnits.map { PolicyCompiler.compile($0, resolver: live) }
+        sourceLists = [:]
+        for u in units.indices { shareSourceLists(u) }
         keys = []; dstSets = []; toInternet = []; srcBits = []; dstBits = []; viaSrcBits = []
         byAddress = [:]; wide = Array(repeating: [], count: units.count)
         var srcCache: [IPSet: NodeBits] = [:]
@@ -185,36 +213,17 @@ public struct PolicyEngine: Sendable {
         sshSources = policy.ssh.indices.map { computeSSHSources($0) }
     }
 
-    /// Merge keys, destination sets and internet flags of a unit's global rules.
-    /// The fingerprint of a rule's merge key (its SrcIPs and protocols); a unit with one cached source
-    /// alias takes the alias's fingerprint instead of hashing every string again.
-    func keyFingerprint(_ r: CompiledRule, unit u: Int?) -> UInt64 {
-        var fp: UInt64
-        if u != nil, let known = r.srcFingerprint {
-            fp = known
-        } else {
-            fp = r.srcIPs.reduce(0) { $0 &+ LiveTailnet.fingerprint($1) }
-        }
-        for p in r.proto ?? [-1] { fp = (fp ^ UInt64(bitPattern: Int64(p &+ 7))) &* 0x0000_0100_0000_01B3 }
-        return fp
-    }
-
-    /// The merge key of a rule, if it is in the table.
-    func knownKey(_ r: CompiledRule, fingerprint fp: UInt64) -> Int? {
-        keyTable[fp]?.first { $0.proto == r.proto && $0.srcIPs == r.srcIPs }?.id
-    }
-
-    mutating func internKey(_ r: CompiledRule, unit u: Int) -> Int {
-        let fp = keyFingerprint(r, unit: u)
+    mutating func internKey(_ r: CompiledRule) -> Int {
+        let key = MergeKey(r)
         let id: Int
-        if let known = knownKey(r, fingerprint: fp) {
+        if let known = keyTable[key] {
             id = known
         } else {
             nextKey += 1
             id = nextKey
-            keyTable[fp, default: []].append((r.srcIPs, r.proto, id))
+            keyTable[key] = id
         }
-        keyUses[id, default: (0, fp)].count += 1
+        keyUses[id, default: (0, key)].count += 1
         return id
     }
 
@@ -225,15 +234,28 @@ public struct PolicyEngine: Sendable {
             return
         }
         keyUses[id] = nil
-        keyTable[use.fingerprint]?.removeAll { $0.id == id }
-        if keyTable[use.fingerprint]?.isEmpty == true { keyTable[use.fingerprint] = nil }
+        keyTable[use.key] = nil
     }
 
+    /// Makes the unit's rules share the source list of their aliases (one instance per alias list).
+    mutating func shareSourceLists(_ u: Int) {
+        let aliases = grantUnits[u].sources
+        for j in units[u].rules.indices {
+            guard let list = units[u].rules[j].srcList else { continue }
+            if let known = sourceLists[aliases], known == list {
+                units[u].rules[j].srcList = known
+            } else {
+                sourceLists[aliases] = list
+            }
+        }
+    }
+
+    /// Merge keys, destination sets and internet flags of a unit's global rules.
     mutating func deriveRuleData(_ u: Int) {
         if u < keys.count { for id in keys[u] where id != 0 { releaseKey(id) } }
         var k: [Int] = [], d: [IPSet] = [], t: [Bool] = []
         for r in units[u].rules {
-            k.append(r.isCapRule ? 0 : internKey(r, unit: u))
+            k.append(r.isCapRule ? 0 : internKey(r))
             var b = IPSetBuilder()
             for x in r.dsts { b.add(x.set) }
             for g in r.capGrants { for p in g.dsts { b.add(p) } }
@@ -275,7 +297,11 @@ public struct PolicyEngine: Sendable {
     // MARK: membership
 
     func srcMember(_ set: IPSet, _ n: TailnetNode) -> Bool {
-        n.addresses.contains(where: set.contains) || n.subnetRoutes.contains(where: set.overlaps)
+        n.addresses.contains(where: set.contains) || (!n.approvedRoutes.isEmpty && n.subnetRoutes.contains(where: set.overlaps))
+    }
+
+    func srcMember(_ set: IPSet, _ view: NodeView) -> Bool {
+        view.node.addresses.contains(where: set.contains) || view.routes.contains(where: set.overlaps)
     }
 
     func dstMember(_ set: IPSet, internet: Bool, _ view: NodeView) -> Bool {
@@ -493,6 +519,11 @@ public struct PolicyEngine: Sendable {
         if let newNode { slot = live.insert(newNode) } else { live.remove(name: name); slot = nil }
         let xSlot = slot ?? oldSlot!
         let routesChanged = live.approvedSubnetRoutes != routesBefore
+        // Source lists that hold the node's addresses are made again when a unit needs them.
+        let stale = sourceLists.keys.filter { aliases in
+            aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { live.names(a, $0) } }
+        }
+        for aliases in stale { sourceLists[aliases] = nil }
         let routers = live.routers.union(routersBefore)
         // autogroup:self rules (filters and SSH) list the user's nodes.
         let hasSelf = units.contains(where: \.hasSelf) || sshTouched.contains { sshStatic[$0].selfDsts }
@@ -538,21 +569,23 @@ public struct PolicyEngine: Sendable {
             }
         }
         // In a rule whose sets did not change, only the changed node's own membership can have moved.
-        let xOnly: Set<Int> = [xSlot]
+        // Each node's view is made once (views allocate).
+        let touchedViews = touched.sorted().map { s in (slot: s, view: live.nodes[s].map(NodeView.init)) }
+        let xOnly = [(slot: xSlot, view: live.nodes[xSlot].map(NodeView.init))]
         for u in units.indices {
-            let update = recompiled.contains(u) ? touched : xOnly
+            let update = recompiled.contains(u) ? touchedViews : xOnly
             for j in units[u].rules.indices {
                 let set = units[u].rules[j].srcSet, dst = dstSets[u][j], internet = toInternet[u][j]
-                for s in update {
-                    guard let n = live.nodes[s] else { srcBits[u][j].remove(s); dstBits[u][j].remove(s); continue }
-                    srcBits[u][j].set(s, srcMember(set, n))
-                    dstBits[u][j].set(s, dstMember(dst, internet: internet, NodeView(n)))
+                for (s, view) in update {
+                    guard let view else { srcBits[u][j].remove(s); dstBits[u][j].remove(s); continue }
+                    srcBits[u][j].set(s, srcMember(set, view))
+                    dstBits[u][j].set(s, dstMember(dst, internet: internet, view))
                 }
             }
             if viaSrcBits[u] != nil {
                 let set = units[u].viaSrcSet
-                for s in update {
-                    if let n = live.nodes[s] { viaSrcBits[u]!.set(s, srcMember(set, n)) } else { viaSrcBits[u]!.remove(s) }
+                for (s, view) in update {
+                    if let view { viaSrcBits[u]!.set(s, srcMember(set, view)) } else { viaSrcBits[u]!.remove(s) }
                 }
             }
         }
@@ -583,7 +616,9 @@ public struct PolicyEngine: Sendable {
             changedSlots.formUnion(live.slots(in: live.resolve(sshStatic[i].otherDsts)))
         }
 
-        for s in changedSlots.members { if let n = live.nodes[s] { changedNames.insert(n.name) } }
+        let changedList = changedSlots.members
+        changedNames.reserveCapacity(changedList.count + 1)
+        for s in changedList { if let n = live.nodes[s] { changedNames.insert(n.name) } }
         return changedNames
     }
 
@@ -635,11 +670,10 @@ public struct PolicyEngine: Sendable {
         out.formUnion(live.routers)
     }
 
-    /// Whether two rules' SrcIPs differ; known fingerprints (or counts) that differ answer without comparing strings.
+    /// Whether two rules' SrcIPs differ (node-address lists compare as address runs, not strings).
     static func differentSources(_ a: CompiledRule, _ b: CompiledRule) -> Bool {
-        if a.srcIPs.count != b.srcIPs.count { return true }
-        if let x = a.srcFingerprint, let y = b.srcFingerprint, x != y { return true }
-        return a.srcIPs != b.srcIPs
+        if let x = a.srcList, let y = b.srcList { return x != y }
+        return MergeKey.sources(a) != MergeKey.sources(b)
     }
 
     /// Whether two compilations of a unit have the same rules in the same places with the same destinations
@@ -666,8 +700,15 @@ public struct PolicyEngine: Sendable {
               !unit.sources.contains(.wildcard), !unit.sources.contains(.autogroup("autogroup:danger-all")),
               !units[u].rules.contains(where: \.isCapRule) else { return false }
         let resolved = unit.sources.map { live.resolve($0) }
+        var list = sourceLists[unit.sources]
+        if list == nil, let made = live.nodeSources(unit.sources) {
+            list = made
+            sourceLists[unit.sources] = made
+        }
         let srcSet: IPSet
-        if resolved.count == 1 {
+        if let list {
+            srcSet = list.union
+        } else if resolved.count == 1 {
             srcSet = resolved[0]
         } else {
             var b = IPSetBuilder()
@@ -675,17 +716,16 @@ public struct PolicyEngine: Sendable {
             srcSet = b.build()
         }
         guard !srcSet.isEmpty else { return false }
-        let fast = live.nodeSourceStrings(unit.sources)
-        let srcIPs = fast?.strings ?? PolicyCompiler.srcStrings(unit.sources, resolver: live)
-        guard !srcIPs.isEmpty else { return false }
+        let srcIPs = list == nil ? PolicyCompiler.srcStrings(unit.sources, resolver: live) : []
+        guard list != nil || !srcIPs.isEmpty else { return false }
         for id in keys[u] where id != 0 { releaseKey(id) }
         units[u].resolvedSources = resolved
         for j in units[u].rules.indices {
             units[u].rules[j].srcIPs = srcIPs
             units[u].rules[j].srcSet = srcSet
-            units[u].rules[j].srcFingerprint = fast?.fingerprint
+            units[u].rules[j].srcList = list
         }
-        keys[u] = units[u].rules.map { internKey($0, unit: u) }
+        keys[u] = units[u].rules.map { internKey($0) }
         return true
     }
 
@@ -700,14 +740,16 @@ public struct PolicyEngine: Sendable {
         if Self.sameDestinations(oldRules, fresh.rules) {
             // Sources changed only: new merge keys; index entries, destination sets and memberships stay.
             units[u] = fresh
+            shareSourceLists(u)
             for id in keys[u] where id != 0 { releaseKey(id) }
-            keys[u] = fresh.rules.map { $0.isCapRule ? 0 : internKey($0, unit: u) }
+            keys[u] = units[u].rules.map { $0.isCapRule ? 0 : internKey($0) }
             if units[u].isVia, !wasVia || viaSrcBits[u] == nil { viaSrcBits[u] = computeSrcBits(units[u].viaSrcSet) }
             if !units[u].isVia { viaSrcBits[u] = nil }
             return
         }
         removeFromIndex(u)
         units[u] = fresh
+        shareSourceLists(u)
         deriveRuleData(u)
         addToIndex(u)
         var sb: [NodeBits] = [], db: [NodeBits] = []
@@ -746,12 +788,12 @@ public struct PolicyEngine: Sendable {
         struct Part { var pos: Int; var key: Int?; var rule: CompiledRule; var dsts: [CompiledDestination]; var selected: Bool }
         var parts: [Part] = []
         let stride = 1 << 16
-        var localKeys: [String: Int] = [:]
+        var localKeys: [MergeKey: Int] = [:]
         func key(_ r: CompiledRule) -> Int {
-            if let k = knownKey(r, fingerprint: keyFingerprint(r, unit: nil)) { return k }
-            let text = r.mergeKey
-            if let k = localKeys[text] { return k }
-            localKeys[text] = -(localKeys.count + 1)
+            let k = MergeKey(r)
+            if let known = keyTable[k] { return known }
+            if let local = localKeys[k] { return local }
+            localKeys[k] = -(localKeys.count + 1)
             return -localKeys.count
         }
 

@@ -1,0 +1,195 @@
+import Synchronization
+import WarrenPacket
+
+/// The SrcIPs of a rule whose sources name nodes, kept as address sets and written out as strings only
+/// when a filter is put in wire form.
+///
+/// Tailscale lists a node-naming source alias as each of its node addresses on its own, in address order
+/// (IPv4 first), alias after alias, each address once (where it first appears). Such a list is a sequence of
+/// ascending runs of distinct addresses. A `SourceList` keeps its maximal ascending runs as sets, which makes it
+/// canonical: two lists have the same strings exactly when they have the same runs. So lists compare and hash
+/// by their ranges, never by their strings.
+///
+/// A list is immutable and shared (by every rule with the same sources, and by the merge-key table); a node
+/// change makes new lists. The strings are built on first use and then kept.
+final class SourceList: Sendable {
+    /// The maximal ascending runs, in order; none is empty.
+    let runs: [IPSet]
+    /// Every address of the list.
+    let union: IPSet
+    let hash: UInt64
+    private let text = Mutex<[String]?>(nil)
+
+    /// A list of runs that are ascending and maximal (each run's last address above the next run's first).
+    init(runs: [IPSet], union: IPSet) {
+        self.runs = runs
+        self.union = union
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        func mix(_ w: UInt64) { h = (h ^ w) &* 0x0000_0100_0000_01B3; h ^= h >> 29 }
+        for run in runs {
+            mix(UInt64(run.v4.count) << 32 | UInt64(run.v6.count))
+            for r in run.v4 { mix(r.lowerBound.lo << 32 | r.upperBound.lo) }
+            for r in run.v6 { mix(r.lowerBound.hi); mix(r.lowerBound.lo); mix(r.upperBound.hi); mix(r.upperBound.lo) }
+        }
+        self.hash = h
+    }
+
+    convenience init(sorted set: IPSet) {
+        self.init(runs: set.isEmpty ? [] : [set], union: set)
+    }
+
+    /// The list of `sets` one after the other, each adding its addresses that no earlier set has.
+    static func concatenating(_ sets: [IPSet]) -> SourceList {
+        if sets.count == 1 { return SourceList(sorted: sets[0]) }
+        var runs: [IPSet] = []
+        var seen = IPSet()
+        for set in sets {
+            let piece = seen.isEmpty ? set : set.subtractingSorted(seen)
+            guard let first = piece.firstKey else { continue }
+            if let last = runs.last?.lastKey, last < first {
+                runs[runs.count - 1] = runs[runs.count - 1].unionSorted(piece)
+            } else {
+                runs.append(piece)
+            }
+            seen = seen.unionSorted(piece)
+        }
+        return SourceList(runs: runs, union: seen)
+    }
+
+    /// The list that `strings` spell, when each is a single address written as Swift writes it, else nil.
+    static func parsing(_ strings: [String]) -> SourceList? {
+        var runs: [IPSet] = []
+        var current: [IPAddress] = []
+        var last: AddressKey?
+        var all = IPSetBuilder()
+        for s in strings {
+            guard !s.contains("/"), let a = IPAddress(s), a.description == s else { return nil }
+            let k = AddressKey(a)
+            if let l = last, !(l < k) {
+                runs.append(IPSet(addresses: current))
+                current = []
+            }
+            current.append(a)
+            all.add(a)
+            last = k
+        }
+        if !current.isEmpty { runs.append(IPSet(addresses: current)) }
+        return SourceList(runs: runs, union: all.build())
+    }
+
+    var isEmpty: Bool { runs.isEmpty }
+
+    /// The SrcIPs strings.
+    var strings: [String] {
+        text.withLock { cached in
+            if let cached { return cached }
+            var out: [String] = []
+            for run in runs { run.forEachAddress { out.append($0.description) } }
+            cached = out
+            return out
+        }
+    }
+}
+
+extension SourceList: Hashable {
+    static func == (a: SourceList, b: SourceList) -> Bool {
+        a === b || (a.hash == b.hash && a.runs == b.runs)
+    }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+}
+
+/// An address's place in SrcIPs order: IPv4 before IPv6, then by value.
+struct AddressKey: Comparable {
+    var isV6: Bool
+    var value: U128
+
+    init(isV6: Bool, value: U128) {
+        self.isV6 = isV6
+        self.value = value
+    }
+
+    init(_ a: IPAddress) {
+        let (v6, k) = IPSet.key(a)
+        self.init(isV6: v6, value: k)
+    }
+
+    static func < (a: AddressKey, b: AddressKey) -> Bool {
+        a.isV6 != b.isV6 ? !a.isV6 : a.value < b.value
+    }
+}
+
+extension IPSet {
+    var firstKey: AddressKey? {
+        if let r = v4.first { return AddressKey(isV6: false, value: r.lowerBound) }
+        if let r = v6.first { return AddressKey(isV6: true, value: r.lowerBound) }
+        return nil
+    }
+
+    var lastKey: AddressKey? {
+        if let r = v6.last { return AddressKey(isV6: true, value: r.upperBound) }
+        if let r = v4.last { return AddressKey(isV6: false, value: r.upperBound) }
+        return nil
+    }
+
+    /// The union, in one pass over both range lists.
+    func unionSorted(_ other: IPSet) -> IPSet {
+        var s = IPSet()
+        s.v4 = Self.mergeRanges(v4, other.v4)
+        s.v6 = Self.mergeRanges(v6, other.v6)
+        return s
+    }
+
+    /// The addresses not in `other`, in one pass over both range lists.
+    func subtractingSorted(_ other: IPSet) -> IPSet {
+        var s = IPSet()
+        s.v4 = Self.subtractRanges(v4, other.v4)
+        s.v6 = Self.subtractRanges(v6, other.v6)
+        return s
+    }
+
+    static func mergeRanges(_ a: [ClosedRange<U128>], _ b: [ClosedRange<U128>]) -> [ClosedRange<U128>] {
+        if a.isEmpty { return b }
+        if b.isEmpty { return a }
+        var out: [ClosedRange<U128>] = []
+        out.reserveCapacity(a.count + b.count)
+        var i = 0, j = 0
+        func push(_ r: ClosedRange<U128>) {
+            if let last = out.last, last.upperBound.successor.map({ r.lowerBound <= $0 }) ?? true {
+                if r.upperBound > last.upperBound { out[out.count - 1] = last.lowerBound...r.upperBound }
+            } else {
+                out.append(r)
+            }
+        }
+        while i < a.count || j < b.count {
+            if j == b.count || (i < a.count && a[i].lowerBound <= b[j].lowerBound) {
+                push(a[i]); i += 1
+            } else {
+                push(b[j]); j += 1
+            }
+        }
+        return out
+    }
+
+    static func subtractRanges(_ a: [ClosedRange<U128>], _ b: [ClosedRange<U128>]) -> [ClosedRange<U128>] {
+        if a.isEmpty || b.isEmpty { return a }
+        var out: [ClosedRange<U128>] = []
+        var j = 0
+        for r in a {
+            var lower = r.lowerBound
+            var done = false
+            // Skip ranges of b that end before this range starts.
+            while j < b.count && b[j].upperBound < lower { j += 1 }
+            var k = j
+            while k < b.count && b[k].lowerBound <= r.upperBound {
+                let x = b[k]
+                if x.lowerBound > lower, let e = x.lowerBound.predecessor { out.append(lower...e) }
+                guard let next = x.upperBound.successor, x.upperBound < r.upperBound else { done = true; break }
+                lower = max(lower, next)
+                k += 1
+            }
+            if !done { out.append(lower...r.upperBound) }
+        }
+        return out
+    }
+}
