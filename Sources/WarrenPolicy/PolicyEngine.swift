@@ -30,9 +30,15 @@ public struct PolicyEngine: Sendable {
     var keyTable: [MergeKey: Int] = [:]
     /// How many global rules use each merge key, and the key (unused keys are dropped).
     var keyUses: [Int: (count: Int, key: MergeKey)] = [:]
-    /// The shared SrcIPs of each list of node-naming source aliases (one instance each, so its strings are
+    /// The aliases that grant units name (each once), the units' destinations and source lists as indexes into
+    /// it (units with the same sources share a source list), so a node change tests each alias once.
+    let aliasTable: [Alias]
+    let unitDestinations: [[Int]]
+    let unitSourceList: [Int]
+    let sourceListAliases: [[Int]]
+    /// The shared SrcIPs of each source list of node-naming aliases (one instance each, so its strings are
     /// made once); a node change drops the lists whose aliases name the node.
-    var sourceLists: [[Alias]: SourceList] = [:]
+    var sourceLists: [SourceList?] = []
     var nextKey = 0
     var dstSets: [[IPSet]] = []
     var toInternet: [[Bool]] = []
@@ -114,6 +120,30 @@ public struct PolicyEngine: Sendable {
         for r in policy.ssh { aliases.formUnion(r.sources.map(\.value)) }
         var live = LiveTailnet(policy: policy, users: tailnet.users, cachedAliases: aliases)
         self.grantUnits = grantUnits
+        var aliasIndex: [Alias: Int] = [:]
+        var table: [Alias] = []
+        func index(_ a: Alias) -> Int {
+            if let i = aliasIndex[a] { return i }
+            aliasIndex[a] = table.count
+            table.append(a)
+            return table.count - 1
+        }
+        var listIndex: [[Alias]: Int] = [:]
+        var lists: [[Int]] = []
+        var unitLists: [Int] = []
+        for g in grantUnits {
+            if let i = listIndex[g.sources] {
+                unitLists.append(i)
+            } else {
+                listIndex[g.sources] = lists.count
+                unitLists.append(lists.count)
+                lists.append(g.sources.map(index))
+            }
+        }
+        self.unitDestinations = grantUnits.map { $0.destinations.map(index) }
+        self.aliasTable = table
+        self.unitSourceList = unitLists
+        self.sourceListAliases = lists
         self.sshStatic = policy.ssh.map { Self.sshStatic($0, users: tailnet.users, options: options) }
         var rank: [String: (Int, String)] = [:]
         for u in tailnet.users where rank[u.name] == nil { rank[u.name] = (u.id, u.name) }
@@ -185,7 +215,7 @@ public struct PolicyEngine: Sendable {
 
     mutating func rebuildAll() {
         units = grantUnits.map { PolicyCompiler.compile($0, resolver: live) }
-        sourceLists = [:]
+        sourceLists = Array(repeating: nil, count: sourceListAliases.count)
         for u in units.indices { shareSourceLists(u) }
         keys = []; dstSets = []; toInternet = []; srcBits = []; dstBits = []; viaSrcBits = []
         byAddress = [:]; wide = Array(repeating: [], count: units.count)
@@ -239,13 +269,13 @@ public struct PolicyEngine: Sendable {
 
     /// Makes the unit's rules share the source list of their aliases (one instance per alias list).
     mutating func shareSourceLists(_ u: Int) {
-        let aliases = grantUnits[u].sources
+        let l = unitSourceList[u]
         for j in units[u].rules.indices {
             guard let list = units[u].rules[j].srcList else { continue }
-            if let known = sourceLists[aliases], known == list {
+            if let known = sourceLists[l], known == list {
                 units[u].rules[j].srcList = known
             } else {
-                sourceLists[aliases] = list
+                sourceLists[l] = list
             }
         }
     }
@@ -519,11 +549,13 @@ public struct PolicyEngine: Sendable {
         if let newNode { slot = live.insert(newNode) } else { live.remove(name: name); slot = nil }
         let xSlot = slot ?? oldSlot!
         let routesChanged = live.approvedSubnetRoutes != routesBefore
-        // Source lists that hold the node's addresses are made again when a unit needs them.
-        let stale = sourceLists.keys.filter { aliases in
-            aliases.contains { a in LiveTailnet.namesNodes(a) && involved.contains { live.names(a, $0) } }
+        // The aliases that name the node (before or after); source lists that hold its addresses are made again
+        // when a unit needs them.
+        var named = Array(repeating: false, count: aliasTable.count)
+        for (i, a) in aliasTable.enumerated() where LiveTailnet.namesNodes(a) {
+            named[i] = involved.contains { live.names(a, $0) }
         }
-        for aliases in stale { sourceLists[aliases] = nil }
+        for l in sourceLists.indices where sourceListAliases[l].contains(where: { named[$0] }) { sourceLists[l] = nil }
         let routers = live.routers.union(routersBefore)
         // autogroup:self rules (filters and SSH) list the user's nodes.
         let hasSelf = units.contains(where: \.hasSelf) || sshTouched.contains { sshStatic[$0].selfDsts }
@@ -533,17 +565,13 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
-        func names(_ aliases: [Alias]) -> Bool {
-            for a in aliases {
-                if routesChanged && a == .wildcard { return true }
-                guard LiveTailnet.namesNodes(a) else { continue }
-                for n in involved where live.names(a, n) { return true }
-            }
-            return false
+        let wildcard = aliasTable.firstIndex(of: .wildcard)
+        func names(_ aliases: [Int]) -> Bool {
+            aliases.contains { named[$0] || (routesChanged && $0 == wildcard) }
         }
         for u in units.indices {
-            let dstDepends = names(grantUnits[u].destinations)
-            guard dstDepends || names(grantUnits[u].sources) else { continue }
+            let dstDepends = names(unitDestinations[u])
+            guard dstDepends || names(sourceListAliases[unitSourceList[u]]) else { continue }
             let oldRules = units[u].rules
             if dstDepends || !recompileSources(u) { recompile(u) }
             recompiled.insert(u)
@@ -700,10 +728,10 @@ public struct PolicyEngine: Sendable {
               !unit.sources.contains(.wildcard), !unit.sources.contains(.autogroup("autogroup:danger-all")),
               !units[u].rules.contains(where: \.isCapRule) else { return false }
         let resolved = unit.sources.map { live.resolve($0) }
-        var list = sourceLists[unit.sources]
+        var list = sourceLists[unitSourceList[u]]
         if list == nil, let made = live.nodeSources(unit.sources) {
             list = made
-            sourceLists[unit.sources] = made
+            sourceLists[unitSourceList[u]] = made
         }
         let srcSet: IPSet
         if let list {

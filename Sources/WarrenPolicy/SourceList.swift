@@ -24,12 +24,19 @@ final class SourceList: Sendable {
     init(runs: [IPSet], union: IPSet) {
         self.runs = runs
         self.union = union
+        // A summary (sizes and ends of each run) rather than every range: equal lists hash alike, and lists
+        // that differ only inside are told apart by `==`.
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         func mix(_ w: UInt64) { h = (h ^ w) &* 0x0000_0100_0000_01B3; h ^= h >> 29 }
+        func mix(_ r: ClosedRange<U128>?) {
+            guard let r else { return mix(0x5A5A) }
+            mix(r.lowerBound.hi); mix(r.lowerBound.lo); mix(r.upperBound.hi); mix(r.upperBound.lo)
+        }
+        mix(UInt64(runs.count))
         for run in runs {
             mix(UInt64(run.v4.count) << 32 | UInt64(run.v6.count))
-            for r in run.v4 { mix(r.lowerBound.lo << 32 | r.upperBound.lo) }
-            for r in run.v6 { mix(r.lowerBound.hi); mix(r.lowerBound.lo); mix(r.upperBound.hi); mix(r.upperBound.lo) }
+            mix(run.v4.first); mix(run.v4.last); mix(run.v4.count > 2 ? run.v4[run.v4.count / 2] : nil)
+            mix(run.v6.first); mix(run.v6.last); mix(run.v6.count > 2 ? run.v6[run.v6.count / 2] : nil)
         }
         self.hash = h
     }
