@@ -591,10 +591,9 @@ public struct PolicyEngine: Sendable {
             }
         }
         if routesChanged {
+            // The address index answers which nodes have an address inside the routes.
             let routes = involved.flatMap(\.subnetRoutes)
-            for s in live.occupiedSlots where live.nodes[s]!.addresses.contains(where: { a in routes.contains { $0.contains(a) } }) {
-                touched.insert(s)
-            }
+            if !routes.isEmpty { touched.formUnion(live.slots(in: IPSet(prefixes: routes))) }
         }
         // In a rule whose sets did not change, only the changed node's own membership can have moved.
         // Each node's view is made once (views allocate).
