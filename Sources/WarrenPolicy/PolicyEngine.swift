@@ -15,7 +15,8 @@ public enum NodeChange: Sendable, Equatable {
 /// the units whose aliases name the node (or that list subnet routes, when the node's routes change),
 /// the destination index entries of those units, the node's membership in each rule, and the peer
 /// relations of the node and of routers. Packet filters and SSH policies are read per node from the shared
-/// compiled rules. The result equals a fresh build (`compileAll()` of each is the same), which the property
+/// compiled rules. SrcIPs made of node addresses are kept as address sets (`SourceList`, one per list of
+/// source aliases, shared by every rule with those sources) and become strings only when a filter is read. The result equals a fresh build (`compileAll()` of each is the same), which the property
 /// tests hold on random tailnets; filter rule order is the node's own (rules are accept rules, so their
 /// order carries no meaning).
 public struct PolicyEngine: Sendable {
@@ -39,6 +40,8 @@ public struct PolicyEngine: Sendable {
     /// The shared SrcIPs of each source list of node-naming aliases (one instance each, so its strings are
     /// made once); a node change drops the lists whose aliases name the node.
     var sourceLists: [SourceList?] = []
+    /// Per source list, the list a node change dropped, until its successor is made (which takes its strings).
+    var retiredLists: [SourceList?] = []
     var nextKey = 0
     var dstSets: [[IPSet]] = []
     var toInternet: [[Bool]] = []
@@ -216,6 +219,7 @@ public struct PolicyEngine: Sendable {
     mutating func rebuildAll() {
         units = grantUnits.map { PolicyCompiler.compile($0, resolver: live) }
         sourceLists = Array(repeating: nil, count: sourceListAliases.count)
+        retiredLists = sourceLists
         for u in units.indices { shareSourceLists(u) }
         keys = []; dstSets = []; toInternet = []; srcBits = []; dstBits = []; viaSrcBits = []
         byAddress = [:]; wide = Array(repeating: [], count: units.count)
@@ -227,10 +231,12 @@ public struct PolicyEngine: Sendable {
             var sb: [NodeBits] = [], db: [NodeBits] = []
             for j in units[u].rules.indices {
                 let r = units[u].rules[j]
-                if let c = srcCache[r.srcSet] { sb.append(c) } else {
+                // Rules with the same sets start from one computation but own their bits (a join writes them;
+                // shared bits would be copied then).
+                if let c = srcCache[r.srcSet] { sb.append(c.copy()) } else {
                     let b = computeSrcBits(r.srcSet); srcCache[r.srcSet] = b; sb.append(b)
                 }
-                if !toInternet[u][j], let c = dstCache[dstSets[u][j]] { db.append(c) } else {
+                if !toInternet[u][j], let c = dstCache[dstSets[u][j]] { db.append(c.copy()) } else {
                     let b = computeDstBits(dstSets[u][j], internet: toInternet[u][j])
                     if !toInternet[u][j] { dstCache[dstSets[u][j]] = b }
                     db.append(b)
@@ -267,6 +273,14 @@ public struct PolicyEngine: Sendable {
         keyTable[use.key] = nil
     }
 
+    mutating func install(_ list: SourceList, at l: Int) {
+        if let old = retiredLists[l] {
+            list.inheritText(from: old)
+            retiredLists[l] = nil
+        }
+        sourceLists[l] = list
+    }
+
     /// Makes the unit's rules share the source list of their aliases (one instance per alias list).
     mutating func shareSourceLists(_ u: Int) {
         let l = unitSourceList[u]
@@ -275,7 +289,7 @@ public struct PolicyEngine: Sendable {
             if let known = sourceLists[l], known == list {
                 units[u].rules[j].srcList = known
             } else {
-                sourceLists[l] = list
+                install(list, at: l)
             }
         }
     }
@@ -555,7 +569,10 @@ public struct PolicyEngine: Sendable {
         for (i, a) in aliasTable.enumerated() where LiveTailnet.namesNodes(a) {
             named[i] = involved.contains { live.names(a, $0) }
         }
-        for l in sourceLists.indices where sourceListAliases[l].contains(where: { named[$0] }) { sourceLists[l] = nil }
+        for l in sourceLists.indices where sourceListAliases[l].contains(where: { named[$0] }) {
+            if let old = sourceLists[l] { retiredLists[l] = old }
+            sourceLists[l] = nil
+        }
         let routers = live.routers.union(routersBefore)
         // autogroup:self rules (filters and SSH) list the user's nodes.
         let hasSelf = units.contains(where: \.hasSelf) || sshTouched.contains { sshStatic[$0].selfDsts }
@@ -730,7 +747,7 @@ public struct PolicyEngine: Sendable {
         var list = sourceLists[unitSourceList[u]]
         if list == nil, let made = live.nodeSources(unit.sources) {
             list = made
-            sourceLists[unitSourceList[u]] = made
+            install(made, at: unitSourceList[u])
         }
         let srcSet: IPSet
         if let list {

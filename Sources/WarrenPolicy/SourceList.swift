@@ -11,14 +11,23 @@ import WarrenPacket
 /// by their ranges, never by their strings.
 ///
 /// A list is immutable and shared (by every rule with the same sources, and by the merge-key table); a node
-/// change makes new lists. The strings are built on first use and then kept.
+/// change makes new lists. The strings are built on first use and then kept; a list that replaces another
+/// (the same aliases after a node change) takes the strings of the addresses the two have in common from it.
 final class SourceList: Sendable {
     /// The maximal ascending runs, in order; none is empty.
     let runs: [IPSet]
     /// Every address of the list.
     let union: IPSet
     let hash: UInt64
-    private let text = Mutex<[String]?>(nil)
+    private let text = Mutex<Text?>(nil)
+    /// The list this one replaces, until this one's strings are made.
+    private let predecessor = Mutex<SourceList?>(nil)
+
+    /// The strings in address order (of `union`) and in list order (the same array for a single run).
+    private struct Text {
+        var sorted: [String]
+        var listed: [String]
+    }
 
     /// A list of runs that are ascending and maximal (each run's last address above the next run's first).
     init(runs: [IPSet], union: IPSet) {
@@ -86,15 +95,66 @@ final class SourceList: Sendable {
 
     var isEmpty: Bool { runs.isEmpty }
 
+    /// Lets this list take its strings from `old` (which it replaces) when it makes them. Only lists whose
+    /// strings are made are kept for that, so a list holds at most one other alive.
+    func inheritText(from old: SourceList) {
+        guard old !== self else { return }
+        let source: SourceList? = old.hasText ? old : old.predecessor.withLock { p -> SourceList? in p }
+        predecessor.withLock { $0 = source }
+    }
+
+    var hasText: Bool { text.withLock { $0 != nil } }
+
     /// The SrcIPs strings.
     var strings: [String] {
         text.withLock { cached in
-            if let cached { return cached }
-            var out: [String] = []
-            for run in runs { run.forEachAddress { out.append($0.description) } }
-            cached = out
-            return out
+            if let cached { return cached.listed }
+            let old = predecessor.withLock { p in
+                defer { p = nil }
+                return p
+            }
+            var reuse: (union: IPSet, sorted: [String])?
+            if let old, let sorted = old.text.withLock({ $0?.sorted }) { reuse = (old.union, sorted) }
+            let made = makeText(reusing: reuse)
+            cached = made
+            return made.listed
         }
+    }
+
+    /// Formats each address, or takes its string from an older list (given as its union and strings in
+    /// address order) that has it.
+    private func makeText(reusing old: (union: IPSet, sorted: [String])?) -> Text {
+        var keys: [AddressKey] = []
+        var sorted: [String] = []
+        var oldKeys: [AddressKey] = []
+        if let old { old.union.forEachAddress { oldKeys.append(AddressKey($0)) } }
+        var o = 0
+        union.forEachAddress { a in
+            let k = AddressKey(a)
+            keys.append(k)
+            while o < oldKeys.count && oldKeys[o] < k { o += 1 }
+            if let old, o < oldKeys.count, oldKeys[o] == k, o < old.sorted.count {
+                sorted.append(old.sorted[o])
+            } else {
+                sorted.append(a.description)
+            }
+        }
+        guard runs.count > 1 else { return Text(sorted: sorted, listed: sorted) }
+        var listed: [String] = []
+        listed.reserveCapacity(sorted.count)
+        for run in runs {
+            run.forEachAddress { a in
+                // The address's place in `union` (every run address is in it).
+                let k = AddressKey(a)
+                var lo = 0, hi = keys.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if keys[mid] < k { lo = mid + 1 } else { hi = mid }
+                }
+                listed.append(lo < sorted.count ? sorted[lo] : a.description)
+            }
+        }
+        return Text(sorted: sorted, listed: listed)
     }
 }
 

@@ -44,6 +44,30 @@ final class SourceListTests: XCTestCase {
         }
     }
 
+    func testAListThatReplacesAnotherSpellsItsOwnStrings() {
+        var rng = SeededGenerator(seed: 5)
+        for round in 0..<300 {
+            let older = (0..<Int.random(in: 1...3, using: &rng)).map { _ in Self.randomSet(&rng) }
+            let old = SourceList.concatenating(older)
+            if Bool.random(using: &rng) { _ = old.strings }
+            // The next versions: each set with some addresses added or dropped.
+            func next(_ sets: [IPSet]) -> [IPSet] {
+                sets.map { set in
+                    let extra = Self.randomSet(&rng)
+                    return Bool.random(using: &rng) ? set.union(extra) : set.subtracting(extra)
+                }
+            }
+            let middle = next(older), newer = next(middle)
+            let mid = SourceList.concatenating(middle)
+            mid.inheritText(from: old)
+            if Bool.random(using: &rng) { XCTAssertEqual(mid.strings, Self.referenceStrings(middle), "round \(round)") }
+            let new = SourceList.concatenating(newer)
+            new.inheritText(from: mid)
+            XCTAssertEqual(new.strings, Self.referenceStrings(newer), "round \(round)")
+            XCTAssertEqual(mid.strings, Self.referenceStrings(middle), "round \(round)")
+        }
+    }
+
     func testListsAreEqualExactlyWhenTheirStringsAre() {
         var rng = SeededGenerator(seed: 7)
         // Few distinct values, so that equal lists from different sets come up often.
