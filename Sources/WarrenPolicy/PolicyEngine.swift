@@ -16,9 +16,10 @@ public enum NodeChange: Sendable, Equatable {
 /// the destination index entries of those units, the node's membership in each rule, and the peer
 /// relations of the node and of routers. Packet filters and SSH policies are read per node from the shared
 /// compiled rules. SrcIPs made of node addresses are kept as address sets (`SourceList`, one per list of
-/// source aliases, shared by every rule with those sources) and become strings only when a filter is read. The result equals a fresh build (`compileAll()` of each is the same), which the property
-/// tests hold on random tailnets; filter rule order is the node's own (rules are accept rules, so their
-/// order carries no meaning).
+/// source aliases, shared by every rule with those sources) and become strings only when a filter is read.
+/// The result equals a fresh build (`compileAll()` of each is the same), which the property tests hold on
+/// random tailnets; filter rule order is the node's own (rules are accept rules, so their order carries no
+/// meaning).
 public struct PolicyEngine: Sendable {
     public let policy: Policy
     public let options: CompileOptions
