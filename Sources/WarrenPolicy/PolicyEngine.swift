@@ -38,6 +38,8 @@ public struct PolicyEngine: Sendable {
     let unitDestinations: [[Int]]
     let unitSourceList: [Int]
     let sourceListAliases: [[Int]]
+    /// The source list of each alias that is a unit's only source (its strings serve longer lists).
+    let singleAliasList: [Int: Int]
     /// The shared SrcIPs of each source list of node-naming aliases (one instance each, so its strings are
     /// made once); a node change drops the lists whose aliases name the node.
     var sourceLists: [SourceList?] = []
@@ -148,6 +150,9 @@ public struct PolicyEngine: Sendable {
         self.aliasTable = table
         self.unitSourceList = unitLists
         self.sourceListAliases = lists
+        var single: [Int: Int] = [:]
+        for (l, aliases) in lists.enumerated() where aliases.count == 1 { single[aliases[0]] = l }
+        self.singleAliasList = single
         self.sshStatic = policy.ssh.map { Self.sshStatic($0, users: tailnet.users, options: options) }
         var rank: [String: (Int, String)] = [:]
         for u in tailnet.users where rank[u.name] == nil { rank[u.name] = (u.id, u.name) }
@@ -221,7 +226,9 @@ public struct PolicyEngine: Sendable {
         units = grantUnits.map { PolicyCompiler.compile($0, resolver: live) }
         sourceLists = Array(repeating: nil, count: sourceListAliases.count)
         retiredLists = sourceLists
-        for u in units.indices { shareSourceLists(u) }
+        // Lists of one alias first: longer lists take strings from them.
+        for u in units.indices where sourceListAliases[unitSourceList[u]].count == 1 { shareSourceLists(u) }
+        for u in units.indices where sourceListAliases[unitSourceList[u]].count != 1 { shareSourceLists(u) }
         keys = []; dstSets = []; toInternet = []; srcBits = []; dstBits = []; viaSrcBits = []
         byAddress = [:]; wide = Array(repeating: [], count: units.count)
         var srcCache: [IPSet: NodeBits] = [:]
@@ -278,6 +285,12 @@ public struct PolicyEngine: Sendable {
         if let old = retiredLists[l] {
             list.inheritText(from: old)
             retiredLists[l] = nil
+        }
+        if sourceListAliases[l].count > 1 {
+            for a in sourceListAliases[l] {
+                guard let m = singleAliasList[a], m != l, let sibling = sourceLists[m] ?? retiredLists[m] else { continue }
+                list.shareText(with: sibling)
+            }
         }
         sourceLists[l] = list
     }

@@ -12,7 +12,8 @@ import WarrenPacket
 ///
 /// A list is immutable and shared (by every rule with the same sources, and by the merge-key table); a node
 /// change makes new lists. The strings are built on first use and then kept; a list that replaces another
-/// (the same aliases after a node change) takes the strings of the addresses the two have in common from it.
+/// (the same aliases after a node change) takes the strings of the addresses the two have in common from it, and
+/// a list of several aliases takes them from the lists of its aliases alone.
 final class SourceList: Sendable {
     /// The maximal ascending runs, in order; none is empty.
     let runs: [IPSet]
@@ -20,8 +21,14 @@ final class SourceList: Sendable {
     let union: IPSet
     let hash: UInt64
     private let text = Mutex<Text?>(nil)
-    /// The list this one replaces, until this one's strings are made.
-    private let predecessor = Mutex<SourceList?>(nil)
+    /// Until this list's strings are made: the list it replaces, and current lists with some of its addresses
+    /// (lists of one alias, which have no siblings themselves), whose strings it takes.
+    private let donors = Mutex<Donors>(Donors())
+
+    private struct Donors {
+        var predecessor: SourceList?
+        var siblings: [SourceList] = []
+    }
 
     /// The strings in address order (of `union`) and in list order (the same array for a single run).
     private struct Text {
@@ -99,8 +106,15 @@ final class SourceList: Sendable {
     /// strings are made are kept for that, so a list holds at most one other alive.
     func inheritText(from old: SourceList) {
         guard old !== self else { return }
-        let source: SourceList? = old.hasText ? old : old.predecessor.withLock { p -> SourceList? in p }
-        predecessor.withLock { $0 = source }
+        let source: SourceList? = old.hasText ? old : old.donors.withLock { d -> SourceList? in d.predecessor }
+        donors.withLock { $0.predecessor = source }
+    }
+
+    /// Lets this list take strings from `sibling` (a list of one of its aliases alone, itself without siblings),
+    /// whose strings are made first if need be.
+    func shareText(with sibling: SourceList) {
+        guard sibling !== self else { return }
+        donors.withLock { $0.siblings.append(sibling) }
     }
 
     var hasText: Bool { text.withLock { $0 != nil } }
@@ -109,35 +123,44 @@ final class SourceList: Sendable {
     var strings: [String] {
         text.withLock { cached in
             if let cached { return cached.listed }
-            let old = predecessor.withLock { p in
-                defer { p = nil }
-                return p
+            let given = donors.withLock { d in
+                defer { d = Donors() }
+                return d
             }
-            var reuse: (union: IPSet, sorted: [String])?
-            if let old, let sorted = old.text.withLock({ $0?.sorted }) { reuse = (old.union, sorted) }
+            var reuse: [(union: IPSet, sorted: [String])] = []
+            if let old = given.predecessor, let sorted = old.text.withLock({ $0?.sorted }) { reuse.append((old.union, sorted)) }
+            for sibling in given.siblings {
+                _ = sibling.strings
+                if let sorted = sibling.text.withLock({ $0?.sorted }) { reuse.append((sibling.union, sorted)) }
+            }
             let made = makeText(reusing: reuse)
             cached = made
             return made.listed
         }
     }
 
-    /// Formats each address, or takes its string from an older list (given as its union and strings in
+    /// Formats each address, or takes its string from another list (given as its union and strings in
     /// address order) that has it.
-    private func makeText(reusing old: (union: IPSet, sorted: [String])?) -> Text {
+    private func makeText(reusing donors: [(union: IPSet, sorted: [String])]) -> Text {
         var keys: [AddressKey] = []
         var sorted: [String] = []
-        var oldKeys: [AddressKey] = []
-        if let old { old.union.forEachAddress { oldKeys.append(AddressKey($0)) } }
-        var o = 0
+        let donorKeys = donors.map { d in
+            var k: [AddressKey] = []
+            d.union.forEachAddress { k.append(AddressKey($0)) }
+            return k
+        }
+        var at = Array(repeating: 0, count: donors.count)
         union.forEachAddress { a in
             let k = AddressKey(a)
             keys.append(k)
-            while o < oldKeys.count && oldKeys[o] < k { o += 1 }
-            if let old, o < oldKeys.count, oldKeys[o] == k, o < old.sorted.count {
-                sorted.append(old.sorted[o])
-            } else {
-                sorted.append(a.description)
+            var found: String?
+            for i in donors.indices where found == nil {
+                while at[i] < donorKeys[i].count && donorKeys[i][at[i]] < k { at[i] += 1 }
+                if at[i] < donorKeys[i].count, donorKeys[i][at[i]] == k, at[i] < donors[i].sorted.count {
+                    found = donors[i].sorted[at[i]]
+                }
             }
+            sorted.append(found ?? a.description)
         }
         guard runs.count > 1 else { return Text(sorted: sorted, listed: sorted) }
         var listed: [String] = []

@@ -68,6 +68,23 @@ final class SourceListTests: XCTestCase {
         }
     }
 
+    func testAListTakesStringsFromTheListsOfItsAliases() {
+        var rng = SeededGenerator(seed: 12)
+        for round in 0..<300 {
+            let sets = (0..<Int.random(in: 2...4, using: &rng)).map { _ in Self.randomSet(&rng) }
+            let singles = sets.map { SourceList.concatenating([$0]) }
+            // Some made before, some made by the longer list, one an older version of its set.
+            for s in singles where Bool.random(using: &rng) { _ = s.strings }
+            let stale = SourceList.concatenating([sets[0].union(Self.randomSet(&rng))])
+            if Bool.random(using: &rng) { _ = stale.strings }
+            let list = SourceList.concatenating(sets)
+            list.inheritText(from: stale)
+            for s in singles.dropFirst() { list.shareText(with: s) }
+            XCTAssertEqual(list.strings, Self.referenceStrings(sets), "round \(round)")
+            for (s, set) in zip(singles, sets) { XCTAssertEqual(s.strings, Self.referenceStrings([set]), "round \(round)") }
+        }
+    }
+
     func testListsAreEqualExactlyWhenTheirStringsAre() {
         var rng = SeededGenerator(seed: 7)
         // Few distinct values, so that equal lists from different sets come up often.
