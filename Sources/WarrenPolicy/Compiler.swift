@@ -40,6 +40,7 @@ struct CompiledCapGrant: Sendable {
 
 struct CompiledRule: Sendable {
     var origin: RuleOrigin
+    /// SrcIPs, unless `srcList` holds them (then empty).
     var srcIPs: [String]
     /// The sources as a set, for matching (danger-all is everything).
     var srcSet: IPSet
@@ -50,8 +51,8 @@ struct CompiledRule: Sendable {
     var toInternet = false
     /// For a via rule: the router it was made for (only that router carries the traffic).
     var viaRouter: String?
-    /// The sum of `LiveTailnet.fingerprint` over `srcIPs`, when the resolver knew it.
-    var srcFingerprint: UInt64?
+    /// SrcIPs as node addresses, when the resolver keeps them as sets (strings made on demand).
+    var srcList: SourceList?
     /// Which part of its unit the rule is: the index of its `ip` entry, or `capSlot` (+ companion index).
     var slot = 0
 
@@ -59,9 +60,14 @@ struct CompiledRule: Sendable {
 
     var isCapRule: Bool { !capGrants.isEmpty }
 
+    /// SrcIPs as Tailscale writes them.
+    var sourceStrings: [String] { srcList?.strings ?? srcIPs }
+
+    var hasSources: Bool { srcList.map { !$0.isEmpty } ?? !srcIPs.isEmpty }
+
     /// Rules with equal keys (same sources, same protocols) are folded into one.
     var mergeKey: String {
-        srcIPs.joined(separator: ",") + "|" + (proto.map { $0.map(String.init).joined(separator: ",") } ?? "nil")
+        sourceStrings.joined(separator: ",") + "|" + (proto.map { $0.map(String.init).joined(separator: ",") } ?? "nil")
     }
 }
 
@@ -180,7 +186,7 @@ public struct PolicyCompiler: Sendable {
     /// also brings every approved subnet route. danger-all is "*".
     static func srcStrings<R: AliasResolving>(_ aliases: [Alias], resolver: R) -> [String] {
         if aliases.contains(.autogroup("autogroup:danger-all")) { return ["*"] }
-        if !aliases.contains(.wildcard), let fast = resolver.nodeSourceStrings(aliases) { return fast.strings }
+        if !aliases.contains(.wildcard), let fast = resolver.nodeSources(aliases) { return fast.strings }
         var seen = Set<String>()
         var out: [String] = []
         func add(_ list: [String]) { for s in list where seen.insert(s).inserted { out.append(s) } }
@@ -219,9 +225,9 @@ public struct PolicyCompiler: Sendable {
         }
 
         guard !unit.sources.isEmpty, !unit.destinations.isEmpty else { return cu }
-        let fast = srcSet.isEmpty ? nil : resolver.nodeSourceStrings(unit.sources)
-        let srcIPs = srcSet.isEmpty ? [] : (fast?.strings ?? srcStrings(unit.sources, resolver: resolver))
-        let srcFingerprint = fast?.fingerprint
+        let srcList = srcSet.isEmpty ? nil : resolver.nodeSources(unit.sources)
+        let srcIPs = srcSet.isEmpty || srcList != nil ? [] : srcStrings(unit.sources, resolver: resolver)
+        let hasSources = srcList.map { !$0.isEmpty } ?? !srcIPs.isEmpty
         let others = unit.destinations.filter { !$0.isAutogroupSelf }
         cu.hasSelf = others.count != unit.destinations.count
 
@@ -248,12 +254,12 @@ public struct PolicyCompiler: Sendable {
                         }
                     }
                 }
-                if (!dsts.isEmpty || internet) && !srcIPs.isEmpty {
+                if (!dsts.isEmpty || internet) && hasSources {
                     var r = CompiledRule(origin: unit.origin, srcIPs: srcIPs, srcSet: matchSet, dsts: dsts,
                                          proto: protoNumbers(ipp.proto))
                     r.toInternet = internet
                     r.slot = slot
-                    r.srcFingerprint = srcFingerprint
+                    r.srcList = srcList
                     cu.rules.append(r)
                 }
             }
@@ -268,6 +274,7 @@ public struct PolicyCompiler: Sendable {
                 if !capGrants.isEmpty {
                     var capRule = CompiledRule(origin: unit.origin, srcIPs: srcIPs, srcSet: matchSet, dsts: [],
                                                proto: nil, capGrants: capGrants)
+                    capRule.srcList = srcList
                     capRule.slot = CompiledRule.capSlot
                     cu.rules.append(capRule)
                     if others.contains(.wildcard) { dstIPStrings += resolver.approvedSubnetRoutes }
@@ -337,7 +344,7 @@ public struct PolicyCompiler: Sendable {
         }
         let srcSet = srcBuilder.build()
         guard !srcSet.isEmpty else { return [] }
-        let srcIPs = srcSet.addresses.map(\.description)
+        let srcList = SourceList(sorted: srcSet)
         var out: [CompiledRule] = []
         for ipp in cu.unit.ip {
             var dsts: [CompiledDestination] = []
@@ -349,8 +356,10 @@ public struct PolicyCompiler: Sendable {
                 }
             }
             if !dsts.isEmpty {
-                out.append(CompiledRule(origin: cu.unit.origin, srcIPs: srcIPs, srcSet: srcSet, dsts: dsts,
-                                        proto: Self.protoNumbers(ipp.proto)))
+                var r = CompiledRule(origin: cu.unit.origin, srcIPs: [], srcSet: srcSet, dsts: dsts,
+                                     proto: Self.protoNumbers(ipp.proto))
+                r.srcList = srcList
+                out.append(r)
             }
         }
         if let app = cu.unit.app, !app.isEmpty {
@@ -360,8 +369,10 @@ public struct PolicyCompiler: Sendable {
                 capGrants.append(CompiledCapGrant(dsts: n.addresses.map { IPPrefix(host: $0) }, capMap: app))
                 dstIPStrings += n.addresses.map(\.description)
             }
-            out.append(CompiledRule(origin: cu.unit.origin, srcIPs: srcIPs, srcSet: srcSet, dsts: [], proto: nil,
-                                    capGrants: capGrants))
+            var r = CompiledRule(origin: cu.unit.origin, srcIPs: [], srcSet: srcSet, dsts: [], proto: nil,
+                                 capGrants: capGrants)
+            r.srcList = srcList
+            out.append(r)
             out += Self.companionRules(app: app, origin: cu.unit.origin, dstIPStrings: dstIPStrings,
                                        srcPrefixes: srcSet.prefixes)
         }
@@ -449,11 +460,11 @@ public struct PolicyCompiler: Sendable {
 
     static func wire(_ r: CompiledRule) -> FilterRule {
         if r.isCapRule {
-            return FilterRule(srcIPs: r.srcIPs, capGrant: r.capGrants.map {
+            return FilterRule(srcIPs: r.sourceStrings, capGrant: r.capGrants.map {
                 CapGrant(dsts: $0.dsts.map(\.description), capMap: $0.capMap)
             })
         }
-        return FilterRule(srcIPs: r.srcIPs, dstPorts: r.dsts.map { NetPortRange(ip: $0.ip, ports: $0.ports) }, ipProto: r.proto)
+        return FilterRule(srcIPs: r.sourceStrings, dstPorts: r.dsts.map { NetPortRange(ip: $0.ip, ports: $0.ports) }, ipProto: r.proto)
     }
 
     /// The packet filter of one node, in Tailscale's wire form.

@@ -28,52 +28,25 @@ struct LiveTailnet: AliasResolving, Sendable {
     /// Group names by member user name.
     var groupsByUserName: [String: Set<String>] = [:]
     /// Node-naming aliases the policy uses, resolved and kept up to date node by node.
-    var aliasCache: [Alias: AliasEntry] = [:]
+    var aliasCache: [Alias: IPSet] = [:]
     /// Whether inserts and removals keep `aliasCache` current (off during a bulk load).
     var maintainsCache = true
 
-    /// An alias's addresses as a set, as a sorted list, as SrcIPs strings, and a fingerprint of the strings.
-    struct AliasEntry: Sendable {
-        var set = IPSet()
-        var addresses: [IPAddress] = []
-        var strings: [String] = []
-        /// Per address: its string's fingerprint, and its owner (slot * 4 + the address's index in the node).
-        var fingerprints: [UInt64] = []
-        var owners: [Int] = []
-        var fingerprint: UInt64 = 0
-    }
-
-    static func owner(slot: Int, node: TailnetNode, address a: IPAddress) -> Int {
-        slot * 4 + min(node.addresses.firstIndex(of: a) ?? 0, 3)
-    }
-
-    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? {
+    func nodeSources(_ aliases: [Alias]) -> SourceList? {
         guard maintainsCache, !aliases.isEmpty else { return nil }
-        var entries: [AliasEntry] = []
+        var sets: [IPSet] = []
+        sets.reserveCapacity(aliases.count)
         for a in aliases {
-            guard let e = aliasCache[a] else { return nil }
-            entries.append(e)
+            guard let set = aliasCache[a] else { return nil }
+            sets.append(set)
         }
-        if entries.count == 1 { return (entries[0].strings, entries[0].fingerprint) }
-        // Addresses are unique, so an address seen twice is one node's: mark owners instead of hashing strings.
-        var seen = NodeBits(count: 4 * slotCount)
-        var strings: [String] = []
-        strings.reserveCapacity(entries.reduce(0) { $0 + $1.strings.count })
-        var fp: UInt64 = 0
-        for e in entries {
-            for i in e.owners.indices where !seen.contains(e.owners[i]) {
-                seen.insert(e.owners[i])
-                strings.append(e.strings[i])
-                fp &+= e.fingerprints[i]
-            }
-        }
-        return (strings, fp)
+        return SourceList.concatenating(sets)
     }
 
     init(policy: Policy, users: [TailnetUser], cachedAliases: Set<Alias> = []) {
         self.policy = policy
         self.users = users
-        for alias in cachedAliases where Self.namesNodes(alias) { aliasCache[alias] = AliasEntry() }
+        for alias in cachedAliases where Self.namesNodes(alias) { aliasCache[alias] = IPSet() }
         for (g, members) in policy.groups {
             for m in members { for name in Self.userNames(m, in: users) { groupsByUserName[name, default: []].insert(g) } }
         }
@@ -129,8 +102,10 @@ struct LiveTailnet: AliasResolving, Sendable {
             refreshRoutes()
         }
         if maintainsCache {
-            for (alias, _) in aliasCache where names(alias, n) {
-                for a in n.addresses { aliasCache[alias]!.add(a, owner: Self.owner(slot: slot, node: n, address: a)) }
+            // The aliases first: changing the cache while iterating it would copy it.
+            let named = aliasCache.keys.filter { names($0, n) }
+            for alias in named {
+                for a in n.addresses { aliasCache[alias]!.insert(a) }
             }
         }
         return slot
@@ -159,9 +134,10 @@ struct LiveTailnet: AliasResolving, Sendable {
         }
         if routers.remove(slot) != nil { refreshRoutes() }
         if maintainsCache {
-            for (alias, _) in aliasCache where names(alias, n) {
+            let named = aliasCache.keys.filter { names($0, n) }
+            for alias in named {
                 for a in n.addresses where !(slotsByAddress[a] ?? []).contains(where: { names(alias, nodes[$0]!) }) {
-                    aliasCache[alias]!.drop(a)
+                    aliasCache[alias]!.remove(a)
                 }
             }
         }
@@ -187,27 +163,8 @@ struct LiveTailnet: AliasResolving, Sendable {
 
     /// Fills every cached alias from the node table (after a bulk load).
     mutating func rebuildCaches() {
-        for alias in Array(aliasCache.keys) {
-            var e = AliasEntry()
-            e.set = resolveUncached(alias)
-            e.addresses = e.set.addresses
-            e.strings = e.addresses.map(text)
-            e.fingerprints = e.strings.map(Self.fingerprint)
-            e.fingerprint = e.fingerprints.reduce(0, &+)
-            e.owners = e.addresses.map { a in
-                let slot = (slotsByAddress[a] ?? []).first { names(alias, nodes[$0]!) } ?? 0
-                return Self.owner(slot: slot, node: nodes[slot]!, address: a)
-            }
-            aliasCache[alias] = e
-        }
+        for alias in Array(aliasCache.keys) { aliasCache[alias] = resolveUncached(alias) }
         maintainsCache = true
-    }
-
-    /// FNV-1a over a string's bytes; SrcIPs lists are fingerprinted by the sum over their strings.
-    static func fingerprint(_ s: String) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return h
     }
 
     // MARK: aliases
@@ -289,7 +246,7 @@ struct LiveTailnet: AliasResolving, Sendable {
     func contains(_ aliases: [Alias], _ n: TailnetNode) -> Bool { aliases.contains { contains($0, n) } }
 
     func resolve(_ alias: Alias) -> IPSet {
-        if let e = aliasCache[alias], maintainsCache { return e.set }
+        if let set = aliasCache[alias], maintainsCache { return set }
         return resolveUncached(alias)
     }
 
@@ -310,8 +267,7 @@ struct LiveTailnet: AliasResolving, Sendable {
     }
 
     func sourceStrings(_ alias: Alias) -> [String] {
-        if let e = aliasCache[alias], maintainsCache { return e.strings }
-        if nodeSlots(for: alias) != nil { return resolve(alias).addresses.map(\.description) }
+        if nodeSlots(for: alias) != nil { return resolve(alias).addresses.map(text) }
         return resolve(alias).rangeStrings
     }
 
@@ -362,44 +318,6 @@ struct LiveTailnet: AliasResolving, Sendable {
     /// The slots whose addresses may lie in `set`, or nil when the set is too large to list
     /// (then every slot is a candidate). Routers are not included.
     func candidateSlots(_ set: IPSet) -> [Int]? { slots(in: set) }
-}
-
-extension LiveTailnet.AliasEntry {
-    /// The position of `a` in the sorted address list (IPv4 before IPv6, then by value).
-    func position(of a: IPAddress) -> (index: Int, found: Bool) {
-        let key = IPSet.key(a)
-        var lo = 0, hi = addresses.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            let m = IPSet.key(addresses[mid])
-            if (m.isV6 ? 1 : 0, m.1) < (key.isV6 ? 1 : 0, key.1) { lo = mid + 1 } else { hi = mid }
-        }
-        return (lo, lo < addresses.count && addresses[lo] == a)
-    }
-
-    mutating func add(_ a: IPAddress, owner: Int) {
-        let (i, found) = position(of: a)
-        guard !found else { return }
-        let text = a.description
-        let fp = LiveTailnet.fingerprint(text)
-        addresses.insert(a, at: i)
-        strings.insert(text, at: i)
-        fingerprints.insert(fp, at: i)
-        owners.insert(owner, at: i)
-        fingerprint &+= fp
-        set.insert(a)
-    }
-
-    mutating func drop(_ a: IPAddress) {
-        let (i, found) = position(of: a)
-        guard found else { return }
-        fingerprint &-= fingerprints[i]
-        addresses.remove(at: i)
-        strings.remove(at: i)
-        fingerprints.remove(at: i)
-        owners.remove(at: i)
-        set.remove(a)
-    }
 }
 
 extension IPSet {

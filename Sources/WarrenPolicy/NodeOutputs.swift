@@ -19,6 +19,13 @@ struct NodeBits: Sendable, Equatable {
 
     mutating func set(_ i: Int, _ on: Bool) { if on { insert(i) } else { remove(i) } }
 
+    /// The same bits in storage of their own (not shared with `self`).
+    func copy() -> NodeBits {
+        var out = NodeBits(count: 0)
+        out.words = words.withUnsafeBufferPointer { Array($0) }
+        return out
+    }
+
     func contains(_ i: Int) -> Bool { i >> 6 < words.count && words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
 
     mutating func formUnion(_ o: NodeBits) {

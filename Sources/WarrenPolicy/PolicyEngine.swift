@@ -15,9 +15,11 @@ public enum NodeChange: Sendable, Equatable {
 /// the units whose aliases name the node (or that list subnet routes, when the node's routes change),
 /// the destination index entries of those units, the node's membership in each rule, and the peer
 /// relations of the node and of routers. Packet filters and SSH policies are read per node from the shared
-/// compiled rules. The result equals a fresh build (`compileAll()` of each is the same), which the property
-/// tests hold on random tailnets; filter rule order is the node's own (rules are accept rules, so their
-/// order carries no meaning).
+/// compiled rules. SrcIPs made of node addresses are kept as address sets (`SourceList`, one per list of
+/// source aliases, shared by every rule with those sources) and become strings only when a filter is read.
+/// The result equals a fresh build (`compileAll()` of each is the same), which the property tests hold on
+/// random tailnets; filter rule order is the node's own (rules are accept rules, so their order carries no
+/// meaning).
 public struct PolicyEngine: Sendable {
     public let policy: Policy
     public let options: CompileOptions
@@ -26,10 +28,23 @@ public struct PolicyEngine: Sendable {
     var units: [CompiledUnit] = []
     /// Per unit, per global rule: merge key, destination set (filter and capability), reaches the internet.
     var keys: [[Int]] = []
-    /// Merge keys by fingerprint of the rule's sources and protocols.
-    var keyTable: [UInt64: [(srcIPs: [String], proto: [Int]?, id: Int)]] = [:]
-    /// How many global rules use each merge key, and each key's fingerprint (unused keys are dropped).
-    var keyUses: [Int: (count: Int, fingerprint: UInt64)] = [:]
+    /// Merge keys by the rule's sources and protocols.
+    var keyTable: [MergeKey: Int] = [:]
+    /// How many global rules use each merge key, and the key (unused keys are dropped).
+    var keyUses: [Int: (count: Int, key: MergeKey)] = [:]
+    /// The aliases that grant units name (each once), the units' destinations and source lists as indexes into
+    /// it (units with the same sources share a source list), so a node change tests each alias once.
+    let aliasTable: [Alias]
+    let unitDestinations: [[Int]]
+    let unitSourceList: [Int]
+    let sourceListAliases: [[Int]]
+    /// The source list of each alias that is a unit's only source (its strings serve longer lists).
+    let singleAliasList: [Int: Int]
+    /// The shared SrcIPs of each source list of node-naming aliases (one instance each, so its strings are
+    /// made once); a node change drops the lists whose aliases name the node.
+    var sourceLists: [SourceList?] = []
+    /// Per source list, the list a node change dropped, until its successor is made (which takes its strings).
+    var retiredLists: [SourceList?] = []
     var nextKey = 0
     var dstSets: [[IPSet]] = []
     var toInternet: [[Bool]] = []
@@ -48,6 +63,29 @@ public struct PolicyEngine: Sendable {
     let sshStatic: [SSHStatic]
     /// Users' order in SSH principal lists: by id, then name.
     let userRank: [String: (Int, String)]
+
+    /// What rules merge on: the same SrcIPs and the same protocols. Node-address SrcIPs compare as address
+    /// runs (`SourceList`), so no strings are made or hashed for them.
+    struct MergeKey: Hashable, Sendable {
+        enum Sources: Hashable, Sendable {
+            case list(SourceList)
+            case strings([String])
+        }
+
+        var sources: Sources
+        var proto: [Int]?
+
+        init(_ r: CompiledRule) {
+            sources = Self.sources(r)
+            proto = r.proto
+        }
+
+        static func sources(_ r: CompiledRule) -> Sources {
+            if let list = r.srcList { return .list(list) }
+            if let list = SourceList.parsing(r.srcIPs) { return .list(list) }
+            return .strings(r.srcIPs)
+        }
+    }
 
     struct DstRef: Hashable, Sendable {
         var unit: Int32
@@ -88,6 +126,33 @@ public struct PolicyEngine: Sendable {
         for r in policy.ssh { aliases.formUnion(r.sources.map(\.value)) }
         var live = LiveTailnet(policy: policy, users: tailnet.users, cachedAliases: aliases)
         self.grantUnits = grantUnits
+        var aliasIndex: [Alias: Int] = [:]
+        var table: [Alias] = []
+        func index(_ a: Alias) -> Int {
+            if let i = aliasIndex[a] { return i }
+            aliasIndex[a] = table.count
+            table.append(a)
+            return table.count - 1
+        }
+        var listIndex: [[Alias]: Int] = [:]
+        var lists: [[Int]] = []
+        var unitLists: [Int] = []
+        for g in grantUnits {
+            if let i = listIndex[g.sources] {
+                unitLists.append(i)
+            } else {
+                listIndex[g.sources] = lists.count
+                unitLists.append(lists.count)
+                lists.append(g.sources.map(index))
+            }
+        }
+        self.unitDestinations = grantUnits.map { $0.destinations.map(index) }
+        self.aliasTable = table
+        self.unitSourceList = unitLists
+        self.sourceListAliases = lists
+        var single: [Int: Int] = [:]
+        for (l, aliases) in lists.enumerated() where aliases.count == 1 { single[aliases[0]] = l }
+        self.singleAliasList = single
         self.sshStatic = policy.ssh.map { Self.sshStatic($0, users: tailnet.users, options: options) }
         var rank: [String: (Int, String)] = [:]
         for u in tailnet.users where rank[u.name] == nil { rank[u.name] = (u.id, u.name) }
@@ -159,6 +224,11 @@ public struct PolicyEngine: Sendable {
 
     mutating func rebuildAll() {
         units = grantUnits.map { PolicyCompiler.compile($0, resolver: live) }
+        sourceLists = Array(repeating: nil, count: sourceListAliases.count)
+        retiredLists = sourceLists
+        // Lists of one alias first: longer lists take strings from them.
+        for u in units.indices where sourceListAliases[unitSourceList[u]].count == 1 { shareSourceLists(u) }
+        for u in units.indices where sourceListAliases[unitSourceList[u]].count != 1 { shareSourceLists(u) }
         keys = []; dstSets = []; toInternet = []; srcBits = []; dstBits = []; viaSrcBits = []
         byAddress = [:]; wide = Array(repeating: [], count: units.count)
         var srcCache: [IPSet: NodeBits] = [:]
@@ -169,10 +239,12 @@ public struct PolicyEngine: Sendable {
             var sb: [NodeBits] = [], db: [NodeBits] = []
             for j in units[u].rules.indices {
                 let r = units[u].rules[j]
-                if let c = srcCache[r.srcSet] { sb.append(c) } else {
+                // Rules with the same sets start from one computation but own their bits (a join writes them;
+                // shared bits would be copied then).
+                if let c = srcCache[r.srcSet] { sb.append(c.copy()) } else {
                     let b = computeSrcBits(r.srcSet); srcCache[r.srcSet] = b; sb.append(b)
                 }
-                if !toInternet[u][j], let c = dstCache[dstSets[u][j]] { db.append(c) } else {
+                if !toInternet[u][j], let c = dstCache[dstSets[u][j]] { db.append(c.copy()) } else {
                     let b = computeDstBits(dstSets[u][j], internet: toInternet[u][j])
                     if !toInternet[u][j] { dstCache[dstSets[u][j]] = b }
                     db.append(b)
@@ -185,36 +257,17 @@ public struct PolicyEngine: Sendable {
         sshSources = policy.ssh.indices.map { computeSSHSources($0) }
     }
 
-    /// Merge keys, destination sets and internet flags of a unit's global rules.
-    /// The fingerprint of a rule's merge key (its SrcIPs and protocols); a unit with one cached source
-    /// alias takes the alias's fingerprint instead of hashing every string again.
-    func keyFingerprint(_ r: CompiledRule, unit u: Int?) -> UInt64 {
-        var fp: UInt64
-        if u != nil, let known = r.srcFingerprint {
-            fp = known
-        } else {
-            fp = r.srcIPs.reduce(0) { $0 &+ LiveTailnet.fingerprint($1) }
-        }
-        for p in r.proto ?? [-1] { fp = (fp ^ UInt64(bitPattern: Int64(p &+ 7))) &* 0x0000_0100_0000_01B3 }
-        return fp
-    }
-
-    /// The merge key of a rule, if it is in the table.
-    func knownKey(_ r: CompiledRule, fingerprint fp: UInt64) -> Int? {
-        keyTable[fp]?.first { $0.proto == r.proto && $0.srcIPs == r.srcIPs }?.id
-    }
-
-    mutating func internKey(_ r: CompiledRule, unit u: Int) -> Int {
-        let fp = keyFingerprint(r, unit: u)
+    mutating func internKey(_ r: CompiledRule) -> Int {
+        let key = MergeKey(r)
         let id: Int
-        if let known = knownKey(r, fingerprint: fp) {
+        if let known = keyTable[key] {
             id = known
         } else {
             nextKey += 1
             id = nextKey
-            keyTable[fp, default: []].append((r.srcIPs, r.proto, id))
+            keyTable[key] = id
         }
-        keyUses[id, default: (0, fp)].count += 1
+        keyUses[id, default: (0, key)].count += 1
         return id
     }
 
@@ -225,15 +278,42 @@ public struct PolicyEngine: Sendable {
             return
         }
         keyUses[id] = nil
-        keyTable[use.fingerprint]?.removeAll { $0.id == id }
-        if keyTable[use.fingerprint]?.isEmpty == true { keyTable[use.fingerprint] = nil }
+        keyTable[use.key] = nil
     }
 
+    mutating func install(_ list: SourceList, at l: Int) {
+        if let old = retiredLists[l] {
+            list.inheritText(from: old)
+            retiredLists[l] = nil
+        }
+        if sourceListAliases[l].count > 1 {
+            for a in sourceListAliases[l] {
+                guard let m = singleAliasList[a], m != l, let sibling = sourceLists[m] ?? retiredLists[m] else { continue }
+                list.shareText(with: sibling)
+            }
+        }
+        sourceLists[l] = list
+    }
+
+    /// Makes the unit's rules share the source list of their aliases (one instance per alias list).
+    mutating func shareSourceLists(_ u: Int) {
+        let l = unitSourceList[u]
+        for j in units[u].rules.indices {
+            guard let list = units[u].rules[j].srcList else { continue }
+            if let known = sourceLists[l], known == list {
+                units[u].rules[j].srcList = known
+            } else {
+                install(list, at: l)
+            }
+        }
+    }
+
+    /// Merge keys, destination sets and internet flags of a unit's global rules.
     mutating func deriveRuleData(_ u: Int) {
         if u < keys.count { for id in keys[u] where id != 0 { releaseKey(id) } }
         var k: [Int] = [], d: [IPSet] = [], t: [Bool] = []
         for r in units[u].rules {
-            k.append(r.isCapRule ? 0 : internKey(r, unit: u))
+            k.append(r.isCapRule ? 0 : internKey(r))
             var b = IPSetBuilder()
             for x in r.dsts { b.add(x.set) }
             for g in r.capGrants { for p in g.dsts { b.add(p) } }
@@ -275,7 +355,11 @@ public struct PolicyEngine: Sendable {
     // MARK: membership
 
     func srcMember(_ set: IPSet, _ n: TailnetNode) -> Bool {
-        n.addresses.contains(where: set.contains) || n.subnetRoutes.contains(where: set.overlaps)
+        n.addresses.contains(where: set.contains) || (!n.approvedRoutes.isEmpty && n.subnetRoutes.contains(where: set.overlaps))
+    }
+
+    func srcMember(_ set: IPSet, _ view: NodeView) -> Bool {
+        view.node.addresses.contains(where: set.contains) || view.routes.contains(where: set.overlaps)
     }
 
     func dstMember(_ set: IPSet, internet: Bool, _ view: NodeView) -> Bool {
@@ -493,6 +577,16 @@ public struct PolicyEngine: Sendable {
         if let newNode { slot = live.insert(newNode) } else { live.remove(name: name); slot = nil }
         let xSlot = slot ?? oldSlot!
         let routesChanged = live.approvedSubnetRoutes != routesBefore
+        // The aliases that name the node (before or after); source lists that hold its addresses are made again
+        // when a unit needs them.
+        var named = Array(repeating: false, count: aliasTable.count)
+        for (i, a) in aliasTable.enumerated() where LiveTailnet.namesNodes(a) {
+            named[i] = involved.contains { live.names(a, $0) }
+        }
+        for l in sourceLists.indices where sourceListAliases[l].contains(where: { named[$0] }) {
+            if let old = sourceLists[l] { retiredLists[l] = old }
+            sourceLists[l] = nil
+        }
         let routers = live.routers.union(routersBefore)
         // autogroup:self rules (filters and SSH) list the user's nodes.
         let hasSelf = units.contains(where: \.hasSelf) || sshTouched.contains { sshStatic[$0].selfDsts }
@@ -502,17 +596,13 @@ public struct PolicyEngine: Sendable {
 
         // Units whose compiled rules depend on the node.
         var recompiled = Set<Int>()
-        func names(_ aliases: [Alias]) -> Bool {
-            for a in aliases {
-                if routesChanged && a == .wildcard { return true }
-                guard LiveTailnet.namesNodes(a) else { continue }
-                for n in involved where live.names(a, n) { return true }
-            }
-            return false
+        let wildcard = aliasTable.firstIndex(of: .wildcard)
+        func names(_ aliases: [Int]) -> Bool {
+            aliases.contains { named[$0] || (routesChanged && $0 == wildcard) }
         }
         for u in units.indices {
-            let dstDepends = names(grantUnits[u].destinations)
-            guard dstDepends || names(grantUnits[u].sources) else { continue }
+            let dstDepends = names(unitDestinations[u])
+            guard dstDepends || names(sourceListAliases[unitSourceList[u]]) else { continue }
             let oldRules = units[u].rules
             if dstDepends || !recompileSources(u) { recompile(u) }
             recompiled.insert(u)
@@ -532,27 +622,28 @@ public struct PolicyEngine: Sendable {
             }
         }
         if routesChanged {
+            // The address index answers which nodes have an address inside the routes.
             let routes = involved.flatMap(\.subnetRoutes)
-            for s in live.occupiedSlots where live.nodes[s]!.addresses.contains(where: { a in routes.contains { $0.contains(a) } }) {
-                touched.insert(s)
-            }
+            if !routes.isEmpty { touched.formUnion(live.slots(in: IPSet(prefixes: routes))) }
         }
         // In a rule whose sets did not change, only the changed node's own membership can have moved.
-        let xOnly: Set<Int> = [xSlot]
+        // Each node's view is made once (views allocate).
+        let touchedViews = touched.sorted().map { s in (slot: s, view: live.nodes[s].map(NodeView.init)) }
+        let xOnly = [(slot: xSlot, view: live.nodes[xSlot].map(NodeView.init))]
         for u in units.indices {
-            let update = recompiled.contains(u) ? touched : xOnly
+            let update = recompiled.contains(u) ? touchedViews : xOnly
             for j in units[u].rules.indices {
                 let set = units[u].rules[j].srcSet, dst = dstSets[u][j], internet = toInternet[u][j]
-                for s in update {
-                    guard let n = live.nodes[s] else { srcBits[u][j].remove(s); dstBits[u][j].remove(s); continue }
-                    srcBits[u][j].set(s, srcMember(set, n))
-                    dstBits[u][j].set(s, dstMember(dst, internet: internet, NodeView(n)))
+                for (s, view) in update {
+                    guard let view else { srcBits[u][j].remove(s); dstBits[u][j].remove(s); continue }
+                    srcBits[u][j].set(s, srcMember(set, view))
+                    dstBits[u][j].set(s, dstMember(dst, internet: internet, view))
                 }
             }
             if viaSrcBits[u] != nil {
                 let set = units[u].viaSrcSet
-                for s in update {
-                    if let n = live.nodes[s] { viaSrcBits[u]!.set(s, srcMember(set, n)) } else { viaSrcBits[u]!.remove(s) }
+                for (s, view) in update {
+                    if let view { viaSrcBits[u]!.set(s, srcMember(set, view)) } else { viaSrcBits[u]!.remove(s) }
                 }
             }
         }
@@ -583,7 +674,9 @@ public struct PolicyEngine: Sendable {
             changedSlots.formUnion(live.slots(in: live.resolve(sshStatic[i].otherDsts)))
         }
 
-        for s in changedSlots.members { if let n = live.nodes[s] { changedNames.insert(n.name) } }
+        let changedList = changedSlots.members
+        changedNames.reserveCapacity(changedList.count + 1)
+        for s in changedList { if let n = live.nodes[s] { changedNames.insert(n.name) } }
         return changedNames
     }
 
@@ -635,11 +728,10 @@ public struct PolicyEngine: Sendable {
         out.formUnion(live.routers)
     }
 
-    /// Whether two rules' SrcIPs differ; known fingerprints (or counts) that differ answer without comparing strings.
+    /// Whether two rules' SrcIPs differ (node-address lists compare as address runs, not strings).
     static func differentSources(_ a: CompiledRule, _ b: CompiledRule) -> Bool {
-        if a.srcIPs.count != b.srcIPs.count { return true }
-        if let x = a.srcFingerprint, let y = b.srcFingerprint, x != y { return true }
-        return a.srcIPs != b.srcIPs
+        if let x = a.srcList, let y = b.srcList { return x != y }
+        return MergeKey.sources(a) != MergeKey.sources(b)
     }
 
     /// Whether two compilations of a unit have the same rules in the same places with the same destinations
@@ -666,8 +758,15 @@ public struct PolicyEngine: Sendable {
               !unit.sources.contains(.wildcard), !unit.sources.contains(.autogroup("autogroup:danger-all")),
               !units[u].rules.contains(where: \.isCapRule) else { return false }
         let resolved = unit.sources.map { live.resolve($0) }
+        var list = sourceLists[unitSourceList[u]]
+        if list == nil, let made = live.nodeSources(unit.sources) {
+            list = made
+            install(made, at: unitSourceList[u])
+        }
         let srcSet: IPSet
-        if resolved.count == 1 {
+        if let list {
+            srcSet = list.union
+        } else if resolved.count == 1 {
             srcSet = resolved[0]
         } else {
             var b = IPSetBuilder()
@@ -675,17 +774,16 @@ public struct PolicyEngine: Sendable {
             srcSet = b.build()
         }
         guard !srcSet.isEmpty else { return false }
-        let fast = live.nodeSourceStrings(unit.sources)
-        let srcIPs = fast?.strings ?? PolicyCompiler.srcStrings(unit.sources, resolver: live)
-        guard !srcIPs.isEmpty else { return false }
+        let srcIPs = list == nil ? PolicyCompiler.srcStrings(unit.sources, resolver: live) : []
+        guard list != nil || !srcIPs.isEmpty else { return false }
         for id in keys[u] where id != 0 { releaseKey(id) }
         units[u].resolvedSources = resolved
         for j in units[u].rules.indices {
             units[u].rules[j].srcIPs = srcIPs
             units[u].rules[j].srcSet = srcSet
-            units[u].rules[j].srcFingerprint = fast?.fingerprint
+            units[u].rules[j].srcList = list
         }
-        keys[u] = units[u].rules.map { internKey($0, unit: u) }
+        keys[u] = units[u].rules.map { internKey($0) }
         return true
     }
 
@@ -700,14 +798,16 @@ public struct PolicyEngine: Sendable {
         if Self.sameDestinations(oldRules, fresh.rules) {
             // Sources changed only: new merge keys; index entries, destination sets and memberships stay.
             units[u] = fresh
+            shareSourceLists(u)
             for id in keys[u] where id != 0 { releaseKey(id) }
-            keys[u] = fresh.rules.map { $0.isCapRule ? 0 : internKey($0, unit: u) }
+            keys[u] = units[u].rules.map { $0.isCapRule ? 0 : internKey($0) }
             if units[u].isVia, !wasVia || viaSrcBits[u] == nil { viaSrcBits[u] = computeSrcBits(units[u].viaSrcSet) }
             if !units[u].isVia { viaSrcBits[u] = nil }
             return
         }
         removeFromIndex(u)
         units[u] = fresh
+        shareSourceLists(u)
         deriveRuleData(u)
         addToIndex(u)
         var sb: [NodeBits] = [], db: [NodeBits] = []
@@ -746,12 +846,12 @@ public struct PolicyEngine: Sendable {
         struct Part { var pos: Int; var key: Int?; var rule: CompiledRule; var dsts: [CompiledDestination]; var selected: Bool }
         var parts: [Part] = []
         let stride = 1 << 16
-        var localKeys: [String: Int] = [:]
+        var localKeys: [MergeKey: Int] = [:]
         func key(_ r: CompiledRule) -> Int {
-            if let k = knownKey(r, fingerprint: keyFingerprint(r, unit: nil)) { return k }
-            let text = r.mergeKey
-            if let k = localKeys[text] { return k }
-            localKeys[text] = -(localKeys.count + 1)
+            let k = MergeKey(r)
+            if let known = keyTable[k] { return known }
+            if let local = localKeys[k] { return local }
+            localKeys[k] = -(localKeys.count + 1)
             return -localKeys.count
         }
 

@@ -27,16 +27,16 @@ protocol AliasResolving {
     func sourceStrings(_ alias: Alias) -> [String]
     /// Approved subnet routes of every node, each once, in node-name order.
     var approvedSubnetRoutes: [String] { get }
-    /// SrcIPs of a list of node-naming aliases (each string once, first occurrence kept) with the sum of
-    /// their fingerprints, when the resolver keeps them at hand; nil otherwise.
-    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)?
+    /// SrcIPs of a list of node-naming aliases (each address once, first occurrence kept) as address sets,
+    /// when the resolver keeps the aliases' sets at hand; nil otherwise.
+    func nodeSources(_ aliases: [Alias]) -> SourceList?
     /// An address as text.
     func text(_ a: IPAddress) -> String
 }
 
 extension AliasResolving {
     func text(_ a: IPAddress) -> String { a.description }
-    func nodeSourceStrings(_ aliases: [Alias]) -> (strings: [String], fingerprint: UInt64)? { nil }
+    func nodeSources(_ aliases: [Alias]) -> SourceList? { nil }
 }
 
 /// Resolves aliases to address sets against one tailnet, with indexes by user and tag.

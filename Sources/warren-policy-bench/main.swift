@@ -1,12 +1,14 @@
 // warren-policy-bench: compiles a synthetic tailnet's policy and prints figures (run on demand; not a test).
 //
-//   swift run -c release warren-policy-bench [--nodes N] [--seed S] [--repeat-joins K] [--send-rounds R]
+//   swift run -c release warren-policy-bench [--nodes N] [--seed S] [--repeat-joins K] [--send-rounds R] [--digest]
 //
 // The tailnet: N nodes (default 10,000) of 2,500 users and 100 tags, 50 groups, 200 ACL and grant rules,
 // 10 SSH rules, subnet routers and exit nodes. Figures: policy parse time, full compile time (engine build,
 // and every node's filter, SSH policy and peers materialized), the largest per-node filter (rules and JSON
 // bytes), peak memory (VmHWM), and the time to recompute after a node joins or leaves
-// (median and maximum over K joins of each kind; the touched nodes' results in wire form for the first R rounds).
+// (median, 99th percentile and maximum over K joins of each kind; the touched nodes' results in wire form for
+// the first R rounds). --digest prints a digest of every node's results in wire form after the build and after
+// the first join of each kind (to compare two builds of the engine: the digests must be equal).
 import Foundation
 import WarrenPacket
 import WarrenPolicy
@@ -29,7 +31,21 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 
+if CommandLine.arguments.contains("--help") || CommandLine.arguments.contains("-h") {
+    print("""
+        USAGE: warren-policy-bench [--nodes N] [--seed S] [--repeat-joins K] [--send-rounds R] [--digest]
+                                   [--only user|tagged|router]
+
+        Compiles a synthetic tailnet's policy (N nodes, default 10000; 50 groups, 200 rules, 100 tags) and prints
+        the full compile time, the recompute time of joins and removals (p50, p99 and maximum over K rounds of each
+        kind, CPU and wall), the time to put the touched nodes' results in wire form (first R rounds, default 1)
+        and the peak memory. --digest also prints a digest of every node's results in wire form; --only joins
+        nodes of one kind.
+        """)
+    exit(0)
+}
 let nodeCount = option("--nodes", 10_000)
+let digestWanted = CommandLine.arguments.contains("--digest")
 var rng = SplitMix(state: UInt64(option("--seed", 1)))
 let userCount = max(nodeCount / 4, 10), groupCount = 50, tagCount = 100, ruleCount = 200
 
@@ -189,12 +205,33 @@ print("largest filter: \(largest.bytes) bytes of JSON, \(largest.rules) rules (\
     + "average \(totalRules / nodeCount) rules per node")
 filters = [:]
 
+/// FNV-1a over every node's filter, SSH policy and peers, in wire form (JSON with sorted keys), by node name.
+func digest(_ engine: PolicyEngine) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    func add(_ bytes: some Sequence<UInt8>) { for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 } }
+    for name in engine.nodeNames {
+        add(name.utf8)
+        add((try? encoder.encode(engine.packetFilter(for: name))) ?? Data())
+        add((try? encoder.encode(engine.sshPolicy(for: name))) ?? Data())
+        add(engine.peers(for: name).joined(separator: ",").utf8)
+    }
+    return String(h, radix: 16)
+}
+if digestWanted { print("digest after the build: \(digest(engine))") }
+
 // Joins: user nodes, tagged nodes and a router, each joined and then removed again (K rounds with
 // --repeat-joins K). Per kind: the recompute time of the join and of the removal (median and maximum over the
 // rounds, CPU and wall), and for the first join the nodes touched and the time to put their results in wire form.
 struct Sample { var join: Timing; var remove: Timing; var touched: Int; var send: Timing? }
 var samples: [String: [Sample]] = [:]
-let kinds = ["user node", "tagged node", "router"]
+let allKinds = ["user node", "tagged node", "router"]
+// --only user|tagged|router: one kind of join (for profiling).
+let only = CommandLine.arguments.firstIndex(of: "--only").flatMap { i in
+    i + 1 < CommandLine.arguments.count ? CommandLine.arguments[i + 1] : nil
+}
+let kinds = allKinds.filter { kind in only.map { kind.hasPrefix($0) } ?? true }
 let rounds = max(option("--repeat-joins", 1), 1)
 let sendRounds = option("--send-rounds", 1)
 var joinIndex = 0
@@ -213,6 +250,7 @@ for round in 0..<rounds {
         }
         var touched: Set<String> = []
         let t = clock.measure { touched = engine.apply(.upsert(n)) }
+        if digestWanted && round == 0 { print("digest after the join of a \(kind): \(digest(engine))") }
         var send: Timing?
         if round < sendRounds {
             send = clock.measure { for name in touched { _ = engine.packetFilter(for: name); _ = engine.sshPolicy(for: name) } }
@@ -229,8 +267,9 @@ func wallMS(_ t: Timing) -> Double {
 
 func distribution(_ ts: [Timing]) -> String {
     let cpu = ts.map(\.cpu).sorted(), wall = ts.map(wallMS).sorted()
-    return String(format: "p50 %.2f ms / max %.2f ms CPU (wall p50 %.2f / max %.2f ms)",
-                  cpu[cpu.count / 2], cpu.last!, wall[wall.count / 2], wall.last!)
+    func p99(_ v: [Double]) -> Double { v[max(Int((Double(v.count) * 0.99).rounded(.up)) - 1, 0)] }
+    return String(format: "p50 %.2f ms / p99 %.2f ms / max %.2f ms CPU (wall p50 %.2f / p99 %.2f / max %.2f ms)",
+                  cpu[cpu.count / 2], p99(cpu), cpu.last!, wall[wall.count / 2], p99(wall), wall.last!)
 }
 
 for kind in kinds {
