@@ -29,6 +29,8 @@ struct ServeConfigFile {
     var nodeKeyExpiry: Duration??
     var ephemeralInactivityTimeout: Duration?
     var keepAliveInterval: Duration?
+    /// The least time between two messages on one map stream (what piles up meanwhile is merged).
+    var mapUpdateInterval: Duration?
     var requireDeviceApproval: Bool?
     var logLevel: Logger.Level?
     var derpEnabled: Bool?
@@ -50,6 +52,7 @@ struct ServeConfigFile {
         if let nodeKeyExpiry { configuration.nodeKeyExpiry = nodeKeyExpiry }
         if let ephemeralInactivityTimeout { configuration.ephemeralInactivityTimeout = ephemeralInactivityTimeout }
         if let keepAliveInterval { configuration.keepAliveInterval = keepAliveInterval }
+        if let mapUpdateInterval { configuration.mapUpdateInterval = mapUpdateInterval }
         if let requireDeviceApproval { configuration.requireDeviceApproval = requireDeviceApproval }
     }
 
@@ -66,7 +69,7 @@ struct ServeConfigFile {
 
     static let topLevelKeys: Set<String> = [
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
-        "ephemeral_inactivity_timeout", "keep_alive_interval", "require_device_approval", "log_level",
+        "ephemeral_inactivity_timeout", "keep_alive_interval", "map_update_interval", "require_device_approval", "log_level",
         "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
     ]
 
@@ -130,7 +133,7 @@ struct ServeConfigFile {
             guard let value else { return nil }
             let text = value as? String ?? (value as? Int).map { "\($0)s" }
             guard let text, let duration = ConfigDuration.parse(text) else {
-                throw fail(key, "expected a duration such as 30s, 15m, 24h or 180d")
+                throw fail(key, "expected a duration such as 250ms, 30s, 15m, 24h or 180d")
             }
             return duration
         }
@@ -201,7 +204,12 @@ struct ServeConfigFile {
                 } else if let n = expiry as? Int, n == 0 {
                     out.nodeKeyExpiry = .some(nil)
                 } else {
-                    out.nodeKeyExpiry = .some(try duration(expiry, "node_key_expiry"))
+                    let parsed = try duration(expiry, "node_key_expiry")
+                    // Expiry times are sent as RFC 3339 times (years up to 9999): keep them far from that edge.
+                    if let parsed, parsed > .seconds(36_500 * 86_400) {
+                        throw fail("node_key_expiry", "at most 36500d (use 0 or never for no expiry)")
+                    }
+                    out.nodeKeyExpiry = .some(parsed)
                 }
             }
             if let path = try string(map["policy_file"], "policy_file") {
@@ -237,6 +245,7 @@ struct ServeConfigFile {
             }
             out.ephemeralInactivityTimeout = try duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout")
             out.keepAliveInterval = try duration(map["keep_alive_interval"], "keep_alive_interval")
+            out.mapUpdateInterval = try duration(map["map_update_interval"], "map_update_interval")
             out.requireDeviceApproval = try bool(map["require_device_approval"], "require_device_approval")
             if let level = try string(map["log_level"], "log_level") {
                 guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
@@ -251,35 +260,48 @@ struct ServeConfigFile {
 
 /// "90s", "15m", "24h", "180d" (and combinations such as "1h30m").
 enum ConfigDuration {
+    /// "250ms", "30s", "15m", "24h", "180d" and sums of them ("1h30m"); nil for anything else, for zero, and
+    /// for a total that does not fit (a file's numbers are not trusted to be small).
     static func parse(_ text: String) -> Duration? {
-        var total: Int64 = 0
+        let bytes = Array(text.utf8)
+        var totalMilliseconds: Int64 = 0
         var number: Int64 = 0
         var sawDigit = false
-        for c in text {
-            if let d = c.wholeNumberValue, c.isASCII {
+        var i = 0
+        while i < bytes.count {
+            let byte = bytes[i]
+            if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
                 let (m, o1) = number.multipliedReportingOverflow(by: 10)
-                let (a, o2) = m.addingReportingOverflow(Int64(d))
+                let (a, o2) = m.addingReportingOverflow(Int64(byte - UInt8(ascii: "0")))
                 guard !o1, !o2 else { return nil }
                 number = a
                 sawDigit = true
+                i += 1
                 continue
             }
             guard sawDigit else { return nil }
             let unit: Int64
-            switch c {
-            case "s": unit = 1
-            case "m": unit = 60
-            case "h": unit = 3600
-            case "d": unit = 86400
-            default: return nil
+            if byte == UInt8(ascii: "m"), i + 1 < bytes.count, bytes[i + 1] == UInt8(ascii: "s") {
+                unit = 1
+                i += 2
+            } else {
+                switch byte {
+                case UInt8(ascii: "s"): unit = 1_000
+                case UInt8(ascii: "m"): unit = 60_000
+                case UInt8(ascii: "h"): unit = 3_600_000
+                case UInt8(ascii: "d"): unit = 86_400_000
+                default: return nil
+                }
+                i += 1
             }
-            let (product, overflow) = number.multipliedReportingOverflow(by: unit)
-            guard !overflow else { return nil }
-            total += product
+            let (product, o1) = number.multipliedReportingOverflow(by: unit)
+            let (sum, o2) = totalMilliseconds.addingReportingOverflow(product)
+            guard !o1, !o2 else { return nil }
+            totalMilliseconds = sum
             number = 0
             sawDigit = false
         }
-        guard !sawDigit, total > 0 else { return nil }
-        return .seconds(total)
+        guard !sawDigit, totalMilliseconds > 0 else { return nil }
+        return .milliseconds(totalMilliseconds)
     }
 }

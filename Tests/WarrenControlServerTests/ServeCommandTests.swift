@@ -30,6 +30,12 @@ final class ServeCommandTests: XCTestCase {
             ("prefixes:\n  v4: fd00::/64\n", "prefixes.v4: expected an IPv4 prefix"),
             ("dns:\n  nameservers: [1.1.1.1, 7]\n", "dns.nameservers[1]: expected a string"),
             ("node_key_expiry: soon\n", "node_key_expiry: expected a duration"),
+            // Sums that do not fit in the duration are refused, not a crash.
+            ("keep_alive_interval: 9223372036854775807ms9223372036854775807ms\n", "keep_alive_interval: expected a duration"),
+            ("node_key_expiry: 106751991168d\n", "node_key_expiry: expected a duration"),
+            ("node_key_expiry: 40000d\n", "node_key_expiry: at most 36500d"),
+            ("map_update_interval: 5x\n", "map_update_interval: expected a duration"),
+            ("map_update_interval: ms\n", "map_update_interval: expected a duration"),
             ("derp:\n  port: 70000\n", "derp.port: expected a port number"),
             ("log_level: loud\n", "log_level: expected one of"),
             ("dns:\n  extra_records:\n    - name: db\n      value: not-an-ip\n", "dns.extra_records[0].value: expected an IP address"),
