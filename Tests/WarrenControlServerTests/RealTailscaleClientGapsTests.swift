@@ -44,6 +44,7 @@ final class RealTailscaleClientGapsTests: XCTestCase {
         let controlURL = "https://127.0.0.1:8443"
         // Nodes 1 and 2 trust the test CA (Go reads SSL_CERT_FILE) and never use direct UDP, so their traffic
         // goes through the relay on the HTTPS listener. Node 3 does not trust the CA.
+        var peers: [Process] = []
         for i in 1...3 {
             let dir = lab.directory + "/n\(i)"
             try FileManager.default.createDirectory(atPath: dir + "/home", withIntermediateDirectories: true)
@@ -51,8 +52,8 @@ final class RealTailscaleClientGapsTests: XCTestCase {
                 .write(toFile: dir + "/caddy.json", atomically: true, encoding: .utf8)
             var environment = Real.peerEnvironment(dir, forceDERP: i < 3)
             if i < 3 { environment["SSL_CERT_FILE"] = ca.caFile }
-            _ = try lab.spawn([caddy, "run", "--config", dir + "/caddy.json"], log: "n\(i)", environment: environment,
-                              workingDirectory: dir)
+            peers.append(try lab.spawn([caddy, "run", "--config", dir + "/caddy.json"], log: "n\(i)", environment: environment,
+                                       workingDirectory: dir))
         }
         let first = try await lab.probe(from: 1, target: "node2.lab.warren:80", timeout: 90)
         guard first == "hello from node2" else {
@@ -62,7 +63,8 @@ final class RealTailscaleClientGapsTests: XCTestCase {
         }
         let back = try await lab.probe(from: 2, target: "node1.lab.warren:80", timeout: 30)
         XCTAssertEqual(back, "hello from node1")
-        XCTAssertTrue(lab.log("n1").contains("home is now derp-900"), "node1 never made the mounted relay its home")
+        let home = await lab.waitForHomeRelay(log: "n1", process: peers[0])
+        XCTAssertTrue(home, "node1 never made the mounted relay its home")
         XCTAssertTrue(lab.log("n1").contains("TS_DEBUG_NEVER_DIRECT_UDP"), "node1 did not run with direct UDP off")
 
         // The node without the CA never got in: the certificate was refused.

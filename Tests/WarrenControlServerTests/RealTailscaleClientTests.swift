@@ -87,16 +87,9 @@ final class RealTailscaleClientTests: XCTestCase {
         let node2 = try XCTUnwrap(nodes.first { $0.givenName == "node2" })
         let byAddress = try await lab.probe(from: 1, target: "\(try XCTUnwrap(node2.ipv4)):80", timeout: 30)
         XCTAssertEqual(byAddress, "hello from node2")
-        // The DERP map reached the client and its relay is the home region. magicsock says so in one of two
-        // ways ("home is now derp-900" after a netcheck, or "home DERP changing from derp-0 ... to derp-900"
-        // when the node key changed meanwhile), possibly after the first packets relayed through it.
-        func madeHome() -> Bool {
-            let log = lab.log("n1")
-            return log.contains("home is now derp-900") || log.contains("] to derp-900 [")
-        }
-        let homeDeadline = Date().addingTimeInterval(30)
-        while !madeHome(), Date() < homeDeadline, peers[0].isRunning { try await Task.sleep(for: .milliseconds(200)) }
-        XCTAssertTrue(madeHome(), "node1 never made the embedded relay its home; its log ends:\n\(lab.log("n1").suffix(3000))")
+        // The DERP map reached the client and its relay is the home region.
+        let home = await lab.waitForHomeRelay(log: "n1", process: peers[0])
+        XCTAssertTrue(home, "node1 never made the embedded relay its home; its log ends:\n\(lab.log("n1").suffix(3000))")
         if forceDERP {
             XCTAssertTrue(lab.log("n1").contains("TS_DEBUG_NEVER_DIRECT_UDP"), "node1 did not run with direct UDP off")
             return
@@ -303,6 +296,19 @@ final class Lab: @unchecked Sendable {
 
     func log(_ name: String) -> String {
         (try? String(contentsOfFile: directory + "/\(name).log", encoding: .utf8)) ?? ""
+    }
+
+    /// Waits until the node's log says the relay of `region` became its home. magicsock says so in one of two
+    /// ways ("home is now derp-N" after a netcheck, or "home DERP changing from derp-0 ... to derp-N" when the
+    /// node key changed meanwhile), possibly after the first packets relayed through that region.
+    func waitForHomeRelay(log name: String, region: Int = 900, process: Process, timeout: Double = 30) async -> Bool {
+        func madeHome() -> Bool {
+            let text = log(name)
+            return text.contains("home is now derp-\(region)") || text.contains("] to derp-\(region) [")
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while !madeHome(), Date() < deadline, process.isRunning { try? await Task.sleep(for: .milliseconds(200)) }
+        return madeHome()
     }
 
     func waitFor(log name: String, containing text: String, timeout: Double, process: Process) async throws {
