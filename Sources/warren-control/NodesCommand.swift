@@ -14,6 +14,11 @@ struct NodeReference: ParsableArguments {
         guard !arguments.isEmpty else { throw ValidationError("name the node: its id or MagicDNS name (or -i ID)") }
         return arguments.removeFirst()
     }
+
+    /// The admin API path of that node: `/api/v1/nodes/{node}`.
+    func path(_ arguments: inout [String]) throws -> String {
+        "/api/v1/nodes/\(percentEncoded(try resolve(&arguments)))"
+    }
 }
 
 struct NodesCommand: AsyncParsableCommand {
@@ -71,10 +76,10 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
             let approved = try await adminCall {
-                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/approve", as: NodeJSON.self)
+                try await client.call("POST", path + "/approve", as: NodeJSON.self)
             }
             print("Node \(approved.givenName) approved")
         }
@@ -88,10 +93,10 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
             let expired = try await adminCall {
-                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/expire", as: NodeJSON.self)
+                try await client.call("POST", path + "/expire", as: NodeJSON.self)
             }
             print("Node \(expired.givenName) expired")
         }
@@ -105,11 +110,11 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             guard rest.count == 1 else { throw ValidationError("give the new name (one DNS label)") }
             let client = try connection.client()
             let renamed = try await adminCall {
-                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/rename", body: RenameBody(newName: rest[0]), as: NodeJSON.self)
+                try await client.call("POST", path + "/rename", body: RenameBody(newName: rest[0]), as: NodeJSON.self)
             }
             print("Node \(renamed.id) is now \(renamed.givenName)")
         }
@@ -124,10 +129,10 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
             let tagged = try await adminCall {
-                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/tags", body: TagsBody(tags: commaList(tags)), as: NodeJSON.self)
+                try await client.call("POST", path + "/tags", body: TagsBody(tags: commaList(tags)), as: NodeJSON.self)
             }
             print("Node \(tagged.givenName) tags: \(AdminOutput.list(tagged.tags))")
         }
@@ -142,9 +147,9 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
-            let deleted = try await adminCall { try await client.call("DELETE", "/api/v1/nodes/\(percentEncoded(reference))", as: NodeJSON.self) }
+            let deleted = try await adminCall { try await client.call("DELETE", path, as: NodeJSON.self) }
             print("Node \(deleted.givenName) deleted")
         }
     }
@@ -158,9 +163,9 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
-            let routes = try await adminCall { try await client.call("GET", "/api/v1/nodes/\(percentEncoded(reference))/routes", as: RoutesJSON.self) }
+            let routes = try await adminCall { try await client.call("GET", path + "/routes", as: RoutesJSON.self) }
             if output == .json { return AdminOutput.json(routes) }
             AdminOutput.table(["ID", "ADVERTISED", "APPROVED", "SERVED"],
                               [[String(routes.nodeID), AdminOutput.list(routes.advertisedRoutes), AdminOutput.list(routes.approvedRoutes),
@@ -179,10 +184,10 @@ struct NodesCommand: AsyncParsableCommand {
 
         func run() async throws {
             var rest = arguments
-            let reference = try node.resolve(&rest)
+            let path = try node.path(&rest)
             let client = try connection.client()
             let result = try await adminCall {
-                try await client.call("POST", "/api/v1/nodes/\(percentEncoded(reference))/approve-routes",
+                try await client.call("POST", path + "/approve-routes",
                                       body: RoutesBody(routes: commaList(routes)), as: RoutesJSON.self)
             }
             if output == .json { return AdminOutput.json(result) }
