@@ -4,7 +4,7 @@ import PackageDescription
 // Layers (see ../shared/design/architecture.md):
 //   0  pure code: WarrenCrypto, WarrenPacket, WireGuardProtocol, WarrenPolicy
 //   1  engines (I/O): WarrenLinux (+ its C shim), WireGuardDevice
-//   2  executables: warren-wireguard, warren-control
+//   2  executables: warren-wireguard, warren-control, warren-derp, warrend, warren
 let package = Package(
     name: "warren",
     platforms: [.macOS(.v14)],
@@ -23,6 +23,8 @@ let package = Package(
         .executable(name: "warren-derp", targets: ["warren-derp"]),
         .executable(name: "warren-derp-bench", targets: ["warren-derp-bench"]),
         .executable(name: "warren-control-bench", targets: ["warren-control-bench"]),
+        .executable(name: "warrend", targets: ["warrend"]),
+        .executable(name: "warren", targets: ["warren"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -61,6 +63,9 @@ let package = Package(
         .target(name: "STUNProtocol", dependencies: ["WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         .target(name: "WarrenControlStore", dependencies: ["TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
+        // The node's pure layer: disco messages, and the network map (reducer and derivations).
+        .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -121,7 +126,48 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // ts2021 transport shared by the server and the node: Noise records on a channel, the map stream's
+        // framing, zstd, and the client side of the upgrade and HTTP/2 requests.
+        .target(name: "WarrenControlTransport", dependencies: [
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "CWarrenZstd",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        // The node's control client: registration, the map long poll, endpoint updates, reconnects.
+        .target(name: "WarrenNodeControl", dependencies: [
+            "WarrenControlTransport", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        // magicsock: the WireGuard device's bind over UDP and DERP, with disco and STUN.
+        .target(name: "WarrenMagicsock", dependencies: [
+            "WireGuardDevice", "DiscoProtocol", "STUNProtocol", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol",
+            "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "WarrenLinux",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The LocalAPI: JSON types, the server on a unix socket, and the client the CLI uses.
+        .target(name: "WarrenLocalAPI", dependencies: [
+            "WarrenTailcfg", "TailscaleKeys", "WarrenPacket",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The node's composition root (nothing imports it but warrend and tests).
+        .target(name: "WarrenNode", dependencies: [
+            "WarrenNodeControl", "WarrenMagicsock", "WarrenLocalAPI", "WarrenNetMap", "WarrenFilter", "WireGuardDevice",
+            "WarrenLinux", "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "DiscoProtocol",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Layer 2
+        .executableTarget(name: "warrend", dependencies: [
+            "WarrenNode", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "warren", dependencies: [
+            "WarrenLocalAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "warren-derp", dependencies: [
             "WarrenDERPServer", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
             .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
@@ -213,6 +259,21 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
+        .testTarget(name: "DiscoProtocolTests", dependencies: ["DiscoProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenLocalAPITests", dependencies: ["WarrenLocalAPI", "WarrenTailcfg", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenNodeControlTests", dependencies: [
+            "WarrenNodeControl", "WarrenControlTransport", "WarrenControlServer", "WarrenControlStore", "TailscaleKeys",
+            "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport", .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .testTarget(name: "WarrenNodeTests", dependencies: [
+            "WarrenNode", "WarrenNodeControl", "WarrenMagicsock", "WarrenLocalAPI", "WarrenNetMap", "WarrenControlTransport",
+            "WarrenControlServer", "WarrenControlStore", "WarrenDERPServer", "WarrenDERPTransport", "WireGuardDevice",
+            "DiscoProtocol", "STUNProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport", "WarrenLinux",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

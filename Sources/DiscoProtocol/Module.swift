@@ -1,0 +1,1 @@
+// DiscoProtocol: see Package.swift for what this module is.

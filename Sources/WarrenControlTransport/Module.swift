@@ -1,0 +1,1 @@
+// WarrenControlTransport: see Package.swift for what this module is.

@@ -1,0 +1,1 @@
+// WarrenLocalAPI: see Package.swift for what this module is.

@@ -1,0 +1,1 @@
+// WarrenMagicsock: see Package.swift for what this module is.

@@ -1,0 +1,1 @@
+// WarrenNetMap: see Package.swift for what this module is.

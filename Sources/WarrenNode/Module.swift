@@ -1,0 +1,1 @@
+// WarrenNode: see Package.swift for what this module is.

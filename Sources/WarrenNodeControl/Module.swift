@@ -1,0 +1,1 @@
+// WarrenNodeControl: see Package.swift for what this module is.
