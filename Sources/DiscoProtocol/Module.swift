@@ -1,1 +1,0 @@
-// DiscoProtocol: see Package.swift for what this module is.

@@ -1,1 +1,0 @@
-// WarrenControlTransport: see Package.swift for what this module is.

@@ -1,1 +1,0 @@
-// WarrenLocalAPI: see Package.swift for what this module is.
