@@ -1,0 +1,613 @@
+// magicsock: the WireGuard device's bind. The device addresses each peer by an opaque handle (a
+// synthetic endpoint that never appears on the wire); magicsock decides how a packet to that handle
+// leaves: over a direct UDP path that a disco pong proved, or through the peer's DERP region. It
+// also owns what arrives on the socket that is not WireGuard: disco messages (ping, pong,
+// call-me-maybe) and STUN replies. Roaming is magicsock's: the device always sees a peer's handle as
+// the source, so it never changes an endpoint itself.
+
+import DiscoProtocol
+import Foundation
+import Logging
+import STUNProtocol
+import Synchronization
+import TailscaleKeys
+import WarrenDERPTransport
+import WarrenPacket
+import WarrenTailcfg
+import WireGuardDevice
+
+/// A peer as magicsock needs it, from the network map.
+public struct MagicPeer: Hashable, Sendable {
+    public var nodeKey: NodePublic
+    public var discoKey: DiscoPublic?
+    public var homeDERP: Int
+    public var endpoints: [AddrPort]
+
+    public init(nodeKey: NodePublic, discoKey: DiscoPublic?, homeDERP: Int, endpoints: [AddrPort]) {
+        self.nodeKey = nodeKey
+        self.discoKey = discoKey
+        self.homeDERP = homeDERP
+        self.endpoints = endpoints
+    }
+}
+
+/// What a disco ping asked for by the user found.
+public struct DiscoPingResult: Sendable, Hashable {
+    public var latency: Duration
+    /// The direct address that answered, or nil when the pong came over DERP.
+    public var endpoint: AddrPort?
+    /// The DERP region that carried it, when it came over DERP.
+    public var derpRegion: Int?
+}
+
+/// One peer's path, for status.
+public struct MagicPeerStatus: Sendable, Hashable {
+    public var currentAddress: AddrPort?
+    public var homeDERP: Int
+    public var lastActivity: Duration?
+}
+
+/// The endpoint types of MapRequest.EndpointTypes (tailcfg.EndpointType).
+public enum EndpointType {
+    public static let local = 1
+    public static let stun = 2
+}
+
+public final class Magicsock: PacketBind, @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// The UDP port to bind (0: any; if the port is taken, any).
+        public var port: UInt16
+        /// The host's addresses to offer as local endpoints.
+        public var localAddresses: @Sendable () -> [IPAddress]
+        /// Trust for every DERP node (tests); nil: as the DERP map says.
+        public var derpTrustOverride: DERPServerTrust?
+        /// Whether to send STUN probes (off for in-memory twins, which reach no STUN server).
+        public var stun: Bool
+        /// How often the periodic work runs.
+        public var tickInterval: Duration
+
+        public init(port: UInt16 = 41641, localAddresses: @escaping @Sendable () -> [IPAddress] = { LocalAddresses.current() },
+                    derpTrustOverride: DERPServerTrust? = nil, stun: Bool = true, tickInterval: Duration = .seconds(1)) {
+            self.port = port
+            self.localAddresses = localAddresses
+            self.derpTrustOverride = derpTrustOverride
+            self.stun = stun
+            self.tickInterval = tickInterval
+        }
+    }
+
+    /// The prefix of the synthetic handles (fd7a:115c:a1e0:ffff::/64, inside Tailscale's ULA range, never routed).
+    static let handlePrefix: UInt64 = 0xFD7A_115C_A1E0_FFFF
+
+    struct State {
+        var peers: [NodePublic: PeerPath] = [:]
+        var sharedKeys: [NodePublic: DiscoSharedKey] = [:]
+        var handleOf: [NodePublic: WireGuardEndpoint] = [:]
+        var keyOfHandle: [WireGuardEndpoint: NodePublic] = [:]
+        var keyOfAddress: [AddrPort: NodePublic] = [:]
+        var keyOfDisco: [DiscoPublic: NodePublic] = [:]
+        var nextHandle: UInt64 = 1
+        var localPort: UInt16 = 0
+        var localAddresses: [IPAddress] = []
+        var endpoints: [AddrPort] = []
+        var endpointTypes: [Int] = []
+        var stunPending: [[UInt8]: (region: Int, server: AddrPort, sentAt: Duration)] = [:]
+        var stunAnswers: [(region: Int, server: AddrPort, mapped: AddrPort, latency: Duration)] = []
+        var report: NetcheckResult?
+        var lastNetcheck: Duration?
+        var userPings: [UInt64: CheckedContinuation<DiscoPingResult?, Never>] = [:]
+        var nextUserPing: UInt64 = 1
+        var open = false
+    }
+
+    public let configuration: Configuration
+    let inner: any PacketBind
+    let nodeKey: NodePrivate
+    public let discoKey: DiscoPrivate
+    let logger: Logger
+    let state = Mutex(State())
+    let derpQueue = DatagramQueue<(NodePublic, Int, [UInt8])>(limit: 2048)
+    let derp: DERPConnections
+    let epoch = ContinuousClock.now
+    private let callbacks = Mutex(Callbacks())
+
+    struct Callbacks {
+        var endpointsChanged: (@Sendable ([AddrPort], [Int]) -> Void)?
+        var netcheckChanged: (@Sendable (NetcheckResult) -> Void)?
+    }
+
+    /// - Parameters:
+    ///   - inner: the UDP bind (a `LinuxBind`, or a `MemoryBind` in tests).
+    ///   - nodeKey: this node's key: its DERP identity.
+    ///   - discoKey: this process's disco key.
+    public init(inner: any PacketBind, nodeKey: NodePrivate, discoKey: DiscoPrivate, configuration: Configuration, logger: Logger) {
+        self.inner = inner
+        self.nodeKey = nodeKey
+        self.discoKey = discoKey
+        self.configuration = configuration
+        self.logger = logger
+        let queue = derpQueue
+        derp = DERPConnections(privateKey: nodeKey, trustOverride: configuration.derpTrustOverride, logger: logger) { source, region, packet in
+            queue.push((source, region, packet))
+        }
+    }
+
+    /// Called with the new endpoints (and their types) whenever they change.
+    public func onEndpointsChanged(_ body: @escaping @Sendable ([AddrPort], [Int]) -> Void) {
+        callbacks.withLock { $0.endpointsChanged = body }
+    }
+
+    /// Called after each netcheck whose summary changed.
+    public func onNetcheckChanged(_ body: @escaping @Sendable (NetcheckResult) -> Void) {
+        callbacks.withLock { $0.netcheckChanged = body }
+    }
+
+    func now() -> Duration { ContinuousClock.now - epoch }
+
+    // MARK: Configuration from the network map
+
+    /// The relay map.
+    public func setDERPMap(_ map: DERPMap) {
+        derp.setMap(map)
+        if derp.home == 0 || map.regions[derp.home] == nil {
+            // Until a netcheck says better: the lowest region ID.
+            if let first = map.regions.keys.sorted().first { derp.setHome(first) }
+        }
+    }
+
+    /// Replaces the peer set. Returns the handle of every peer (the device's endpoint for it).
+    @discardableResult
+    public func setPeers(_ peers: [MagicPeer]) -> [NodePublic: WireGuardEndpoint] {
+        state.withLock { s in
+            let wanted = Set(peers.map(\.nodeKey))
+            for key in s.peers.keys where !wanted.contains(key) {
+                s.peers[key] = nil
+                s.sharedKeys[key] = nil
+                if let h = s.handleOf.removeValue(forKey: key) { s.keyOfHandle[h] = nil }
+            }
+            s.keyOfAddress = s.keyOfAddress.filter { wanted.contains($0.value) }
+            s.keyOfDisco = [:]
+            for peer in peers {
+                var path = s.peers[peer.nodeKey] ?? PeerPath(nodeKey: peer.nodeKey, discoKey: peer.discoKey, homeDERP: peer.homeDERP)
+                if path.discoKey != peer.discoKey {
+                    // A new disco key: the peer restarted; what we knew of its paths is stale.
+                    path = PeerPath(nodeKey: peer.nodeKey, discoKey: peer.discoKey, homeDERP: peer.homeDERP)
+                    s.sharedKeys[peer.nodeKey] = nil
+                }
+                path.homeDERP = peer.homeDERP
+                path.controlEndpoints = peer.endpoints
+                s.peers[peer.nodeKey] = path
+                if let d = peer.discoKey {
+                    s.keyOfDisco[d] = peer.nodeKey
+                    if s.sharedKeys[peer.nodeKey] == nil {
+                        s.sharedKeys[peer.nodeKey] = try? DiscoSharedKey(privateKey: discoKey, peer: d)
+                    }
+                }
+                if s.handleOf[peer.nodeKey] == nil {
+                    let handle = WireGuardEndpoint(address: .v6(Self.handlePrefix, s.nextHandle), port: 1)
+                    s.nextHandle += 1
+                    s.handleOf[peer.nodeKey] = handle
+                    s.keyOfHandle[handle] = peer.nodeKey
+                }
+            }
+            return s.handleOf
+        }
+    }
+
+    /// The handle of a peer (nil: not a peer).
+    public func handle(for key: NodePublic) -> WireGuardEndpoint? { state.withLock { $0.handleOf[key] } }
+
+    /// How a peer is reached now.
+    public func status(of key: NodePublic) -> MagicPeerStatus? {
+        let now = now()
+        return state.withLock { s in
+            guard let p = s.peers[key] else { return nil }
+            return MagicPeerStatus(currentAddress: p.hasTrustedPath(now: now) ? p.bestAddress : nil, homeDERP: p.homeDERP,
+                                   lastActivity: p.lastActivity)
+        }
+    }
+
+    /// This node's endpoints as last reported.
+    public var endpoints: [AddrPort] { state.withLock { $0.endpoints } }
+    public var homeDERP: Int { derp.home }
+    public var connectedDERPRegions: [Int] { derp.connectedRegions }
+    public var lastNetcheck: NetcheckResult? { state.withLock { $0.report } }
+
+    // MARK: PacketBind
+
+    public var receiverCount: Int { inner.receiverCount + 1 }
+    var derpReceiver: Int { inner.receiverCount }
+
+    public func open(port: UInt16) throws -> UInt16 {
+        let wanted = port != 0 ? port : configuration.port
+        let bound: UInt16
+        do {
+            bound = try inner.open(port: wanted)
+        } catch {
+            guard wanted != 0 else { throw error }
+            logger.info("UDP port \(wanted) is not available (\(error)); using any port")
+            bound = try inner.open(port: 0)
+        }
+        derpQueue.reopen()
+        state.withLock { s in
+            s.localPort = bound
+            s.open = true
+        }
+        refreshEndpoints(stunChanged: false)
+        return bound
+    }
+
+    public func close() {
+        inner.close()
+        derpQueue.close()
+        state.withLock { $0.open = false }
+    }
+
+    /// Closes the DERP connections too (the bind itself is closed by the device).
+    public func shutdown() {
+        close()
+        derp.close()
+        let waiting = state.withLock { s -> [CheckedContinuation<DiscoPingResult?, Never>] in
+            defer { s.userPings = [:] }
+            return Array(s.userPings.values)
+        }
+        for c in waiting { c.resume(returning: nil) }
+    }
+
+    public func setMark(_ mark: UInt32) throws { try inner.setMark(mark) }
+
+    public func receive(_ receiver: Int, into buffers: PacketBuffers) throws -> Int {
+        if receiver == derpReceiver { return try receiveFromDERP(into: buffers) }
+        while true {
+            let n = try inner.receive(receiver, into: buffers)
+            var kept = 0
+            var disco: [([UInt8], AddrPort)] = []
+            var stun: [([UInt8], AddrPort)] = []
+            let now = now()
+            state.withLock { s in
+                for i in 0..<n {
+                    let length = buffers.lengths[i]
+                    guard length > 0 else { continue }
+                    let bytes = buffers.packet(i)
+                    let source = AddrPort(address: buffers.endpoints[i].address, port: buffers.endpoints[i].port)
+                    let raw = UnsafeRawBufferPointer(bytes)
+                    if DiscoPacket.looksLikeDisco(raw) {
+                        disco.append((Array(raw), source))
+                        buffers.lengths[i] = 0
+                    } else if Self.looksLikeSTUNResponse(raw) {
+                        stun.append((Array(raw), source))
+                        buffers.lengths[i] = 0
+                    } else if let key = s.keyOfAddress[source], let handle = s.handleOf[key] {
+                        buffers.endpoints[i] = handle
+                        s.peers[key]?.lastActivity = now
+                        kept += 1
+                    } else {
+                        // WireGuard from an address no disco exchange vouched for: magicsock decides
+                        // paths, so it is dropped (the peer's pings will bring the address in).
+                        buffers.lengths[i] = 0
+                    }
+                }
+            }
+            for (bytes, source) in disco { handleDisco(bytes, from: .udp(source)) }
+            for (bytes, source) in stun { handleSTUN(bytes, from: source) }
+            if kept > 0 { return n }
+        }
+    }
+
+    private func receiveFromDERP(into buffers: PacketBuffers) throws -> Int {
+        while true {
+            guard let items = derpQueue.pop(maximum: buffers.capacity) else { throw DeviceIOError.closed }
+            var count = 0
+            let now = now()
+            var disco: [([UInt8], NodePublic, Int)] = []
+            state.withLock { s in
+                for (source, region, packet) in items {
+                    if DiscoPacket.looksLikeDisco(packet) {
+                        disco.append((packet, source, region))
+                        continue
+                    }
+                    guard let handle = s.handleOf[source] else { continue }
+                    let stored = packet.withUnsafeBytes { buffers.store($0, in: count, at: 0) }
+                    guard stored else { continue }
+                    buffers.endpoints[count] = handle
+                    s.peers[source]?.lastActivity = now
+                    count += 1
+                }
+            }
+            for (bytes, source, region) in disco { handleDisco(bytes, from: .derp(source, region)) }
+            if count > 0 { return count }
+        }
+    }
+
+    public func send(_ buffers: PacketBuffers, count: Int) throws {
+        let now = now()
+        var viaDERP: [(Int, [UInt8], NodePublic, Int)] = []  // slot, bytes, destination, region
+        var needWork: Set<NodePublic> = []
+        var udpCount = 0
+        state.withLock { s in
+            for i in 0..<count where buffers.lengths[i] > 0 {
+                let handle = buffers.endpoints[i]
+                guard let key = s.keyOfHandle[handle], var path = s.peers[key] else {
+                    if handle.address.isHandle { buffers.lengths[i] = 0 } else { udpCount += 1 }
+                    continue
+                }
+                path.lastActivity = now
+                let route = path.route(now: now)
+                if route.derp {
+                    viaDERP.append((i, Array(UnsafeRawBufferPointer(buffers.packet(i))), key, path.homeDERP))
+                    needWork.insert(key)
+                }
+                if let udp = route.udp {
+                    buffers.endpoints[i] = WireGuardEndpoint(address: udp.address, port: udp.port)
+                    udpCount += 1
+                } else {
+                    buffers.lengths[i] = 0
+                }
+                s.peers[key] = path
+            }
+        }
+        if udpCount > 0 { try inner.send(buffers, count: count) }
+        for (slot, bytes, key, region) in viaDERP where derp.send(bytes, to: key, region: region) {
+            // Counted as sent when DERP took it.
+            if buffers.lengths[slot] == 0 { buffers.lengths[slot] = bytes.count }
+        }
+        for key in needWork { runWork(for: key, force: false) }
+    }
+
+    @discardableResult
+    public func send(_ datagram: UnsafeRawBufferPointer, to endpoint: WireGuardEndpoint) throws -> Bool {
+        let now = now()
+        let plan: (NodePublic, PeerPath.SendRoute, Int)? = state.withLock { s in
+            guard let key = s.keyOfHandle[endpoint], var path = s.peers[key] else { return nil }
+            path.lastActivity = now
+            s.peers[key] = path
+            return (key, path.route(now: now), path.homeDERP)
+        }
+        guard let (key, route, region) = plan else {
+            if endpoint.address.isHandle { return false }
+            return try inner.send(datagram, to: endpoint)
+        }
+        var sent = false
+        if let udp = route.udp {
+            sent = (try? inner.send(datagram, to: WireGuardEndpoint(address: udp.address, port: udp.port))) ?? false
+        }
+        if route.derp {
+            sent = derp.send(Array(datagram), to: key, region: region) || sent
+            runWork(for: key, force: false)
+        }
+        return sent
+    }
+
+    // MARK: Disco
+
+    enum DiscoSource {
+        case udp(AddrPort)
+        case derp(NodePublic, Int)
+    }
+
+    func handleDisco(_ bytes: [UInt8], from source: DiscoSource) {
+        guard let sender = DiscoPacket.senderKey(of: bytes) else { return }
+        let known: (NodePublic, DiscoSharedKey)? = state.withLock { s in
+            guard let key = s.keyOfDisco[sender], let shared = s.sharedKeys[key] else { return nil }
+            return (key, shared)
+        }
+        // Disco from a key that is not a peer's is dropped, as Tailscale does.
+        guard let (key, shared) = known, let message = try? DiscoPacket.open(bytes, sharedKey: shared) else { return }
+        if case .derp(let relayedFrom, _) = source, relayedFrom != key {
+            return  // a disco key that does not belong to the node key the relay vouches for
+        }
+        let now = now()
+        switch message {
+        case .ping(let ping):
+            if let claimed = ping.nodeKey, claimed != key { return }
+            let seen: AddrPort
+            switch source {
+            case .udp(let address):
+                seen = address
+                state.withLock { s in
+                    s.peers[key]?.notePingFrom(address, now: now)
+                    s.keyOfAddress[address] = key
+                }
+            case .derp(_, let region):
+                seen = AddrPort(address: IPAddress(LegacyDERP.magicIP)!, port: UInt16(clamping: region))
+            }
+            sendDisco(.pong(DiscoPong(txID: ping.txID, source: seen)), to: key, shared: shared, via: source)
+        case .pong(let pong):
+            let udpSource: AddrPort? = if case .udp(let a) = source { a } else { nil }
+            let answered: (PendingPing, Duration, Bool)? = state.withLock { s in
+                guard var path = s.peers[key] else { return nil }
+                let before = path.hasTrustedPath(now: now) ? path.bestAddress : nil
+                guard let ping = path.handlePong(txID: pong.txID, from: udpSource, now: now) else { return nil }
+                let after = path.hasTrustedPath(now: now) ? path.bestAddress : nil
+                s.peers[key] = path
+                if let udpSource { s.keyOfAddress[udpSource] = key }
+                return (ping, now - ping.sentAt, before != after)
+            }
+            guard let (ping, latency, changed) = answered else { return }
+            if changed, let udpSource {
+                logger.info("peer \(key.shortDescription): direct path \(udpSource) (\(latency.milliseconds) ms)")
+            }
+            if case .user(let id) = ping.purpose {
+                let region: Int? = if case .derp(_, let r) = source { r } else { nil }
+                finishUserPing(id, DiscoPingResult(latency: latency, endpoint: udpSource, derpRegion: region))
+            }
+        case .callMeMaybe(let endpoints):
+            guard case .derp = source else { return }  // only meaningful over DERP
+            state.withLock { s in s.peers[key]?.noteCallMeMaybe(endpoints, now: now) }
+            runWork(for: key, force: true, sendCallMeMaybe: false)
+        case .unknown:
+            return
+        }
+    }
+
+    private func sendDisco(_ message: DiscoMessage, to key: NodePublic, shared: DiscoSharedKey, via: DiscoSource) {
+        var rng = SystemRandomNumberGenerator()
+        let nonce = (0..<DiscoPacket.nonceByteCount).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        guard let packet = try? DiscoPacket.seal(message, from: discoKey.publicKey, sharedKey: shared, nonce: nonce) else { return }
+        switch via {
+        case .udp(let address):
+            _ = packet.withUnsafeBytes { try? inner.send($0, to: WireGuardEndpoint(address: address.address, port: address.port)) }
+        case .derp(_, let region):
+            derp.send(packet, to: key, region: region)
+        }
+    }
+
+    /// Performs the pings (and call-me-maybe) the peer's path asks for now.
+    func runWork(for key: NodePublic, force: Bool, sendCallMeMaybe: Bool = true, userPing: UInt64? = nil) {
+        let now = now()
+        var rng = SystemRandomNumberGenerator()
+        let plan: (PeerPath.Work, DiscoSharedKey, Int, [AddrPort])? = state.withLock { s in
+            guard var path = s.peers[key], let shared = s.sharedKeys[key] else { return nil }
+            var work = path.work(now: now, force: force)
+            if let userPing {
+                // A user's ping goes everywhere at once: the best path, every candidate and DERP.
+                var targets = path.candidates(now: now)
+                if let best = path.bestAddress, !targets.contains(best) { targets.insert(best, at: 0) }
+                work.pings = targets.map { ($0, .user(userPing)) }
+            }
+            s.peers[key] = path
+            return (work, shared, path.homeDERP, s.endpoints)
+        }
+        guard let (work, shared, region, ours) = plan else { return }
+        for (address, purpose) in work.pings {
+            let txID = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            state.withLock { s in s.peers[key]?.notePingSent(txID: txID, to: address, purpose: purpose, now: now) }
+            sendDisco(.ping(DiscoPing(txID: txID, nodeKey: nodeKey.publicKey)), to: key, shared: shared, via: .udp(address))
+        }
+        if let userPing {
+            let txID = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            state.withLock { s in s.peers[key]?.notePingSent(txID: txID, to: nil, purpose: .user(userPing), now: now) }
+            sendDisco(.ping(DiscoPing(txID: txID, nodeKey: nodeKey.publicKey)), to: key, shared: shared, via: .derp(key, region))
+        }
+        if work.callMeMaybe && sendCallMeMaybe && !ours.isEmpty {
+            sendDisco(.callMeMaybe(ours), to: key, shared: shared, via: .derp(key, region))
+        }
+    }
+
+    /// Pings a peer with disco (over DERP and every direct candidate at once) and returns the first
+    /// pong, or nil after `timeout`.
+    public func ping(_ key: NodePublic, timeout: Duration = .seconds(5)) async -> DiscoPingResult? {
+        let id: UInt64? = state.withLock { s in
+            guard s.peers[key]?.discoKey != nil else { return nil }
+            defer { s.nextUserPing += 1 }
+            return s.nextUserPing
+        }
+        guard let id else { return nil }
+        return await withCheckedContinuation { continuation in
+            state.withLock { $0.userPings[id] = continuation }
+            runWork(for: key, force: false, sendCallMeMaybe: false, userPing: id)
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.finishUserPing(id, nil)
+            }
+        }
+    }
+
+    private func finishUserPing(_ id: UInt64, _ result: DiscoPingResult?) {
+        let continuation = state.withLock { $0.userPings.removeValue(forKey: id) }
+        continuation?.resume(returning: result)
+    }
+
+    // MARK: Periodic work
+
+    /// Runs the timers (heartbeats, discovery, re-STUN, interface changes, idle DERP) until cancelled.
+    public func run() async {
+        var ticks = 0
+        await netcheckAndPublish()
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.tickInterval)
+            if Task.isCancelled { break }
+            ticks += 1
+            let active: [NodePublic] = {
+                let now = now()
+                return state.withLock { s in
+                    s.peers.filter { $0.value.lastActivity.map { now - $0 < PathTiming.sessionActiveTimeout } ?? false }.map(\.key)
+                }
+            }()
+            for key in active { runWork(for: key, force: false) }
+            if ticks % 2 == 0 { refreshEndpoints(stunChanged: false) }
+            if ticks % 25 == 0 { await netcheckAndPublish() }
+            if ticks % 10 == 0 { derp.closeIdle() }
+        }
+    }
+
+    /// Re-reads the interface addresses; when they changed (the host moved), forgets every direct
+    /// path, re-STUNs and tells the peers.
+    public func refreshEndpoints(stunChanged: Bool) {
+        let addresses = configuration.localAddresses()
+        let (changedAddresses, update) = state.withLock { s -> (Bool, ([AddrPort], [Int])?) in
+            let changedAddresses = s.localAddresses != addresses
+            s.localAddresses = addresses
+            var endpoints: [AddrPort] = []
+            var types: [Int] = []
+            if let r = s.report {
+                for mapped in [r.globalV4, r.globalV6].compactMap({ $0 }) where !endpoints.contains(mapped) {
+                    endpoints.append(mapped)
+                    types.append(EndpointType.stun)
+                }
+            }
+            for a in addresses where s.localPort != 0 {
+                let e = AddrPort(address: a, port: s.localPort)
+                if !endpoints.contains(e) {
+                    endpoints.append(e)
+                    types.append(EndpointType.local)
+                }
+            }
+            guard endpoints != s.endpoints || types != s.endpointTypes else { return (changedAddresses, nil) }
+            s.endpoints = endpoints
+            s.endpointTypes = types
+            if changedAddresses {
+                for key in s.peers.keys { s.peers[key]?.resetPath() }
+                s.keyOfAddress = [:]
+            }
+            return (changedAddresses, (endpoints, types))
+        }
+        guard let (endpoints, types) = update else { return }
+        logger.info("endpoints: \(endpoints.map(\.description).joined(separator: ", "))")
+        callbacks.withLock { $0.endpointsChanged }?(endpoints, types)
+        if changedAddresses && !stunChanged {
+            Task { await self.netcheckAndPublish() }
+        }
+        // Tell the active peers at once (call-me-maybe), so that they punch towards the new addresses.
+        let now = now()
+        let active = state.withLock { s in
+            s.peers.filter { $0.value.lastActivity.map { now - $0 < PathTiming.sessionActiveTimeout } ?? false }.map(\.key)
+        }
+        for key in active { runWork(for: key, force: true) }
+    }
+
+    func netcheckAndPublish() async {
+        let before = state.withLock { $0.report }
+        let report = await netcheck()
+        if let home = report.preferredDERP, home != derp.home {
+            // Hysteresis: move only when the new region is clearly (10 ms) better.
+            let current = report.regionLatency[derp.home]
+            let best = report.regionLatency[home] ?? .zero
+            if current == nil || derp.home == 0 || current! > best + .milliseconds(10) { derp.setHome(home) }
+        }
+        if before != report {
+            callbacks.withLock { $0.netcheckChanged }?(report)
+            refreshEndpoints(stunChanged: true)
+        }
+    }
+}
+
+extension IPAddress {
+    /// Whether this is one of magicsock's synthetic peer handles.
+    var isHandle: Bool {
+        if case .v6(let hi, _) = self { return hi == Magicsock.handlePrefix }
+        return false
+    }
+}
+
+extension NodePublic {
+    /// "nodekey:abcd1234" for logs.
+    var shortDescription: String { String(description.prefix(16)) }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let c = components
+        return c.seconds * 1000 + c.attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,1 +1,0 @@
-// WarrenMagicsock: see Package.swift for what this module is.
