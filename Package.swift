@@ -85,7 +85,7 @@ let package = Package(
         // zstd for compressed map responses (Debian's libzstd-dev).
         .systemLibrary(name: "CWarrenZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "WarrenControlServer", dependencies: [
-            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy", "CWarrenZstd",
+            "WarrenControlTransport", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy",
             "WarrenControlStore", .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -103,7 +103,7 @@ let package = Package(
         ]),
         // A ts2021 control client over loopback, for tests and the benchmark (layer 1).
         .target(name: "WarrenControlClient", dependencies: [
-            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
+            "WarrenControlTransport", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -193,8 +193,8 @@ let package = Package(
         ]),
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [
-            "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "WarrenControlMetrics", "TailscaleKeys",
-            "WarrenTailcfg", "WarrenPacket", .product(name: "Logging", package: "swift-log"),
+            "WarrenControlServer", "WarrenControlClient", "WarrenControlTransport", "WarrenControlStore", "WarrenControlMetrics",
+            "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Benchmark (run on demand): packets per second per core through parse + filter.
@@ -237,12 +237,12 @@ let package = Package(
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
-            "WarrenPolicy",
+            "WarrenPolicy", "WarrenControlTransport",
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "WarrenControlMetricsTests", dependencies: [
-            "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "TailscaleKeys",
+            "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlTransport", "WarrenControlStore", "TailscaleKeys",
             "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [

@@ -1,113 +1,14 @@
-// A small ts2021 client for tests and the benchmark: GET /key, the POST /ts2021 upgrade, Noise records
-// and HTTP/2 over them, register and map, over real sockets. (Written first inside the server's tests;
-// moved here so that warren-control-bench can drive many of them.)
+// A small ts2021 client for tests and the benchmark: register and map over a ControlConnection
+// (WarrenControlTransport), with deterministic keys. The node's real client is WarrenNodeControl.
 
 import Foundation
 import NIOCore
-import NIOHTTP1
-import NIOHTTP2
-import NIOPosix
 import NIOSSL
-import TailscaleControlProtocol
 import TailscaleKeys
 import WarrenTailcfg
-import WarrenControlServer
+import WarrenControlTransport
 
-public struct ControlClientError: Error, CustomStringConvertible {
-    public var description: String
-    public init(description: String) { self.description = description }
-}
-
-/// Reads the 101 response and the 51-byte Noise response, then (on the event loop, before any later
-/// byte can be lost) installs the record layer and HTTP/2 and removes itself.
-final class UpgradeReader: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    private var buffer: [UInt8] = []
-    private var finished = false
-    private let handshake: ControlClientHandshake
-    let done: EventLoopPromise<NIOHTTP2Handler.StreamMultiplexer>
-
-    init(handshake: ControlClientHandshake, done: EventLoopPromise<NIOHTTP2Handler.StreamMultiplexer>) {
-        self.handshake = handshake
-        self.done = done
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !finished else { return }
-        var chunk = unwrapInboundIn(data)
-        buffer += chunk.readBytes(length: chunk.readableBytes) ?? []
-        guard let end = buffer.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
-        let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
-        let status = head.split(separator: "\r\n").first.map(String.init) ?? ""
-        let rest = Array(buffer[end.upperBound...])
-        guard status.contains(" 101 ") else {
-            finished = true
-            done.fail(ControlClientError(description: "upgrade refused: \(status)"))
-            return
-        }
-        guard rest.count >= ControlWire.responseLength else { return }
-        finished = true
-        do {
-            let session = try handshake.receiveResponse(bytes: rest.prefix(ControlWire.responseLength))
-            let pipeline = context.pipeline.syncOperations
-            try pipeline.addHandler(NoiseRecordHandler(session: session), position: .after(self))
-            let mux = try pipeline.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init(), position: .last
-            ) { $0.eventLoop.makeSucceededVoidFuture() }
-            let leftover = Array(rest.dropFirst(ControlWire.responseLength))
-            if !leftover.isEmpty { context.fireChannelRead(wrapInboundOut(ByteBuffer(bytes: leftover))) }
-            pipeline.removeHandler(self, promise: nil)
-            done.succeed(mux)
-        } catch {
-            done.fail(error)
-        }
-    }
-
-    typealias InboundOut = ByteBuffer
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if !finished { done.fail(ControlClientError(description: "connection closed during upgrade")) }
-        finished = true
-    }
-}
-
-/// Streams the body of one HTTP/2 response.
-final class ResponseCollector: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    let head: EventLoopPromise<HTTPResponseHead>
-    let continuation: AsyncStream<[UInt8]>.Continuation
-
-    init(head: EventLoopPromise<HTTPResponseHead>, continuation: AsyncStream<[UInt8]>.Continuation) {
-        self.head = head
-        self.continuation = continuation
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let h): head.succeed(h); sawHead = true
-        case .body(var b): continuation.yield(b.readBytes(length: b.readableBytes) ?? [])
-        case .end: continuation.finish()
-        }
-    }
-
-    private var sawHead = false
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if !sawHead { head.fail(ControlClientError(description: "stream closed")) }
-        continuation.finish()
-    }
-}
-
-public struct ControlHTTPResponse: Sendable {
-    public var status: Int
-    public var body: AsyncStream<[UInt8]>
-
-    public func collect() async -> [UInt8] {
-        var all = [UInt8]()
-        for await chunk in body { all += chunk }
-        return all
-    }
-}
+public typealias ControlClientError = ControlTransportError
 
 public final class ControlClient: @unchecked Sendable {
     public let machineKey: MachinePrivate
@@ -117,8 +18,7 @@ public final class ControlClient: @unchecked Sendable {
     public let port: Int
     /// HTTPS to the control server (nil: plain HTTP).
     public let tls: NIOSSLContext?
-    private var channel: Channel?
-    private var multiplexer: NIOHTTP2Handler.StreamMultiplexer?
+    private var connection: ControlConnection?
 
     public init(host: String = "127.0.0.1", port: Int, seed: UInt64, tls: NIOSSLContext? = nil) {
         self.tls = tls
@@ -130,104 +30,27 @@ public final class ControlClient: @unchecked Sendable {
         self.port = port
     }
 
-    /// GET /key over HTTP/1.1, plain or with `tls` (URLSession-free: one raw request).
+    public var endpoint: ControlEndpoint { ControlEndpoint(host: host, port: port, tls: tls) }
+
+    /// GET /key over HTTP/1.1, plain or with `tls`.
     public static func fetchKey(host: String, port: Int, tls: NIOSSLContext? = nil) async throws -> OverTLSPublicKeyResponse {
-        let bytes = try await rawHTTP(host: host, port: port, tls: tls,
-                                      request: "GET /key?v=130 HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n")
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw ControlClientError(description: "no HTTP response") }
-        return try TailcfgJSON.decode(OverTLSPublicKeyResponse.self, from: Array(text[split.upperBound...].utf8))
+        try await ControlConnection.fetchServerKey(ControlEndpoint(host: host, port: port, tls: tls), capabilityVersion: 130)
     }
 
-    /// Adds the TLS client handler first in the pipeline (no SNI for an IP literal).
-    static func addTLS(_ tls: NIOSSLContext?, host: String, to pipeline: ChannelPipeline.SynchronousOperations) throws {
-        guard let tls else { return }
-        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
-        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
-    }
-
+    /// Sends one raw request and returns everything the server sent until it closed.
     public static func rawHTTP(host: String, port: Int, tls: NIOSSLContext? = nil, request: String) async throws -> [UInt8] {
-        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
-        final class Reader: ChannelInboundHandler {
-            typealias InboundIn = ByteBuffer
-            let continuation: AsyncStream<[UInt8]>.Continuation
-            init(_ c: AsyncStream<[UInt8]>.Continuation) { continuation = c }
-            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-                var b = unwrapInboundIn(data)
-                continuation.yield(b.readBytes(length: b.readableBytes) ?? [])
-            }
-            func channelInactive(context: ChannelHandlerContext) { continuation.finish() }
-        }
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try addTLS(tls, host: host, to: ch.pipeline.syncOperations)
-                    try ch.pipeline.syncOperations.addHandler(Reader(continuation))
-                }
-            }
-            .connect(host: host, port: port).get()
-        try await channel.writeAndFlush(ByteBuffer(string: request))
-        var all = [UInt8]()
-        for await chunk in stream { all += chunk }
-        return all
+        try await ControlConnection.rawHTTP(ControlEndpoint(host: host, port: port, tls: tls), request: Array(request.utf8))
     }
 
     /// Opens the Noise channel and HTTP/2 on it.
     public func connect(controlKey: MachinePublic, version: UInt16 = 130) async throws {
-        var generator = SystemRandomNumberGenerator()
-        let handshake = try ControlClientHandshake(machineKey: machineKey, controlKey: controlKey, protocolVersion: version,
-                                                   ephemeral: MachinePrivate.generate(using: &generator))
-        let group = MultiThreadedEventLoopGroup.singleton
-        let promise = group.next().makePromise(of: NIOHTTP2Handler.StreamMultiplexer.self)
-        let tls = self.tls
-        let host = self.host
-        let channel = try await ClientBootstrap(group: group)
-            .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try Self.addTLS(tls, host: host, to: ch.pipeline.syncOperations)
-                    try ch.pipeline.syncOperations.addHandler(UpgradeReader(handshake: handshake, done: promise))
-                }
-            }
-            .connect(host: host, port: port).get()
-        let request = "POST /ts2021 HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 0\r\nConnection: upgrade\r\n"
-            + "Upgrade: tailscale-control-protocol\r\nX-Tailscale-Handshake: \(Data(handshake.initiation).base64EncodedString())\r\n\r\n"
-        try await channel.writeAndFlush(ByteBuffer(string: request))
-        let mux = try await promise.futureResult.get()
-        self.channel = channel
-        self.multiplexer = mux
+        connection = try await ControlConnection.connect(to: endpoint, machineKey: machineKey, controlKey: controlKey,
+                                                         protocolVersion: version)
     }
 
     public func post(_ path: String, json: [UInt8]) async throws -> ControlHTTPResponse {
-        guard let multiplexer else { throw ControlClientError(description: "not connected") }
-        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
-        guard let loop = channel?.eventLoop else { throw ControlClientError(description: "not connected") }
-        let headPromise = loop.makePromise(of: HTTPResponseHead.self)
-        let streamPromise = loop.makePromise(of: Channel.self)
-        multiplexer.createStreamChannel(promise: streamPromise) { ch in
-            ch.eventLoop.makeCompletedFuture {
-                try ch.pipeline.syncOperations.addHandlers([
-                    HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http),
-                    ResponseCollector(head: headPromise, continuation: continuation),
-                ])
-            }
-        }
-        let streamChannel: Channel
-        do {
-            streamChannel = try await streamPromise.futureResult.get()
-        } catch {
-            headPromise.fail(error)
-            continuation.finish()
-            throw ControlClientError(description: "cannot open an HTTP/2 stream: \(error)")
-        }
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: "\(json.count)")
-        streamChannel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http2, method: .POST, uri: path, headers: headers)), promise: nil)
-        streamChannel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: json))), promise: nil)
-        try await streamChannel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
-        let head = try await headPromise.futureResult.get()
-        return ControlHTTPResponse(status: Int(head.status.code), body: stream)
+        guard let connection else { throw ControlClientError(description: "not connected") }
+        return try await connection.post(path, json: json)
     }
 
     public func registerRequest(authKey: String?, hostname: String) -> RegisterRequest {
@@ -304,7 +127,7 @@ public final class ControlClient: @unchecked Sendable {
     }
 
     public func close() async {
-        try? await channel?.close()
+        await connection?.close()
     }
 }
 

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import TailscaleKeys
+import WarrenControlTransport
 import WarrenTailcfg
 
 final class ControlStreamHandler: ChannelInboundHandler {

@@ -8,6 +8,7 @@
 // ``SharedMapMessage``: the first writer to send it encodes and compresses it, the others reuse the bytes.
 
 import Synchronization
+import WarrenControlTransport
 import WarrenTailcfg
 
 /// One message for many sessions, encoded once per compression setting.

@@ -12,6 +12,7 @@ import NIOHTTP1
 import NIOHTTP2
 import TailscaleControlProtocol
 import TailscaleKeys
+import WarrenControlTransport
 
 /// One per connection: it keeps the handshake it accepted between the two upgrade steps.
 final class TS2021Upgrader: HTTPServerProtocolUpgrader {

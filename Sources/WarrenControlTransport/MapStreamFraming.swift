@@ -24,11 +24,15 @@ public enum MapStreamFraming {
         return out
     }
 
-    /// Encodes (with the hand-written writer, and `encoder`'s cache of peers when given), optionally
-    /// compresses, and frames a map response.
-    public static func frame(_ response: MapResponse, compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
-        let json = try encoder?.encode(response) ?? TailcfgJSON.write(response)
-        return frame(body: compress ? try Zstd.compress(json, level: compressionLevel) : json)
+    /// Encodes with TailcfgJSON, optionally compresses, and frames a map response (the server has an
+    /// overload that encodes with its cached writer).
+    public static func frame(_ response: MapResponse, compress: Bool) throws -> [UInt8] {
+        frame(body: try body(TailcfgJSON.write(response), compress: compress))
+    }
+
+    /// A message body: `json` as is, or one zstd frame of it.
+    public static func body(_ json: [UInt8], compress: Bool) throws -> [UInt8] {
+        compress ? try Zstd.compress(json, level: compressionLevel) : json
     }
 }
 

@@ -22,6 +22,7 @@ import TailscaleKeys
 import WarrenControlClient
 import WarrenControlServer
 import WarrenControlStore
+import WarrenControlTransport
 import WarrenPacket
 import WarrenTailcfg
 

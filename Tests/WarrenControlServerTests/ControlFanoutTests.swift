@@ -9,6 +9,7 @@ import TailscaleKeys
 import WarrenControlClient
 import WarrenControlStore
 import WarrenTailcfg
+import WarrenControlTransport
 import XCTest
 @testable import WarrenControlServer
 

@@ -5,6 +5,7 @@ import Foundation
 import TailscaleKeys
 import WarrenPacket
 import WarrenTailcfg
+import WarrenControlTransport
 import XCTest
 @testable import WarrenControlServer
 

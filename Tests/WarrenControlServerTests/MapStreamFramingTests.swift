@@ -4,6 +4,7 @@
 import Foundation
 import WarrenTailcfg
 import WarrenTestSupport
+import WarrenControlTransport
 import XCTest
 @testable import WarrenControlServer
 
