@@ -1,1 +1,0 @@
-// WarrenNodeControl: see Package.swift for what this module is.
