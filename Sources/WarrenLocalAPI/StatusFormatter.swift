@@ -139,6 +139,9 @@ public enum StatusFormatter {
             ?? nodes.first { $0.hostName.lowercased() == wanted }
     }
 
+    /// Whether `text` is an IPv4 or IPv6 address.
+    public static func isIPAddress(_ text: String) -> Bool { IPAddress(text) != nil }
+
     // MARK: ping
 
     /// One `ping` line: "pong from NAME (IP) via ENDPOINT in 12ms", "... via DERP(code) in 80ms",

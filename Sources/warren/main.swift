@@ -1,2 +1,0 @@
-// warren: the node's CLI (being built; see issue 9).
-print("warren: not built yet")
