@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
         .target(name: "WarrenControlStore", dependencies: ["TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         // The node's pure layer: disco messages, and the network map (reducer and derivations).
-        .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg"]),
+        .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys"]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
