@@ -22,13 +22,21 @@ import WarrenTailcfg
 /// finishes when the response ends or the connection dies.
 public struct ControlHTTPResponse: Sendable {
     public var status: Int
+    public var headers: [(name: String, value: String)]
     public var body: AsyncStream<[UInt8]>
     private let stream: (any Channel)?
 
-    public init(status: Int, body: AsyncStream<[UInt8]>, stream: (any Channel)? = nil) {
+    public init(status: Int, headers: [(name: String, value: String)] = [], body: AsyncStream<[UInt8]>,
+                stream: (any Channel)? = nil) {
         self.status = status
+        self.headers = headers
         self.body = body
         self.stream = stream
+    }
+
+    /// The first header named `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
     }
 
     /// The whole body, however long.
@@ -233,7 +241,8 @@ public final class ControlConnection: @unchecked Sendable {
         do {
             try await streamChannel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
             let head = try await headPromise.futureResult.get()
-            return ControlHTTPResponse(status: Int(head.status.code), body: stream, stream: streamChannel)
+            return ControlHTTPResponse(status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) },
+                                       body: stream, stream: streamChannel)
         } catch {
             streamChannel.close(promise: nil)
             throw ControlTransportError("\(method) \(path): \(error)")
