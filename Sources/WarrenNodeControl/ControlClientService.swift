@@ -160,9 +160,10 @@ public actor ControlClientService {
             } catch {
                 reason = "\(error)"
             }
-            await dropConnection()
             if Task.isCancelled || stopped { break }
+            // logout() is using the connection (the server ended the stream because of it): leave both be.
             if loggingOut { continue }
+            await dropConnection()
             logger.info("control connection lost", metadata: ["reason": "\(reason)"])
             emit(.disconnected(reason: reason))
             if messagesThisSession > 0 { attempt = 0 }
