@@ -58,7 +58,7 @@ public final class LocalAPIServer: Sendable {
         let decoderLimits = limits
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(

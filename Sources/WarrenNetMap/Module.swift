@@ -1,1 +1,0 @@
-// WarrenNetMap: see Package.swift for what this module is.
