@@ -262,6 +262,12 @@ let package = Package(
         .testTarget(name: "DiscoProtocolTests", dependencies: ["DiscoProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "WarrenLocalAPITests", dependencies: ["WarrenLocalAPI", "WarrenTailcfg", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenMagicsockTests", dependencies: [
+            "WarrenMagicsock", "WireGuardDevice", "WireGuardProtocol", "WarrenDERPServer", "WarrenDERPTransport", "DiscoProtocol",
+            "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "WarrenNodeControlTests", dependencies: [
             "WarrenNodeControl", "WarrenControlTransport", "WarrenControlServer", "WarrenControlStore", "TailscaleKeys",
             "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport", .product(name: "Logging", package: "swift-log"),

@@ -10,6 +10,7 @@ import Synchronization
 import TailscaleKeys
 import WarrenDERPClient
 import WarrenDERPTransport
+import WarrenPacket
 import WarrenTailcfg
 
 final class DERPConnections: @unchecked Sendable {
@@ -161,7 +162,9 @@ final class DERPConnections: @unchecked Sendable {
         else if node.insecureForTests == true { trust = .insecureForTests }
         else if let cert = node.certName, cert.hasPrefix("sha256-raw:") { trust = .pinned(cert) }
         else { trust = .system }
-        let serverName = node.certName.flatMap { $0.hasPrefix("sha256-raw:") ? nil : $0 } ?? node.hostName
+        var serverName: String? = node.certName.flatMap { $0.hasPrefix("sha256-raw:") ? nil : $0 } ?? node.hostName
+        // An IP address is never a TLS server name (SNI).
+        if let name = serverName, name.isEmpty || IPAddress(name) != nil { serverName = nil }
         return DERPClient.Endpoint(host: host, port: port, trust: trust, serverName: serverName)
     }
 

@@ -302,6 +302,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             var disco: [([UInt8], NodePublic, Int)] = []
             state.withLock { s in
                 for (source, region, packet) in items {
+                    logger.trace("DERP \(region): \(packet.count) bytes from \(source.shortDescription)")
                     if DiscoPacket.looksLikeDisco(packet) {
                         disco.append((packet, source, region))
                         continue
@@ -368,6 +369,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             return try inner.send(datagram, to: endpoint)
         }
         var sent = false
+        logger.trace("send \(datagram.count) bytes to \(key.shortDescription): udp \(route.udp.map(\.description) ?? "-"), derp \(route.derp)")
         if let udp = route.udp {
             sent = (try? inner.send(datagram, to: WireGuardEndpoint(address: udp.address, port: udp.port))) ?? false
         }

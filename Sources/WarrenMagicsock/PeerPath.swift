@@ -99,6 +99,11 @@ public struct PeerPath: Sendable {
         public var udp: AddrPort?
         /// Whether to send over DERP too.
         public var derp: Bool
+
+        public init(udp: AddrPort?, derp: Bool) {
+            self.udp = udp
+            self.derp = derp
+        }
     }
 
     public func route(now: Duration) -> SendRoute {
