@@ -83,11 +83,11 @@ final class FakeBackend: LocalBackend, @unchecked Sendable {
     }
 
     func down() async throws {
-        lock.withLock { _calls.append("down"); _state = .stopped }
+        lock.withLock { _calls.append("down"); _state = .stopped; statusCallsUntilRunning = 0 }
     }
 
     func logout() async throws {
-        lock.withLock { _calls.append("logout"); _state = .needsLogin }
+        lock.withLock { _calls.append("logout"); _state = .needsLogin; statusCallsUntilRunning = 0 }
     }
 
     func ping(ip: String, type: PingType, size: Int) async throws -> PingResult {

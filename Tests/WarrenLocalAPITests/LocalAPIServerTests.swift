@@ -245,7 +245,7 @@ final class LocalAPIServerTests: XCTestCase {
         ].map { Array($0.utf8) }
         var answered = 0, closed = 0
         var failures: [String] = []
-        MutationFuzzer(seeds: seeds, iterations: 250, maximumLength: 2048, seed: 0x10CA1).run { input in
+        MutationFuzzer(seeds: seeds, iterations: 1000, maximumLength: 2048, seed: 0x10CA1).run { input in
             guard failures.isEmpty else { return }
             guard let answer = rawExchange(t.socketPath, input, timeout: 8) else {
                 failures.append("hung on \(String(decoding: input.prefix(80), as: UTF8.self).debugDescription)")
@@ -257,7 +257,9 @@ final class LocalAPIServerTests: XCTestCase {
         }
         XCTAssertEqual(failures, [])
         XCTAssertGreaterThan(answered, 0)
+        XCTAssertGreaterThan(closed + answered, 0)
+        // Still serving (the state may have changed: fuzzed `up` requests reach the backend).
         let status = try await t.client.status()
-        XCTAssertEqual(status.backendState, .running)
+        XCTAssertEqual(status.version, "0.1.0-test")
     }
 }
