@@ -206,6 +206,11 @@ public final class ControlConnection: @unchecked Sendable {
         try await request(method: .POST, path, body: json, headers: extra)
     }
 
+    /// A HEAD request (control's liveness pings).
+    public func head(_ path: String) async throws -> ControlHTTPResponse {
+        try await request(method: .HEAD, path, body: [])
+    }
+
     public func request(method: HTTPMethod, _ path: String, body: [UInt8], headers extra: [(String, String)] = [])
         async throws -> ControlHTTPResponse {
         guard channel.isActive else { throw ControlTransportError("connection closed") }

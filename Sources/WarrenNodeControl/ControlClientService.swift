@@ -394,11 +394,7 @@ public actor ControlClientService {
     private func handle(_ message: MapResponse) {
         statistics.mapMessages += 1
         messagesThisSession += 1
-        if let ping = message.pingRequest {
-            // Not answered yet (tailscale answers with an HTTP request to the URL, over Noise if asked).
-            logger.info("control sent a ping request", metadata: ["url": "\(ping.url)", "noise": "\(ping.urlIsNoise ?? false)",
-                                                                   "types": "\(ping.types ?? "")"])
-        }
+        if let ping = message.pingRequest { answer(ping) }
         if message.keepAlive == true {
             statistics.keepAlives += 1
             return
@@ -411,6 +407,35 @@ public actor ControlClientService {
             emit(.loggedIn(registration))
         }
         emit(.map(message))
+    }
+
+    /// A liveness probe (no Types): a HEAD request to its URL, over the Noise channel when URLIsNoise (as
+    /// tailscale's answerHeadPing). Peer pings (disco, TSMP, ICMP) are not answered yet.
+    private func answer(_ ping: PingRequest) {
+        let types = ping.types ?? ""
+        guard types.isEmpty, ping.urlIsNoise == true, let connection, let path = Self.pathOfURL(ping.url) else {
+            logger.info("ping request not answered", metadata: ["url": "\(ping.url)", "types": "\(types)"])
+            return
+        }
+        let logger = logger
+        Task {
+            do {
+                let response = try await connection.head(path)
+                response.cancel()
+                logger.debug("answered a ping request", metadata: ["status": "\(response.status)"])
+            } catch {
+                logger.info("ping request failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// "/path?query" of an absolute URL, or the text itself when it starts with "/".
+    static func pathOfURL(_ url: String) -> String? {
+        if url.hasPrefix("/") { return url }
+        guard let scheme = url.range(of: "://") else { return nil }
+        let rest = url[scheme.upperBound...]
+        guard let slash = rest.firstIndex(of: "/") else { return "/" }
+        return String(rest[slash...])
     }
 
     // MARK: Lite updates

@@ -11,7 +11,7 @@ import TailscaleKeys
 import WarrenControlServer
 import WarrenControlStore
 import WarrenControlTransport
-import WarrenNodeControl
+@testable import WarrenNodeControl
 import WarrenPacket
 import WarrenTailcfg
 import XCTest
@@ -401,5 +401,48 @@ final class ControlClientPieceTests: XCTestCase {
         XCTAssertEqual(sized.body, Array("no".utf8))
         XCTAssertThrowsError(try HTTP1Response(parsing: Array("garbage".utf8)))
         XCTAssertThrowsError(try HTTP1Response(parsing: Array("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab".utf8)))
+    }
+}
+
+extension ControlClientServiceTests {
+    func testWatchdogDropsASilentStreamAndReconnects() async throws {
+        // The server's keep-alives are far apart; the client's watchdog is short.
+        let h = try await makeServer { $0.keepAliveInterval = .seconds(3600) }
+        let key = try await createKey(h.store)
+        let node = newNode()
+        var configuration = configuration(h, node, authKey: key, hostname: "quiet")
+        configuration.watchdogTimeout = .milliseconds(300)
+        let (service, log, task) = start(configuration)
+        defer { task.cancel() }
+        let (_, first) = try await log.wait("full map", ControlClientServiceTests.fullMap)
+        let (_, lost) = try await log.wait(from: first + 1, "disconnected") { event -> Bool? in
+            if case .disconnected = event { return true }
+            return nil
+        }
+        try await log.wait(from: lost + 1, "full map again", ControlClientServiceTests.fullMap)
+        let stats = await service.statistics
+        XCTAssertEqual(stats.registrations, 1)
+        XCTAssertGreaterThanOrEqual(stats.connections, 2)
+        await h.close()
+    }
+
+    func testKeyExpiredByTheServerWhileStreaming() async throws {
+        let h = try await makeServer()
+        let key = try await createKey(h.store)
+        let node = newNode()
+        let (_, log, task) = start(configuration(h, node, authKey: key, hostname: "expiring"))
+        try await log.wait("full map", ControlClientServiceTests.fullMap)
+        let nodes = await h.engine.allNodes()
+        try await h.engine.expireNode(id: try XCTUnwrap(nodes.first).id)
+        try await log.wait("keyExpired") { if case .keyExpired = $0 { return true }; return nil }
+        await task.value  // run() stops: the caller rotates the key
+        await h.close()
+    }
+
+    func testPathOfPingURL() {
+        XCTAssertEqual(ControlClientService.pathOfURL("https://control.example.com/machine/ping?x=1"), "/machine/ping?x=1")
+        XCTAssertEqual(ControlClientService.pathOfURL("http://h:1"), "/")
+        XCTAssertEqual(ControlClientService.pathOfURL("/p"), "/p")
+        XCTAssertNil(ControlClientService.pathOfURL("nonsense"))
     }
 }
