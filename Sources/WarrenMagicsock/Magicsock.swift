@@ -209,6 +209,8 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
 
     /// This node's endpoints as last reported.
     public var endpoints: [AddrPort] { state.withLock { $0.endpoints } }
+    /// Their types (`EndpointType`), in the same order.
+    public var endpointTypes: [Int] { state.withLock { $0.endpointTypes } }
     public var homeDERP: Int { derp.home }
     public var connectedDERPRegions: [Int] { derp.connectedRegions }
     public var lastNetcheck: NetcheckResult? { state.withLock { $0.report } }

@@ -1,1 +1,0 @@
-// WarrenNode: see Package.swift for what this module is.
