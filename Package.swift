@@ -277,6 +277,7 @@ let package = Package(
             "WarrenNode", "WarrenNodeControl", "WarrenMagicsock", "WarrenLocalAPI", "WarrenNetMap", "WarrenControlTransport",
             "WarrenControlServer", "WarrenControlStore", "WarrenDERPServer", "WarrenDERPTransport", "WireGuardDevice",
             "DiscoProtocol", "STUNProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport", "WarrenLinux",
+            "WarrenPolicy",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),

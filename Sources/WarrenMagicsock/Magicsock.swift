@@ -148,11 +148,14 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
 
     /// The relay map.
     public func setDERPMap(_ map: DERPMap) {
+        let changed = derp.map != map
         derp.setMap(map)
         if derp.home == 0 || map.regions[derp.home] == nil {
             // Until a netcheck says better: the lowest region ID.
             if let first = map.regions.keys.sorted().first { derp.setHome(first) }
         }
+        // New regions: measure them now rather than at the next periodic netcheck.
+        if changed { Task { await self.netcheckAndPublish() } }
     }
 
     /// Replaces the peer set. Returns the handle of every peer (the device's endpoint for it).

@@ -43,12 +43,14 @@ extension WarrenNode {
         persisted.prefs = prefs
         save()
         if machine.apply(.wantRunning(true)) { stateChanged() }
-        if control == nil || relogin || changedHostinfo {
+        if control == nil || relogin {
             if request.forceReauth { persisted.registered = false }
             startControl(authKey: request.authKey)
-        } else {
-            reconcile()
+        } else if changedHostinfo {
+            await pushHostinfo()
         }
+        // Preferences such as shields-up and accepted routes take effect on the map we have now.
+        reconcile()
         if request.wait == false { return upResponse() }
         // Wait for Running, a login URL, or device approval.
         let deadline = ContinuousClock.now + options.upTimeout

@@ -138,10 +138,7 @@ public actor WarrenNode: LocalBackend {
         stopControl()
         controlGeneration += 1
         let generation = controlGeneration
-        var hostinfo = ControlClientConfiguration.defaultHostinfo()
-        if !persisted.prefs.hostname.isEmpty { hostinfo.known.hostname = persisted.prefs.hostname }
-        hostinfo.known.shieldsUp = persisted.prefs.shieldsUp ? true : nil
-        if let last = magic.lastNetcheck { hostinfo.known.netInfo = Self.netInfo(last) }
+        let hostinfo = currentHostinfo()
         let configuration = ControlClientConfiguration(
             serverURL: persisted.prefs.loginServer, machineKey: persisted.machineKey, nodeKey: persisted.nodeKey,
             oldNodeKey: persisted.oldNodeKey, discoKey: discoKey.publicKey, authKey: authKey, hostinfo: hostinfo,
@@ -208,20 +205,30 @@ public actor WarrenNode: LocalBackend {
     }
 
     func netcheckChanged(_ result: NetcheckResult) async {
-        guard let control else { return }
+        await pushHostinfo()
+    }
+
+    /// Hostinfo as it is now: preferences and the last netcheck.
+    func currentHostinfo() -> Hostinfo {
         var hostinfo = ControlClientConfiguration.defaultHostinfo()
         if !persisted.prefs.hostname.isEmpty { hostinfo.known.hostname = persisted.prefs.hostname }
         hostinfo.known.shieldsUp = persisted.prefs.shieldsUp ? true : nil
-        hostinfo.known.netInfo = Self.netInfo(result)
-        await control.updateHostinfo(hostinfo)
+        if let last = magic.lastNetcheck { hostinfo.known.netInfo = Self.netInfo(last, home: magic.homeDERP) }
+        return hostinfo
     }
 
-    static func netInfo(_ r: NetcheckResult) -> NetInfo {
+    func pushHostinfo() async {
+        guard let control else { return }
+        await control.updateHostinfo(currentHostinfo())
+    }
+
+    static func netInfo(_ r: NetcheckResult, home: Int) -> NetInfo {
         var info = NetInfo()
         info.mappingVariesByDestIP = r.mappingVariesByDestIP
         info.workingUDP = r.udp
         info.workingIPv6 = r.ipv6
-        info.preferredDERP = r.preferredDERP
+        // The region magicsock made home (netcheck's preference after hysteresis).
+        info.preferredDERP = home != 0 ? home : r.preferredDERP
         info.derpLatency = Dictionary(uniqueKeysWithValues: r.regionLatency.map { ("\($0.key)-v4", $0.value.seconds) })
         return info
     }
