@@ -1,10 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see ../shared/design/architecture.md):
-//   0  pure code: WarrenCrypto, WarrenPacket, WireGuardProtocol, WarrenPolicy
-//   1  engines (I/O): WarrenLinux (+ its C shim), WireGuardDevice
-//   2  executables: warren-wireguard, warren-control, warren-derp, warrend, warren
+// Layers (see ../shared/design/architecture.md; Tests/ArchitectureTests checks them from the imports):
+//   0  pure code: protocols, wire types, crypto, policy, packet filter, network map
+//   1  engines (I/O): sockets, TUN, devices, servers and clients; WarrenNode is the node's composition root
+//   2  executables: warren-wireguard, warren-control, warren-derp, warrend, warren and the benchmarks
 let package = Package(
     name: "warren",
     platforms: [.macOS(.v14)],
@@ -259,6 +259,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "STUNProtocolTests", dependencies: ["STUNProtocol", "WarrenPacket", "WarrenTestSupport"]),
+        // The layering rules of ../shared/design/architecture.md, read from the sources' imports.
+        .testTarget(name: "ArchitectureTests", dependencies: []),
         .testTarget(name: "DiscoProtocolTests", dependencies: ["DiscoProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "WarrenLocalAPITests", dependencies: ["WarrenLocalAPI", "WarrenTailcfg", "WarrenTestSupport"]),
