@@ -408,17 +408,24 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         case .ping(let ping):
             if let claimed = ping.nodeKey, claimed != key { return }
             let seen: AddrPort
+            var pingBack: [AddrPort] = []
             switch source {
             case .udp(let address):
                 seen = address
-                state.withLock { s in
+                let isNew = state.withLock { s -> Bool in
+                    let known = s.peers[key]?.candidates(now: now).contains(address) ?? true
                     s.peers[key]?.notePingFrom(address, now: now)
                     s.keyOfAddress[address] = key
+                    return !known
                 }
+                if isNew { pingBack.append(address) }
             case .derp(_, let region):
                 seen = AddrPort(address: IPAddress(LegacyDERP.magicIP)!, port: UInt16(clamping: region))
             }
             sendDisco(.pong(DiscoPong(txID: ping.txID, source: seen)), to: key, shared: shared, via: source)
+            // A ping from an address we did not know (the peer's NAT made a new mapping towards us):
+            // ping it back at once, so that our side of the path is proven too (hole punching).
+            for address in pingBack { sendPing(to: key, address: address, shared: shared) }
         case .pong(let pong):
             let udpSource: AddrPort? = if case .udp(let a) = source { a } else { nil }
             let answered: (PendingPing, Duration, Bool)? = state.withLock { s in
@@ -457,6 +464,15 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         case .derp(_, let region):
             derp.send(packet, to: key, region: region)
         }
+    }
+
+    /// One discovery ping to `address`.
+    private func sendPing(to key: NodePublic, address: AddrPort, shared: DiscoSharedKey) {
+        var rng = SystemRandomNumberGenerator()
+        let txID = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let now = now()
+        state.withLock { s in s.peers[key]?.notePingSent(txID: txID, to: address, purpose: .discovery, now: now) }
+        sendDisco(.ping(DiscoPing(txID: txID, nodeKey: nodeKey.publicKey)), to: key, shared: shared, via: .udp(address))
     }
 
     /// Performs the pings (and call-me-maybe) the peer's path asks for now.
