@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "warren-control-bench", targets: ["warren-control-bench"]),
         .executable(name: "warrend", targets: ["warrend"]),
         .executable(name: "warren", targets: ["warren"]),
+        .executable(name: "warren-node-bench", targets: ["warren-node-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -205,6 +206,11 @@ let package = Package(
         .executableTarget(name: "warren-policy-bench", dependencies: ["WarrenPolicy", "WarrenPacket", "WarrenTailcfg"]),
         // Benchmark (run on demand): packets per second through GSO segmentation and TCP coalescing.
         .executableTarget(name: "warren-offload-bench", dependencies: ["WarrenPacket", "WarrenLinux", "WireGuardDevice"]),
+        // Benchmark (run on demand): a node's memory with many peers, its idle CPU.
+        .executableTarget(name: "warren-node-bench", dependencies: [
+            "WarrenNode", "WarrenLocalAPI", "WarrenControlServer", "WarrenControlClient", "WarrenControlStore", "WarrenTailcfg",
+            "WarrenPacket", "TailscaleKeys", "WireGuardDevice", .product(name: "Logging", package: "swift-log"),
+        ]),
         // Test helper, not a product: the writer that SQLiteKillTests kills with SIGKILL.
         .executableTarget(name: "warren-test-sqlite-writer", dependencies: ["WarrenControlSQLite", "WarrenControlStore"]),
         // Tests
