@@ -9,6 +9,8 @@
 #   wggo     wireguard-go <-> wireguard-go
 #   warren   warren-wireguard <-> warren-wireguard
 #   mixed    warren-wireguard (sending side, wbna) <-> wireguard-go (receiving side, wbnb)
+#   warrend  two Warren nodes (warrend, MTU 1280) logged in to a warren-control in wbna, on the direct
+#            path over the raw veth that disco finds (checked with `warren status` before measuring)
 # Every tunnel runs over the raw veth with MTU 1420 inside, configured with `wg`. All tunnels stay
 # up for the whole run; only one is measured at a time.
 #
@@ -23,7 +25,7 @@
 # ratios warren/wggo and mixed/wggo (and warren/raw1420 for throughput).
 #
 # Environment: ROUNDS (3), DURATION (10), OMIT (1), PINGS (200), PING_INTERVAL (0.01),
-#   CONFIGS ("raw raw1420 wggo warren mixed"), BUILD (1: swift build -c release first),
+#   CONFIGS ("raw raw1420 wggo warren mixed warrend"), BUILD (1: swift build -c release first),
 #   WARREN_WIREGUARD (default .build/release/warren-wireguard), RESULTS (a file to keep the raw
 #   JSON lines in), KEEP=1 (leave namespaces and the work directory for debugging).
 # Needs root, iperf3, wireguard-go, wg, ethtool, python3. Not a test: it only prints figures.
@@ -32,7 +34,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 : "${ROUNDS:=3}" "${DURATION:=10}" "${OMIT:=1}" "${PINGS:=200}" "${PING_INTERVAL:=0.01}"
-: "${CONFIGS:=raw raw1420 wggo warren mixed}"
+: "${CONFIGS:=raw raw1420 wggo warren mixed warrend}"
 : "${BUILD:=1}"
 : "${WARREN_WIREGUARD:=$ROOT/.build/release/warren-wireguard}"
 UDP_LENGTH=1392
@@ -47,11 +49,13 @@ die() { log "error: $*"; exit 1; }
 umask 077
 read -r -a CONFIG_LIST <<<"$CONFIGS"
 needs_warren=0
+needs_node=0
 for c in "${CONFIG_LIST[@]}"; do
     case "$c" in
         raw | raw1420 | wggo) ;;
         warren | mixed) needs_warren=1 ;;
-        *) die "unknown configuration $c (raw raw1420 wggo warren mixed)" ;;
+        warrend) needs_node=1 ;;
+        *) die "unknown configuration $c (raw raw1420 wggo warren mixed warrend)" ;;
     esac
 done
 for tool in iperf3 wireguard-go wg ethtool python3 ping ip; do
@@ -65,6 +69,15 @@ if [[ $needs_warren == 1 && $BUILD == 1 ]]; then
     WARREN_WIREGUARD="$(cd "$ROOT" && swift build -c release --show-bin-path)/warren-wireguard"
 fi
 [[ $needs_warren == 0 || -x "$WARREN_WIREGUARD" ]] || die "$WARREN_WIREGUARD is not built"
+if [[ $needs_node == 1 ]]; then
+    if [[ $BUILD == 1 ]]; then
+        log "building warrend, warren and warren-control in release mode"
+        (cd "$ROOT" && swift build -c release --product warrend >&2 && swift build -c release --product warren >&2 \
+            && swift build -c release --product warren-control >&2)
+    fi
+    BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)"
+    for b in warrend warren warren-control; do [[ -x "$BIN/$b" ]] || die "$BIN/$b is not built"; done
+fi
 
 WORK="$(mktemp -d /tmp/wbn.XXXXXX)"
 PIDS=()
@@ -161,12 +174,55 @@ tunnel() {
     log "$name: $(basename "$bin_a") in $NS_A ($if_a, pid $pid_a) <-> $(basename "$bin_b") in $NS_B ($if_b, pid $pid_b)"
 }
 
+# nodes: warren-control in wbna (listening on the raw veth), a warrend in each namespace.
+nodes() {
+    local yaml="$WORK/control.yaml" key i
+    printf 'base_domain: bench.warren\nderp:\n  host: 10.250.0.1\n  port: 8443\n  stun_port: 3478\n' >"$yaml"
+    ip netns exec $NS_A "$BIN/warren-control" serve --state-dir "$WORK/control" --listen 10.250.0.1:8080 \
+        --config "$yaml" >"$WORK/control.log" 2>&1 &
+    PIDS+=("$!")
+    for i in $(seq 1 100); do grep -q "is serving" "$WORK/control.log" && break; sleep 0.1; done
+    "$BIN/warren-control" users create bench --state-dir "$WORK/control" >/dev/null
+    key="$("$BIN/warren-control" preauthkeys create --user bench --reusable --state-dir "$WORK/control")"
+    local pid_a pid_b
+    ip netns exec $NS_A "$BIN/warrend" --state-dir "$WORK/node-a" --socket "$WORK/node-a.sock" --tun wbnwda --port 52030 \
+        >"$WORK/node-a.log" 2>&1 &
+    pid_a=$!
+    ip netns exec $NS_B "$BIN/warrend" --state-dir "$WORK/node-b" --socket "$WORK/node-b.sock" --tun wbnwdb --port 52031 \
+        >"$WORK/node-b.log" 2>&1 &
+    pid_b=$!
+    PIDS+=("$pid_a" "$pid_b")
+    for i in $(seq 1 100); do [[ -S "$WORK/node-a.sock" && -S "$WORK/node-b.sock" ]] && break; sleep 0.1; done
+    ip netns exec $NS_A "$BIN/warren" --socket "$WORK/node-a.sock" up --login-server http://10.250.0.1:8080 --auth-key "$key" \
+        --hostname bench-a >/dev/null || die "node a did not come up"
+    ip netns exec $NS_B "$BIN/warren" --socket "$WORK/node-b.sock" up --login-server http://10.250.0.1:8080 --auth-key "$key" \
+        --hostname bench-b >/dev/null || die "node b did not come up"
+    local target
+    target="$(ip netns exec $NS_B "$BIN/warren" --socket "$WORK/node-b.sock" ip -4)"
+    ip netns exec $NS_A ping -n -q -c 3 -i 0.2 -W 5 "$target" >/dev/null || die "no ping through the warrend tunnel"
+    # Wait for the direct path over the raw veth (not over another tunnel's addresses).
+    local cur=""
+    for i in $(seq 1 100); do
+        ip netns exec $NS_A ping -n -q -c 1 -W 1 "$target" >/dev/null || true
+        cur="$(ip netns exec $NS_A "$BIN/warren" --socket "$WORK/node-a.sock" status --json | python3 -c '
+import json, sys
+peers = json.load(sys.stdin).get("Peer", {})
+print(next(iter(peers.values()), {}).get("CurAddr", ""))')"
+        [[ "$cur" == 10.250.0.2:* ]] && break
+        sleep 0.2
+    done
+    [[ "$cur" == 10.250.0.2:* ]] || log "warning: warrend path is '${cur:-DERP}', not the raw veth"
+    TARGET[warrend]="$target"; RX_IFACE[warrend]=wbnwdb; TX_IFACE[warrend]=wbnwda; VPN_PIDS[warrend]="$pid_a $pid_b"
+    log "warrend: nodes bench-a ($pid_a) <-> bench-b ($pid_b) at $target, path ${cur:-DERP}"
+}
+
 WGGO="$(command -v wireguard-go)"
 for c in "${CONFIG_LIST[@]}"; do
     case "$c" in
         wggo) tunnel wggo "$WGGO" "$WGGO" 10.250.10 52000 ;;
         warren) tunnel warren "$WARREN_WIREGUARD" "$WARREN_WIREGUARD" 10.250.11 52010 ;;
         mixed) tunnel mixed "$WARREN_WIREGUARD" "$WGGO" 10.250.12 52020 ;;
+        warrend) nodes ;;
     esac
 done
 log "wireguard-go: $("$WGGO" --version | head -1); warren-wireguard: $WARREN_WIREGUARD"
@@ -347,7 +403,7 @@ rows = [
     ("interface drops (TUN queue), UDP 500M", "udp500M", "iface_drops", 0),
     ("interface drops (TUN queue), UDP 1G", "udp1G", "iface_drops", 0),
 ]
-names = {"raw": "raw veth", "raw1420": "raw 1420 no-offload", "wggo": "wireguard-go", "warren": "Warren",
+names = {"raw": "raw veth", "raw1420": "raw 1420 no-offload", "wggo": "wireguard-go", "warren": "Warren", "warrend": "warrend (node)",
          "mixed": "Warren->wireguard-go"}
 print()
 print(f"Data plane, {rounds} rounds interleaved, {duration} s per iperf3 test; median [min-max] over the rounds")
@@ -359,7 +415,8 @@ for label, test, key, digits in rows:
     print(f"| {label} | " + " | ".join(fmt(values(c, test, key), digits) for c in configs) + " |")
 failed = [r for r in records if not r["ok"]]
 print()
-ratio_pairs = [(a, b) for a, b in [("warren", "wggo"), ("mixed", "wggo"), ("warren", "raw1420")] if a in configs and b in configs]
+ratio_pairs = [(a, b) for a, b in [("warren", "wggo"), ("mixed", "wggo"), ("warren", "raw1420"), ("warrend", "warren"),
+                                   ("warrend", "wggo")] if a in configs and b in configs]
 if ratio_pairs:
     print("Paired per-round ratios, median [min-max] (throughput: higher is better; RTT and CPU: lower is better)")
     print()

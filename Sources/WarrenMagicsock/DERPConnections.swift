@@ -34,10 +34,10 @@ final class DERPConnections: @unchecked Sendable {
         var home = 0
         var regions: [Int: Region] = [:]
         var closed = false
+        var privateKey: NodePrivate
     }
 
-    private let state = Mutex(State())
-    private let privateKey: NodePrivate
+    private let state: Mutex<State>
     private let logger: Logger
     /// Trust for every DERP node (tests); nil: from the map (pin, InsecureForTests, or system roots).
     private let trustOverride: DERPServerTrust?
@@ -48,7 +48,7 @@ final class DERPConnections: @unchecked Sendable {
 
     init(privateKey: NodePrivate, trustOverride: DERPServerTrust?, logger: Logger,
          deliver: @escaping @Sendable (NodePublic, Int, [UInt8]) -> Void) {
-        self.privateKey = privateKey
+        state = Mutex(State(privateKey: privateKey))
         self.trustOverride = trustOverride
         self.logger = logger
         self.deliver = deliver
@@ -177,7 +177,8 @@ final class DERPConnections: @unchecked Sendable {
             for node in nodes {
                 guard let endpoint = endpoint(for: node) else { continue }
                 do {
-                    connected = try await DERPClient.connect(to: endpoint, privateKey: privateKey, loginTimeout: .seconds(5))
+                    let key = state.withLock { $0.privateKey }
+                    connected = try await DERPClient.connect(to: endpoint, privateKey: key, loginTimeout: .seconds(5))
                     break
                 } catch {
                     logger.debug("DERP region \(region) node \(node.name): \(error)")
@@ -252,6 +253,16 @@ final class DERPConnections: @unchecked Sendable {
             return out
         }
         for c in idle { c.channel.close(promise: nil) }
+    }
+
+    /// A new node key (after a re-login): every connection is closed and comes back (home, and
+    /// regions with packets waiting) under the new identity.
+    func setPrivateKey(_ key: NodePrivate) {
+        let clients: [DERPClient] = state.withLock { s in
+            s.privateKey = key
+            return s.regions.values.compactMap(\.client)
+        }
+        for c in clients { c.channel.close(promise: nil) }
     }
 
     func latency(of region: Int) -> Duration? { state.withLock { $0.regions[region]?.latency } }

@@ -102,7 +102,8 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
 
     public let configuration: Configuration
     let inner: any PacketBind
-    let nodeKey: NodePrivate
+    private let currentNodeKey: Mutex<NodePrivate>
+    var nodeKey: NodePrivate { currentNodeKey.withLock { $0 } }
     public let discoKey: DiscoPrivate
     let logger: Logger
     let state = Mutex(State())
@@ -122,7 +123,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     ///   - discoKey: this process's disco key.
     public init(inner: any PacketBind, nodeKey: NodePrivate, discoKey: DiscoPrivate, configuration: Configuration, logger: Logger) {
         self.inner = inner
-        self.nodeKey = nodeKey
+        currentNodeKey = Mutex(nodeKey)
         self.discoKey = discoKey
         self.configuration = configuration
         self.logger = logger
@@ -145,6 +146,12 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     func now() -> Duration { ContinuousClock.now - epoch }
 
     // MARK: Configuration from the network map
+
+    /// A new node key (after a re-login with a rotated key): the DERP identity and the key pings carry.
+    public func setNodeKey(_ key: NodePrivate) {
+        currentNodeKey.withLock { $0 = key }
+        derp.setPrivateKey(key)
+    }
 
     /// The relay map.
     public func setDERPMap(_ map: DERPMap) {

@@ -87,7 +87,12 @@ public actor WarrenNode: LocalBackend {
                                                     stun: options.stun, tickInterval: options.magicsockTick)
         if let addresses = options.localAddresses { configuration.localAddresses = addresses }
         magic = Magicsock(inner: bind, nodeKey: persisted.nodeKey, discoKey: discoKey, configuration: configuration, logger: logger)
-        device = WireGuardDevice(tun: tun, bind: magic)
+        let deviceLog = logger
+        let deviceLogger = DeviceLogger(level: logger.logLevel <= .debug ? .verbose : .error, prefix: "wireguard: ") { line in
+            let text = line.trimmingCharacters(in: .newlines)
+            if text.hasPrefix("ERROR") { deviceLog.error("\(text)") } else { deviceLog.debug("\(text)") }
+        }
+        device = WireGuardDevice(tun: tun, bind: magic, logger: deviceLogger)
         router = options.router ?? LinuxRouter(interface: options.tunName)
         let nodeKey = persisted.nodeKey
         try device.configure { c in c.setPrivateKey(try WireGuardPrivateKey(rawRepresentation: nodeKey.rawRepresentation)) }
@@ -239,8 +244,10 @@ public actor WarrenNode: LocalBackend {
         persisted.nodeKey = .generate(using: &rng)
         persisted.registered = false
         save()
-        // The device and magicsock keep the old key until the daemon restarts: the node cannot talk
-        // with an expired key anyway, and peers learn the new one from control.
+        // The data plane takes the new identity at once; peers learn it from control after the login.
+        let key = persisted.nodeKey
+        try? device.configure { c in c.setPrivateKey(try WireGuardPrivateKey(rawRepresentation: key.rawRepresentation)) }
+        magic.setNodeKey(key)
     }
 
     func save() {

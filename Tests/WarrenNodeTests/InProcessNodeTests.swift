@@ -191,4 +191,34 @@ final class InProcessNodeTests: XCTestCase {
         let running = await InProcessTailnet.eventually(20) { await a.node.backendState == .running }
         XCTAssertTrue(running)
     }
+    func testAnExpiredNodeKeyNeedsALoginAndANewKeyThenTrafficFlowsAgain() async throws {
+        let lab = try await InProcessTailnet()
+        defer { Task { await lab.close() } }
+        let key = try await lab.preAuthKey()
+        let a = try await lab.makeNode("a", host: "10.10.0.1")
+        let b = try await lab.makeNode("b", host: "10.10.0.2")
+        _ = try await lab.up(a, authKey: key)
+        _ = try await lab.up(b, authKey: key)
+        let delivered = await InProcessTailnet.deliver(from: a, to: b)
+        XCTAssertNotNil(delivered)
+        let oldKey = await a.node.nodeKey
+        let map = await a.node.currentNetworkMap
+        let id = try XCTUnwrap(map.selfNode?.id)
+        try await lab.engine.expireNode(id: id)
+        let needsLogin = await InProcessTailnet.eventually { await a.node.backendState == .needsLogin }
+        XCTAssertTrue(needsLogin, "an expired node key did not lead to NeedsLogin")
+        // Log in again: a new node key, and the peer reaches it under that key.
+        let up = try await lab.up(a, authKey: key)
+        XCTAssertEqual(up.backendState, .running)
+        let newKey = await a.node.nodeKey
+        XCTAssertNotEqual(newKey, oldKey)
+        let peerSeesNewKey = await InProcessTailnet.eventually {
+            await b.node.currentNetworkMap.peers.first?.key == newKey
+        }
+        XCTAssertTrue(peerSeesNewKey)
+        // (The peer's first handshake may reach the relay before this node is back on it under the new
+        // key, and is lost: WireGuard retries after 5 s.)
+        let again = await InProcessTailnet.deliver(from: b, to: a, attempts: 100)
+        XCTAssertNotNil(again, "no traffic after the re-login with a new key")
+    }
 }

@@ -40,7 +40,7 @@ final class InProcessTailnet: @unchecked Sendable {
 
     static func logger(_ label: String) -> Logger {
         var logger = Logger(label: label)
-        logger.logLevel = ProcessInfo.processInfo.environment["WARREN_TEST_LOG"] == "debug" ? .debug : .error
+        logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["WARREN_TEST_LOG"] ?? "") ?? .error
         return logger
     }
 
