@@ -2,6 +2,7 @@
 // `netcheck` ask for.
 
 import Foundation
+import WarrenLinux
 import TailscaleKeys
 import WarrenLocalAPI
 import WarrenMagicsock
@@ -186,16 +187,50 @@ extension WarrenNode {
         guard let peer = netmap.peer(address: address) else {
             throw LocalAPIError(404, "no peer has IP \(ip)")
         }
-        guard type == .disco else {
-            throw LocalAPIError(501, "\(type.rawValue) pings are not supported yet; use a disco ping (the default)")
-        }
         let nodeIP = peer.addresses?.first(where: { $0.address.version == address.version }).map { "\($0.address)" } ?? ip
+        switch type {
+        case .disco:
+            break
+        case .icmp:
+            return await icmpPing(address, ip: ip, nodeIP: nodeIP, peer: peer)
+        case .tsmp, .peerAPI:
+            throw LocalAPIError(501, "\(type.rawValue) pings are not supported yet; use a disco ping (the default) or --icmp")
+        }
         guard let result = await magic.ping(peer.key, timeout: .seconds(5)) else {
             return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "timeout waiting for ping reply")
         }
         return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), latencySeconds: result.latency.seconds,
                           endpoint: result.endpoint?.description ?? "", derpRegionID: result.derpRegion ?? 0,
                           derpRegionCode: result.derpRegion.map(regionCode) ?? "")
+    }
+
+    /// An ICMP echo through the system's stack and the tunnel; the path is magicsock's at the time.
+    func icmpPing(_ address: IPAddress, ip: String, nodeIP: String, peer: Node) async -> PingResult {
+        #if os(Linux)
+        icmpSequence &+= 1
+        let sequence = icmpSequence
+        let identifier = UInt16(truncatingIfNeeded: getpid())
+        let outcome: Result<UInt64?, any Error> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: Result { try ICMPEcho.ping(address, identifier: identifier, sequence: sequence,
+                                                                         timeoutMilliseconds: 5_000) })
+            }
+        }
+        let path = magic.status(of: peer.key)
+        let region = path?.currentAddress == nil ? (path?.homeDERP ?? 0) : 0
+        switch outcome {
+        case .success(let nanoseconds?):
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), latencySeconds: Double(nanoseconds) / 1e9,
+                              endpoint: path?.currentAddress?.description ?? "", derpRegionID: region,
+                              derpRegionCode: region == 0 ? "" : regionCode(region))
+        case .success(nil):
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "timeout waiting for ping reply")
+        case .failure(let error):
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "\(error)")
+        }
+        #else
+        return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "ICMP pings need Linux")
+        #endif
     }
 
     func shortName(_ node: Node) -> String {

@@ -50,6 +50,7 @@ public actor WarrenNode: LocalBackend {
     var health: [String] = []
     var stateWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     var stopped = false
+    var icmpSequence: UInt16 = 0
 
     /// Builds the engines (TUN, sockets, device) and loads the state; `start()` runs them.
     public init(options: NodeOptions, logger: Logger) throws {
