@@ -28,6 +28,14 @@ public struct ControlConfiguration: Sendable {
     public var requireDeviceApproval: Bool = false
     /// How long a Followup register request waits for `nodes register` before answering again.
     public var interactiveLoginWait: Duration = .seconds(60)
+    /// How long an interactive login waits for approval before it is forgotten (headscale: 15 minutes).
+    public var pendingLoginLifetime: Duration = .seconds(15 * 60)
+    /// Interactive logins waiting for approval, in all (unauthenticated: each costs memory and a database row).
+    public var maxPendingLogins: Int = 1000
+    /// Interactive logins waiting for approval from one source address.
+    public var maxPendingLoginsPerSource: Int = 16
+    /// Concurrent map streams of one node; a new one past this closes the oldest.
+    public var maxMapStreamsPerNode: Int = 4
 
     public init(serverURL: String) { self.serverURL = serverURL }
 }

@@ -51,6 +51,9 @@ public actor ControlEngine {
         var request: RegisterRequest
         var machineKey: MachinePublic
         var created: TailcfgTime
+        var expires: TailcfgTime
+        /// The client's address (for the per-source cap), if the listener told.
+        var source: String?
         var completed: ControlNode?
     }
 
@@ -74,6 +77,9 @@ public actor ControlEngine {
     private var nextSessionID = 1
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
+    /// Followup long polls waiting on a pending login, woken when it is approved or forgotten.
+    private var loginWaiters: [String: [Int: CheckedContinuation<Void, Never>]] = [:]
+    private var nextWaiterID = 0
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
     /// The primary router of each subnet route (ControlEngine+Policy.swift).
     var routeOwners: [IPPrefix: Int64] = [:]
@@ -111,6 +117,11 @@ public actor ControlEngine {
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
         routeOwners = currentRouteOwners()
+        // Pending logins live in memory; rows left by an earlier run are orphans (their long polls are gone).
+        if let store = directory as? StoreDirectory {
+            let dropped = try await store.deleteExpiredPendingLogins(now: now().adding(.seconds(365 * 24 * 3600)))
+            if dropped > 0 { logger.info("pending logins of an earlier run forgotten", metadata: ["count": "\(dropped)"]) }
+        }
         logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
     }
 
@@ -132,7 +143,10 @@ public actor ControlEngine {
 
     public func allNodes() -> [ControlNode] { nodes.values.sorted { $0.id < $1.id } }
     public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
-    public func pendingLoginIDs() -> [String] { pending.filter { $0.value.completed == nil }.keys.sorted() }
+    public func pendingLoginIDs() -> [String] {
+        let time = now()
+        return pending.filter { $0.value.completed == nil && $0.value.expires > time }.keys.sorted()
+    }
     /// The node whose current node key is `key` (DERP admission).
     public func node(withNodeKey key: NodePublic) -> ControlNode? { byNodeKey[key].flatMap { nodes[$0] } }
     /// The engine's clock (injected in tests).
@@ -145,11 +159,20 @@ public actor ControlEngine {
 
     // MARK: Registration
 
-    public func register(_ request: RegisterRequest, machineKey: MachinePublic) async -> RegisterResponse {
+    /// `source`: the client's address, for the per-source cap on pending interactive logins.
+    public func register(_ request: RegisterRequest, machineKey: MachinePublic, source: String? = nil) async -> RegisterResponse {
         statistics.registrations += 1
         do {
-            let response = try await registerOrRefuse(request, machineKey: machineKey)
+            var request = request
+            if let hostinfo = request.hostinfo { request.hostinfo = try ClientInputLimits.sanitize(hostinfo) }
+            let response = try await registerOrRefuse(request, machineKey: machineKey, source: source)
             metrics.record(register: response.authURL.isEmpty ? .ok : .authURL)
+            return response
+        } catch let refusal as ClientInputRefusal {
+            metrics.record(register: .refused)
+            logger.notice("registration refused", metadata: ["machine": "\(machineKey)", "reason": "\(refusal)"])
+            var response = RegisterResponse()
+            response.error = refusal.description
             return response
         } catch let refusal as RegistrationRefusal {
             metrics.record(register: .refused)
@@ -159,14 +182,15 @@ public actor ControlEngine {
             return response
         } catch {
             metrics.record(register: .error)
-            logger.error("registration failed", metadata: ["error": "\(error)"])
+            // The details (database paths, system errors) stay in the log; the client learns only that it failed.
+            logger.error("registration failed", metadata: ["machine": "\(machineKey)", "error": "\(error)"])
             var response = RegisterResponse()
-            response.error = "internal server error: \(error)"
+            response.error = "internal server error; try again later"
             return response
         }
     }
 
-    private func registerOrRefuse(_ request: RegisterRequest, machineKey: MachinePublic) async throws -> RegisterResponse {
+    private func registerOrRefuse(_ request: RegisterRequest, machineKey: MachinePublic, source: String?) async throws -> RegisterResponse {
         guard request.version >= CapabilityVersions.minimumSupported else {
             throw RegistrationRefusal("client capability version \(request.version) is too old; this server needs "
                                       + "\(CapabilityVersions.minimumSupported) (Tailscale 1.80) or newer")
@@ -211,21 +235,118 @@ public actor ControlEngine {
             return registerResponse(for: rotated, at: time)
         }
         if !authKey.isEmpty {
-            let grant = try await directory.redeemPreAuthKey(authKey, machineKey: machineKey, now: time)
-            let node = try await admit(request, machineKey: machineKey, userID: grant.userID,
-                                       ephemeral: grant.ephemeral || request.ephemeral == true, tags: grant.tags,
-                                       authorized: !configuration.requireDeviceApproval || grant.preApproved, at: time)
-            return registerResponse(for: node, at: time)
+            return try await admitWithPreAuthKey(authKey, request: request, machineKey: machineKey, at: time)
         }
         // Interactive login: the client shows the URL and comes back with Followup.
+        try await forgetExpiredLogins(at: time)
+        // The same machine asking again (a client restarted, a lost reply) gets the login it already has.
+        if let (id, _) = pending.first(where: { $0.value.machineKey == machineKey && $0.value.request.nodeKey == request.nodeKey
+                                                && $0.value.completed == nil }) {
+            var response = RegisterResponse()
+            response.authURL = authURL(id)
+            return response
+        }
+        let waiting = pending.values.filter { $0.completed == nil }
+        guard waiting.count < configuration.maxPendingLogins else {
+            logger.warning("interactive login refused: too many pending logins", metadata: ["limit": "\(configuration.maxPendingLogins)"])
+            throw RegistrationRefusal("too many interactive logins are waiting for approval (at most \(configuration.maxPendingLogins)); "
+                                      + "try again later or use a pre-auth key")
+        }
+        if let source, waiting.count(where: { $0.source == source }) >= configuration.maxPendingLoginsPerSource {
+            logger.notice("interactive login refused: too many pending logins from one address", metadata: ["source": "\(source)"])
+            throw RegistrationRefusal("too many interactive logins from \(source) are waiting for approval (at most "
+                                      + "\(configuration.maxPendingLoginsPerSource)); try again later")
+        }
         let authID = Self.randomID()
-        pending[authID] = PendingLogin(request: request, machineKey: machineKey, created: time)
-        try await directory.savePendingLogin(id: authID, request: request, machineKey: machineKey, created: time,
-                                             expires: time.adding(.seconds(3600)))
+        let expires = time.adding(configuration.pendingLoginLifetime)
+        try await directory.savePendingLogin(id: authID, request: request, machineKey: machineKey, created: time, expires: expires)
+        pending[authID] = PendingLogin(request: request, machineKey: machineKey, created: time, expires: expires, source: source)
         var response = RegisterResponse()
         response.authURL = authURL(authID)
         logger.info("interactive login started", metadata: ["id": "\(authID)"])
         return response
+    }
+
+    /// Drops the interactive logins older than `pendingLoginLifetime` (here and in the store) and wakes their
+    /// Followup polls.
+    private func forgetExpiredLogins(at time: TailcfgTime) async throws {
+        let expired = pending.filter { $0.value.expires <= time }.map(\.key)
+        guard !expired.isEmpty else { return }
+        for id in expired {
+            pending[id] = nil
+            wakeLoginWaiters(id)
+        }
+        try await directory.deletePendingLogins(ids: expired)
+        logger.info("expired interactive logins forgotten", metadata: ["count": "\(expired.count)"])
+    }
+
+    /// Redeems the key and creates (or logs in again) the node in one transaction: a failure in between
+    /// leaves the key unspent. A client repeating a request whose reply it lost (same machine key, node key and
+    /// one-off key) gets its node back.
+    private func admitWithPreAuthKey(_ authKey: String, request: RegisterRequest, machineKey: MachinePublic,
+                                     at time: TailcfgTime) async throws -> RegisterResponse {
+        if users.isEmpty { try await reloadUsers() }
+        let existing = byMachineKey[machineKey].flatMap { nodes[$0] }
+        let taken = Set(nodes.values.filter { $0.id != existing?.id }.map { $0.givenName.lowercased() })
+        let configuration = configuration
+        let result = try await directory.admitWithPreAuthKey(authKey, machineKey: machineKey, nodeKey: request.nodeKey, now: time) { grant in
+            Self.draftAdmission(request, machineKey: machineKey, existing: existing, takenLabels: taken, grant: grant,
+                                configuration: configuration, at: time)
+        }
+        if result.replayed {
+            logger.info("registration repeated with a spent one-off key; node returned", metadata: ["node": "\(result.node.id)"])
+            if let live = nodes[result.node.id] { return registerResponse(for: live, at: time) }
+        }
+        var node = result.node
+        if let live = nodes[node.id] {
+            node.homeDERP = live.homeDERP
+            node.endpoints = live.endpoints
+        }
+        node.capabilityVersion = request.version
+        if users[node.userID] == nil { try await reloadUsers() }
+        index(node)
+        logger.info(existing == nil ? "node registered" : "node logged in again",
+                    metadata: ["node": "\(node.id)", "name": "\(node.givenName)", "ipv4": "\(node.ipv4.map { "\($0)" } ?? "-")"])
+        broadcast(about: node.id, .full)
+        return registerResponse(for: node, at: time)
+    }
+
+    /// The node a pre-auth key admits: the machine's existing node logged in again (with the fields to write), or a
+    /// new one (fields nil).
+    nonisolated static func draftAdmission(_ request: RegisterRequest, machineKey: MachinePublic, existing: ControlNode?,
+                                           takenLabels: Set<String>, grant: PreAuthGrant, configuration: ControlConfiguration,
+                                           at time: TailcfgTime) -> (node: ControlNode, fields: NodeFields?) {
+        let hostname = request.hostinfo?.hostname ?? ""
+        let tags = grant.tags.sorted()
+        let authorized = !configuration.requireDeviceApproval || grant.preApproved
+        let expiry: TailcfgTime? = tags.isEmpty ? configuration.nodeKeyExpiry.map { time.adding($0) } : nil
+        let ephemeral = grant.ephemeral || request.ephemeral == true
+        if var node = existing {
+            node.nodeKey = request.nodeKey
+            node.userID = grant.userID
+            node.hostinfo = request.hostinfo ?? node.hostinfo
+            node.ephemeral = ephemeral
+            node.tags = tags
+            node.authorized = authorized || node.authorized
+            node.keyExpiry = expiry
+            node.capabilityVersion = request.version
+            var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry, .authorized]
+            if node.hostname != hostname, !hostname.isEmpty {
+                node.hostname = hostname
+                node.givenName = MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: takenLabels)
+                fields.insert(.names)
+            }
+            return (node, fields)
+        }
+        var draft = ControlNode(id: 0, machineKey: machineKey, nodeKey: request.nodeKey, userID: grant.userID, hostname: hostname,
+                                givenName: MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: takenLabels), created: time)
+        draft.hostinfo = request.hostinfo
+        draft.ephemeral = ephemeral
+        draft.tags = tags
+        draft.authorized = authorized
+        draft.keyExpiry = expiry
+        draft.capabilityVersion = request.version
+        return (draft, nil)
     }
 
     /// Sets the URL clients use, once the listener knows its port.
@@ -260,6 +381,10 @@ public actor ControlEngine {
             throw RegistrationRefusal("unknown or expired login URL; start the login again")
         }
         guard login.machineKey == machineKey else { throw RegistrationRefusal("this login URL belongs to another machine") }
+        guard login.expires > now() else {
+            try await forgetExpiredLogins(at: now())
+            throw RegistrationRefusal("unknown or expired login URL; start the login again")
+        }
         guard let node = await waitForLogin(authID) else {
             var response = RegisterResponse()
             response.authURL = request.followup
@@ -269,12 +394,13 @@ public actor ControlEngine {
         return registerResponse(for: nodes[node.id] ?? node, at: now())
     }
 
-    /// Waits until the login is approved here (``approveInteractiveLogin(id:userID:)``) or by an admin
-    /// command through the store, checking twice a second, for at most `interactiveLoginWait`.
+    /// Waits until the login is approved here (``approveInteractiveLogin(id:userID:)``) or by an admin command
+    /// (``pendingLoginApproved(id:)``), for at most `interactiveLoginWait`. No polling: the store is read once
+    /// at the start and once per wake-up.
     private func waitForLogin(_ authID: String) async -> ControlNode? {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: configuration.interactiveLoginWait)
-        while clock.now < deadline {
+        while true {
             if let done = pending[authID]?.completed { return done }
             if pending[authID] == nil { return nil }
             if let id = try? await directory.approvedNodeID(forPendingLogin: authID) {
@@ -283,10 +409,51 @@ public actor ControlEngine {
                     return node
                 }
             }
-            do { try await Task.sleep(for: .milliseconds(500)) } catch { return nil }
+            guard clock.now < deadline, !Task.isCancelled else { return nil }
+            await sleepUntilWoken(authID, deadline: deadline)
         }
-        return nil
     }
+
+    /// Suspends until ``wakeLoginWaiters(_:)`` for this login, the deadline, or cancellation.
+    private func sleepUntilWoken(_ authID: String, deadline: ContinuousClock.Instant) async {
+        let token = nextWaiterID
+        nextWaiterID += 1
+        let timer = Task { [weak self] in
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            await self?.resumeWaiter(authID, token)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume()
+                } else {
+                    loginWaiters[authID, default: [:]][token] = continuation
+                }
+            }
+        } onCancel: {
+            Task { await self.resumeWaiter(authID, token) }
+        }
+        timer.cancel()
+    }
+
+    private func resumeWaiter(_ authID: String, _ token: Int) {
+        guard let continuation = loginWaiters[authID]?.removeValue(forKey: token) else { return }
+        if loginWaiters[authID]?.isEmpty == true { loginWaiters[authID] = nil }
+        continuation.resume()
+    }
+
+    private func wakeLoginWaiters(_ authID: String) {
+        guard let waiters = loginWaiters.removeValue(forKey: authID) else { return }
+        for continuation in waiters.values { continuation.resume() }
+    }
+
+    /// An admin approved a pending login through the store (`nodes register`): its Followup poll answers now.
+    public func pendingLoginApproved(id authID: String) {
+        wakeLoginWaiters(authID)
+    }
+
+    /// Followup polls waiting now (tests).
+    var loginWaiterCount: Int { loginWaiters.values.reduce(0) { $0 + $1.count } }
 
     /// Re-reads a node the admin side changed in the store (rename, tags, expiry, approval, deletion) and
     /// tells every node concerned. Returns the node, or nil if it is gone.
@@ -314,7 +481,9 @@ public actor ControlEngine {
     /// Completes an interactive login for `userName` (what `nodes register --user U --key ID` does).
     @discardableResult
     public func approveInteractiveLogin(id authID: String, userID: Int64) async throws -> ControlNode {
-        guard var login = pending[authID] else { throw RegistrationRefusal("no pending login with key \(authID)") }
+        guard var login = pending[authID], login.expires > now() || login.completed != nil else {
+            throw RegistrationRefusal("no pending login with key \(authID)")
+        }
         if let done = login.completed { return done }
         try await reloadUsers()
         guard users[userID] != nil else { throw RegistrationRefusal("no user with ID \(userID)") }
@@ -325,6 +494,7 @@ public actor ControlEngine {
         login.completed = node
         pending[authID] = login
         try await directory.markPendingLogin(id: authID, approvedNode: node.id)
+        wakeLoginWaiters(authID)
         logger.info("interactive login approved", metadata: ["id": "\(authID)", "node": "\(node.id)"])
         return node
     }
@@ -396,7 +566,25 @@ public actor ControlEngine {
 
     // MARK: Map
 
+    /// Serves a map request. Errors are ``MapRefusal``s whose text is safe to send to the client (internal errors
+    /// are logged and answered with a plain 500).
     public func map(_ request: MapRequest, machineKey: MachinePublic) async throws -> MapReply {
+        do {
+            var request = request
+            if let hostinfo = request.hostinfo { request.hostinfo = try ClientInputLimits.sanitize(hostinfo) }
+            try ClientInputLimits.checkEndpoints(request.endpoints, types: request.endpointTypes)
+            return try await mapOrRefuse(request, machineKey: machineKey)
+        } catch let refusal as MapRefusal {
+            throw refusal
+        } catch let refusal as ClientInputRefusal {
+            throw MapRefusal(status: 400, refusal.description)
+        } catch {
+            logger.error("map request failed", metadata: ["machine": "\(machineKey)", "error": "\(error)"])
+            throw MapRefusal(status: 500, "internal server error; try again later")
+        }
+    }
+
+    private func mapOrRefuse(_ request: MapRequest, machineKey: MachinePublic) async throws -> MapReply {
         guard request.version >= CapabilityVersions.minimumSupported else {
             throw MapRefusal(status: 400, "client capability version \(request.version) is too old; this server needs "
                              + "\(CapabilityVersions.minimumSupported) or newer")
@@ -438,6 +626,18 @@ public actor ControlEngine {
         }
 
         let wasOnline = isOnline(id)
+        // A node has few streams open at once (one, and a second while it reconnects): past the cap the oldest
+        // is closed, so a client that leaks streams cannot hold unbounded server state.
+        if let open = sessions[id], open.count >= max(1, configuration.maxMapStreamsPerNode) {
+            for oldest in open.keys.sorted().prefix(open.count - max(1, configuration.maxMapStreamsPerNode) + 1) {
+                guard let session = sessions[id]?.removeValue(forKey: oldest) else { continue }
+                session.keepAlive?.cancel()
+                session.outbox.finish()
+                openSessions -= 1
+                logger.notice("map stream closed: too many streams for one node",
+                              metadata: ["node": "\(id)", "session": "\(oldest)", "limit": "\(configuration.maxMapStreamsPerNode)"])
+            }
+        }
         let outbox = MapSessionOutbox(minimumInterval: configuration.mapUpdateInterval)
         let sessionID = nextSessionID
         nextSessionID += 1

@@ -151,6 +151,26 @@ public protocol ControlDirectory: Sendable {
     /// The node an admin registered for a pending login, once approved.
     func approvedNodeID(forPendingLogin id: String) async throws -> Int64?
     func markPendingLogin(id: String, approvedNode nodeID: Int64) async throws
+    /// Forgets pending logins (expired ones).
+    func deletePendingLogins(ids: [String]) async throws
+    /// Registration with a pre-auth key, in ONE transaction: checks the key, builds the node from what it grants
+    /// (`draft`: the node and the fields to write when the machine is known, nil fields for a new node), stores it
+    /// with the key's id, and records the key's use. If anything fails, the key is not spent. A one-off key already
+    /// spent on this same machine and node key (a client repeating a request whose reply it lost) gives that node
+    /// back (`replayed`). Refusals are ``RegistrationRefusal``s.
+    func admitWithPreAuthKey(_ key: String, machineKey: MachinePublic, nodeKey: NodePublic, now: TailcfgTime,
+                             draft: @escaping @Sendable (PreAuthGrant) -> (node: ControlNode, fields: NodeFields?)) async throws -> PreAuthAdmission
+}
+
+/// What ``ControlDirectory/admitWithPreAuthKey(_:machineKey:nodeKey:now:draft:)`` stored.
+public struct PreAuthAdmission: Sendable, Hashable {
+    public var node: ControlNode
+    /// The key had already been spent on this node (a repeated request): nothing was written.
+    public var replayed: Bool
+    public init(node: ControlNode, replayed: Bool) {
+        self.node = node
+        self.replayed = replayed
+    }
 }
 
 extension ControlDirectory {

@@ -99,6 +99,77 @@ public final class StoreDirectory: ControlDirectory {
         }
     }
 
+    public func deletePendingLogins(ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        try await store.transaction { tx in
+            for id in ids where try tx.pendingRegistration(id: id) != nil { try tx.deletePendingRegistration(id: id) }
+        }
+    }
+
+    /// Deletes the pending logins whose time ran out (at start: the engine keeps the live ones in memory).
+    public func deleteExpiredPendingLogins(now: TailcfgTime) async throws -> Int {
+        let date = now.date
+        return try await store.transaction { tx in
+            let expired = try tx.pendingRegistrations().filter { $0.expires <= date }
+            for pending in expired { try tx.deletePendingRegistration(id: pending.id) }
+            return expired.count
+        }
+    }
+
+    public func admitWithPreAuthKey(_ key: String, machineKey: MachinePublic, nodeKey: NodePublic, now: TailcfgTime,
+                                    draft: @escaping @Sendable (PreAuthGrant) -> (node: ControlNode, fields: NodeFields?))
+        async throws -> PreAuthAdmission
+    {
+        let allocator = allocator
+        let date = now.date
+        do {
+            return try await store.transaction { tx in
+                // A repeated request: the one-off key was spent on this very machine and node key.
+                if let parsed = SecretKeyText(parsing: key.trimmingCharacters(in: .whitespaces), kind: .preAuth),
+                   let stored = try tx.preAuthKey(prefix: parsed.prefix), parsed.matches(storedHash: stored.secretHash),
+                   !stored.reusable, stored.used, let node = try tx.node(machineKey: machineKey), node.nodeKey == nodeKey,
+                   node.authKeyID == stored.id {
+                    return PreAuthAdmission(node: Self.controlNode(node), replayed: true)
+                }
+                let used = try tx.usePreAuthKey(key, now: date)
+                let grant = PreAuthGrant(userID: used.userID.rawValue, ephemeral: used.ephemeral, tags: used.tags,
+                                         preApproved: used.preApproved)
+                let (node, fields) = draft(grant)
+                var stored: WarrenControlStore.Node
+                if let fields, var existing = try tx.node(id: NodeID(node.id)), existing.machineKey == machineKey {
+                    if let holder = try tx.node(nodeKey: node.nodeKey), holder.id != existing.id {
+                        throw StoreError(.conflict, "node key \(node.nodeKey.shortString) belongs to another machine")
+                    }
+                    if fields.contains(.names), let holder = try tx.node(givenName: node.givenName), holder.id != existing.id {
+                        throw StoreError(.conflict, "the name \(node.givenName) is taken")
+                    }
+                    Self.copy(node, fields: fields, into: &existing)
+                    existing.authKeyID = used.id
+                    existing.registerMethod = .authKey
+                    try tx.update(existing)
+                    stored = existing
+                } else {
+                    let registration = NodeRegistration(
+                        machineKey: node.machineKey, nodeKey: node.nodeKey,
+                        discoKey: node.discoKey.raw.isZero ? nil : node.discoKey, userID: UserID(node.userID),
+                        hostname: node.hostname, hostinfo: Self.hostinfoText(node.hostinfo), tags: node.tags,
+                        ephemeral: node.ephemeral, authKeyID: used.id, method: .authKey, expiry: node.keyExpiry?.date)
+                    stored = try tx.registerNode(registration, allocator: allocator, now: node.created.date)
+                    if stored.authorized != node.authorized {
+                        stored.authorized = node.authorized
+                        try tx.update(stored)
+                    }
+                }
+                var result = Self.controlNode(stored)
+                result.capabilityVersion = node.capabilityVersion
+                return PreAuthAdmission(node: result, replayed: false)
+            }
+        } catch let error as StoreError where error.code == .invalid || error.code == .notFound || error.code == .exhausted
+            || error.code == .conflict {
+            throw RegistrationRefusal(error.message)
+        }
+    }
+
     // MARK: Mapping
 
     static func controlUser(_ user: WarrenControlStore.User) -> ControlUser {

@@ -37,9 +37,10 @@ enum AdminWiring {
                     for id in ids { _ = try? await engine.reloadNode(id: id.rawValue) }
                 case .usersChanged:
                     try? await engine.reloadUsers()
-                case .registrationApproved:
-                    // The waiting register request finds the approval in the store (PendingRegistration.approvedNodeID).
-                    break
+                case .registrationApproved(let registrationID, _):
+                    // The waiting register request finds the approval in the store (PendingRegistration.approvedNodeID):
+                    // wake it.
+                    await engine.pendingLoginApproved(id: registrationID)
                 }
             },
             onlineNodes: {
