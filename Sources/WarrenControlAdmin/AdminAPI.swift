@@ -40,11 +40,14 @@ public struct AdminResponse: Sendable, Equatable {
     public var status: Int
     public var contentType: String
     public var body: [UInt8]
+    /// Extra response headers (such as `Allow` on a 405).
+    public var headers: [String: String]
 
-    public init(status: Int, contentType: String = "application/json", body: [UInt8]) {
+    public init(status: Int, contentType: String = "application/json", body: [UInt8], headers: [String: String] = [:]) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 }
 
@@ -111,7 +114,14 @@ public struct AdminAPI: Sendable {
 
     public func handle(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
         do {
-            let components = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+            // Each segment is percent-decoded on its own (an encoded "/" stays inside its segment): the CLI encodes
+            // names such as "jörg" or "a@b".
+            let components = try request.path.split(separator: "/", omittingEmptySubsequences: true).map { segment in
+                guard let decoded = String(segment).removingPercentEncoding else {
+                    throw AdminError(400, "invalid", "malformed percent-encoding in the path: \(request.path)")
+                }
+                return decoded
+            }
             guard components.count >= 2, components[0] == "api", components[1] == "v1" else {
                 throw AdminError(404, "not found", "no such API path: \(request.path)")
             }
@@ -120,6 +130,13 @@ public struct AdminAPI: Sendable {
                 return AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8))
             }
             if transport == .network { try await authenticate(request) }
+            let allowed = AdminOpenAPI.methods(forPath: route)
+            if !allowed.isEmpty, !allowed.contains(request.method) {
+                var response = Self.errorResponse(405, "method not allowed",
+                                                  "\(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))")
+                response.headers["Allow"] = allowed.joined(separator: ", ")
+                return response
+            }
             return try await dispatch(request.method, route, request)
         } catch let error as AdminError {
             return Self.errorResponse(error.status, error.code, error.message)
@@ -133,7 +150,7 @@ public struct AdminAPI: Sendable {
             }
             return Self.errorResponse(status, error.code.description, error.message)
         } catch {
-            return Self.errorResponse(500, "internal", "\(error)")
+            return Self.errorResponse(500, "internal", "internal server error")
         }
     }
 
@@ -153,6 +170,9 @@ public struct AdminAPI: Sendable {
 
     func decode<T: Decodable>(_ type: T.Type, _ request: AdminRequest) throws -> T {
         guard request.body.count <= 1 << 20 else { throw AdminError(413, "invalid", "request body too large") }
+        if let duplicate = JSONDuplicateKeys.first(in: request.body) {
+            throw AdminError(400, "invalid", "the request body has a duplicate key \(duplicate.debugDescription) (each key may appear once per object)")
+        }
         do {
             return try JSONDecoder().decode(type, from: Data(request.body))
         } catch {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+public import WarrenListenerGuard
 
 /// An HTTP/1.1 listener for the admin API: on a Unix socket in the state directory (mode 0600, so only its owner,
 /// root in production, can connect; requests there need no API key), and optionally on TCP (API key required).
@@ -10,11 +11,18 @@ import ServiceLifecycle
 public final class AdminHTTPServer: Service, Sendable {
     private let channels: [Channel]
     public let socketPath: String?
+    /// The bounds of the listeners (the socket's first, then TCP's), with their counters.
+    public let listenerGuards: [ListenerGuard]
+
+    /// One request per connection: a few dozen at once, each read within seconds.
+    public static let defaultLimits = ListenerLimits(maximumConnections: 64, handshakeTimeout: .seconds(15),
+                                                     idleTimeout: .seconds(15))
 
     /// The TCP port actually bound (when 0 was asked for), if a TCP listener was started.
     public var tcpPort: Int? { channels.first { $0.localAddress?.port != nil }?.localAddress?.port }
 
-    private init(channels: [Channel], socketPath: String?) {
+    private init(channels: [Channel], socketPath: String?, listenerGuards: [ListenerGuard]) {
+        self.listenerGuards = listenerGuards
         self.channels = channels
         self.socketPath = socketPath
     }
@@ -23,36 +31,50 @@ public final class AdminHTTPServer: Service, Sendable {
     /// answers on is not (`.conflict`-like error: another server owns the state directory).
     public static func start(
         api: AdminAPI, socketPath: String?, tcp: (host: String, port: Int)? = nil,
+        limits: ListenerLimits = AdminHTTPServer.defaultLimits,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminHTTPServer {
         var channels: [Channel] = []
+        var guards: [ListenerGuard] = []
         if let socketPath {
             if AdminClient.socketAnswers(path: socketPath) {
                 throw AdminClientError("another warren-control is already serving \(socketPath)")
             }
-            let channel = try await bootstrap(api: api, transport: .localSocket, group: group)
+            let listenerGuard = ListenerGuard(name: "admin socket", limits: limits)
+            guards.append(listenerGuard)
+            let channel = try await bootstrap(api: api, transport: .localSocket, listenerGuard: listenerGuard, group: group)
                 .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
             chmod(socketPath, 0o600)
             channels.append(channel)
         }
         if let tcp {
             do {
-                channels.append(try await bootstrap(api: api, transport: .network, group: group).bind(host: tcp.host, port: tcp.port).get())
+                let listenerGuard = ListenerGuard(name: "admin", limits: limits)
+                guards.append(listenerGuard)
+                channels.append(try await bootstrap(api: api, transport: .network, listenerGuard: listenerGuard, group: group)
+                    .bind(host: tcp.host, port: tcp.port).get())
             } catch {
                 for channel in channels { try? await channel.close() }
                 throw error
             }
         }
-        return AdminHTTPServer(channels: channels, socketPath: socketPath)
+        return AdminHTTPServer(channels: channels, socketPath: socketPath, listenerGuards: guards)
     }
 
-    private static func bootstrap(api: AdminAPI, transport: AdminTransport, group: any EventLoopGroup) -> ServerBootstrap {
+    private static func bootstrap(api: AdminAPI, transport: AdminTransport, listenerGuard: ListenerGuard,
+                                  group: any EventLoopGroup) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPPhaseObserver<HTTPServerRequestPart, HTTPServerResponsePart>(
+                            isEnd: { if case .end = $0 { true } else { false } },
+                            isResponseEnd: { if case .end = $0 { true } else { false } }))
                     try channel.pipeline.syncOperations.addHandler(AdminHTTPHandler(api: api, transport: transport))
                 }
             }
@@ -102,9 +124,15 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = requestHead
             body = []
             tooLarge = false
-        case .body(var buffer):
-            if body.count + buffer.readableBytes > Self.maximumBody {
+            // A declared length over the limit is refused without reading the body.
+            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > Self.maximumBody {
                 tooLarge = true
+            }
+        case .body(var buffer):
+            // Once over the limit, nothing more is kept: the request is refused whole (413), never cut.
+            if tooLarge || body.count + buffer.readableBytes > Self.maximumBody {
+                tooLarge = true
+                body = []
             } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
                 body += bytes
             }
@@ -137,6 +165,7 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Connection", value: "close")
+        for (name, value) in response.headers.sorted(by: { $0.key < $1.key }) { headers.add(name: name, value: value) }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: response.body.count)

@@ -11,6 +11,24 @@ public enum AdminOpenAPI {
         public var requestSchema: String?
         public var responseSchema: String
         public var query: [String]
+
+        /// The status of a success: 201 for the routes that create a record.
+        public var successStatus: String {
+            method == "POST" && ["/api/v1/users", "/api/v1/preauthkeys", "/api/v1/apikeys"].contains(path) ? "201" : "200"
+        }
+    }
+
+    /// The methods the API serves on a route (the path after /api/v1/, decoded), empty for an unknown path.
+    public static func methods(forPath route: [String]) -> [String] {
+        var methods: [String] = []
+        for candidate in routes {
+            let template = candidate.path.split(separator: "/").dropFirst(2)
+            guard template.count == route.count else { continue }
+            if zip(template, route).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }), !methods.contains(candidate.method) {
+                methods.append(candidate.method)
+            }
+        }
+        return methods
     }
 
     public static let routes: [Route] = [
@@ -137,7 +155,7 @@ public enum AdminOpenAPI {
                 "operationId": route.method.lowercased() + route.path.split(separator: "/").dropFirst(2)
                     .map { $0.hasPrefix("{") ? "By" : $0.prefix(1).uppercased() + $0.dropFirst() }.joined().replacingOccurrences(of: "-", with: ""),
                 "responses": [
-                    "200": ["description": "success", "content": ["application/json": ["schema": ref(route.responseSchema)]]],
+                    route.successStatus: ["description": route.successStatus == "201" ? "created" : "success", "content": ["application/json": ["schema": ref(route.responseSchema)]]],
                     "default": ["description": "an error", "content": ["application/json": ["schema": ref("Error")]]],
                 ] as [String: Any],
             ]

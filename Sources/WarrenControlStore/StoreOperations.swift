@@ -59,13 +59,30 @@ public struct PreAuthKeyOptions: Sendable, Hashable {
 }
 
 public enum StoreRules {
-    /// A user name: 1 to 255 characters, no whitespace or control characters.
+    /// A user name, by headscale's rules (but one character is enough): 1 to 255 bytes, starting with a letter, then letters, digits, "-", ".", "_"
+    /// and at most one "@" (such as an e-mail address). Letters may be any script's ("jörg"). Names stored before
+    /// this rule remain usable (renamed, deleted); new and renamed-to names must follow it.
     public static func validateUserName(_ name: String) throws {
         guard !name.isEmpty, name.utf8.count <= 255 else {
-            throw StoreError(.invalid, "a user name must have 1 to 255 characters")
+            throw StoreError(.invalid, "a user name must have 1 to 255 bytes: \(name.debugDescription)")
         }
-        guard !name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) else {
-            throw StoreError(.invalid, "a user name must not contain spaces or control characters: \(name.debugDescription)")
+        guard let first = name.unicodeScalars.first, first.properties.isAlphabetic, !("0"..."9").contains(first) else {
+            throw StoreError(.invalid, "a user name must start with a letter: \(name.debugDescription)")
+        }
+        var ats = 0
+        for scalar in name.unicodeScalars {
+            if scalar == "@" {
+                ats += 1
+                guard ats <= 1 else { throw StoreError(.invalid, "a user name may contain at most one \"@\": \(name.debugDescription)") }
+                continue
+            }
+            let allowed = scalar.properties.isAlphabetic || scalar.properties.numericType == .decimal
+                || scalar == "-" || scalar == "." || scalar == "_" || scalar.properties.generalCategory == .nonspacingMark
+                || scalar.properties.generalCategory == .spacingMark
+            guard allowed else {
+                throw StoreError(.invalid, "a user name may contain only letters, digits, \"-\", \".\", \"_\" and one \"@\"; "
+                                 + "\(name.debugDescription) contains \(String(scalar).debugDescription)")
+            }
         }
     }
 

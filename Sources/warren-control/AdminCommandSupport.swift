@@ -111,7 +111,10 @@ func expirationFields(_ text: String?) throws -> (absolute: String?, relative: S
 }
 
 func percentEncoded(_ component: String) -> String {
-    component.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:@"))) ?? component
+    // RFC 3986 unreserved characters only (ASCII): everything else, "ö" included, is sent as UTF-8 %XX; the server
+    // decodes each path segment.
+    component.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn:
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? component
 }
 
 /// The admin subcommand groups, registered by `WarrenControl` in one place.

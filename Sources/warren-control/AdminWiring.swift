@@ -64,6 +64,16 @@ struct AdminRoutes: PlainHTTPRoutes {
 
     func handle(_ request: PlainHTTPRequest) async -> PlainHTTPResponse? {
         guard AdminAPI.serves(path: request.path) else { return nil }
+        // The listener keeps at most 1 MiB of a body: a longer one must be refused whole, never served cut short.
+        let declared = request.header("Content-Length").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        if (declared ?? 0) > 1 << 20 || request.body.count >= 1 << 20 {
+            return PlainHTTPResponse(status: 413, contentType: "application/json",
+                                     body: Array(#"{"code":"invalid","error":"request body larger than 1 MiB"}"#.utf8))
+        }
+        if let declared, declared != request.body.count {
+            return PlainHTTPResponse(status: 400, contentType: "application/json",
+                                     body: Array(#"{"code":"invalid","error":"the request body does not match its Content-Length"}"#.utf8))
+        }
         let (_, query) = AdminRequest.splitTarget(request.query.map { "?" + $0 } ?? "")
         let response = await api.handle(
             AdminRequest(method: request.method, path: request.path, query: query, authorization: request.header("Authorization"),
