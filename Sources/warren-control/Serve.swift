@@ -66,9 +66,22 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let metrics = ControlMetricsRegistry()
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        let controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
+        // Two listeners on one port: say which, before anything is written.
+        if let clash = ServeCommand.portClash(
+            control: (host, port), metrics: metricsAddress,
+            derp: (file.derpEnabled ?? true) && !(file.tls != nil && port != 0 && file.derpPort == nil)
+                ? (file.derpHost.flatMap { IPAddress($0) == nil ? nil : $0 } ?? host, file.derpPort ?? 8443) : nil) {
+            Console.printError("warren-control: \(clash)")
+            throw ExitCode(2)
+        }
+        let controlKey: MachinePrivate
+        do {
+            try ServeCommand.prepareStateDirectory(stateDir)
+            controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
+        } catch {
+            Console.printError("warren-control: state directory \(stateDir): \(error)")
+            throw ExitCode(1)
+        }
 
         let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
         let scheme = file.tls == nil ? "http" : "https"
@@ -172,6 +185,39 @@ enum ControlKeyFile {
                                              attributes: [.posixPermissions: 0o600]) else {
             throw ValidationError("cannot write \(temporary)")
         }
+extension ServeCommand {
+    /// The first pair of TCP listeners that would bind the same port (a wildcard host overlaps every host), named.
+    static func portClash(control: (String, Int), metrics: (String, Int)?, derp: (String, Int)?) -> String? {
+        let listeners: [(name: String, address: (String, Int))] = [("control listener (--listen/listen_addr)", control)]
+            + (metrics.map { [("metrics listener (--metrics-listen/metrics_listen_addr)", $0)] } ?? [])
+            + (derp.map { [("embedded DERP listener (derp.port)", $0)] } ?? [])
+        func wildcard(_ host: String) -> Bool { ["0.0.0.0", "::", "", "*"].contains(host) }
+        for i in listeners.indices {
+            for j in listeners.indices where j > i {
+                let (a, b) = (listeners[i].address, listeners[j].address)
+                guard a.1 != 0, a.1 == b.1, a.0 == b.0 || wildcard(a.0) || wildcard(b.0) else { continue }
+                return "the \(listeners[i].name) and the \(listeners[j].name) both want port \(a.1); give one another port"
+            }
+        }
+        return nil
+    }
+
+    /// Creates the state directory (0700) and checks that it can be written, with an error that says why not.
+    static func prepareStateDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw ValidationError("cannot create it (\((error as NSError).localizedDescription))")
+        }
+        let probe = path + "/.write-test-\(getpid())"
+        guard FileManager.default.createFile(atPath: probe, contents: Data()) else {
+            throw ValidationError("cannot write in it (read-only or not permitted: \(String(cString: strerror(errno))))")
+        }
+        unlink(probe)
+    }
+}
+
         guard rename(temporary, path) == 0 else { throw ValidationError("cannot create \(path)") }
         return key
     }

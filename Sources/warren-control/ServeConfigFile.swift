@@ -58,6 +58,44 @@ struct ServeConfigFile {
 
     /// Whether a listen address switches the listener off.
     static func isOff(_ text: String) -> Bool { text.isEmpty || text.lowercased() == "off" }
+    /// The largest configuration file read.
+    static let maximumDocumentBytes = 256 * 1024
+    /// YAML aliases (`*name`) in one file: enough for sharing a block, too few for an expansion bomb.
+    static let maximumAliases = 32
+
+    /// How many YAML aliases the text uses: `*` starting a token outside quotes and comments (a conservative count).
+    static func aliasCount(_ text: String) -> Int {
+        var count = 0
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            var quote: Character?
+            var previous: Character = " "
+            for c in line {
+                if let q = quote {
+                    if c == q { quote = nil }
+                } else if c == "\"" || c == "'" {
+                    quote = c
+                } else if c == "#", previous == " " || previous == "\t" {
+                    break
+                } else if c == "*", " \t[{,:-".contains(previous) {
+                    count += 1
+                }
+                previous = c
+            }
+        }
+        return count
+    }
+
+    /// Whether a nameserver is an IP, IP:port ([IPv6]:port) or a DoH URL (https://...).
+    static func isNameserver(_ text: String) -> Bool {
+        if IPAddress(text) != nil { return true }
+        if text.hasPrefix("https://"), let url = URL(string: text), let host = url.host, !host.isEmpty { return true }
+        if let (host, port) = splitHostPort(text), port > 0, IPAddress(host) != nil {
+            // An IPv6 address with a port must be bracketed.
+            return IPAddress(host)?.version == .v4 || text.hasPrefix("[")
+        }
+        return false
+    }
+
 
     static func splitHostPort(_ text: String) -> (String, Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
@@ -79,7 +117,16 @@ struct ServeConfigFile {
         }
         let root: Any?
         do {
-            root = try Yams.load(yaml: String(decoding: data, as: UTF8.self))
+            root = try Yams.load(yaml: text)
+        // Bounded before parsing: a small file of nested aliases ("billion laughs") expands to gigabytes.
+        guard data.count <= maximumDocumentBytes else {
+            throw ConfigError(file: path, key: "", problem: "the file is \(data.count) bytes; at most \(maximumDocumentBytes) are accepted")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        let aliases = aliasCount(text)
+        guard aliases <= maximumAliases else {
+            throw ConfigError(file: path, key: "", problem: "the file uses \(aliases) YAML aliases (*name); at most \(maximumAliases) are accepted")
+        }
         } catch {
             throw ConfigError(file: path, key: "", problem: "not valid YAML: \(error)")
         }
@@ -147,9 +194,29 @@ struct ServeConfigFile {
             return prefix.masked
         }
 
+            // Nodes need room (AddressAllocator skips the network and broadcast addresses), and a prefix as wide
+            // as the whole address family would hand out 0.0.0.1 or ::1.
+            let range = version == .v4 ? 8...30 : 32...126
+            guard range.contains(prefix.bits) else {
+                throw fail(key, "\(text) is /\(prefix.bits); an \(version == .v4 ? "IPv4" : "IPv6") prefix must be "
+                           + "/\(range.lowerBound) to /\(range.upperBound)")
+            }
         mutating func read(_ map: [String: Any]) throws -> ServeConfigFile {
             try checkKeys(map, allowed: ServeConfigFile.topLevelKeys, at: "")
             var out = ServeConfigFile()
+        func bounded(_ value: Duration?, _ key: String, _ range: ClosedRange<Duration>, _ text: String) throws -> Duration? {
+            guard let value else { return nil }
+            guard range.contains(value) else { throw fail(key, "must be from \(text)") }
+            return value
+        }
+
+        func nameservers(_ list: [String], _ key: String) throws -> [String] {
+            for (i, server) in list.enumerated() where !ServeConfigFile.isNameserver(server) {
+                throw fail("\(key)[\(i)]", "\(server.debugDescription) is not an IP address, IP:port or https:// DoH URL")
+            }
+            return list
+        }
+
             out.serverURL = try string(map["server_url"], "server_url")
             if let url = out.serverURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 throw fail("server_url", "must start with http:// or https://")
@@ -177,11 +244,13 @@ struct ServeConfigFile {
                 guard let d = dns as? [String: Any] else { throw fail("dns", "expected a mapping") }
                 try checkKeys(d, allowed: ["magic_dns", "nameservers", "search_domains", "split", "extra_records"], at: "dns")
                 out.dns.magicDNS = try bool(d["magic_dns"], "dns.magic_dns") ?? true
-                out.dns.nameservers = try strings(d["nameservers"], "dns.nameservers")
+                out.dns.nameservers = try nameservers(try strings(d["nameservers"], "dns.nameservers"), "dns.nameservers")
                 out.dns.searchDomains = try strings(d["search_domains"], "dns.search_domains")
                 if let split = d["split"] {
                     guard let s = split as? [String: Any] else { throw fail("dns.split", "expected domain: [nameservers]") }
-                    for (domain, servers) in s { out.dns.splitDNS[domain] = try strings(servers, "dns.split.\(domain)") }
+                    for (domain, servers) in s {
+                        out.dns.splitDNS[domain] = try nameservers(try strings(servers, "dns.split.\(domain)"), "dns.split.\(domain)")
+                    }
                 }
                 if let records = d["extra_records"] {
                     guard let list = records as? [Any] else { throw fail("dns.extra_records", "expected a list") }
@@ -243,9 +312,15 @@ struct ServeConfigFile {
                 out.derpPort = try port(d["port"], "derp.port")
                 out.stunPort = try port(d["stun_port"], "derp.stun_port")
             }
-            out.ephemeralInactivityTimeout = try duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout")
-            out.keepAliveInterval = try duration(map["keep_alive_interval"], "keep_alive_interval")
-            out.mapUpdateInterval = try duration(map["map_update_interval"], "map_update_interval")
+            out.listeners = try ListenerSettings.read(map["listeners"], file: file)
+            out.ephemeralInactivityTimeout = try bounded(
+                duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout"), "ephemeral_inactivity_timeout",
+                .seconds(10)...(.seconds(365 * 86_400)), "10s to 365d")
+            // Clients give up on a map stream after 120 s of silence.
+            out.keepAliveInterval = try bounded(duration(map["keep_alive_interval"], "keep_alive_interval"), "keep_alive_interval",
+                                                .seconds(5)...(.seconds(100)), "5s to 100s (clients give up after 120s of silence)")
+            out.mapUpdateInterval = try bounded(duration(map["map_update_interval"], "map_update_interval"), "map_update_interval",
+                                                .milliseconds(1)...(.seconds(60)), "1ms to 60s")
             out.requireDeviceApproval = try bool(map["require_device_approval"], "require_device_approval")
             if let level = try string(map["log_level"], "log_level") {
                 guard let parsed = Logger.Level(rawValue: level.lowercased()) else {

@@ -71,6 +71,7 @@ struct WarrenDERP: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "warren.derp")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        if !(0...65535).contains(stunPort) { throw ValidationError("--stun-port must be from 0 (no STUN) to 65535, not \(stunPort)") }
         let address = try ListenAddress(listen)
 
         var configuration = DERPServerConfiguration(privateKey: try DERPKeyFile.loadOrCreate(directory: stateDir), logger: logger)
