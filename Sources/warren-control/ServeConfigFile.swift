@@ -312,7 +312,6 @@ struct ServeConfigFile {
                 out.derpPort = try port(d["port"], "derp.port")
                 out.stunPort = try port(d["stun_port"], "derp.stun_port")
             }
-            out.listeners = try ListenerSettings.read(map["listeners"], file: file)
             out.ephemeralInactivityTimeout = try bounded(
                 duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout"), "ephemeral_inactivity_timeout",
                 .seconds(10)...(.seconds(365 * 86_400)), "10s to 365d")
