@@ -74,8 +74,12 @@ let package = Package(
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
         .target(name: "WarrenLinux", dependencies: ["CWarrenLinux", "WarrenPacket"]),
         .target(name: "WarrenControlSQLite", dependencies: ["WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "GRDB", package: "GRDB.swift")]),
+        // Bounds shared by every listener: connection caps, accept back-off, handshake and idle timers.
+        .target(name: "WarrenListenerGuard", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "WarrenControlAdmin", dependencies: [
-            "WarrenControlStore", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
+            "WarrenControlStore", "WarrenListenerGuard", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -86,7 +90,7 @@ let package = Package(
         // zstd for compressed map responses (Debian's libzstd-dev).
         .systemLibrary(name: "CWarrenZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "WarrenControlServer", dependencies: [
-            "WarrenControlTransport", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy",
+            "WarrenControlTransport", "WarrenListenerGuard", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenPolicy",
             "WarrenControlStore", .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -96,7 +100,7 @@ let package = Package(
         ]),
         // Prometheus metrics for warren-control on their own listener (layer 1).
         .target(name: "WarrenControlMetrics", dependencies: [
-            "WarrenControlServer", "WarrenDERPServer",
+            "WarrenControlServer", "WarrenDERPServer", "WarrenListenerGuard",
             .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
@@ -116,7 +120,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "WarrenDERPServer", dependencies: [
-            "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
+            "WarrenDERPTransport", "WarrenListenerGuard", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
@@ -170,7 +174,7 @@ let package = Package(
             "WarrenLocalAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "warren-derp", dependencies: [
-            "WarrenDERPServer", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
+            "WarrenDERPServer", "WarrenListenerGuard", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",
             .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -190,7 +194,7 @@ let package = Package(
             "WarrenPolicy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
             "WarrenDERPServer", "WarrenDERPTransport",
-            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics",
+            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics", "WarrenListenerGuard",
         ]),
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [
@@ -243,7 +247,7 @@ let package = Package(
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
-            "WarrenPolicy", "WarrenControlTransport",
+            "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard",
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
@@ -259,7 +263,7 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenDERPServerTests", dependencies: [
             "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",
-            "WarrenPacket", "WarrenTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            "WarrenPacket", "WarrenTestSupport", "WarrenListenerGuard", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),

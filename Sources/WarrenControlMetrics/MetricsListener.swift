@@ -6,33 +6,49 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+public import WarrenListenerGuard
 
 public final class MetricsListener: Service, Sendable {
     private let channel: any Channel
     private let logger: Logger
+    /// The listener's bounds and their counters.
+    public let listenerGuard: ListenerGuard
+
+    /// What a scraper needs: a few connections, a request within seconds, keep-alive for a scrape interval.
+    public static let defaultLimits = ListenerLimits(maximumConnections: 64, handshakeTimeout: .seconds(15),
+                                                     idleTimeout: .seconds(60))
 
     /// The bound port (the actual one when 0 was asked for).
     public var port: Int? { channel.localAddress?.port }
 
-    private init(channel: any Channel, logger: Logger) {
+    private init(channel: any Channel, logger: Logger, listenerGuard: ListenerGuard) {
+        self.listenerGuard = listenerGuard
         self.channel = channel
         self.logger = logger
     }
 
     public static func start(metrics: ControlMetricsRegistry, host: String, port: Int,
+                             limits: ListenerLimits = MetricsListener.defaultLimits,
                              logger: Logger = Logger(label: "warren.metrics"),
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetricsListener {
+        let listenerGuard = ListenerGuard(name: "metrics", limits: limits, logger: logger)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPPhaseObserver<HTTPServerRequestPart, HTTPServerResponsePart>(
+                            isEnd: { if case .end = $0 { true } else { false } },
+                            isResponseEnd: { if case .end = $0 { true } else { false } }))
                     try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(metrics: metrics))
                 }
             }
             .bind(host: host, port: port).get()
         logger.info("metrics listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
-        return MetricsListener(channel: channel, logger: logger)
+        return MetricsListener(channel: channel, logger: logger, listenerGuard: listenerGuard)
     }
 
     public func run() async throws {

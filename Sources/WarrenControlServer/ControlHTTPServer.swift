@@ -9,6 +9,7 @@ import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import TailscaleKeys
+public import WarrenListenerGuard
 import WarrenTailcfg
 
 /// A plain HTTP request handled outside the Noise channel.
@@ -53,9 +54,13 @@ public struct ControlServerOptions: Sendable {
     public var extraUpgraders: UpgraderFactory?
     /// Serve HTTPS instead of plain HTTP (every route and upgrade on the listener), as headscale's `tls_cert_path`.
     public var tls: NIOSSLContext?
+    /// Connection cap, accept back-off and timers. `idleTimeout` also closes a ts2021 connection that has no
+    /// open stream and carried nothing for that long.
+    public var limits: ListenerLimits
 
     public init(host: String = "127.0.0.1", port: Int = 8080, extraRoutes: (any PlainHTTPRoutes)? = nil,
-                extraUpgraders: UpgraderFactory? = nil, tls: NIOSSLContext? = nil) {
+                extraUpgraders: UpgraderFactory? = nil, tls: NIOSSLContext? = nil, limits: ListenerLimits = .unlimited) {
+        self.limits = limits
         self.host = host
         self.port = port
         self.extraRoutes = extraRoutes
@@ -70,12 +75,16 @@ public final class ControlHTTPServer: Service, Sendable {
     public let controlKey: MachinePrivate
     private let channel: Channel
     private let logger: Logger
+    /// The listener's bounds and their counters.
+    public let listenerGuard: ListenerGuard
 
     /// The bound address (with the actual port when 0 was asked for).
     public var localAddress: SocketAddress? { channel.localAddress }
     public var port: Int? { channel.localAddress?.port }
 
-    private init(engine: ControlEngine, controlKey: MachinePrivate, channel: Channel, logger: Logger) {
+    private init(engine: ControlEngine, controlKey: MachinePrivate, channel: Channel, logger: Logger,
+                 listenerGuard: ListenerGuard) {
+        self.listenerGuard = listenerGuard
         self.engine = engine
         self.controlKey = controlKey
         self.channel = channel
@@ -90,15 +99,20 @@ public final class ControlHTTPServer: Service, Sendable {
         let extraRoutes = options.extraRoutes
         let extraUpgraders = options.extraUpgraders
         let tls = options.tls
+        let listenerGuard = ListenerGuard(name: "control", limits: options.limits, logger: logger)
+        let idleTimeout = options.limits.idleTimeout
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let http = PlainHTTPHandler(engine: engine, keyResponse: keyResponse, extraRoutes: extraRoutes)
-                    let upgrader = TS2021Upgrader(controlKey: controlKey, engine: engine, logger: logger, httpHandler: http)
+                    let upgrader = TS2021Upgrader(controlKey: controlKey, engine: engine, logger: logger, httpHandler: http,
+                                                  idleTimeout: idleTimeout)
                     let upgraders: [any HTTPServerProtocolUpgrader] = [upgrader] + (extraUpgraders?() ?? [])
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: upgraders, completionHandler: { _ in }))
@@ -108,7 +122,8 @@ public final class ControlHTTPServer: Service, Sendable {
             .bind(host: options.host, port: options.port).get()
         logger.info("control server listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
                                                          "tls": "\(tls != nil)"])
-        return ControlHTTPServer(engine: engine, controlKey: controlKey, channel: channel, logger: logger)
+        return ControlHTTPServer(engine: engine, controlKey: controlKey, channel: channel, logger: logger,
+                                 listenerGuard: listenerGuard)
     }
 
     public func run() async throws {
@@ -155,6 +170,7 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            ConnectionTimeouts.enter(.serving, on: context.channel)
             handle(context: context, head: head)
         }
     }
@@ -223,9 +239,11 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+        let channel = context.channel
         if !keepAlive {
-            let channel = context.channel
             promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            promise.futureResult.whenSuccess { ConnectionTimeouts.enter(.idle, on: channel) }
         }
     }
 }

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import TailscaleKeys
 import WarrenControlTransport
+import WarrenListenerGuard
 import WarrenTailcfg
 
 final class ControlStreamHandler: ChannelInboundHandler {
@@ -51,8 +52,14 @@ final class ControlStreamHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// An open stream keeps its connection from idling out (a map long poll, a register waiting for approval).
+    func handlerAdded(context: ChannelHandlerContext) {
+        if let connection = context.channel.parent { ConnectionTimeouts.streamOpened(on: connection) }
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         task?.cancel()
+        if let connection = context.channel.parent { ConnectionTimeouts.streamClosed(on: connection) }
     }
 
     private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead) {

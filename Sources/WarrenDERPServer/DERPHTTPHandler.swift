@@ -3,6 +3,7 @@
 
 import NIOCore
 import NIOHTTP1
+import WarrenListenerGuard
 
 /// Serves HTTP/1.1 until a `GET /derp` with `Upgrade: DERP`, then hands the connection to the relay:
 /// writes the 101 (not for `Derp-Fast-Start: 1`, whose client does not read it), removes the HTTP
@@ -38,6 +39,7 @@ final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            ConnectionTimeouts.enter(.serving, on: context.channel)
             respond(context: context, to: head)
         }
     }
@@ -75,9 +77,11 @@ final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let channel = context.channel
         if !keepAlive {
-            let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            done.whenSuccess { ConnectionTimeouts.enter(.idle, on: channel) }
         }
     }
 
@@ -92,6 +96,7 @@ final class DERPHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             try server.installConnectionHandlers(on: pipeline, remoteAddress: context.channel.remoteAddress,
                                                  position: .after(self))
+            ConnectionTimeouts.enter(.upgraded(readIdle: server.configuration.idleTimeout, writesCount: false), on: context.channel)
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(decoder, promise: nil)  // forwards what followed the request to the relay
         } catch {

@@ -7,6 +7,7 @@ import NIOPosix
 public import NIOSSL
 public import ServiceLifecycle
 import Synchronization
+public import WarrenListenerGuard
 
 /// Accepts connections for a ``DERPServer``: TLS, then HTTP/1.1 with the DERP upgrade (also the
 /// fast-start form), probes and `/generate_204`. A `Service`: ``run()`` serves until cancelled or asked to shut down gracefully,
@@ -17,6 +18,8 @@ public final class DERPListener: Service, Sendable {
     private let port: Int
     private let tls: NIOSSLContext?
     private let group: any EventLoopGroup
+    /// The listener's connection cap, accept back-off and timers, with their counters.
+    public let listenerGuard: ListenerGuard
     private let state = Mutex<State>(.idle)
 
     private enum State {
@@ -28,8 +31,12 @@ public final class DERPListener: Service, Sendable {
     /// - Parameters:
     ///   - tlsConfiguration: the server's TLS (``DERPCertificate/serverTLSConfiguration()``); nil
     ///     serves plain HTTP (only for tests or behind a TLS terminator).
+    ///   - limits: connection cap and timers (none by default; accept back-off always). An upgraded connection
+    ///     idles out after the server's ``DERPServerConfiguration/idleTimeout`` when the limits set any timer.
     public init(server: DERPServer, host: String, port: Int, tlsConfiguration: TLSConfiguration?,
+                limits: ListenerLimits = .unlimited,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.listenerGuard = ListenerGuard(name: "DERP", limits: limits, logger: server.logger)
         self.server = server
         self.host = host
         self.port = port
@@ -43,13 +50,16 @@ public final class DERPListener: Service, Sendable {
         if case .bound(let channel) = state.withLock({ $0 }), let address = channel.localAddress { return address }
         let server = self.server
         let tls = self.tls
+        let listenerGuard = self.listenerGuard
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    try listenerGuard.installConnectionHandlers(on: sync)
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
                     try DERPHTTPHandler.install(on: sync, server: server)
                 }

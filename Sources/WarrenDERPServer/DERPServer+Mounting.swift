@@ -16,6 +16,7 @@ public import NIOCore
 public import NIOHTTP1
 import TailscaleKeys
 import WarrenDERPTransport
+import WarrenListenerGuard
 
 extension DERPServer {
     /// Installs the DERP frame decoder and connection handler in `pipeline` at `position` (by
@@ -117,6 +118,7 @@ public struct DERPHTTPUpgrader: HTTPServerProtocolUpgrader, Sendable {
         context.eventLoop.makeCompletedFuture {
             try server.installConnectionHandlers(on: context.pipeline.syncOperations, remoteAddress: context.channel.remoteAddress,
                                                  position: .after(context.handler))
+            ConnectionTimeouts.enter(.upgraded(readIdle: server.configuration.idleTimeout, writesCount: false), on: context.channel)
         }
     }
 }

@@ -32,6 +32,11 @@ public struct DERPServerConfiguration: Sendable {
     public var keepAliveInterval: TimeAmount = .seconds(Int64(DERPWire.keepAliveIntervalSeconds))
     /// Time a new connection has to send its ClientInfo and be admitted (Tailscale: 10 s).
     public var loginTimeout: TimeAmount = .seconds(10)
+    /// On a listener with timers (``DERPListener``'s `limits`, or a server listener using WarrenListenerGuard), a
+    /// DERP connection that reads nothing for this long is closed. A client that said `CanAckPings` and has been
+    /// silent for a keep-alive interval is pinged, so that a live idle client answers in time (3x the
+    /// keep-alive interval by default).
+    public var idleTimeout: TimeAmount? = .seconds(3 * Int64(DERPWire.keepAliveIntervalSeconds))
     /// Nil admits everyone.
     public var admission: DERPAdmission?
     /// Clients presenting this key in ClientInfo are trusted mesh peers: they may WatchConns,

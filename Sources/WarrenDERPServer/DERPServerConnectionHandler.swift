@@ -34,6 +34,8 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
     private var lastDestination: NodePublic?
     private var lastTargetConnection: UInt64 = 0
     private var notHereSent: Set<NodePublic> = []
+    /// Whether a frame arrived since the last keep-alive tick (a silent client that acks pings is pinged).
+    private var readSinceTick = true
 
     init(server: DERPServer, remote: SocketAddress?) {
         self.server = server
@@ -75,6 +77,7 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        readSinceTick = true
         switch state {
         case .awaitingClientInfo:
             login(context: context, frame: frame)
@@ -146,8 +149,14 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         let interval = server.configuration.keepAliveInterval
         let jitter = TimeAmount.nanoseconds(Int64.random(in: 0...max(0, interval.nanoseconds / 10)))
+        let pingSilent = info.canAckPings && server.configuration.idleTimeout != nil
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepAlive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval + jitter, delay: interval) { _ in
             client.enqueueControl(.keepAlive)
+            // The listener's idle timer counts what the client sends; a live client answers the ping.
+            let handler = bound.value
+            if pingSilent, !handler.readSinceTick { client.enqueueControl(.ping(randomPingData())) }
+            handler.readSinceTick = false
         }
     }
 
@@ -215,6 +224,11 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
         if case .established(let client) = state { server.unregister(client) }
         state = .closed
     }
+}
+
+private func randomPingData() -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<8).map { _ in UInt8.random(in: 0...255, using: &generator) }
 }
 
 @Sendable private func randomNonce() -> [UInt8] {

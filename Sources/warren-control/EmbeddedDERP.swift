@@ -3,12 +3,15 @@
 
 import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 import TailscaleKeys
 import WarrenControlServer
 import WarrenDERPServer
 import WarrenDERPTransport
+import WarrenListenerGuard
 import WarrenPacket
+import Synchronization
 import WarrenTailcfg
 
 struct EmbeddedDERP {
@@ -25,6 +28,12 @@ struct EmbeddedDERP {
         /// The relay is served on the control listener (HTTPS, `GET /derp` upgrade) at this port, with the
         /// listener's own certificate: no listener of its own and no pinned certificate.
         var mountedOnPort: Int?
+        /// Who may use the relay: warren-control passes the live nodes of its tailnet (``EngineAdmission``).
+        var admission: DERPAdmission
+        /// The relay's own listener's cap and timers (not used when mounted).
+        var limits: ListenerLimits = .unlimited
+        /// An upgraded DERP connection that reads nothing for this long is closed.
+        var idleTimeout: TimeAmount? = .seconds(180)
     }
 
     static func start(settings: Settings, stateDir: String, logger: Logger) async throws -> EmbeddedDERP {
@@ -32,14 +41,17 @@ struct EmbeddedDERP {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         let key = try loadOrCreateKey(path: directory + "/derp.key")
-        let server = DERPServer(configuration: DERPServerConfiguration(privateKey: key, logger: logger))
+        var configuration = DERPServerConfiguration(privateKey: key, logger: logger)
+        configuration.admission = settings.admission
+        configuration.idleTimeout = settings.idleTimeout
+        let server = DERPServer(configuration: configuration)
         var services: [any Service] = []
         var derpPort = settings.mountedOnPort ?? settings.port
         var pin: String?
         if settings.mountedOnPort == nil {
             let certificate = try DERPCertificate.loadOrCreateSelfSigned(directory: directory, hostnames: [settings.host])
             let listener = try DERPListener(server: server, host: settings.host, port: settings.port,
-                                            tlsConfiguration: try certificate.serverTLSConfiguration())
+                                            tlsConfiguration: try certificate.serverTLSConfiguration(), limits: settings.limits)
             let bound = try await listener.bind()
             services.append(listener)
             derpPort = bound.port ?? settings.port
@@ -87,4 +99,19 @@ struct EmbeddedDERP {
 struct ControlKeyFileError: Error, CustomStringConvertible {
     var path: String
     var description: String { "cannot write \(path)" }
+}
+
+/// The embedded relay's admission: the node keys of registered, approved nodes whose keys have not expired, as
+/// POST /verify answers. The relay starts before the engine; until the engine is set, everyone is refused.
+final class EngineAdmission: Sendable {
+    private let slot = Mutex<ControlEngine?>(nil)
+
+    func set(_ engine: ControlEngine) { slot.withLock { $0 = engine } }
+
+    var admission: DERPAdmission {
+        { [self] key, _ in
+            guard let engine = slot.withLock({ $0 }) else { return false }
+            return await DERPAdmitEndpoint.admits(key, engine: engine)
+        }
+    }
 }

@@ -11,6 +11,7 @@ import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
 import WarrenDERPServer
+import WarrenListenerGuard
 import WarrenPacket
 import WarrenPolicy
 import WarrenTailcfg
@@ -52,6 +53,14 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "warren.control")
+        // Every connection holds a descriptor: take what the hard limit allows, and size the default caps by it.
+        let descriptors = DescriptorLimit.raise()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
+        let defaultCap = ListenerSettings.defaultCap(descriptorLimit: descriptors.soft)
+        let controlLimits = file.listeners.limits(for: \.control, defaultCap: defaultCap,
+                                                  defaultIdle: ListenerSettings.controlIdleDefault)
+        let derpLimits = file.listeners.limits(for: \.derp, defaultCap: defaultCap, defaultIdle: ListenerSettings.derpIdleDefault)
+        let metricsLimits = file.listeners.limits(for: \.metrics, defaultCap: 64, defaultIdle: ListenerSettings.metricsIdleDefault)
 
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
@@ -98,6 +107,8 @@ struct ServeCommand: AsyncParsableCommand {
 
         var extraServices: [any Service] = []
         var derpServer: DERPServer?
+        // The embedded relay serves the live nodes of this tailnet only (the engine is set once it is loaded).
+        let derpAdmission = EngineAdmission()
         if file.derpEnabled ?? true {
             let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
             // With TLS the relay is mounted on the control listener (its certificate, no pin), as headscale
@@ -105,7 +116,12 @@ struct ServeCommand: AsyncParsableCommand {
             let mounted = file.tls != nil && port != 0 && file.derpPort == nil
             let derp = try await EmbeddedDERP.start(
                 settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478,
-                                mountedOnPort: mounted ? port : nil),
+                                mountedOnPort: mounted ? port : nil, admission: derpAdmission.admission,
+                                limits: ListenerLimits(maximumConnections: derpLimits.maximumConnections,
+                                                       handshakeTimeout: derpLimits.handshakeTimeout,
+                                                       idleTimeout: min(derpLimits.idleTimeout ?? .seconds(60), .seconds(60)),
+                                                       acceptBackoff: derpLimits.acceptBackoff),
+                                idleTimeout: derpLimits.idleTimeout),
                 stateDir: stateDir, logger: logger)
             configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
             extraServices += derp.services
@@ -135,6 +151,7 @@ struct ServeCommand: AsyncParsableCommand {
         let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
                                    metrics: metrics.control)
         try await engine.load()
+        derpAdmission.set(engine)
         let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
                                                 policyFile: file.policyPath)
         var upgraders: UpgraderFactory?
@@ -145,7 +162,7 @@ struct ServeCommand: AsyncParsableCommand {
             engine: engine, controlKey: controlKey,
             options: ControlServerOptions(host: host, port: port,
                                           extraRoutes: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
-                                          extraUpgraders: upgraders, tls: tlsContext),
+                                          extraUpgraders: upgraders, tls: tlsContext, limits: controlLimits),
             logger: logger)
         extraServices.append(NodeKeyExpiryWatcher(engine: engine))
         if file.serverURL == nil, port == 0, let actual = server.port {
@@ -153,7 +170,8 @@ struct ServeCommand: AsyncParsableCommand {
             await engine.setServerURL(configuration.serverURL)
         }
         if let (metricsHost, metricsPort) = metricsAddress {
-            let listener = try await MetricsListener.start(metrics: metrics, host: metricsHost, port: metricsPort, logger: logger)
+            let listener = try await MetricsListener.start(metrics: metrics, host: metricsHost, port: metricsPort,
+                                                           limits: metricsLimits, logger: logger)
             extraServices.append(listener)
             print("metrics: http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(listener.port ?? metricsPort)/metrics")
         }
@@ -167,24 +185,6 @@ struct ServeCommand: AsyncParsableCommand {
     }
 }
 
-enum ControlKeyFile {
-    /// The server's Noise key, created on first start and kept (clients cache its public half).
-    static func loadOrCreate(path: String) throws -> MachinePrivate {
-        if let data = FileManager.default.contents(atPath: path) {
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            do {
-                return try MachinePrivate(parsing: text)
-            } catch {
-                throw ValidationError("\(path): not a control key (\(error))")
-            }
-        }
-        var generator = SystemRandomNumberGenerator()
-        let key = MachinePrivate.generate(using: &generator)
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data((key.textRepresentation + "\n").utf8),
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw ValidationError("cannot write \(temporary)")
-        }
 extension ServeCommand {
     /// The first pair of TCP listeners that would bind the same port (a wildcard host overlaps every host), named.
     static func portClash(control: (String, Int), metrics: (String, Int)?, derp: (String, Int)?) -> String? {
@@ -218,6 +218,24 @@ extension ServeCommand {
     }
 }
 
+enum ControlKeyFile {
+    /// The server's Noise key, created on first start and kept (clients cache its public half).
+    static func loadOrCreate(path: String) throws -> MachinePrivate {
+        if let data = FileManager.default.contents(atPath: path) {
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            do {
+                return try MachinePrivate(parsing: text)
+            } catch {
+                throw ValidationError("\(path): not a control key (\(error))")
+            }
+        }
+        var generator = SystemRandomNumberGenerator()
+        let key = MachinePrivate.generate(using: &generator)
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data((key.textRepresentation + "\n").utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write \(temporary)")
+        }
         guard rename(temporary, path) == 0 else { throw ValidationError("cannot create \(path)") }
         return key
     }

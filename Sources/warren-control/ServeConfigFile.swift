@@ -43,6 +43,8 @@ struct ServeConfigFile {
     var stunPort: Int?
     /// `tls: {cert_file, key_file}`: HTTPS on the control listener.
     var tls: ControlTLSFiles?
+    /// `listeners:`: connection caps and timers (ListenerSettings.swift).
+    var listeners = ListenerSettings()
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -56,8 +58,6 @@ struct ServeConfigFile {
         if let requireDeviceApproval { configuration.requireDeviceApproval = requireDeviceApproval }
     }
 
-    /// Whether a listen address switches the listener off.
-    static func isOff(_ text: String) -> Bool { text.isEmpty || text.lowercased() == "off" }
     /// The largest configuration file read.
     static let maximumDocumentBytes = 256 * 1024
     /// YAML aliases (`*name`) in one file: enough for sharing a block, too few for an expansion bomb.
@@ -96,6 +96,8 @@ struct ServeConfigFile {
         return false
     }
 
+    /// Whether a listen address switches the listener off.
+    static func isOff(_ text: String) -> Bool { text.isEmpty || text.lowercased() == "off" }
 
     static func splitHostPort(_ text: String) -> (String, Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
@@ -109,15 +111,13 @@ struct ServeConfigFile {
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "map_update_interval", "require_device_approval", "log_level",
         "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
+        "listeners",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, key: "", problem: "cannot read the file")
         }
-        let root: Any?
-        do {
-            root = try Yams.load(yaml: text)
         // Bounded before parsing: a small file of nested aliases ("billion laughs") expands to gigabytes.
         guard data.count <= maximumDocumentBytes else {
             throw ConfigError(file: path, key: "", problem: "the file is \(data.count) bytes; at most \(maximumDocumentBytes) are accepted")
@@ -127,6 +127,9 @@ struct ServeConfigFile {
         guard aliases <= maximumAliases else {
             throw ConfigError(file: path, key: "", problem: "the file uses \(aliases) YAML aliases (*name); at most \(maximumAliases) are accepted")
         }
+        let root: Any?
+        do {
+            root = try Yams.load(yaml: text)
         } catch {
             throw ConfigError(file: path, key: "", problem: "not valid YAML: \(error)")
         }
@@ -191,9 +194,6 @@ struct ServeConfigFile {
                 throw fail(key, "expected an \(version == .v4 ? "IPv4" : "IPv6") prefix such as "
                            + (version == .v4 ? "100.64.0.0/10" : "fd7a:115c:a1e0::/48"))
             }
-            return prefix.masked
-        }
-
             // Nodes need room (AddressAllocator skips the network and broadcast addresses), and a prefix as wide
             // as the whole address family would hand out 0.0.0.1 or ::1.
             let range = version == .v4 ? 8...30 : 32...126
@@ -201,9 +201,9 @@ struct ServeConfigFile {
                 throw fail(key, "\(text) is /\(prefix.bits); an \(version == .v4 ? "IPv4" : "IPv6") prefix must be "
                            + "/\(range.lowerBound) to /\(range.upperBound)")
             }
-        mutating func read(_ map: [String: Any]) throws -> ServeConfigFile {
-            try checkKeys(map, allowed: ServeConfigFile.topLevelKeys, at: "")
-            var out = ServeConfigFile()
+            return prefix.masked
+        }
+
         func bounded(_ value: Duration?, _ key: String, _ range: ClosedRange<Duration>, _ text: String) throws -> Duration? {
             guard let value else { return nil }
             guard range.contains(value) else { throw fail(key, "must be from \(text)") }
@@ -217,6 +217,9 @@ struct ServeConfigFile {
             return list
         }
 
+        mutating func read(_ map: [String: Any]) throws -> ServeConfigFile {
+            try checkKeys(map, allowed: ServeConfigFile.topLevelKeys, at: "")
+            var out = ServeConfigFile()
             out.serverURL = try string(map["server_url"], "server_url")
             if let url = out.serverURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 throw fail("server_url", "must start with http:// or https://")
@@ -312,6 +315,7 @@ struct ServeConfigFile {
                 out.derpPort = try port(d["port"], "derp.port")
                 out.stunPort = try port(d["stun_port"], "derp.stun_port")
             }
+            out.listeners = try ListenerSettings.read(map["listeners"], file: file)
             out.ephemeralInactivityTimeout = try bounded(
                 duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout"), "ephemeral_inactivity_timeout",
                 .seconds(10)...(.seconds(365 * 86_400)), "10s to 365d")

@@ -11,6 +11,7 @@ import TailscaleKeys
 import DERPProtocol
 import WarrenDERPServer
 import WarrenDERPTransport
+import WarrenListenerGuard
 
 @main
 struct WarrenDERP: AsyncParsableCommand {
@@ -53,6 +54,15 @@ struct WarrenDERP: AsyncParsableCommand {
     @Option(help: "File holding the 64-hex-digit mesh key; clients presenting it are trusted mesh peers.")
     var meshKeyFile: String?
 
+    @Option(help: "Connections open at once; more are closed as soon as accepted (0: no cap; default: from the open-file limit).")
+    var maxConnections: Int?
+
+    @Option(help: "Seconds a connection has for its TLS handshake and DERP upgrade request.")
+    var handshakeTimeout = 15
+
+    @Option(help: "Seconds a DERP connection may send nothing before it is closed (silent clients are pinged first).")
+    var idleTimeout = 180
+
     @Flag(help: "Serve plain HTTP instead of TLS (only behind a TLS terminator or in tests).")
     var plainHTTP = false
 
@@ -61,24 +71,42 @@ struct WarrenDERP: AsyncParsableCommand {
 
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        if !(0...65535).contains(stunPort) { throw ValidationError("--stun-port must be from 0 (no STUN) to 65535, not \(stunPort)") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level \(logLevel)") }
         if let url = verifyClientsURL, URL(string: url)?.scheme.map({ ["http", "https"].contains($0) }) != true {
             throw ValidationError("--verify-clients-url must be an http:// or https:// URL")
         }
         _ = try ListenAddress(listen)
+        if let maxConnections, !(0...1_000_000).contains(maxConnections) {
+            throw ValidationError("--max-connections must be from 0 (no cap) to 1000000")
+        }
+        if !(1...600).contains(handshakeTimeout) { throw ValidationError("--handshake-timeout must be from 1 to 600 seconds") }
+        if !(1...86_400).contains(idleTimeout) { throw ValidationError("--idle-timeout must be from 1 to 86400 seconds") }
     }
 
     func run() async throws {
         var logger = Logger(label: "warren.derp")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        if !(0...65535).contains(stunPort) { throw ValidationError("--stun-port must be from 0 (no STUN) to 65535, not \(stunPort)") }
         let address = try ListenAddress(listen)
+        let descriptors = DescriptorLimit.raise()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
+        let budget = descriptors.soft > 128 ? Int(min(descriptors.soft, 1 << 20)) - 128 : 64
+        let limits = ListenerLimits(maximumConnections: maxConnections ?? min(65_536, max(64, budget * 9 / 10)),
+                                    handshakeTimeout: .seconds(Int64(handshakeTimeout)),
+                                    idleTimeout: .seconds(Int64(min(idleTimeout, 60))))
 
         var configuration = DERPServerConfiguration(privateKey: try DERPKeyFile.loadOrCreate(directory: stateDir), logger: logger)
         if let url = verifyClientsURL.flatMap(URL.init(string:)) {
             let token = try verifyClientsTokenFile.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
             configuration.admission = DERPHTTPAdmission.make(url: url, bearerToken: token, failOpen: verifyClientsFailOpen)
+        } else {
+            logger.warning("""
+                OPEN RELAY: no --verify-clients-url, so this relay admits ANY node key and relays for anyone who can \
+                reach it. Point --verify-clients-url at your control server's /verify (warren-control: \
+                https://<control>/verify) to admit only your tailnet's nodes; see docs/derp-relay.md.
+                """)
         }
+        configuration.idleTimeout = .seconds(Int64(idleTimeout))
         if let meshKeyFile {
             guard let meshKey = DERPMeshKey(hex: try String(contentsOfFile: meshKeyFile, encoding: .utf8)) else {
                 throw ValidationError("--mesh-key-file must hold 64 hex digits")
@@ -98,7 +126,8 @@ struct WarrenDERP: AsyncParsableCommand {
             }
             tls = TLSConfigurationBox(value: try certificate.serverTLSConfiguration())
         }
-        let listener = try DERPListener(server: server, host: address.host, port: address.port, tlsConfiguration: tls?.value)
+        let listener = try DERPListener(server: server, host: address.host, port: address.port, tlsConfiguration: tls?.value,
+                                        limits: limits)
         try await listener.bind()
         logger.info("DERP relay ready", metadata: ["server-key": "\(server.publicKey)"])
 

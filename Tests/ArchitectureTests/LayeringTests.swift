@@ -19,7 +19,7 @@ final class LayeringTests: XCTestCase {
         "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
         "WarrenControlAdmin", "WarrenControlServer", "WarrenControlMetrics", "WarrenControlClient", "WarrenDERPTransport",
         "WarrenDERPServer", "WarrenDERPClient", "WarrenControlTransport", "WarrenNodeControl", "WarrenMagicsock",
-        "WarrenLocalAPI",
+        "WarrenLocalAPI", "WarrenListenerGuard",
     ]
     /// Composition roots: wiring only executables (and tests) use.
     static let compositionRoots: Set<String> = ["WarrenNode"]
