@@ -111,9 +111,9 @@ final class NATLabTests: XCTestCase {
         let router = "r\(slot + 1)"
         // Counts UDP leaving the router from the new port range (after NAT: a filter hook after srcnat).
         try await lab.must(["nft", "-f", "-"], in: router, input: """
-            table ip wnlcheck {
+            table ip wnl {
                 counter remapped { }
-                chain post {
+                chain remap {
                     type filter hook postrouting priority srcnat + 10;
                     oifname "wan" udp sport 60000-60999 counter name remapped
                 }
