@@ -26,7 +26,7 @@ while [[ ${1:-} == --* ]]; do
     shift
 done
 PAIRS=("$@")
-[[ ${#PAIRS[@]} -gt 0 ]] || PAIRS=(none-none cone-cone prc-prc cone-sym prc-sym sym-sym none-sym prc-udpblock sym-udpblock lan)
+[[ ${#PAIRS[@]} -gt 0 ]] || PAIRS=(none-none cone-cone prc-prc prc-cone cone-sym none-sym prc-sym sym-sym prc-udpblock none-udpblock sym-udpblock lan)
 [[ $(id -u) == 0 ]] || { echo "needs root (network namespaces, nftables)" >&2; exit 1; }
 for tool in ip nft ping python3; do command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 
