@@ -29,11 +29,14 @@ public struct PlainHTTPResponse: Sendable {
     public var status: Int
     public var contentType: String
     public var body: [UInt8]
+    /// Extra headers (such as `Allow` on a 405).
+    public var headers: [String: String]
 
-    public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) {
+    public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: [UInt8], headers: [String: String] = [:]) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 
     public init(status: Int, text: String) { self.init(status: status, body: Array(text.utf8)) }
@@ -150,6 +153,8 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let extraRoutes: (any PlainHTTPRoutes)?
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
+    /// The body went over the limit: the request is refused whole (413), never served cut short.
+    private var bodyTooLarge = false
     static let maximumBodyLength = 1 << 20
 
     init(engine: ControlEngine, keyResponse: [UInt8], extraRoutes: (any PlainHTTPRoutes)?) {
@@ -163,14 +168,23 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let h):
             head = h
             body = []
+            bodyTooLarge = false
         case .body(var chunk):
-            if body.count + chunk.readableBytes <= Self.maximumBodyLength {
+            if !bodyTooLarge && body.count + chunk.readableBytes <= Self.maximumBodyLength {
                 body += chunk.readBytes(length: chunk.readableBytes) ?? []
+            } else {
+                bodyTooLarge = true
+                body = []
             }
         case .end:
             guard let head else { return }
             self.head = nil
             ConnectionTimeouts.enter(.serving, on: context.channel)
+            if bodyTooLarge {
+                bodyTooLarge = false
+                write(context, PlainHTTPResponse(status: 413, text: "request body larger than \(Self.maximumBodyLength) bytes\n"), false)
+                return
+            }
             handle(context: context, head: head)
         }
     }
@@ -233,6 +247,7 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: "\(response.body.count)")
+        for (name, value) in response.headers.sorted(by: { $0.key < $1.key }) { headers.add(name: name, value: value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)

@@ -93,7 +93,10 @@ final class ControlStreamHandler: ChannelInboundHandler {
             respond(channel, status: .badRequest, text: "malformed RegisterRequest: \(error)")
             return
         }
-        let response = await engine.register(request, machineKey: machineKey)
+        // The client's address (the HTTP/2 stream's parent is the Noise/TCP connection): pending
+        // interactive logins are capped per source.
+        let remote = channel.parent?.remoteAddress ?? channel.remoteAddress
+        let response = await engine.register(request, machineKey: machineKey, source: remote?.ipAddress)
         respondJSON(channel, response)
     }
 

@@ -79,6 +79,7 @@ struct AdminRoutes: PlainHTTPRoutes {
             AdminRequest(method: request.method, path: request.path, query: query, authorization: request.header("Authorization"),
                          body: request.body),
             via: .network)
-        return PlainHTTPResponse(status: response.status, contentType: response.contentType, body: response.body)
+        return PlainHTTPResponse(status: response.status, contentType: response.contentType, body: response.body,
+                                 headers: response.headers)
     }
 }
