@@ -28,7 +28,7 @@ final class NATLabTests: XCTestCase {
     }
 
     override func tearDown() {
-        if let run = testRun, !run.hasSucceeded { Self.shared.withLock { Self.anyFailure = true } }
+        if let run = testRun, run.totalFailureCount > 0 { Self.shared.withLock { Self.anyFailure = true } }
         super.tearDown()
     }
 
