@@ -104,7 +104,7 @@ final class NATLabTests: XCTestCase {
     // The recovery tests bound the outage only by the transfer's length (replies must come back and still flow
     // 15 s after the event); the longest silence is printed. Measured on a 2-core VM (debug): about 11 s after
     // the NAT forgets its mappings (the peer keeps trusting the dead path until its 6.5 s trust expires), about
-    // 6 s after a move.
+    // 6 to 11 s after a move.
 
     /// A port-restricted NAT forgets every mapping mid-transfer (conntrack flushed) and, as after a reboot,
     /// hands out ports from another range: the transfer resumes and ends on a direct path again, through the
