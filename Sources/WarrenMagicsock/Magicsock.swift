@@ -96,6 +96,11 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         var report: NetcheckResult?
         var lastNetcheck: Duration?
         var userPings: [UInt64: CheckedContinuation<DiscoPingResult?, Never>] = [:]
+        /// The last handshake initiation sent to each peer, until the peer answers (see `retryInitiation`).
+        var pendingInitiations: [NodePublic: [UInt8]] = [:]
+        /// Packets relayed from node keys that are not (yet) peers: control may tell us of a peer a moment
+        /// after it told the peer of us. Replayed when the key becomes a peer; kept briefly, and bounded.
+        var strangers: [NodePublic: [(packet: [UInt8], region: Int, at: Duration)]] = [:]
         var nextUserPing: UInt64 = 1
         var open = false
     }
@@ -168,7 +173,12 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     /// Replaces the peer set. Returns the handle of every peer (the device's endpoint for it).
     @discardableResult
     public func setPeers(_ peers: [MagicPeer]) -> [NodePublic: WireGuardEndpoint] {
-        state.withLock { s in
+        var replay: [(NodePublic, Int, [UInt8])] = []
+        defer { for item in replay { derpQueue.push(item) } }
+        return state.withLock { s in
+            for peer in peers where s.peers[peer.nodeKey] == nil {
+                for held in s.strangers.removeValue(forKey: peer.nodeKey) ?? [] { replay.append((peer.nodeKey, held.region, held.packet)) }
+            }
             let wanted = Set(peers.map(\.nodeKey))
             for key in s.peers.keys where !wanted.contains(key) {
                 s.peers[key] = nil
@@ -290,6 +300,9 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
                         stun.append((Array(raw), source))
                         buffers.lengths[i] = 0
                     } else if let key = s.keyOfAddress[source], let handle = s.handleOf[key] {
+                        if raw.count >= 4 && (raw[0] == 2 || raw[0] == 4) && s.pendingInitiations[key] != nil {
+                            s.pendingInitiations[key] = nil
+                        }
                         buffers.endpoints[i] = handle
                         s.peers[key]?.lastActivity = now
                         kept += 1
@@ -315,6 +328,11 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             state.withLock { s in
                 for (source, region, packet) in items {
                     logger.trace("DERP \(region): \(packet.count) bytes from \(source.shortDescription)")
+                    if s.peers[source] == nil {
+                        Self.holdStranger(&s, source, region, packet, now: now)
+                        continue
+                    }
+                    if packet.count >= 4 && (packet[0] == 2 || packet[0] == 4) { s.pendingInitiations[source] = nil }
                     if DiscoPacket.looksLikeDisco(packet) {
                         disco.append((packet, source, region))
                         continue
@@ -380,6 +398,11 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             if endpoint.address.isHandle { return false }
             return try inner.send(datagram, to: endpoint)
         }
+        if datagram.count == 148 && datagram[0] == 1 && datagram[1] == 0 && datagram[2] == 0 && datagram[3] == 0 {
+            let bytes = Array(datagram)
+            state.withLock { $0.pendingInitiations[key] = bytes }
+            retryInitiation(bytes, to: key)
+        }
         var sent = false
         logger.trace("send \(datagram.count) bytes to \(key.shortDescription): udp \(route.udp.map(\.description) ?? "-"), derp \(route.derp)")
         if let udp = route.udp {
@@ -390,6 +413,41 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             runWork(for: key, force: false)
         }
         return sent
+    }
+
+    /// Keeps a packet relayed from a key that is not a peer yet (at most 8 a key, 64 keys, 3 s).
+    static func holdStranger(_ s: inout State, _ source: NodePublic, _ region: Int, _ packet: [UInt8], now: Duration) {
+        let horizon = now - .seconds(3)
+        if s.strangers.count >= 64 { s.strangers = s.strangers.filter { $0.value.contains { $0.at > horizon } } }
+        guard s.strangers[source] != nil || s.strangers.count < 64 else { return }
+        var held = (s.strangers[source] ?? []).filter { $0.at > horizon }
+        guard held.count < 8 else { return }
+        held.append((packet, region, now))
+        s.strangers[source] = held
+    }
+
+    /// Sends an unanswered handshake initiation again after 0.5, 1.5 and 3 s (WireGuard itself retries
+    /// with a new one after 5 s): the first copy often meets a peer that is not on the relay yet, or does not
+    /// know us yet (control tells the two sides of a new pair a moment apart). The same bytes are safe to
+    /// repeat: a responder that got them already refuses the copy as a replay.
+    func retryInitiation(_ bytes: [UInt8], to key: NodePublic) {
+        Task { [weak self] in
+            for delay in [500, 1000, 1500] {
+                try? await Task.sleep(for: .milliseconds(delay))
+                guard let self else { return }
+                let now = self.now()
+                let plan: (PeerPath.SendRoute, Int)? = self.state.withLock { s in
+                    guard s.open, s.pendingInitiations[key] == bytes, let path = s.peers[key] else { return nil }
+                    return (path.route(now: now), path.homeDERP)
+                }
+                guard let (route, region) = plan else { return }
+                self.logger.debug("peer \(key.shortDescription): handshake initiation unanswered, sending it again")
+                if let udp = route.udp {
+                    _ = bytes.withUnsafeBytes { try? self.inner.send($0, to: WireGuardEndpoint(address: udp.address, port: udp.port)) }
+                }
+                if route.derp { self.derp.send(bytes, to: key, region: region) }
+            }
+        }
     }
 
     // MARK: Disco

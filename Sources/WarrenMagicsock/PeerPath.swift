@@ -73,6 +73,8 @@ public struct PeerPath: Sendable {
     public var lastActivity: Duration?
     /// The last pong heard and over which path.
     public private(set) var lastPong: (from: AddrPort?, latency: Duration, at: Duration)?
+    /// When the best address last answered.
+    public private(set) var lastBestPong: Duration = .zero
 
     public init(nodeKey: NodePublic, discoKey: DiscoPublic?, homeDERP: Int) {
         self.nodeKey = nodeKey
@@ -176,12 +178,23 @@ public struct PeerPath: Sendable {
         lastPong = (source, latency, now)
         guard let source else { return ping }
         // A better path (or the current one, confirmed) becomes the best; a path much like the current
-        // one does not displace it (no flapping between two equal paths).
-        if bestAddress == nil || bestAddress == source || now >= trustedUntil || betterThanCurrent(latency) {
+        // one does not displace it (no flapping between two equal paths). Another address that answers
+        // while the best one missed its last heartbeat wins at once: the peer's NAT (or the peer) moved,
+        // and waiting for the old path's trust to run out would leave traffic on a dead path.
+        let grace = max(bestLatency * 2, .milliseconds(200))
+        let bestMissedAPing = pending.contains {
+            $0.destination == bestAddress && $0.sentAt <= ping.sentAt && now - $0.sentAt > grace
+        }
+        let bestSilent = bestAddress != nil && bestAddress != source
+            && (bestMissedAPing || now - lastBestPong >= PathTiming.heartbeatInterval + .seconds(2))
+        if bestAddress == nil || bestAddress == source || now >= trustedUntil || betterThanCurrent(latency) || bestSilent {
             bestAddress = source
             bestLatency = latency
         }
-        if bestAddress == source { trustedUntil = now + PathTiming.trustDuration }
+        if bestAddress == source {
+            trustedUntil = now + PathTiming.trustDuration
+            lastBestPong = now
+        }
         return ping
     }
 
@@ -204,6 +217,7 @@ public struct PeerPath: Sendable {
     /// Forgets the direct path (the network changed under us): traffic goes over DERP until a new
     /// pong.
     public mutating func resetPath() {
+        lastBestPong = .zero
         bestAddress = nil
         bestLatency = .zero
         trustedUntil = .zero

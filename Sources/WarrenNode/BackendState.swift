@@ -56,6 +56,8 @@ public struct BackendStateMachine: Sendable, Hashable {
         switch event {
         case .wantRunning(let want):
             wantRunning = want
+            // Down drops the engines' state: the next up waits for a fresh map.
+            if !want { haveNetworkMap = false }
         case .login(let l):
             if case .loggedIn = l {} else { haveNetworkMap = false }
             login = l

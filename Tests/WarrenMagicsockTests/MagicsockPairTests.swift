@@ -209,4 +209,29 @@ final class MagicsockPairTests: XCTestCase {
         let stranger = await a.magic.ping(NodePrivate.generate(using: &rng).publicKey, timeout: .milliseconds(200))
         XCTAssertNil(stranger)
     }
+    /// Control tells the two sides of a new pair a moment apart: the first handshake reaches a peer that
+    /// does not know us yet. It is held and replayed (and re-sent) instead of waiting for WireGuard's 5 s retry.
+    func testAPeerThatLearnsOfUsLateStillGetsTheFirstHandshake() async throws {
+        let (listener, map) = try await Self.relay()
+        let network = MemoryNetwork()
+        let a = try Self.side(network, "10.4.0.1", tunnelAddress: "100.64.4.1", map: map)
+        let b = try Self.side(network, "10.4.0.2", tunnelAddress: "100.64.4.2", map: map)
+        defer {
+            for s in [a, b] {
+                s.device.stop()
+                s.device.waitUntilStopped()
+                s.magic.shutdown()
+            }
+            Task { try? await listener.close() }
+        }
+        a.bind.failsSends.store(true, ordering: .relaxed)
+        b.bind.failsSends.store(true, ordering: .relaxed)
+        waitForRelay(a, b)
+        try Self.connect(a, to: b)
+        a.tun.inject(Self.packet(from: a, to: b, 1))
+        usleep(300_000)
+        try Self.connect(b, to: a)
+        // Well inside WireGuard's own 5 s retry.
+        XCTAssertTrue(deliver(from: a, to: b, attempts: 25), "the first handshake waited for WireGuard's retry")
+    }
 }

@@ -100,4 +100,30 @@ final class PeerPathTests: XCTestCase {
         XCTAssertFalse(p.hasTrustedPath(now: .seconds(2)))
         XCTAssertEqual(p.route(now: .seconds(2)), PeerPath.SendRoute(udp: nil, derp: true))
     }
+    func testAnotherAddressWinsAtOnceWhenTheBestOneMissedAHeartbeat() {
+        var p = makePath()
+        let moved = AddrPort("192.0.2.1:60123")!
+        p.notePingSent(txID: [1], to: a, purpose: .discovery, now: .seconds(10))
+        _ = p.handlePong(txID: [1], from: a, now: .milliseconds(10_010))
+        // The peer's NAT forgets its mapping: our heartbeat to `a` goes unanswered, and the peer pings from
+        // a new port; our ping back there is answered long before `a`'s trust would run out.
+        p.notePingSent(txID: [2], to: a, purpose: .heartbeat, now: .seconds(13))
+        p.noteCallMeMaybe([moved], now: .milliseconds(13_500))
+        p.notePingSent(txID: [3], to: moved, purpose: .discovery, now: .milliseconds(13_500))
+        _ = p.handlePong(txID: [3], from: moved, now: .milliseconds(13_520))
+        XCTAssertEqual(p.bestAddress, moved)
+        XCTAssertEqual(p.route(now: .seconds(14)), PeerPath.SendRoute(udp: moved, derp: false))
+    }
+
+    func testAnotherAddressDoesNotDisplaceABestPathThatAnswers() {
+        var p = makePath()
+        p.notePingSent(txID: [1], to: a, purpose: .discovery, now: .seconds(10))
+        _ = p.handlePong(txID: [1], from: a, now: .milliseconds(10_005))
+        p.notePingSent(txID: [2], to: a, purpose: .heartbeat, now: .seconds(13))
+        _ = p.handlePong(txID: [2], from: a, now: .milliseconds(13_005))
+        // A slower second path answers a discovery ping: the best one stays.
+        p.notePingSent(txID: [3], to: b, purpose: .discovery, now: .seconds(14))
+        _ = p.handlePong(txID: [3], from: b, now: .milliseconds(14_009))
+        XCTAssertEqual(p.bestAddress, a)
+    }
 }
