@@ -265,6 +265,12 @@ final class DERPConnections: @unchecked Sendable {
         for c in clients { c.channel.close(promise: nil) }
     }
 
+    /// Closes every connection; the home region's (and those with packets waiting) come back at once.
+    func reconnectAll() {
+        let clients: [DERPClient] = state.withLock { s in s.regions.values.compactMap(\.client) }
+        for c in clients { c.channel.close(promise: nil) }
+    }
+
     func latency(of region: Int) -> Duration? { state.withLock { $0.regions[region]?.latency } }
 
     func close() {

@@ -613,7 +613,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
                 }
             }()
             for key in active { runWork(for: key, force: false) }
-            if ticks % 2 == 0 { refreshEndpoints(stunChanged: false) }
+            refreshEndpoints(stunChanged: false)
             if ticks % 25 == 0 { await netcheckAndPublish() }
             if ticks % 10 == 0 { derp.closeIdle() }
         }
@@ -623,8 +623,10 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     /// path, re-STUNs and tells the peers.
     public func refreshEndpoints(stunChanged: Bool) {
         let addresses = configuration.localAddresses()
-        let (changedAddresses, update) = state.withLock { s -> (Bool, ([AddrPort], [Int])?) in
+        let (changedAddresses, moved, update) = state.withLock { s -> (Bool, Bool, ([AddrPort], [Int])?) in
             let changedAddresses = s.localAddresses != addresses
+            // The host had addresses and now has others: it moved (another network, a new lease).
+            let moved = changedAddresses && !s.localAddresses.isEmpty && !Set(s.localAddresses).isSubset(of: Set(addresses))
             s.localAddresses = addresses
             var endpoints: [AddrPort] = []
             var types: [Int] = []
@@ -641,14 +643,20 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
                     types.append(EndpointType.local)
                 }
             }
-            guard endpoints != s.endpoints || types != s.endpointTypes else { return (changedAddresses, nil) }
+            guard endpoints != s.endpoints || types != s.endpointTypes else { return (changedAddresses, moved, nil) }
             s.endpoints = endpoints
             s.endpointTypes = types
             if changedAddresses {
                 for key in s.peers.keys { s.peers[key]?.resetPath() }
                 s.keyOfAddress = [:]
             }
-            return (changedAddresses, (endpoints, types))
+            return (changedAddresses, moved, (endpoints, types))
+        }
+        if moved {
+            // Connections made from an address the host no longer has are dead even if TCP has not
+            // noticed yet: the relay connections start over at once.
+            logger.info("local addresses changed: reconnecting to DERP")
+            derp.reconnectAll()
         }
         guard let (endpoints, types) = update else { return }
         logger.info("endpoints: \(endpoints.map(\.description).joined(separator: ", "))")
