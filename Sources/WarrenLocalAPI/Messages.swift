@@ -1,4 +1,5 @@
 import Foundation
+import WarrenTailcfg
 
 /// The body of POST /localapi/v0/up: the `up` / `login` flags.
 public struct UpRequest: Codable, Sendable, Equatable {
@@ -270,38 +271,6 @@ public struct NetcheckReport: Codable, Sendable, Equatable {
         if !regionCodes.isEmpty { try c.encode(regionCodes, forKey: .regionCodes) }
         try c.encode(globalV4, forKey: .globalV4)
         try c.encode(globalV6, forKey: .globalV6)
-    }
-}
-
-/// Any JSON value (capability values are free-form).
-public enum JSONValue: Codable, Sendable, Equatable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .null: try c.encodeNil()
-        case .bool(let b): try c.encode(b)
-        case .number(let n): try c.encode(n)
-        case .string(let s): try c.encode(s)
-        case .array(let a): try c.encode(a)
-        case .object(let o): try c.encode(o)
-        }
     }
 }
 

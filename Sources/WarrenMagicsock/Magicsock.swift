@@ -112,7 +112,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     public let discoKey: DiscoPrivate
     let logger: Logger
     let state = Mutex(State())
-    let derpQueue = DatagramQueue<(NodePublic, Int, [UInt8])>(limit: 2048)
+    let derpQueue = PacketQueue<(NodePublic, Int, [UInt8])>(limit: 2048)
     let derp: DERPConnections
     let epoch = ContinuousClock.now
     private let callbacks = Mutex(Callbacks())

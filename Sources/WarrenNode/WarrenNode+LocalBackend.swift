@@ -252,13 +252,10 @@ extension WarrenNode {
                                 allowedIPs: (node.allowedIPs ?? node.addresses ?? []).map(\.description), tags: node.tags,
                                 computedName: shortName(node), online: node.online)
         // The capabilities the rules grant this source on us.
-        var capMap: [String: [WarrenLocalAPI.JSONValue]]?
+        var capMap: [String: [JSONValue]]?
         if let me = netmap.selfNode?.addresses?.first(where: { $0.address.version == ip.version })?.address {
             let caps = tun.capabilities(src: ip, dst: me)
-            // The same JSON, from the filter's value type to the LocalAPI's.
-            if !caps.isEmpty, let data = try? JSONEncoder().encode(caps) {
-                capMap = try? JSONDecoder().decode([String: [WarrenLocalAPI.JSONValue]].self, from: data)
-            }
+            capMap = caps.isEmpty ? nil : caps
         }
         return WhoIsResponse(node: whoNode, userProfile: user, capMap: capMap)
     }

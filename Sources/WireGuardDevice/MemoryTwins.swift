@@ -5,65 +5,6 @@ public import WarrenPacket
 // In-memory twins of the TUN interface and the UDP bind, so that tests run whole devices in
 // one process: packets are byte arrays in queues guarded by a condition variable.
 
-/// A blocking FIFO of byte arrays that can be closed.
-final class PacketQueue<Element: Sendable>: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var items: [Element] = []
-    private var closed = false
-    let limit: Int
-
-    init(limit: Int = 4096) { self.limit = limit }
-
-    /// Appends unless closed or full (then the item is dropped, as a full socket would).
-    func push(_ item: Element) {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !closed, items.count < limit else { return }
-        items.append(item)
-        condition.broadcast()
-    }
-
-    /// Waits for at least one item (or the deadline) and takes up to `maximum`. Nil when closed.
-    func pop(maximum: Int, deadline: Date = .distantFuture) -> [Element]? {
-        condition.lock()
-        defer { condition.unlock() }
-        while items.isEmpty && !closed {
-            // (Foundation on Linux traps on `wait(until: .distantFuture)`.)
-            if deadline == .distantFuture {
-                condition.wait()
-            } else if !condition.wait(until: deadline) {
-                return []
-            }
-        }
-        if items.isEmpty { return nil }
-        let n = min(maximum, items.count)
-        let taken = Array(items.prefix(n))
-        items.removeFirst(n)
-        return taken
-    }
-
-    /// How many items are waiting.
-    var count: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return items.count
-    }
-
-    func close() {
-        condition.lock()
-        closed = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func reopen() {
-        condition.lock()
-        closed = false
-        items.removeAll()
-        condition.unlock()
-    }
-}
-
 /// A TUN interface in memory: `inject` is the system sending a packet into the tunnel;
 /// `nextWritten` is what the device delivered to the system.
 public final class MemoryTUN: TunnelInterface, @unchecked Sendable {
