@@ -26,7 +26,9 @@
 #
 # Environment: ROUNDS (3), DURATION (10), OMIT (1), PINGS (200), PING_INTERVAL (0.01),
 #   CONFIGS ("raw raw1420 wggo warren mixed warrend"), BUILD (1: swift build -c release first),
-#   WARREN_WIREGUARD (default .build/release/warren-wireguard), RESULTS (a file to keep the raw
+#   NODE_MTU (1280: warrend's default; 1420 measures it at the other tunnels' MTU),
+#   WARREN_WIREGUARD (default .build/release/warren-wireguard), WARREN_BIN (where warrend, warren and
+#   warren-control are; default swift's release bin path), RESULTS (a file to keep the raw
 #   JSON lines in), KEEP=1 (leave namespaces and the work directory for debugging).
 # Needs root, iperf3, wireguard-go, wg, ethtool, python3. Not a test: it only prints figures.
 set -euo pipefail
@@ -36,6 +38,8 @@ ROOT="$(cd "$HERE/.." && pwd)"
 : "${ROUNDS:=3}" "${DURATION:=10}" "${OMIT:=1}" "${PINGS:=200}" "${PING_INTERVAL:=0.01}"
 : "${CONFIGS:=raw raw1420 wggo warren mixed warrend}"
 : "${BUILD:=1}"
+# warrend's TUN MTU: Tailscale's 1280 by default; 1420 compares like with like (the other tunnels' MTU).
+: "${NODE_MTU:=1280}"
 : "${WARREN_WIREGUARD:=$ROOT/.build/release/warren-wireguard}"
 UDP_LENGTH=1392
 NS_A=wbna
@@ -75,7 +79,7 @@ if [[ $needs_node == 1 ]]; then
         (cd "$ROOT" && swift build -c release --product warrend >&2 && swift build -c release --product warren >&2 \
             && swift build -c release --product warren-control >&2)
     fi
-    BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)"
+    BIN="${WARREN_BIN:-$(cd "$ROOT" && swift build -c release --show-bin-path)}"
     for b in warrend warren warren-control; do [[ -x "$BIN/$b" ]] || die "$BIN/$b is not built"; done
 fi
 
@@ -185,10 +189,10 @@ nodes() {
     "$BIN/warren-control" users create bench --state-dir "$WORK/control" >/dev/null
     key="$("$BIN/warren-control" preauthkeys create --user bench --reusable --state-dir "$WORK/control")"
     local pid_a pid_b
-    ip netns exec $NS_A "$BIN/warrend" --state-dir "$WORK/node-a" --socket "$WORK/node-a.sock" --tun wbnwda --port 52030 \
+    ip netns exec $NS_A "$BIN/warrend" --state-dir "$WORK/node-a" --socket "$WORK/node-a.sock" --tun wbnwda --port 52030 --mtu "$NODE_MTU" \
         >"$WORK/node-a.log" 2>&1 &
     pid_a=$!
-    ip netns exec $NS_B "$BIN/warrend" --state-dir "$WORK/node-b" --socket "$WORK/node-b.sock" --tun wbnwdb --port 52031 \
+    ip netns exec $NS_B "$BIN/warrend" --state-dir "$WORK/node-b" --socket "$WORK/node-b.sock" --tun wbnwdb --port 52031 --mtu "$NODE_MTU" \
         >"$WORK/node-b.log" 2>&1 &
     pid_b=$!
     PIDS+=("$pid_a" "$pid_b")

@@ -27,6 +27,9 @@ struct Warrend: AsyncParsableCommand {
     @Option(name: .long, help: "The UDP port for WireGuard and disco (0: any).")
     var port: UInt16 = 41641
 
+    @Option(name: .long, help: "The TUN's MTU (Tailscale's is 1280, which fits any path; more only where every path carries it).")
+    var mtu = 1280
+
     @Flag(name: .long, help: "Log more.")
     var verbose = false
 
@@ -34,6 +37,7 @@ struct Warrend: AsyncParsableCommand {
         guard !tun.isEmpty, tun.utf8.count < 16, tun.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
             throw ValidationError("invalid interface name \"\(tun)\": 1 to 15 letters, digits, '-', '_' or '.'")
         }
+        guard (576...9000).contains(mtu) else { throw ValidationError("--mtu must be between 576 and 9000") }
         guard !stateDirectory.isEmpty else { throw ValidationError("--state-dir must not be empty") }
         guard !socket.isEmpty else { throw ValidationError("--socket must not be empty") }
     }
@@ -53,6 +57,7 @@ struct Warrend: AsyncParsableCommand {
         var options = NodeOptions(stateDirectory: stateDirectory, socketPath: socket)
         options.tunName = tun
         options.port = port
+        options.mtu = mtu
         let node: WarrenNode
         do {
             node = try WarrenNode(options: options, logger: logger)
