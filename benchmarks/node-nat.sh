@@ -35,7 +35,8 @@ if [[ $BUILD == 1 ]]; then
         (cd "$ROOT" && swift build -c $MODE --product $product 2>&1 | tail -1)
     done
 fi
-B=$ROOT/.build/$MODE
+# WARREN_BIN: where the three binaries are (default: the build directory of the mode).
+B=${WARREN_BIN:-$ROOT/.build/$MODE}
 P=wnlb-$$
 DIR=$(mktemp -d /tmp/wnlb-XXXXXX)
 NAMESPACES=()

@@ -96,6 +96,8 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         var report: NetcheckResult?
         var lastNetcheck: Duration?
         var userPings: [UInt64: CheckedContinuation<DiscoPingResult?, Never>] = [:]
+        /// When each address was last pinged back (at most once a second an address).
+        var pingBacks: [AddrPort: Duration] = [:]
         /// The last handshake initiation sent to each peer, until the peer answers (see `retryInitiation`).
         var pendingInitiations: [NodePublic: [UInt8]] = [:]
         /// Packets relayed from node keys that are not (yet) peers: control may tell us of a peer a moment
@@ -174,7 +176,14 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
     @discardableResult
     public func setPeers(_ peers: [MagicPeer]) -> [NodePublic: WireGuardEndpoint] {
         var replay: [(NodePublic, Int, [UInt8])] = []
-        defer { for item in replay { derpQueue.push(item) } }
+        // Active peers whose endpoints changed while no direct path is proven: probe the new ones now
+        // (a peer's STUN address often arrives a moment after the peer itself).
+        var probe: [NodePublic] = []
+        let now = now()
+        defer {
+            for item in replay { derpQueue.push(item) }
+            for key in probe { runWork(for: key, force: true) }
+        }
         return state.withLock { s in
             for peer in peers where s.peers[peer.nodeKey] == nil {
                 for held in s.strangers.removeValue(forKey: peer.nodeKey) ?? [] { replay.append((peer.nodeKey, held.region, held.packet)) }
@@ -195,6 +204,10 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
                     s.sharedKeys[peer.nodeKey] = nil
                 }
                 path.homeDERP = peer.homeDERP
+                if path.controlEndpoints != peer.endpoints, !path.hasTrustedPath(now: now),
+                   path.lastActivity.map({ now - $0 < PathTiming.sessionActiveTimeout }) ?? false {
+                    probe.append(peer.nodeKey)
+                }
                 path.controlEndpoints = peer.endpoints
                 s.peers[peer.nodeKey] = path
                 if let d = peer.discoKey {
@@ -477,19 +490,29 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
             switch source {
             case .udp(let address):
                 seen = address
-                let isNew = state.withLock { s -> Bool in
-                    let known = s.peers[key]?.candidates(now: now).contains(address) ?? true
-                    s.peers[key]?.notePingFrom(address, now: now)
+                let unproven = state.withLock { s -> Bool in
+                    guard var path = s.peers[key] else { return false }
+                    // Worth a ping back when this address is not our proven path to the peer and was not
+                    // pinged in the last second (no ping storms between two peers).
+                    let proven = path.hasTrustedPath(now: now) && path.bestAddress == address
+                    let recent = s.pingBacks[address].map { now - $0 < .seconds(1) } ?? false
+                    path.notePingFrom(address, now: now)
+                    s.peers[key] = path
                     s.keyOfAddress[address] = key
-                    return !known
+                    guard !proven && !recent else { return false }
+                    if s.pingBacks.count >= 256 { s.pingBacks = s.pingBacks.filter { now - $0.value < .seconds(1) } }
+                    s.pingBacks[address] = now
+                    return true
                 }
-                if isNew { pingBack.append(address) }
+                if unproven { pingBack.append(address) }
             case .derp(_, let region):
                 seen = AddrPort(address: IPAddress(LegacyDERP.magicIP)!, port: UInt16(clamping: region))
             }
             sendDisco(.pong(DiscoPong(txID: ping.txID, source: seen)), to: key, shared: shared, via: source)
-            // A ping from an address we did not know (the peer's NAT made a new mapping towards us):
-            // ping it back at once, so that our side of the path is proven too (hole punching).
+            // A ping from an address that is not our proven path (a NAT mapping the peer just opened
+            // towards us, or one our own earlier ping could not get through yet): ping it back at once,
+            // so that our side of the path is proven too (hole punching on both sides at once). At most
+            // once a second an address, so that two peers never ping each other back and forth.
             for address in pingBack { sendPing(to: key, address: address, shared: shared) }
         case .pong(let pong):
             let udpSource: AddrPort? = if case .udp(let a) = source { a } else { nil }
