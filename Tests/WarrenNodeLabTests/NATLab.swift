@@ -57,6 +57,8 @@ final class NATLab: @unchecked Sendable {
     let warren: String
     let warrenControl: String
     private(set) var authKey = ""
+    /// The running warren-control.
+    private(set) var controlProcess: Process?
     let controlAddress = "203.0.113.1"
     var keepLogs = false
 
@@ -101,11 +103,12 @@ final class NATLab: @unchecked Sendable {
         return nil
     }
 
-    init() throws {
+    /// - Parameter tag: a letter that keeps this lab's names apart from another lab's in the same process.
+    init(tag: String = "") throws {
         (warrend, warren, warrenControl) = try Self.requirements()
         let id = getpid() % 100_000
-        prefix = "wnl-\(id)"
-        hostPrefix = "wnl\(id)"
+        prefix = "wnl-\(id)\(tag)"
+        hostPrefix = "wnl\(id)\(tag)"
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(prefix).path
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -234,19 +237,25 @@ final class NATLab: @unchecked Sendable {
               port: 8443
               stun_port: 3478
             """.write(toFile: directory + "/control.yaml", atomically: true, encoding: .utf8)
-        let control = try spawn([warrenControl, "serve", "--state-dir", state, "--listen", "\(controlAddress):8080",
-                                 "--config", directory + "/control.yaml"], in: "inet", log: "control")
-        let deadline = Date().addingTimeInterval(30)
-        while !log("control").contains("is serving"), Date() < deadline, control.isRunning {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        guard log("control").contains("is serving") else {
-            throw LabError.command("warren-control did not start; its log:\n\(log("control").suffix(3000))")
-        }
+        try await startControl(log: "control")
         try await must([warrenControl, "users", "create", "lab", "--state-dir", state])
         authKey = try await must([warrenControl, "preauthkeys", "create", "--user", "lab", "--reusable", "--state-dir", state])
             .trimmingCharacters(in: .whitespacesAndNewlines)
         guard !authKey.isEmpty, !authKey.contains("\n") else { throw LabError.command("unexpected pre-auth key output: \(authKey)") }
+    }
+
+    /// Starts warren-control in `inet` (its state in the lab's directory) and waits until it serves.
+    func startControl(log name: String) async throws {
+        let control = try spawn([warrenControl, "serve", "--state-dir", directory + "/control", "--listen", "\(controlAddress):8080",
+                                 "--config", directory + "/control.yaml"], in: "inet", log: name)
+        controlProcess = control
+        let deadline = Date().addingTimeInterval(30)
+        while !log(name).contains("is serving"), Date() < deadline, control.isRunning {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        guard log(name).contains("is serving") else {
+            throw LabError.command("warren-control did not start; its log:\n\(log(name).suffix(3000))")
+        }
     }
 
     /// The nft rules of a router of `type` whose WAN address is `wan` and LAN 10.`slot`.0.0/24.
@@ -327,17 +336,22 @@ final class NATLab: @unchecked Sendable {
             wan = "203.0.113.\(slot)"
         }
         try FileManager.default.createDirectory(atPath: directory + "/\(name)", withIntermediateDirectories: true)
+        return try await startDaemon(name, wanAddress: wan, log: name)
+    }
+
+    /// Starts warrend in namespace `name` with the state directory and socket of that name.
+    func startDaemon(_ name: String, wanAddress wan: String, log logName: String) async throws -> LabNode {
         let socket = directory + "/\(name).sock"
         let process = try spawn([warrend, "--state-dir", directory + "/\(name)", "--socket", socket, "--tun", "warren0", "--verbose"],
-                                in: name, log: name)
+                                in: name, log: logName)
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: socket), Date() < deadline, process.isRunning {
             try await Task.sleep(for: .milliseconds(100))
         }
         guard FileManager.default.fileExists(atPath: socket) else {
-            throw LabError.command("warrend \(name) did not open its socket; its log:\n\(log(name).suffix(3000))")
+            throw LabError.command("warrend \(name) did not open its socket; its log:\n\(log(logName).suffix(3000))")
         }
-        return LabNode(name: name, namespace: name, socket: socket, log: name, wanAddress: wan, process: process)
+        return LabNode(name: name, namespace: name, socket: socket, log: logName, wanAddress: wan, process: process)
     }
 
     /// `warren up` with the lab's key; returns the node's tailnet IPv4 address.
