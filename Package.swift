@@ -83,7 +83,11 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The packet I/O seam (TUN and bind protocols, packet buffers) and its implementations: Linux TUN and
+        // UDP with offloads, in-memory twins. The device and magicsock run over it.
+        .target(name: "WarrenPacketIO", dependencies: ["WarrenPacket", "WarrenLinux"]),
         .target(name: "WireGuardDevice", dependencies: [
+            "WarrenPacketIO",
             "WireGuardProtocol", "WarrenPacket", "WarrenCrypto", "WarrenLinux", "WireGuardUAPI", "WarrenFastAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

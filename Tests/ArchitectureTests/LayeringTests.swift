@@ -16,7 +16,7 @@ final class LayeringTests: XCTestCase {
     ]
     /// Engines: sockets, devices, servers, clients.
     static let layer1: Set<String> = [
-        "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
+        "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WarrenPacketIO", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
         "WarrenControlAdmin", "WarrenControlServer", "WarrenControlMetrics", "WarrenControlClient", "WarrenDERPTransport",
         "WarrenDERPServer", "WarrenDERPClient", "WarrenControlTransport", "WarrenNodeControl", "WarrenMagicsock",
         "WarrenLocalAPI", "WarrenListenerGuard",

@@ -40,17 +40,19 @@ public final class PacketBuffers: @unchecked Sendable {
     }
 
     /// The start of slot `index`.
-    @inline(__always)
+    // Inlinable: the device calls these per packet from another module.
+    @inlinable @inline(__always)
     public func slot(_ index: Int) -> UnsafeMutableRawPointer { base + index * slotSize }
 
     /// The packet bytes of slot `index` (from its offset, `lengths[index]` long).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func packet(_ index: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: slot(index) + offsets[index], count: lengths[index])
     }
 
     /// Copies `bytes` into slot `index` at `offset`; returns false when it does not fit.
     @discardableResult
+    @inlinable
     public func store(_ bytes: UnsafeRawBufferPointer, in index: Int, at offset: Int) -> Bool {
         guard offset >= 0, bytes.count <= slotSize - offset else { return false }
         if let source = bytes.baseAddress, bytes.count > 0 {

@@ -33,7 +33,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
 
     /// Creates the interface `name`, sets its MTU and brings it up (addresses are the caller's job,
     /// as with wireguard-go and wg-quick).
-    public init(name: String, mtu: Int = WireGuardDeviceConstants.defaultMTU, offloads: Bool = true) throws {
+    public init(name: String, mtu: Int = PacketIOConstants.defaultMTU, offloads: Bool = true) throws {
         var dev = try TUNDevice(name: name, virtioHeader: offloads)
         var on = offloads
         if offloads {
@@ -66,7 +66,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     }
 
     private func readPlain(into buffers: PacketBuffers, headroom: Int) throws -> Int {
-        let room = buffers.slotSize - headroom - WireGuardDeviceConstants.tailroom
+        let room = buffers.slotSize - headroom - PacketIOConstants.tailroom
         var count = 0
         while count < buffers.capacity {
             let target = UnsafeMutableRawBufferPointer(start: buffers.slot(count) + headroom, count: room)
@@ -93,7 +93,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
     }
 
     private func readWithOffloads(into buffers: PacketBuffers, headroom: Int) throws -> Int {
-        let room = buffers.slotSize - headroom - WireGuardDeviceConstants.tailroom
+        let room = buffers.slotSize - headroom - PacketIOConstants.tailroom
         var count = 0
         while count < buffers.capacity {
             if pendingLength == 0 {
@@ -207,7 +207,7 @@ public final class LinuxTUNInterface: TunnelInterface, @unchecked Sendable {
 
 /// The TUN write path's coalescer, and for each packet added to it the slot it came from.
 struct WriteCoalescing: ~Copyable {
-    static let capacity = WireGuardDeviceConstants.batchSize
+    static let capacity = PacketIOConstants.batchSize
     let coalescer = PacketCoalescer(maximumPackets: WriteCoalescing.capacity)
     let slots = UnsafeMutablePointer<Int>.allocate(capacity: WriteCoalescing.capacity)
     /// For a packet without room for the header before it.

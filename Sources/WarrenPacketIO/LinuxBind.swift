@@ -14,7 +14,7 @@ import WarrenPacket
 public final class LinuxBind: PacketBind, @unchecked Sendable {
     /// Kernel buffer size requested for each socket (SO_RCVBUFFORCE/SO_SNDBUFFORCE).
     public static let socketBufferSize = 7 << 20
-    public static let batchCapacity = WireGuardDeviceConstants.batchSize
+    public static let batchCapacity = PacketIOConstants.batchSize
 
     private struct State {
         var sockets: [UDPSocket?] = [nil, nil]

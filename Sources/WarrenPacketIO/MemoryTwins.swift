@@ -13,7 +13,7 @@ public final class MemoryTUN: TunnelInterface, @unchecked Sendable {
     private let inbound = PacketQueue<[UInt8]>()
     private let outbound = PacketQueue<[UInt8]>()
 
-    public init(name: String = "mem0", mtu: Int = WireGuardDeviceConstants.defaultMTU) {
+    public init(name: String = "mem0", mtu: Int = PacketIOConstants.defaultMTU) {
         self.name = name
         self.mtu = mtu
     }
