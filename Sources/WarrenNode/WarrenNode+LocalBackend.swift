@@ -192,9 +192,11 @@ extension WarrenNode {
         case .disco:
             break
         case .icmp:
-            return await icmpPing(address, ip: ip, nodeIP: nodeIP, peer: peer)
-        case .tsmp, .peerAPI:
-            throw LocalAPIError(501, "\(type.rawValue) pings are not supported yet; use a disco ping (the default) or --icmp")
+            return await icmpPing(address, ip: ip, nodeIP: nodeIP, peer: peer, tsmp: false)
+        case .tsmp:
+            return await icmpPing(address, ip: ip, nodeIP: nodeIP, peer: peer, tsmp: true)
+        case .peerAPI:
+            throw LocalAPIError(501, "peerapi pings are not supported yet; use a disco (the default), --tsmp or --icmp ping")
         }
         guard let result = await magic.ping(peer.key, timeout: .seconds(5)) else {
             return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "timeout waiting for ping reply")
@@ -204,16 +206,21 @@ extension WarrenNode {
                           derpRegionCode: result.derpRegion.map(regionCode) ?? "")
     }
 
-    /// An ICMP echo through the system's stack and the tunnel; the path is magicsock's at the time.
-    func icmpPing(_ address: IPAddress, ip: String, nodeIP: String, peer: Node) async -> PingResult {
+    /// An ICMP echo (or a TSMP ping) through the system's stack and the tunnel; the path is magicsock's
+    /// at the time.
+    func icmpPing(_ address: IPAddress, ip: String, nodeIP: String, peer: Node, tsmp: Bool) async -> PingResult {
         #if os(Linux)
         icmpSequence &+= 1
         let sequence = icmpSequence
         let identifier = UInt16(truncatingIfNeeded: getpid())
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let outcome: Result<UInt64?, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(returning: Result { try ICMPEcho.ping(address, identifier: identifier, sequence: sequence,
-                                                                         timeoutMilliseconds: 5_000) })
+                continuation.resume(returning: Result {
+                    tsmp ? try TSMP.ping(address, data: data, timeoutMilliseconds: 5_000)
+                         : try ICMPEcho.ping(address, identifier: identifier, sequence: sequence, timeoutMilliseconds: 5_000)
+                })
             }
         }
         let path = magic.status(of: peer.key)

@@ -9,6 +9,7 @@ import Foundation
 import Logging
 import NIOSSL
 import TailscaleKeys
+import WarrenLinux
 import WarrenLocalAPI
 import WarrenMagicsock
 import WarrenNetMap
@@ -36,6 +37,10 @@ public actor WarrenNode: LocalBackend {
     let router: any RouterConfigurator
     var magicTask: Task<Void, Never>?
     var localAPI: LocalAPIServer?
+    #if os(Linux)
+    /// Answers peers' TSMP pings (only on a real TUN: in-memory twins have no system stack).
+    var tsmpResponder: TSMPResponder?
+    #endif
 
     // Control.
     var control: ControlClientService?
@@ -113,6 +118,17 @@ public actor WarrenNode: LocalBackend {
         }
         let magic = self.magic
         magicTask = Task { await magic.run() }
+        #if os(Linux)
+        if options.makeTUN == nil {
+            let responder = TSMPResponder(sources: [IPPrefix("100.64.0.0/10")!, IPPrefix("fd7a:115c:a1e0::/48")!])
+            do {
+                try responder.start()
+                tsmpResponder = responder
+            } catch {
+                logger.warning("TSMP pings will not be answered: \(error)")
+            }
+        }
+        #endif
         if let path = options.socketPath {
             localAPI = try await LocalAPIServer.start(backend: self, socketPath: path)
             logger.info("LocalAPI on \(path)")
@@ -129,6 +145,9 @@ public actor WarrenNode: LocalBackend {
         stopped = true
         stopControl()
         magicTask?.cancel()
+        #if os(Linux)
+        tsmpResponder?.stop()
+        #endif
         await localAPI?.close()
         router.reset()
         device.stop()

@@ -230,6 +230,13 @@ final class TsnetPeerInteropTests: XCTestCase {
         // The tsnet side chose the direct path to the Warren node too (magicsock logs "now using IP:PORT").
         XCTAssertTrue(lab.log("tsnet").contains("now using \(InteropLab.warrenAddress):"),
                       "the tsnet node never switched to a direct path to \(InteropLab.warrenAddress)\n\(logs())")
+        // TSMP (IP protocol 99 inside WireGuard): the official client answers Warren's TSMP ping, and an
+        // ICMP echo through the tunnel is answered by its network stack.
+        let tsmp = try cli(["ping", "--tsmp", "-c", "2", "--no-until-direct", Self.tsnetHostname], 60)
+        XCTAssertEqual(tsmp.status, 0, "no TSMP pong from the tsnet node:\n\(tsmp.output)\n\(logs())")
+        XCTAssertTrue(tsmp.output.contains("pong from \(Self.tsnetHostname)"), tsmp.output)
+        let icmp = try cli(["ping", "--icmp", "-c", "2", "--no-until-direct", Self.tsnetHostname], 60)
+        XCTAssertEqual(icmp.status, 0, "no ICMP echo reply from the tsnet node:\n\(icmp.output)\n\(logs())")
     }
 
     private func checkDERPOnly(lab: InteropLab, cli: (_ arguments: [String], _ timeout: Double) throws -> Command.Result,

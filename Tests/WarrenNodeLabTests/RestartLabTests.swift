@@ -1,4 +1,4 @@
-// Restarts with the real binaries in namespaces: warren-control killed with SIGKILL while two nodes talk
+// TSMP pings between two warrend, and restarts with the real binaries in namespaces: warren-control killed with SIGKILL while two nodes talk
 // (traffic keeps flowing; after a restart the nodes' map streams come back without a new login, shown by
 // a third node that joins afterwards reaching both), and warrend stopped with SIGTERM (its TUN device goes)
 // and started again on the same state directory (the same address, Running without `warren up`).
@@ -21,6 +21,11 @@ final class RestartLabTests: XCTestCase {
         let ipB = try await lab.up(b)
         let first = await lab.run(["ping", "-c", "20", "-i", "0.2", "-W", "2", ipB], in: a.namespace)
         XCTAssertEqual(first.status, 0, "no ping a -> b before the restarts:\n\(first.output)")
+        // warrend answers TSMP pings (IP protocol 99 inside the tunnel) as tailscaled does.
+        let tsmp = await lab.run([lab.warren, "--socket", a.socket, "ping", "--tsmp", "-c", "2", "--no-until-direct", "rb"],
+                                 in: a.namespace)
+        XCTAssertEqual(tsmp.status, 0, "no TSMP pong from b:\n\(tsmp.output)")
+        XCTAssertTrue(tsmp.output.contains("pong from rb"), tsmp.output)
 
         // warren-control dies without warning: the tunnel does not need it.
         let control = try XCTUnwrap(lab.controlProcess)
