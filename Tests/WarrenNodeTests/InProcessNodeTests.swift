@@ -17,7 +17,7 @@ import XCTest
 final class InProcessNodeTests: XCTestCase {
     func testThreeNodesJoinSeeEachOtherTalkDirectAndAPeerLeaves() async throws {
         let lab = try await InProcessTailnet()
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let key = try await lab.preAuthKey()
         let a = try await lab.makeNode("a", host: "10.5.0.1")
         let b = try await lab.makeNode("b", host: "10.5.0.2")
@@ -90,7 +90,7 @@ final class InProcessNodeTests: XCTestCase {
         let lab = try await InProcessTailnet(policy: """
             {"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:80"]}]}
             """)
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let a = try await lab.makeNode("a", host: "10.6.0.1")
         let b = try await lab.makeNode("b", host: "10.6.0.2")
         _ = try await lab.up(a, authKey: try await lab.preAuthKey(user: "alice@example.com"))
@@ -120,7 +120,7 @@ final class InProcessNodeTests: XCTestCase {
 
     func testARestartedNodeKeepsItsAddressAndNeedsNoLogin() async throws {
         let lab = try await InProcessTailnet()
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let key = try await lab.preAuthKey(options: PreAuthKeyOptions(reusable: false))
         let state = "\(lab.directory)/restarting"
         let a = try await lab.makeNode("a", host: "10.7.0.1", stateDirectory: state)
@@ -144,7 +144,7 @@ final class InProcessNodeTests: XCTestCase {
 
     func testStatusBeforeLoginDownAndLogout() async throws {
         let lab = try await InProcessTailnet()
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let a = try await lab.makeNode("a", host: "10.8.0.1")
         var status = await a.node.status()
         XCTAssertEqual(status.backendState, .noState)
@@ -179,7 +179,7 @@ final class InProcessNodeTests: XCTestCase {
 
     func testInteractiveLoginPrintsAURLAndRunsOnceApproved() async throws {
         let lab = try await InProcessTailnet()
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let a = try await lab.makeNode("a", host: "10.9.0.1")
         let up = try await lab.up(a, authKey: nil)
         XCTAssertEqual(up.backendState, .needsLogin)
@@ -193,7 +193,7 @@ final class InProcessNodeTests: XCTestCase {
     }
     func testAnExpiredNodeKeyNeedsALoginAndANewKeyThenTrafficFlowsAgain() async throws {
         let lab = try await InProcessTailnet()
-        defer { Task { await lab.close() } }
+        addTeardownBlock { await lab.close() }
         let key = try await lab.preAuthKey()
         let a = try await lab.makeNode("a", host: "10.10.0.1")
         let b = try await lab.makeNode("b", host: "10.10.0.2")
