@@ -865,12 +865,6 @@ public actor ControlEngine {
 }
 
 extension TailcfgTime {
-    public init(date: Date) {
-        let t = date.timeIntervalSince1970
-        let seconds = t.rounded(.down)
-        self.init(secondsSince1970: Int64(seconds), nanoseconds: Int32(min(999_999_999, max(0, (t - seconds) * 1e9))))
-    }
-
     public func adding(_ duration: Duration) -> TailcfgTime {
         let (s, attos) = duration.components
         var seconds = secondsSince1970 &+ s

@@ -229,12 +229,6 @@ public final class StoreDirectory: ControlDirectory {
     }
 }
 
-extension TailcfgTime {
-    public var date: Date {
-        Date(timeIntervalSince1970: Double(secondsSince1970) + Double(nanoseconds) / 1e9)
-    }
-}
-
 /// MagicDNS labels, as the store makes them (so the engine and the store agree on names).
 enum MagicDNSLabel {
     static func sanitize(_ hostname: String) -> String { DNSLabel.sanitize(hostname) }

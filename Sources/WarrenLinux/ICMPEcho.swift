@@ -63,28 +63,29 @@ public enum ICMPEcho {
         }
         return nil
     }
+}
 
-    private static func withSocketAddress<R>(_ address: IPAddress,
-                                             _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
-        switch address {
-        case .v4(let v):
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_addr.s_addr = v.bigEndian
-            return try withUnsafePointer(to: &sin) { (p) throws(SystemError) -> R in
-                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
-                    try body(sa, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
+/// Calls `body` with `address` as a sockaddr (port 0: raw sockets have none).
+func withSocketAddress<R>(_ address: IPAddress,
+                          _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
+    switch address {
+    case .v4(let v):
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_addr.s_addr = v.bigEndian
+        return try withUnsafePointer(to: &sin) { (p) throws(SystemError) -> R in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
+                try body(sa, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
-        case .v6:
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            let bytes = address.bytes
-            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in for i in 0..<16 { raw[i] = bytes[i] } }
-            return try withUnsafePointer(to: &sin6) { (p) throws(SystemError) -> R in
-                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
-                    try body(sa, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
+        }
+    case .v6:
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        let bytes = address.bytes
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in for i in 0..<16 { raw[i] = bytes[i] } }
+        return try withUnsafePointer(to: &sin6) { (p) throws(SystemError) -> R in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
+                try body(sa, socklen_t(MemoryLayout<sockaddr_in6>.size))
             }
         }
     }

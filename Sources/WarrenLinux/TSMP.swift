@@ -51,27 +51,8 @@ final class RawSocket: @unchecked Sendable {
     deinit { Glibc.close(fd) }
 
     func send(_ body: [UInt8], to address: IPAddress) throws(SystemError) {
-        let sent: Int
-        switch address {
-        case .v4(let v):
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_addr.s_addr = v.bigEndian
-            sent = withUnsafePointer(to: &sin) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    body.withUnsafeBytes { Glibc.sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-            }
-        case .v6:
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            let bytes = address.bytes
-            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in for i in 0..<16 { raw[i] = bytes[i] } }
-            sent = withUnsafePointer(to: &sin6) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    body.withUnsafeBytes { Glibc.sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-                }
-            }
+        let sent: Int = try withSocketAddress(address) { (sa, length) throws(SystemError) -> Int in
+            body.withUnsafeBytes { Glibc.sendto(fd, $0.baseAddress, $0.count, 0, sa, length) }
         }
         guard sent == body.count else { throw SystemError("sendto(TSMP to \(address))", errno: errno) }
     }

@@ -10,6 +10,7 @@ import WarrenNetMap
 import WarrenPacket
 import WarrenTailcfg
 import WireGuardDevice
+import WireGuardProtocol
 
 extension WarrenNode {
     // MARK: up, down, logout
@@ -115,8 +116,7 @@ extension WarrenNode {
         }
         let now = Date()
         for node in netmap.peers {
-            let wgKey = (try? WireGuardPublicKeyText.base64(node.key)) ?? ""
-            let wg = byKey[wgKey]
+            let wg = (try? WireGuardPublicKey(rawRepresentation: node.key.rawRepresentation)).flatMap { byKey[$0.base64] }
             let path = magic.status(of: node.key)
             var s = peerStatus(node)
             s.curAddr = path?.currentAddress?.description ?? ""
@@ -162,14 +162,10 @@ extension WarrenNode {
             allowedIPs: (node.allowedIPs ?? node.addresses)?.map(\.description),
             primaryRoutes: node.primaryRoutes?.map(\.description), tags: node.tags,
             addrs: (node.endpoints ?? []).map(\.description),
-            created: node.created.map { Self.date($0) } ?? .goZero,
-            lastSeen: node.lastSeen.map { Self.date($0) } ?? .goZero,
+            created: node.created.map(\.date) ?? .goZero,
+            lastSeen: node.lastSeen.map(\.date) ?? .goZero,
             online: node.online ?? false, inNetworkMap: true, expired: node.expired ?? false,
-            keyExpiry: node.keyExpiry.flatMap { $0.isGoZero ? nil : Self.date($0) })
-    }
-
-    static func date(_ t: TailcfgTime) -> Date {
-        Date(timeIntervalSince1970: Double(t.secondsSince1970) + Double(t.nanoseconds) * 1e-9)
+            keyExpiry: node.keyExpiry.flatMap { $0.isGoZero ? nil : $0.date })
     }
 
     func regionCode(_ region: Int) -> String {
@@ -279,9 +275,3 @@ extension WarrenNode {
     }
 }
 
-/// The base64 form WireGuard uses for a node key (the device's status is keyed by it).
-enum WireGuardPublicKeyText {
-    static func base64(_ key: NodePublic) throws -> String {
-        Data(key.rawRepresentation).base64EncodedString()
-    }
-}

@@ -340,11 +340,7 @@ public actor WarrenNode: LocalBackend {
         tun.update(rules: [], localAddresses: [], shieldsUp: true)
     }
 
-    static func now() -> TailcfgTime {
-        let t = Date().timeIntervalSince1970
-        let seconds = t.rounded(.down)
-        return TailcfgTime(secondsSince1970: Int64(seconds), nanoseconds: Int32(min(999_999_999, max(0, (t - seconds) * 1e9))))
-    }
+    static func now() -> TailcfgTime { TailcfgTime(date: Date()) }
 
     // MARK: Waiting for states
 

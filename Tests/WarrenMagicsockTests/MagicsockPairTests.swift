@@ -69,6 +69,16 @@ final class MagicsockPairTests: XCTestCase {
                     address: IPAddress(tunnelAddress)!)
     }
 
+    static func stop(_ sides: [Side], _ listener: DERPListener) {
+        for s in sides {
+            s.timers?.cancel()
+            s.device.stop()
+            s.device.waitUntilStopped()
+            s.magic.shutdown()
+        }
+        Task { try? await listener.close() }
+    }
+
     static func connect(_ a: Side, to b: Side) throws {
         let peer = MagicPeer(nodeKey: b.nodeKey.publicKey, discoKey: b.disco.publicKey, homeDERP: 900,
                              endpoints: b.bind.localEndpoint.map { [AddrPort(address: $0.address, port: $0.port)] } ?? [])
@@ -125,15 +135,7 @@ final class MagicsockPairTests: XCTestCase {
         let magicA = a.magic, magicB = b.magic
         a.timers = Task { await magicA.run() }
         b.timers = Task { await magicB.run() }
-        defer {
-            for s in [a, b] {
-                s.timers?.cancel()
-                s.device.stop()
-                s.device.waitUntilStopped()
-                s.magic.shutdown()
-            }
-            Task { try? await listener.close() }
-        }
+        defer { Self.stop([a, b], listener) }
         try Self.connect(a, to: b)
         try Self.connect(b, to: a)
         waitForRelay(a, b)
@@ -180,14 +182,7 @@ final class MagicsockPairTests: XCTestCase {
         let network = MemoryNetwork()
         let a = try Self.side(network, "10.2.0.1", tunnelAddress: "100.64.1.1", map: map)
         let b = try Self.side(network, "10.2.0.2", tunnelAddress: "100.64.1.2", map: map)
-        defer {
-            for s in [a, b] {
-                s.device.stop()
-                s.device.waitUntilStopped()
-                s.magic.shutdown()
-            }
-            Task { try? await listener.close() }
-        }
+        defer { Self.stop([a, b], listener) }
         try Self.connect(a, to: b)
         try Self.connect(b, to: a)
         waitForRelay(a, b)
@@ -216,14 +211,7 @@ final class MagicsockPairTests: XCTestCase {
         let network = MemoryNetwork()
         let a = try Self.side(network, "10.4.0.1", tunnelAddress: "100.64.4.1", map: map)
         let b = try Self.side(network, "10.4.0.2", tunnelAddress: "100.64.4.2", map: map)
-        defer {
-            for s in [a, b] {
-                s.device.stop()
-                s.device.waitUntilStopped()
-                s.magic.shutdown()
-            }
-            Task { try? await listener.close() }
-        }
+        defer { Self.stop([a, b], listener) }
         a.bind.failsSends.store(true, ordering: .relaxed)
         b.bind.failsSends.store(true, ordering: .relaxed)
         waitForRelay(a, b)
