@@ -67,6 +67,14 @@ let package = Package(
         // The node's pure layer: disco messages, and the network map (reducer and derivations).
         .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys"]),
+        // MagicDNS: the DNS message codec and the resolver's pure answer logic (layer 0) ...
+        .target(name: "WarrenDNS", dependencies: ["WarrenPacket"]),
+        // ... and its UDP/TCP server and upstream forwarder (layer 1).
+        .target(name: "WarrenDNSServer", dependencies: [
+            "WarrenDNS", "WarrenPacket",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
         // Layer 1
@@ -276,6 +284,7 @@ let package = Package(
         // The layering rules of ../shared/design/architecture.md, read from the sources' imports.
         .testTarget(name: "ArchitectureTests", dependencies: []),
         .testTarget(name: "DiscoProtocolTests", dependencies: ["DiscoProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenDNSTests", dependencies: ["WarrenDNS", "WarrenDNSServer", "WarrenPacket", "WarrenTestSupport"]),
         .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "WarrenLocalAPITests", dependencies: ["WarrenLocalAPI", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WarrenMagicsockTests", dependencies: [

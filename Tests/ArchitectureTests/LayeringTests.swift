@@ -12,20 +12,20 @@ final class LayeringTests: XCTestCase {
     static let layer0: Set<String> = [
         "WarrenCrypto", "WarrenPacket", "WireGuardProtocol", "WarrenPolicy", "WarrenTailcfg", "TailscaleKeys",
         "TailscaleControlProtocol", "DERPProtocol", "STUNProtocol", "WarrenFilter", "WarrenControlStore",
-        "DiscoProtocol", "WarrenNetMap", "WireGuardUAPI", "WarrenFastAEAD", "CWarrenOpenSSL", "WarrenTestSupport",
+        "DiscoProtocol", "WarrenNetMap", "WarrenDNS", "WireGuardUAPI", "WarrenFastAEAD", "CWarrenOpenSSL", "WarrenTestSupport",
     ]
     /// Engines: sockets, devices, servers, clients.
     static let layer1: Set<String> = [
         "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WarrenPacketIO", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
         "WarrenControlAdmin", "WarrenControlServer", "WarrenControlMetrics", "WarrenControlClient", "WarrenDERPTransport",
         "WarrenDERPServer", "WarrenDERPClient", "WarrenControlTransport", "WarrenNodeControl", "WarrenMagicsock",
-        "WarrenLocalAPI", "WarrenListenerGuard",
+        "WarrenLocalAPI", "WarrenListenerGuard", "WarrenDNSServer",
     ]
     /// Composition roots: wiring only executables (and tests) use.
     static let compositionRoots: Set<String> = ["WarrenNode"]
     /// The node's modules: none of them may link the coordination server or its store.
     static let nodeModules: Set<String> = [
-        "WarrenNode", "WarrenMagicsock", "WarrenNodeControl", "WarrenLocalAPI", "WarrenNetMap", "DiscoProtocol", "warrend", "warren",
+        "WarrenNode", "WarrenMagicsock", "WarrenNodeControl", "WarrenLocalAPI", "WarrenNetMap", "DiscoProtocol", "WarrenDNS", "WarrenDNSServer", "warrend", "warren",
     ]
     static let serverModules: Set<String> = [
         "WarrenControlServer", "WarrenControlSQLite", "WarrenControlAdmin", "WarrenControlMetrics", "WarrenDERPServer",
