@@ -102,6 +102,7 @@ public final class ControlConnection: @unchecked Sendable {
                                maximumLength: Int = 16 << 20) async throws -> [UInt8] {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .socketMark(endpoint.socketMark)
             .connectTimeout(.seconds(10))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
@@ -141,6 +142,7 @@ public final class ControlConnection: @unchecked Sendable {
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
+                .socketMark(endpoint.socketMark)
                 .connectTimeout(.seconds(10))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { ch in
@@ -510,5 +512,17 @@ public struct HTTP1Response: Sendable {
             i += size + 2
             guard i <= raw.count else { throw ControlTransportError("chunked body truncated") }
         }
+    }
+}
+
+extension ClientBootstrap {
+    /// Sets SO_MARK on the connection's socket (Linux; elsewhere, and for nil, nothing).
+    func socketMark(_ mark: UInt32?) -> ClientBootstrap {
+        #if os(Linux)
+        guard let mark else { return self }
+        return channelOption(.socketOption(.init(rawValue: SO_MARK)), value: Int(CInt(bitPattern: mark)))
+        #else
+        return self
+        #endif
     }
 }

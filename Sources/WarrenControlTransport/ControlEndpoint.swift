@@ -15,11 +15,15 @@ public struct ControlEndpoint: Sendable, CustomStringConvertible {
     public var port: Int
     /// HTTPS to the control server (nil: plain HTTP; the Noise channel carries the security either way).
     public var tls: NIOSSLContext?
+    /// The Linux fwmark (SO_MARK) of the connections: a node's policy routing keeps marked traffic
+    /// out of its own tunnel (an exit node's default route would otherwise swallow it). Nil: none.
+    public var socketMark: UInt32?
 
-    public init(host: String, port: Int, tls: NIOSSLContext? = nil) {
+    public init(host: String, port: Int, tls: NIOSSLContext? = nil, socketMark: UInt32? = nil) {
         self.host = host
         self.port = port
         self.tls = tls
+        self.socketMark = socketMark
     }
 
     /// Parses `http://host[:port]` or `https://host[:port]` (IPv6 hosts in brackets). For https without

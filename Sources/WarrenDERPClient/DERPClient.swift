@@ -3,6 +3,9 @@
 public import DERPProtocol
 public import NIOCore
 import NIOPosix
+#if os(Linux)
+import Glibc
+#endif
 import NIOSSL
 public import TailscaleKeys
 public import WarrenDERPTransport
@@ -65,13 +68,18 @@ public final class DERPClient: Sendable {
     /// Connects, upgrades and logs in.
     /// - Parameter loginTimeout: the whole connect + TLS + upgrade + login must finish in this time.
     public static func connect(to endpoint: Endpoint, privateKey: NodePrivate, info: DERPClientInfo = DERPClientInfo(canAckPings: true),
-                               loginTimeout: TimeAmount = .seconds(10),
+                               loginTimeout: TimeAmount = .seconds(10), socketMark: UInt32? = nil,
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> DERPClient {
         let tls = try endpoint.trust.map { try NIOSSLContext(configuration: $0.clientTLSConfiguration()) }
         let trust = endpoint.trust
         let sniName = endpoint.serverName ?? (isIPLiteral(endpoint.host) ? nil : endpoint.host)
         let hostHeader = endpoint.port == 443 ? endpoint.host : "\(endpoint.host):\(endpoint.port)"
-        let (channel, frames, login, handler) = try await ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
+        #if os(Linux)
+        // SO_MARK: a node's policy routing keeps marked connections out of its own tunnel.
+        if let socketMark { bootstrap = bootstrap.channelOption(.socketOption(.init(rawValue: SO_MARK)), value: Int(CInt(bitPattern: socketMark))) }
+        #endif
+        let (channel, frames, login, handler) = try await bootstrap
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(loginTimeout)
             .connect(host: endpoint.host, port: endpoint.port) { channel in

@@ -80,6 +80,10 @@ public struct LocalAPIClient: Sendable {
         try await call("GET", "whois?addr=\(Self.escape(address))", as: WhoIsResponse.self)
     }
 
+    public func suggestExitNode() async throws -> ExitNodeSuggestion {
+        try await call("GET", "suggest-exit-node", as: ExitNodeSuggestion.self)
+    }
+
     public func netcheck() async throws -> NetcheckReport {
         try await call("GET", "netcheck", as: NetcheckReport.self)
     }

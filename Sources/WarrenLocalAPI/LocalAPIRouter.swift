@@ -39,7 +39,7 @@ public struct LocalAPIRouter: Sendable {
     /// Route name -> the one method it accepts.
     public static let routes: [String: String] = [
         "status": "GET", "up": "POST", "down": "POST", "logout": "POST", "ping": "POST", "whois": "GET",
-        "netcheck": "GET",
+        "netcheck": "GET", "suggest-exit-node": "GET",
     ]
 
     public let backend: any LocalBackend
@@ -108,6 +108,8 @@ public struct LocalAPIRouter: Sendable {
                 return .json(answer)
             case "netcheck":
                 return .json(try await backend.netcheck())
+            case "suggest-exit-node":
+                return .json(try await backend.suggestExitNode())
             default:
                 return .error(404, "no such LocalAPI endpoint: \(name)")
             }

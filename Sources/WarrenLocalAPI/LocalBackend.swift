@@ -27,6 +27,10 @@ public protocol LocalBackend: Sendable {
 
     /// Runs a network check (STUN to the DERP regions) now (GET netcheck).
     func netcheck() async throws -> NetcheckReport
+
+    /// The exit node this node would pick now (GET suggest-exit-node); `LocalAPIError(404, ...)` when no
+    /// peer offers one.
+    func suggestExitNode() async throws -> ExitNodeSuggestion
 }
 
 /// An error answer chosen by the backend: HTTP status and message.

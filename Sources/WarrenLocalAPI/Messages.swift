@@ -17,16 +17,35 @@ public struct UpRequest: Codable, Sendable, Equatable {
     /// When false the daemon answers as soon as it has started the login; when true (the default) it waits as
     /// described in `LocalBackend.up`.
     public var wait: Bool?
+    /// Subnet routes to offer (`--advertise-routes`), as prefixes in text.
+    public var advertiseRoutes: [String]
+    /// Offer this node as an exit node (`--advertise-exit-node`: 0.0.0.0/0 and ::/0).
+    public var advertiseExitNode: Bool
+    /// The exit node to use (`--exit-node`): a Tailscale IP, a node name, `auto:any`, or "" for none.
+    public var exitNode: String
+    public var exitNodeAllowLANAccess: Bool
+    /// Masquerade traffic forwarded to advertised routes (`--snat-subnet-routes`, on by default).
+    public var snatSubnetRoutes: Bool
+    /// Use the tailnet's DNS settings (`--accept-dns`, on by default).
+    public var acceptDNS: Bool
 
     public init(loginServer: String? = nil, authKey: String? = nil, hostname: String? = nil, shieldsUp: Bool = false,
-                acceptRoutes: Bool = false, reset: Bool = false, forceReauth: Bool = false, wait: Bool? = nil) {
+                acceptRoutes: Bool = false, reset: Bool = false, forceReauth: Bool = false, wait: Bool? = nil,
+                advertiseRoutes: [String] = [], advertiseExitNode: Bool = false, exitNode: String = "",
+                exitNodeAllowLANAccess: Bool = false, snatSubnetRoutes: Bool = true, acceptDNS: Bool = true) {
         self.loginServer = loginServer; self.authKey = authKey; self.hostname = hostname; self.shieldsUp = shieldsUp
         self.acceptRoutes = acceptRoutes; self.reset = reset; self.forceReauth = forceReauth; self.wait = wait
+        self.advertiseRoutes = advertiseRoutes; self.advertiseExitNode = advertiseExitNode; self.exitNode = exitNode
+        self.exitNodeAllowLANAccess = exitNodeAllowLANAccess; self.snatSubnetRoutes = snatSubnetRoutes
+        self.acceptDNS = acceptDNS
     }
 
     enum CodingKeys: String, CodingKey {
         case loginServer = "LoginServer", authKey = "AuthKey", hostname = "Hostname", shieldsUp = "ShieldsUp"
         case acceptRoutes = "AcceptRoutes", reset = "Reset", forceReauth = "ForceReauth", wait = "Wait"
+        case advertiseRoutes = "AdvertiseRoutes", advertiseExitNode = "AdvertiseExitNode", exitNode = "ExitNode"
+        case exitNodeAllowLANAccess = "ExitNodeAllowLANAccess", snatSubnetRoutes = "SNATSubnetRoutes"
+        case acceptDNS = "AcceptDNS"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -37,7 +56,10 @@ public struct UpRequest: Codable, Sendable, Equatable {
             hostname: try c.decodeIfPresent(String.self, forKey: .hostname),
             shieldsUp: try c.value(.shieldsUp, or: false), acceptRoutes: try c.value(.acceptRoutes, or: false),
             reset: try c.value(.reset, or: false), forceReauth: try c.value(.forceReauth, or: false),
-            wait: try c.decodeIfPresent(Bool.self, forKey: .wait))
+            wait: try c.decodeIfPresent(Bool.self, forKey: .wait),
+            advertiseRoutes: try c.value(.advertiseRoutes, or: []), advertiseExitNode: try c.value(.advertiseExitNode, or: false),
+            exitNode: try c.value(.exitNode, or: ""), exitNodeAllowLANAccess: try c.value(.exitNodeAllowLANAccess, or: false),
+            snatSubnetRoutes: try c.value(.snatSubnetRoutes, or: true), acceptDNS: try c.value(.acceptDNS, or: true))
     }
 }
 
@@ -278,4 +300,26 @@ public struct NetcheckReport: Codable, Sendable, Equatable {
 public struct LocalAPIErrorBody: Codable, Sendable, Equatable {
     public var error: String
     public init(error: String) { self.error = error }
+}
+
+/// The answer to GET /localapi/v0/suggest-exit-node (Tailscale's apitype.ExitNodeSuggestionResponse).
+public struct ExitNodeSuggestion: Codable, Sendable, Equatable {
+    /// The node's stable ID.
+    public var id: String
+    /// Its MagicDNS name (or host name when it has none).
+    public var name: String
+
+    public init(id: String, name: String) {
+        self.id = id
+        self.name = name
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id = "ID", name = "Name"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.value(.id, or: ""), name: try c.value(.name, or: ""))
+    }
 }

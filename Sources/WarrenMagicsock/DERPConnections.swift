@@ -41,15 +41,18 @@ final class DERPConnections: @unchecked Sendable {
     private let logger: Logger
     /// Trust for every DERP node (tests); nil: from the map (pin, InsecureForTests, or system roots).
     private let trustOverride: DERPServerTrust?
+    /// SO_MARK of the relay connections (nil: none).
+    private let socketMark: UInt32?
     /// Called for every packet relayed to us: source node key, region, bytes.
     private let deliver: @Sendable (NodePublic, Int, [UInt8]) -> Void
     /// Called when a connection comes up or goes down (for status and netcheck).
     var onChange: (@Sendable () -> Void)?
 
-    init(privateKey: NodePrivate, trustOverride: DERPServerTrust?, logger: Logger,
+    init(privateKey: NodePrivate, trustOverride: DERPServerTrust?, socketMark: UInt32? = nil, logger: Logger,
          deliver: @escaping @Sendable (NodePublic, Int, [UInt8]) -> Void) {
         state = Mutex(State(privateKey: privateKey))
         self.trustOverride = trustOverride
+        self.socketMark = socketMark
         self.logger = logger
         self.deliver = deliver
     }
@@ -178,7 +181,7 @@ final class DERPConnections: @unchecked Sendable {
                 guard let endpoint = endpoint(for: node) else { continue }
                 do {
                     let key = state.withLock { $0.privateKey }
-                    connected = try await DERPClient.connect(to: endpoint, privateKey: key, loginTimeout: .seconds(5))
+                    connected = try await DERPClient.connect(to: endpoint, privateKey: key, loginTimeout: .seconds(5), socketMark: socketMark)
                     break
                 } catch {
                     logger.debug("DERP region \(region) node \(node.name): \(error)")

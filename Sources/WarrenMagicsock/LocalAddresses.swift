@@ -31,15 +31,32 @@ public enum LocalAddresses {
 
     /// The current candidate addresses of the host's interfaces that are up, sorted.
     public static func current() -> [IPAddress] {
+        Array(Set(currentPrefixes().map(\.address))).sorted()
+    }
+
+    /// The candidate addresses of the host's interfaces that are up, each with its network's length
+    /// (the interface's netmask), sorted: the networks the host sits on.
+    public static func currentPrefixes() -> [IPPrefix] {
         var list: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&list) == 0, let first = list else { return [] }
         defer { freeifaddrs(list) }
-        var out = Set<IPAddress>()
+        var out = Set<IPPrefix>()
         var cursor: UnsafeMutablePointer<ifaddrs>? = first
         while let entry = cursor {
             defer { cursor = entry.pointee.ifa_next }
             guard let sa = entry.pointee.ifa_addr, entry.pointee.ifa_flags & UInt32(IFF_UP) != 0 else { continue }
             var address: IPAddress?
+            var bits = 0
+            if let mask = entry.pointee.ifa_netmask {
+                let bytes: [UInt8]
+                switch Int32(mask.pointee.sa_family) {
+                case AF_INET6:
+                    bytes = mask.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin6_addr) { Array($0) } }
+                default:
+                    bytes = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin_addr) { Array($0) } }
+                }
+                bits = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+            }
             switch Int32(sa.pointee.sa_family) {
             case AF_INET:
                 sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
@@ -53,7 +70,9 @@ public enum LocalAddresses {
             default:
                 break
             }
-            if let address, isCandidate(address) { out.insert(address) }
+            if let address, isCandidate(address) {
+                out.insert(IPPrefix(address: address, bits: min(bits == 0 ? address.bitCount : bits, address.bitCount))!)
+            }
         }
         return out.sorted()
     }

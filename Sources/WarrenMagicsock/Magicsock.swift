@@ -65,6 +65,9 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         public var stun: Bool
         /// How often the periodic work runs.
         public var tickInterval: Duration
+        /// SO_MARK of every socket magicsock opens (UDP and relay connections), so that the node's policy
+        /// routing never sends them into its own tunnel. Nil: none.
+        public var socketMark: UInt32?
 
         public init(port: UInt16 = 41641, localAddresses: @escaping @Sendable () -> [IPAddress] = { LocalAddresses.current() },
                     derpTrustOverride: DERPServerTrust? = nil, stun: Bool = true, tickInterval: Duration = .seconds(1)) {
@@ -135,7 +138,8 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let queue = derpQueue
-        derp = DERPConnections(privateKey: nodeKey, trustOverride: configuration.derpTrustOverride, logger: logger) { source, region, packet in
+        derp = DERPConnections(privateKey: nodeKey, trustOverride: configuration.derpTrustOverride,
+                               socketMark: configuration.socketMark, logger: logger) { source, region, packet in
             queue.push((source, region, packet))
         }
     }
@@ -255,6 +259,7 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
 
     public func open(port: UInt16) throws -> UInt16 {
         let wanted = port != 0 ? port : configuration.port
+        if let mark = configuration.socketMark { try inner.setMark(mark) }
         let bound: UInt16
         do {
             bound = try inner.open(port: wanted)
@@ -289,7 +294,8 @@ public final class Magicsock: PacketBind, @unchecked Sendable {
         for c in waiting { c.resume(returning: nil) }
     }
 
-    public func setMark(_ mark: UInt32) throws { try inner.setMark(mark) }
+    /// The device's fwmark; magicsock's own mark (``Configuration/socketMark``), when set, wins.
+    public func setMark(_ mark: UInt32) throws { try inner.setMark(configuration.socketMark ?? mark) }
 
     public func receive(_ receiver: Int, into buffers: PacketBuffers) throws -> Int {
         if receiver == derpReceiver { return try receiveFromDERP(into: buffers) }

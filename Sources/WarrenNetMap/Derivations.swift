@@ -29,6 +29,9 @@ public struct Prefs: Codable, Hashable, Sendable {
     public var runSSH: Bool
     /// Do not masquerade traffic forwarded to advertised subnets (`--snat-subnet-routes=false`).
     public var noSNAT: Bool
+    /// `--exit-node=auto:any`: the node picks the exit node itself (kept in ``exitNodeID``) and moves to
+    /// another when it goes offline.
+    public var autoExitNode: Bool
 
     public static let defaultLoginServer = "https://controlplane.tailscale.com"
 
@@ -36,7 +39,7 @@ public struct Prefs: Codable, Hashable, Sendable {
                 exitNodeIP: IPAddress? = nil, exitNodeAllowLANAccess: Bool = false, shieldsUp: Bool = false,
                 acceptDNS: Bool = true, hostname: String = "", advertiseRoutes: [IPPrefix] = [],
                 advertiseTags: [String] = [], loginServer: String = Prefs.defaultLoginServer,
-                runSSH: Bool = false, noSNAT: Bool = false) {
+                runSSH: Bool = false, noSNAT: Bool = false, autoExitNode: Bool = false) {
         self.wantRunning = wantRunning
         self.acceptRoutes = acceptRoutes
         self.exitNodeID = exitNodeID
@@ -50,7 +53,40 @@ public struct Prefs: Codable, Hashable, Sendable {
         self.loginServer = loginServer
         self.runSSH = runSSH
         self.noSNAT = noSNAT
+        self.autoExitNode = autoExitNode
     }
+
+    enum CodingKeys: String, CodingKey {
+        case wantRunning, acceptRoutes, exitNodeID, exitNodeIP, exitNodeAllowLANAccess, shieldsUp, acceptDNS, hostname
+        case advertiseRoutes, advertiseTags, loginServer, runSSH, noSNAT, autoExitNode
+    }
+
+    /// Reads preferences written by any version: a missing field takes its default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = Prefs()
+        self.init(
+            wantRunning: try c.decodeIfPresent(Bool.self, forKey: .wantRunning) ?? d.wantRunning,
+            acceptRoutes: try c.decodeIfPresent(Bool.self, forKey: .acceptRoutes) ?? d.acceptRoutes,
+            exitNodeID: try c.decodeIfPresent(String.self, forKey: .exitNodeID),
+            exitNodeIP: try c.decodeIfPresent(IPAddress.self, forKey: .exitNodeIP),
+            exitNodeAllowLANAccess: try c.decodeIfPresent(Bool.self, forKey: .exitNodeAllowLANAccess) ?? d.exitNodeAllowLANAccess,
+            shieldsUp: try c.decodeIfPresent(Bool.self, forKey: .shieldsUp) ?? d.shieldsUp,
+            acceptDNS: try c.decodeIfPresent(Bool.self, forKey: .acceptDNS) ?? d.acceptDNS,
+            hostname: try c.decodeIfPresent(String.self, forKey: .hostname) ?? d.hostname,
+            advertiseRoutes: try c.decodeIfPresent([IPPrefix].self, forKey: .advertiseRoutes) ?? d.advertiseRoutes,
+            advertiseTags: try c.decodeIfPresent([String].self, forKey: .advertiseTags) ?? d.advertiseTags,
+            loginServer: try c.decodeIfPresent(String.self, forKey: .loginServer) ?? d.loginServer,
+            runSSH: try c.decodeIfPresent(Bool.self, forKey: .runSSH) ?? d.runSSH,
+            noSNAT: try c.decodeIfPresent(Bool.self, forKey: .noSNAT) ?? d.noSNAT,
+            autoExitNode: try c.decodeIfPresent(Bool.self, forKey: .autoExitNode) ?? d.autoExitNode)
+    }
+
+    /// Whether these preferences offer this node as an exit node (both default routes advertised).
+    public var advertisesExitNode: Bool { advertiseRoutes.contains(.defaultRouteV4) || advertiseRoutes.contains(.defaultRouteV6) }
+
+    /// Whether an exit node is chosen (by ID, by IP, or automatically).
+    public var usesExitNode: Bool { !(exitNodeID ?? "").isEmpty || exitNodeIP != nil || autoExitNode }
 
     /// Whether `node` is the exit node these preferences select.
     public func selectsExitNode(_ node: Node) -> Bool {
@@ -112,17 +148,27 @@ public struct RouterConfig: Hashable, Sendable {
     /// Routes into the TUN: the tailnet ranges, accepted subnet routes and, with an exit node, the
     /// default routes. Sorted, deduplicated.
     public var routes: [IPPrefix]
+    /// Prefixes kept out of the tunnel although a route above covers them (the local LANs while an exit
+    /// node is used with LAN access). Sorted, deduplicated.
+    public var localRoutes: [IPPrefix]
     /// The subnets this node offers (forwarding and, unless ``snatSubnetRoutes`` is off, masquerade).
     public var subnetRoutes: [IPPrefix]
+    /// Whether this node offers itself as an exit node (forwarding and masquerade to anywhere).
+    public var exitNode: Bool
     public var snatSubnetRoutes: Bool
 
-    public init(localAddresses: [IPPrefix] = [], routes: [IPPrefix] = [], subnetRoutes: [IPPrefix] = [],
-                snatSubnetRoutes: Bool = true) {
+    public init(localAddresses: [IPPrefix] = [], routes: [IPPrefix] = [], localRoutes: [IPPrefix] = [],
+                subnetRoutes: [IPPrefix] = [], exitNode: Bool = false, snatSubnetRoutes: Bool = true) {
         self.localAddresses = localAddresses
         self.routes = routes
+        self.localRoutes = localRoutes
         self.subnetRoutes = subnetRoutes
+        self.exitNode = exitNode
         self.snatSubnetRoutes = snatSubnetRoutes
     }
+
+    /// Whether the node forwards traffic from the tailnet at all.
+    public var forwards: Bool { exitNode || !subnetRoutes.isEmpty }
 }
 
 /// The packet filter's desired state.
@@ -198,7 +244,9 @@ extension NetworkMap {
     /// The router's desired state: this node's addresses; routes for both Tailscale ranges always,
     /// plus every non-address prefix that ``wireGuardConfig(prefs:now:)`` lets through (accepted
     /// subnet routes and an exit node's default routes) and any single address outside the ranges.
-    public func routerConfig(prefs: Prefs, now: TailcfgTime) -> RouterConfig {
+    /// With an exit node in use and ``Prefs/exitNodeAllowLANAccess``, the private networks among
+    /// `hostPrefixes` (the host's interfaces) stay out of the tunnel, as Tailscale's LocalRoutes.
+    public func routerConfig(prefs: Prefs, now: TailcfgTime, hostPrefixes: [IPPrefix] = []) -> RouterConfig {
         var routes: [IPPrefix] = [.tailscaleIPv4Range, .tailscaleIPv6Range]
         for peer in wireGuardConfig(prefs: prefs, now: now).peers {
             for prefix in peer.allowedIPs {
@@ -209,16 +257,29 @@ extension NetworkMap {
                 routes.append(prefix)
             }
         }
+        let usingExit = routes.contains { $0.isDefaultRoute }
+        let lan = usingExit && prefs.exitNodeAllowLANAccess
+            ? hostPrefixes.filter { p in IPPrefix.privateRanges.contains { $0.contains(p) } }.map(\.masked) : []
         return RouterConfig(localAddresses: (selfNode?.addresses ?? []).sortedUnique(),
                             routes: routes.map(\.masked).sortedUnique(),
+                            localRoutes: lan.sortedUnique(),
                             subnetRoutes: prefs.advertiseRoutes.filter { !$0.isDefaultRoute }.map(\.masked).sortedUnique(),
+                            exitNode: prefs.advertisesExitNode,
                             snatSubnetRoutes: !prefs.noSNAT)
     }
 
     /// The packet filter's desired state: the map's rules, guarding this node's addresses and the
-    /// subnets it offers; shields-up from the preferences.
-    public func filterConfig(prefs: Prefs) -> FilterConfig {
-        let local = (selfNode?.addresses ?? []) + prefs.advertiseRoutes.filter { !$0.isDefaultRoute }.map(\.masked)
+    /// subnets it offers; shields-up from the preferences. An exit node guards the default routes less
+    /// the host's own networks (`hostPrefixes`), as Tailscale's shrinkDefaultRoute: the internet and the
+    /// host's own addresses are offered, the LANs it sits on only when advertised as subnet routes.
+    public func filterConfig(prefs: Prefs, hostPrefixes: [IPPrefix] = []) -> FilterConfig {
+        var local = (selfNode?.addresses ?? []) + prefs.advertiseRoutes.filter { !$0.isDefaultRoute }.map(\.masked)
+        let exclude = hostPrefixes + [.tailscaleIPv4Range, .tailscaleIPv6Range]
+        for route in prefs.advertiseRoutes where route.isDefaultRoute {
+            // The host's own addresses stay reachable through it, not the networks they are on.
+            local += route.masked.subtracting(exclude)
+                + hostPrefixes.filter { $0.address.version == route.address.version }.map { IPPrefix(host: $0.address) }
+        }
         return FilterConfig(rules: packetFilterRules, localAddresses: local.sortedUnique(), shieldsUp: prefs.shieldsUp)
     }
 

@@ -25,6 +25,9 @@ public struct NodeOptions: Sendable {
     public var router: (any RouterConfigurator)?
     /// The host addresses offered as endpoints; nil: the interfaces' addresses.
     public var localAddresses: (@Sendable () -> [IPAddress])?
+    /// The networks the host's interfaces sit on (for exit node LAN access and what an exit node
+    /// offers); nil: read from the interfaces.
+    public var hostPrefixes: (@Sendable () -> [IPPrefix])?
     /// Whether magicsock sends STUN probes.
     public var stun = true
     /// Extra trust for the control server's TLS (a test CA), beside the system's.

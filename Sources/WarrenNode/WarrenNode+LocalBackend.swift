@@ -39,9 +39,25 @@ extension WarrenNode {
         if let hostname = request.hostname { prefs.hostname = hostname }
         prefs.shieldsUp = request.shieldsUp
         prefs.acceptRoutes = request.acceptRoutes
+        prefs.acceptDNS = request.acceptDNS
+        prefs.noSNAT = !request.snatSubnetRoutes
+        do {
+            prefs.advertiseRoutes = try Prefs.advertisedRoutes(request.advertiseRoutes, exitNode: request.advertiseExitNode)
+        } catch {
+            throw LocalAPIError(400, "\(error)")
+        }
+        try selectExitNode(request.exitNode, into: &prefs)
+        if prefs.advertisesExitNode && prefs.usesExitNode {
+            throw LocalAPIError(400, "cannot advertise an exit node and use an exit node at the same time")
+        }
+        if request.exitNodeAllowLANAccess && !prefs.usesExitNode {
+            throw LocalAPIError(400, "--exit-node-allow-lan-access can only be used with --exit-node")
+        }
+        prefs.exitNodeAllowLANAccess = request.exitNodeAllowLANAccess
         prefs.wantRunning = true
         let relogin = request.forceReauth || !persisted.registered || request.authKey != nil
         let changedHostinfo = prefs.hostname != persisted.prefs.hostname || prefs.shieldsUp != persisted.prefs.shieldsUp
+            || prefs.advertiseRoutes != persisted.prefs.advertiseRoutes
         persisted.prefs = prefs
         save()
         if machine.apply(.wantRunning(true)) { stateChanged() }
@@ -66,6 +82,43 @@ extension WarrenNode {
             await waitForStateChange(timeout: min(left, .seconds(1)))
         }
         return upResponse()
+    }
+
+    /// Puts what the user typed after `--exit-node` into `prefs`: "" clears it, `auto:any` lets the
+    /// node choose, an IP is kept as is until the map names its node, a name must match a peer that
+    /// offers an exit.
+    func selectExitNode(_ text: String, into prefs: inout Prefs) throws {
+        let value = text.trimmingCharacters(in: .whitespaces)
+        prefs.exitNodeIP = nil
+        prefs.autoExitNode = false
+        if value.isEmpty {
+            prefs.exitNodeID = nil
+        } else if value == "auto:any" {
+            prefs.autoExitNode = true
+            // Keep the current choice while it stays good; reconcile picks one otherwise.
+            if let id = prefs.exitNodeID, netmap.peers.first(where: { $0.stableID == id })?.offersExitNode != true {
+                prefs.exitNodeID = nil
+            }
+        } else if value.hasPrefix("auto:") {
+            throw LocalAPIError(400, "invalid --exit-node \(value.debugDescription): the only automatic choice is auto:any")
+        } else if let ip = IPAddress(value), netmap.peer(address: ip) == nil {
+            // Not in the map (yet): keep the address; the node is used once the map carries it.
+            prefs.exitNodeID = nil
+            prefs.exitNodeIP = ip
+        } else {
+            switch netmap.exitNode(named: value) {
+            case .success(let node): prefs.exitNodeID = node.stableID
+            case .failure(let error): throw LocalAPIError(400, "invalid --exit-node: \(error)")
+            }
+        }
+    }
+
+    public func suggestExitNode() async throws -> ExitNodeSuggestion {
+        let latency = magic.lastNetcheck?.regionLatency.mapValues(\.seconds) ?? [:]
+        guard let node = netmap.suggestExitNode(current: persisted.prefs.exitNodeID, regionLatency: latency) else {
+            throw LocalAPIError(404, "no exit node available: no peer offers one to this node")
+        }
+        return ExitNodeSuggestion(id: node.stableID, name: node.name.isEmpty ? node.shortName : node.name)
     }
 
     private func upResponse() -> UpResponse {
@@ -164,7 +217,8 @@ extension WarrenNode {
             addrs: (node.endpoints ?? []).map(\.description),
             created: node.created.map(\.date) ?? .goZero,
             lastSeen: node.lastSeen.map(\.date) ?? .goZero,
-            online: node.online ?? false, inNetworkMap: true, expired: node.expired ?? false,
+            online: node.online ?? false, exitNode: persisted.prefs.selectsExitNode(node),
+            exitNodeOption: node.offersExitNode, inNetworkMap: true, expired: node.expired ?? false,
             keyExpiry: node.keyExpiry.flatMap { $0.isGoZero ? nil : $0.date })
     }
 

@@ -35,6 +35,8 @@ public actor WarrenNode: LocalBackend {
     let magic: Magicsock
     let device: WireGuardDevice
     let router: any RouterConfigurator
+    /// SO_MARK of the node's own sockets (nil with an in-memory router).
+    let socketMark: UInt32?
     var magicTask: Task<Void, Never>?
     var localAPI: LocalAPIServer?
     #if os(Linux)
@@ -92,6 +94,9 @@ public actor WarrenNode: LocalBackend {
         var configuration = Magicsock.Configuration(port: options.port, derpTrustOverride: options.derpTrustOverride,
                                                     stun: options.stun, tickInterval: options.magicsockTick)
         if let addresses = options.localAddresses { configuration.localAddresses = addresses }
+        // With the system's router, the node's own sockets carry the bypass mark its policy rules know.
+        socketMark = options.router == nil ? LinuxRouter.bypassMark : nil
+        configuration.socketMark = socketMark
         magic = Magicsock(inner: bind, nodeKey: persisted.nodeKey, discoKey: discoKey, configuration: configuration, logger: logger)
         let deviceLog = logger
         let deviceLogger = DeviceLogger(level: logger.logLevel <= .debug ? .verbose : .error, prefix: "wireguard: ") { line in
@@ -99,7 +104,8 @@ public actor WarrenNode: LocalBackend {
             if text.hasPrefix("ERROR") { deviceLog.error("\(text)") } else { deviceLog.debug("\(text)") }
         }
         device = WireGuardDevice(tun: tun, bind: magic, logger: deviceLogger)
-        router = options.router ?? LinuxRouter(interface: options.tunName)
+        let routerLog = logger
+        router = options.router ?? LinuxRouter(interface: options.tunName) { routerLog.warning("router: \($0)") }
         let nodeKey = persisted.nodeKey
         try device.configure { c in c.setPrivateKey(try WireGuardPrivateKey(rawRepresentation: nodeKey.rawRepresentation)) }
     }
@@ -164,10 +170,11 @@ public actor WarrenNode: LocalBackend {
         controlGeneration += 1
         let generation = controlGeneration
         let hostinfo = currentHostinfo()
-        let configuration = ControlClientConfiguration(
+        var configuration = ControlClientConfiguration(
             serverURL: persisted.prefs.loginServer, machineKey: persisted.machineKey, nodeKey: persisted.nodeKey,
             oldNodeKey: persisted.oldNodeKey, discoKey: discoKey.publicKey, authKey: authKey, hostinfo: hostinfo,
             tls: options.controlTLS)
+        configuration.socketMark = socketMark
         let client = ControlClientService(configuration: configuration, logger: logger)
         control = client
         let endpoints = magic.endpoints
@@ -238,6 +245,7 @@ public actor WarrenNode: LocalBackend {
         var hostinfo = ControlClientConfiguration.defaultHostinfo()
         if !persisted.prefs.hostname.isEmpty { hostinfo.known.hostname = persisted.prefs.hostname }
         hostinfo.known.shieldsUp = persisted.prefs.shieldsUp ? true : nil
+        hostinfo.known.routableIPs = persisted.prefs.advertiseRoutes.isEmpty ? nil : persisted.prefs.advertiseRoutes
         if let last = magic.lastNetcheck { hostinfo.known.netInfo = Self.netInfo(last, home: magic.homeDERP) }
         return hostinfo
     }
@@ -282,8 +290,10 @@ public actor WarrenNode: LocalBackend {
     // MARK: Reconciling the engines to the network map
 
     func reconcile() {
+        chooseExitNodeIfAutomatic()
         let prefs = persisted.prefs
         let now = Self.now()
+        let hostPrefixes = options.hostPrefixes?() ?? LocalAddresses.currentPrefixes()
         if let derpMap = netmap.derpMap { magic.setDERPMap(derpMap) }
         let wg = netmap.wireGuardConfig(prefs: prefs, now: now)
         let handles = magic.setPeers(wg.peers.map {
@@ -307,8 +317,7 @@ public actor WarrenNode: LocalBackend {
         }
         appliedPeers = wanted
 
-        let routerConfig = netmap.routerConfig(prefs: prefs, now: now)
-        let settings = RouterSettings(addresses: routerConfig.localAddresses, routes: routerConfig.routes)
+        let settings = netmap.routerConfig(prefs: prefs, now: now, hostPrefixes: hostPrefixes)
         if settings != appliedRouter {
             do {
                 try router.apply(settings)
@@ -321,8 +330,24 @@ public actor WarrenNode: LocalBackend {
             }
         }
 
-        let filter = netmap.filterConfig(prefs: prefs)
+        let filter = netmap.filterConfig(prefs: prefs, hostPrefixes: hostPrefixes)
         tun.update(rules: filter.rules, localAddresses: filter.localAddresses, shieldsUp: filter.shieldsUp)
+    }
+
+    /// With `--exit-node=auto:any`, keeps the chosen exit node good: picks one when there is none, and
+    /// moves when the current one goes offline or stops offering an exit (Tailscale keeps a node chosen
+    /// by name even offline; an automatic choice follows the best).
+    func chooseExitNodeIfAutomatic() {
+        guard persisted.prefs.autoExitNode else { return }
+        let latency = magic.lastNetcheck?.regionLatency.mapValues(\.seconds) ?? [:]
+        let current = persisted.prefs.exitNodeID
+        let currentNode = current.flatMap { id in netmap.peers.first { $0.stableID == id } }
+        if let node = currentNode, node.offersExitNode, node.online != false { return }
+        let chosen = netmap.suggestExitNode(current: current, regionLatency: latency)
+        guard chosen?.stableID != current else { return }
+        logger.info("exit node (auto:any): \(chosen.map { "\($0.shortName) (\($0.stableID))" } ?? "none available")")
+        persisted.prefs.exitNodeID = chosen?.stableID
+        save()
     }
 
     /// Takes everything the map put in place away (down, logout).

@@ -30,6 +30,8 @@ public struct ControlClientConfiguration: Sendable {
     public var watchdogTimeout: Duration
     /// The largest map message accepted, compressed and decompressed.
     public var maximumMapMessageSize: Int
+    /// SO_MARK of the connections to control, so that the node's own routes never carry them.
+    public var socketMark: UInt32?
 
     public init(serverURL: String, machineKey: MachinePrivate, nodeKey: NodePrivate, oldNodeKey: NodePublic? = nil,
                 discoKey: DiscoPublic, authKey: String? = nil, hostinfo: Hostinfo = ControlClientConfiguration.defaultHostinfo(),

@@ -191,7 +191,9 @@ public actor ControlClientService {
     }
 
     private func endpoint() throws -> ControlEndpoint {
-        try ControlEndpoint(url: configuration.serverURL, tls: configuration.tls, extraCAFile: configuration.extraCAFile)
+        var endpoint = try ControlEndpoint(url: configuration.serverURL, tls: configuration.tls, extraCAFile: configuration.extraCAFile)
+        endpoint.socketMark = configuration.socketMark
+        return endpoint
     }
 
     private var protocolVersion: UInt16 { UInt16(clamping: configuration.capabilityVersion) }

@@ -13,11 +13,29 @@ struct UpOptions: ParsableArguments {
     @Option(help: "Hostname to use instead of the one the OS gives.")
     var hostname: String?
 
-    @Flag(name: .customLong("shields-up"), help: "Block incoming connections.")
+    @Flag(name: .customLong("shields-up"), inversion: .prefixedNo, help: "Block incoming connections.")
     var shieldsUp = false
 
-    @Flag(name: .customLong("accept-routes"), help: "Accept subnet routes that other nodes advertise.")
+    @Flag(name: .customLong("accept-routes"), inversion: .prefixedNo, help: "Accept subnet routes that other nodes advertise.")
     var acceptRoutes = false
+
+    @Flag(name: .customLong("accept-dns"), inversion: .prefixedNo, help: "Use the tailnet's DNS configuration (MagicDNS).")
+    var acceptDNS = true
+
+    @Option(name: .customLong("advertise-routes"), help: "Routes to advertise to other nodes (comma-separated, e.g. 10.0.0.0/8,192.168.0.0/24), or \"\" for none.")
+    var advertiseRoutes: [String] = []
+
+    @Flag(name: .customLong("advertise-exit-node"), inversion: .prefixedNo, help: "Offer to be an exit node for internet traffic of the tailnet.")
+    var advertiseExitNode = false
+
+    @Option(name: .customLong("exit-node"), help: "Tailscale IP or name of the exit node for internet traffic, auto:any to let the node choose, or \"\" to stop using one.")
+    var exitNode: String = ""
+
+    @Flag(name: .customLong("exit-node-allow-lan-access"), inversion: .prefixedNo, help: "Allow direct access to the local network when routing traffic via an exit node.")
+    var exitNodeAllowLANAccess = false
+
+    @Flag(name: .customLong("snat-subnet-routes"), inversion: .prefixedNo, help: "Source NAT traffic to local routes advertised with --advertise-routes.")
+    var snatSubnetRoutes = true
 
     @Flag(help: "Reset unspecified settings to their default values.")
     var reset = false
@@ -53,7 +71,9 @@ struct UpOptions: ParsableArguments {
             }
         }
         return UpRequest(loginServer: loginServer, authKey: key, hostname: hostname, shieldsUp: shieldsUp,
-                         acceptRoutes: acceptRoutes, reset: reset, forceReauth: forceReauth, wait: true)
+                         acceptRoutes: acceptRoutes, reset: reset, forceReauth: forceReauth, wait: true,
+                         advertiseRoutes: advertiseRoutes, advertiseExitNode: advertiseExitNode, exitNode: exitNode,
+                         exitNodeAllowLANAccess: exitNodeAllowLANAccess, snatSubnetRoutes: snatSubnetRoutes, acceptDNS: acceptDNS)
     }
 
     func timeoutSeconds() throws -> Double {

@@ -14,7 +14,7 @@ struct Warren: AsyncParsableCommand {
         version: version,
         subcommands: [
             UpCommand.self, DownCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self,
-            StatusCommand.self, IPCommand.self, PingCommand.self, NetcheckCommand.self, WhoisCommand.self,
+            StatusCommand.self, IPCommand.self, PingCommand.self, NetcheckCommand.self, WhoisCommand.self, ExitNodeCommand.self,
         ])
 
     @OptionGroup var globals: GlobalOptions
@@ -24,7 +24,8 @@ struct Warren: AsyncParsableCommand {
         await main(rewriteGoBooleans(Array(CommandLine.arguments.dropFirst())))
     }
 
-    static let invertibleFlags = ["self", "peers", "until-direct", "active"]
+    static let invertibleFlags = ["self", "peers", "until-direct", "active", "accept-routes", "accept-dns", "snat-subnet-routes",
+                                  "advertise-exit-node", "exit-node-allow-lan-access", "shields-up"]
 
     static func rewriteGoBooleans(_ arguments: [String]) -> [String] {
         arguments.map { argument in

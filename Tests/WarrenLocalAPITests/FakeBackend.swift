@@ -121,6 +121,10 @@ final class FakeBackend: LocalBackend, @unchecked Sendable {
             capMap: ["https://tailscale.com/cap/file-sharing": [.null], "example.com/cap/x": [.object(["a": .number(1)])]])
     }
 
+    func suggestExitNode() async throws -> ExitNodeSuggestion {
+        ExitNodeSuggestion(id: "nEXIT1CNTRL", name: "exit1.example.ts.net.")
+    }
+
     func netcheck() async throws -> NetcheckReport {
         NetcheckReport(udp: true, ipv4: true, ipv6: false, ipv4CanSend: true, osHasIPv6: true,
                        mappingVariesByDestIP: false, preferredDERP: 1, regionLatency: ["1": 0.0123, "2": 0.0801],

@@ -354,10 +354,10 @@ final class NATLab: @unchecked Sendable {
         return LabNode(name: name, namespace: name, socket: socket, log: logName, wanAddress: wan, process: process)
     }
 
-    /// `warren up` with the lab's key; returns the node's tailnet IPv4 address.
-    func up(_ node: LabNode) async throws -> String {
+    /// `warren up` with the lab's key (and `extra` flags); returns the node's tailnet IPv4 address.
+    func up(_ node: LabNode, _ extra: [String] = []) async throws -> String {
         try await must([warren, "--socket", node.socket, "up", "--login-server", "http://\(controlAddress):8080",
-                        "--auth-key", authKey, "--hostname", node.name], in: node.namespace)
+                        "--auth-key", authKey, "--hostname", node.name] + extra, in: node.namespace)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let (status, output) = await run([warren, "--socket", node.socket, "ip", "-4"], in: node.namespace)
@@ -366,6 +366,64 @@ final class NATLab: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(200))
         }
         throw LabError.command("\(node.name) got no tailnet address; its log:\n\(log(node.log).suffix(3000))")
+    }
+
+    /// `warren-control` run against the lab's control state (an admin command).
+    @discardableResult
+    func control(_ arguments: [String]) async throws -> String {
+        try await must([warrenControl] + arguments + ["--state-dir", directory + "/control"])
+    }
+
+    /// A bridge `bridge` in namespace `ns` carrying `address` (CIDR) on the bridge itself.
+    func addBridge(_ bridge: String, in ns: String, address: String) async throws {
+        try await must(["ip", "link", "add", bridge, "type", "bridge"], in: ns)
+        try await must(["ip", "addr", "add", address, "dev", bridge], in: ns)
+        try await must(["ip", "link", "set", bridge, "up"], in: ns)
+    }
+
+    /// An HTTP server on `address:port` in namespace `ns` that answers every GET with the client's address.
+    func startEchoServer(in ns: String, address: String, port: Int = 8000) async throws {
+        _ = try spawn(["python3", "-c", """
+            import http.server, socketserver
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = self.client_address[0].encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *a):
+                    pass
+            class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+                allow_reuse_address = True
+            S(("\(address)", \(port)), H).serve_forever()
+            """], in: ns, log: "echo-\(ns)")
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if await run(["python3", "-c", "import socket; socket.create_connection(('\(address)', \(port)), 1)"], in: ns).status == 0 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw LabError.command("the echo server on \(address):\(port) in \(ns) did not start")
+    }
+
+    /// What the echo server at `address:port` answers `node` (the source address it saw), or nil when it
+    /// cannot be reached within `timeout` seconds.
+    func echo(from ns: String, _ address: String, port: Int = 8000, timeout: Double = 2) async -> String? {
+        let (status, output) = await run(["curl", "-s", "-m", String(timeout), "http://\(address):\(port)/"], in: ns, timeout: timeout + 5)
+        return status == 0 ? output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+    }
+
+    /// Polls `echo` until it answers `expected` (any answer when nil), for at most `seconds`; returns the
+    /// last answer and how long it took.
+    func waitForEcho(from ns: String, _ address: String, expected: String? = nil, within seconds: Double) async -> (answer: String?, after: Double) {
+        let start = Date()
+        var last: String?
+        while Date().timeIntervalSince(start) < seconds {
+            last = await echo(from: ns, address, timeout: 1)
+            if let last, expected == nil || last == expected { return (last, Date().timeIntervalSince(start)) }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return (last, Date().timeIntervalSince(start))
     }
 
     // MARK: The oracle

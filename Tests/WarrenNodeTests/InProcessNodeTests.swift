@@ -32,7 +32,7 @@ final class InProcessNodeTests: XCTestCase {
         XCTAssertTrue(IPPrefix("100.64.0.0/10")!.contains(ipA))
         XCTAssertTrue(a.router.settings.routes.contains(IPPrefix("100.64.0.0/10")!))
         XCTAssertTrue(a.router.settings.routes.contains(IPPrefix("fd7a:115c:a1e0::/48")!))
-        XCTAssertTrue(a.router.settings.addresses.contains(IPPrefix(host: ipA)))
+        XCTAssertTrue(a.router.settings.localAddresses.contains(IPPrefix(host: ipA)))
 
         // Each sees the other (the second join reached the first as an incremental update).
         let seen = await InProcessTailnet.eventually {
@@ -168,7 +168,7 @@ final class InProcessNodeTests: XCTestCase {
         try await a.node.down()
         status = await a.node.status()
         XCTAssertEqual(status.backendState, .stopped)
-        XCTAssertTrue(a.router.settings.addresses.isEmpty)
+        XCTAssertTrue(a.router.settings.localAddresses.isEmpty)
         // Up again without a key: still registered.
         let up = try await lab.up(a, authKey: nil)
         XCTAssertEqual(up.backendState, .running)

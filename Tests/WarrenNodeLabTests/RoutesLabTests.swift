@@ -1,0 +1,150 @@
+// Subnet routers and exit nodes between real warrend processes in the NAT lab.
+//
+// Subnet lab: a LAN 192.168.50.0/24 (namespace `hlan`, its bridge holding host H at .10 with an HTTP server
+// that answers with the source address it saw), reached by routers R1 (.1) and R2 (.2), both also on the
+// internet bridge; client C behind a port-restricted NAT.
+// Exit lab: an "internet beyond" namespace `gw` (192.0.2.254 towards the exit nodes, X at 198.51.100.10 with
+// the same echo server) reached only through exit nodes E1 (192.0.2.1) and E2 (192.0.2.2); client C behind
+// a NAT whose own network has no route to X.
+
+import Foundation
+import XCTest
+
+final class RoutesLabTests: XCTestCase {
+    static let lanHost = "192.168.50.10"
+    static let xHost = "198.51.100.10"
+
+    func testSubnetRouterNeedsApprovalAndAcceptRoutesMasqueradesByDefaultAndFailsOver() async throws {
+        let lab = try NATLab(tag: "s")
+        defer { lab.tearDown() }
+        lab.keepLogs = true
+        try await lab.start()
+        try await lab.addNamespace("hlan")
+        try await lab.addBridge("br1", in: "hlan", address: "\(Self.lanHost)/24")
+        try await lab.startEchoServer(in: "hlan", address: Self.lanHost)
+        var routers: [LabNode] = []
+        for (index, slot) in [20, 21].enumerated() {
+            let router = try await lab.addNode("r\(index + 1)", slot: slot, host: nil)
+            try await lab.wire(bridge: "br1", in: "hlan", to: router.namespace, name: "eth1")
+            try await lab.must(["ip", "addr", "add", "192.168.50.\(index + 1)/24", "dev", "eth1"], in: router.namespace)
+            routers.append(router)
+        }
+        try await lab.addRouter(slot: 3, type: .portRestricted)
+        let c = try await lab.addNode("c", slot: 3, host: 2)
+        let route = "--advertise-routes=192.168.50.0/24"
+        _ = try await lab.up(routers[0], [route])
+        let cIP = try await lab.up(c, ["--accept-routes"])
+
+        // Advertised but not approved: C has no route to the LAN.
+        let unapproved = await lab.echo(from: "c", Self.lanHost)
+        XCTAssertNil(unapproved, "C reached the LAN before the route was approved")
+        try await lab.control(["nodes", "approve-routes", "r1", "--routes", "192.168.50.0/24"])
+        let approved = await lab.waitForEcho(from: "c", Self.lanHost, within: 15)
+        XCTAssertEqual(approved.answer, "192.168.50.1", "with SNAT on, H sees R1's LAN address")
+        print("subnet route: first answer \(String(format: "%.1f", approved.after)) s after approval")
+
+        // Without --accept-routes the client does not use the route.
+        _ = try await lab.up(c, [])
+        let notAccepted = await lab.echo(from: "c", Self.lanHost)
+        XCTAssertNil(notAccepted, "C reached the LAN without --accept-routes")
+        let table = try await lab.must(["ip", "route", "show", "table", "52"], in: "c")
+        XCTAssertFalse(table.contains("192.168.50.0/24"), table)
+
+        // SNAT off: H sees C's tailnet address (and routes the tailnet back through R1).
+        _ = try await lab.up(c, ["--accept-routes"])
+        _ = try await lab.up(routers[0], [route, "--snat-subnet-routes=false"])
+        try await lab.must(["ip", "route", "add", "100.64.0.0/10", "via", "192.168.50.1"], in: "hlan")
+        let unmasked = await lab.waitForEcho(from: "c", Self.lanHost, expected: cIP, within: 15)
+        XCTAssertEqual(unmasked.answer, cIP, "with --snat-subnet-routes=false, H sees C's tailnet address")
+        _ = try await lab.up(routers[0], [route])
+        let masked = await lab.waitForEcho(from: "c", Self.lanHost, expected: "192.168.50.1", within: 15)
+        XCTAssertEqual(masked.answer, "192.168.50.1")
+
+        // Warren's firewall lives in its own nftables table on the router.
+        let ruleset = try await lab.must(["nft", "list", "table", "inet", "warren"], in: "r1")
+        XCTAssertTrue(ruleset.contains("masquerade"), ruleset)
+
+        // Failover: R2 serves the same route; R1 dies; C continues through R2.
+        _ = try await lab.up(routers[1], [route])
+        try await lab.control(["nodes", "approve-routes", "r2", "--routes", "192.168.50.0/24"])
+        let stillR1 = await lab.waitForEcho(from: "c", Self.lanHost, expected: "192.168.50.1", within: 10)
+        XCTAssertEqual(stillR1.answer, "192.168.50.1", "the first router stays primary when a second one joins")
+        kill(routers[0].process.processIdentifier, SIGKILL)
+        let failedOver = await lab.waitForEcho(from: "c", Self.lanHost, expected: "192.168.50.2", within: 15)
+        XCTAssertEqual(failedOver.answer, "192.168.50.2", "C did not reach H through R2 within 15 s of R1's death")
+        print("subnet route failover: through R2 \(String(format: "%.1f", failedOver.after)) s after kill -9 of R1")
+
+        // R1 comes back: R2 stays primary while it is healthy.
+        _ = try await lab.startDaemon("r1", wanAddress: routers[0].wanAddress, log: "r1-again")
+        var answers: [String] = []
+        for _ in 0..<10 {
+            try await Task.sleep(for: .seconds(1))
+            answers.append(await lab.echo(from: "c", Self.lanHost) ?? "none")
+        }
+        XCTAssertEqual(Set(answers), ["192.168.50.2"], "the route flapped back to R1: \(answers)")
+        if testRun?.hasSucceeded == true { lab.keepLogs = false }
+    }
+
+    func testExitNodeCarriesInternetTrafficKeepsLANAccessAndAutoFailsOver() async throws {
+        let lab = try NATLab(tag: "e")
+        defer { lab.tearDown() }
+        lab.keepLogs = true
+        try await lab.start()
+        try await lab.addNamespace("gw")
+        try await lab.addBridge("bra", in: "gw", address: "192.0.2.254/24")
+        try await lab.addBridge("brb", in: "gw", address: "\(Self.xHost)/24")
+        try await lab.startEchoServer(in: "gw", address: Self.xHost)
+        var exits: [(node: LabNode, ip: String)] = []
+        for (index, slot) in [30, 31].enumerated() {
+            let exit = try await lab.addNode("e\(index + 1)", slot: slot, host: nil)
+            try await lab.wire(bridge: "bra", in: "gw", to: exit.namespace, name: "eth1")
+            try await lab.must(["ip", "addr", "add", "192.0.2.\(index + 1)/24", "dev", "eth1"], in: exit.namespace)
+            try await lab.must(["ip", "route", "add", "default", "via", "192.0.2.254"], in: exit.namespace)
+            let ip = try await lab.up(exit, ["--advertise-exit-node"])
+            try await lab.control(["nodes", "approve-routes", "e\(index + 1)", "--routes", "0.0.0.0/0,::/0"])
+            exits.append((exit, ip))
+        }
+        try await lab.addRouter(slot: 4, type: .portRestricted)
+        let c = try await lab.addNode("c", slot: 4, host: 2)
+        _ = try await lab.up(c)
+
+        // No exit node: the internet beyond is out of reach.
+        let without = await lab.echo(from: "c", Self.xHost)
+        XCTAssertNil(without, "C reached X without an exit node")
+
+        // The CLI lists both exit nodes.
+        let list = try await lab.must([lab.warren, "--socket", c.socket, "exit-node", "list"], in: "c")
+        XCTAssertTrue(list.contains(exits[0].ip) && list.contains(exits[1].ip), list)
+
+        // Through E1: X sees E1's address.
+        _ = try await lab.up(c, ["--exit-node=\(exits[0].ip)"])
+        let viaE1 = await lab.waitForEcho(from: "c", Self.xHost, expected: "192.0.2.1", within: 15)
+        XCTAssertEqual(viaE1.answer, "192.0.2.1")
+        // The node's own traffic does not loop into the tunnel: control still answers, the map still flows.
+        let status = try await lab.must([lab.warren, "--socket", c.socket, "status"], in: "c")
+        XCTAssertTrue(status.contains("e1"), status)
+        // Without LAN access the LAN goes through the exit node too (E1 cannot reach C's LAN).
+        let lanBlocked = await lab.run(["ping", "-c", "1", "-W", "2", "10.4.0.1"], in: "c")
+        XCTAssertNotEqual(lanBlocked.status, 0, "C reached its LAN through the exit node without --exit-node-allow-lan-access")
+        _ = try await lab.up(c, ["--exit-node=e1", "--exit-node-allow-lan-access"])
+        let lan = await lab.run(["ping", "-c", "1", "-W", "2", "10.4.0.1"], in: "c")
+        XCTAssertEqual(lan.status, 0, "C lost its LAN with --exit-node-allow-lan-access: \(lan.output)")
+        let stillE1 = await lab.waitForEcho(from: "c", Self.xHost, expected: "192.0.2.1", within: 10)
+        XCTAssertEqual(stillE1.answer, "192.0.2.1")
+
+        // auto:any, then the chosen exit node dies: C moves to the other one.
+        _ = try await lab.up(c, ["--exit-node=auto:any"])
+        let first = await lab.waitForEcho(from: "c", Self.xHost, within: 15)
+        let chosen = try XCTUnwrap(first.answer, "auto:any chose no working exit node")
+        XCTAssertTrue(["192.0.2.1", "192.0.2.2"].contains(chosen), chosen)
+        let suggestion = try await lab.must([lab.warren, "--socket", c.socket, "exit-node", "suggest"], in: "c")
+        XCTAssertTrue(suggestion.contains("Suggested exit node:"), suggestion)
+        let dying = chosen == "192.0.2.1" ? 0 : 1
+        kill(exits[dying].node.process.processIdentifier, SIGKILL)
+        let other = dying == 0 ? "192.0.2.2" : "192.0.2.1"
+        let moved = await lab.waitForEcho(from: "c", Self.xHost, expected: other, within: 15)
+        XCTAssertEqual(moved.answer, other, "auto:any did not move to the other exit node within 15 s")
+        print("exit node auto:any failover: through the other exit node \(String(format: "%.1f", moved.after)) s after kill -9")
+        if testRun?.hasSucceeded == true { lab.keepLogs = false }
+    }
+}
