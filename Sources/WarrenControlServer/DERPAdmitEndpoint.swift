@@ -59,3 +59,12 @@ public enum DERPAdmitEndpoint {
         return PlainHTTPResponse(status: 200, contentType: "application/json", body: responseBody(allow: allow))
     }
 }
+
+extension ControlEngine {
+    /// Those of `keys` that ``DERPAdmitEndpoint/admits(_:engine:)`` would admit now, in one call (the embedded relay
+    /// asks this for every connected client, every second).
+    public func liveNodeKeys(among keys: Set<NodePublic>) -> Set<NodePublic> {
+        let time = currentTime()
+        return keys.filter { key in node(withNodeKey: key).map { $0.authorized && !$0.isExpired(at: time) } ?? false }
+    }
+}

@@ -25,6 +25,9 @@ final class DERPServedClient: Sendable {
     private let controlDepth: Int
     private let state: Mutex<QueueState>
     let preferred = Atomic<Bool>(false)
+    /// Set when the relay took the client's admission back (``DERPServer/revoke(_:)``): its frames still in flight
+    /// are dropped, and the connection is closing.
+    let revoked = Atomic<Bool>(false)
 
     struct QueueState {
         var packets = CircularBuffer<ByteBuffer>(initialCapacity: 8)

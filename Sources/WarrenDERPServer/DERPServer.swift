@@ -50,6 +50,7 @@ public final class DERPServer: Sendable {
         let droppedGone = Atomic<UInt64>(0)
         let connectionsAccepted = Atomic<UInt64>(0)
         let connectionsRefused = Atomic<UInt64>(0)
+        let connectionsRevoked = Atomic<UInt64>(0)
         let protocolErrors = Atomic<UInt64>(0)
         let pingsAnswered = Atomic<UInt64>(0)
         let deepestQueue = Atomic<Int>(0)
@@ -133,6 +134,41 @@ public final class DERPServer: Sendable {
         }
         for client in all { client.channel.close(promise: nil) }
     }
+
+    /// Closes every connection of `key` (a mesh peer's excepted) at once, because its admission was taken back (the
+    /// node was deleted, or its key expired). It is unregistered before its channel closes: nothing more is relayed
+    /// to it, frames it sent that are still being read are dropped, and the peers it talked to get PeerGone.
+    /// Returns how many connections were closed.
+    @discardableResult
+    public func revoke(_ key: NodePublic) -> Int {
+        let connections = registry.withLock { $0.clients[key]?.connections.filter { !$0.canMesh } ?? [] }
+        for client in connections {
+            client.revoked.store(true, ordering: .relaxed)
+            unregister(client)
+            client.channel.close(promise: nil)
+        }
+        if !connections.isEmpty {
+            counters.connectionsRevoked.add(UInt64(connections.count), ordering: .relaxed)
+            logger.info("DERP client disconnected: no longer admitted", metadata: [
+                "key": "\(key.shortString)", "connections": "\(connections.count)"])
+        }
+        return connections.count
+    }
+
+    /// Asks `stillAdmitted` which of the connected clients (mesh peers excepted) may stay, and ``revoke(_:)``s the
+    /// others. Returns the keys revoked.
+    @discardableResult
+    public func revalidate(_ stillAdmitted: DERPRevalidation) async -> [NodePublic] {
+        let keys = registry.withLock { r in Set(r.clients.compactMap { key, set in set.connections.contains { !$0.canMesh } ? key : nil }) }
+        guard !keys.isEmpty else { return [] }
+        let keep = await stillAdmitted(keys)
+        let gone = keys.subtracting(keep)
+        for key in gone { revoke(key) }
+        return Array(gone)
+    }
+
+    /// Connections closed by ``revoke(_:)`` since start.
+    public var revokedConnections: UInt64 { counters.connectionsRevoked.load(ordering: .relaxed) }
 
     // MARK: - Registration
 

@@ -10,6 +10,10 @@ public import TailscaleKeys
 /// URL (``DERPHTTPAdmission``).
 public typealias DERPAdmission = @Sendable (_ node: NodePublic, _ source: SocketAddress?) async -> Bool
 
+/// Which of `keys` (clients connected now) may still use the relay; the others are disconnected
+/// (``DERPServer/revalidate(_:)``, run by ``DERPRevalidator``). Admission alone is decided once, at login.
+public typealias DERPRevalidation = @Sendable (_ keys: Set<NodePublic>) async -> Set<NodePublic>
+
 /// Where packets for a key that is not connected here go. This is the seam for relay meshing
 /// (tailscale/tailscale:derp/README.md: every node of a region connects to every other one with
 /// the mesh key, learns who is where through WatchConns, and forwards one hop with ForwardPacket).

@@ -163,6 +163,8 @@ final class DERPServerConnectionHandler: ChannelInboundHandler, RemovableChannel
     // MARK: - Relaying
 
     private func handle(context: ChannelHandlerContext, client: DERPServedClient, frame raw: DERPRawFrame) {
+        // Admission taken back (node deleted or expired): nothing more from this connection, it is closing.
+        guard !client.revoked.load(ordering: .relaxed) else { return }
         guard let type = DERPFrameType(rawValue: raw.type) else { return }  // unknown: skipped
         switch type {
         case .sendPacket:

@@ -8,13 +8,15 @@ import Foundation
 import WarrenControlAdmin
 import WarrenControlServer
 import WarrenControlStore
+import WarrenListenerGuard
 
 enum AdminWiring {
     /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600 in the 0700 state directory) with hooks that make the
     /// engine re-read what the admin side changed and push it to the connected nodes.
     /// `policyFile`: the server runs in policy file mode (`policy_file`), and `policy set` is refused.
     static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String,
-                      policyFile: String? = nil)
+                      policyFile: String? = nil, limits: ListenerLimits = AdminHTTPServer.defaultLimits,
+                      nodesChanged: @escaping @Sendable () -> Void = {})
         async throws -> (server: AdminHTTPServer, routes: AdminRoutes)
     {
         let policy = AdminPolicyHooks(
@@ -35,6 +37,8 @@ enum AdminWiring {
                 case .nodesChanged(let ids), .nodesRemoved(let ids):
                     // reloadNode re-reads the node, or drops it (and tells its peers) when the store no longer has it.
                     for id in ids { _ = try? await engine.reloadNode(id: id.rawValue) }
+                    // The embedded relay disconnects a node deleted or expired now, not at its next login.
+                    nodesChanged()
                 case .usersChanged:
                     try? await engine.reloadUsers()
                 case .registrationApproved(let registrationID, _):
@@ -53,7 +57,8 @@ enum AdminWiring {
         let api = AdminAPI(
             store: store, allocator: try AddressAllocator(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix),
             nodeKeyExpiry: expiry, hooks: hooks)
-        let server = try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir))
+        let server = try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir),
+                                                     limits: limits)
         return (server, AdminRoutes(api: api))
     }
 }

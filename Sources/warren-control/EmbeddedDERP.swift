@@ -19,6 +19,8 @@ struct EmbeddedDERP {
     var region: DERPRegion
     var server: DERPServer
     var stun: STUNServer?
+    /// Disconnects nodes whose admission was taken back (deleted, expired); `checkNow()` after admin changes.
+    var revalidator: DERPRevalidator?
 
     struct Settings {
         var host: String
@@ -30,6 +32,9 @@ struct EmbeddedDERP {
         var mountedOnPort: Int?
         /// Who may use the relay: warren-control passes the live nodes of its tailnet (``EngineAdmission``).
         var admission: DERPAdmission
+        /// Which connected keys may stay (asked every `revalidationInterval` and on `checkNow()`); nil: never asked again.
+        var revalidation: DERPRevalidation?
+        var revalidationInterval: Duration = .seconds(1)
         /// The relay's own listener's cap and timers (not used when mounted).
         var limits: ListenerLimits = .unlimited
         /// An upgraded DERP connection that reads nothing for this long is closed.
@@ -57,6 +62,12 @@ struct EmbeddedDERP {
             derpPort = bound.port ?? settings.port
             pin = certificate.pin
         }
+        var revalidator: DERPRevalidator?
+        if let revalidation = settings.revalidation {
+            let watcher = DERPRevalidator(server: server, interval: settings.revalidationInterval, stillAdmitted: revalidation)
+            services.append(watcher)
+            revalidator = watcher
+        }
         var stunPort = -1
         var stunServer: STUNServer?
         if settings.stunPort > 0 {
@@ -79,7 +90,7 @@ struct EmbeddedDERP {
                                 nodes: [node])
         logger.info("embedded DERP relay ready", metadata: [
             "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(pin ?? "(the control listener's certificate)")"])
-        return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer)
+        return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer, revalidator: revalidator)
     }
 
     static func loadOrCreateKey(path: String) throws -> NodePrivate {
@@ -112,6 +123,15 @@ final class EngineAdmission: Sendable {
         { [self] key, _ in
             guard let engine = slot.withLock({ $0 }) else { return false }
             return await DERPAdmitEndpoint.admits(key, engine: engine)
+        }
+    }
+
+    /// The same question for the keys connected now: the ones still live nodes (checked after login too, so that a
+    /// node deleted or expired while connected is disconnected).
+    var revalidation: DERPRevalidation {
+        { [self] keys in
+            guard let engine = slot.withLock({ $0 }) else { return [] }
+            return await engine.liveNodeKeys(among: keys)
         }
     }
 }

@@ -5,6 +5,7 @@
 //     control: {max_connections: 4096, handshake_timeout: 15s, idle_timeout: 90s}
 //     derp:    {max_connections: 4096, handshake_timeout: 15s, idle_timeout: 180s}
 //     metrics: {max_connections: 64, handshake_timeout: 15s, idle_timeout: 60s}
+//     admin:   {max_connections: 64, handshake_timeout: 15s, idle_timeout: 15s}   # the admin socket
 //     accept_backoff: 1s
 
 import Foundation
@@ -22,6 +23,7 @@ struct ListenerSettings {
     var control = One()
     var derp = One()
     var metrics = One()
+    var admin = One()
     var acceptBackoff: Duration?
 
     static let handshakeDefault = TimeAmount.seconds(15)
@@ -29,6 +31,8 @@ struct ListenerSettings {
     /// Three DERP keep-alive intervals (60 s): a live client is pinged when silent and answers well before.
     static let derpIdleDefault = TimeAmount.seconds(180)
     static let metricsIdleDefault = TimeAmount.seconds(60)
+    /// The admin socket serves one request per connection (as `AdminHTTPServer.defaultLimits`).
+    static let adminIdleDefault = TimeAmount.seconds(15)
 
     /// The default cap of the control and DERP listeners: close to half of what the descriptor limit leaves after
     /// a reserve for the database, the other listeners and logs (so the cap, not EMFILE, turns the excess away),
@@ -57,7 +61,7 @@ struct ListenerSettings {
         guard let value else { return out }
         func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(file: file, key: key, problem: problem) }
         guard let map = value as? [String: Any] else {
-            throw fail("listeners", "expected a mapping with control, derp, metrics and accept_backoff")
+            throw fail("listeners", "expected a mapping with control, derp, metrics, admin and accept_backoff")
         }
         func duration(_ value: Any?, _ key: String, max: Duration) throws -> Duration? {
             guard let value else { return nil }
@@ -79,7 +83,8 @@ struct ListenerSettings {
             case "control": slot = \.control
             case "derp": slot = \.derp
             case "metrics": slot = \.metrics
-            default: throw fail(path, "unknown key (expected control, derp, metrics or accept_backoff)")
+            case "admin": slot = \.admin
+            default: throw fail(path, "unknown key (expected control, derp, metrics, admin or accept_backoff)")
             }
             guard let settings = map[key] as? [String: Any] else {
                 throw fail(path, "expected a mapping with max_connections, handshake_timeout and idle_timeout")

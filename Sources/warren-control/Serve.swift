@@ -61,6 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
                                                   defaultIdle: ListenerSettings.controlIdleDefault)
         let derpLimits = file.listeners.limits(for: \.derp, defaultCap: defaultCap, defaultIdle: ListenerSettings.derpIdleDefault)
         let metricsLimits = file.listeners.limits(for: \.metrics, defaultCap: 64, defaultIdle: ListenerSettings.metricsIdleDefault)
+        let adminLimits = file.listeners.limits(for: \.admin, defaultCap: 64, defaultIdle: ListenerSettings.adminIdleDefault)
 
         let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
@@ -107,6 +108,7 @@ struct ServeCommand: AsyncParsableCommand {
 
         var extraServices: [any Service] = []
         var derpServer: DERPServer?
+        var derpRevalidator: DERPRevalidator?
         // The embedded relay serves the live nodes of this tailnet only (the engine is set once it is loaded).
         let derpAdmission = EngineAdmission()
         if file.derpEnabled ?? true {
@@ -117,6 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
             let derp = try await EmbeddedDERP.start(
                 settings: .init(host: derpHost, port: file.derpPort ?? 8443, stunPort: file.stunPort ?? 3478,
                                 mountedOnPort: mounted ? port : nil, admission: derpAdmission.admission,
+                                revalidation: derpAdmission.revalidation,
                                 limits: ListenerLimits(maximumConnections: derpLimits.maximumConnections,
                                                        handshakeTimeout: derpLimits.handshakeTimeout,
                                                        idleTimeout: min(derpLimits.idleTimeout ?? .seconds(60), .seconds(60)),
@@ -126,6 +129,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
             extraServices += derp.services
             if mounted { derpServer = derp.server }
+            derpRevalidator = derp.revalidator
             metrics.watch(derp: derp.server)
             if let stun = derp.stun { metrics.watch(stun: stun) }
         }
@@ -153,7 +157,8 @@ struct ServeCommand: AsyncParsableCommand {
         try await engine.load()
         derpAdmission.set(engine)
         let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
-                                                policyFile: file.policyPath)
+                                                policyFile: file.policyPath, limits: adminLimits,
+                                                nodesChanged: { [derpRevalidator] in derpRevalidator?.checkNow() })
         var upgraders: UpgraderFactory?
         if let relay = derpServer {
             upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
