@@ -1,0 +1,146 @@
+// One DNS exchange with a server over UDP or TCP: what the forwarder, `warren dns query` and the
+// tests use. Each UDP exchange has its own connected socket (a random source port, and the kernel
+// drops datagrams from anyone but the server); a response must carry the query's ID.
+
+import NIOCore
+import NIOPosix
+import WarrenDNS
+import WarrenPacket
+
+/// How a DNS message travels.
+public enum DNSTransport: String, Sendable {
+    case udp
+    case tcp
+}
+
+/// Sends single DNS queries and returns the responses.
+public struct DNSClient: Sendable {
+    public var group: any EventLoopGroup
+    /// SO_MARK for the client's sockets (Linux), so that an exit node's policy routing never takes
+    /// them into the tunnel.
+    public var socketMark: UInt32?
+    /// The time allowed for one exchange (connection included).
+    public var timeout: TimeAmount
+    /// The largest response read over TCP.
+    public var maximumTCPResponseSize: Int = 65535
+
+    public init(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, socketMark: UInt32? = nil,
+                timeout: TimeAmount = .seconds(5)) {
+        self.group = group
+        self.socketMark = socketMark
+        self.timeout = timeout
+    }
+
+    /// Sends `message` and decodes the response.
+    public func query(_ message: DNSMessage, server: SocketAddress, over transport: DNSTransport = .udp) async throws -> DNSMessage {
+        let response = try await exchange(try message.encoded(), with: server, over: transport)
+        return try DNSMessage(bytes: response)
+    }
+
+    /// Sends the octets of a query and returns the octets of the first response with its ID (the
+    /// QR bit set). Throws `DNSServerError.timeout` when none comes in time.
+    public func exchange(_ query: [UInt8], with server: SocketAddress, over transport: DNSTransport,
+                         timeout: TimeAmount? = nil) async throws -> [UInt8] {
+        guard query.count >= 12 else { throw DNSDecodingError.truncated }
+        let id = UInt16(query[0]) << 8 | UInt16(query[1])
+        let limit = timeout ?? self.timeout
+        switch transport {
+        case .udp: return try await exchangeUDP(query, id: id, server: server, timeout: limit)
+        case .tcp: return try await exchangeTCP(query, id: id, server: server, timeout: limit)
+        }
+    }
+
+    private func exchangeUDP(_ query: [UInt8], id: UInt16, server: SocketAddress, timeout: TimeAmount) async throws -> [UInt8] {
+        let loop = group.next()
+        let promise = loop.makePromise(of: [UInt8].self)
+        let local = try SocketAddress(ipAddress: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0)
+        let channel: Channel
+        do {
+            channel = try await DatagramBootstrap(group: loop)
+                .socketMark(socketMark)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise, framed: false))
+                    }
+                }
+                .bind(to: local)
+                .flatMap { bound in bound.connect(to: server).map { bound } }
+                .get()
+        } catch {
+            promise.fail(error)
+            throw error
+        }
+        let timer = loop.scheduleTask(in: timeout) { promise.fail(DNSServerError.timeout) }
+        var buffer = channel.allocator.buffer(capacity: query.count)
+        buffer.writeBytes(query)
+        channel.writeAndFlush(buffer, promise: nil)
+        defer {
+            timer.cancel()
+            channel.close(promise: nil)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    private func exchangeTCP(_ query: [UInt8], id: UInt16, server: SocketAddress, timeout: TimeAmount) async throws -> [UInt8] {
+        let loop = group.next()
+        let promise = loop.makePromise(of: [UInt8].self)
+        let timer = loop.scheduleTask(in: timeout) { promise.fail(DNSServerError.timeout) }
+        let maximum = maximumTCPResponseSize
+        let connecting = ClientBootstrap(group: loop)
+            .socketMark(socketMark)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(DNSTCPFrameDecoder(maximumLength: maximum)))
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise, framed: true))
+                }
+            }
+            .connect(to: server)
+        connecting.whenFailure { promise.fail($0) }
+        connecting.whenSuccess { channel in
+            var buffer = channel.allocator.buffer(capacity: query.count + 2)
+            buffer.writeDNSFrame(query)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+        defer {
+            timer.cancel()
+            connecting.whenSuccess { channel in channel.close(promise: nil) }
+        }
+        return try await promise.futureResult.get()
+    }
+}
+
+/// Completes the promise with the first message that answers the query's ID.
+private final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let id: UInt16
+    let promise: EventLoopPromise<[UInt8]>
+    let framed: Bool
+
+    init(id: UInt16, promise: EventLoopPromise<[UInt8]>, framed: Bool) {
+        self.id = id
+        self.promise = promise
+        self.framed = framed
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard buffer.readableBytes >= 12,
+              let responseID = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
+              let flags = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt8.self),
+              responseID == id, flags & 0x80 != 0 else { return }  // not ours: ignore
+        promise.succeed(Array(buffer.readableBytesView))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(DNSServerError.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // UDP: ICMP port unreachable and the like end the exchange at once.
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}

@@ -1,2 +1,0 @@
-// MagicDNS, engine part: the resolver's UDP and TCP listeners and the upstream forwarder.
-import WarrenDNS
