@@ -36,6 +36,12 @@ public final class UAPIServer: Sendable {
 
     public let listener: UAPIListener
     private let handler: any UAPIHandler
+    /// Connections served at once (each has a thread); more are closed as soon as they are accepted.
+    public let maximumConnections: Int
+    /// A connection that sends nothing for this long is closed (`wg` writes its request at once).
+    public let idleTimeoutMilliseconds: Int
+    private let refused = Atomic<Int>(0)
+    private let timedOut = Atomic<Int>(0)
     /// How often the accept loop checks that the socket file is still there, in milliseconds.
     private let socketCheckIntervalMilliseconds: Int32
     /// Serializes handler calls across connections.
@@ -51,9 +57,18 @@ public final class UAPIServer: Sendable {
         var connections: Set<Int32> = []
     }
 
-    public init(listener: UAPIListener, handler: some UAPIHandler, socketCheckIntervalMilliseconds: Int32 = 500) {
+    /// Connections served at once by default: `wg` opens one per command.
+    public static let defaultMaximumConnections = 64
+    /// Idle time before a connection is closed, by default.
+    public static let defaultIdleTimeoutMilliseconds = 30_000
+
+    public init(listener: UAPIListener, handler: some UAPIHandler, socketCheckIntervalMilliseconds: Int32 = 500,
+                maximumConnections: Int = UAPIServer.defaultMaximumConnections,
+                idleTimeoutMilliseconds: Int = UAPIServer.defaultIdleTimeoutMilliseconds) {
         self.listener = listener
         self.handler = handler
+        self.maximumConnections = max(1, maximumConnections)
+        self.idleTimeoutMilliseconds = max(1, idleTimeoutMilliseconds)
         self.socketCheckIntervalMilliseconds = socketCheckIntervalMilliseconds
         var fds: [Int32] = [-1, -1]
         if pipe(&fds) == 0 {
@@ -68,6 +83,13 @@ public final class UAPIServer: Sendable {
         if wakeRead >= 0 { close(wakeRead) }
         if wakeWrite >= 0 { close(wakeWrite) }
     }
+
+    /// Connections open now.
+    public var openConnections: Int { state.withLock { $0.connections.count } }
+    /// Connections closed at accept because `maximumConnections` were open.
+    public var refusedConnections: Int { refused.load(ordering: .relaxed) }
+    /// Connections closed after `idleTimeoutMilliseconds` without a byte.
+    public var timedOutConnections: Int { timedOut.load(ordering: .relaxed) }
 
     /// Runs `run()` on a new thread and calls `onStop` with its result.
     public func start(onStop: @escaping @Sendable (StopReason) -> Void = { _ in }) {
@@ -123,15 +145,28 @@ public final class UAPIServer: Sendable {
                 }
             }
             _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
-            let accepted = state.withLock { s in
-                if s.stopping { return false }
+            enum Admission { case served, full, stopping }
+            let admission = state.withLock { s -> Admission in
+                if s.stopping { return .stopping }
+                if s.connections.count >= maximumConnections { return .full }
                 s.connections.insert(connection)
-                return true
+                return .served
             }
-            guard accepted else {
+            switch admission {
+            case .stopping:
                 close(connection)
                 return .stopped
+            case .full:
+                // Over the cap: closed at once (each connection costs a thread).
+                refused.add(1, ordering: .relaxed)
+                close(connection)
+                continue
+            case .served:
+                break
             }
+            var timeout = timeval(tv_sec: idleTimeoutMilliseconds / 1000, tv_usec: Int((idleTimeoutMilliseconds % 1000) * 1000))
+            _ = setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            _ = setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             spawnThread { [self] in
                 serve(connection)
                 state.withLock { _ = $0.connections.remove(connection) }
@@ -154,6 +189,8 @@ public final class UAPIServer: Sendable {
             } else if errno == EINTR {
                 continue
             } else {
+                // EAGAIN: SO_RCVTIMEO passed without a byte.
+                if errno == EAGAIN || errno == EWOULDBLOCK { timedOut.add(1, ordering: .relaxed) }
                 return
             }
             for action in actions {
