@@ -156,10 +156,21 @@ final class AbuseSuiteTests: XCTestCase {
         try served.cli(["users", "create", "storm"])
         let keysPerRound = 8
         let clientsPerKey = 4
-        let delays = [10, 20, 30, 40, 55, 75, 100, 150]  // milliseconds between firing the storm and SIGKILL
+        var delays = [10, 20, 30, 40, 55, 75, 100, 150]  // milliseconds between firing the storm and SIGKILL
+        var noneAnswered = 0  // the longest delay at which nothing was answered yet
+        var allAnswered = Int.max  // the shortest at which everything was
         var totals = (acknowledged: 0, refused: 0, noReply: 0, spentKeys: 0, retriedBack: 0, cutMidway: 0)
         var seed: UInt64 = 0x14_0000
-        for (round, delay) in delays.enumerated() {
+        var round = 0
+        while round < delays.count {
+            let delay = delays[round]
+            defer {
+                round += 1
+                // On a machine much faster or slower than expected no round may have been cut mid-way: bisect.
+                if round == delays.count, totals.cutMidway == 0, delays.count < 12 {
+                    delays.append(allAnswered == Int.max ? delays.last! * 2 : (noneAnswered + allAnswered) / 2)
+                }
+            }
             var keys: [Created] = []
             for _ in 0..<keysPerRound {
                 keys.append(try JSONDecoder().decode(Created.self, from: served.cli(["preauthkeys", "create", "--user", "storm", "-o", "json"])))
@@ -201,6 +212,8 @@ final class AbuseSuiteTests: XCTestCase {
             for entry in clients { await entry.client.close() }
             let answered = outcomes.filter { $0 != .noReply }.count
             if answered > 0, answered < outcomes.count { totals.cutMidway += 1 }
+            if answered == 0 { noneAnswered = max(noneAnswered, delay) }
+            if answered == outcomes.count { allAnswered = min(allAnswered, delay) }
             print("round \(round): kill after \(delay) ms: \(answered) of \(outcomes.count) answered")
             try served.restart()
 
