@@ -64,9 +64,8 @@ public struct MagicDNSResolver: Sendable {
             guard let name = try? DNSName(record.name) else { continue }
             switch record.type.uppercased() {
             case "", "A", "AAAA":
-                guard let address = IPAddress(record.value.trimmingSpaces),
-                      record.type.isEmpty || (address.version == .v4) == (record.type.uppercased() == "A")
-                else { continue }
+                // As Tailscale: the family comes from the value, whichever of the three types is named.
+                guard let address = IPAddress(record.value.trimmingSpaces) else { continue }
                 entries[name, default: Entry(name: name)].addresses.append(address)
                 if reverse[address] == nil { reverse[address] = name }
             case "TXT":

@@ -60,7 +60,8 @@ public struct DNSClient: Sendable {
                 .socketMark(socketMark)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise, framed: false))
+                        try channel.pipeline.syncOperations.addHandler(DatagramUnwrapper())
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise))
                     }
                 }
                 .bind(to: local)
@@ -93,7 +94,7 @@ public struct DNSClient: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(DNSTCPFrameDecoder(maximumLength: maximum)))
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise, framed: true))
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise))
                 }
             }
             .connect(to: server)
@@ -116,12 +117,10 @@ private final class ResponseCollector: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let id: UInt16
     let promise: EventLoopPromise<[UInt8]>
-    let framed: Bool
 
-    init(id: UInt16, promise: EventLoopPromise<[UInt8]>, framed: Bool) {
+    init(id: UInt16, promise: EventLoopPromise<[UInt8]>) {
         self.id = id
         self.promise = promise
-        self.framed = framed
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -142,5 +141,15 @@ private final class ResponseCollector: ChannelInboundHandler {
         // UDP: ICMP port unreachable and the like end the exchange at once.
         promise.fail(error)
         context.close(promise: nil)
+    }
+}
+
+/// Passes on the payloads of datagrams (the socket is connected: only the server's arrive).
+private final class DatagramUnwrapper: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias InboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(unwrapInboundIn(data).data))
     }
 }
