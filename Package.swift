@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "WarrenControlStore", dependencies: ["TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         // The node's pure layer: disco messages, and the network map (reducer and derivations).
         .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys"]),
+        .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenDNS"]),
         // MagicDNS: the DNS message codec and the resolver's pure answer logic (layer 0) ...
         .target(name: "WarrenDNS", dependencies: ["WarrenPacket"]),
         // ... and its UDP/TCP server and upstream forwarder (layer 1).
@@ -173,7 +173,7 @@ let package = Package(
         // The node's composition root (nothing imports it but warrend and tests).
         .target(name: "WarrenNode", dependencies: [
             "WarrenNodeControl", "WarrenMagicsock", "WarrenLocalAPI", "WarrenNetMap", "WarrenFilter", "WireGuardDevice",
-            "WarrenLinux", "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "DiscoProtocol",
+            "WarrenLinux", "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "DiscoProtocol", "WarrenDNS", "WarrenDNSServer",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -183,7 +183,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "warren", dependencies: [
-            "WarrenLocalAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "WarrenLocalAPI", "WarrenDNS", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "warren-derp", dependencies: [
             "WarrenDERPServer", "WarrenListenerGuard", "WarrenDERPTransport", "DERPProtocol", "TailscaleKeys",

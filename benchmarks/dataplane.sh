@@ -197,9 +197,9 @@ nodes() {
     pid_b=$!
     PIDS+=("$pid_a" "$pid_b")
     for i in $(seq 1 100); do [[ -S "$WORK/node-a.sock" && -S "$WORK/node-b.sock" ]] && break; sleep 0.1; done
-    ip netns exec $NS_A "$BIN/warren" --socket "$WORK/node-a.sock" up --login-server http://10.250.0.1:8080 --auth-key "$key" \
+    ip netns exec $NS_A "$BIN/warren" --socket "$WORK/node-a.sock" up --accept-dns=false --login-server http://10.250.0.1:8080 --auth-key "$key" \
         --hostname bench-a >/dev/null || die "node a did not come up"
-    ip netns exec $NS_B "$BIN/warren" --socket "$WORK/node-b.sock" up --login-server http://10.250.0.1:8080 --auth-key "$key" \
+    ip netns exec $NS_B "$BIN/warren" --socket "$WORK/node-b.sock" up --accept-dns=false --login-server http://10.250.0.1:8080 --auth-key "$key" \
         --hostname bench-b >/dev/null || die "node b did not come up"
     local target
     target="$(ip netns exec $NS_B "$BIN/warren" --socket "$WORK/node-b.sock" ip -4)"

@@ -239,9 +239,9 @@ EOF
     fi
     add_oracle "p$slot" $wan_a $wan_b
     t0=$(now)
-    in_ns $a "$B/warren" --socket "$DIR/$a.sock" up --login-server http://203.0.113.1:8080 --auth-key "$KEY" --hostname "$a" >/dev/null 2>&1 &
+    in_ns $a "$B/warren" --socket "$DIR/$a.sock" up --accept-dns=false --login-server http://203.0.113.1:8080 --auth-key "$KEY" --hostname "$a" >/dev/null 2>&1 &
     up_a=$!
-    in_ns $b "$B/warren" --socket "$DIR/$b.sock" up --login-server http://203.0.113.1:8080 --auth-key "$KEY" --hostname "$b" >/dev/null 2>&1 &
+    in_ns $b "$B/warren" --socket "$DIR/$b.sock" up --accept-dns=false --login-server http://203.0.113.1:8080 --auth-key "$KEY" --hostname "$b" >/dev/null 2>&1 &
     up_b=$!
     ip_b=$(tailnet_ip $b)
     wait $up_a $up_b || true

@@ -80,6 +80,16 @@ public struct LocalAPIClient: Sendable {
         try await call("GET", "whois?addr=\(Self.escape(address))", as: WhoIsResponse.self)
     }
 
+    public func dnsQuery(name: String, type: String) async throws -> DNSQueryResponse {
+        let n = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? name
+        let t = type.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? type
+        return try await call("GET", "dns-query?name=\(n)&type=\(t)", as: DNSQueryResponse.self)
+    }
+
+    public func dnsStatus() async throws -> DNSStatus {
+        try await call("GET", "dns-status", as: DNSStatus.self)
+    }
+
     public func suggestExitNode() async throws -> ExitNodeSuggestion {
         try await call("GET", "suggest-exit-node", as: ExitNodeSuggestion.self)
     }

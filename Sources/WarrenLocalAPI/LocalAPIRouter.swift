@@ -39,7 +39,7 @@ public struct LocalAPIRouter: Sendable {
     /// Route name -> the one method it accepts.
     public static let routes: [String: String] = [
         "status": "GET", "up": "POST", "down": "POST", "logout": "POST", "ping": "POST", "whois": "GET",
-        "netcheck": "GET", "suggest-exit-node": "GET",
+        "netcheck": "GET", "suggest-exit-node": "GET", "dns-query": "GET", "dns-status": "GET",
     ]
 
     public let backend: any LocalBackend
@@ -110,6 +110,13 @@ public struct LocalAPIRouter: Sendable {
                 return .json(try await backend.netcheck())
             case "suggest-exit-node":
                 return .json(try await backend.suggestExitNode())
+            case "dns-query":
+                guard let name = query["name"], !name.isEmpty, name.utf8.count <= 255 else {
+                    return .error(400, "missing or too long 'name' parameter")
+                }
+                return .json(try await backend.dnsQuery(name: name, type: query["type"] ?? ""))
+            case "dns-status":
+                return .json(try await backend.dnsStatus())
             default:
                 return .error(404, "no such LocalAPI endpoint: \(name)")
             }

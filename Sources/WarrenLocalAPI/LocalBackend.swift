@@ -31,6 +31,12 @@ public protocol LocalBackend: Sendable {
     /// The exit node this node would pick now (GET suggest-exit-node); `LocalAPIError(404, ...)` when no
     /// peer offers one.
     func suggestExitNode() async throws -> ExitNodeSuggestion
+
+    /// Resolves `name` (type `type`, "A" when empty) through MagicDNS as the host would (GET dns-query).
+    func dnsQuery(name: String, type: String) async throws -> DNSQueryResponse
+
+    /// MagicDNS and the host's DNS configuration (GET dns-status).
+    func dnsStatus() async throws -> DNSStatus
 }
 
 /// An error answer chosen by the backend: HTTP status and message.

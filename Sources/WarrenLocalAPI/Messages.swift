@@ -323,3 +323,83 @@ public struct ExitNodeSuggestion: Codable, Sendable, Equatable {
         self.init(id: try c.value(.id, or: ""), name: try c.value(.name, or: ""))
     }
 }
+
+/// The answer to GET /localapi/v0/dns-query (Tailscale's: the raw DNS response, and which resolvers
+/// the query would be forwarded to when MagicDNS does not answer it).
+public struct DNSQueryResponse: Codable, Sendable, Equatable {
+    /// The DNS response message as sent on the wire (base64 in JSON, as Go encodes []byte).
+    public var bytes: Data
+    /// The upstreams, "ip:port" (empty when MagicDNS answered it).
+    public var resolvers: [String]
+
+    public init(bytes: Data, resolvers: [String]) {
+        self.bytes = bytes
+        self.resolvers = resolvers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case bytes = "Bytes", resolvers = "Resolvers"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(bytes: try c.value(.bytes, or: Data()), resolvers: try c.value(.resolvers, or: []))
+    }
+}
+
+/// The answer to GET /localapi/v0/dns-status: what `warren dns status` prints.
+public struct DNSStatus: Codable, Sendable, Equatable {
+    /// Whether the node uses the tailnet's DNS settings (`--accept-dns`).
+    public var acceptDNS: Bool
+    /// MagicDNS is on in the tailnet (control's DNSConfig.Proxied).
+    public var magicDNS: Bool
+    /// The tailnet's domain, without the final dot.
+    public var tailnetDomain: String
+    /// Where MagicDNS listens ("100.100.100.100:53", ...); empty when it is not running.
+    public var listening: [String]
+    /// Control's global resolvers.
+    public var resolvers: [String]
+    /// Split DNS: domain to resolvers (an empty list: answered by MagicDNS).
+    public var splitDNSRoutes: [String: [String]]
+    public var searchDomains: [String]
+    /// Names of the extra records control added.
+    public var extraRecords: [String]
+    /// The host's resolvers from before Warren (the fallback upstreams).
+    public var hostResolvers: [String]
+    /// How the host is configured ("direct /etc/resolv.conf", "systemd-resolved (link warren0)", ...).
+    public var hostMode: String
+    /// What the host was told: nameservers, search and match domains; nil when the host is left alone.
+    public var osNameservers: [String]?
+    public var osSearchDomains: [String]?
+    public var osMatchDomains: [String]?
+
+    public init(acceptDNS: Bool = true, magicDNS: Bool = false, tailnetDomain: String = "", listening: [String] = [],
+                resolvers: [String] = [], splitDNSRoutes: [String: [String]] = [:], searchDomains: [String] = [],
+                extraRecords: [String] = [], hostResolvers: [String] = [], hostMode: String = "",
+                osNameservers: [String]? = nil, osSearchDomains: [String]? = nil, osMatchDomains: [String]? = nil) {
+        self.acceptDNS = acceptDNS; self.magicDNS = magicDNS; self.tailnetDomain = tailnetDomain; self.listening = listening
+        self.resolvers = resolvers; self.splitDNSRoutes = splitDNSRoutes; self.searchDomains = searchDomains
+        self.extraRecords = extraRecords; self.hostResolvers = hostResolvers; self.hostMode = hostMode
+        self.osNameservers = osNameservers; self.osSearchDomains = osSearchDomains; self.osMatchDomains = osMatchDomains
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case acceptDNS = "AcceptDNS", magicDNS = "MagicDNS", tailnetDomain = "TailnetDomain", listening = "Listening"
+        case resolvers = "Resolvers", splitDNSRoutes = "SplitDNSRoutes", searchDomains = "SearchDomains"
+        case extraRecords = "ExtraRecords", hostResolvers = "HostResolvers", hostMode = "HostMode"
+        case osNameservers = "OSNameservers", osSearchDomains = "OSSearchDomains", osMatchDomains = "OSMatchDomains"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            acceptDNS: try c.value(.acceptDNS, or: true), magicDNS: try c.value(.magicDNS, or: false),
+            tailnetDomain: try c.value(.tailnetDomain, or: ""), listening: try c.value(.listening, or: []),
+            resolvers: try c.value(.resolvers, or: []), splitDNSRoutes: try c.value(.splitDNSRoutes, or: [:]),
+            searchDomains: try c.value(.searchDomains, or: []), extraRecords: try c.value(.extraRecords, or: []),
+            hostResolvers: try c.value(.hostResolvers, or: []), hostMode: try c.value(.hostMode, or: ""),
+            osNameservers: try c.decodeIfPresent([String].self, forKey: .osNameservers),
+            osSearchDomains: try c.decodeIfPresent([String].self, forKey: .osSearchDomains),
+            osMatchDomains: try c.decodeIfPresent([String].self, forKey: .osMatchDomains))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOSSL
 import WarrenDERPTransport
 import WarrenPacket
@@ -34,6 +35,12 @@ public struct NodeOptions: Sendable {
     public var controlTLS: NIOSSLContext?
     /// Trust for every DERP node (tests); nil: as the DERP map says.
     public var derpTrustOverride: DERPServerTrust?
+    /// How the host's DNS is configured; nil: systemd-resolved when it manages /etc/resolv.conf, else the
+    /// file itself (with an in-memory router: nothing is touched).
+    public var hostDNS: (any HostDNSConfigurator)?
+    /// Where MagicDNS listens; nil: 100.100.100.100:53 and [fd7a:115c:a1e0::53]:53 on the TUN (with an
+    /// in-memory router: nowhere).
+    public var dnsListenAddresses: [SocketAddress]?
     /// How often magicsock's timers run.
     public var magicsockTick: Duration = .seconds(1)
     /// How long `up` waits for Running (or a login URL) before it answers with the current state.

@@ -129,7 +129,7 @@ extension WarrenNode {
         persisted.prefs.wantRunning = false
         save()
         stopControl()
-        clearEngines()
+        await clearEngines()
         netmap = NetworkMap()
         if machine.apply(.wantRunning(false)) { stateChanged() }
     }
@@ -143,7 +143,7 @@ extension WarrenNode {
             }
         }
         stopControl()
-        clearEngines()
+        await clearEngines()
         netmap = NetworkMap()
         if persisted.registered { rotateNodeKey() }
         persisted.prefs.wantRunning = false

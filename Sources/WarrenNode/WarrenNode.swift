@@ -9,6 +9,7 @@ import Foundation
 import Logging
 import NIOSSL
 import TailscaleKeys
+import WarrenDNSServer
 import WarrenLinux
 import WarrenLocalAPI
 import WarrenMagicsock
@@ -37,6 +38,11 @@ public actor WarrenNode: LocalBackend {
     let router: any RouterConfigurator
     /// SO_MARK of the node's own sockets (nil with an in-memory router).
     let socketMark: UInt32?
+    let hostDNS: any HostDNSConfigurator
+    var dnsServer: DNSServer?
+    var dnsStarting = false
+    var appliedHostDNS: OSDNSConfig?
+    var hostDNSApplied = false
     var magicTask: Task<Void, Never>?
     var localAPI: LocalAPIServer?
     #if os(Linux)
@@ -106,6 +112,17 @@ public actor WarrenNode: LocalBackend {
         device = WireGuardDevice(tun: tun, bind: magic, logger: deviceLogger)
         let routerLog = logger
         router = options.router ?? LinuxRouter(interface: options.tunName) { routerLog.warning("router: \($0)") }
+        if let configured = options.hostDNS {
+            hostDNS = configured
+        } else if options.router != nil {
+            hostDNS = MemoryHostDNS()
+        } else if ResolvedLink.isManagingHost() {
+            hostDNS = ResolvedLink(interface: options.tunName)
+        } else {
+            hostDNS = ResolvConfFile(backupPath: (options.stateDirectory as NSString).appendingPathComponent("resolv.conf.backup")) {
+                routerLog.warning("host DNS: \($0)")
+            }
+        }
         let nodeKey = persisted.nodeKey
         try device.configure { c in c.setPrivateKey(try WireGuardPrivateKey(rawRepresentation: nodeKey.rawRepresentation)) }
     }
@@ -155,6 +172,7 @@ public actor WarrenNode: LocalBackend {
         tsmpResponder?.stop()
         #endif
         await localAPI?.close()
+        await stopDNS()
         router.reset()
         device.stop()
         device.waitUntilStopped()
@@ -317,7 +335,8 @@ public actor WarrenNode: LocalBackend {
         }
         appliedPeers = wanted
 
-        let settings = netmap.routerConfig(prefs: prefs, now: now, hostPrefixes: hostPrefixes)
+        var settings = netmap.routerConfig(prefs: prefs, now: now, hostPrefixes: hostPrefixes)
+        if !settings.localAddresses.isEmpty { settings.localAddresses = (settings.localAddresses + dnsInterfaceAddresses).sorted() }
         if settings != appliedRouter {
             do {
                 try router.apply(settings)
@@ -332,6 +351,7 @@ public actor WarrenNode: LocalBackend {
 
         let filter = netmap.filterConfig(prefs: prefs, hostPrefixes: hostPrefixes)
         tun.update(rules: filter.rules, localAddresses: filter.localAddresses, shieldsUp: filter.shieldsUp)
+        if !appliedRouter.localAddresses.isEmpty { reconcileDNS(prefs: prefs) }
     }
 
     /// With `--exit-node=auto:any`, keeps the chosen exit node good: picks one when there is none, and
@@ -351,7 +371,8 @@ public actor WarrenNode: LocalBackend {
     }
 
     /// Takes everything the map put in place away (down, logout).
-    func clearEngines() {
+    func clearEngines() async {
+        await stopDNS()
         let applied = appliedPeers
         device.configure { c in
             for key in applied.keys {

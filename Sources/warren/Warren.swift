@@ -14,7 +14,7 @@ struct Warren: AsyncParsableCommand {
         version: version,
         subcommands: [
             UpCommand.self, DownCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self,
-            StatusCommand.self, IPCommand.self, PingCommand.self, NetcheckCommand.self, WhoisCommand.self, ExitNodeCommand.self,
+            StatusCommand.self, IPCommand.self, PingCommand.self, NetcheckCommand.self, WhoisCommand.self, ExitNodeCommand.self, DNSCommand.self,
         ])
 
     @OptionGroup var globals: GlobalOptions

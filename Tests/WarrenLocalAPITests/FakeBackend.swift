@@ -121,6 +121,14 @@ final class FakeBackend: LocalBackend, @unchecked Sendable {
             capMap: ["https://tailscale.com/cap/file-sharing": [.null], "example.com/cap/x": [.object(["a": .number(1)])]])
     }
 
+    func dnsQuery(name: String, type: String) async throws -> DNSQueryResponse {
+        throw LocalAPIError(503, "MagicDNS is not running")
+    }
+
+    func dnsStatus() async throws -> DNSStatus {
+        DNSStatus(magicDNS: true, tailnetDomain: "example.ts.net", listening: ["100.100.100.100:53"], hostMode: "memory")
+    }
+
     func suggestExitNode() async throws -> ExitNodeSuggestion {
         ExitNodeSuggestion(id: "nEXIT1CNTRL", name: "exit1.example.ts.net.")
     }

@@ -142,6 +142,10 @@ final class InteropLab: @unchecked Sendable {
             guard try Command.run([ip, "netns", "add", namespace(place)], timeout: 10).status == 0 else {
                 throw InteropEnvironment.unavailable("cannot create network namespace \(namespace(place))")
             }
+            // A resolv.conf of the namespace's own (bind-mounted by `ip netns exec`), so that warrend's DNS
+            // configuration never touches the host's.
+            try FileManager.default.createDirectory(atPath: "/etc/netns/\(namespace(place))", withIntermediateDirectories: true)
+            try "nameserver \(Self.controlAddress)\n".write(toFile: "/etc/netns/\(namespace(place))/resolv.conf", atomically: false, encoding: .utf8)
             try exec(place, ["ip", "link", "set", "lo", "up"])
         }
         try exec(.control, ["ip", "link", "add", "wni-br", "type", "bridge"])
@@ -240,6 +244,7 @@ final class InteropLab: @unchecked Sendable {
         }
         for place in Place.allCases {
             _ = try? Command.run([ip, "netns", "del", namespace(place)], timeout: 10)
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(namespace(place))")
         }
         if keepLogs {
             print("WarrenNodeInteropTests: logs kept in \(directory)")

@@ -61,11 +61,16 @@ final class NATLab: @unchecked Sendable {
     private(set) var controlProcess: Process?
     let controlAddress = "203.0.113.1"
     var keepLogs = false
+    /// More of warren-control's YAML configuration (top-level keys), set before `start()`.
+    var extraControlConfig = ""
 
     private let lock = NSLock()
     private var processes: [Process] = []
     private var namespaces: [String] = []
     private var wires = 0
+
+    /// Every namespace's resolv.conf at the start: the lab's upstream resolver (see `startUpstreamDNS`).
+    static let labResolvConf = "# NAT lab\nnameserver 203.0.113.53\noptions timeout:2 attempts:1\n"
 
     static var isRequired: Bool { ProcessInfo.processInfo.environment["WARREN_INTEROP_REQUIRED"] == "1" }
 
@@ -193,6 +198,10 @@ final class NATLab: @unchecked Sendable {
         await run(["ip", "netns", "del", full])
         try await must(["ip", "netns", "add", full])
         lock.withLock { namespaces.append(full) }
+        // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: each namespace has
+        // a resolver configuration of its own, which a warrend inside may rewrite without touching the host's.
+        try FileManager.default.createDirectory(atPath: "/etc/netns/\(full)", withIntermediateDirectories: true)
+        try Self.labResolvConf.write(toFile: "/etc/netns/\(full)/resolv.conf", atomically: false, encoding: .utf8)
         try await must(["ip", "link", "set", "lo", "up"], in: name)
     }
 
@@ -236,7 +245,8 @@ final class NATLab: @unchecked Sendable {
               host: \(controlAddress)
               port: 8443
               stun_port: 3478
-            """.write(toFile: directory + "/control.yaml", atomically: true, encoding: .utf8)
+
+            """.appending(extraControlConfig).write(toFile: directory + "/control.yaml", atomically: true, encoding: .utf8)
         try await startControl(log: "control")
         try await must([warrenControl, "users", "create", "lab", "--state-dir", state])
         authKey = try await must([warrenControl, "preauthkeys", "create", "--user", "lab", "--reusable", "--state-dir", state])
@@ -426,6 +436,37 @@ final class NATLab: @unchecked Sendable {
         return (last, Date().timeIntervalSince(start))
     }
 
+    /// A small authoritative DNS server on `address`:53 (UDP) in namespace `ns` that answers A queries for
+    /// the names in `records` and NXDOMAIN for everything else, counting what it answered in `<log>.log`.
+    func startDNSServer(in ns: String, address: String, records: [String: String], log name: String) async throws {
+        let table = records.map { "\"\($0.key.lowercased())\": \"\($0.value)\"" }.joined(separator: ", ")
+        _ = try spawn(["python3", "-u", "-c", """
+            import socket, struct, sys
+            records = {\(table)}
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("\(address)", 53))
+            while True:
+                data, peer = s.recvfrom(4096)
+                if len(data) < 12: continue
+                qid, flags, qd = struct.unpack("!HHH", data[:6])
+                i, labels = 12, []
+                while i < len(data) and data[i] != 0:
+                    labels.append(data[i + 1:i + 1 + data[i]].decode("ascii", "replace")); i += 1 + data[i]
+                question = data[12:i + 5]
+                qtype = struct.unpack("!H", data[i + 1:i + 3])[0]
+                name = ".".join(labels).lower()
+                answer = records.get(name)
+                print("query", name, qtype, flush=True)
+                if answer is not None and qtype == 1:
+                    rr = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(answer)
+                    s.sendto(struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + rr, peer)
+                else:
+                    rcode = 0 if answer is not None else 3
+                    s.sendto(struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 0, 0, 0) + question, peer)
+            """], in: ns, log: name)
+        try await Task.sleep(for: .milliseconds(300))
+    }
+
     // MARK: The oracle
 
     /// Counters `udp_<id>` (bridge) and `derp_<id>` (ip) for traffic between WAN addresses `a` and `b`.
@@ -493,6 +534,7 @@ final class NATLab: @unchecked Sendable {
             process.arguments = ["netns", "del", ns]
             try? process.run()
             process.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(ns)")
         }
         if keepLogs {
             print("NAT lab logs kept in \(directory)")
