@@ -178,6 +178,12 @@ public struct MagicDNSResolver: Sendable {
         }
         // DNS-SD browsing (RFC 6763 §11) is answered NXDOMAIN and never forwarded, as Tailscale does.
         if Self.isDNSSDBrowse(name) { return .answer(.nameError, []) }
+        if type == .a || type == .aaaa || type == .any,
+           let via = ViaNames.address(for: name, localDomains: config.magicDNSDomains) {
+            // The name exists; it has an IPv6 address only.
+            guard type != .a else { return .answer(.noError, []) }
+            return .answer(.noError, [.address(name: name, via, ttl: config.ttl)])
+        }
         if let address = ReverseName.address(of: name) {
             var lookup = address
             if reverse[address] == nil, let v4 = TailnetAddresses.ipv4(from6: address), reverse[v4] != nil {

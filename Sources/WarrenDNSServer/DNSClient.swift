@@ -65,10 +65,16 @@ public struct DNSClient: Sendable {
                     }
                 }
                 .bind(to: local)
-                .flatMap { bound in bound.connect(to: server).map { bound } }
                 .get()
         } catch {
             promise.fail(error)
+            throw error
+        }
+        do {
+            try await channel.connect(to: server).get()
+        } catch {
+            promise.fail(error)
+            try? await channel.close()
             throw error
         }
         let timer = loop.scheduleTask(in: timeout) { promise.fail(DNSServerError.timeout) }

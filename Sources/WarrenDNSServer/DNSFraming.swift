@@ -69,6 +69,20 @@ extension ChannelOptions.Types.SocketOption {
     }
 }
 
+extension ChannelOptions.Types.SocketOption {
+    /// IP_FREEBIND or IPV6_FREEBIND for the address's family on Linux; nil elsewhere.
+    static func freebind(for address: SocketAddress) -> ChannelOptions.Types.SocketOption? {
+        #if os(Linux)
+        if address.protocol == .inet6 {
+            return .init(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(IPV6_FREEBIND))
+        }
+        return .init(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(IP_FREEBIND))
+        #else
+        return nil
+        #endif
+    }
+}
+
 extension DatagramBootstrap {
     /// Sets SO_MARK (Linux) so that the node's policy routing keeps these packets out of the tunnel.
     func socketMark(_ mark: UInt32?) -> DatagramBootstrap {

@@ -31,6 +31,9 @@ public final class DNSServer: @unchecked Sendable {
         public var maximumQuerySize: Int = 4096
         /// The largest UDP response sent, whatever a client advertises (RFC 9715's 1232 octets).
         public var udpResponseCap: Int = 1232
+        /// Bind even when the address is not (yet) on an interface (Linux IP_FREEBIND and
+        /// IPV6_FREEBIND), so that the server can start before the tunnel has 100.100.100.100.
+        public var allowsNonlocalBind: Bool = false
 
         public init(socketMark: UInt32? = nil) { self.socketMark = socketMark }
     }
@@ -45,9 +48,13 @@ public final class DNSServer: @unchecked Sendable {
     public let options: Options
     private let logger: Logger
     private let client: DNSClient
+    private var bound: [(transport: DNSTransport, address: SocketAddress)] = []
+
     /// Where the server listens, one entry per socket (UDP and TCP for each address given), with
     /// the ports the system chose when port 0 was asked for.
-    public private(set) var boundAddresses: [(transport: DNSTransport, address: SocketAddress)] = []
+    public var boundAddresses: [(transport: DNSTransport, address: SocketAddress)] {
+        lock.withLock { bound }
+    }
 
     private init(config: MagicDNSConfig, options: Options, group: any EventLoopGroup, logger: Logger) {
         resolver = MagicDNSResolver(config: config)
@@ -77,9 +84,12 @@ public final class DNSServer: @unchecked Sendable {
     }
 
     private func bind(_ address: SocketAddress, group: any EventLoopGroup) async throws {
+        let freebind = options.allowsNonlocalBind ? ChannelOptions.Types.SocketOption.freebind(for: address) : nil
         let udp: Channel
         do {
-            udp = try await DatagramBootstrap(group: group)
+            var bootstrap = DatagramBootstrap(group: group)
+            if let freebind { bootstrap = bootstrap.channelOption(freebind, value: 1) }
+            udp = try await bootstrap
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: options.maximumQuerySize))
                 .channelOption(.datagramVectorReadMessageCount, value: 8)
                 .channelInitializer { [self] channel in
@@ -100,7 +110,9 @@ public final class DNSServer: @unchecked Sendable {
         let maximum = options.maximumQuerySize
         let tcp: Channel
         do {
-            tcp = try await ServerBootstrap(group: group)
+            var bootstrap = ServerBootstrap(group: group)
+            if let freebind { bootstrap = bootstrap.serverChannelOption(freebind, value: 1) }
+            tcp = try await bootstrap
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { [self] child in
                     guard admit(child) else { return child.close() }
@@ -121,7 +133,7 @@ public final class DNSServer: @unchecked Sendable {
     private func register(listener: Channel, transport: DNSTransport) {
         lock.lock()
         listeners.append(listener)
-        if let local = listener.localAddress { boundAddresses.append((transport, local)) }
+        if let local = listener.localAddress { bound.append((transport, local)) }
         lock.unlock()
     }
 

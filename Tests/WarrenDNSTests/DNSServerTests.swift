@@ -215,14 +215,75 @@ final class DNSServerTests: XCTestCase {
         XCTAssertEqual(good.seen.count, 1)
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.3)
 
-        // Only silent upstreams: SERVFAIL once the query's deadline passes.
+        await server.close()
+        await good.close()
+
+        // Only silent upstreams: SERVFAIL once the query's deadline passes (300 + 300 + the 100 ms
+        // left for the third), not after three whole upstream timeouts.
         options.queryTimeout = .milliseconds(700)
-        server.update(makeConfig(upstreams: [silent.upstream, silent.upstream, silent.upstream]))
-        let failed = try await client.query(.query(id: 78, name: name("slow.example.org"), type: .a), server: address)
+        let (strict, strictAddress) = try await startServer(
+            makeConfig(upstreams: [silent.upstream, silent.upstream, silent.upstream]), options: options)
+        let begun = Date()
+        let failed = try await client.query(.query(id: 78, name: name("slow.example.org"), type: .a), server: strictAddress)
+        let elapsed = Date().timeIntervalSince(begun)
+        XCTAssertEqual(failed.header.id, 78)
         XCTAssertEqual(failed.header.responseCode, .serverFailure)
+        XCTAssertEqual(silent.seen.count, 4)
+        XCTAssertGreaterThanOrEqual(elapsed, 0.69)
+        XCTAssertLessThan(elapsed, 0.89)
+        await strict.close()
+        await silent.close()
+    }
+
+    func testForwardsBeyondTheCapAreDropped() async throws {
+        let silent = UpstreamTwin { _, _ in nil }
+        try await silent.start()
+        var options = DNSServer.Options()
+        options.maximumInFlightForwards = 1
+        options.upstreamTimeout = .milliseconds(500)
+        options.queryTimeout = .milliseconds(500)
+        let (server, address) = try await startServer(makeConfig(upstreams: [silent.upstream]), options: options)
+        let (client, one) = (self.client, DNSMessage.query(id: 1, name: name("one.example.org"), type: .a))
+        async let first = client.query(one, server: address)
+        // Wait until the first forward holds the only slot.
+        while server.forwardsInFlight == 0 { try await Task.sleep(nanoseconds: 5_000_000) }
+        do {
+            _ = try await client.exchange(try DNSMessage.query(id: 2, name: name("two.example.org"), type: .a).encoded(),
+                                          with: address, over: .udp, timeout: .milliseconds(300))
+            XCTFail("a forward beyond the cap must be dropped")
+        } catch DNSServerError.timeout {}
+        // Local answers are not forwards: they still come.
+        let local = try await client.query(.query(id: 3, name: name("alice"), type: .a), server: address)
+        XCTAssertEqual(local.answers.count, 1)
+        let firstResponse = try await first
+        XCTAssertEqual(firstResponse.header.responseCode, .serverFailure)
+        XCTAssertEqual(silent.seen.map(\.name), ["one.example.org."])
+        while server.forwardsInFlight != 0 { try await Task.sleep(nanoseconds: 5_000_000) }
         await server.close()
         await silent.close()
-        await good.close()
+    }
+
+    func testIdleTCPConnectionsAreClosed() async throws {
+        var options = DNSServer.Options()
+        options.tcpIdleTimeout = .milliseconds(200)
+        let (server, address) = try await startServer(makeConfig(upstreams: []), options: options)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: address).get()
+        let started = Date()
+        try await channel.closeFuture.get()
+        let elapsed = Date().timeIntervalSince(started)
+        XCTAssertGreaterThanOrEqual(elapsed, 0.15)
+        XCTAssertLessThan(elapsed, 2)
+        await server.close()
+    }
+
+    func testNonlocalBindWhenAsked() async throws {
+        var options = DNSServer.Options()
+        options.allowsNonlocalBind = true
+        let server = try await DNSServer.start(config: MagicDNSConfig(), listeningOn: [try SocketAddress(ipAddress: "192.0.2.77", port: 0)],
+                                               options: options)
+        XCTAssertEqual(server.boundAddresses.count, 2)
+        XCTAssertTrue(server.boundAddresses.allSatisfy { $0.address.ipAddress == "192.0.2.77" })
+        await server.close()
     }
 
     func testMalformedQueriesGetFORMERROrNothing() async throws {

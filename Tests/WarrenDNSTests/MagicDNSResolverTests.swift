@@ -128,6 +128,21 @@ final class MagicDNSResolverTests: XCTestCase {
         XCTAssertEqual(answer("www.tail1234.ts.net", .cname)?.answers.map(\.data), [.cname(name("alice.tail1234.ts.net"))])
     }
 
+    func testFourViaSixNames() {
+        let expected = ip("fd7a:115c:a1e0:b1a:0:7:c0a8:102")
+        for qname in ["192-168-1-2-via-7", "192-168-1-2-via-7.tail1234.ts.net", "via-7.192.168.1.2", "192.168.1.2.via-7",
+                      "192-168-1-2-via-0x7"] {
+            XCTAssertEqual(answer(qname, .aaaa)?.answers.map(\.data), [.aaaa(expected)], qname)
+            let a = answer(qname, .a)
+            XCTAssertEqual(a?.header.responseCode, .noError, qname)
+            XCTAssertEqual(a?.answers, [], qname)
+        }
+        // Not under one of our domains, a bad address or site: not a 4via6 name.
+        XCTAssertEqual(decide("192-168-1-2-via-7.example.org", .aaaa), .forward(to: [up("1.1.1.1"), up("8.8.8.8")]))
+        XCTAssertEqual(answer("192-168-1-300-via-7.tail1234.ts.net", .aaaa)?.header.responseCode, .nameError)
+        XCTAssertEqual(answer("192-168-1-2-via-x.tail1234.ts.net", .aaaa)?.header.responseCode, .nameError)
+    }
+
     func testForwardingChoosesTheLongestRouteThenGlobalThenHost() {
         XCTAssertEqual(decide("git.corp.example.com", .a), .forward(to: [up("10.0.0.53"), up("[fd00::53]:5353")]))
         XCTAssertEqual(decide("CORP.example.com", .a), .forward(to: [up("10.0.0.53"), up("[fd00::53]:5353")]))
