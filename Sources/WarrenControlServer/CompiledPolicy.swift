@@ -208,10 +208,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
 
     private func served(_ s: State, _ node: ControlNode) -> [IPPrefix] {
         let approved = s.engine?.effectiveApprovedRoutes(for: node.givenName) ?? node.approvedRoutes.map(\.masked)
-        let advertised = node.advertisedRoutes
-        var out: [IPPrefix] = []
-        for route in advertised where approved.contains(route) && !out.contains(route) { out.append(route) }
-        return out
+        return NetworkMapBuilder.served(advertised: node.advertisedRoutes, approved: approved)
     }
 
     // MARK: PacketFilterPolicy

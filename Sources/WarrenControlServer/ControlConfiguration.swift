@@ -22,6 +22,10 @@ public struct ControlConfiguration: Sendable {
     public var mapUpdateInterval: Duration = .milliseconds(250)
     /// How often an idle map stream carries a keep-alive (clients give up after 120 s of silence).
     public var keepAliveInterval: Duration = .seconds(55)
+    /// How long a subnet router whose last map stream ended still counts as online for the primary
+    /// election: a stream that comes back within it keeps the router's routes; past it, the routes it was
+    /// primary for fail over to another online router (and peers are told).
+    public var routeFailoverGrace: Duration = .seconds(3)
     /// How long an ephemeral node may stay disconnected before it is deleted.
     public var ephemeralInactivityTimeout: Duration = .seconds(120)
     /// New nodes (other than those of pre-approved keys) wait for an admin's approval.

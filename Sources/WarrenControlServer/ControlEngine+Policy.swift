@@ -20,39 +20,128 @@ extension ControlEngine {
         /// Other routers that became or stopped being the primary router of a route: their peers need their
         /// new AllowedIPs.
         var newRouteOwners: [Int64] = []
+        /// The changed node itself became or stopped being a primary router: its peers need its whole node
+        /// (a patch, such as coming online, does not carry AllowedIPs).
+        var ownRoutesMoved = false
     }
 
     /// Tells the policy that node `id` changed (or went).
     func policyAffected(by id: Int64) -> PolicyFanOut {
         var fanOut = PolicyFanOut(affected: builder.policy.nodesChanged([id], in: snapshot))
         if nodes[id]?.advertisedRoutes.isEmpty == false || routeOwners.values.contains(id) {
-            let before = routeOwners
-            routeOwners = currentRouteOwners()
-            var moved: Set<Int64> = []
-            for (prefix, owner) in before where routeOwners[prefix] != owner { moved.insert(owner) }
-            for (prefix, owner) in routeOwners where before[prefix] != owner { moved.insert(owner) }
-            moved.remove(id)
-            fanOut.newRouteOwners = moved.filter { nodes[$0] != nil }.sorted()
+            var moved = reelectRouteOwners()
+            fanOut.ownRoutesMoved = moved.remove(id) != nil
+            fanOut.newRouteOwners = moved.sorted()
         }
         return fanOut
     }
 
-    /// Each served subnet route's primary router (as NetworkMapBuilder.primaryRoutes decides).
-    func currentRouteOwners() -> [IPPrefix: Int64] {
+    /// Whether the node counts as online for the primary election: a map stream is open, or its last one
+    /// ended less than `routeFailoverGrace` ago (a client reconnecting its stream keeps its routes).
+    func onlineForRoutes(_ id: Int64) -> Bool {
+        isOnline(id) || routeGrace[id] != nil
+    }
+
+    /// Each served subnet route's primary router, elected from the current routers with the current
+    /// primaries as history (``NetworkMapBuilder/electPrimaries(routers:online:previous:)``).
+    func electRouteOwners(previous: [IPPrefix: Int64]) -> [IPPrefix: Int64] {
         let current = snapshot
-        var owners: [IPPrefix: Int64] = [:]
+        var routers: [Int64: [IPPrefix]] = [:]
         for node in nodes.values where node.authorized && !node.advertisedRoutes.isEmpty {
-            for prefix in builder.policy.servedRoutes(of: node, in: current) where prefix.bits != 0 {
-                if let owner = owners[prefix], owner < node.id { continue }
-                owners[prefix] = node.id
+            let subnets = builder.policy.servedRoutes(of: node, in: current).filter { $0.bits != 0 }
+            if !subnets.isEmpty { routers[node.id] = subnets }
+        }
+        return NetworkMapBuilder.electPrimaries(routers: routers, online: onlineForRoutes, previous: previous)
+    }
+
+    /// Elects again; returns the (still existing) routers that gained or lost a primary route.
+    func reelectRouteOwners() -> Set<Int64> {
+        let before = routeOwners
+        routeOwners = electRouteOwners(previous: before)
+        var moved: Set<Int64> = []
+        for (prefix, owner) in before where routeOwners[prefix] != owner { moved.insert(owner) }
+        for (prefix, owner) in routeOwners where before[prefix] != owner { moved.insert(owner) }
+        if !moved.isEmpty {
+            logger.info("primary routers changed", metadata: [
+                "routes": "\(routeOwners.filter { before[$0.key] != $0.value }.map { "\($0.key)=\($0.value)" }.sorted())",
+                "removed": "\(before.keys.filter { routeOwners[$0] == nil }.map(\.description).sorted())"])
+        }
+        return moved.filter { nodes[$0] != nil }
+    }
+
+    /// The node's last map stream is ending (call before its peers are told): for `routeFailoverGrace` it
+    /// still counts as online for the election; then, if no stream came back, the routes it was primary
+    /// for fail over to an online router. With no grace, the offline broadcast itself elects again.
+    func startRouteGrace(for id: Int64) {
+        cancelRouteGrace(for: id)
+        guard nodes[id]?.advertisedRoutes.isEmpty == false || routeOwners.values.contains(id) else { return }
+        let grace = configuration.routeFailoverGrace
+        guard grace > .zero else { return }
+        nextRouteGraceToken += 1
+        let token = nextRouteGraceToken
+        let task = Task { [weak self] in
+            try? await Task.sleep(for: grace)
+            guard !Task.isCancelled else { return }
+            await self?.routeGraceEnded(id, token: token)
+        }
+        routeGrace[id] = RouteGrace(token: token, task: task)
+    }
+
+    /// A map stream of the node opened (or the node went): its grace ends without a failover.
+    func cancelRouteGrace(for id: Int64) {
+        routeGrace.removeValue(forKey: id)?.task.cancel()
+    }
+
+    private func routeGraceEnded(_ id: Int64, token: Int) {
+        // A grace cancelled (and perhaps started again) meanwhile is not this one.
+        guard routeGrace[id]?.token == token else { return }
+        routeGrace[id] = nil
+        routeFailover(after: id)
+    }
+
+    /// The node is offline for the election: elect again and send every router that gained or lost a
+    /// route (the node itself included) to its peers, which update their AllowedIPs and PrimaryRoutes.
+    private func routeFailover(after id: Int64) {
+        guard !isOnline(id) else { return }
+        sendRouters(reelectRouteOwners().sorted())
+    }
+
+    /// Sends routers whose primary routes moved (their records unchanged) to everyone who sees them, all in
+    /// one message per session: a peer never holds the route on both routers, or on neither, in between.
+    /// Each router also gets its own node (its PrimaryRoutes).
+    func sendRouters(_ ids: [Int64]) {
+        let routers = ids.compactMap { nodes[$0] }
+        guard !routers.isEmpty else { return }
+        let current = snapshot
+        let time = now()
+        var sent = 0
+        for (viewerID, viewerSessions) in sessions {
+            guard let viewer = nodes[viewerID] else { continue }
+            let visible = routers.filter {
+                $0.id != viewerID && viewer.authorized && $0.authorized && builder.policy.canSee(viewer, $0, in: current)
+            }
+            let own = routers.first { $0.id == viewerID }
+            guard !visible.isEmpty || own != nil else { continue }
+            let peers = visible.map { builder.peerNode($0, for: viewer, in: current, now: time) }
+            let selfNode = own.map { builder.selfNode($0, in: current, now: time) }
+            for session in viewerSessions.values {
+                var message = MapResponse()
+                message.node = selfNode
+                if !peers.isEmpty {
+                    let added = visible.filter { session.knownPeers.insert($0.id).inserted }
+                    message.peersChanged = peers
+                    if !added.isEmpty { message.userProfiles = builder.userProfiles(for: added.map(\.userID), in: current) }
+                }
+                session.outbox.yield(message)
+                sent += 1
             }
         }
-        return owners
+        statistics.incrementalUpdatesSent += sent
     }
 
     func pushPolicyResults(to fanOut: PolicyFanOut) {
         pushPolicyResults(to: fanOut.affected)
-        for id in fanOut.newRouteOwners { broadcast(about: id, .full) }
+        sendRouters(fanOut.newRouteOwners)
     }
 
     /// Sends each session of the `affected` nodes (nil: every node) what the policy now gives it, where that
@@ -121,10 +210,10 @@ extension ControlEngine {
             throw PolicyChangeRefusal("this server's policy hook cannot be replaced at run time")
         }
         let affected = compiled.replace(with: policy, version: version, in: snapshot)
-        routeOwners = currentRouteOwners()
+        let moved = reelectRouteOwners()
         pushPolicyResults(to: affected)
         // A router whose served routes changed (autoApprovers): its peers need its new AllowedIPs.
-        for id in affected.sorted() where nodes[id]?.advertisedRoutes.isEmpty == false {
+        for id in affected.union(moved).sorted() where nodes[id]?.advertisedRoutes.isEmpty == false {
             broadcast(about: id, .full)
         }
         logger.info("policy replaced", metadata: ["nodes changed": "\(affected.count)"])

@@ -83,6 +83,14 @@ public actor ControlEngine {
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
     /// The primary router of each subnet route (ControlEngine+Policy.swift).
     var routeOwners: [IPPrefix: Int64] = [:]
+    /// Routers whose last map stream ended within `routeFailoverGrace`, with the task that fails their
+    /// routes over when it ends (ControlEngine+Policy.swift).
+    var routeGrace: [Int64: RouteGrace] = [:]
+    var nextRouteGraceToken = 0
+    struct RouteGrace {
+        var token: Int
+        var task: Task<Void, Never>
+    }
 
     /// Counters for tests, metrics and benchmarks.
     public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
@@ -116,7 +124,7 @@ public actor ControlEngine {
         byNodeKey = [:]
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
-        routeOwners = currentRouteOwners()
+        routeOwners = electRouteOwners(previous: [:])
         // Pending logins live in memory; rows left by an earlier run are orphans (their long polls are gone).
         if let store = directory as? StoreDirectory {
             let dropped = try await store.deleteExpiredPendingLogins(now: now().adding(.seconds(365 * 24 * 3600)))
@@ -136,7 +144,8 @@ public actor ControlEngine {
     }
 
     var snapshot: TailnetSnapshot {
-        TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys))
+        TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys),
+                        routeOwners: routeOwners)
     }
 
     // MARK: Queries for the admin side
@@ -642,6 +651,7 @@ public actor ControlEngine {
         let sessionID = nextSessionID
         nextSessionID += 1
         ephemeralReapers.removeValue(forKey: id)?.cancel()
+        cancelRouteGrace(for: id)
         var current = snapshot
         current.online.insert(id)
         let full = builder.fullMap(for: node, in: current, now: time, omitPeers: request.omitPeers == true)
@@ -697,6 +707,9 @@ public actor ControlEngine {
         defer { metrics.record(online: sessions.count, sessions: openSessions) }
         guard sessions[id]?.isEmpty ?? true else { return }
         sessions[id] = nil
+        // A router keeps its routes for a grace first: from here (before any suspension), every election
+        // still counts it online until the grace ends or a stream comes back.
+        startRouteGrace(for: id)
         guard var node = nodes[id] else { return }
         let time = now()
         node.lastSeen = time
@@ -760,6 +773,7 @@ public actor ControlEngine {
         byNodeKey[node.nodeKey] = nil
         byMachineKey[node.machineKey] = nil
         try await directory.deleteNode(id: id)
+        cancelRouteGrace(for: id)
         closeSessions(of: id)
         broadcast(about: id, .removed)
     }
@@ -798,6 +812,9 @@ public actor ControlEngine {
     func broadcast(about id: Int64, _ update: PeerUpdate) {
         // The policy learns of the change first; the nodes whose results moved get them after the loop.
         let affected = policyAffected(by: id)
+        var update = update
+        // A router that came online and took a route (no other router was online): peers need its AllowedIPs.
+        if affected.ownRoutesMoved, case .patch = update, nodes[id] != nil { update = .full }
         let current = snapshot
         let time = now()
         let changed = nodes[id]

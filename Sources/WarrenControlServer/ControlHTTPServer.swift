@@ -60,6 +60,9 @@ public struct ControlServerOptions: Sendable {
     /// Connection cap, accept back-off and timers. `idleTimeout` also closes a ts2021 connection that has no
     /// open stream and carried nothing for that long.
     public var limits: ListenerLimits
+    /// TCP keep-alive and user timeout on accepted connections (nil: the system's), so that a client that
+    /// died silently ends its map stream in seconds (DeadPeerDetection.swift).
+    public var deadPeerDetection: DeadPeerDetection? = .standard
 
     public init(host: String = "127.0.0.1", port: Int = 8080, extraRoutes: (any PlainHTTPRoutes)? = nil,
                 extraUpgraders: UpgraderFactory? = nil, tls: NIOSSLContext? = nil, limits: ListenerLimits = .unlimited) {
@@ -109,6 +112,7 @@ public final class ControlHTTPServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .deadPeerDetection(options.deadPeerDetection)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)

@@ -25,7 +25,8 @@ public protocol PacketFilterPolicy: Sendable {
     func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]]
     /// Advertised routes that are approved (by an admin or by autoApprovers), exit routes included.
     func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix]
-    /// Whether `viewer` may use a subnet route (it then appears in the router's AllowedIPs in its map).
+    /// Whether `viewer` may use a subnet route (it then appears in the router's AllowedIPs in its map), or,
+    /// for an exit route (a /0), whether it may use the exit node (the policy lets it reach autogroup:internet).
     func canAccessRoute(_ viewer: ControlNode, _ route: IPPrefix, in tailnet: TailnetSnapshot) -> Bool
     /// The tailnet changed at these nodes (changed, added or removed); returns the IDs of the nodes whose
     /// results may have changed, nil: possibly all. Called by the engine before it sends the change.
@@ -37,10 +38,7 @@ extension PacketFilterPolicy {
     public func sshPolicy(for node: ControlNode, in tailnet: TailnetSnapshot) -> SSHPolicy? { nil }
     public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]] { [:] }
     public func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
-        let approved = node.approvedRoutes.map(\.masked)
-        var out: [IPPrefix] = []
-        for route in node.advertisedRoutes where approved.contains(route) && !out.contains(route) { out.append(route) }
-        return out
+        NetworkMapBuilder.served(advertised: node.advertisedRoutes, approved: node.approvedRoutes.map(\.masked))
     }
     public func canAccessRoute(_ viewer: ControlNode, _ route: IPPrefix, in tailnet: TailnetSnapshot) -> Bool { true }
     public func nodesChanged(_ ids: Set<Int64>, in tailnet: TailnetSnapshot) -> Set<Int64>? { [] }
@@ -60,11 +58,17 @@ public struct TailnetSnapshot: Sendable {
     public var nodes: [Int64: ControlNode]
     public var users: [Int64: ControlUser]
     public var online: Set<Int64>
+    /// The primary router of each subnet route, as the engine elected it (it remembers earlier choices and
+    /// who went offline: ``NetworkMapBuilder/electPrimaries(routers:online:previous:)``); nil: elected here
+    /// from this snapshot alone.
+    public var routeOwners: [IPPrefix: Int64]?
 
-    public init(nodes: [Int64: ControlNode], users: [Int64: ControlUser], online: Set<Int64>) {
+    public init(nodes: [Int64: ControlNode], users: [Int64: ControlUser], online: Set<Int64>,
+                routeOwners: [IPPrefix: Int64]? = nil) {
         self.nodes = nodes
         self.users = users
         self.online = online
+        self.routeOwners = routeOwners
     }
 }
 
@@ -130,17 +134,66 @@ public struct NetworkMapBuilder: Sendable {
 
     // MARK: Routes, capabilities, SSH
 
-    /// The node's served subnet routes for which it is the primary router: of the authorized nodes serving a
-    /// prefix, the one with the lowest ID (so each prefix has one router; failover between routers is not
-    /// modelled).
+    /// The node's served subnet routes for which it is the primary router. The engine's election
+    /// (``TailnetSnapshot/routeOwners``) when the snapshot carries one; otherwise one made from this snapshot
+    /// with no history (online routers first, then the lowest ID).
     public func primaryRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
         let subnets = policy.servedRoutes(of: node, in: tailnet).filter { $0.bits != 0 }
         guard !subnets.isEmpty else { return [] }
-        let rivals = tailnet.nodes.values.filter { $0.id < node.id && $0.authorized && !$0.advertisedRoutes.isEmpty }
-        guard !rivals.isEmpty else { return subnets }
-        return subnets.filter { prefix in
-            !rivals.contains { policy.servedRoutes(of: $0, in: tailnet).contains(prefix) }
+        if let owners = tailnet.routeOwners {
+            return subnets.filter { owners[$0] == node.id }
         }
+        let rivals = tailnet.nodes.values.filter { $0.id != node.id && $0.authorized && !$0.advertisedRoutes.isEmpty }
+        guard !rivals.isEmpty else { return subnets }
+        let online = tailnet.online.contains(node.id)
+        return subnets.filter { prefix in
+            !rivals.contains { rival in
+                let rivalOnline = tailnet.online.contains(rival.id)
+                // A rival beats this node when it is online and this node is not, or, alike, has a lower ID.
+                guard rivalOnline == online ? rival.id < node.id : rivalOnline else { return false }
+                return policy.servedRoutes(of: rival, in: tailnet).contains(prefix)
+            }
+        }
+    }
+
+    /// Elects the primary router of each subnet route from the authorized routers and the subnet routes each
+    /// serves. For each prefix: the previous primary while it serves the prefix and is online (it keeps the
+    /// route: no flap back when an earlier primary returns); otherwise the online router with the lowest ID;
+    /// when none serving it is online, the previous primary if it still serves it (as headscale's failover
+    /// kept it), else the lowest ID. Exit routes (/0) are not elected: every exit node serves them.
+    public static func electPrimaries(routers: [Int64: [IPPrefix]], online: (Int64) -> Bool,
+                                      previous: [IPPrefix: Int64]) -> [IPPrefix: Int64] {
+        var candidates: [IPPrefix: [Int64]] = [:]
+        for (id, routes) in routers {
+            for prefix in Set(routes) where prefix.bits != 0 { candidates[prefix, default: []].append(id) }
+        }
+        var owners: [IPPrefix: Int64] = [:]
+        owners.reserveCapacity(candidates.count)
+        for (prefix, ids) in candidates {
+            let sorted = ids.sorted()
+            if let current = previous[prefix], sorted.contains(current), online(current) {
+                owners[prefix] = current
+            } else if let first = sorted.first(where: online) {
+                owners[prefix] = first
+            } else if let current = previous[prefix], sorted.contains(current) {
+                owners[prefix] = current
+            } else {
+                owners[prefix] = sorted[0]
+            }
+        }
+        return owners
+    }
+
+    /// The advertised routes that are approved, each once and in the advertised order. Exit routes go
+    /// together: a node advertising both 0.0.0.0/0 and ::/0 with either approved serves both (Tailscale
+    /// approves an exit node as one; its clients advertise the pair).
+    public static func served(advertised: [IPPrefix], approved: [IPPrefix]) -> [IPPrefix] {
+        let exitApproved = approved.contains { $0.bits == 0 && advertised.contains($0) }
+        var out: [IPPrefix] = []
+        for route in advertised where !out.contains(route) && (approved.contains(route) || (route.bits == 0 && exitApproved)) {
+            out.append(route)
+        }
+        return out
     }
 
     /// The exit routes (0.0.0.0/0, ::/0) the node serves.
@@ -149,13 +202,14 @@ public struct NetworkMapBuilder: Sendable {
     }
 
     /// `node` as `viewer` sees it: its AllowedIPs carry its primary subnet routes that the viewer may use
-    /// (PrimaryRoutes lists them) and, for an exit node, the default routes (the client chooses whether to
-    /// use it).
+    /// (PrimaryRoutes lists them) and, for an exit node, the default routes when the policy lets the viewer
+    /// use an exit node (reach autogroup:internet); the client chooses whether to use it.
     public func peerNode(_ node: ControlNode, for viewer: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime) -> Node {
         var n = wireNode(node, in: tailnet, now: now)
         guard !node.advertisedRoutes.isEmpty else { return n }
         let primaries = primaryRoutes(of: node, in: tailnet).filter { policy.canAccessRoute(viewer, $0, in: tailnet) }
-        let routes = primaries + exitRoutes(of: node, in: tailnet)
+        let exits = exitRoutes(of: node, in: tailnet).filter { policy.canAccessRoute(viewer, $0, in: tailnet) }
+        let routes = primaries + exits
         if !routes.isEmpty { n.allowedIPs = (n.allowedIPs ?? []) + routes }
         if !primaries.isEmpty { n.primaryRoutes = primaries }
         return n

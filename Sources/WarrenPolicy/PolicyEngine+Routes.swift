@@ -6,8 +6,13 @@ extension PolicyEngine {
     /// traffic or its replies. Global rules only: `autogroup:self` stays within a user's own devices, and
     /// via routes are steered by the grant itself. A control server lists a router's route in a peer's
     /// AllowedIPs only for the peers for which this holds.
+    ///
+    /// An exit route (0.0.0.0/0, ::/0) is different: every destination overlaps it, so it is usable only
+    /// when a rule lets the node (or its subnets) reach the internet: autogroup:internet, `*`, or the whole
+    /// family's /0 (Tailscale offers an exit node only to those; headscale's DestsIsTheInternet).
     public func canAccessRoute(_ name: String, _ route: IPPrefix) -> Bool {
         guard let s = live.slotByName[name], let node = live.nodes[s] else { return false }
+        if TailnetNode.isExitRoute(route) { return canUseExitNode(node) }
         let own = node.subnetRoutes
         for u in units.indices {
             for (j, rule) in units[u].rules.enumerated() where !rule.isCapRule {
@@ -16,6 +21,19 @@ extension PolicyEngine {
                 if src.overlaps(route) {
                     if node.addresses.contains(where: dst.contains) || own.contains(where: dst.overlaps) { return true }
                 }
+            }
+        }
+        return false
+    }
+
+    /// Whether a rule lets the node, or a subnet it routes, reach the internet through an exit node.
+    func canUseExitNode(_ node: TailnetNode) -> Bool {
+        for u in units.indices {
+            for (j, rule) in units[u].rules.enumerated() where !rule.isCapRule {
+                let dst = dstSets[u][j]
+                let internet = toInternet[u][j]
+                    || dst.containsAll(IPPrefix("0.0.0.0/0")!) || dst.containsAll(IPPrefix("::/0")!)
+                if internet && srcMember(rule.srcSet, node) { return true }
             }
         }
         return false
