@@ -24,6 +24,25 @@ final class DNSCodecTests: XCTestCase {
         0x00, 0x00, 0x29, 0x04, 0xD0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ]
 
+    // Captured from `dig @127.0.0.1 Example.COM AAAA` (DiG 9.18.49-1~deb12u3-Debian) on a UDP socket.
+    static let capturedDigQuery: [UInt8] = hex(
+        "fe0201200001000000000001074578616d706c6503434f4d00001c000100002904d000000000000c000a000868804de73ad5691a")
+
+    static func hex(_ text: String) -> [UInt8] {
+        let digits = Array(text.utf8)
+        return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(decoding: digits[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+    }
+
+    func testCapturedDigQuery() throws {
+        let m = try DNSMessage(bytes: Self.capturedDigQuery)
+        XCTAssertEqual(m.header.id, 0xFE02)
+        XCTAssertEqual(m.questions, [DNSQuestion(name: name("example.com"), type: .aaaa)])
+        XCTAssertEqual(m.questions[0].name.description, "Example.COM.", "the case survives decoding")
+        XCTAssertEqual(m.edns?.udpPayloadSize, 1232)
+        XCTAssertEqual(m.edns?.options.map(\.code), [10])
+        XCTAssertEqual(try m.encoded(), Self.capturedDigQuery)
+    }
+
     func testDigQueryDecodesAndReencodesIdentically() throws {
         let m = try DNSMessage(bytes: Self.digQuery)
         XCTAssertEqual(m.header.id, 0x1234)

@@ -139,6 +139,44 @@ final class DNSServerTests: XCTestCase {
         await server.close()
     }
 
+    /// Runs dig (BIND's own parser, independent of ours) against the server when it is installed.
+    func dig(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/dig")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    func testDigReadsTheServersAnswers() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/dig") else { throw XCTSkip("dig is not installed") }
+        var config = makeConfig(upstreams: [])
+        config.hosts[name("alice.tail1234.ts.net")]!.append(IPAddress("fd7a:115c:a1e0::1")!)
+        config.extraRecords = [MagicDNSExtraRecord(name: "note.tail1234.ts.net", type: "TXT", value: "hi there")]
+        let (server, address) = try await startServer(config)
+        let port = "\(address.port!)"
+        let base = ["@127.0.0.1", "-p", port, "+tries=1", "+time=2"]
+        let a = try dig(base + ["alice", "A", "+short"])
+        XCTAssertEqual(a.split(separator: "\n"), ["100.64.0.1"])
+        let aaaa = try dig(base + ["ALICE.tail1234.ts.net", "AAAA", "+short", "+tcp"])
+        XCTAssertEqual(aaaa.split(separator: "\n"), ["fd7a:115c:a1e0::1"])
+        let ptr = try dig(base + ["-x", "100.64.0.1", "+short"])
+        XCTAssertEqual(ptr.split(separator: "\n"), ["alice.tail1234.ts.net."])
+        let txt = try dig(base + ["note.tail1234.ts.net", "TXT", "+short"])
+        XCTAssertEqual(txt.split(separator: "\n"), ["\"hi there\""])
+        let nx = try dig(base + ["nobody.tail1234.ts.net", "A"])
+        XCTAssertTrue(nx.contains("status: NXDOMAIN"), nx)
+        XCTAssertTrue(nx.contains("flags: qr aa rd ra"), nx)
+        XCTAssertTrue(nx.contains("EDNS: version: 0, flags:; udp: 1232"), nx)
+        let badvers = try dig(base + ["alice", "A", "+edns=1", "+noednsnegotiation"])
+        XCTAssertTrue(badvers.contains("status: BADVERS"), badvers)
+        await server.close()
+    }
+
     func testForwardRewritesTheIDAndRestoresIt() async throws {
         let twin = UpstreamTwin { q, _ in Self.addresses(q, count: 1) }
         try await twin.start()
