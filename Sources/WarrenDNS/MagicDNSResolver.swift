@@ -41,6 +41,7 @@ public struct MagicDNSResolver: Sendable {
 
     /// b., db., r., dr. or lb._dns-sd._udp.<domain> (RFC 6763 §11).
     static func isDNSSDBrowse(_ name: DNSName) -> Bool {
+        guard let first = name.firstLabel, first.count <= 2 else { return false }
         let labels = name.labels
         guard labels.count >= 3, bonjourFirstLabels.contains(labels[0].map(DNSName.lower)) else { return false }
         return labels[1].map(DNSName.lower) == Array("_dns-sd".utf8) && labels[2].map(DNSName.lower) == Array("_udp".utf8)

@@ -10,8 +10,10 @@ public enum ReverseName {
     /// The address a full reverse name stands for ("4.3.2.1.in-addr.arpa." is 1.2.3.4; 32 nibble
     /// labels under ip6.arpa. make an IPv6 address); nil for anything else, partial names included.
     public static func address(of name: DNSName) -> IPAddress? {
+        let isV4 = name.isSubdomain(of: inAddrArpa)
+        guard isV4 || name.isSubdomain(of: ip6Arpa) else { return nil }
         let labels = name.labels
-        if labels.count == 6, name.isSubdomain(of: inAddrArpa) {
+        if labels.count == 6, isV4 {
             var value: UInt32 = 0
             for label in labels[0..<4].reversed() {
                 guard (1...3).contains(label.count), label.allSatisfy({ (48...57).contains($0) }),
@@ -22,7 +24,7 @@ public enum ReverseName {
             }
             return .v4(value)
         }
-        if labels.count == 34, name.isSubdomain(of: ip6Arpa) {
+        if labels.count == 34, !isV4 {
             var hi: UInt64 = 0, lo: UInt64 = 0
             for (index, label) in labels[0..<32].reversed().enumerated() {
                 guard label.count == 1, let nibble = hexValue(label.first!) else { return nil }

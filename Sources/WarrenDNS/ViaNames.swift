@@ -12,6 +12,7 @@ enum ViaNames {
     /// The 4via6 address a name stands for, or nil when it is not such a name. `localDomains` are
     /// the domains the newest form may sit under (besides none at all).
     static func address(for name: DNSName, localDomains: [DNSName]) -> IPAddress? {
+        guard mentionsVia(name.wire) else { return nil }
         let labels = name.labels.map { String(decoding: $0, as: UTF8.self).lowercased() }
         guard !labels.isEmpty else { return nil }
         var site: Substring, v4: String
@@ -33,6 +34,17 @@ enum ViaNames {
         }
         guard case .v4(let address)? = IPAddress(v4), let siteID = parseSiteID(site) else { return nil }
         return .v6(rangeHigh, UInt64(siteID) << 32 | UInt64(address))
+    }
+
+    /// Whether "via-" occurs in the wire form (case-insensitive): a cheap test before parsing.
+    private static func mentionsVia(_ wire: [UInt8]) -> Bool {
+        guard wire.count >= 4 else { return false }
+        for i in 0...(wire.count - 4)
+        where DNSName.lower(wire[i]) == 0x76 && DNSName.lower(wire[i + 1]) == 0x69
+            && DNSName.lower(wire[i + 2]) == 0x61 && wire[i + 3] == 0x2D {
+            return true
+        }
+        return false
     }
 
     /// Decimal, or hexadecimal after "0x" (as Go's ParseUint with base 0 reads them for this).
