@@ -65,7 +65,9 @@ public final class LocalAPIServer: Sendable {
                         withPipeliningAssistance: true, withErrorHandling: true, withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: decoderLimits)
                     try channel.pipeline.syncOperations.addHandler(
-                        LocalAPIHTTPHandler(router: router, configuration: configuration))
+                        OneRequestHTTPHandler(configuration: configuration) { request in
+                            await router.handle(method: request.method, target: request.target, body: request.body)
+                        })
                 }
             }
             .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
@@ -85,11 +87,70 @@ public final class LocalAPIServer: Sendable {
     }
 }
 
-final class LocalAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// One HTTP request as the one-request server hands it to its responder.
+public struct OneRequest: Sendable {
+    public var method: String
+    public var target: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    /// The client's address (nil on a unix socket).
+    public var remoteAddress: SocketAddress?
+}
+
+/// An HTTP/1.1 server that reads one bounded request per connection, answers it through `respond`, and
+/// closes (`Connection: close`): the LocalAPI on its unix socket, and the node's PeerAPI over TCP.
+public enum OneRequestHTTPServer {
+    /// Binds TCP on `address` (port 0: any) and serves until the returned channel is closed.
+    public static func bind(
+        _ address: SocketAddress, configuration: LocalAPIServer.Configuration = .init(), maximumConnections: Int = 64,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        respond: @escaping @Sendable (OneRequest) async -> LocalAPIResponse
+    ) async throws -> any Channel {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = configuration.maximumHeaderSize
+        limits.maxHeaderListSize = configuration.maximumHeaderSize
+        limits.maxHeaderFieldCount = 100
+        let decoderLimits = limits
+        let open = ConnectionCount()
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                // A cap on open connections: beyond it, new ones are closed at once.
+                guard open.admit(below: maximumConnections) else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in open.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withErrorHandling: true, withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: decoderLimits)
+                    try channel.pipeline.syncOperations.addHandler(OneRequestHTTPHandler(configuration: configuration, respond: respond))
+                }
+            }
+            .bind(to: address).get()
+    }
+}
+
+/// Open connections of one listener.
+final class ConnectionCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+
+    func admit(below limit: Int) -> Bool {
+        lock.withLock {
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func release() { lock.withLock { count -= 1 } }
+}
+
+final class OneRequestHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let router: LocalAPIRouter
+    private let respond: @Sendable (OneRequest) async -> LocalAPIResponse
     private let configuration: LocalAPIServer.Configuration
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
@@ -97,8 +158,8 @@ final class LocalAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var answered = false
     private var deadline: Scheduled<Void>?
 
-    init(router: LocalAPIRouter, configuration: LocalAPIServer.Configuration) {
-        self.router = router
+    init(configuration: LocalAPIServer.Configuration, respond: @escaping @Sendable (OneRequest) async -> LocalAPIResponse) {
+        self.respond = respond
         self.configuration = configuration
     }
 
@@ -147,12 +208,13 @@ final class LocalAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
             answered = true
             deadline?.cancel()
             deadline = nil
-            let request = (method: head.method.rawValue, target: head.uri, body: body)
+            let request = OneRequest(method: head.method.rawValue, target: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                                     body: body, remoteAddress: context.channel.remoteAddress)
             body = []
-            let router = self.router
+            let respond = self.respond
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             context.eventLoop.makeFutureWithTask {
-                await router.handle(method: request.method, target: request.target, body: request.body)
+                await respond(request)
             }.whenSuccess { response in
                 let (handler, context) = bound.value
                 guard context.channel.isActive else { return }
@@ -184,7 +246,9 @@ final class LocalAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     private func write(_ response: LocalAPIResponse, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        if !response.headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+            headers.add(name: "Content-Type", value: "application/json")
+        }
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Connection", value: "close")
         for (name, value) in response.headers { headers.add(name: name, value: value) }

@@ -29,6 +29,11 @@ public final class FilteringTUN: TunnelInterface, @unchecked Sendable {
         filter.withLock { $0.replaceRules(shieldsUp ? [] : rules, localAddresses: localAddresses) }
     }
 
+    /// Whether the rules let `src` open a TCP connection to `dst`:`port` (for the PeerAPI's checks).
+    public func allows(src: IPAddress, dst: IPAddress, port: UInt16) -> Bool {
+        filter.withLock { $0.check(src: src, dst: dst, dstPort: port, proto: .tcp).isAccepted }
+    }
+
     /// The capabilities the rules grant `src` on `dst` (for whois).
     public func capabilities(src: IPAddress, dst: IPAddress) -> [String: [JSONValue]] {
         filter.withLock { $0.capabilities(src: src, dst: dst) }

@@ -7,6 +7,7 @@
 import DiscoProtocol
 import Foundation
 import Logging
+import NIOCore
 import NIOSSL
 import TailscaleKeys
 import WarrenDNSServer
@@ -43,6 +44,10 @@ public actor WarrenNode: LocalBackend {
     var dnsStarting = false
     var appliedHostDNS: OSDNSConfig?
     var hostDNSApplied = false
+    var peerAPIChannels: [any Channel] = []
+    var peerAPIAddresses: [IPAddress] = []
+    var peerAPIStarting = false
+    var peerAPIPort: UInt16 = 0
     var magicTask: Task<Void, Never>?
     var localAPI: LocalAPIServer?
     #if os(Linux)
@@ -173,6 +178,7 @@ public actor WarrenNode: LocalBackend {
         #endif
         await localAPI?.close()
         await stopDNS()
+        await stopPeerAPI()
         router.reset()
         device.stop()
         device.waitUntilStopped()
@@ -264,6 +270,7 @@ public actor WarrenNode: LocalBackend {
         if !persisted.prefs.hostname.isEmpty { hostinfo.known.hostname = persisted.prefs.hostname }
         hostinfo.known.shieldsUp = persisted.prefs.shieldsUp ? true : nil
         hostinfo.known.routableIPs = persisted.prefs.advertiseRoutes.isEmpty ? nil : persisted.prefs.advertiseRoutes
+        hostinfo.known.services = peerAPIServices
         if let last = magic.lastNetcheck { hostinfo.known.netInfo = Self.netInfo(last, home: magic.homeDERP) }
         return hostinfo
     }
@@ -351,7 +358,10 @@ public actor WarrenNode: LocalBackend {
 
         let filter = netmap.filterConfig(prefs: prefs, hostPrefixes: hostPrefixes)
         tun.update(rules: filter.rules, localAddresses: filter.localAddresses, shieldsUp: filter.shieldsUp)
-        if !appliedRouter.localAddresses.isEmpty { reconcileDNS(prefs: prefs) }
+        if !appliedRouter.localAddresses.isEmpty {
+            reconcileDNS(prefs: prefs)
+            reconcilePeerAPI()
+        }
     }
 
     /// With `--exit-node=auto:any`, keeps the chosen exit node good: picks one when there is none, and
@@ -373,6 +383,7 @@ public actor WarrenNode: LocalBackend {
     /// Takes everything the map put in place away (down, logout).
     func clearEngines() async {
         await stopDNS()
+        await stopPeerAPI()
         let applied = appliedPeers
         device.configure { c in
             for key in applied.keys {
