@@ -4,6 +4,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import TailscaleKeys
 import WarrenControlTransport
 import WarrenListenerGuard
@@ -23,11 +24,18 @@ final class ControlStreamHandler: ChannelInboundHandler {
     private var body: [UInt8] = []
     private var tooLarge = false
     private var task: Task<Void, Never>?
+    /// The connection's budget for buffered bodies (nil: unbounded, for callers outside ts2021).
+    private let budget: TS2021ConnectionBudget?
+    /// Bytes of `body` taken from the budget and not yet given back (or handed to the task that decodes it).
+    private var charged = 0
+    /// The request was refused while its body was arriving: the rest of it is dropped.
+    private var refused = false
 
-    init(engine: ControlEngine, machineKey: MachinePublic, logger: Logger) {
+    init(engine: ControlEngine, machineKey: MachinePublic, logger: Logger, budget: TS2021ConnectionBudget? = nil) {
         self.engine = engine
         self.machineKey = machineKey
         self.logger = logger
+        self.budget = budget
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -36,15 +44,44 @@ final class ControlStreamHandler: ChannelInboundHandler {
             head = h
             body = []
         case .body(var chunk):
+            guard !refused else { return }
             if body.count + chunk.readableBytes > Self.maximumBodyLength {
                 tooLarge = true
-            } else {
+            } else if !tooLarge {
+                if let budget {
+                    switch budget.charge(chunk.readableBytes) {
+                    case .taken:
+                        charged += chunk.readableBytes
+                    case .overConnection:
+                        return refuse(context, status: .payloadTooLarge,
+                                      text: "request bodies buffered on this connection exceed \(budget.limits.maxBufferedBodyBytes) bytes")
+                    case .overProcess:
+                        return refuse(context, status: .serviceUnavailable, text: "server busy; try again later")
+                    }
+                }
                 body += chunk.readBytes(length: chunk.readableBytes) ?? []
             }
         case .end:
-            guard let head else { return }
+            guard let head, !refused else { return }
             dispatch(context: context, head: head)
         }
+    }
+
+    /// Answers now, drops what was buffered and resets the stream (the client need not send the rest).
+    private func refuse(_ context: ChannelHandlerContext, status: HTTPResponseStatus, text: String) {
+        refused = true
+        body = []
+        budget?.release(charged)
+        charged = 0
+        let channel = context.channel
+        let bytes = Array(text.utf8)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: "\(bytes.count)")
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: status, headers: headers)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))), promise: nil)
+        // Reset only once the answer is out (a reset drops what the stream has not written yet).
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -59,17 +96,24 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         task?.cancel()
+        budget?.release(charged)
+        charged = 0
         if let connection = context.channel.parent { ConnectionTimeouts.streamClosed(on: connection) }
     }
 
     private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let channel = context.channel
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        // The body goes to the task that decodes it, which gives its bytes back to the budget once decoded (a map
+        // stream's task lives as long as the stream: it must not keep the body, nor its charge).
+        let body = RequestBody(self.body, charged: charged, budget: budget)
+        self.body = []
+        charged = 0
         if tooLarge {
+            body.take()
             Self.respond(channel, status: .payloadTooLarge, text: "request body too large")
             return
         }
-        let body = self.body
         let engine = engine
         let machineKey = machineKey
         let logger = logger
@@ -79,16 +123,18 @@ final class ControlStreamHandler: ChannelInboundHandler {
             task = Task { await ControlStreamHandler.map(channel, body: body, engine: engine, machineKey: machineKey, logger: logger) }
         } else if ["/machine/update-health", "/machine/audit-log", "/machine/set-device-attr"].contains(path) {
             // Accepted and not acted on yet.
+            body.take()
             Self.respond(channel, status: .ok, text: "")
         } else {
+            body.take()
             Self.respond(channel, status: .notFound, text: "not found: \(head.method) \(path)")
         }
     }
 
-    private static func register(_ channel: Channel, body: [UInt8], engine: ControlEngine, machineKey: MachinePublic) async {
+    private static func register(_ channel: Channel, body: RequestBody, engine: ControlEngine, machineKey: MachinePublic) async {
         let request: RegisterRequest
         do {
-            request = try TailcfgJSON.decode(RegisterRequest.self, from: body)
+            request = try TailcfgJSON.decode(RegisterRequest.self, from: body.take())
         } catch {
             respond(channel, status: .badRequest, text: "malformed RegisterRequest: \(error)")
             return
@@ -100,11 +146,11 @@ final class ControlStreamHandler: ChannelInboundHandler {
         respondJSON(channel, response)
     }
 
-    private static func map(_ channel: Channel, body: [UInt8], engine: ControlEngine, machineKey: MachinePublic,
+    private static func map(_ channel: Channel, body: RequestBody, engine: ControlEngine, machineKey: MachinePublic,
                             logger: Logger) async {
         let request: MapRequest
         do {
-            request = try TailcfgJSON.decode(MapRequest.self, from: body)
+            request = try TailcfgJSON.decode(MapRequest.self, from: body.take())
         } catch {
             respond(channel, status: .badRequest, text: "malformed MapRequest: \(error)")
             return
@@ -190,4 +236,28 @@ final class ControlStreamHandler: ChannelInboundHandler {
         }
         channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
     }
+}
+
+/// A request body on its way from the stream handler to the task that decodes it: ``take()`` hands the bytes over
+/// once, forgets them and gives their charge back to the connection's budget.
+final class RequestBody: Sendable {
+    private let state: Mutex<(bytes: [UInt8], charged: Int)>
+    private let budget: TS2021ConnectionBudget?
+
+    init(_ bytes: [UInt8], charged: Int, budget: TS2021ConnectionBudget?) {
+        state = Mutex((bytes, charged))
+        self.budget = budget
+    }
+
+    @discardableResult
+    func take() -> [UInt8] {
+        let (bytes, charged) = state.withLock { s -> ([UInt8], Int) in
+            defer { s = ([], 0) }
+            return s
+        }
+        budget?.release(charged)
+        return bytes
+    }
+
+    deinit { budget?.release(state.withLock { $0.charged }) }
 }

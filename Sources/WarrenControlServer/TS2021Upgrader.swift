@@ -29,10 +29,13 @@ final class TS2021Upgrader: HTTPServerProtocolUpgrader {
     private var accepted: ControlServerHandshake.Accepted?
     /// A session with no open stream that carried nothing for this long is closed.
     private let idleTimeout: TimeAmount?
+    /// Streams and request-body bytes one connection may hold.
+    private let limits: TS2021Limits
 
     init(controlKey: MachinePrivate, engine: ControlEngine, logger: Logger, httpHandler: any RemovableChannelHandler,
-         idleTimeout: TimeAmount? = nil) {
+         idleTimeout: TimeAmount? = nil, limits: TS2021Limits = .standard) {
         self.idleTimeout = idleTimeout
+        self.limits = limits
         self.controlKey = controlKey
         self.engine = engine
         self.logger = logger
@@ -73,13 +76,20 @@ final class TS2021Upgrader: HTTPServerProtocolUpgrader {
             try pipeline.addHandler(records, position: .after(context.handler))
             // NIOHTTP2 answers a connection error with GOAWAY and leaves the connection open: close it then.
             try pipeline.addHandler(HTTP2GoAwayCloser(logger: logger), position: .after(records))
+            // Streams at once and buffered request bodies are bounded per connection (TS2021StreamLimits.swift).
+            let budget = TS2021ConnectionBudget(
+                limits: limits, logger: logger,
+                peer: "\(context.channel.remoteAddress?.description ?? "?") machine \(machineKey.shortString)")
+            var http2 = NIOHTTP2Handler.ConnectionConfiguration()
+            http2.initialSettings = limits.initialSettings
             _ = try pipeline.configureHTTP2Pipeline(
-                mode: .server, connectionConfiguration: .init(), streamConfiguration: .init(), position: .last
+                mode: .server, connectionConfiguration: http2, streamConfiguration: .init(), position: .last
             ) { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try stream.pipeline.syncOperations.addHandlers([
+                        TS2021StreamGuard(budget: budget),
                         HTTP2FramePayloadToHTTP1ServerCodec(),
-                        ControlStreamHandler(engine: engine, machineKey: machineKey, logger: logger),
+                        ControlStreamHandler(engine: engine, machineKey: machineKey, logger: logger, budget: budget),
                     ])
                 }
             }
