@@ -31,6 +31,7 @@ public struct MagicDNSResolver: Sendable {
     private var shortNames: [DNSName: DNSName] = [:]
     private var reverse: [IPAddress: DNSName] = [:]
     private var routes: [DNSName: [DNSUpstream]] = [:]
+    private var hostResolvers: [DNSUpstream] = []
 
     /// The name a reverse lookup of 100.100.100.100 answers (and which resolves to it), as Tailscale.
     public static let serviceName = try! DNSName("magicdns.localhost-tailscale-daemon.")
@@ -90,6 +91,10 @@ public struct MagicDNSResolver: Sendable {
         }
         routes = config.routes
         for domain in config.magicDNSDomains { routes[domain] = [] }
+        // A host whose resolv.conf already pointed at MagicDNS would loop queries back here.
+        hostResolvers = config.hostResolvers.filter {
+            $0.address != TailnetAddresses.serviceIPv4 && $0.address != TailnetAddresses.serviceIPv6
+        }
     }
 
     // MARK: - Decisions
@@ -132,11 +137,12 @@ public struct MagicDNSResolver: Sendable {
     }
 
     /// The upstreams a name not answered here goes to: the longest matching split-DNS route with
-    /// resolvers, else the global resolvers, else the host's. Empty when there are none.
+    /// resolvers, else the global resolvers, else the host's (less MagicDNS's own addresses, which
+    /// would loop). Empty when there are none.
     public func upstreams(for name: DNSName) -> [DNSUpstream] {
         if let (_, resolvers) = route(for: name), !resolvers.isEmpty { return resolvers }
         if !config.globalResolvers.isEmpty { return config.globalResolvers }
-        return config.hostResolvers
+        return hostResolvers
     }
 
     /// The longest route suffix containing `name`.

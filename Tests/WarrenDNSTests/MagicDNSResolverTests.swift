@@ -151,7 +151,7 @@ final class MagicDNSResolverTests: XCTestCase {
         var noGlobal = config
         noGlobal.globalResolvers = []
         XCTAssertEqual(decide("example.org", .a, config: noGlobal), .forward(to: [up("192.168.1.1")]))
-        noGlobal.hostResolvers = []
+        noGlobal.hostResolvers = [up("100.100.100.100"), up("fd7a:115c:a1e0::53")]
         guard case .answer(let m) = decide("example.org", .a, config: noGlobal) else { return XCTFail() }
         XCTAssertEqual(m.header.responseCode, .serverFailure)
         // A root route catches everything no longer one does.
