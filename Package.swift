@@ -73,6 +73,7 @@ let package = Package(
         .target(name: "WarrenDNSServer", dependencies: [
             "WarrenDNS", "WarrenPacket",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
@@ -285,7 +286,7 @@ let package = Package(
         .testTarget(name: "ArchitectureTests", dependencies: []),
         .testTarget(name: "DiscoProtocolTests", dependencies: ["DiscoProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WarrenDNSTests", dependencies: ["WarrenDNS", "WarrenDNSServer", "WarrenPacket", "WarrenTestSupport"]),
-        .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenNetMapTests", dependencies: ["WarrenNetMap", "WarrenDNS", "WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "WarrenLocalAPITests", dependencies: ["WarrenLocalAPI", "WarrenTailcfg", "WarrenTestSupport"]),
         .testTarget(name: "WarrenMagicsockTests", dependencies: [
             "WarrenMagicsock", "WireGuardDevice", "WireGuardProtocol", "WarrenDERPServer", "WarrenDERPTransport", "DiscoProtocol",

@@ -7,17 +7,33 @@ import WarrenPacket
 public struct DNSUpstream: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
+    /// DNS over plain HTTP (RFC 8484's wire format, POST application/dns-message) at this path on
+    /// address:port, instead of DNS on port 53: what an exit node's PeerAPI serves its clients
+    /// ("http://100.64.0.1:PORT/dns-query" in Tailscale's DNS configuration). Nil: plain DNS.
+    public var httpPath: String?
 
-    public init(address: IPAddress, port: UInt16 = 53) {
+    public init(address: IPAddress, port: UInt16 = 53, httpPath: String? = nil) {
         self.address = address
         self.port = port
+        self.httpPath = httpPath
     }
 
     /// Parses "192.0.2.1", "192.0.2.1:5353", "2001:db8::1" or "[2001:db8::1]:5353". Other forms
     /// Tailscale's DNSConfig can hold (DoH "https://" and DoT "tls://" URLs) are not plain upstreams
     /// and give nil.
     public init?(_ text: some StringProtocol) {
-        let text = Substring(text)
+        var text = Substring(text)
+        if text.hasPrefix("http://") {
+            // http://IP:PORT/path, the port written out (an exit node's PeerAPI); https and names are not
+            // plain upstreams.
+            text = text.dropFirst("http://".count)
+            guard let slash = text.firstIndex(of: "/") else { return nil }
+            let hostPort = text[..<slash]
+            let hasPort = hostPort.hasPrefix("[") ? hostPort.contains("]:") : (hostPort.contains(":") && IPAddress(hostPort) == nil)
+            guard hasPort, let inner = DNSUpstream(hostPort), inner.httpPath == nil else { return nil }
+            self.init(address: inner.address, port: inner.port, httpPath: String(text[slash...]))
+            return
+        }
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]"), let address = IPAddress(text[text.index(after: text.startIndex)..<close])
             else { return nil }
@@ -39,7 +55,8 @@ public struct DNSUpstream: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        address.version == .v4 ? "\(address):\(port)" : "[\(address)]:\(port)"
+        let hostPort = address.version == .v4 ? "\(address):\(port)" : "[\(address)]:\(port)"
+        return httpPath.map { "http://\(hostPort)\($0)" } ?? hostPort
     }
 }
 

@@ -3,6 +3,7 @@
 // drops datagrams from anyone but the server); a response must carry the query's ID.
 
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import WarrenDNS
 import WarrenPacket
@@ -157,5 +158,99 @@ private final class DatagramUnwrapper: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(wrapInboundOut(unwrapInboundIn(data).data))
+    }
+}
+
+// MARK: DNS over plain HTTP
+
+extension DNSClient {
+    /// Sends the query as the body of an HTTP/1.1 POST (application/dns-message, RFC 8484's wire format) to
+    /// `server` at `path` and returns the response body: how a client asks an exit node's PeerAPI. The
+    /// answer must carry the query's ID and be at most `maximumTCPResponseSize` octets.
+    public func exchangeHTTP(_ query: [UInt8], with server: SocketAddress, path: String, timeout: TimeAmount? = nil) async throws -> [UInt8] {
+        guard query.count >= 12 else { throw DNSDecodingError.truncated }
+        let id = UInt16(query[0]) << 8 | UInt16(query[1])
+        let limit = timeout ?? self.timeout
+        let loop = group.next()
+        let promise = loop.makePromise(of: [UInt8].self)
+        let timer = loop.scheduleTask(in: limit) { promise.fail(DNSServerError.timeout) }
+        let maximum = maximumTCPResponseSize
+        let host = server.protocol == .inet6 ? "[\(server.ipAddress ?? "")]:\(server.port ?? 80)" : "\(server.ipAddress ?? ""):\(server.port ?? 80)"
+        let connecting = ClientBootstrap(group: loop)
+            .socketMark(socketMark)
+            .connectTimeout(limit)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(HTTPAnswerCollector(id: id, maximum: maximum, promise: promise))
+                }
+            }
+            .connect(to: server)
+        connecting.whenFailure { promise.fail($0) }
+        connecting.whenSuccess { channel in
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: host)
+            headers.add(name: "Content-Type", value: "application/dns-message")
+            headers.add(name: "Accept", value: "application/dns-message")
+            headers.add(name: "Content-Length", value: String(query.count))
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: query))), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        }
+        defer {
+            timer.cancel()
+            connecting.whenSuccess { channel in channel.close(promise: nil) }
+        }
+        return try await promise.futureResult.get()
+    }
+}
+
+/// Collects one HTTP response: a 200 of application/dns-message whose body answers the query's ID.
+private final class HTTPAnswerCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let id: UInt16
+    let maximum: Int
+    let promise: EventLoopPromise<[UInt8]>
+    private var body: [UInt8] = []
+    private var status: HTTPResponseStatus?
+
+    init(id: UInt16, maximum: Int, promise: EventLoopPromise<[UInt8]>) {
+        self.id = id
+        self.maximum = maximum
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = head.status
+        case .body(var buffer):
+            guard body.count + buffer.readableBytes <= maximum else {
+                promise.fail(DNSServerError.httpFailure("answer larger than \(maximum) octets"))
+                context.close(promise: nil)
+                return
+            }
+            body += buffer.readBytes(length: buffer.readableBytes) ?? []
+        case .end:
+            guard status == .ok else {
+                promise.fail(DNSServerError.httpFailure("HTTP \(status?.code ?? 0)"))
+                return
+            }
+            guard body.count >= 12, UInt16(body[0]) << 8 | UInt16(body[1]) == id, body[2] & 0x80 != 0 else {
+                promise.fail(DNSServerError.httpFailure("the body is not an answer to the query"))
+                return
+            }
+            promise.succeed(body)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(DNSServerError.httpFailure("connection closed before the answer"))
     }
 }

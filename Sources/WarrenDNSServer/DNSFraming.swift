@@ -46,6 +46,8 @@ public enum DNSServerError: Error, CustomStringConvertible, Sendable {
     case connectionClosed
     /// The server was closed.
     case closed
+    /// A DNS-over-HTTP upstream answered with something other than a DNS answer.
+    case httpFailure(String)
 
     public var description: String {
         switch self {
@@ -54,6 +56,7 @@ public enum DNSServerError: Error, CustomStringConvertible, Sendable {
         case .timeout: return "DNS query timed out"
         case .connectionClosed: return "DNS connection closed before an answer"
         case .closed: return "DNS server closed"
+        case .httpFailure(let reason): return "DNS over HTTP: \(reason)"
         }
     }
 }

@@ -48,6 +48,8 @@ public final class DNSServer: @unchecked Sendable {
     public let options: Options
     private let logger: Logger
     private let client: DNSClient
+    /// For upstreams reached through the tunnel (an exit node's PeerAPI): no socket mark.
+    private let tunnelClient: DNSClient
     private var bound: [(transport: DNSTransport, address: SocketAddress)] = []
 
     /// Where the server listens, one entry per socket (UDP and TCP for each address given), with
@@ -61,6 +63,7 @@ public final class DNSServer: @unchecked Sendable {
         self.options = options
         self.logger = logger
         client = DNSClient(group: group, socketMark: options.socketMark, timeout: options.upstreamTimeout)
+        tunnelClient = DNSClient(group: group, socketMark: nil, timeout: options.upstreamTimeout)
     }
 
     /// Binds UDP and TCP on every address and starts answering. Port 0 takes a free UDP port and
@@ -259,9 +262,14 @@ public final class DNSServer: @unchecked Sendable {
                 continue
             }
             do {
-                var response = try await client.exchange(
-                    queryBytes, with: address, over: clientOverTCP ? .tcp : .udp, timeout: attempt)
-                if !clientOverTCP, response[2] & 0x02 != 0 {
+                var response: [UInt8]
+                if let path = upstream.httpPath {
+                    // An exit node's PeerAPI, through the tunnel: never with the bypass mark.
+                    response = try await tunnelClient.exchangeHTTP(queryBytes, with: address, path: path, timeout: attempt)
+                } else {
+                    response = try await client.exchange(queryBytes, with: address, over: clientOverTCP ? .tcp : .udp, timeout: attempt)
+                }
+                if !clientOverTCP, upstream.httpPath == nil, response[2] & 0x02 != 0 {
                     // Truncated over UDP: ask the same upstream over TCP (RFC 7766 §5).
                     let left = deadline - .now()
                     if left > .zero, let full = try? await client.exchange(queryBytes, with: address, over: .tcp, timeout: left) {

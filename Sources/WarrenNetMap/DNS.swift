@@ -88,6 +88,13 @@ extension NetworkMap {
         }
         config.globalResolvers = (dns.resolvers ?? []).compactMap { $0.addr.flatMap(DNSUpstream.init) }
         config.hostResolvers = hostResolvers.map { DNSUpstream(address: $0) }
+        // DNS follows the exit node (Tailscale's dnsConfigForNetmap): when it proxies DNS, names no split
+        // route covers go to its PeerAPI, unless control marked global resolvers for use with exit nodes.
+        if let exit = exitNode(prefs: prefs), let proxy = exit.peerAPIDNSProxy {
+            let kept = (dns.resolvers ?? []).filter { $0.useWithExitNode == true }.compactMap { $0.addr.flatMap(DNSUpstream.init) }
+            config.globalResolvers = kept.isEmpty ? [proxy] : kept
+            config.hostResolvers = [proxy]
+        }
         config.searchDomains = (dns.domains ?? []).compactMap { try? DNSName($0) }
         return config
     }

@@ -3,6 +3,7 @@
 // exit node guards it, and the routes a client with LAN access keeps out of the tunnel).
 // Semantics follow Tailscale's ipn/ipnlocal (shrinkDefaultRoute, suggestExitNode) and its Linux router.
 
+import WarrenDNS
 import WarrenPacket
 import WarrenTailcfg
 
@@ -10,6 +11,20 @@ extension Node {
     /// Whether this peer offers itself as an exit node to us: control put a default route in its
     /// AllowedIPs (it does so only for viewers the policy lets use the internet through it).
     public var offersExitNode: Bool { (allowedIPs ?? []).contains { $0.isDefaultRoute } }
+
+    /// Where this node answers DNS for peers that use it as exit node: its PeerAPI's /dns-query, when its
+    /// Hostinfo announces "peerapi-dns-proxy" and a PeerAPI port for one of its addresses (IPv4 first).
+    public var peerAPIDNSProxy: DNSUpstream? {
+        let services = hostinfo?.known.services ?? []
+        guard services.contains(where: { $0.proto == "peerapi-dns-proxy" }) else { return nil }
+        for (proto, version) in [("peerapi4", IPVersion.v4), ("peerapi6", IPVersion.v6)] {
+            guard let port = services.first(where: { $0.proto == proto })?.port, port != 0,
+                  let address = (addresses ?? []).first(where: { $0.isSingleAddress && $0.address.version == version })?.address
+            else { continue }
+            return DNSUpstream(address: address, port: port, httpPath: "/dns-query")
+        }
+        return nil
+    }
 
     /// The short name of the node: the first label of its MagicDNS name, else its host name.
     public var shortName: String {

@@ -220,5 +220,14 @@ final class MagicDNSResolverTests: XCTestCase {
         XCTAssertNil(DNSUpstream("https://dns.example/dns-query"))
         XCTAssertNil(DNSUpstream("1.1.1.1:0"))
         XCTAssertEqual(DNSUpstream("[2001:db8::1]:853")?.description, "[2001:db8::1]:853")
+        // An exit node's PeerAPI (DNS over plain HTTP): the port must be written out.
+        XCTAssertEqual(DNSUpstream("http://100.64.0.1:41234/dns-query"),
+                       DNSUpstream(address: ip("100.64.0.1"), port: 41234, httpPath: "/dns-query"))
+        XCTAssertEqual(DNSUpstream("http://[fd7a:115c:a1e0::1]:41234/dns-query")?.httpPath, "/dns-query")
+        XCTAssertEqual(DNSUpstream("http://100.64.0.1:41234/dns-query")?.description, "http://100.64.0.1:41234/dns-query")
+        for bad in ["http://100.64.0.1/dns-query", "http://100.64.0.1:41234", "http://name.example:80/dns-query",
+                    "http://[fd7a:115c:a1e0::1]/dns-query", "http://fd7a:115c:a1e0::1/dns-query"] {
+            XCTAssertNil(DNSUpstream(bad), bad)
+        }
     }
 }

@@ -2,6 +2,7 @@
 // the auto:any choice, and what the router and the filter get from them.
 
 import TailscaleKeys
+import WarrenDNS
 import WarrenNetMap
 import WarrenPacket
 import WarrenTailcfg
@@ -156,6 +157,47 @@ final class RoutingTests: XCTestCase {
         router = map.routerConfig(prefs: Prefs(exitNodeAllowLANAccess: true), now: now, hostPrefixes: lan)
         XCTAssertFalse(router.routes.contains(p("0.0.0.0/0")))
         XCTAssertEqual(router.localRoutes, [])
+    }
+
+    /// DNS follows the exit node when it announces a DNS proxy on its PeerAPI; control's resolvers marked
+    /// for use with exit nodes win; a node chosen as exit without the proxy keeps the host's resolvers.
+    func testMagicDNSUsesTheExitNodesPeerAPIWhenItProxiesDNS() {
+        var response = MapResponse()
+        response.node = Fixture.node(1)
+        var proxy = Fixture.node(3)
+        proxy.allowedIPs = (proxy.addresses ?? []) + [p("0.0.0.0/0"), p("::/0")]
+        var info = Hostinfo(HostinfoFields())
+        info.known.services = [HostService(proto: "peerapi4", port: 41234), HostService(proto: "peerapi6", port: 41234),
+                               HostService(proto: "peerapi-dns-proxy", port: 1)]
+        proxy.hostinfo = info
+        var plain = Fixture.node(4)
+        plain.allowedIPs = (plain.addresses ?? []) + [p("0.0.0.0/0"), p("::/0")]
+        response.peers = [proxy, plain]
+        var dns = DNSConfig()
+        dns.resolvers = [DNSResolver(addr: "192.0.2.53")]
+        response.dnsConfig = dns
+        var map = NetworkMap([response], now: now)
+        let host = [IPAddress("198.51.100.1")!]
+        let doh = DNSUpstream(address: IPAddress("100.64.0.3")!, port: 41234, httpPath: "/dns-query")
+
+        var config = map.magicDNSConfig(prefs: Prefs(exitNodeID: "n3"), hostResolvers: host)
+        XCTAssertEqual(config.globalResolvers, [doh])
+        XCTAssertEqual(config.hostResolvers, [doh])
+        config = map.magicDNSConfig(prefs: Prefs(exitNodeID: "n4"), hostResolvers: host)
+        XCTAssertEqual(config.globalResolvers, [DNSUpstream(address: IPAddress("192.0.2.53")!)])
+        XCTAssertEqual(config.hostResolvers, [DNSUpstream(address: IPAddress("198.51.100.1")!)])
+        config = map.magicDNSConfig(prefs: Prefs(), hostResolvers: host)
+        XCTAssertEqual(config.hostResolvers, [DNSUpstream(address: IPAddress("198.51.100.1")!)])
+
+        var marked = DNSResolver(addr: "192.0.2.54")
+        marked.useWithExitNode = true
+        dns.resolvers = [DNSResolver(addr: "192.0.2.53"), marked]
+        var update = MapResponse()
+        update.dnsConfig = dns
+        map.apply(update, now: now)
+        config = map.magicDNSConfig(prefs: Prefs(exitNodeID: "n3"), hostResolvers: host)
+        XCTAssertEqual(config.globalResolvers, [DNSUpstream(address: IPAddress("192.0.2.54")!)])
+        XCTAssertEqual(config.hostResolvers, [doh])
     }
 
     func testAnExitNodeGuardsTheInternetButNotItsOwnNetworks() {

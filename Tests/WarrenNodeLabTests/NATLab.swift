@@ -437,7 +437,8 @@ final class NATLab: @unchecked Sendable {
     }
 
     /// A small authoritative DNS server on `address`:53 (UDP) in namespace `ns` that answers A queries for
-    /// the names in `records` and NXDOMAIN for everything else, counting what it answered in `<log>.log`.
+    /// the names in `records` and NXDOMAIN for everything else, logging each query ("query NAME TYPE from IP")
+    /// in `<log>.log`.
     func startDNSServer(in ns: String, address: String, records: [String: String], log name: String) async throws {
         let table = records.map { "\"\($0.key.lowercased())\": \"\($0.value)\"" }.joined(separator: ", ")
         _ = try spawn(["python3", "-u", "-c", """
@@ -456,7 +457,7 @@ final class NATLab: @unchecked Sendable {
                 qtype = struct.unpack("!H", data[i + 1:i + 3])[0]
                 name = ".".join(labels).lower()
                 answer = records.get(name)
-                print("query", name, qtype, flush=True)
+                print("query", name, qtype, "from", peer[0], flush=True)
                 if answer is not None and qtype == 1:
                     rr = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(answer)
                     s.sendto(struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + rr, peer)

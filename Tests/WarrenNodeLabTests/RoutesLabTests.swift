@@ -94,6 +94,9 @@ final class RoutesLabTests: XCTestCase {
         try await lab.addBridge("bra", in: "gw", address: "192.0.2.254/24")
         try await lab.addBridge("brb", in: "gw", address: "\(Self.xHost)/24")
         try await lab.startEchoServer(in: "gw", address: Self.xHost)
+        // The resolver every namespace's resolv.conf names (the exit nodes' own upstream).
+        try await lab.must(["ip", "addr", "add", "203.0.113.53/24", "dev", "br0"], in: "inet")
+        try await lab.startDNSServer(in: "inet", address: "203.0.113.53", records: ["www.example.com": "192.0.2.80"], log: "upstream")
         var exits: [(node: LabNode, ip: String)] = []
         for (index, slot) in [30, 31].enumerated() {
             let exit = try await lab.addNode("e\(index + 1)", slot: slot, host: nil)
@@ -106,7 +109,7 @@ final class RoutesLabTests: XCTestCase {
         }
         try await lab.addRouter(slot: 4, type: .portRestricted)
         let c = try await lab.addNode("c", slot: 4, host: 2)
-        _ = try await lab.up(c)
+        let cIP = try await lab.up(c)
 
         // No exit node: the internet beyond is out of reach.
         let without = await lab.echo(from: "c", Self.xHost)
@@ -123,6 +126,40 @@ final class RoutesLabTests: XCTestCase {
         // The node's own traffic does not loop into the tunnel: control still answers, the map still flows.
         let status = try await lab.must([lab.warren, "--socket", c.socket, "status"], in: "c")
         XCTAssertTrue(status.contains("e1"), status)
+        // E1's PeerAPI answers DNS over HTTP (RFC 8484's wire format) for C, from E1's own resolver; C's own
+        // PeerAPI refuses E1 (C is no exit node).
+        let peerAPIPort = { (log: String) -> String? in
+            log.split(separator: "\n").compactMap { line -> String? in
+                guard let range = line.range(of: "PeerAPI on port ") else { return nil }
+                return String(line[range.upperBound...].prefix { $0.isNumber })
+            }.last
+        }
+        let e1Port = try XCTUnwrap(peerAPIPort(lab.log("e1")), "E1 logged no PeerAPI port")
+        // (HTTP/1.1 as Tailscale's Go client speaks it to http:// URLs; dig's DoH speaks HTTP/2 only.)
+        let doh = await lab.run(["python3", "-c", """
+            import base64, socket, struct, urllib.request
+            q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\\x03www\\x07example\\x03com\\x00" + struct.pack("!HH", 1, 1)
+            url = "http://\(exits[0].ip):\(e1Port)/dns-query?dns=" + base64.urlsafe_b64encode(q).decode().rstrip("=")
+            r = urllib.request.urlopen(url, timeout=5)
+            a = r.read()
+            assert r.headers["Content-Type"] == "application/dns-message", r.headers["Content-Type"]
+            assert a[:2] == q[:2] and struct.unpack("!H", a[6:8])[0] == 1, a
+            print(socket.inet_ntoa(a[-4:]))
+            """], in: "c")
+        XCTAssertEqual(doh.output.trimmingCharacters(in: .whitespacesAndNewlines), "192.0.2.80", "DoH through E1's PeerAPI: \(doh.output)")
+        let cPort = try XCTUnwrap(peerAPIPort(lab.log("c")), "C logged no PeerAPI port")
+        let refused = await lab.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+                                     "http://\(cIP):\(cPort)/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"], in: "e1")
+        XCTAssertEqual(refused.output, "403", "a node that is not an exit node must refuse DoH")
+
+        // C's DNS follows its traffic: MagicDNS on C sends the names it does not answer to E1's PeerAPI, and
+        // E1's resolver asks the upstream (which sees E1's address, not C's router's).
+        let viaExit = await lab.run(["dig", "@100.100.100.100", "+short", "+time=3", "+tries=1", "www.example.com"], in: "c")
+        XCTAssertEqual(viaExit.output.trimmingCharacters(in: .whitespacesAndNewlines), "192.0.2.80", viaExit.output)
+        let asked = lab.log("upstream").split(separator: "\n").filter { $0.hasPrefix("query www.example.com 1 ") }
+        XCTAssertTrue(asked.contains { $0.hasSuffix("from 203.0.113.30") }, "the upstream was not asked by E1: \(asked)")
+        XCTAssertFalse(asked.contains { $0.hasSuffix("from 203.0.113.4") }, "C asked the upstream itself, not through E1: \(asked)")
+
         // Without LAN access the LAN goes through the exit node too (E1 cannot reach C's LAN).
         let lanBlocked = await lab.run(["ping", "-c", "1", "-W", "2", "10.4.0.1"], in: "c")
         XCTAssertNotEqual(lanBlocked.status, 0, "C reached its LAN through the exit node without --exit-node-allow-lan-access")
