@@ -11,7 +11,8 @@ import TailscaleKeys
 /// drops its oldest packet, as Tailscale's server drops at the queue head), plus at most
 /// `controlDepth` control frames (new ones are dropped when full). Frames are written only while
 /// the channel is writable, so a reader that does not keep up costs at most these queues plus
-/// one batch in the channel's outbound buffer.
+/// one batch in the channel's outbound buffer. A mesh watcher's presence news is coalesced per key (only the
+/// latest PeerPresent or PeerGone of a key waits) and bounded by ``enqueueMeshUpdate(_:frame:limit:stallLimit:)``.
 final class DERPServedClient: Sendable {
     let key: NodePublic
     let keyBytes: [UInt8]
@@ -33,6 +34,11 @@ final class DERPServedClient: Sendable {
         var packets = CircularBuffer<ByteBuffer>(initialCapacity: 8)
         var disco = CircularBuffer<ByteBuffer>(initialCapacity: 2)
         var control = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+        /// A mesh watcher's news not yet written: the latest frame per key, in the order keys first changed.
+        var meshUpdates: [NodePublic: ByteBuffer] = [:]
+        var meshOrder: [NodePublic] = []
+        /// When a drain last found the channel unwritable with mesh news waiting (nil: it was written).
+        var meshBlockedSince: NIODeadline?
         var drainScheduled = false
         var closed = false
     }
@@ -89,11 +95,10 @@ final class DERPServedClient: Sendable {
     }
 
     /// Queues a control frame; returns false if it was dropped (queue full or closing).
-    /// `unbounded` is for the PeerPresent flood a mesh watcher asked for.
     @discardableResult
-    func enqueueControl(_ frame: ByteBuffer, unbounded: Bool = false) -> Bool {
+    func enqueueControl(_ frame: ByteBuffer) -> Bool {
         let (queued, schedule) = state.withLock { s -> (Bool, Bool) in
-            guard !s.closed, unbounded || s.control.count < controlDepth else { return (false, false) }
+            guard !s.closed, s.control.count < controlDepth else { return (false, false) }
             s.control.append(frame)
             let schedule = !s.drainScheduled
             s.drainScheduled = true
@@ -110,6 +115,44 @@ final class DERPServedClient: Sendable {
         enqueueControl(buffer)
     }
 
+    enum MeshEnqueueResult: Equatable {
+        case queued
+        /// The key already had news waiting: replaced by this one.
+        case coalesced
+        /// Over `limit` keys waiting, or nothing written for `stallLimit`: the watcher is too slow (nothing queued).
+        case tooFarBehind(pending: Int)
+        case closed
+    }
+
+    /// Queues a PeerPresent or PeerGone for a mesh watcher, replacing news of the same key still waiting.
+    func enqueueMeshUpdate(_ key: NodePublic, frame: ByteBuffer, limit: Int, stallLimit: TimeAmount?) -> MeshEnqueueResult {
+        let (result, schedule) = state.withLock { s -> (MeshEnqueueResult, Bool) in
+            guard !s.closed else { return (.closed, false) }
+            if let blocked = s.meshBlockedSince, let stallLimit, NIODeadline.now() - blocked > stallLimit {
+                return (.tooFarBehind(pending: s.meshOrder.count), false)
+            }
+            let result: MeshEnqueueResult
+            if s.meshUpdates.updateValue(frame, forKey: key) == nil {
+                guard s.meshOrder.count < limit else {
+                    s.meshUpdates[key] = nil
+                    return (.tooFarBehind(pending: s.meshOrder.count), false)
+                }
+                s.meshOrder.append(key)
+                result = .queued
+            } else {
+                result = .coalesced
+            }
+            let schedule = !s.drainScheduled
+            s.drainScheduled = true
+            return (result, schedule)
+        }
+        if schedule { scheduleDrain() }
+        return result
+    }
+
+    /// Mesh news waiting to be written (for tests).
+    var pendingMeshUpdates: Int { state.withLock { $0.meshOrder.count } }
+
     /// Stops accepting frames and forgets queued ones.
     func markClosed() {
         state.withLock { s in
@@ -117,6 +160,8 @@ final class DERPServedClient: Sendable {
             s.packets.removeAll()
             s.disco.removeAll()
             s.control.removeAll()
+            s.meshUpdates.removeAll()
+            s.meshOrder.removeAll()
         }
     }
 
@@ -133,11 +178,20 @@ final class DERPServedClient: Sendable {
             markClosed()
             return
         }
-        guard channel.isWritable else { return }  // drainScheduled stays true: writability calls back.
+        guard channel.isWritable else {  // drainScheduled stays true: writability calls back.
+            state.withLock { s in
+                if !s.meshOrder.isEmpty, s.meshBlockedSince == nil { s.meshBlockedSince = .now() }
+            }
+            return
+        }
         let batch = state.withLock { s -> [ByteBuffer] in
             var out: [ByteBuffer] = []
-            out.reserveCapacity(s.control.count + s.disco.count + s.packets.count)
+            out.reserveCapacity(s.control.count + s.meshOrder.count + s.disco.count + s.packets.count)
             while let frame = s.control.popFirst() { out.append(frame) }
+            for key in s.meshOrder { if let frame = s.meshUpdates[key] { out.append(frame) } }
+            s.meshOrder.removeAll(keepingCapacity: s.meshOrder.count <= 1024)
+            s.meshUpdates.removeAll(keepingCapacity: s.meshUpdates.count <= 1024)
+            s.meshBlockedSince = nil
             while let frame = s.disco.popFirst() { out.append(frame) }
             while let frame = s.packets.popFirst() { out.append(frame) }
             s.drainScheduled = false

@@ -53,6 +53,7 @@ public final class DERPServer: Sendable {
         let connectionsRevoked = Atomic<UInt64>(0)
         let protocolErrors = Atomic<UInt64>(0)
         let pingsAnswered = Atomic<UInt64>(0)
+        let watchersDropped = Atomic<UInt64>(0)
         let deepestQueue = Atomic<Int>(0)
     }
 
@@ -194,7 +195,7 @@ public final class DERPServer: Sendable {
         counters.connectionsAccepted.add(1, ordering: .relaxed)
         let present = DERPFrame.peerPresent(DERPPeerPresent(key: key, address: remote?.derpIPAddress, port: UInt16(clamping: remote?.port ?? 0),
                                                             flags: presentFlags(client)))
-        for watcher in watchers where watcher !== client { watcher.enqueueControlUnbounded(present) }
+        for watcher in watchers where watcher !== client { tellWatcher(watcher, key: key, present) }
         logger.debug("DERP client connected", metadata: ["key": "\(key.shortString)", "connection": "\(client.connectionNumber)"])
         return client
     }
@@ -233,7 +234,7 @@ public final class DERPServer: Sendable {
         guard gone else { return }
         let frame = DERPFrame.peerGone(client.key, reason: .disconnected)
         for peer in notify { peer.enqueueControl(frame) }
-        for watcher in watchers { watcher.enqueueControlUnbounded(frame) }
+        for watcher in watchers { tellWatcher(watcher, key: client.key, frame) }
     }
 
     // MARK: - Relaying
@@ -318,11 +319,41 @@ public final class DERPServer: Sendable {
             return r.clients.values.map(\.active)
         }
         for client in everyone where client !== watcher {
-            watcher.enqueueControlUnbounded(.peerPresent(DERPPeerPresent(
+            let present = DERPFrame.peerPresent(DERPPeerPresent(
                 key: client.key, address: client.remote?.derpIPAddress, port: UInt16(clamping: client.remote?.port ?? 0),
-                flags: presentFlags(client))))
+                flags: presentFlags(client)))
+            guard tellWatcher(watcher, key: client.key, present) else { return }
         }
     }
+
+    /// Queues presence news for a watcher (coalesced per key). A watcher too far behind is disconnected; returns false
+    /// then.
+    @discardableResult
+    private func tellWatcher(_ watcher: DERPServedClient, key: NodePublic, _ frame: DERPFrame) -> Bool {
+        guard let bytes = try? frame.encoded() else { return true }
+        var buffer = watcher.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        switch watcher.enqueueMeshUpdate(key, frame: buffer, limit: configuration.meshWatcherQueueLimit,
+                                         stallLimit: configuration.meshWatcherStallLimit) {
+        case .queued, .coalesced, .closed:
+            return true
+        case .tooFarBehind(let pending):
+            let removed = registry.withLock { $0.watchers.removeValue(forKey: watcher.connectionNumber) != nil }
+            watcher.markClosed()
+            watcher.channel.close(promise: nil)
+            if removed {
+                counters.watchersDropped.add(1, ordering: .relaxed)
+                logger.warning("DERP mesh watcher disconnected: too far behind (it reconnects and watches again)", metadata: [
+                    "key": "\(watcher.key.shortString)", "connection": "\(watcher.connectionNumber)", "pending": "\(pending)",
+                    "limit": "\(configuration.meshWatcherQueueLimit)",
+                    "stallLimit": "\(configuration.meshWatcherStallLimit.map { "\($0)" } ?? "none")"])
+            }
+            return false
+        }
+    }
+
+    /// Mesh watchers disconnected for falling behind, since start.
+    public var droppedWatchers: UInt64 { counters.watchersDropped.load(ordering: .relaxed) }
 
     /// A mesh peer asked to disconnect `key`.
     func closePeer(_ key: NodePublic) {
@@ -331,11 +362,3 @@ public final class DERPServer: Sendable {
     }
 }
 
-extension DERPServedClient {
-    func enqueueControlUnbounded(_ frame: DERPFrame) {
-        guard let bytes = try? frame.encoded() else { return }
-        var buffer = channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
-        enqueueControl(buffer, unbounded: true)
-    }
-}

@@ -32,6 +32,14 @@ public struct DERPServerConfiguration: Sendable {
     public var sendQueueDepth: Int = 32
     /// Control frames (PeerGone, Pong, Health, KeepAlive) queued per client before new ones are dropped.
     public var controlQueueDepth: Int = 64
+    /// A mesh watcher (WatchConns) gets the latest PeerPresent/PeerGone of each key that changed since its last write;
+    /// when more keys than this wait (it reads too slowly, or the snapshot at WatchConns is larger), it is disconnected
+    /// and logged: it reconnects and watches again, which sends the whole current set. Above warren-derp's largest
+    /// connection cap, so that a snapshot always fits.
+    public var meshWatcherQueueLimit: Int = 65_536
+    /// A mesh watcher that has news waiting and could not be written to for this long is disconnected the same way
+    /// (Tailscale's derper gives mesh peers a 30 s write timeout). Nil: no time limit.
+    public var meshWatcherStallLimit: TimeAmount? = .seconds(30)
     /// How often a KeepAlive goes to each client (Tailscale: 60 s, jittered by up to 10% here).
     public var keepAliveInterval: TimeAmount = .seconds(Int64(DERPWire.keepAliveIntervalSeconds))
     /// Time a new connection has to send its ClientInfo and be admitted (Tailscale: 10 s).
