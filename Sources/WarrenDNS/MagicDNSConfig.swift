@@ -115,4 +115,15 @@ public struct MagicDNSConfig: Hashable, Sendable {
         self.ttl = ttl
         self.answersTailnetReverseZones = answersTailnetReverseZones
     }
+
+    /// Prefixes reached through the tunnel (the tailnet's ranges and accepted subnet routes, not an exit
+    /// node's default routes): an upstream inside them is asked through the tunnel, without the socket
+    /// mark that keeps the node's other traffic out of it (a split-DNS resolver on a tailnet or routed
+    /// address, as Tailscale dials those through its own stack).
+    public var tunnelRoutes: [IPPrefix] = []
+
+    /// Whether `upstream` is reached through the tunnel.
+    public func isThroughTunnel(_ upstream: DNSUpstream) -> Bool {
+        upstream.httpPath != nil || tunnelRoutes.contains { $0.contains(upstream.address) }
+    }
 }

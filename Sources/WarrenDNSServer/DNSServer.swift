@@ -254,6 +254,7 @@ public final class DNSServer: @unchecked Sendable {
         guard let queryBytes = try? upstreamQuery.encoded() else { return nil }
         let deadline = NIODeadline.now() + options.queryTimeout
         var fallback: [UInt8]?
+        let config = self.config
         for upstream in upstreams {
             let remaining = deadline - .now()
             guard remaining > .zero else { break }
@@ -263,9 +264,11 @@ public final class DNSServer: @unchecked Sendable {
             }
             do {
                 var response: [UInt8]
+                // Upstreams inside the tunnel (an exit node's PeerAPI, a resolver on a tailnet or routed
+                // address) are asked without the bypass mark.
+                let client = config.isThroughTunnel(upstream) ? tunnelClient : self.client
                 if let path = upstream.httpPath {
-                    // An exit node's PeerAPI, through the tunnel: never with the bypass mark.
-                    response = try await tunnelClient.exchangeHTTP(queryBytes, with: address, path: path, timeout: attempt)
+                    response = try await client.exchangeHTTP(queryBytes, with: address, path: path, timeout: attempt)
                 } else {
                     response = try await client.exchange(queryBytes, with: address, over: clientOverTCP ? .tcp : .udp, timeout: attempt)
                 }

@@ -28,7 +28,8 @@ extension WarrenNode {
     /// After the router has applied: starts MagicDNS when it is not running, feeds it the map, and
     /// points the host at it (or puts the host back).
     func reconcileDNS(prefs: Prefs) {
-        let config = netmap.magicDNSConfig(prefs: prefs, hostResolvers: hostDNS.hostResolvers())
+        var config = netmap.magicDNSConfig(prefs: prefs, hostResolvers: hostDNS.hostResolvers())
+        config.tunnelRoutes = appliedRouter.routes.filter { !$0.isDefaultRoute }
         if let server = dnsServer {
             if server.config != config { server.update(config) }
             applyHostDNS(netmap.osDNSConfig(prefs: prefs))

@@ -18,10 +18,18 @@ final class RoutesLabTests: XCTestCase {
         let lab = try NATLab(tag: "s")
         defer { lab.tearDown() }
         lab.keepLogs = true
+        // Split DNS to a resolver on the routed LAN: reached only through the tunnel.
+        lab.extraControlConfig = """
+            dns:
+              split:
+                corp.example: ["\(Self.lanHost)"]
+
+            """
         try await lab.start()
         try await lab.addNamespace("hlan")
         try await lab.addBridge("br1", in: "hlan", address: "\(Self.lanHost)/24")
         try await lab.startEchoServer(in: "hlan", address: Self.lanHost)
+        try await lab.startDNSServer(in: "hlan", address: Self.lanHost, records: ["db.corp.example": "10.1.2.3"], log: "corp-dns")
         var routers: [LabNode] = []
         for (index, slot) in [20, 21].enumerated() {
             let router = try await lab.addNode("r\(index + 1)", slot: slot, host: nil)
@@ -42,6 +50,10 @@ final class RoutesLabTests: XCTestCase {
         let approved = await lab.waitForEcho(from: "c", Self.lanHost, within: 15)
         XCTAssertEqual(approved.answer, "192.168.50.1", "with SNAT on, H sees R1's LAN address")
         print("subnet route: first answer \(String(format: "%.1f", approved.after)) s after approval")
+        let split = await lab.run(["dig", "@100.100.100.100", "+short", "+time=3", "+tries=1", "db.corp.example"], in: "c")
+        XCTAssertEqual(split.output.trimmingCharacters(in: .whitespacesAndNewlines), "10.1.2.3",
+                       "split DNS to a resolver behind the subnet router: \(split.output)")
+        XCTAssertTrue(lab.log("corp-dns").contains("query db.corp.example 1 from 192.168.50.1"), lab.log("corp-dns"))
 
         // Without --accept-routes the client does not use the route.
         _ = try await lab.up(c, [])
