@@ -244,8 +244,9 @@ extension NetworkMap {
     /// The router's desired state: this node's addresses; routes for both Tailscale ranges always,
     /// plus every non-address prefix that ``wireGuardConfig(prefs:now:)`` lets through (accepted
     /// subnet routes and an exit node's default routes) and any single address outside the ranges.
-    /// With an exit node in use and ``Prefs/exitNodeAllowLANAccess``, the private networks among
-    /// `hostPrefixes` (the host's interfaces) stay out of the tunnel, as Tailscale's LocalRoutes.
+    /// With an exit node in use and ``Prefs/exitNodeAllowLANAccess``, the networks of `hostPrefixes` (the
+    /// host's interfaces) stay out of the tunnel, as Tailscale's LocalRoutes on Linux. Accepted subnet
+    /// routes that overlap the host's own networks win over them (table 52 comes first), as on Tailscale.
     public func routerConfig(prefs: Prefs, now: TailcfgTime, hostPrefixes: [IPPrefix] = []) -> RouterConfig {
         var routes: [IPPrefix] = [.tailscaleIPv4Range, .tailscaleIPv6Range]
         for peer in wireGuardConfig(prefs: prefs, now: now).peers {
@@ -258,8 +259,7 @@ extension NetworkMap {
             }
         }
         let usingExit = routes.contains { $0.isDefaultRoute }
-        let lan = usingExit && prefs.exitNodeAllowLANAccess
-            ? hostPrefixes.filter { p in IPPrefix.privateRanges.contains { $0.contains(p) } }.map(\.masked) : []
+        let lan = usingExit && prefs.exitNodeAllowLANAccess ? hostPrefixes.filter { !$0.isSingleAddress }.map(\.masked) : []
         return RouterConfig(localAddresses: (selfNode?.addresses ?? []).sortedUnique(),
                             routes: routes.map(\.masked).sortedUnique(),
                             localRoutes: lan.sortedUnique(),

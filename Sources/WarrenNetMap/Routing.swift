@@ -93,11 +93,6 @@ public enum ExitNodeLookupError: Error, Equatable, CustomStringConvertible {
 }
 
 extension IPPrefix {
-    /// Private networks a host may sit on (RFC 1918, RFC 4193 ULA, link-local): the LANs that
-    /// `--exit-node-allow-lan-access` keeps reachable outside the tunnel.
-    public static let privateRanges: [IPPrefix] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-                                                   "fc00::/7", "fe80::/10"].map { IPPrefix($0)! }
-
     /// The two halves of this prefix (nil for a single address).
     public var halves: (IPPrefix, IPPrefix)? {
         guard bits < address.bitCount else { return nil }

@@ -151,8 +151,8 @@ final class RoutingTests: XCTestCase {
         XCTAssertEqual(router.localRoutes, [])
         prefs.exitNodeAllowLANAccess = true
         router = map.routerConfig(prefs: prefs, now: now, hostPrefixes: lan)
-        // Only the private network stays outside the tunnel, as its network address.
-        XCTAssertEqual(router.localRoutes, [p("192.168.1.0/24")])
+        // The host's networks stay outside the tunnel, as network addresses (Tailscale's LocalRoutes).
+        XCTAssertEqual(router.localRoutes, [p("192.168.1.0/24"), p("203.0.113.0/24")])
         // No exit node in use: no local routes even with the flag.
         router = map.routerConfig(prefs: Prefs(exitNodeAllowLANAccess: true), now: now, hostPrefixes: lan)
         XCTAssertFalse(router.routes.contains(p("0.0.0.0/0")))
