@@ -156,6 +156,10 @@ public struct RouterConfig: Hashable, Sendable {
     /// Whether this node offers itself as an exit node (forwarding and masquerade to anywhere).
     public var exitNode: Bool
     public var snatSubnetRoutes: Bool
+    /// Addresses of local services (MagicDNS's 100.100.100.100 and fd7a:115c:a1e0::53), put on the
+    /// loopback interface: local to this host, and never chosen as the source of packets into the
+    /// tunnel (a reply to them would end at the peer, which owns the same addresses).
+    public var serviceAddresses: [IPPrefix] = []
 
     public init(localAddresses: [IPPrefix] = [], routes: [IPPrefix] = [], localRoutes: [IPPrefix] = [],
                 subnetRoutes: [IPPrefix] = [], exitNode: Bool = false, snatSubnetRoutes: Bool = true) {

@@ -90,6 +90,13 @@ public final class LinuxRouter: RouterConfigurator, @unchecked Sendable {
             for a in newAddresses.subtracting(oldAddresses).sorted() where a.address.version == .v4 || ipv6 {
                 try Self.ip(family(a), "address", "replace", a.description, "dev", interface)
             }
+            let oldServices = Set(applied.serviceAddresses), newServices = Set(settings.serviceAddresses)
+            for a in oldServices.subtracting(newServices).sorted() {
+                try? Self.ip(family(a), "address", "del", a.description, "dev", "lo")
+            }
+            for a in newServices.subtracting(oldServices).sorted() where a.address.version == .v4 || ipv6 {
+                try Self.ip(family(a), "address", "replace", a.description, "dev", "lo")
+            }
             let table = String(Self.table)
             let oldRoutes = Set(applied.routes), newRoutes = Set(settings.routes)
             for r in oldRoutes.subtracting(newRoutes).sorted() {
@@ -125,6 +132,7 @@ public final class LinuxRouter: RouterConfigurator, @unchecked Sendable {
                 try? Self.ip(family(r), "route", "del", r.description, "dev", interface, "table", String(Self.table))
             }
             for a in applied.localAddresses { try? Self.ip(family(a), "address", "del", a.description, "dev", interface) }
+            for a in applied.serviceAddresses { try? Self.ip(family(a), "address", "del", a.description, "dev", "lo") }
             removeSystemState()
             applied = RouterSettings()
             rulesInstalled = false
@@ -144,8 +152,15 @@ public final class LinuxRouter: RouterConfigurator, @unchecked Sendable {
         }
     }
 
-    /// Removes Warren's rules, table 52 and the firewall table (whatever a previous run left).
+    /// The service addresses a node puts on the loopback interface (MagicDNS).
+    public static let serviceAddresses = [IPPrefix("100.100.100.100/32")!, IPPrefix("fd7a:115c:a1e0::53/128")!]
+
+    /// Removes Warren's rules, table 52, the firewall table and the service addresses on the loopback
+    /// interface (whatever a previous run left).
     private func removeSystemState() {
+        for a in Self.serviceAddresses where a.address.version == .v4 || ipv6 {
+            try? Self.ip(family(a), "address", "del", a.description, "dev", "lo")
+        }
         for family in ipv6 ? ["-4", "-6"] : ["-4"] {
             for preference in Self.rulePreferences {
                 // A rule may have been added more than once by runs that died: delete until none is left.

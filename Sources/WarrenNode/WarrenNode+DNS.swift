@@ -1,5 +1,6 @@
 // MagicDNS in the node: the resolver listening on 100.100.100.100 and fd7a:115c:a1e0::53 (addresses the
-// router puts on the TUN interface, so the host's own stack carries UDP and TCP to it), its configuration
+// router puts on the loopback interface, so the host's own stack carries UDP and TCP to it, and never uses
+// them as the source of packets into the tunnel), its configuration
 // rebuilt from the network map, and the host pointed at it (HostDNS) only while it answers.
 
 import Foundation
@@ -19,10 +20,9 @@ extension WarrenNode {
                 try? SocketAddress(ipAddress: "\(OSDNSConfig.quad100V6)", port: 53)].compactMap { $0 }
     }
 
-    /// The addresses the router adds to the TUN for MagicDNS (none with an in-memory router).
+    /// The addresses the router adds to the loopback interface for MagicDNS (none with an in-memory router).
     var dnsInterfaceAddresses: [IPPrefix] {
-        options.router == nil && options.dnsListenAddresses == nil
-            ? [IPPrefix(host: OSDNSConfig.quad100V4), IPPrefix(host: OSDNSConfig.quad100V6)] : []
+        options.router == nil && options.dnsListenAddresses == nil ? LinuxRouter.serviceAddresses : []
     }
 
     /// After the router has applied: starts MagicDNS when it is not running, feeds it the map, and

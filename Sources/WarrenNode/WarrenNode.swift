@@ -343,7 +343,7 @@ public actor WarrenNode: LocalBackend {
         appliedPeers = wanted
 
         var settings = netmap.routerConfig(prefs: prefs, now: now, hostPrefixes: hostPrefixes)
-        if !settings.localAddresses.isEmpty { settings.localAddresses = (settings.localAddresses + dnsInterfaceAddresses).sorted() }
+        if !settings.localAddresses.isEmpty { settings.serviceAddresses = dnsInterfaceAddresses }
         if settings != appliedRouter {
             do {
                 try router.apply(settings)

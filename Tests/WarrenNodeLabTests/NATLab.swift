@@ -394,7 +394,7 @@ final class NATLab: @unchecked Sendable {
     /// An HTTP server on `address:port` in namespace `ns` that answers every GET with the client's address.
     func startEchoServer(in ns: String, address: String, port: Int = 8000) async throws {
         _ = try spawn(["python3", "-c", """
-            import http.server, socketserver
+            import http.server, socket, socketserver
             class H(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
                     body = self.client_address[0].encode()
@@ -406,6 +406,7 @@ final class NATLab: @unchecked Sendable {
                     pass
             class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
                 allow_reuse_address = True
+                address_family = socket.AF_INET6 if ":" in "\(address)" else socket.AF_INET
             S(("\(address)", \(port)), H).serve_forever()
             """], in: ns, log: "echo-\(ns)")
         let deadline = Date().addingTimeInterval(10)
@@ -419,7 +420,8 @@ final class NATLab: @unchecked Sendable {
     /// What the echo server at `address:port` answers `node` (the source address it saw), or nil when it
     /// cannot be reached within `timeout` seconds.
     func echo(from ns: String, _ address: String, port: Int = 8000, timeout: Double = 2) async -> String? {
-        let (status, output) = await run(["curl", "-s", "-m", String(timeout), "http://\(address):\(port)/"], in: ns, timeout: timeout + 5)
+        let host = address.contains(":") ? "[\(address)]" : address
+        let (status, output) = await run(["curl", "-s", "-m", String(timeout), "http://\(host):\(port)/"], in: ns, timeout: timeout + 5)
         return status == 0 ? output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
 

@@ -13,6 +13,7 @@ import XCTest
 final class RoutesLabTests: XCTestCase {
     static let lanHost = "192.168.50.10"
     static let xHost = "198.51.100.10"
+    static let xHost6 = "2001:db8:b::10"
 
     func testSubnetRouterNeedsApprovalAndAcceptRoutesMasqueradesByDefaultAndFailsOver() async throws {
         let lab = try NATLab(tag: "s")
@@ -105,7 +106,10 @@ final class RoutesLabTests: XCTestCase {
         try await lab.addNamespace("gw")
         try await lab.addBridge("bra", in: "gw", address: "192.0.2.254/24")
         try await lab.addBridge("brb", in: "gw", address: "\(Self.xHost)/24")
+        try await lab.must(["ip", "-6", "addr", "add", "2001:db8:a::fe/64", "dev", "bra", "nodad"], in: "gw")
+        try await lab.must(["ip", "-6", "addr", "add", "\(Self.xHost6)/64", "dev", "brb", "nodad"], in: "gw")
         try await lab.startEchoServer(in: "gw", address: Self.xHost)
+        try await lab.startEchoServer(in: "gw", address: Self.xHost6, port: 8006)
         // The resolver every namespace's resolv.conf names (the exit nodes' own upstream).
         try await lab.must(["ip", "addr", "add", "203.0.113.53/24", "dev", "br0"], in: "inet")
         try await lab.startDNSServer(in: "inet", address: "203.0.113.53", records: ["www.example.com": "192.0.2.80"], log: "upstream")
@@ -115,6 +119,8 @@ final class RoutesLabTests: XCTestCase {
             try await lab.wire(bridge: "bra", in: "gw", to: exit.namespace, name: "eth1")
             try await lab.must(["ip", "addr", "add", "192.0.2.\(index + 1)/24", "dev", "eth1"], in: exit.namespace)
             try await lab.must(["ip", "route", "add", "default", "via", "192.0.2.254"], in: exit.namespace)
+            try await lab.must(["ip", "-6", "addr", "add", "2001:db8:a::\(index + 1)/64", "dev", "eth1", "nodad"], in: exit.namespace)
+            try await lab.must(["ip", "-6", "route", "add", "default", "via", "2001:db8:a::fe"], in: exit.namespace)
             let ip = try await lab.up(exit, ["--advertise-exit-node"])
             try await lab.control(["nodes", "approve-routes", "e\(index + 1)", "--routes", "0.0.0.0/0,::/0"])
             exits.append((exit, ip))
@@ -135,6 +141,17 @@ final class RoutesLabTests: XCTestCase {
         _ = try await lab.up(c, ["--exit-node=\(exits[0].ip)"])
         let viaE1 = await lab.waitForEcho(from: "c", Self.xHost, expected: "192.0.2.1", within: 15)
         XCTAssertEqual(viaE1.answer, "192.0.2.1")
+        // IPv6 too: C has no IPv6 of its own beyond the tailnet's; X sees E1's IPv6 address.
+        let v6 = await lab.run(["curl", "-s", "-m", "5", "http://[\(Self.xHost6)]:8006/"], in: "c")
+        if v6.output.trimmingCharacters(in: .whitespacesAndNewlines) != "2001:db8:a::1" {
+            var diagnostics = ""
+            for (ns, command) in [("c", ["ip", "-6", "route", "show", "table", "52"]), ("c", ["ip", "-6", "rule"]), ("c", ["ip", "-6", "addr"]),
+                                  ("c", ["ip", "-6", "route", "get", Self.xHost6]), ("e1", ["ip", "-6", "route"]),
+                                  ("e1", ["sysctl", "net.ipv6.conf.all.forwarding"]), ("c", [lab.warren, "--socket", c.socket, "status", "--json"])] {
+                diagnostics += "\n$ \(command.joined(separator: " ")) in \(ns)\n" + (await lab.run(command, in: ns)).output
+            }
+            XCTFail("IPv6 through the exit node: \(v6.output)\(diagnostics)")
+        }
         // The node's own traffic does not loop into the tunnel: control still answers, the map still flows.
         let status = try await lab.must([lab.warren, "--socket", c.socket, "status"], in: "c")
         XCTAssertTrue(status.contains("e1"), status)
