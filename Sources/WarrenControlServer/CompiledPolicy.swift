@@ -25,7 +25,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
         var filters: [Int64: [FilterRule]] = [:]
         var peers: [Int64: Set<Int64>] = [:]
         var ssh: [Int64: SSHPolicy?] = [:]
-        var caps: [Int64: [String: [JSONValue]]] = [:]
+        var caps: [Int64: NodeCapMap] = [:]
         /// Changes found by a query's own check, still to be reported by ``nodesChanged(_:in:)`` (nil: all).
         var unreported: Set<Int64>? = []
 
@@ -162,7 +162,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
         var filter: [FilterRule]
         var peers: Set<Int64>
         var ssh: SSHPolicy?
-        var caps: [String: [JSONValue]]
+        var caps: NodeCapMap
         var routes: [IPPrefix]
     }
 
@@ -198,7 +198,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
         return policy
     }
 
-    private func caps(_ s: inout State, _ node: ControlNode) -> [String: [JSONValue]] {
+    private func caps(_ s: inout State, _ node: ControlNode) -> NodeCapMap {
         guard let engine = s.engine, let tailnetNode = engine.node(named: node.givenName) else { return [:] }
         if let cached = s.caps[node.id] { return cached }
         let caps = engine.capabilities(for: tailnetNode)
@@ -241,7 +241,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
         }
     }
 
-    public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]] {
+    public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> NodeCapMap {
         state.withLock { s in
             ensure(&s, node, tailnet)
             return caps(&s, node)

@@ -34,10 +34,10 @@ public actor ControlEngine {
         var keepAlive: Task<Void, Never>?
         /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
         var lastSSH: SSHPolicy?
-        var lastCaps: [String: [JSONValue]]
+        var lastCaps: NodeCapMap
 
         init(outbox: MapSessionOutbox, knownPeers: Set<Int64>, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?,
-             lastSSH: SSHPolicy? = nil, lastCaps: [String: [JSONValue]] = [:]) {
+             lastSSH: SSHPolicy? = nil, lastCaps: NodeCapMap = [:]) {
             self.outbox = outbox
             self.knownPeers = knownPeers
             self.lastFilter = lastFilter

@@ -21,8 +21,8 @@ public protocol PacketFilterPolicy: Sendable {
     func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> Set<Int64>?
     /// The SSH policy the node's SSH server enforces; nil: none (SSH closed).
     func sshPolicy(for node: ControlNode, in tailnet: TailnetSnapshot) -> SSHPolicy?
-    /// Node attributes (`nodeAttrs`) for the node's own CapMap.
-    func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]]
+    /// Node attributes (`nodeAttrs`) for the node's own CapMap; a bare attribute's value is nil (sent as null).
+    func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> NodeCapMap
     /// Advertised routes that are approved (by an admin or by autoApprovers), exit routes included.
     func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix]
     /// Whether `viewer` may use a subnet route (it then appears in the router's AllowedIPs in its map), or,
@@ -36,7 +36,7 @@ public protocol PacketFilterPolicy: Sendable {
 extension PacketFilterPolicy {
     public func peerIDs(of node: ControlNode, in tailnet: TailnetSnapshot) -> Set<Int64>? { nil }
     public func sshPolicy(for node: ControlNode, in tailnet: TailnetSnapshot) -> SSHPolicy? { nil }
-    public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> [String: [JSONValue]] { [:] }
+    public func capabilities(for node: ControlNode, in tailnet: TailnetSnapshot) -> NodeCapMap { [:] }
     public func servedRoutes(of node: ControlNode, in tailnet: TailnetSnapshot) -> [IPPrefix] {
         NetworkMapBuilder.served(advertised: node.advertisedRoutes, approved: node.approvedRoutes.map(\.masked))
     }
@@ -226,10 +226,11 @@ public struct NetworkMapBuilder: Sendable {
             if !primaries.isEmpty { n.primaryRoutes = primaries }
         }
         var caps = policy.capabilities(for: node, in: tailnet)
-        for cap in Self.baselineCapabilities where caps[cap] == nil { caps[cap] = [] }
+        // Baseline capabilities carry no arguments: null, as Tailscale sends them.
+        for cap in Self.baselineCapabilities where caps[cap] == nil { caps[cap] = .some(nil) }
         if !caps.isEmpty {
             if node.capabilityVersion == 0 || node.capabilityVersion >= Self.capMapVersion {
-                n.capMap = caps.mapValues { Optional($0) }
+                n.capMap = caps
             } else {
                 n.capabilities = caps.keys.sorted()
             }

@@ -94,7 +94,7 @@ public struct PacketFilter: Sendable {
                                                       message: "invalid prefix"))
                     }
                 }
-                let capabilities = (grant.capMap ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                let capabilities = (grant.capMap ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value ?? []) }
                 grants.append(CapabilityGrant(ruleIndex: index, sources: sources, destinations: destinations,
                                               capabilities: capabilities))
             }

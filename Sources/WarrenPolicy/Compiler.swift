@@ -17,8 +17,8 @@ public struct NodePolicy: Sendable, Equatable {
     public var sshPolicy: SSHPolicy?
     /// Names of the peers in the node's network map, sorted.
     public var peers: [String]
-    /// Node capabilities from nodeAttrs (and tailnet options in the file).
-    public var capabilities: [String: [JSONValue]]
+    /// Node capabilities from nodeAttrs (and tailnet options in the file); a bare attribute's value is nil (null).
+    public var capabilities: NodeCapMap
     /// Advertised routes (including exit routes) that autoApprovers approve for this node.
     public var autoApprovedRoutes: [IPPrefix]
 }
@@ -35,7 +35,7 @@ struct CompiledDestination: Sendable {
 
 struct CompiledCapGrant: Sendable {
     var dsts: [IPPrefix]
-    var capMap: [String: [JSONValue]]?
+    var capMap: PeerCapMap?
 }
 
 struct CompiledRule: Sendable {
@@ -77,7 +77,7 @@ struct GrantUnit: Sendable {
     var sources: [Alias]
     var destinations: [Alias]
     var ip: [ProtocolPorts]
-    var app: [String: [JSONValue]]?
+    var app: PeerCapMap?
     var via: [String]
 }
 
@@ -286,21 +286,17 @@ public struct PolicyCompiler: Sendable {
         return cu
     }
 
-    static let companions: [(String, String)] = [
-        ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
-        ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
-    ]
-
-    /// Some capabilities imply one in the other direction (a drive share needs the sharer's side).
-    static func companionRules(app: [String: [JSONValue]], origin: RuleOrigin, dstIPStrings: [String],
+    /// Some capabilities imply one in the other direction (a drive share needs the sharer's side): a rule from
+    /// the grant's destinations to its sources with the companion capability (sent with a null value).
+    static func companionRules(app: PeerCapMap, origin: RuleOrigin, dstIPStrings: [String],
                                srcPrefixes: [IPPrefix]) -> [CompiledRule] {
         var out: [CompiledRule] = []
-        for (k, (cap, companion)) in companions.enumerated() where app[cap] != nil {
+        for (k, companionMap) in PolicyCapabilities.companionMaps(for: app) {
             var b = IPSetBuilder()
             for s in dstIPStrings { if let p = IPPrefix(s) { b.add(p) } else if let dash = s.firstIndex(of: "-"),
                 let x = IPAddress(s[..<dash]), let y = IPAddress(s[s.index(after: dash)...]) { b.add(IPSet.fromRange(x, y)) } }
             var r = CompiledRule(origin: origin, srcIPs: dstIPStrings, srcSet: b.build(), dsts: [], proto: nil,
-                                 capGrants: [CompiledCapGrant(dsts: srcPrefixes, capMap: [companion: []])])
+                                 capGrants: [CompiledCapGrant(dsts: srcPrefixes, capMap: companionMap)])
             r.slot = CompiledRule.capSlot + 1 + k
             out.append(r)
         }

@@ -127,32 +127,10 @@ extension PolicyCompiler {
             let otherDsts = rule.destinations.filter { !$0.value.isAutogroupSelf }
             let srcSet = resolver.resolve(rule.sources.map(\.value))
             guard !srcSet.isEmpty else { continue }
-            let action: SSHAction
-            switch rule.action {
-            case .accept:
-                action = SSHAction(accept: true, allowAgentForwarding: true, allowLocalPortForwarding: true,
-                                   allowRemotePortForwarding: true)
-            case .check:
-                action = SSHAction(holdAndDelegate: options.controlURL
-                    + "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER")
-            }
-            let localparts = rule.users.compactMap(Self.localpartDomain)
-            let hasLocalpart = !localparts.isEmpty
-            var baseUsers: [String: String] = [:]
-            if rule.users.contains("autogroup:nonroot") { baseUsers["*"] = "=" }
-            baseUsers["root"] = rule.users.contains("root") ? "root" : ""
-            for u in rule.users where u != "root" && u != "autogroup:nonroot" && Self.localpartDomain(u) == nil {
-                baseUsers[u] = u
-            }
-            var localpartByUser: [String: String] = [:]
-            for domain in localparts {
-                for u in tailnet.users {
-                    guard let at = u.email.lastIndex(of: "@") else { continue }
-                    if u.email[u.email.index(after: at)...].lowercased() == domain.lowercased() {
-                        localpartByUser[u.name] = String(u.email[..<at])
-                    }
-                }
-            }
+            let action = PolicyCapabilities.sshAction(rule.action, controlURL: options.controlURL)
+            let hasLocalpart = rule.users.contains { Self.localpartDomain($0) != nil }
+            let baseUsers = PolicyCapabilities.sshBaseUsers(rule.users)
+            let localpartByUser = PolicyCapabilities.sshLocalparts(rule.users, tailnetUsers: tailnet.users)
             // Sources grouped by owner; tagged nodes listed once per tag, as Tailscale does.
             var byUser: [String: IPSetBuilder] = [:]
             var tagged: [SSHPrincipal] = []
@@ -211,16 +189,11 @@ extension PolicyCompiler {
     }
 
     /// Node capabilities from nodeAttrs (and randomizeClientPort).
-    public func capabilities(for node: TailnetNode) -> [String: [JSONValue]] {
-        var caps: [String: [JSONValue]] = [:]
-        if policy.randomizeClientPort { caps["randomize-client-port"] = [] }
-        for attr in policy.nodeAttrs {
+    public func capabilities(for node: TailnetNode) -> NodeCapMap {
+        PolicyCapabilities.nodeCapabilities(policy) { attr in
             let set = resolver.resolve(attr.targets.map(\.value))
-            guard node.addresses.contains(where: set.contains) else { continue }
-            for a in attr.attrs where caps[a] == nil { caps[a] = [] }
-            for (k, v) in attr.app ?? [:] { caps[k, default: []] += v }
+            return node.addresses.contains(where: set.contains)
         }
-        return caps
     }
 
     /// The node's advertised routes that autoApprovers approve.

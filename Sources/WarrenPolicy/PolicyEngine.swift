@@ -191,33 +191,10 @@ public struct PolicyEngine: Sendable {
     }
 
     static func sshStatic(_ rule: SSHPolicyRule, users: [TailnetUser], options: CompileOptions) -> SSHStatic {
-        let action: SSHAction
-        switch rule.action {
-        case .accept:
-            action = SSHAction(accept: true, allowAgentForwarding: true, allowLocalPortForwarding: true,
-                               allowRemotePortForwarding: true)
-        case .check:
-            action = SSHAction(holdAndDelegate: options.controlURL
-                + "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER")
-        }
-        let localparts = rule.users.compactMap(PolicyCompiler.localpartDomain)
-        var baseUsers: [String: String] = [:]
-        if rule.users.contains("autogroup:nonroot") { baseUsers["*"] = "=" }
-        baseUsers["root"] = rule.users.contains("root") ? "root" : ""
-        for u in rule.users where u != "root" && u != "autogroup:nonroot" && PolicyCompiler.localpartDomain(u) == nil {
-            baseUsers[u] = u
-        }
-        var localpartByUser: [String: String] = [:]
-        for domain in localparts {
-            for u in users {
-                guard let at = u.email.lastIndex(of: "@") else { continue }
-                if u.email[u.email.index(after: at)...].lowercased() == domain.lowercased() {
-                    localpartByUser[u.name] = String(u.email[..<at])
-                }
-            }
-        }
-        return SSHStatic(action: action, baseUsers: baseUsers, localpartByUser: localpartByUser,
-                         hasLocalpart: !localparts.isEmpty, sources: rule.sources.map(\.value),
+        return SSHStatic(action: PolicyCapabilities.sshAction(rule.action, controlURL: options.controlURL),
+                         baseUsers: PolicyCapabilities.sshBaseUsers(rule.users),
+                         localpartByUser: PolicyCapabilities.sshLocalparts(rule.users, tailnetUsers: users),
+                         hasLocalpart: rule.users.contains { PolicyCompiler.localpartDomain($0) != nil }, sources: rule.sources.map(\.value),
                          selfDsts: rule.destinations.contains { $0.value.isAutogroupSelf },
                          otherDsts: rule.destinations.map(\.value).filter { !$0.isAutogroupSelf })
     }
@@ -981,14 +958,8 @@ public struct PolicyEngine: Sendable {
         return peers[s].members.compactMap { live.nodes[$0]?.name }.sorted()
     }
 
-    public func capabilities(for node: TailnetNode) -> [String: [JSONValue]] {
-        var caps: [String: [JSONValue]] = [:]
-        if policy.randomizeClientPort { caps["randomize-client-port"] = [] }
-        for attr in policy.nodeAttrs where live.contains(attr.targets.map(\.value), node) {
-            for a in attr.attrs where caps[a] == nil { caps[a] = [] }
-            for (k, v) in attr.app ?? [:] { caps[k, default: []] += v }
-        }
-        return caps
+    public func capabilities(for node: TailnetNode) -> NodeCapMap {
+        PolicyCapabilities.nodeCapabilities(policy) { live.contains($0.targets.map(\.value), node) }
     }
 
     /// Everything one node receives.

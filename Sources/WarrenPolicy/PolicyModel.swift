@@ -129,8 +129,8 @@ public struct GrantRule: Sendable {
     public var sources: [Located<Alias>]
     public var destinations: [Located<Alias>]
     public var ip: [ProtocolPorts]
-    /// Capability name to its values, nil when the grant has no `app`.
-    public var app: [String: [JSONValue]]?
+    /// Capability name to its values (nil: written as null), nil when the grant has no `app`.
+    public var app: PeerCapMap?
     public var via: [String]
     public var position: SourcePosition
 }
@@ -150,7 +150,7 @@ public struct SSHPolicyRule: Sendable {
 public struct NodeAttrRule: Sendable {
     public var targets: [Located<Alias>]
     public var attrs: [String]
-    public var app: [String: [JSONValue]]?
+    public var app: PeerCapMap?
     public var ipPool: [IPPrefix]
     public var position: SourcePosition
 }

@@ -323,12 +323,13 @@ public enum PolicyParser {
         return ACLRule(action: actionText, proto: proto, sources: sources, destinations: dsts, position: item.position)
     }
 
-    static func parseCapMap(_ node: HuJSONNode) throws(PolicyError) -> [String: [JSONValue]] {
+    /// An `app` object: capability name to its values as written (null stays null, `[]` stays `[]`).
+    static func parseCapMap(_ node: HuJSONNode) throws(PolicyError) -> PeerCapMap {
         guard let members = node.members else { throw fail("app: expected an object", node.position) }
-        var out: [String: [JSONValue]] = [:]
+        var out: PeerCapMap = [:]
         for m in members {
             guard let values = m.value.array else {
-                if m.value.isNull { out[m.key] = []; continue }
+                if m.value.isNull { out[m.key] = .some(nil); continue }
                 throw fail("app[\"\(m.key)\"]: expected an array", m.value.position)
             }
             out[m.key] = values.map(JSONValue.init(node:))
@@ -367,7 +368,7 @@ public enum PolicyParser {
             guard s.value.hasPrefix("tag:") else { throw fail("via can only be a tag", s.position) }
             via.append(s.value)
         }
-        var app: [String: [JSONValue]]?
+        var app: PeerCapMap?
         if let a = f["app"], !a.isNull { app = try parseCapMap(a) }
         return GrantRule(sources: try parseAliases(f["src"], field: "src"),
                          destinations: try parseAliases(f["dst"], field: "dst"),

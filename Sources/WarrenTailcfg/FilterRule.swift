@@ -35,13 +35,17 @@ public struct NetPortRange: Codable, Hashable, Sendable {
     }
 }
 
+/// Peer capability name to its values (tailcfg.PeerCapMap). A nil list is JSON null: Tailscale sends a
+/// capability that carries no arguments (such as the companion `tailscale.com/cap/drive-sharer`) as null.
+public typealias PeerCapMap = [String: [JSONValue]?]
+
 /// A capability granted to the sources on the destinations (from `grants` with `app`).
 public struct CapGrant: Codable, Hashable, Sendable {
     public var dsts: [String]
-    /// Capability name to a list of raw JSON values, kept as text.
-    public var capMap: [String: [JSONValue]]?
+    /// Capability name to a list of raw JSON values (nil: null), kept as text.
+    public var capMap: PeerCapMap?
 
-    public init(dsts: [String], capMap: [String: [JSONValue]]?) {
+    public init(dsts: [String], capMap: PeerCapMap?) {
         self.dsts = dsts
         self.capMap = capMap
     }

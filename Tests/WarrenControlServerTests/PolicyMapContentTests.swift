@@ -33,15 +33,18 @@ final class PolicyMapContentTests: XCTestCase {
         await h.settle()
         let webState = try XCTUnwrap(h.recorders[web]).snapshot
         let ssh = "https://tailscale.com/cap/ssh"
-        XCTAssertEqual(webState.selfNode?.capMap, ["funnel": [], "drive:share": [], ssh: []])
-        XCTAssertEqual(try XCTUnwrap(h.recorders[laptop]).snapshot.selfNode?.capMap, [ssh: []], "the baseline only")
+        // Bare attributes (and the baseline) carry no arguments: null, as Tailscale sends them.
+        let webCaps: NodeCapMap = ["funnel": nil, "drive:share": nil, ssh: nil]
+        let baseline: NodeCapMap = [ssh: nil]
+        XCTAssertEqual(webState.selfNode?.capMap, webCaps)
+        XCTAssertEqual(try XCTUnwrap(h.recorders[laptop]).snapshot.selfNode?.capMap, baseline, "the baseline only")
         // Peers do not carry another node's attributes.
         XCTAssertNil(try XCTUnwrap(h.recorders[laptop]).snapshot.peers[web]?.capMap)
 
         try await h.adminUpdate(web) { $0.tags = [] }
         await h.settle()
         let after = try XCTUnwrap(h.recorders[web]).snapshot
-        XCTAssertEqual(after.selfNode?.capMap, [ssh: []], "the attributes went with the tag")
+        XCTAssertEqual(after.selfNode?.capMap, baseline, "the attributes went with the tag")
     }
 
     func testSSHPolicyIsSentFirstAndAgainOnlyWhenItChanges() async throws {

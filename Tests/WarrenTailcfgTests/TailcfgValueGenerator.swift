@@ -290,7 +290,7 @@ struct TailcfgValueGenerator {
                    ipProto: maybe { $0.list(0...3) { $0.smallInt() } },
                    capGrant: maybe { $0.list(0...2) { g in
                        CapGrant(dsts: g.list(0...2) { $0.string() },
-                                capMap: g.maybe { $0.dictionary { $0.list(0...2) { $0.jsonValue() } } })
+                                capMap: g.maybe { $0.capMap() })
                    } })
     }
 
