@@ -15,21 +15,49 @@ struct PolicyValidator {
         PolicyError(message, line: at.line, column: at.column)
     }
 
-    func checkReference(_ a: Located<Alias>) throws(PolicyError) {
+    /// Where an alias stands: Tailscale words a mistake differently in each place.
+    enum Place {
+        case aclSource, aclDestination, grantSource, grantDestination, sshSource, sshDestination, nodeAttrTarget
+    }
+
+    /// An alias that names something the policy does not define, with Tailscale's message for its place.
+    ///
+    /// Unknown tags: an ACL source says `src=tag not found: "tag:x"` (Tailscale's own message, quoted in
+    /// tailscale/terraform-provider-tailscale#380), an ACL destination `dst="tag:x": tag not found: "tag:x"`,
+    /// grant destinations, SSH rules and nodeAttrs targets `tag not found: "tag:x"`; a grant source as an ACL
+    /// source. Unknown groups and hosts read `group not defined in policy: "group:x"` and
+    /// `host not defined in policy: "x"` in every place (headscale v2's validate, whose compatibility tests hold
+    /// its messages to Tailscale's).
+    func checkReference(_ a: Located<Alias>, in place: Place) throws(PolicyError) {
         switch a.value {
         case .tag(let t) where policy.tagOwners[t] == nil:
-            throw fail("tag not found: \"\(t)\"", a.position)
+            switch place {
+            case .aclSource, .grantSource: throw fail("src=tag not found: \"\(t)\"", a.position)
+            case .aclDestination: throw fail("dst=\"\(t)\": tag not found: \"\(t)\"", a.position)
+            case .grantDestination, .sshSource, .sshDestination, .nodeAttrTarget:
+                throw fail("tag not found: \"\(t)\"", a.position)
+            }
         case .group(let g) where policy.groups[g] == nil:
-            throw fail("group not found: \"\(g)\"", a.position)
+            throw fail("group not defined in policy: \"\(g)\"", a.position)
         case .host(let h) where policy.hosts[h] == nil:
-            throw fail("host not found: \"\(h)\"", a.position)
+            if place == .sshDestination { throw fail("invalid dst \"\(h)\"", a.position) }
+            throw fail("host not defined in policy: \"\(h)\"", a.position)
         case .ipset(let s) where policy.ipsets[s] == nil:
             throw fail("ipset not found: \"\(s)\"", a.position)
         case .autogroup(let g) where !Self.knownAutogroups.contains(g):
             throw fail("autogroup \"\(g)\" is not valid", a.position)
+        case .userDomain(let domain):
+            // `user:*@domain` names the users of one of the tailnet's domains; another domain is refused, compared
+            // as written (Tailscale's check is case-sensitive), with the message it gives for `localpart:*@domain`.
+            if let tailnetDomain, domain != tailnetDomain {
+                throw fail("\(domain) is not associated with this Tailnet and cannot be used in user:*@<domain> expressions", a.position)
+            }
         default: break
         }
     }
+
+    static let cgnat = IPPrefix("100.64.0.0/10")!
+    static let reservedPoolRanges = [IPPrefix("100.100.100.0/24")!, IPPrefix("100.115.92.0/23")!]
 
     static let knownAutogroups: Set<String> = [
         "autogroup:internet", "autogroup:member", "autogroup:self", "autogroup:tagged",
@@ -38,20 +66,20 @@ struct PolicyValidator {
         "autogroup:auditor",
     ]
 
-    func checkSources(_ sources: [Located<Alias>]) throws(PolicyError) {
+    func checkSources(_ sources: [Located<Alias>], in place: Place) throws(PolicyError) {
         for s in sources {
             if s.value.isAutogroupSelf { throw fail("\"autogroup:self\" not valid on the src side of a rule", s.position) }
             if s.value == .autogroup("autogroup:internet") {
                 throw fail("autogroup:internet can only be used in ACL destinations", s.position)
             }
-            try checkReference(s)
+            try checkReference(s, in: place)
         }
     }
 
-    func checkDestinations(_ dsts: [Located<Alias>]) throws(PolicyError) {
+    func checkDestinations(_ dsts: [Located<Alias>], in place: Place) throws(PolicyError) {
         for d in dsts {
             if d.value == .autogroup("autogroup:danger-all") { throw fail("cannot use autogroup:danger-all as a dst", d.position) }
-            try checkReference(d)
+            try checkReference(d, in: place)
         }
     }
 
@@ -71,9 +99,9 @@ struct PolicyValidator {
 
     func validate() throws(PolicyError) {
         for rule in policy.acls {
-            try checkSources(rule.sources)
+            try checkSources(rule.sources, in: .aclSource)
             let dsts = rule.destinations.map { Located($0.alias, at: $0.position) }
-            try checkDestinations(dsts)
+            try checkDestinations(dsts, in: .aclDestination)
             if !rule.proto.hasPorts {
                 for d in rule.destinations where d.ports != [.all] {
                     throw fail("dst=\"\(d.text)\": protocol \"\(rule.proto.name)\" does not support specific ports, only \"*\" is allowed", d.position)
@@ -99,8 +127,8 @@ struct PolicyValidator {
                     throw fail("dst \"\(p)\": to allow all IP addresses, use \"*\" or \"autogroup:internet\"", d.position)
                 }
             }
-            try checkSources(g.sources)
-            try checkDestinations(g.destinations)
+            try checkSources(g.sources, in: .grantSource)
+            try checkDestinations(g.destinations, in: .grantDestination)
             for v in g.via where policy.tagOwners[v] == nil {
                 throw fail("tag \"\(v)\" not found", g.position)
             }
@@ -111,11 +139,16 @@ struct PolicyValidator {
                 if s.value == .autogroup("autogroup:internet") {
                     throw fail("autogroup:internet can only be used in ACL destinations", s.position)
                 }
-                try checkReference(s)
+                try checkReference(s, in: .sshSource)
             }
             for d in rule.destinations {
+                // Hosts are addresses, not nodes: SSH refuses them as destinations, defined or not.
                 if case .host(let h) = d.value { throw fail("invalid dst \"\(h)\"", d.position) }
-                try checkReference(d)
+                try checkReference(d, in: .sshDestination)
+            }
+            // acceptEnv names environment variables (with * and ? wildcards); an empty name is refused.
+            if let env = rule.acceptEnv, env.contains(where: \.isEmpty) {
+                throw fail("acceptEnv values cannot be empty", rule.position)
             }
             for u in rule.users where u.hasPrefix("localpart:") {
                 let pattern = u.dropFirst("localpart:".count)
@@ -129,16 +162,34 @@ struct PolicyValidator {
         for n in policy.nodeAttrs {
             for t in n.targets {
                 if t.value.isAutogroupSelf { throw fail("internal server error", t.position) }
-                if case .tag(let tag) = t.value, policy.tagOwners[tag] == nil {
-                    throw fail("tag not found: \"\(tag)\"", t.position)
+                try checkReference(t, in: .nodeAttrTarget)
+            }
+            // An ipPool hands out node addresses: it must lie in Tailscale's CGNAT range and keep clear of the
+            // ranges Tailscale reserves there (100.100.100.0/24 for its service address, 100.115.92.0/23 for
+            // ChromeOS VMs), as headscale v2's validateNodeAttrIPPool checks.
+            for pool in n.ipPool {
+                let masked = pool.masked
+                guard pool.address.version == .v4, masked.bits >= 10, Self.cgnat.contains(masked.address) else {
+                    throw fail("nodeAttrs ipPool must be within 100.64.0.0/10: \"\(pool)\"", n.position)
                 }
-                try checkReference(t)
+                for reserved in Self.reservedPoolRanges where masked.overlaps(reserved) {
+                    throw fail("nodeAttrs ipPool must not overlap reserved Tailscale ranges: \"\(pool)\" overlaps \"\(reserved)\"", n.position)
+                }
             }
         }
         for test in policy.sshTests {
+            if test.source.trimmingSpaces.isEmpty {
+                throw fail("SSH tests entry must have a non-empty src", test.position)
+            }
+            if test.destinations.isEmpty {
+                throw fail("SSH tests entry must have at least one dst", test.position)
+            }
             for d in test.destinations {
                 let a = Alias.parse(d)
                 switch a {
+                case nil:
+                    // Not an alias at all (an address with a port, say): it names no SSH host.
+                    throw fail("SSH tests dst contains disallowed element \"\(d)\"", test.position)
                 case .autogroup("autogroup:internet"):
                     throw fail("SSH tests dst contains disallowed element \"\(d)\"", test.position)
                 case .prefix(let p) where !p.isSingleAddress:

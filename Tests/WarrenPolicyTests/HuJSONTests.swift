@@ -58,7 +58,7 @@ final class HuJSONTests: XCTestCase {
             """
         XCTAssertThrowsError(try PolicyParser.parse(text)) { error in
             let e = error as? PolicyError
-            XCTAssertEqual(e?.message, "tag not found: \"tag:web\"")
+            XCTAssertEqual(e?.message, "dst=\"tag:web\": tag not found: \"tag:web\"", "an ACL destination says where")
             XCTAssertEqual(e?.line, 4)
             XCTAssertEqual(e?.column, 56)
         }

@@ -87,7 +87,7 @@ final class PolicyCommandLineTests: XCTestCase {
         let bad = try write("bad.hujson", Self.policy.replacingOccurrences(of: #""dst": ["tag:web:443"]"#, with: #""dst": ["tag:db:443"]"#))
         let r = try run(["policy", "check", bad])
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertEqual(r.stderr, "\(bad):6:56: tag not found: \"tag:db\"\n")
+        XCTAssertEqual(r.stderr, "\(bad):6:56: dst=\"tag:db\": tag not found: \"tag:db\"\n")
         let syntax = try write("syntax.hujson", "{\n  \"acls\": [\n    {\"action\": \"accept\" \"src\": []},\n  ],\n}\n")
         let s = try run(["policy", "check", syntax])
         XCTAssertNotEqual(s.status, 0)
