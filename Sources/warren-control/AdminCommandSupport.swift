@@ -39,20 +39,32 @@ struct AdminConnectionOptions: ParsableArguments {
             guard let key, !key.isEmpty else { throw ValidationError("--server needs an API key: --api-key KEY or WARREN_API_KEY") }
             return AdminClient(.server(url: url, apiKey: key))
         }
-        return AdminClient(.socket(path: AdminClient.socketPath(stateDirectory: try stateDirectory())))
+        return AdminClient(.socket(path: try socketPath()))
+    }
+
+    /// The admin socket: headscale's `unix_socket` from --config when set (relative to the file's directory, as
+    /// serve reads it), else `<state dir>/admin.sock`.
+    func socketPath() throws -> String {
+        if stateDir == nil, let config, let map = try configMap(config), let value = map["unix_socket"] as? String, !value.isEmpty {
+            let directory = (config as NSString).deletingLastPathComponent
+            return value.hasPrefix("/") || directory.isEmpty ? value : directory + "/" + value
+        }
+        return AdminClient.socketPath(stateDirectory: try stateDirectory())
+    }
+
+    func configMap(_ config: String) throws -> [String: Any]? {
+        guard let data = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read \(config)") }
+        do {
+            return try Yams.load(yaml: String(decoding: data, as: UTF8.self)) as? [String: Any]
+        } catch {
+            throw ValidationError("\(config): not valid YAML (\(error))")
+        }
     }
 
     func stateDirectory() throws -> String {
         if let stateDir { return stateDir }
         if let config {
-            guard let data = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read \(config)") }
-            let loaded: Any?
-            do {
-                loaded = try Yams.load(yaml: String(decoding: data, as: UTF8.self))
-            } catch {
-                throw ValidationError("\(config): not valid YAML (\(error))")
-            }
-            if let map = loaded as? [String: Any], let value = map["state_dir"] {
+            if let map = try configMap(config), let value = map["state_dir"] {
                 guard let text = value as? String, !text.isEmpty else { throw ValidationError("\(config): state_dir: expected a path") }
                 return text
             }

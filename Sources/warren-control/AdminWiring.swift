@@ -14,7 +14,9 @@ enum AdminWiring {
     /// Starts the admin API on `<stateDir>/admin.sock` (mode 0600 in the 0700 state directory) with hooks that make the
     /// engine re-read what the admin side changed and push it to the connected nodes.
     /// `policyFile`: the server runs in policy file mode (`policy_file`), and `policy set` is refused.
+    /// `socketPath`/`socketMode`: headscale's `unix_socket` and `unix_socket_permission` (default `<stateDir>/admin.sock`, 0600).
     static func start(store: any ControlStore, engine: ControlEngine, configuration: ControlConfiguration, stateDir: String,
+                      socketPath: String? = nil, socketMode: mode_t = 0o600,
                       policyFile: String? = nil, limits: ListenerLimits = AdminHTTPServer.defaultLimits,
                       nodesChanged: @escaping @Sendable () -> Void = {})
         async throws -> (server: AdminHTTPServer, routes: AdminRoutes)
@@ -57,8 +59,10 @@ enum AdminWiring {
         let api = AdminAPI(
             store: store, allocator: try AddressAllocator(ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix),
             nodeKeyExpiry: expiry, hooks: hooks)
-        let server = try await AdminHTTPServer.start(api: api, socketPath: AdminClient.socketPath(stateDirectory: stateDir),
-                                                     limits: limits)
+        let path = socketPath ?? AdminClient.socketPath(stateDirectory: stateDir)
+        let server = try await AdminHTTPServer.start(api: api, socketPath: path, limits: limits)
+        // The server binds it 0600; a headscale configuration may open it to a group (whoever connects is an admin).
+        if socketMode != 0o600 { chmod(path, socketMode) }
         return (server, AdminRoutes(api: api))
     }
 }

@@ -26,7 +26,6 @@ struct EmbeddedDERP {
         var host: String
         var port: Int
         var stunPort: Int
-        var regionID: Int = 900
         /// The relay is served on the control listener (HTTPS, `GET /derp` upgrade) at this port, with the
         /// listener's own certificate: no listener of its own and no pinned certificate.
         var mountedOnPort: Int?
@@ -39,13 +38,22 @@ struct EmbeddedDERP {
         var limits: ListenerLimits = .unlimited
         /// An upgraded DERP connection that reads nothing for this long is closed.
         var idleTimeout: TimeAmount? = .seconds(180)
+        /// The region as the DERP map names it (headscale's derp.server.region_id, region_code, region_name).
+        var regionID: Int = 900
+        var regionCode: String = "warren"
+        var regionName: String = "Warren embedded relay"
+        /// Addresses put in the DERP map beside the host name (headscale's derp.server.ipv4, ipv6).
+        var ipv4: String?
+        var ipv6: String?
+        /// The relay's key file (headscale's derp.server.private_key_path); default `<stateDir>/derp/derp.key`.
+        var keyPath: String?
     }
 
     static func start(settings: Settings, stateDir: String, logger: Logger) async throws -> EmbeddedDERP {
         let directory = stateDir + "/derp"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        let key = try loadOrCreateKey(path: directory + "/derp.key")
+        let key = try loadOrCreateKey(path: settings.keyPath ?? directory + "/derp.key")
         var configuration = DERPServerConfiguration(privateKey: key, logger: logger)
         configuration.admission = settings.admission
         configuration.idleTimeout = settings.idleTimeout
@@ -83,10 +91,12 @@ struct EmbeddedDERP {
             node.ipv4 = address.version == .v4 ? settings.host : "none"
             node.ipv6 = address.version == .v6 ? settings.host : "none"
         }
+        if let ipv4 = settings.ipv4 { node.ipv4 = ipv4 }
+        if let ipv6 = settings.ipv6 { node.ipv6 = ipv6 }
         node.derpPort = derpPort
         node.stunPort = stunPort
         node.certName = pin
-        let region = DERPRegion(regionID: settings.regionID, regionCode: "warren", regionName: "Warren embedded relay",
+        let region = DERPRegion(regionID: settings.regionID, regionCode: settings.regionCode, regionName: settings.regionName,
                                 nodes: [node])
         logger.info("embedded DERP relay ready", metadata: [
             "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(pin ?? "(the control listener's certificate)")"])

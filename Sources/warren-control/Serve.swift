@@ -46,13 +46,33 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let logLevel = file.logLevel ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = logLevel
-            return handler
+        let settings: ServeSettings
+        do {
+            settings = try ServeSettings.resolve(file: file, stateDir: stateDir, listen: listen, metricsListen: metricsListen)
+        } catch {
+            Console.printError("warren-control: \(error)")
+            throw ExitCode(2)
+        }
+        let logLevel = settings.logLevel
+        switch settings.logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = logLevel
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = logLevel
+                return handler
+            }
         }
         let logger = Logger(label: "warren.control")
+        // headscale keys known but not implemented: one line each, before anything else happens.
+        for warning in file.headscale.warnings {
+            logger.warning("configuration: \(warning)")
+        }
         // Every connection holds a descriptor: take what the hard limit allows, and size the default caps by it.
         let descriptors = DescriptorLimit.raise()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
@@ -63,33 +83,40 @@ struct ServeCommand: AsyncParsableCommand {
         let metricsLimits = file.listeners.limits(for: \.metrics, defaultCap: 64, defaultIdle: ListenerSettings.metricsIdleDefault)
         let adminLimits = file.listeners.limits(for: \.admin, defaultCap: 64, defaultIdle: ListenerSettings.adminIdleDefault)
 
-        let stateDir = self.stateDir ?? file.stateDir ?? "/var/lib/warren"
-        let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
-        guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
-            Console.printError("warren-control: --listen \(listenText): expected host:port")
-            throw ExitCode(2)
-        }
-        let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
-        let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
-        if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
-            Console.printError("warren-control: --metrics-listen \(metricsText): expected host:port or off")
-            throw ExitCode(2)
-        }
+        let stateDir = settings.stateDir
+        let (host, port) = (settings.listenHost, settings.listenPort)
+        let metricsAddress = settings.metricsAddress
         let metrics = ControlMetricsRegistry()
         // Two listeners on one port: say which, before anything is written.
-        if let clash = ServeCommand.portClash(
-            control: (host, port), metrics: metricsAddress,
-            derp: (file.derpEnabled ?? true) && !(file.tls != nil && port != 0 && file.derpPort == nil)
-                ? (file.derpHost.flatMap { IPAddress($0) == nil ? nil : $0 } ?? host, file.derpPort ?? 8443) : nil) {
+        if let clash = settings.portClash(file: file) {
             Console.printError("warren-control: \(clash)")
+            throw ExitCode(2)
+        }
+        // A database path naming headscale's own database: refused before Warren's schema is written into it.
+        do {
+            try settings.checkDatabase()
+        } catch {
+            Console.printError("warren-control: \(error)")
             throw ExitCode(2)
         }
         let controlKey: MachinePrivate
         do {
             try ServeCommand.prepareStateDirectory(stateDir)
-            controlKey = try ControlKeyFile.loadOrCreate(path: stateDir + "/control.key")
         } catch {
             Console.printError("warren-control: state directory \(stateDir): \(error)")
+            throw ExitCode(1)
+        }
+        do {
+            // headscale's noise.private_key_path and database.sqlite.path may be outside the state directory.
+            for path in [settings.controlKeyPath, settings.databasePath, settings.adminSocketPath] + [file.headscale.derpKeyPath].compactMap({ $0 }) {
+                let directory = (path as NSString).deletingLastPathComponent
+                if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+                    try ServeCommand.prepareStateDirectory(directory)
+                }
+            }
+            controlKey = try ControlKeyFile.loadOrCreate(path: settings.controlKeyPath)
+        } catch {
+            Console.printError("warren-control: control key \(settings.controlKeyPath): \(error)")
             throw ExitCode(1)
         }
 
@@ -111,7 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
         var derpRevalidator: DERPRevalidator?
         // The embedded relay serves the live nodes of this tailnet only (the engine is set once it is loaded).
         let derpAdmission = EngineAdmission()
-        if file.derpEnabled ?? true {
+        if settings.derpEnabled {
             let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
             // With TLS the relay is mounted on the control listener (its certificate, no pin), as headscale
             // does; a listener on port 0 has no port to announce yet, so the relay then keeps its own.
@@ -124,7 +151,12 @@ struct ServeCommand: AsyncParsableCommand {
                                                        handshakeTimeout: derpLimits.handshakeTimeout,
                                                        idleTimeout: min(derpLimits.idleTimeout ?? .seconds(60), .seconds(60)),
                                                        acceptBackoff: derpLimits.acceptBackoff),
-                                idleTimeout: derpLimits.idleTimeout),
+                                idleTimeout: derpLimits.idleTimeout,
+                                regionID: file.headscale.derpRegionID ?? 900,
+                                regionCode: file.headscale.derpRegionCode ?? "warren",
+                                regionName: file.headscale.derpRegionName ?? "Warren embedded relay",
+                                ipv4: file.headscale.derpIPv4, ipv6: file.headscale.derpIPv6,
+                                keyPath: file.headscale.derpKeyPath),
                 stateDir: stateDir, logger: logger)
             configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
             extraServices += derp.services
@@ -134,7 +166,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let stun = derp.stun { metrics.watch(stun: stun) }
         }
 
-        let store = try SQLiteControlStore(path: ServeCommand.databasePath(stateDir: stateDir))
+        let store = try SQLiteControlStore(path: settings.databasePath)
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
         // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
@@ -157,6 +189,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await engine.load()
         derpAdmission.set(engine)
         let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
+                                                socketPath: settings.adminSocketPath, socketMode: settings.adminSocketMode,
                                                 policyFile: file.policyPath, limits: adminLimits,
                                                 nodesChanged: { [derpRevalidator] in derpRevalidator?.checkNow() })
         var upgraders: UpgraderFactory?

@@ -45,6 +45,9 @@ struct ServeConfigFile {
     var tls: ControlTLSFiles?
     /// `listeners:`: connection caps and timers (ListenerSettings.swift).
     var listeners = ListenerSettings()
+    /// What headscale's keys add (HeadscaleConfig.swift): key and database paths, the relay's region, the admin
+    /// socket, the log format, and one warning per headscale key known but not implemented.
+    var headscale = HeadscaleLayout.Extras()
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -137,8 +140,18 @@ struct ServeConfigFile {
         guard let map = root as? [String: Any] else {
             throw ConfigError(file: path, key: "", problem: "the top level must be a mapping of keys")
         }
+        // headscale's layout is translated into Warren's; the reader's errors name the key the file used.
+        let translated = try HeadscaleLayout.translate(map, file: path)
         var reader = Reader(file: path)
-        return try reader.read(map)
+        var out: ServeConfigFile
+        do {
+            out = try reader.read(translated.warren)
+        } catch var error as ConfigError {
+            error.key = HeadscaleLayout.rename(error.key, translated.extras.renames)
+            throw error
+        }
+        out.headscale = translated.extras
+        return out
     }
 
     private struct Reader {

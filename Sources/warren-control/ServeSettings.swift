@@ -1,0 +1,71 @@
+// The settings `serve` runs with once the flags, the YAML file (either layout) and the defaults are combined:
+// shared by `serve` and `configtest`, so that what configtest prints is what serve does.
+
+import Foundation
+import Logging
+import WarrenControlServer
+import WarrenControlSQLite
+import WarrenPacket
+
+struct ServeSettings {
+    var stateDir: String
+    var listenHost: String
+    var listenPort: Int
+    var metricsAddress: (String, Int)?
+    var databasePath: String
+    var controlKeyPath: String
+    var adminSocketPath: String
+    var adminSocketMode: mode_t
+    var logLevel: Logger.Level
+    var logFormat: LogFormat
+    var derpEnabled: Bool
+
+    struct Problem: Error, CustomStringConvertible { var description: String }
+
+    static func resolve(file: ServeConfigFile, stateDir: String?, listen: String?, metricsListen: String?) throws -> ServeSettings {
+        let state = stateDir ?? file.stateDir ?? "/var/lib/warren"
+        let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
+        guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
+            throw Problem(description: "--listen \(listenText): expected host:port")
+        }
+        let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
+        let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
+        if !ServeConfigFile.isOff(metricsText), metricsAddress == nil {
+            throw Problem(description: "--metrics-listen \(metricsText): expected host:port or off")
+        }
+        return ServeSettings(
+            stateDir: state, listenHost: host, listenPort: port, metricsAddress: metricsAddress,
+            databasePath: file.headscale.databasePath ?? ServeCommand.databasePath(stateDir: state),
+            controlKeyPath: file.headscale.controlKeyPath ?? state + "/control.key",
+            adminSocketPath: file.headscale.adminSocketPath ?? state + "/admin.sock",
+            adminSocketMode: file.headscale.adminSocketMode ?? 0o600,
+            logLevel: file.logLevel ?? .info, logFormat: file.headscale.logFormat ?? .text,
+            derpEnabled: file.derpEnabled ?? true)
+    }
+
+    /// A database path that holds another program's tables (headscale's, most likely) is refused before Warren's
+    /// schema is written into it.
+    func checkDatabase() throws {
+        let tables: [String]?
+        do {
+            tables = try SQLiteControlStore.foreignTables(path: databasePath)
+        } catch {
+            throw Problem(description: "database \(databasePath): \(error)")
+        }
+        if let tables {
+            let headscale = Set(["users", "nodes", "pre_auth_keys"]).isSubset(of: tables)
+            throw Problem(description: "database \(databasePath) holds "
+                + (headscale ? "headscale's tables" : "another program's tables (\(tables.prefix(6).joined(separator: ", ")))")
+                + "; Warren keeps its state in a database of its own: give database.sqlite.path a new file (or leave it out "
+                + "for <state_dir>/warren.sqlite)")
+        }
+    }
+
+    /// The port clash check of `serve`, on these settings.
+    func portClash(file: ServeConfigFile) -> String? {
+        ServeCommand.portClash(
+            control: (listenHost, listenPort), metrics: metricsAddress,
+            derp: derpEnabled && !(file.tls != nil && listenPort != 0 && file.derpPort == nil)
+                ? (file.derpHost.flatMap { IPAddress($0) == nil ? nil : $0 } ?? listenHost, file.derpPort ?? 8443) : nil)
+    }
+}
