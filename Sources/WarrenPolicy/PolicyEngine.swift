@@ -395,14 +395,49 @@ public struct PolicyEngine: Sendable {
         return p
     }
 
+    /// The address sets of an autogroup:self unit's rules for one user: the sources (the user's nodes among the
+    /// unit's sources, by slot and as addresses) and the destinations (every node of the user); nil without sources.
+    func selfSets(_ u: Int, user: String) -> (slots: [Int], src: IPSet, dst: IPSet)? {
+        let slots = selfSources(u, user: user)
+        guard !slots.isEmpty else { return nil }
+        var sb = IPSetBuilder(), db = IPSetBuilder()
+        for x in slots { for a in live.nodes[x]!.addresses { sb.add(a) } }
+        for x in live.nodesByUser[user] ?? [] { for a in live.nodes[x]!.addresses { db.add(a) } }
+        return (slots, sb.build(), db.build())
+    }
+
     /// Peers through autogroup:self (within the node's user) and via (sources and routers).
+    ///
+    /// A user's autogroup:self rules are rules like any other for the routers whose subnet routes cover the user's
+    /// addresses (a route over the tailnet's own range, say): a router covering the sources sees the user's nodes,
+    /// one covering the destinations sees the sources, as headscale's per-node matchers and PolicyCompiler make them.
     func addLocalPeers(_ s: Int, node: TailnetNode, into p: inout NodeBits) {
+        let routes = node.subnetRoutes
         for u in units.indices {
             if units[u].hasSelf, !node.isTagged, let user = node.user {
                 let src = selfSources(u, user: user)
                 if !src.isEmpty {
                     for x in src { p.insert(x) }
                     if src.contains(s) { for x in live.nodesByUser[user] ?? [] { p.insert(x) } }
+                }
+            }
+            if units[u].hasSelf, !live.routers.isEmpty {
+                var users: Set<String> = []
+                if !node.isTagged, let user = node.user { users.insert(user) }
+                if !routes.isEmpty { users.formUnion(live.nodesByUser.keys) }
+                let view = NodeView(node)
+                for user in users {
+                    guard let sets = selfSets(u, user: user) else { continue }
+                    let inSrc = node.addresses.contains(where: sets.src.contains) || routes.contains(where: sets.src.overlaps)
+                    let inDst = view.selectors.contains(where: sets.dst.contains) || routes.contains(where: sets.dst.overlaps)
+                    if inSrc {
+                        for x in live.nodesByUser[user] ?? [] { p.insert(x) }
+                        for r in live.routers where live.nodes[r]!.subnetRoutes.contains(where: sets.dst.overlaps) { p.insert(r) }
+                    }
+                    if inDst {
+                        for x in sets.slots { p.insert(x) }
+                        for r in live.routers where live.nodes[r]!.subnetRoutes.contains(where: sets.src.overlaps) { p.insert(r) }
+                    }
                 }
             }
             if let via = viaSrcBits[u] {
