@@ -223,22 +223,26 @@ public struct IPNStatus: Codable, Sendable, Equatable {
     public var peer: [String: PeerStatus]
     /// Users by decimal user ID.
     public var user: [String: UserProfile]
+    /// The exit node in use, when there is one.
+    public var exitNodeStatus: ExitNodeStatus?
 
     public init(
         version: String = "", tun: Bool = true, backendState: BackendState = .noState, haveNodeKey: Bool = false,
         authURL: String = "", tailscaleIPs: [String] = [], selfStatus: PeerStatus? = nil, health: [String] = [],
         magicDNSSuffix: String = "", currentTailnet: TailnetStatus? = nil, peer: [String: PeerStatus] = [:],
-        user: [String: UserProfile] = [:]
+        user: [String: UserProfile] = [:], exitNodeStatus: ExitNodeStatus? = nil
     ) {
         self.version = version; self.tun = tun; self.backendState = backendState; self.haveNodeKey = haveNodeKey
         self.authURL = authURL; self.tailscaleIPs = tailscaleIPs; self.selfStatus = selfStatus; self.health = health
         self.magicDNSSuffix = magicDNSSuffix; self.currentTailnet = currentTailnet; self.peer = peer; self.user = user
+        self.exitNodeStatus = exitNodeStatus
     }
 
     enum CodingKeys: String, CodingKey {
         case version = "Version", tun = "TUN", backendState = "BackendState", haveNodeKey = "HaveNodeKey"
         case authURL = "AuthURL", tailscaleIPs = "TailscaleIPs", selfStatus = "Self", health = "Health"
         case magicDNSSuffix = "MagicDNSSuffix", currentTailnet = "CurrentTailnet", peer = "Peer", user = "User"
+        case exitNodeStatus = "ExitNodeStatus"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -250,7 +254,8 @@ public struct IPNStatus: Codable, Sendable, Equatable {
             selfStatus: try c.decodeIfPresent(PeerStatus.self, forKey: .selfStatus), health: try c.value(.health, or: []),
             magicDNSSuffix: try c.value(.magicDNSSuffix, or: ""),
             currentTailnet: try c.decodeIfPresent(TailnetStatus.self, forKey: .currentTailnet),
-            peer: try c.value(.peer, or: [:]), user: try c.value(.user, or: [:]))
+            peer: try c.value(.peer, or: [:]), user: try c.value(.user, or: [:]),
+            exitNodeStatus: try c.decodeIfPresent(ExitNodeStatus.self, forKey: .exitNodeStatus))
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -267,6 +272,7 @@ public struct IPNStatus: Codable, Sendable, Equatable {
         if let currentTailnet { try c.encode(currentTailnet, forKey: .currentTailnet) } else { try c.encodeNil(forKey: .currentTailnet) }
         try c.encode(peer, forKey: .peer)
         try c.encode(user, forKey: .user)
+        if let exitNodeStatus { try c.encode(exitNodeStatus, forKey: .exitNodeStatus) }
     }
 
     /// Peers in a stable order: by first Tailscale IP (numerically), then by key.
@@ -280,5 +286,29 @@ public struct IPNStatus: Codable, Sendable, Equatable {
             default: return a.publicKey < b.publicKey
             }
         }
+    }
+}
+
+/// The exit node in use (ipnstate.ExitNodeStatus).
+public struct ExitNodeStatus: Codable, Sendable, Equatable {
+    /// Its stable node ID.
+    public var id: String
+    public var online: Bool
+    /// Its Tailscale addresses as prefixes ("100.64.0.1/32").
+    public var tailscaleIPs: [String]
+
+    public init(id: String, online: Bool, tailscaleIPs: [String]) {
+        self.id = id
+        self.online = online
+        self.tailscaleIPs = tailscaleIPs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id = "ID", online = "Online", tailscaleIPs = "TailscaleIPs"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.value(.id, or: ""), online: try c.value(.online, or: false), tailscaleIPs: try c.value(.tailscaleIPs, or: []))
     }
 }

@@ -203,7 +203,10 @@ extension WarrenNode {
             version: Self.version, tun: true, backendState: machine.state, haveNodeKey: true,
             authURL: machine.authURL ?? "", tailscaleIPs: (netmap.selfNode?.addresses ?? []).map { "\($0.address)" },
             selfStatus: selfStatus, health: health, magicDNSSuffix: suffix, currentTailnet: tailnet,
-            peer: peers, user: users)
+            peer: peers, user: users,
+            exitNodeStatus: netmap.exitNode(prefs: persisted.prefs).map {
+                ExitNodeStatus(id: $0.stableID, online: $0.online ?? false, tailscaleIPs: ($0.addresses ?? []).map(\.description))
+            })
     }
 
     func peerStatus(_ node: Node) -> WarrenLocalAPI.PeerStatus {

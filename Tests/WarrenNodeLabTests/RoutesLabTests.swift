@@ -155,6 +155,10 @@ final class RoutesLabTests: XCTestCase {
         // The node's own traffic does not loop into the tunnel: control still answers, the map still flows.
         let status = try await lab.must([lab.warren, "--socket", c.socket, "status"], in: "c")
         XCTAssertTrue(status.contains("e1"), status)
+        let json = try await lab.must([lab.warren, "--socket", c.socket, "status", "--json"], in: "c")
+        let exitStatus = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["ExitNodeStatus"] as? [String: Any]
+        XCTAssertEqual((exitStatus?["TailscaleIPs"] as? [String])?.first, "\(exits[0].ip)/32", "status --json ExitNodeStatus: \(json)")
+        XCTAssertEqual(exitStatus?["Online"] as? Bool, true)
         // E1's PeerAPI answers DNS over HTTP (RFC 8484's wire format) for C, from E1's own resolver; C's own
         // PeerAPI refuses E1 (C is no exit node).
         let peerAPIPort = { (log: String) -> String? in

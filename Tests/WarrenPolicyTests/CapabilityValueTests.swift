@@ -12,10 +12,13 @@ final class CapabilityValueTests: XCTestCase {
     /// The CapMap of every capability grant a node receives, as JSON text per capability name.
     func capValues(_ p: NodePolicy?) -> [String: [String]] {
         var out: [String: [String]] = [:]
+        // Object members in a fixed order: JSONValue's objects are dictionaries, encoded in hash order.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
         for rule in p?.packetFilter ?? [] {
             for g in rule.capGrant ?? [] {
                 for (name, value) in g.capMap ?? [:] {
-                    let text = value.map { v in String(decoding: try! JSONEncoder().encode(v), as: UTF8.self) } ?? "null"
+                    let text = value.map { v in String(decoding: try! encoder.encode(v), as: UTF8.self) } ?? "null"
                     out[name, default: []].append(text)
                 }
             }
