@@ -78,6 +78,8 @@ let package = Package(
         ]),
         // Support for tests (bounded mutation fuzzing); never linked into a product.
         .target(name: "WarrenTestSupport"),
+        // Listener-bound probes (blocking client sockets) shared by tests; never linked into a product.
+        .target(name: "WarrenTestProbes"),
         // Layer 1
         .target(name: "CWarrenLinux"),
         .target(name: "WireGuardUAPIServer", dependencies: ["WireGuardUAPI"]),
@@ -258,21 +260,21 @@ let package = Package(
             "WarrenTailcfg", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
         ]),
         .testTarget(name: "WarrenControlServerTests", dependencies: [
-            "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
+            "WarrenTestProbes", "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
             "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard",
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "WarrenControlMetricsTests", dependencies: [
-            "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlTransport", "WarrenControlStore", "TailscaleKeys",
+            "WarrenTestProbes", "WarrenControlMetrics", "WarrenControlServer", "WarrenControlClient", "WarrenControlTransport", "WarrenControlStore", "TailscaleKeys",
             "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
             "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "WarrenControlAdminTests", dependencies: [
-            "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+            "WarrenTestProbes", "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
         ]),
         .testTarget(name: "WarrenDERPServerTests", dependencies: [
             "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport", "DERPProtocol", "STUNProtocol", "TailscaleKeys",

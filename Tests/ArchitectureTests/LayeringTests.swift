@@ -19,7 +19,7 @@ final class LayeringTests: XCTestCase {
         "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WarrenPacketIO", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
         "WarrenControlAdmin", "WarrenControlServer", "WarrenControlMetrics", "WarrenControlClient", "WarrenDERPTransport",
         "WarrenDERPServer", "WarrenDERPClient", "WarrenControlTransport", "WarrenNodeControl", "WarrenMagicsock",
-        "WarrenLocalAPI", "WarrenListenerGuard", "WarrenDNSServer",
+        "WarrenLocalAPI", "WarrenListenerGuard", "WarrenDNSServer", "WarrenTestProbes",
     ]
     /// Composition roots: wiring only executables (and tests) use.
     static let compositionRoots: Set<String> = ["WarrenNode"]

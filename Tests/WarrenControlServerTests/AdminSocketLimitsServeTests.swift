@@ -4,6 +4,7 @@
 
 import Foundation
 import Glibc
+import WarrenTestProbes
 import XCTest
 
 final class AdminSocketLimitsServeTests: XCTestCase {
@@ -51,72 +52,3 @@ final class AdminSocketLimitsServeTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/state"))
     }
 }
-
-/// A blocking client socket for listener-bound tests: connect, send, and wait (bounded) for the server to close.
-final class BoundsProbe {
-    let fd: Int32
-
-    private init(fd: Int32) { self.fd = fd }
-
-    deinit { close(fd) }
-
-    static func tcp(port: Int) throws -> BoundsProbe {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw BoundsProbeError(description: "connect to 127.0.0.1:\(port): errno \(errno)")
-        }
-        return BoundsProbe(fd: fd)
-    }
-
-    static func unix(path: String) throws -> BoundsProbe {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw BoundsProbeError(description: "connect to \(path): errno \(errno)")
-        }
-        return BoundsProbe(fd: fd)
-    }
-
-    func send(_ text: String) {
-        let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    }
-
-    /// Reads until the server closes or `seconds` pass; `closed` says which.
-    func waitClosed(within seconds: Double) -> (closed: Bool, text: String) {
-        var received: [UInt8] = []
-        let deadline = Date().addingTimeInterval(seconds)
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let left = deadline.timeIntervalSinceNow
-            if left <= 0 { return (false, String(decoding: received, as: UTF8.self)) }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&p, 1, Int32(max(1, left * 1000)))
-            if ready <= 0 { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { return (true, String(decoding: received, as: UTF8.self)) }
-            received += buffer[0..<n]
-        }
-    }
-
-    /// Whether the server closed the connection within `seconds`.
-    func isClosed(within seconds: Double) -> Bool { waitClosed(within: seconds).closed }
-}
-
-struct BoundsProbeError: Error, CustomStringConvertible { var description: String }
