@@ -90,27 +90,37 @@ public struct DNSClient: Sendable {
     }
 
     private func exchangeTCP(_ query: [UInt8], id: UInt16, server: SocketAddress, timeout: TimeAmount) async throws -> [UInt8] {
-        let loop = group.next()
-        let promise = loop.makePromise(of: [UInt8].self)
-        let timer = loop.scheduleTask(in: timeout) { promise.fail(DNSServerError.timeout) }
         let maximum = maximumTCPResponseSize
-        let connecting = ClientBootstrap(group: loop)
-            .socketMark(socketMark)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(DNSTCPFrameDecoder(maximumLength: maximum)))
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(id: id, promise: promise))
-                }
-            }
-            .connect(to: server)
-        connecting.whenFailure { promise.fail($0) }
-        connecting.whenSuccess { channel in
+        return try await exchangeOverStream(server: server, timeout: timeout) { pipeline, promise in
+            try pipeline.addHandler(ByteToMessageHandler(DNSTCPFrameDecoder(maximumLength: maximum)))
+            try pipeline.addHandler(ResponseCollector(id: id, promise: promise))
+        } send: { channel in
             var buffer = channel.allocator.buffer(capacity: query.count + 2)
             buffer.writeDNSFrame(query)
             channel.writeAndFlush(buffer, promise: nil)
         }
+    }
+
+    /// Connects to `server` (with the socket mark), lets `pipeline` add the handlers that complete the
+    /// promise with the answer, sends with `send`, and waits for the answer or `timeout`; the
+    /// connection is closed afterwards.
+    func exchangeOverStream(
+        server: SocketAddress, timeout: TimeAmount,
+        pipeline: @escaping @Sendable (ChannelPipeline.SynchronousOperations, EventLoopPromise<[UInt8]>) throws -> Void,
+        send: @escaping @Sendable (any Channel) -> Void
+    ) async throws -> [UInt8] {
+        let loop = group.next()
+        let promise = loop.makePromise(of: [UInt8].self)
+        let timer = loop.scheduleTask(in: timeout) { promise.fail(DNSServerError.timeout) }
+        let connecting = ClientBootstrap(group: loop)
+            .socketMark(socketMark)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try pipeline(channel.pipeline.syncOperations, promise) }
+            }
+            .connect(to: server)
+        connecting.whenFailure { promise.fail($0) }
+        connecting.whenSuccess { channel in send(channel) }
         defer {
             timer.cancel()
             connecting.whenSuccess { channel in channel.close(promise: nil) }
@@ -170,24 +180,12 @@ extension DNSClient {
     public func exchangeHTTP(_ query: [UInt8], with server: SocketAddress, path: String, timeout: TimeAmount? = nil) async throws -> [UInt8] {
         guard query.count >= 12 else { throw DNSDecodingError.truncated }
         let id = UInt16(query[0]) << 8 | UInt16(query[1])
-        let limit = timeout ?? self.timeout
-        let loop = group.next()
-        let promise = loop.makePromise(of: [UInt8].self)
-        let timer = loop.scheduleTask(in: limit) { promise.fail(DNSServerError.timeout) }
         let maximum = maximumTCPResponseSize
         let host = server.protocol == .inet6 ? "[\(server.ipAddress ?? "")]:\(server.port ?? 80)" : "\(server.ipAddress ?? ""):\(server.port ?? 80)"
-        let connecting = ClientBootstrap(group: loop)
-            .socketMark(socketMark)
-            .connectTimeout(limit)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(HTTPAnswerCollector(id: id, maximum: maximum, promise: promise))
-                }
-            }
-            .connect(to: server)
-        connecting.whenFailure { promise.fail($0) }
-        connecting.whenSuccess { channel in
+        return try await exchangeOverStream(server: server, timeout: timeout ?? self.timeout) { pipeline, promise in
+            try pipeline.addHTTPClientHandlers()
+            try pipeline.addHandler(HTTPAnswerCollector(id: id, maximum: maximum, promise: promise))
+        } send: { channel in
             var headers = HTTPHeaders()
             headers.add(name: "Host", value: host)
             headers.add(name: "Content-Type", value: "application/dns-message")
@@ -198,11 +196,6 @@ extension DNSClient {
             channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: query))), promise: nil)
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         }
-        defer {
-            timer.cancel()
-            connecting.whenSuccess { channel in channel.close(promise: nil) }
-        }
-        return try await promise.futureResult.get()
     }
 }
 
