@@ -129,6 +129,19 @@ public struct AdminAPI: Sendable {
             if request.method == "GET", route == ["openapi.json"] {
                 return AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8))
             }
+            if HeadscaleAPI.serves(route) {
+                // headscale's REST API (HeadscaleAPI.swift): its own answers, errors and authentication refusal.
+                if transport == .network {
+                    do {
+                        try await authenticate(request)
+                    } catch let error as AdminError where error.status == 401 {
+                        return HeadscaleAPI.unauthorized
+                    } catch {
+                        return HeadscaleAPI.errorResponse(for: error)
+                    }
+                }
+                return await HeadscaleAPI(admin: self).handle(request.method, route, request)
+            }
             if transport == .network { try await authenticate(request) }
             let allowed = AdminOpenAPI.methods(forPath: route)
             if !allowed.isEmpty, !allowed.contains(request.method) {
@@ -229,9 +242,10 @@ public struct AdminAPI: Sendable {
 
         case ("GET", "registrations", 1): return try await listPending()
 
-        case ("GET", "policy", 1): return try await getPolicy()
-        case ("PUT", "policy", 1): return try await setPolicy(decode(SetPolicyBody.self, request))
-        case ("GET", "policy", 2) where route[1] == "history": return try await policyHistory()
+        // Warren's policy routes live under /api/v1/warren/ (headscale's own shape holds /api/v1/policy).
+        case ("GET", "warren", 2) where route[1] == "policy": return try await getPolicy()
+        case ("PUT", "warren", 2) where route[1] == "policy": return try await setPolicy(decode(SetPolicyBody.self, request))
+        case ("GET", "warren", 3) where route[1] == "policy" && route[2] == "history": return try await policyHistory()
 
         case ("GET", "apikeys", 1): return try await listAPIKeys()
         case ("POST", "apikeys", 1): return try await createAPIKey(decode(CreateAPIKeyBody.self, request))
@@ -264,30 +278,48 @@ public struct AdminAPI: Sendable {
     }
 
     private func createUser(_ body: CreateUserBody) async throws -> AdminResponse {
-        let now = clock()
-        let user = try await store.transaction { try $0.createUser(name: body.name, displayName: body.displayName ?? "", now: now) }
-        await hooks.changed(.usersChanged)
-        return ok(UserJSON(user), status: 201)
+        ok(UserJSON(try await createUserRecord(name: body.name, displayName: body.displayName ?? "")), status: 201)
     }
 
     private func renameUser(_ name: String, _ body: RenameBody) async throws -> AdminResponse {
+        ok(UserJSON(try await renameUserRecord({ try $0.requireUser(named: name) }, to: body.newName)))
+    }
+
+    private func deleteUser(_ name: String) async throws -> AdminResponse {
+        ok(UserJSON(try await deleteUserRecord { try $0.requireUser(named: name) }))
+    }
+
+    // The operations below are shared by Warren's routes and headscale's (HeadscaleAPI.swift): one code path
+    // into the store, and the same change hooks (so connected nodes get their map updates either way).
+
+    /// Picks a record inside a store transaction.
+    typealias Select<T> = @Sendable (any StoreReading) throws -> T
+
+    func createUserRecord(name: String, displayName: String) async throws -> User {
+        let now = clock()
+        let user = try await store.transaction { try $0.createUser(name: name, displayName: displayName, now: now) }
+        await hooks.changed(.usersChanged)
+        return user
+    }
+
+    func renameUserRecord(_ select: @escaping Select<User>, to newName: String) async throws -> User {
         let (user, nodes) = try await store.transaction { tx in
-            let user = try tx.renameUser(name, to: body.newName)
+            let user = try tx.renameUser(try select(tx).name, to: newName)
             return (user, try tx.nodes(userID: user.id).map(\.id))
         }
         await hooks.changed(.usersChanged)
         if !nodes.isEmpty { await hooks.changed(.nodesChanged(nodes)) }
-        return ok(UserJSON(user))
+        return user
     }
 
-    private func deleteUser(_ name: String) async throws -> AdminResponse {
+    func deleteUserRecord(_ select: @escaping Select<User>) async throws -> User {
         let user = try await store.transaction { tx in
-            let user = try tx.requireUser(named: name)
+            let user = try select(tx)
             try tx.deleteUser(id: user.id)
             return user
         }
         await hooks.changed(.usersChanged)
-        return ok(UserJSON(user))
+        return user
     }
 
     // MARK: pre-auth keys
@@ -307,17 +339,33 @@ public struct AdminAPI: Sendable {
         let options = PreAuthKeyOptions(
             reusable: body.reusable ?? false, ephemeral: body.ephemeral ?? false, preApproved: body.preApproved ?? false,
             tags: body.tags ?? [], expiration: expiration)
-        let created = try await store.transaction { tx in
-            let user = try tx.requireUser(named: body.user)
+        let (key, text, user) = try await createPreAuthKeyRecord(for: { try $0.requireUser(named: body.user) }, options: options)
+        return ok(CreatedPreAuthKeyJSON(key: text, preAuthKey: PreAuthKeyJSON(key, userName: user.name, now: now)), status: 201)
+    }
+
+    func createPreAuthKeyRecord(for select: @escaping Select<User>, options: PreAuthKeyOptions) async throws -> (PreAuthKey, String, User) {
+        let now = clock()
+        return try await store.transaction { tx in
+            let user = try select(tx)
             var generator = SystemRandomNumberGenerator()
             let created = try tx.createPreAuthKey(userID: user.id, options: options, now: now, generator: &generator)
-            return CreatedPreAuthKeyJSON(key: created.text, preAuthKey: PreAuthKeyJSON(created.key, userName: user.name, now: now))
+            return (created.key, created.text, user)
         }
-        return ok(created, status: 201)
+    }
+
+    /// Expires a pre-auth key now (one already expired keeps its time); returns it with its user's name.
+    func expirePreAuthKeyRecord(_ select: @escaping Select<PreAuthKey>) async throws -> (PreAuthKey, String) {
+        let now = clock()
+        return try await store.transaction { tx in
+            var key = try select(tx)
+            if !key.isExpired(at: now) { key.expiration = now }
+            try tx.update(key)
+            return (key, try tx.user(id: key.userID)?.name ?? "")
+        }
     }
 
     /// The prefix named by a full key text or a bare prefix.
-    private static func keyPrefix(_ text: String, kind: SecretKeyText.Kind) throws -> String {
+    static func keyPrefix(_ text: String, kind: SecretKeyText.Kind) throws -> String {
         if let parsed = SecretKeyText(parsing: text, kind: kind) { return parsed.prefix }
         if SecretKeyText.isPrefixText(text) { return text }
         let parts = text.split(separator: "-")
@@ -328,12 +376,11 @@ public struct AdminAPI: Sendable {
     private func expirePreAuthKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
         let now = clock()
         let prefix = try Self.keyPrefix(body.key, kind: .preAuth)
-        return ok(try await store.transaction { tx in
-            guard var key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
-            if !key.isExpired(at: now) { key.expiration = now }
-            try tx.update(key)
-            return PreAuthKeyJSON(key, userName: try tx.user(id: key.userID)?.name ?? "", now: now)
-        })
+        let (key, userName) = try await expirePreAuthKeyRecord { tx in
+            guard let key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
+            return key
+        }
+        return ok(PreAuthKeyJSON(key, userName: userName, now: now))
     }
 
     // MARK: nodes
@@ -354,7 +401,7 @@ public struct AdminAPI: Sendable {
     }
 
     /// A node named by its id or its MagicDNS name.
-    private static func findNode(_ reference: String, in tx: any StoreReading) throws -> Node {
+    static func findNode(_ reference: String, in tx: any StoreReading) throws -> Node {
         if let id = Int64(reference), let node = try tx.node(id: NodeID(id)) { return node }
         if let node = try tx.node(givenName: reference) { return node }
         throw StoreError(.notFound, "no node with id or name \(reference.debugDescription)")
@@ -371,26 +418,36 @@ public struct AdminAPI: Sendable {
     }
 
     private func updateNode(_ reference: String, _ change: @escaping @Sendable (inout Node, any StoreTransaction) throws -> Void) async throws -> AdminResponse {
+        try await single(updateNodeRecord({ try Self.findNode(reference, in: $0) }, change), now: clock())
+    }
+
+    func updateNodeRecord(_ select: @escaping Select<Node>,
+                          _ change: @escaping @Sendable (inout Node, any StoreTransaction) throws -> Void) async throws -> Node {
         let node = try await store.transaction { tx in
-            var node = try Self.findNode(reference, in: tx)
+            var node = try select(tx)
             try change(&node, tx)
             try tx.update(node)
             return node
         }
         await hooks.changed(.nodesChanged([node.id]))
-        return try await single(node, now: clock())
+        return node
     }
 
     private func deleteNode(_ reference: String) async throws -> AdminResponse {
         let now = clock()
+        let node = try await deleteNodeRecord { try Self.findNode(reference, in: $0) }
+        let name = try await store.read { try $0.user(id: node.userID)?.name ?? "" }
+        return ok(NodeJSON(node, userName: name, online: false, now: now))
+    }
+
+    func deleteNodeRecord(_ select: @escaping Select<Node>) async throws -> Node {
         let node = try await store.transaction { tx in
-            let node = try Self.findNode(reference, in: tx)
+            let node = try select(tx)
             try tx.deleteNode(id: node.id)
             return node
         }
         await hooks.changed(.nodesRemoved([node.id]))
-        let name = try await store.read { try $0.user(id: node.userID)?.name ?? "" }
-        return ok(NodeJSON(node, userName: name, online: false, now: now))
+        return node
     }
 
     private func expireNode(_ reference: String) async throws -> AdminResponse {
@@ -401,18 +458,26 @@ public struct AdminAPI: Sendable {
     }
 
     private func renameNode(_ reference: String, _ body: RenameBody) async throws -> AdminResponse {
+        try await single(renameNodeRecord({ try Self.findNode(reference, in: $0) }, to: body.newName), now: clock())
+    }
+
+    func renameNodeRecord(_ select: @escaping Select<Node>, to newName: String) async throws -> Node {
         let node = try await store.transaction { tx in
-            try tx.renameNode(id: try Self.findNode(reference, in: tx).id, to: body.newName)
+            try tx.renameNode(id: try select(tx).id, to: newName)
         }
         await hooks.changed(.nodesChanged([node.id]))
-        return try await single(node, now: clock())
+        return node
     }
 
     private func tagNode(_ reference: String, _ body: TagsBody) async throws -> AdminResponse {
-        for tag in body.tags { try StoreRules.validateTag(tag) }
-        return try await updateNode(reference) { node, _ in
+        try await single(tagNodeRecord({ try Self.findNode(reference, in: $0) }, tags: body.tags), now: clock())
+    }
+
+    func tagNodeRecord(_ select: @escaping Select<Node>, tags: [String]) async throws -> Node {
+        for tag in tags { try StoreRules.validateTag(tag) }
+        return try await updateNodeRecord(select) { node, _ in
             var seen: Set<String> = []
-            node.tags = body.tags.filter { seen.insert($0).inserted }
+            node.tags = tags.filter { seen.insert($0).inserted }
             // Tagged nodes do not expire (as in Tailscale).
             if !node.tags.isEmpty { node.expiry = nil }
         }
@@ -431,22 +496,19 @@ public struct AdminAPI: Sendable {
     }
 
     private func approveRoutes(_ reference: String, _ body: RoutesBody) async throws -> AdminResponse {
+        ok(routesJSON(try await approveRoutesRecord({ try Self.findNode(reference, in: $0) }, routes: body.routes)))
+    }
+
+    func approveRoutesRecord(_ select: @escaping Select<Node>, routes: [String]) async throws -> Node {
         var prefixes: [IPPrefix] = []
-        for text in body.routes where !text.isEmpty {
+        for text in routes where !text.isEmpty {
             guard let prefix = IPPrefix(text), prefix == prefix.masked else {
                 throw AdminError(400, "invalid", "\(text.debugDescription) is not a route prefix such as 10.0.0.0/24")
             }
             if !prefixes.contains(prefix) { prefixes.append(prefix) }
         }
         let approved = prefixes
-        let node = try await store.transaction { tx in
-            var node = try Self.findNode(reference, in: tx)
-            node.approvedRoutes = approved
-            try tx.update(node)
-            return node
-        }
-        await hooks.changed(.nodesChanged([node.id]))
-        return ok(routesJSON(node))
+        return try await updateNodeRecord(select) { node, _ in node.approvedRoutes = approved }
     }
 
     private func listPending() async throws -> AdminResponse {
@@ -455,16 +517,20 @@ public struct AdminAPI: Sendable {
 
     /// Approves an interactive login: `key` is the registration id (or the pending node key).
     private func registerNode(_ body: RegisterNodeBody) async throws -> AdminResponse {
+        try await single(registerNodeRecord(user: { try $0.requireUser(named: body.user) }, key: body.key), now: clock())
+    }
+
+    func registerNodeRecord(user selectUser: @escaping Select<User>, key: String) async throws -> Node {
         let now = clock()
         let allocator = self.allocator
         let expiry = nodeKeyExpiry.map { now.addingTimeInterval($0) }
-        var reference = body.key.trimmingCharacters(in: .whitespaces)
+        var reference = key.trimmingCharacters(in: .whitespaces)
         // The whole login URL pasted: its last path component is the registration id.
         if reference.contains("/register/"), let last = reference.split(separator: "/").last { reference = String(last) }
         let registrationReference = reference
         let (node, registrationID) = try await store.transaction { tx in
             let reference = registrationReference
-            let user = try tx.requireUser(named: body.user)
+            let user = try selectUser(tx)
             var pending = try tx.pendingRegistration(id: reference)
             if pending == nil, let nodeKey = NodePublic(reference) {
                 pending = try tx.pendingRegistrations().first { $0.nodeKey == nodeKey }
@@ -490,7 +556,7 @@ public struct AdminAPI: Sendable {
         }
         await hooks.changed(.registrationApproved(registrationID: registrationID, node: node.id))
         await hooks.changed(.nodesChanged([node.id]))
-        return try await single(node, now: now)
+        return node
     }
 
     // MARK: API keys
@@ -503,22 +569,36 @@ public struct AdminAPI: Sendable {
     private func createAPIKey(_ body: CreateAPIKeyBody) async throws -> AdminResponse {
         let now = clock()
         let expiration = try expiration(absolute: body.expiration, relative: body.expiresIn, now: now)
-        return ok(try await store.transaction { tx in
+        let (key, text) = try await createAPIKeyRecord(expiration: expiration)
+        return ok(CreatedAPIKeyJSON(key: text, apiKey: APIKeyJSON(key, now: now)), status: 201)
+    }
+
+    func createAPIKeyRecord(expiration: Date?) async throws -> (APIKey, String) {
+        let now = clock()
+        return try await store.transaction { tx in
             var generator = SystemRandomNumberGenerator()
             let created = try tx.createAPIKey(expiration: expiration, now: now, generator: &generator)
-            return CreatedAPIKeyJSON(key: created.text, apiKey: APIKeyJSON(created.key, now: now))
-        }, status: 201)
+            return (created.key, created.text)
+        }
+    }
+
+    func expireAPIKeyRecord(_ select: @escaping Select<APIKey>) async throws -> APIKey {
+        let now = clock()
+        return try await store.transaction { tx in
+            var key = try select(tx)
+            if !key.isExpired(at: now) { key.expiration = now }
+            try tx.update(key)
+            return key
+        }
     }
 
     private func expireAPIKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
         let now = clock()
         let prefix = try Self.keyPrefix(body.key, kind: .api)
-        return ok(try await store.transaction { tx in
-            guard var key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
-            if !key.isExpired(at: now) { key.expiration = now }
-            try tx.update(key)
-            return APIKeyJSON(key, now: now)
-        })
+        return ok(APIKeyJSON(try await expireAPIKeyRecord { tx in
+            guard let key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
+            return key
+        }, now: now))
     }
 }
 

@@ -64,13 +64,13 @@ public enum AdminOpenAPI {
               requestSchema: "RouteList", responseSchema: "Routes", query: []),
         Route(method: "GET", path: "/api/v1/registrations", summary: "List interactive logins waiting for approval",
               requestSchema: nil, responseSchema: "PendingRegistrationList", query: []),
-        Route(method: "GET", path: "/api/v1/policy", summary: "The access policy in force (from the database or policy_file)",
+        Route(method: "GET", path: "/api/v1/warren/policy", summary: "The access policy in force (from the database or policy_file)",
               requestSchema: nil, responseSchema: "Policy", query: []),
-        Route(method: "PUT", path: "/api/v1/policy",
+        Route(method: "PUT", path: "/api/v1/warren/policy",
               summary: "Check a policy against the tailnet (parse, validate, tests, sshTests), store it as a new version and put it in force; "
                   + "refused with 400 (and the problems, with line and column) when a check fails, with 409 in file mode",
               requestSchema: "SetPolicy", responseSchema: "Policy", query: []),
-        Route(method: "GET", path: "/api/v1/policy/history", summary: "Every stored policy version, oldest first",
+        Route(method: "GET", path: "/api/v1/warren/policy/history", summary: "Every stored policy version, oldest first",
               requestSchema: nil, responseSchema: "PolicyVersionList", query: []),
         Route(method: "GET", path: "/api/v1/apikeys", summary: "List API keys", requestSchema: nil, responseSchema: "APIKeyList", query: []),
         Route(method: "POST", path: "/api/v1/apikeys", summary: "Create an API key; the full key is in the answer only",
@@ -143,7 +143,77 @@ public enum AdminOpenAPI {
             ], required: ["policy", "source"]),
             "PolicyVersion": object(["version": integer, "updatedAt": time, "policy": string], required: ["version", "updatedAt", "policy"]),
             "PolicyVersionList": list("PolicyVersion"),
+            // headscale's messages (protobuf JSON: uint64 as strings, unset timestamps and messages null).
+            "v1User": object(["id": uint64, "name": string, "createdAt": time, "displayName": string, "email": string,
+                              "providerId": string, "provider": string, "profilePicUrl": string]),
+            "v1PreAuthKey": object(["user": nullableRef("v1User"), "id": uint64, "key": string, "reusable": boolean, "ephemeral": boolean,
+                                    "used": boolean, "expiration": nullableTime, "createdAt": nullableTime, "aclTags": strings]),
+            "v1Node": object([
+                "id": uint64, "machineKey": string, "nodeKey": string, "discoKey": string, "ipAddresses": strings, "name": string,
+                "user": nullableRef("v1User"), "lastSeen": nullableTime, "expiry": nullableTime, "preAuthKey": nullableRef("v1PreAuthKey"),
+                "createdAt": nullableTime,
+                "registerMethod": ["type": "string", "enum": ["REGISTER_METHOD_UNSPECIFIED", "REGISTER_METHOD_AUTH_KEY", "REGISTER_METHOD_CLI",
+                                                              "REGISTER_METHOD_OIDC"]],
+                "givenName": string, "online": boolean, "approvedRoutes": strings, "availableRoutes": strings, "subnetRoutes": strings,
+                "tags": strings,
+            ]),
+            "v1ApiKey": object(["id": uint64, "prefix": string, "expiration": nullableTime, "createdAt": nullableTime, "lastSeen": nullableTime]),
+            "rpcStatus": object(["code": ["type": "integer", "format": "int32"], "message": string, "details": ["type": "array", "items": ["type": "object"]]]),
         ]
+    }
+
+    private static var uint64: [String: Any] { ["type": "string", "format": "uint64"] }
+    private static func nullableRef(_ name: String) -> [String: Any] { ["oneOf": [ref(name), ["type": "null"]]] }
+
+    /// The answer of each headscale call (its response message).
+    private static func headscaleResponse(_ rpc: String) -> [String: Any] {
+        switch rpc {
+        case "ListUsers": object(["users": list("v1User")])
+        case "CreateUser", "RenameUser": object(["user": ref("v1User")])
+        case "ListPreAuthKeys": object(["preAuthKeys": list("v1PreAuthKey")])
+        case "CreatePreAuthKey": object(["preAuthKey": ref("v1PreAuthKey")])
+        case "ListNodes": object(["nodes": list("v1Node")])
+        case "GetNode", "RegisterNode", "SetTags", "SetApprovedRoutes", "ExpireNode", "RenameNode", "AuthRegister", "DebugCreateNode":
+            object(["node": ref("v1Node")])
+        case "BackfillNodeIPs": object(["changes": strings])
+        case "ListApiKeys": object(["apiKeys": list("v1ApiKey")])
+        case "CreateApiKey": object(["apiKey": ["type": "string", "description": "the full key, shown once"]])
+        case "GetPolicy", "SetPolicy": object(["policy": string, "updatedAt": nullableTime])
+        case "Health": object(["databaseConnectivity": boolean])
+        default: object([:])
+        }
+    }
+
+    /// The request body of each headscale call that has one.
+    private static func headscaleRequest(_ rpc: String) -> [String: Any] {
+        switch rpc {
+        case "CreateUser": object(["name": string, "displayName": string, "email": string, "pictureUrl": string])
+        case "CreatePreAuthKey": object(["user": uint64, "reusable": boolean, "ephemeral": boolean, "expiration": time, "aclTags": strings])
+        case "ExpirePreAuthKey": object(["id": uint64])
+        case "SetTags": object(["tags": strings])
+        case "SetApprovedRoutes": object(["routes": strings])
+        case "AuthRegister": object(["user": string, "authId": string])
+        case "AuthApprove", "AuthReject": object(["authId": string])
+        case "DebugCreateNode": object(["user": string, "key": string, "name": string, "routes": strings])
+        case "CreateApiKey": object(["expiration": time])
+        case "ExpireApiKey": object(["prefix": string, "id": uint64])
+        case "SetPolicy", "CheckPolicy": object(["policy": string])
+        default: object([:])
+        }
+    }
+
+    /// The query parameters of headscale's body-less calls.
+    private static func headscaleQuery(_ rpc: String) -> [String] {
+        switch rpc {
+        case "ListUsers": ["id", "name", "email"]
+        case "DeletePreAuthKey": ["id"]
+        case "ListNodes": ["user"]
+        case "RegisterNode": ["user", "key"]
+        case "BackfillNodeIPs": ["confirmed"]
+        case "ExpireNode": ["expiry", "disableExpiry"]
+        case "DeleteApiKey": ["id"]
+        default: []
+        }
     }
 
     /// The document as JSON text.
@@ -172,6 +242,29 @@ public enum AdminOpenAPI {
             }
             paths[route.path, default: [:]][route.method.lowercased()] = operation
         }
+        for route in HeadscaleAPI.routes {
+            var operation: [String: Any] = [
+                "summary": route.summary + " (headscale v0.29.2's API)",
+                "operationId": "HeadscaleService_" + route.rpc,
+                "tags": ["headscale"],
+                "responses": [
+                    "200": ["description": "success", "content": ["application/json": ["schema": headscaleResponse(route.rpc)]]],
+                    "default": ["description": "a gRPC status as grpc-gateway writes it", "content": ["application/json": ["schema": ref("rpcStatus")]]],
+                ] as [String: Any],
+            ]
+            var parameters: [[String: Any]] = []
+            for component in route.path.split(separator: "/") where component.hasPrefix("{") {
+                parameters.append(["name": String(component.dropFirst().dropLast()), "in": "path", "required": true, "schema": string])
+            }
+            for name in headscaleQuery(route.rpc) {
+                parameters.append(["name": name, "in": "query", "required": false, "schema": string])
+            }
+            if !parameters.isEmpty { operation["parameters"] = parameters }
+            if route.hasBody {
+                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": headscaleRequest(route.rpc)]]]
+            }
+            paths[route.path, default: [:]][route.method.lowercased()] = operation
+        }
         paths["/api/v1/openapi.json"] = ["get": [
             "summary": "This document", "operationId": "getOpenAPI", "security": [] as [Any],
             "responses": ["200": ["description": "the OpenAPI document"]],
@@ -181,7 +274,10 @@ public enum AdminOpenAPI {
             "info": [
                 "title": "warren-control admin API", "version": "1",
                 "description": "Users, nodes, pre-auth keys and API keys of a warren-control tailnet. Over the network every call "
-                    + "needs `Authorization: Bearer <API key>`; over the server's local Unix socket (root only) none does.",
+                    + "needs `Authorization: Bearer <API key>`; over the server's local Unix socket (root only) none does. "
+                    + "Two route sets: Warren's own (plural resources, /api/v1/warren/policy) and headscale v0.29.2's REST API "
+                    + "(tagged headscale: /api/v1/user, node, preauthkey, apikey, policy, health, auth), answered as headscale's "
+                    + "grpc-gateway answers.",
             ],
             "paths": paths,
             "components": [

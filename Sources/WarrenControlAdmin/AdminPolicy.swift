@@ -1,4 +1,5 @@
-// The policy routes of the admin API: GET/PUT /api/v1/policy and GET /api/v1/policy/history.
+// Warren's policy routes of the admin API: GET/PUT /api/v1/warren/policy and GET /api/v1/warren/policy/history
+// (headscale's GET/PUT /api/v1/policy and POST /api/v1/policy/check, in HeadscaleAPI.swift, use the same operations).
 //
 // The server runs in one of two policy modes, as headscale's `policy.mode` does:
 // - database (the default): the policy in force is the newest version in the store; `policy set` (PUT)
@@ -91,23 +92,34 @@ extension AdminAPI {
     }
 
     func setPolicy(_ body: SetPolicyBody) async throws -> AdminResponse {
+        let (version, changed) = try await setPolicyRecord(body.policy)
+        return ok(PolicyJSON(policy: version.text, source: "database", version: version.version,
+                             updatedAt: AdminTime.format(version.created), nodesChanged: changed))
+    }
+
+    /// Checks a text against the live tailnet; a refusal is a 400 `AdminError` listing the problems.
+    func checkPolicyText(_ text: String) async throws {
+        do {
+            try await hooks.policy.check(text)
+        } catch let rejection as AdminPolicyRejection {
+            throw AdminError(400, "invalid policy", "policy refused; the previous policy stays in force:\n"
+                                 + rejection.messages.joined(separator: "\n"))
+        }
+    }
+
+    /// Checks a text, stores it as a new version and puts it in force; returns the version and how many nodes'
+    /// results changed. Refused (409) in file mode.
+    func setPolicyRecord(_ text: String) async throws -> (PolicyVersion, Int) {
         if case .file(let path) = hooks.policy.mode {
             throw AdminError(409, "policy file mode",
                              "the policy comes from policy_file \(path) (file mode): edit that file and restart the server, "
                                  + "or remove policy_file from the configuration to manage the policy with `policy set`")
         }
-        do {
-            try await hooks.policy.check(body.policy)
-        } catch let rejection as AdminPolicyRejection {
-            throw AdminError(400, "invalid policy", "policy refused; the previous policy stays in force:\n"
-                                 + rejection.messages.joined(separator: "\n"))
-        }
+        try await checkPolicyText(text)
         let now = clock()
-        let text = body.policy
         let version = try await store.transaction { try $0.appendPolicy(text: text, created: now) }
         let changed = try await hooks.policy.apply(text, version.version)
-        return ok(PolicyJSON(policy: version.text, source: "database", version: version.version,
-                             updatedAt: AdminTime.format(version.created), nodesChanged: changed))
+        return (version, changed)
     }
 
     func policyHistory() async throws -> AdminResponse {

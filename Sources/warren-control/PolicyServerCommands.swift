@@ -26,7 +26,7 @@ extension PolicyCommand {
             let label = policy == "-" ? "<stdin>" : policy
             let set: PolicyJSON
             do {
-                set = try await client.call("PUT", "/api/v1/policy", body: SetPolicyBody(policy: text), as: PolicyJSON.self)
+                set = try await client.call("PUT", "/api/v1/warren/policy", body: SetPolicyBody(policy: text), as: PolicyJSON.self)
             } catch let error as AdminClientError {
                 Console.printError("warren-control: \(label): \(error.message)")
                 throw ExitCode.failure
@@ -42,7 +42,7 @@ extension PolicyCommand {
 
         func run() async throws {
             let client = try connection.client()
-            let current = try await adminCall { try await client.call("GET", "/api/v1/policy", as: PolicyJSON.self) }
+            let current = try await adminCall { try await client.call("GET", "/api/v1/warren/policy", as: PolicyJSON.self) }
             if output == .json { return AdminOutput.json(current) }
             if current.source == "none" {
                 Console.printError("warren-control: no policy was set; every node may reach every other")
@@ -59,7 +59,7 @@ extension PolicyCommand {
 
         func run() async throws {
             let client = try connection.client()
-            let versions = try await adminCall { try await client.call("GET", "/api/v1/policy/history", as: [PolicyVersionJSON].self) }
+            let versions = try await adminCall { try await client.call("GET", "/api/v1/warren/policy/history", as: [PolicyVersionJSON].self) }
             if output == .json { return AdminOutput.json(versions) }
             AdminOutput.table(["VERSION", "UPDATED", "BYTES"], versions.map { [String($0.version), $0.updatedAt, String($0.policy.utf8.count)] })
         }

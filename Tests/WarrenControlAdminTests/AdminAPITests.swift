@@ -25,8 +25,10 @@ struct Harness {
     let log = ChangeLog()
     let api: AdminAPI
 
-    init(nodeKeyExpiry: TimeInterval? = nil) {
-        api = AdminAPI(store: store, allocator: try! AddressAllocator(), nodeKeyExpiry: nodeKeyExpiry, hooks: log.hooks, clock: { fixedNow })
+    init(nodeKeyExpiry: TimeInterval? = nil, policy: AdminPolicyHooks = AdminPolicyHooks()) {
+        var hooks = log.hooks
+        hooks.policy = policy
+        api = AdminAPI(store: store, allocator: try! AddressAllocator(), nodeKeyExpiry: nodeKeyExpiry, hooks: hooks, clock: { fixedNow })
     }
 
     func call(_ method: String, _ target: String, _ body: String? = nil, via transport: AdminTransport = .localSocket,
