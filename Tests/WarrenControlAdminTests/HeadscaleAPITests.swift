@@ -406,6 +406,18 @@ final class HeadscaleAPITests: XCTestCase {
         try s.fails("GET", "/api/v1/policy/history", status: 404, code: 5)
     }
 
+    /// The shape check fails on what a wrong answer would hold: a numeric id, a missing or extra field, a local time.
+    func testTheShapeCheckRefusesWrongAnswers() throws {
+        func json(_ text: String) throws -> J { try JSONDecoder().decode(J.self, from: Data(text.utf8)) }
+        let good = #"{"id":"1","name":"a","createdAt":"2026-05-09T06:13:20Z","displayName":"","email":"","providerId":"","provider":"","profilePicUrl":""}"#
+        XCTAssertEqual(Shape.user.problems(try json(good)), [])
+        XCTAssertFalse(Shape.user.problems(try json(good.replacingOccurrences(of: #""id":"1""#, with: #""id":1"#))).isEmpty)
+        XCTAssertFalse(Shape.user.problems(try json(good.replacingOccurrences(of: #","email":"""#, with: ""))).isEmpty)
+        XCTAssertFalse(Shape.user.problems(try json(good.replacingOccurrences(of: #""name":"a""#, with: #""name":"a","created":"x""#))).isEmpty)
+        XCTAssertFalse(Shape.user.problems(try json(good.replacingOccurrences(of: "06:13:20Z", with: "06:13:20+02:00"))).isEmpty)
+        XCTAssertFalse(Shape.node.problems(try json(#"{"id":"1"}"#)).isEmpty)
+    }
+
     /// Every headscale route of the served OpenAPI document answers with a headscale shape, never with Warren's errors.
     func testOpenAPIDocumentDescribesHeadscalesRoutes() async throws {
         let document = try JSONDecoder().decode(J.self, from: Data(AdminOpenAPI.document.utf8))
