@@ -143,15 +143,16 @@ public final class DERPServer: Sendable {
     @discardableResult
     public func revoke(_ key: NodePublic) -> Int {
         let connections = registry.withLock { $0.clients[key]?.connections.filter { !$0.canMesh } ?? [] }
-        for client in connections {
-            client.revoked.store(true, ordering: .relaxed)
-            unregister(client)
-            client.channel.close(promise: nil)
-        }
+        // Counted before the connections close, so that whoever sees a connection end also sees it counted.
         if !connections.isEmpty {
             counters.connectionsRevoked.add(UInt64(connections.count), ordering: .relaxed)
             logger.info("DERP client disconnected: no longer admitted", metadata: [
                 "key": "\(key.shortString)", "connections": "\(connections.count)"])
+        }
+        for client in connections {
+            client.revoked.store(true, ordering: .relaxed)
+            unregister(client)
+            client.channel.close(promise: nil)
         }
         return connections.count
     }
