@@ -93,6 +93,19 @@ struct CompiledUnit: Sendable {
     var viaSrcSet = IPSet()
     var viaDsts: [IPPrefix] = []
     var viaInternet = false
+
+    /// Whether a node is one of the routers that carry this via unit's traffic: it has one of the via tags and a
+    /// subnet route overlapping one of the destinations. PolicyCompiler and PolicyEngine both ask this.
+    func carriesVia(_ node: TailnetNode) -> Bool {
+        isVia && unit.via.contains(where: node.tags.contains)
+            && viaDsts.contains { d in node.subnetRoutes.contains { $0.overlaps(d) } }
+    }
+
+    /// Whether a node is among a via unit's sources (an address of its, or a route it serves, in them).
+    func viaSource(_ node: TailnetNode) -> Bool {
+        isVia && (node.addresses.contains(where: viaSrcSet.contains)
+            || (!node.approvedRoutes.isEmpty && node.subnetRoutes.contains(where: viaSrcSet.overlaps)))
+    }
 }
 
 public struct CompileOptions: Sendable {
@@ -213,7 +226,9 @@ public struct PolicyCompiler: Sendable {
         let matchSet = hasDangerAll ? KnownSets.everything : srcSet
 
         if !unit.via.isEmpty {
-            guard !unit.ip.isEmpty, !srcSet.isEmpty else { return cu }
+            // A via grant makes its sources and the routers that carry its destinations peers, with or without
+            // `ip`; an app-only via grant sends no rule (its capabilities are not delivered through the router).
+            guard !srcSet.isEmpty else { return cu }
             cu.isVia = true
             cu.viaSrcIPs = srcStrings(unit.sources, resolver: resolver)
             cu.viaSrcSet = matchSet
@@ -377,7 +392,7 @@ public struct PolicyCompiler: Sendable {
 
     /// The rules of a via unit on one node (a router carrying one of the via tags).
     static func viaRules(_ cu: CompiledUnit, node: TailnetNode) -> [CompiledRule] {
-        guard cu.unit.via.contains(where: node.tags.contains) else { return [] }
+        guard cu.carriesVia(node) else { return [] }
         let routes = node.subnetRoutes
         let prefixes = cu.viaDsts.filter { d in routes.contains { $0.overlaps(d) } }
         guard !prefixes.isEmpty else { return [] }
@@ -442,8 +457,8 @@ public struct PolicyCompiler: Sendable {
                 continue
             }
             let dsts = r.dsts.filter(view.matches)
-            // Tailscale sends a rule to a node when it names the node's IPv4 address (or a route it
-            // serves); a rule naming only the node's IPv6 address does not reach it.
+            // Tailscale sends a rule to a node when one of its destinations holds an address of the node
+            // (IPv4 or IPv6) or overlaps a route it serves.
             let selected = dsts.contains(where: view.selects)
             if selected && !dsts.isEmpty {
                 var copy = r
@@ -479,15 +494,15 @@ struct NodeView {
     let node: TailnetNode
     let routes: [IPPrefix]
     let exit: Bool
-    /// The addresses by which a rule reaches the node: its IPv4 address, or all if it has none.
+    /// The addresses by which a rule reaches the node: all of them, IPv4 and IPv6 alike (a destination
+    /// covering only the node's IPv6 address, `fd7a:115c:a1e0::/64` say, brings its rule to the node).
     let selectors: [IPAddress]
 
     init(_ node: TailnetNode) {
         self.node = node
         routes = node.subnetRoutes
         exit = node.isExitNode
-        let v4 = node.addresses.filter { $0.version == .v4 }
-        selectors = v4.isEmpty ? node.addresses : v4
+        selectors = node.addresses
     }
 
     /// Whether a destination concerns the node (kept in its filter).

@@ -82,11 +82,8 @@ extension PolicyCompiler {
         let n = tailnet.nodes.count
         var peers = Array(repeating: NodeBits(count: n), count: n)
         let routes = tailnet.nodes.map(\.subnetRoutes)
-        // As for filters: a destination reaches a node by its IPv4 address (or any address if it has none).
-        let selectors = tailnet.nodes.map { n in
-            let v4 = n.addresses.filter { $0.version == .v4 }
-            return v4.isEmpty ? n.addresses : v4
-        }
+        // As for filters: a destination reaches a node by any of its addresses.
+        let selectors = tailnet.nodes.map(\.addresses)
         for m in allMatchers() {
             var src = NodeBits(count: n), dst = NodeBits(count: n)
             var dstSetBuilder = IPSetBuilder()
@@ -108,6 +105,18 @@ extension PolicyCompiler {
             }
             for i in srcList { peers[i].formUnion(dst) }
             for i in dstList { peers[i].formUnion(src) }
+        }
+        // Via grants: sources and the routers that carry them see each other, whether or not the grant has rules.
+        for cu in units where cu.isVia {
+            var src = NodeBits(count: n), routers = NodeBits(count: n)
+            for (i, node) in tailnet.nodes.enumerated() {
+                if cu.viaSource(node) { src.insert(i) }
+                if cu.carriesVia(node) { routers.insert(i) }
+            }
+            for (i, _) in tailnet.nodes.enumerated() {
+                if src.contains(i) { peers[i].formUnion(routers) }
+                if routers.contains(i) { peers[i].formUnion(src) }
+            }
         }
         return peers
     }

@@ -364,11 +364,7 @@ public struct PolicyEngine: Sendable {
     func viaRouters(_ u: Int) -> [Int] {
         let cu = units[u]
         guard cu.isVia else { return [] }
-        return live.routers.sorted().filter { s in
-            let n = live.nodes[s]!
-            return n.tags.contains(where: cu.unit.via.contains)
-                && cu.viaDsts.contains { d in n.subnetRoutes.contains { $0.overlaps(d) } }
-        }
+        return live.routers.sorted().filter { s in cu.carriesVia(live.nodes[s]!) }
     }
 
     /// The members of an autogroup:self unit's sources among a user's nodes.

@@ -26,8 +26,8 @@ struct PolicyValidator {
     /// tailscale/terraform-provider-tailscale#380), an ACL destination `dst="tag:x": tag not found: "tag:x"`,
     /// grant destinations, SSH rules and nodeAttrs targets `tag not found: "tag:x"`; a grant source as an ACL
     /// source. Unknown groups and hosts read `group not defined in policy: "group:x"` and
-    /// `host not defined in policy: "x"` in every place (headscale v2's validate, whose compatibility tests hold
-    /// its messages to Tailscale's).
+    /// `host not defined in policy: "x"` (headscale v2's validate), except that an undefined host is an invalid dst
+    /// in SSH and, as a nodeAttrs target, an address that does not parse (`"x": invalid address`, Tailscale's).
     func checkReference(_ a: Located<Alias>, in place: Place) throws(PolicyError) {
         switch a.value {
         case .tag(let t) where policy.tagOwners[t] == nil:
@@ -40,8 +40,14 @@ struct PolicyValidator {
         case .group(let g) where policy.groups[g] == nil:
             throw fail("group not defined in policy: \"\(g)\"", a.position)
         case .host(let h) where policy.hosts[h] == nil:
-            if place == .sshDestination { throw fail("invalid dst \"\(h)\"", a.position) }
-            throw fail("host not defined in policy: \"\(h)\"", a.position)
+            switch place {
+            case .sshDestination: throw fail("invalid dst \"\(h)\"", a.position)
+            case .nodeAttrTarget:
+                // A nodeAttrs target that is no other kind of alias and no defined host is read as an address;
+                // one that does not parse is refused as such (Tailscale: `"%bogus%": invalid address`).
+                throw fail("\"\(h)\": invalid address", a.position)
+            default: throw fail("host not defined in policy: \"\(h)\"", a.position)
+            }
         case .ipset(let s) where policy.ipsets[s] == nil:
             throw fail("ipset not found: \"\(s)\"", a.position)
         case .autogroup(let g) where !Self.knownAutogroups.contains(g):
@@ -49,8 +55,10 @@ struct PolicyValidator {
         case .userDomain(let domain):
             // `user:*@domain` names the users of one of the tailnet's domains; another domain is refused, compared
             // as written (Tailscale's check is case-sensitive), with the message it gives for `localpart:*@domain`.
+            // In an SSH rule Tailscale puts its section's tag in front ("[ssh] example.org is not associated ...").
             if let tailnetDomain, domain != tailnetDomain {
-                throw fail("\(domain) is not associated with this Tailnet and cannot be used in user:*@<domain> expressions", a.position)
+                let section = place == .sshSource || place == .sshDestination ? "[ssh] " : ""
+                throw fail("\(section)\(domain) is not associated with this Tailnet and cannot be used in user:*@<domain> expressions", a.position)
             }
         default: break
         }
@@ -150,10 +158,10 @@ struct PolicyValidator {
             if let env = rule.acceptEnv, env.contains(where: \.isEmpty) {
                 throw fail("acceptEnv values cannot be empty", rule.position)
             }
-            for u in rule.users where u.hasPrefix("localpart:") {
-                let pattern = u.dropFirst("localpart:".count)
-                guard pattern.hasPrefix("*@") else { continue }
-                let domain = String(pattern.dropFirst(2))
+            // Only the canonical `localpart:*@<domain>` (a `*` before the last `@`, a domain after it) is the
+            // localpart form; any other string, `localpart:*@` included, is a literal login name, sent as written.
+            for u in rule.users {
+                guard let domain = PolicyCompiler.localpartDomain(u) else { continue }
                 if let tailnetDomain, domain != tailnetDomain {
                     throw fail("\(domain) is not associated with this Tailnet and cannot be used in user:*@<domain> expressions", rule.position)
                 }
@@ -173,7 +181,7 @@ struct PolicyValidator {
                     throw fail("nodeAttrs ipPool must be within 100.64.0.0/10: \"\(pool)\"", n.position)
                 }
                 for reserved in Self.reservedPoolRanges where masked.overlaps(reserved) {
-                    throw fail("nodeAttrs ipPool must not overlap reserved Tailscale ranges: \"\(pool)\" overlaps \"\(reserved)\"", n.position)
+                    throw fail("IPPool(\(pool)): network within reserved range", n.position)
                 }
             }
         }
