@@ -14,7 +14,7 @@ import XCTest
 final class HeadscaleCaptureMeasurement: XCTestCase {
     func testHeadscaleCaptures() throws {
         guard let root = ProcessInfo.processInfo.environment["WARREN_HEADSCALE_CAPTURES"] else {
-            throw XCTSkip("WARREN_HEADSCALE_CAPTURES not set; run scripts/headscale-policy-captures.sh")
+            throw XCTSkip("WARREN_HEADSCALE_CAPTURES not set; run scripts/policy/headscale-captures.sh")
         }
         let dir = URL(fileURLWithPath: root)
         let fm = FileManager.default
