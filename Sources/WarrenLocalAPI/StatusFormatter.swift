@@ -150,6 +150,10 @@ public enum StatusFormatter {
     public static func pingLine(_ result: PingResult, type: PingType = .disco) -> String {
         if result.isLocalIP { return "\(result.ip) is local Tailscale IP" }
         if !result.err.isEmpty { return result.err }
+        if type == .peerAPI {
+            let ip = result.nodeIP.isEmpty ? result.ip : result.nodeIP
+            return "hit peerapi of \(ip) (\(result.nodeName)) at \(result.peerAPIURL) in \(duration(result.latencySeconds))"
+        }
         let via: String
         if !result.endpoint.isEmpty { via = result.endpoint }
         else if !result.peerRelay.isEmpty { via = "peer-relay(\(result.peerRelay))" }

@@ -249,7 +249,7 @@ extension WarrenNode {
         case .tsmp:
             return await icmpPing(address, ip: ip, nodeIP: nodeIP, peer: peer, tsmp: true)
         case .peerAPI:
-            throw LocalAPIError(501, "peerapi pings are not supported yet; use a disco (the default), --tsmp or --icmp ping")
+            return await peerAPIPing(peer, address: address, ip: ip, nodeIP: nodeIP)
         }
         guard let result = await magic.ping(peer.key, timeout: .seconds(5)) else {
             return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "timeout waiting for ping reply")

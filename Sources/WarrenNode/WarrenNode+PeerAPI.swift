@@ -7,6 +7,7 @@
 
 import Foundation
 import NIOCore
+import NIOPosix
 import WarrenDNS
 import WarrenDNSServer
 import WarrenLocalAPI
@@ -96,7 +97,18 @@ extension WarrenNode {
         let path = request.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
         // Only nodes of this tailnet (self included), by their tailnet address.
         guard let peer = netmap.node(address: remote) else { return Self.text(403, "\(remote) is not a node of this tailnet") }
+        // A browser's request (Referer or Origin) is refused, as Tailscale's PeerAPI refuses it: a page must
+        // not drive a peer's PeerAPI through the visitor's tunnel.
+        if request.headers.contains(where: { ["referer", "origin"].contains($0.0.lowercased()) }) {
+            return Self.text(403, "invalid peerapi request")
+        }
         switch path {
+        case "", "/":
+            // What `ping --peerapi` asks for (HEAD /): 200 says the PeerAPI is reachable through the tunnel.
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return LocalAPIResponse(status: 405, headers: [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")], body: Array("method not allowed\n".utf8))
+            }
+            return Self.text(200, "This is the PeerAPI of Warren node \(netmap.selfNode?.name ?? "")")
         case "/dns-query":
             guard persisted.prefs.advertisesExitNode || peer.id == netmap.selfNode?.id else {
                 return Self.text(403, "this node is not an exit node")
@@ -153,5 +165,89 @@ extension WarrenNode {
         var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while s.count % 4 != 0 { s += "=" }
         return Data(base64Encoded: s).map { [UInt8]($0) }
+    }
+}
+
+// MARK: ping --peerapi
+
+extension WarrenNode {
+    /// HEAD / on the peer's PeerAPI through the tunnel, as Tailscale's `ping --peerapi`: the time to the
+    /// status line; anything but 200 is an error.
+    func peerAPIPing(_ peer: Node, address: IPAddress, ip: String, nodeIP: String) async -> PingResult {
+        let proto = address.version == .v4 ? "peerapi4" : "peerapi6"
+        guard let port = peer.hostinfo?.known.services?.first(where: { $0.proto == proto })?.port, port != 0 else {
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "no PeerAPI base found for peer \(peer.stableID) (\(ip))")
+        }
+        let base = address.version == .v4 ? "http://\(address):\(port)" : "http://[\(address)]:\(port)"
+        let started = ContinuousClock.now
+        do {
+            let status = try await Self.headStatus(address: address, port: Int(port), timeout: .seconds(10))
+            let latency = (ContinuousClock.now - started).seconds
+            guard status.hasPrefix("HTTP/1.") && status.split(separator: " ").dropFirst().first == "200" else {
+                return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "HTTP status \(status)", latencySeconds: latency,
+                                  peerAPIURL: base)
+            }
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), latencySeconds: latency, peerAPIPort: port, peerAPIURL: base)
+        } catch {
+            return PingResult(ip: ip, nodeIP: nodeIP, nodeName: shortName(peer), err: "\(error)", peerAPIURL: base)
+        }
+    }
+
+    /// The status line of the answer to `HEAD /` at address:port (no socket mark: through the tunnel).
+    static func headStatus(address: IPAddress, port: Int, timeout: TimeAmount) async throws -> String {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let promise = loop.makePromise(of: String.self)
+        let timer = loop.scheduleTask(in: timeout) { promise.fail(PeerAPIPingError("timeout waiting for the PeerAPI")) }
+        let host = address.version == .v4 ? "\(address):\(port)" : "[\(address)]:\(port)"
+        let server = try SocketAddress(ipAddress: "\(address)", port: port)
+        let connecting = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StatusLineReader(promise: promise)) }
+            }
+            .connect(to: server)
+        connecting.whenFailure { promise.fail($0) }
+        connecting.whenSuccess { channel in
+            let request = "HEAD / HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: warren\r\nConnection: close\r\n\r\n"
+            channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
+        }
+        defer {
+            timer.cancel()
+            connecting.whenSuccess { $0.close(promise: nil) }
+        }
+        return try await promise.futureResult.get()
+    }
+}
+
+struct PeerAPIPingError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Completes with the first line of an HTTP answer (at most 1 KiB), or fails when the connection ends first.
+private final class StatusLineReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let promise: EventLoopPromise<String>
+    private var bytes: [UInt8] = []
+
+    init(promise: EventLoopPromise<String>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        bytes += buffer.readBytes(length: buffer.readableBytes) ?? []
+        if let end = bytes.firstIndex(of: 13) ?? bytes.firstIndex(of: 10) {
+            promise.succeed(String(decoding: bytes[..<end], as: UTF8.self))
+        } else if bytes.count > 1024 {
+            promise.fail(PeerAPIPingError("no HTTP status line"))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(PeerAPIPingError("the PeerAPI closed the connection without an answer"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
     }
 }

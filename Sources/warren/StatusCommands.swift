@@ -90,6 +90,9 @@ struct PingCommand: AsyncParsableCommand {
     @Flag(help: "Ping with ICMP echo inside WireGuard.")
     var icmp = false
 
+    @Flag(help: "Ping the peer's PeerAPI (an HTTP request through the tunnel).")
+    var peerapi = false
+
     @Flag(name: .customLong("until-direct"), inversion: .prefixedNo, help: "Stop once a direct path is found (disco pings).")
     var untilDirect = true
 
@@ -104,11 +107,11 @@ struct PingCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            guard !(tsmp && icmp) else { throw CLIError("use only one of --tsmp and --icmp") }
+            guard [tsmp, icmp, peerapi].filter({ $0 }).count <= 1 else { throw CLIError("use only one of --tsmp, --icmp and --peerapi") }
             guard count >= 0 else { throw CLIError("-c must be 0 or more") }
             guard let pongTimeout = parseDuration(timeout), pongTimeout > 0 else { throw CLIError("invalid --timeout \(timeout.debugDescription)") }
             guard let pause = parseDuration(interval) else { throw CLIError("invalid --interval \(interval.debugDescription)") }
-            let type: PingType = tsmp ? .tsmp : icmp ? .icmp : .disco
+            let type: PingType = tsmp ? .tsmp : icmp ? .icmp : peerapi ? .peerAPI : .disco
             let client = globals.client
             let status = try await client.status()
             let ip: String

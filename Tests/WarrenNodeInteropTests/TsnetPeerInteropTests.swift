@@ -237,6 +237,10 @@ final class TsnetPeerInteropTests: XCTestCase {
         XCTAssertTrue(tsmp.output.contains("pong from \(Self.tsnetHostname)"), tsmp.output)
         let icmp = try cli(["ping", "--icmp", "-c", "2", "--no-until-direct", Self.tsnetHostname], 60)
         XCTAssertEqual(icmp.status, 0, "no ICMP echo reply from the tsnet node:\n\(icmp.output)\n\(logs())")
+        // The official client's PeerAPI (port from its Hostinfo.Services) answers Warren's `ping --peerapi`.
+        let peerapi = try cli(["ping", "--peerapi", "-c", "1", Self.tsnetHostname], 60)
+        XCTAssertEqual(peerapi.status, 0, "no answer from the tsnet node's PeerAPI:\n\(peerapi.output)\n\(logs())")
+        XCTAssertTrue(peerapi.output.contains("hit peerapi of"), peerapi.output)
     }
 
     private func checkDERPOnly(lab: InteropLab, cli: (_ arguments: [String], _ timeout: Double) throws -> Command.Result,

@@ -181,6 +181,13 @@ final class RoutesLabTests: XCTestCase {
             """], in: "c")
         XCTAssertEqual(doh.output.trimmingCharacters(in: .whitespacesAndNewlines), "192.0.2.80", "DoH through E1's PeerAPI: \(doh.output)")
         let cPort = try XCTUnwrap(peerAPIPort(lab.log("c")), "C logged no PeerAPI port")
+        // `ping --peerapi`: HEAD / on E1's PeerAPI through the tunnel.
+        let peerPing = try await lab.must([lab.warren, "--socket", c.socket, "ping", "--peerapi", "-c", "1", "e1"], in: "c")
+        XCTAssertTrue(peerPing.contains("hit peerapi of \(exits[0].ip)") && peerPing.contains(":\(e1Port)"), peerPing)
+        // A browser's request is refused.
+        let browser = await lab.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "-H", "Origin: http://evil.example",
+                                     "http://\(exits[0].ip):\(e1Port)/"], in: "c")
+        XCTAssertEqual(browser.output, "403")
         let refused = await lab.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
                                      "http://\(cIP):\(cPort)/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"], in: "e1")
         XCTAssertEqual(refused.output, "403", "a node that is not an exit node must refuse DoH")
