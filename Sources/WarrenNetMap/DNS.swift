@@ -7,9 +7,9 @@ import WarrenTailcfg
 
 /// The host's DNS settings while Warren runs.
 public struct OSDNSConfig: Hashable, Sendable {
-    /// MagicDNS's addresses.
-    public static let quad100V4 = IPAddress("100.100.100.100")!
-    public static let quad100V6 = IPAddress("fd7a:115c:a1e0::53")!
+    /// MagicDNS's addresses (WarrenDNS's TailnetAddresses).
+    public static let quad100V4 = TailnetAddresses.serviceIPv4
+    public static let quad100V6 = TailnetAddresses.serviceIPv6
 
     /// The servers to use: MagicDNS.
     public var nameservers: [IPAddress]

@@ -3,6 +3,7 @@
 // values; nothing here is an edit. The rules follow Tailscale's wgengine/wgcfg/nmcfg.
 
 import TailscaleKeys
+import WarrenDNS
 import WarrenPacket
 import WarrenTailcfg
 
@@ -193,9 +194,9 @@ public struct FilterConfig: Hashable, Sendable {
 
 extension IPPrefix {
     /// 100.64.0.0/10: Tailscale's IPv4 range (CGNAT).
-    public static let tailscaleIPv4Range = IPPrefix("100.64.0.0/10")!
+    public static let tailscaleIPv4Range = TailnetAddresses.ipv4Range
     /// fd7a:115c:a1e0::/48: Tailscale's IPv6 ULA range.
-    public static let tailscaleIPv6Range = IPPrefix("fd7a:115c:a1e0::/48")!
+    public static let tailscaleIPv6Range = TailnetAddresses.ipv6Range
     public static let defaultRouteV4 = IPPrefix("0.0.0.0/0")!
     public static let defaultRouteV6 = IPPrefix("::/0")!
 

@@ -51,6 +51,11 @@ public struct ResolvConf: Equatable, Sendable {
         self.options = options
     }
 
+    /// The nameservers other than MagicDNS's own addresses (forwarding to those would loop).
+    public var upstreams: [IPAddress] {
+        nameservers.filter { $0 != OSDNSConfig.quad100V4 && $0 != OSDNSConfig.quad100V6 }
+    }
+
     /// Parses the text; unknown lines and comments are ignored, as the C library does.
     public init(parsing text: String) {
         for raw in text.split(whereSeparator: \.isNewline) {
@@ -114,7 +119,7 @@ public final class ResolvConfFile: HostDNSConfigurator, @unchecked Sendable {
         lock.withLock {
             let current = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
             let original = current.hasPrefix(Self.header) ? ((try? String(contentsOfFile: backupPath, encoding: .utf8)) ?? "") : current
-            return ResolvConf(parsing: original).nameservers.filter { $0 != OSDNSConfig.quad100V4 && $0 != OSDNSConfig.quad100V6 }
+            return ResolvConf(parsing: original).upstreams
         }
     }
 
@@ -207,6 +212,6 @@ public final class ResolvedLink: HostDNSConfigurator, @unchecked Sendable {
     /// resolved's own upstreams (its generated file lists them).
     public func hostResolvers() -> [IPAddress] {
         let text = (try? String(contentsOfFile: "/run/systemd/resolve/resolv.conf", encoding: .utf8)) ?? ""
-        return ResolvConf(parsing: text).nameservers.filter { $0 != OSDNSConfig.quad100V4 && $0 != OSDNSConfig.quad100V6 }
+        return ResolvConf(parsing: text).upstreams
     }
 }

@@ -153,7 +153,7 @@ public final class LinuxRouter: RouterConfigurator, @unchecked Sendable {
     }
 
     /// The service addresses a node puts on the loopback interface (MagicDNS).
-    public static let serviceAddresses = [IPPrefix("100.100.100.100/32")!, IPPrefix("fd7a:115c:a1e0::53/128")!]
+    public static let serviceAddresses = [IPPrefix(host: OSDNSConfig.quad100V4), IPPrefix(host: OSDNSConfig.quad100V6)]
 
     /// Removes Warren's rules, table 52, the firewall table and the service addresses on the loopback
     /// interface (whatever a previous run left).

@@ -140,7 +140,7 @@ extension WarrenNode {
             resolvers: (dns?.resolvers ?? []).compactMap(\.addr), splitDNSRoutes: routes,
             searchDomains: dns?.domains ?? [], extraRecords: (dns?.extraRecords ?? []).map(\.name),
             hostResolvers: hostDNS.hostResolvers().map(\.description), hostMode: hostDNS.mode,
-            osNameservers: (applied ?? nil).map { $0.nameservers.map(\.description) } ?? (os == nil ? nil : []),
+            osNameservers: applied.map { $0.nameservers.map(\.description) } ?? (os == nil ? nil : []),
             osSearchDomains: applied?.searchDomains, osMatchDomains: applied?.matchDomains)
     }
 }

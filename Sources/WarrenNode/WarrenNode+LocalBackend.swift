@@ -114,8 +114,7 @@ extension WarrenNode {
     }
 
     public func suggestExitNode() async throws -> ExitNodeSuggestion {
-        let latency = magic.lastNetcheck?.regionLatency.mapValues(\.seconds) ?? [:]
-        guard let node = netmap.suggestExitNode(current: persisted.prefs.exitNodeID, regionLatency: latency) else {
+        guard let node = netmap.suggestExitNode(current: persisted.prefs.exitNodeID, regionLatency: regionLatencySeconds) else {
             throw LocalAPIError(404, "no exit node available: no peer offers one to this node")
         }
         return ExitNodeSuggestion(id: node.stableID, name: node.name.isEmpty ? node.shortName : node.name)

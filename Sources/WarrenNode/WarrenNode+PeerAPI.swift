@@ -24,6 +24,8 @@ extension WarrenNode {
     func reconcilePeerAPI() {
         let addresses = (netmap.selfNode?.addresses ?? []).filter(\.isSingleAddress).map(\.address).sorted()
         guard options.router == nil else { return }
+        // Bound (or being bound) to these addresses already; a failed bind clears peerAPIAddresses, so the
+        // next reconcile tries again.
         if addresses == peerAPIAddresses, !addresses.isEmpty || peerAPIChannels.isEmpty { return }
         guard !peerAPIStarting else { return }
         peerAPIStarting = true

@@ -369,7 +369,7 @@ public actor WarrenNode: LocalBackend {
     /// by name even offline; an automatic choice follows the best).
     func chooseExitNodeIfAutomatic() {
         guard persisted.prefs.autoExitNode else { return }
-        let latency = magic.lastNetcheck?.regionLatency.mapValues(\.seconds) ?? [:]
+        let latency = regionLatencySeconds
         let current = persisted.prefs.exitNodeID
         let currentNode = current.flatMap { id in netmap.peers.first { $0.stableID == id } }
         if let node = currentNode, node.offersExitNode, node.online != false { return }
@@ -379,6 +379,9 @@ public actor WarrenNode: LocalBackend {
         persisted.prefs.exitNodeID = chosen?.stableID
         save()
     }
+
+    /// Latency to each relay region from the last netcheck, in seconds (for choosing an exit node).
+    var regionLatencySeconds: [Int: Double] { magic.lastNetcheck?.regionLatency.mapValues(\.seconds) ?? [:] }
 
     /// Takes everything the map put in place away (down, logout).
     func clearEngines() async {
