@@ -48,6 +48,14 @@ public struct SecretKeyText: Hashable, Sendable {
         self.init(kind: kind, prefix: String(prefix), secret: String(secret))
     }
 
+    /// headscale's legacy pre-auth key (before 0.28: 24 random bytes as 48 lowercase hex digits, kept in plain text),
+    /// brought over by `warren-control import headscale`: read as a pre-auth key whose prefix is the first 12 digits
+    /// and whose secret is the other 36, so only its SHA-256 is stored and the same text keeps working. nil otherwise.
+    public init?(headscaleLegacyPreAuthKey text: some StringProtocol) {
+        guard text.utf8.count == 48, text.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else { return nil }
+        self.init(kind: .preAuth, prefix: String(text.prefix(12)), secret: String(text.dropFirst(12)))
+    }
+
     /// Whether `text` has the shape of a stored prefix.
     public static func isPrefixText(_ text: some StringProtocol) -> Bool {
         text.utf8.count == prefixLength

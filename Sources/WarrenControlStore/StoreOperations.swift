@@ -114,7 +114,9 @@ extension StoreReading {
     /// The pre-auth key that `text` names, if it is valid now: it exists, its secret matches, it has not expired
     /// and (if one-off) has not been used. Refusals are `.invalid` with the text the client is shown.
     public func validPreAuthKey(_ text: String, now: Date) throws -> PreAuthKey {
-        guard let parsed = SecretKeyText(parsing: text.trimmingCharacters(in: .whitespaces), kind: .preAuth),
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        // headscale's legacy keys, as `import headscale` carried them, are accepted beside Warren's own form.
+        guard let parsed = SecretKeyText(parsing: trimmed, kind: .preAuth) ?? SecretKeyText(headscaleLegacyPreAuthKey: trimmed),
               let key = try preAuthKey(prefix: parsed.prefix), parsed.matches(storedHash: key.secretHash) else {
             throw StoreError(.invalid, "invalid pre-auth key")
         }
