@@ -96,7 +96,7 @@ public actor ControlEngine {
     public internal(set) var statistics = Statistics() { didSet { metrics.record(from: oldValue, to: statistics) } }
     public nonisolated let metrics: ControlMetrics
     /// Encodes every map message the streams send (hand-written JSON, peers cached across messages).
-    public nonisolated let mapEncoder = MapMessageEncoder()
+    public nonisolated let mapEncoder: MapMessageEncoder
 
     public struct Statistics: Sendable, Hashable {
         public var fullMapsSent = 0
@@ -111,6 +111,7 @@ public actor ControlEngine {
                 metrics: ControlMetrics = ControlMetrics()) {
         self.configuration = configuration
         self.metrics = metrics
+        self.mapEncoder = MapMessageEncoder(metrics: metrics)
         self.builder = NetworkMapBuilder(configuration: configuration, policy: policy)
         self.directory = directory
         self.logger = logger

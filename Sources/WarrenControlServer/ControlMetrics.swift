@@ -9,6 +9,11 @@
 //                                                  (PeersChanged, PeersChangedPatch, PeersRemoved, Node)
 //   warren_map_bytes_sent_total           counter  framed bytes written on map responses (after zstd)
 //   warren_register_requests_total{result} counter ok | auth_url | refused | error
+//   warren_map_encode_duration_seconds{kind} histogram  time to encode one MapResponse to JSON (before
+//                                                  zstd); full | delta | keepalive. A message shared by many
+//                                                  streams is encoded once and counted once.
+//
+// Each name's help text is in `help`, for exporters that print it (Prometheus' HELP lines).
 
 import CoreMetrics
 
@@ -20,6 +25,34 @@ public final class ControlMetrics: Sendable {
         public static let mapUpdatesSent = "warren_map_updates_sent_total"
         public static let mapBytesSent = "warren_map_bytes_sent_total"
         public static let registerRequests = "warren_register_requests_total"
+        public static let mapEncodeDuration = "warren_map_encode_duration_seconds"
+    }
+
+    /// The help text of each family above.
+    public static let help: [String: String] = [
+        Name.nodes: "Nodes registered with this server",
+        Name.nodesOnline: "Nodes with at least one open map stream",
+        Name.mapSessions: "Open map streams (a node may hold more than one)",
+        Name.mapUpdatesSent: "Map messages written to streams, by kind: full map, incremental update (delta) or keep-alive",
+        Name.mapBytesSent: "Framed bytes written on map responses, after compression",
+        Name.registerRequests: "Registration requests (/machine/register) by result: ok, auth_url, refused or error",
+        Name.mapEncodeDuration: "Time to encode one map response to JSON (before compression), by kind; "
+            + "a message shared by many streams is encoded once",
+    ]
+
+    /// Buckets of `warren_map_encode_duration_seconds`: from a keep-alive (microseconds) to a full map of
+    /// tens of thousands of peers (tens to hundreds of milliseconds).
+    public static let mapEncodeBuckets: [Duration] = [
+        .microseconds(10), .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+    ]
+
+    /// What a map message is, for the encode histogram (the same kinds as `warren_map_updates_sent_total`).
+    public enum MessageKind: String, Sendable, CaseIterable {
+        case full
+        case delta
+        case keepalive
     }
 
     public enum RegisterResult: String, Sendable, CaseIterable {
@@ -41,6 +74,7 @@ public final class ControlMetrics: Sendable {
     let keepAlives: Counter
     let mapBytes: Counter
     let registerResults: [RegisterResult: Counter]
+    let encodeDurations: [MessageKind: Timer]
 
     /// Metrics recorded through `factory` (by default nowhere).
     public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
@@ -56,6 +90,11 @@ public final class ControlMetrics: Sendable {
             results[result] = Counter(label: Name.registerRequests, dimensions: [("result", result.rawValue)], factory: factory)
         }
         registerResults = results
+        var timers = [MessageKind: Timer]()
+        for kind in MessageKind.allCases {
+            timers[kind] = Timer(label: Name.mapEncodeDuration, dimensions: [("kind", kind.rawValue)], factory: factory)
+        }
+        encodeDurations = timers
         // Present from the start, so that a scrape shows zeros rather than nothing.
         nodes.record(0)
         nodesOnline.record(0)
@@ -82,4 +121,35 @@ public final class ControlMetrics: Sendable {
 
     /// Called by the stream writer with each framed message it writes.
     public func record(mapBytesSent count: Int) { mapBytes.increment(by: count) }
+
+    /// Called by ``MapMessageEncoder`` with the time one message took to encode.
+    public func record(encode kind: MessageKind, nanoseconds: Int64) {
+        encodeDurations[kind]?.recordNanoseconds(nanoseconds)
+    }
+}
+
+/// The release of warren-control, for `warren-control version` and the `warren_control_build_info` metric.
+public enum WarrenControlBuild {
+    public static let version = "0.1.0"
+
+    /// The compiler this was built with, as precisely as `#if compiler` tells it.
+    public static var swiftVersion: String {
+        #if compiler(>=6.4)
+        "6.4+"
+        #elseif compiler(>=6.3.2)
+        "6.3.2"
+        #elseif compiler(>=6.3.1)
+        "6.3.1"
+        #elseif compiler(>=6.3)
+        "6.3"
+        #elseif compiler(>=6.2)
+        "6.2"
+        #elseif compiler(>=6.1)
+        "6.1"
+        #elseif compiler(>=6.0)
+        "6.0"
+        #else
+        "5.x"
+        #endif
+    }
 }
