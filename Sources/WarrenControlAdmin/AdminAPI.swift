@@ -66,6 +66,8 @@ public enum AdminChange: Sendable, Equatable {
     case nodesRemoved([NodeID])
     /// An interactive login was approved; the client waiting on it can be answered.
     case registrationApproved(registrationID: String, node: NodeID)
+    /// An interactive login was refused (its record is gone from the store); the client waiting on it is told.
+    case registrationRejected(registrationID: String)
     /// Users were created, renamed or deleted (names appear in peers' maps).
     case usersChanged
 }
@@ -221,18 +223,21 @@ public struct AdminAPI: Sendable {
         switch (method, route.first, route.count) {
         case ("GET", "users", 1): return try await listUsers()
         case ("POST", "users", 1): return try await createUser(decode(CreateUserBody.self, request))
+        case ("GET", "users", 2): return ok(UserJSON(try await store.read { try Self.findUser(route[1], in: $0) }))
         case ("POST", "users", 3) where route[2] == "rename": return try await renameUser(route[1], decode(RenameBody.self, request))
         case ("DELETE", "users", 2): return try await deleteUser(route[1])
 
         case ("GET", "preauthkeys", 1): return try await listPreAuthKeys(user: request.query["user"])
         case ("POST", "preauthkeys", 1): return try await createPreAuthKey(decode(CreatePreAuthKeyBody.self, request))
         case ("POST", "preauthkeys", 2) where route[1] == "expire": return try await expirePreAuthKey(decode(ExpireKeyBody.self, request))
+        case ("DELETE", "preauthkeys", 2): return try await deletePreAuthKey(route[1])
 
         case ("GET", "nodes", 1): return try await listNodes(user: request.query["user"])
         case ("POST", "nodes", 2) where route[1] == "register": return try await registerNode(decode(RegisterNodeBody.self, request))
         case ("GET", "nodes", 2): return try await showNode(route[1])
         case ("DELETE", "nodes", 2): return try await deleteNode(route[1])
-        case ("POST", "nodes", 3) where route[2] == "expire": return try await expireNode(route[1])
+        case ("POST", "nodes", 3) where route[2] == "expire":
+            return try await expireNode(route[1], request.body.isEmpty ? ExpireNodeBody() : decode(ExpireNodeBody.self, request))
         case ("POST", "nodes", 3) where route[2] == "approve": return try await updateNode(route[1]) { node, _ in node.authorized = true }
         case ("POST", "nodes", 3) where route[2] == "rename": return try await renameNode(route[1], decode(RenameBody.self, request))
         case ("POST", "nodes", 3) where route[2] == "tags": return try await tagNode(route[1], decode(TagsBody.self, request))
@@ -240,7 +245,14 @@ public struct AdminAPI: Sendable {
         case ("POST", "nodes", 3) where route[2] == "approve-routes":
             return try await approveRoutes(route[1], decode(RoutesBody.self, request))
 
+        case ("GET", "routes", 1): return try await allRoutes()
+
         case ("GET", "registrations", 1): return try await listPending()
+        case ("POST", "registrations", 3) where route[2] == "approve":
+            let body = request.body.isEmpty ? ApproveRegistrationBody() : try decode(ApproveRegistrationBody.self, request)
+            return try await approveRegistration(route[1], body)
+        case ("POST", "registrations", 3) where route[2] == "reject":
+            return ok(PendingRegistrationJSON(try await rejectRegistrationRecord(key: route[1])))
 
         // Warren's policy routes live under /api/v1/warren/ (headscale's own shape holds /api/v1/policy).
         case ("GET", "warren", 2) where route[1] == "policy": return try await getPolicy()
@@ -250,6 +262,7 @@ public struct AdminAPI: Sendable {
         case ("GET", "apikeys", 1): return try await listAPIKeys()
         case ("POST", "apikeys", 1): return try await createAPIKey(decode(CreateAPIKeyBody.self, request))
         case ("POST", "apikeys", 2) where route[1] == "expire": return try await expireAPIKey(decode(ExpireKeyBody.self, request))
+        case ("DELETE", "apikeys", 2): return try await deleteAPIKey(route[1])
         default:
             throw AdminError(404, "not found", "no such API route: \(method) /api/v1/\(route.joined(separator: "/"))")
         }
@@ -282,11 +295,18 @@ public struct AdminAPI: Sendable {
     }
 
     private func renameUser(_ name: String, _ body: RenameBody) async throws -> AdminResponse {
-        ok(UserJSON(try await renameUserRecord({ try $0.requireUser(named: name) }, to: body.newName)))
+        ok(UserJSON(try await renameUserRecord({ try Self.findUser(name, in: $0) }, to: body.newName)))
     }
 
     private func deleteUser(_ name: String) async throws -> AdminResponse {
-        ok(UserJSON(try await deleteUserRecord { try $0.requireUser(named: name) }))
+        ok(UserJSON(try await deleteUserRecord { try Self.findUser(name, in: $0) }))
+    }
+
+    /// A user named by its name or its id (a name starts with a letter, so digits alone are an id).
+    static func findUser(_ reference: String, in tx: any StoreReading) throws -> User {
+        if let user = try tx.user(named: reference) { return user }
+        if let id = Int64(reference), let user = try tx.user(id: UserID(id)) { return user }
+        throw StoreError(.notFound, "no user with name or id \(reference.debugDescription)")
     }
 
     // The operations below are shared by Warren's routes and headscale's (HeadscaleAPI.swift): one code path
@@ -328,7 +348,7 @@ public struct AdminAPI: Sendable {
         let now = clock()
         return ok(try await store.read { tx in
             let users = Dictionary(uniqueKeysWithValues: try tx.users().map { ($0.id, $0.name) })
-            let keys = try tx.preAuthKeys(userID: try user.map { try tx.requireUser(named: $0).id })
+            let keys = try tx.preAuthKeys(userID: try user.map { try Self.findUser($0, in: tx).id })
             return keys.map { PreAuthKeyJSON($0, userName: users[$0.userID] ?? "", now: now) }
         })
     }
@@ -339,7 +359,7 @@ public struct AdminAPI: Sendable {
         let options = PreAuthKeyOptions(
             reusable: body.reusable ?? false, ephemeral: body.ephemeral ?? false, preApproved: body.preApproved ?? false,
             tags: body.tags ?? [], expiration: expiration)
-        let (key, text, user) = try await createPreAuthKeyRecord(for: { try $0.requireUser(named: body.user) }, options: options)
+        let (key, text, user) = try await createPreAuthKeyRecord(for: { try Self.findUser(body.user, in: $0) }, options: options)
         return ok(CreatedPreAuthKeyJSON(key: text, preAuthKey: PreAuthKeyJSON(key, userName: user.name, now: now)), status: 201)
     }
 
@@ -375,10 +395,25 @@ public struct AdminAPI: Sendable {
 
     private func expirePreAuthKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
         let now = clock()
-        let prefix = try Self.keyPrefix(body.key, kind: .preAuth)
-        let (key, userName) = try await expirePreAuthKeyRecord { tx in
-            guard let key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
-            return key
+        let reference = body.key
+        let (key, userName) = try await expirePreAuthKeyRecord { try Self.findPreAuthKey(reference, in: $0) }
+        return ok(PreAuthKeyJSON(key, userName: userName, now: now))
+    }
+
+    /// A pre-auth key named by its id, its prefix or its full text.
+    static func findPreAuthKey(_ reference: String, in tx: any StoreReading) throws -> PreAuthKey {
+        if let id = Int64(reference), let key = try tx.preAuthKey(id: PreAuthKeyID(id)) { return key }
+        let prefix = try keyPrefix(reference, kind: .preAuth)
+        guard let key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
+        return key
+    }
+
+    private func deletePreAuthKey(_ reference: String) async throws -> AdminResponse {
+        let now = clock()
+        let (key, userName) = try await store.transaction { tx in
+            let key = try Self.findPreAuthKey(reference, in: tx)
+            try tx.deletePreAuthKey(id: key.id)
+            return (key, try tx.user(id: key.userID)?.name ?? "")
         }
         return ok(PreAuthKeyJSON(key, userName: userName, now: now))
     }
@@ -394,7 +429,7 @@ public struct AdminAPI: Sendable {
         let now = clock()
         let (nodes, users) = try await store.read { tx in
             let users = Dictionary(uniqueKeysWithValues: try tx.users().map { ($0.id, $0.name) })
-            let nodes = try user.map { try tx.nodes(userID: tx.requireUser(named: $0).id) } ?? tx.nodes()
+            let nodes = try user.map { try tx.nodes(userID: Self.findUser($0, in: tx).id) } ?? tx.nodes()
             return (nodes, users)
         }
         return ok(await nodeJSON(nodes, users: users, now: now))
@@ -450,10 +485,22 @@ public struct AdminAPI: Sendable {
         return node
     }
 
-    private func expireNode(_ reference: String) async throws -> AdminResponse {
+    /// Expires the node's key now, at `expiry`, or (`disable`) never.
+    private func expireNode(_ reference: String, _ body: ExpireNodeBody) async throws -> AdminResponse {
         let now = clock()
+        if body.disable == true, body.expiry != nil { throw AdminError(400, "invalid", "give either disable or expiry, not both") }
+        let expiry = try body.expiry.map { text in
+            guard let date = AdminTime.parse(text) else { throw AdminError(400, "invalid", "\(text.debugDescription) is not an RFC 3339 time") }
+            return date
+        }
         return try await updateNode(reference) { node, _ in
-            if !node.isExpired(at: now) { node.expiry = now }
+            if body.disable == true {
+                node.expiry = nil
+            } else if let expiry {
+                node.expiry = expiry
+            } else if !node.isExpired(at: now) {
+                node.expiry = now
+            }
         }
     }
 
@@ -485,9 +532,15 @@ public struct AdminAPI: Sendable {
 
     private func routesJSON(_ node: Node) -> RoutesJSON {
         RoutesJSON(
-            nodeID: node.id.rawValue, advertisedRoutes: node.advertisedRoutes.map(\.description),
+            nodeID: node.id.rawValue, name: node.givenName, advertisedRoutes: node.advertisedRoutes.map(\.description),
             approvedRoutes: node.approvedRoutes.map(\.description),
             servedRoutes: node.advertisedRoutes.filter { node.approvedRoutes.contains($0) }.map(\.description))
+    }
+
+    /// The routes of every node that advertises or has approved some (as headscale's `nodes list-routes` lists them).
+    private func allRoutes() async throws -> AdminResponse {
+        let nodes = try await store.read { try $0.nodes() }
+        return ok(nodes.filter { !$0.advertisedRoutes.isEmpty || !$0.approvedRoutes.isEmpty }.map(routesJSON))
     }
 
     private func routes(_ reference: String) async throws -> AdminResponse {
@@ -517,39 +570,62 @@ public struct AdminAPI: Sendable {
 
     /// Approves an interactive login: `key` is the registration id (or the pending node key).
     private func registerNode(_ body: RegisterNodeBody) async throws -> AdminResponse {
-        try await single(registerNodeRecord(user: { try $0.requireUser(named: body.user) }, key: body.key), now: clock())
+        try await single(registerNodeRecord(user: { tx, _ in try Self.findUser(body.user, in: tx) }, key: body.key), now: clock())
     }
 
-    func registerNodeRecord(user selectUser: @escaping Select<User>, key: String) async throws -> Node {
-        let now = clock()
-        let allocator = self.allocator
-        let expiry = nodeKeyExpiry.map { now.addingTimeInterval($0) }
+    /// Picks the user a pending login is registered to.
+    typealias SelectRegistrant = @Sendable (any StoreReading, PendingRegistration) throws -> User
+
+    /// The pending login named by its registration id, the whole login URL, or its node key.
+    static func findRegistration(_ key: String, in tx: any StoreReading, now: Date) throws -> PendingRegistration {
         var reference = key.trimmingCharacters(in: .whitespaces)
         // The whole login URL pasted: its last path component is the registration id.
         if reference.contains("/register/"), let last = reference.split(separator: "/").last { reference = String(last) }
-        let registrationReference = reference
+        var pending = try tx.pendingRegistration(id: reference)
+        if pending == nil, let nodeKey = NodePublic(reference) {
+            pending = try tx.pendingRegistrations().first { $0.nodeKey == nodeKey }
+        }
+        guard let registration = pending else {
+            throw StoreError(.notFound, "no pending login \(reference.debugDescription); the client may have given up (try `tailscale up` again)")
+        }
+        guard registration.expires > now else {
+            throw StoreError(.invalid, "the login \(registration.id) expired at \(AdminTime.format(registration.expires)); start it again")
+        }
+        if registration.approvedNodeID != nil {
+            throw StoreError(.conflict, "the login \(registration.id) was already approved")
+        }
+        return registration
+    }
+
+    /// The owner for `auth approve` without a user: a machine that already has a node logs in again as its owner; a new
+    /// machine needs a user (`auth register`).
+    static let existingOwner: SelectRegistrant = { tx, registration in
+        guard let node = try tx.node(machineKey: registration.machineKey), let user = try tx.user(id: node.userID) else {
+            throw AdminError(409, "conflict", "the login \(registration.id) is for a machine with no node yet: name its user "
+                             + "(warren-control auth register --user USER --auth-id \(registration.id))")
+        }
+        return user
+    }
+
+    func registerNodeRecord(user selectUser: @escaping SelectRegistrant, key: String) async throws -> Node {
+        let now = clock()
+        let allocator = self.allocator
+        let expiry = nodeKeyExpiry.map { now.addingTimeInterval($0) }
         let (node, registrationID) = try await store.transaction { tx in
-            let reference = registrationReference
-            let user = try selectUser(tx)
-            var pending = try tx.pendingRegistration(id: reference)
-            if pending == nil, let nodeKey = NodePublic(reference) {
-                pending = try tx.pendingRegistrations().first { $0.nodeKey == nodeKey }
-            }
-            guard var registration = pending else {
-                throw StoreError(.notFound, "no pending login \(reference.debugDescription); the client may have given up (try `tailscale up` again)")
-            }
-            guard registration.expires > now else {
-                throw StoreError(.invalid, "the login \(registration.id) expired at \(AdminTime.format(registration.expires)); start it again")
-            }
-            if registration.approvedNodeID != nil {
-                throw StoreError(.conflict, "the login \(registration.id) was already approved")
-            }
-            let node = try tx.registerNode(
+            var registration = try Self.findRegistration(key, in: tx, now: now)
+            let user = try selectUser(tx, registration)
+            var node = try tx.registerNode(
                 NodeRegistration(
                     machineKey: registration.machineKey, nodeKey: registration.nodeKey, userID: user.id,
                     hostname: registration.hostname, hostinfo: registration.hostinfo, ephemeral: registration.ephemeral,
                     method: .interactive, expiry: expiry),
                 allocator: allocator, now: now)
+            // The routes the login's Hostinfo announces, until the node's first map request says again.
+            let announced = Self.routableIPs(hostinfo: registration.hostinfo)
+            if node.advertisedRoutes.isEmpty, !announced.isEmpty {
+                node.advertisedRoutes = announced
+                try tx.update(node)
+            }
             registration.approvedNodeID = node.id
             try tx.save(registration)
             return (node, registration.id)
@@ -557,6 +633,36 @@ public struct AdminAPI: Sendable {
         await hooks.changed(.registrationApproved(registrationID: registrationID, node: node.id))
         await hooks.changed(.nodesChanged([node.id]))
         return node
+    }
+
+    /// The `RoutableIPs` of a Hostinfo's JSON text (none when absent or unreadable).
+    static func routableIPs(hostinfo: String?) -> [IPPrefix] {
+        guard let text = hostinfo, let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let list = object["RoutableIPs"] as? [String] else { return [] }
+        return list.compactMap { IPPrefix($0) }
+    }
+
+    /// Refuses a pending login: its record goes, and the client waiting on it is told (the hook).
+    func rejectRegistrationRecord(key: String) async throws -> PendingRegistration {
+        let now = clock()
+        let registration = try await store.transaction { tx in
+            let registration = try Self.findRegistration(key, in: tx, now: now)
+            try tx.deletePendingRegistration(id: registration.id)
+            return registration
+        }
+        await hooks.changed(.registrationRejected(registrationID: registration.id))
+        return registration
+    }
+
+    /// `POST /api/v1/registrations/{id}/approve`: to the named user, or (no user) to the owner of the machine's node.
+    private func approveRegistration(_ key: String, _ body: ApproveRegistrationBody) async throws -> AdminResponse {
+        let select: SelectRegistrant
+        if let name = body.user {
+            select = { tx, _ in try Self.findUser(name, in: tx) }
+        } else {
+            select = Self.existingOwner
+        }
+        return try await single(registerNodeRecord(user: select, key: key), now: clock())
     }
 
     // MARK: API keys
@@ -592,13 +698,27 @@ public struct AdminAPI: Sendable {
         }
     }
 
-    private func expireAPIKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
+    /// An API key named by its id, its prefix or its full text.
+    static func findAPIKey(_ reference: String, in tx: any StoreReading) throws -> APIKey {
+        if let id = Int64(reference), let key = try tx.apiKey(id: APIKeyID(id)) { return key }
+        let prefix = try keyPrefix(reference, kind: .api)
+        guard let key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
+        return key
+    }
+
+    private func deleteAPIKey(_ reference: String) async throws -> AdminResponse {
         let now = clock()
-        let prefix = try Self.keyPrefix(body.key, kind: .api)
-        return ok(APIKeyJSON(try await expireAPIKeyRecord { tx in
-            guard let key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
+        return ok(APIKeyJSON(try await store.transaction { tx in
+            let key = try Self.findAPIKey(reference, in: tx)
+            try tx.deleteAPIKey(id: key.id)
             return key
         }, now: now))
+    }
+
+    private func expireAPIKey(_ body: ExpireKeyBody) async throws -> AdminResponse {
+        let now = clock()
+        let reference = body.key
+        return ok(APIKeyJSON(try await expireAPIKeyRecord { try Self.findAPIKey(reference, in: $0) }, now: now))
     }
 }
 

@@ -185,10 +185,20 @@ public struct PendingRegistrationJSON: Codable, Sendable, Equatable {
 
 public struct RoutesJSON: Codable, Sendable, Equatable {
     public var nodeID: Int64
+    /// The node's MagicDNS name.
+    public var name: String
     public var advertisedRoutes: [String]
     public var approvedRoutes: [String]
     /// Advertised and approved: what the node's peers route to it.
     public var servedRoutes: [String]
+
+    public init(nodeID: Int64, name: String, advertisedRoutes: [String], approvedRoutes: [String], servedRoutes: [String]) {
+        self.nodeID = nodeID
+        self.name = name
+        self.advertisedRoutes = advertisedRoutes
+        self.approvedRoutes = approvedRoutes
+        self.servedRoutes = servedRoutes
+    }
 }
 
 public struct ErrorJSON: Codable, Sendable, Equatable {
@@ -268,4 +278,18 @@ public struct TagsBody: Codable, Sendable {
 public struct RoutesBody: Codable, Sendable {
     public var routes: [String]
     public init(routes: [String]) { self.routes = routes }
+}
+
+public struct ExpireNodeBody: Codable, Sendable {
+    /// True: the node's key never expires (headscale's `nodes expire --disable`).
+    public var disable: Bool?
+    /// RFC 3339: expire at this time instead of now.
+    public var expiry: String?
+    public init(disable: Bool? = nil, expiry: String? = nil) { self.disable = disable; self.expiry = expiry }
+}
+
+public struct ApproveRegistrationBody: Codable, Sendable {
+    /// The user (name or id) the new node belongs to; absent: the machine's existing node logs in again as its owner.
+    public var user: String?
+    public init(user: String? = nil) { self.user = user }
 }

@@ -34,6 +34,8 @@ public enum AdminOpenAPI {
     public static let routes: [Route] = [
         Route(method: "GET", path: "/api/v1/users", summary: "List users", requestSchema: nil, responseSchema: "UserList", query: []),
         Route(method: "POST", path: "/api/v1/users", summary: "Create a user", requestSchema: "CreateUser", responseSchema: "User", query: []),
+        Route(method: "GET", path: "/api/v1/users/{user}", summary: "Show a user (by name or id)", requestSchema: nil,
+              responseSchema: "User", query: []),
         Route(method: "POST", path: "/api/v1/users/{user}/rename", summary: "Rename a user", requestSchema: "Rename", responseSchema: "User", query: []),
         Route(method: "DELETE", path: "/api/v1/users/{user}", summary: "Delete a user (refused while it owns nodes)", requestSchema: nil,
               responseSchema: "User", query: []),
@@ -43,6 +45,8 @@ public enum AdminOpenAPI {
               requestSchema: "CreatePreAuthKey", responseSchema: "CreatedPreAuthKey", query: []),
         Route(method: "POST", path: "/api/v1/preauthkeys/expire", summary: "Expire a pre-auth key (by key or prefix)",
               requestSchema: "ExpireKey", responseSchema: "PreAuthKey", query: []),
+        Route(method: "DELETE", path: "/api/v1/preauthkeys/{key}", summary: "Delete a pre-auth key (by id, prefix or key)",
+              requestSchema: nil, responseSchema: "PreAuthKey", query: []),
         Route(method: "GET", path: "/api/v1/nodes", summary: "List nodes (all, or one user's)", requestSchema: nil,
               responseSchema: "NodeList", query: ["user"]),
         Route(method: "POST", path: "/api/v1/nodes/register", summary: "Approve an interactive login",
@@ -50,8 +54,9 @@ public enum AdminOpenAPI {
         Route(method: "GET", path: "/api/v1/nodes/{node}", summary: "Show a node (by id or MagicDNS name)", requestSchema: nil,
               responseSchema: "Node", query: []),
         Route(method: "DELETE", path: "/api/v1/nodes/{node}", summary: "Delete a node", requestSchema: nil, responseSchema: "Node", query: []),
-        Route(method: "POST", path: "/api/v1/nodes/{node}/expire", summary: "Expire a node's key now", requestSchema: nil,
-              responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/nodes/{node}/expire",
+              summary: "Expire a node's key now, at a time (expiry), or never (disable); the body is optional",
+              requestSchema: "ExpireNode", responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/approve", summary: "Approve a device waiting for approval",
               requestSchema: nil, responseSchema: "Node", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/rename", summary: "Set a node's MagicDNS name", requestSchema: "Rename",
@@ -62,8 +67,16 @@ public enum AdminOpenAPI {
               requestSchema: nil, responseSchema: "Routes", query: []),
         Route(method: "POST", path: "/api/v1/nodes/{node}/approve-routes", summary: "Set a node's approved routes",
               requestSchema: "RouteList", responseSchema: "Routes", query: []),
+        Route(method: "GET", path: "/api/v1/routes", summary: "The routes of every node that advertises or has approved some",
+              requestSchema: nil, responseSchema: "RoutesList", query: []),
         Route(method: "GET", path: "/api/v1/registrations", summary: "List interactive logins waiting for approval",
               requestSchema: nil, responseSchema: "PendingRegistrationList", query: []),
+        Route(method: "POST", path: "/api/v1/registrations/{registration}/approve",
+              summary: "Approve a pending login: for a user, or (no user) as the owner of the machine's existing node; the body is optional",
+              requestSchema: "ApproveRegistration", responseSchema: "Node", query: []),
+        Route(method: "POST", path: "/api/v1/registrations/{registration}/reject",
+              summary: "Reject a pending login: the waiting client is refused", requestSchema: nil,
+              responseSchema: "PendingRegistration", query: []),
         Route(method: "GET", path: "/api/v1/warren/policy", summary: "The access policy in force (from the database or policy_file)",
               requestSchema: nil, responseSchema: "Policy", query: []),
         Route(method: "PUT", path: "/api/v1/warren/policy",
@@ -77,6 +90,8 @@ public enum AdminOpenAPI {
               requestSchema: "CreateAPIKey", responseSchema: "CreatedAPIKey", query: []),
         Route(method: "POST", path: "/api/v1/apikeys/expire", summary: "Expire an API key (by key or prefix)",
               requestSchema: "ExpireKey", responseSchema: "APIKey", query: []),
+        Route(method: "DELETE", path: "/api/v1/apikeys/{key}", summary: "Delete an API key (by id, prefix or key)",
+              requestSchema: nil, responseSchema: "APIKey", query: []),
     ]
 
     private static func object(_ properties: [String: Any], required: [String] = []) -> [String: Any] {
@@ -121,7 +136,12 @@ public enum AdminOpenAPI {
             "PendingRegistration": object(["id": string, "machineKey": string, "nodeKey": string, "hostname": string, "created": time,
                                            "expires": time, "approvedNodeID": ["type": ["integer", "null"]]]),
             "PendingRegistrationList": list("PendingRegistration"),
-            "Routes": object(["nodeID": integer, "advertisedRoutes": strings, "approvedRoutes": strings, "servedRoutes": strings]),
+            "Routes": object(["nodeID": integer, "name": string, "advertisedRoutes": strings, "approvedRoutes": strings,
+                              "servedRoutes": strings]),
+            "RoutesList": list("Routes"),
+            "ExpireNode": object(["disable": ["type": "boolean", "description": "true: the node's key never expires"],
+                                  "expiry": ["type": "string", "format": "date-time", "description": "expire at this time instead of now"]]),
+            "ApproveRegistration": object(["user": ["type": "string", "description": "the new node's user (name or id)"]]),
             "Error": object(["error": string, "code": string], required: ["error", "code"]),
             "CreateUser": object(["name": string, "displayName": string], required: ["name"]),
             "Rename": object(["newName": string], required: ["newName"]),
@@ -238,7 +258,9 @@ public enum AdminOpenAPI {
             }
             if !parameters.isEmpty { operation["parameters"] = parameters }
             if let body = route.requestSchema {
-                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": ref(body)]]]
+                // Expiring a node and approving a login take an optional body (none: expire now; the machine's owner).
+                let optional = ["ExpireNode", "ApproveRegistration"].contains(body)
+                operation["requestBody"] = ["required": !optional, "content": ["application/json": ["schema": ref(body)]]]
             }
             paths[route.path, default: [:]][route.method.lowercased()] = operation
         }

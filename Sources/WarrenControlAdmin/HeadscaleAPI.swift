@@ -17,6 +17,7 @@
 // store's rules and the change hooks (map updates to connected nodes) are the same either way.
 
 import Foundation
+import TailscaleKeys
 import WarrenControlStore
 import WarrenPacket
 
@@ -305,7 +306,7 @@ struct HeadscaleAPI {
         Route(method: "POST", path: "/api/v1/preauthkey", rpc: "CreatePreAuthKey", summary: "Create a pre-auth key", hasBody: true),
         Route(method: "POST", path: "/api/v1/preauthkey/expire", rpc: "ExpirePreAuthKey", summary: "Expire a pre-auth key", hasBody: true),
         Route(method: "DELETE", path: "/api/v1/preauthkey", rpc: "DeletePreAuthKey", summary: "Delete a pre-auth key (query: id)", hasBody: false),
-        Route(method: "POST", path: "/api/v1/debug/node", rpc: "DebugCreateNode", summary: "Not implemented by Warren (501)", hasBody: true),
+        Route(method: "POST", path: "/api/v1/debug/node", rpc: "DebugCreateNode", summary: "Create a pending login with fresh keys, for testing (approve it with auth/register)", hasBody: true),
         Route(method: "GET", path: "/api/v1/node", rpc: "ListNodes", summary: "List nodes (query: user)", hasBody: false),
         Route(method: "POST", path: "/api/v1/node/register", rpc: "RegisterNode", summary: "Approve an interactive login (query: user, key)", hasBody: false),
         Route(method: "POST", path: "/api/v1/node/backfillips", rpc: "BackfillNodeIPs", summary: "Give nodes the addresses they miss (query: confirmed)", hasBody: false),
@@ -316,8 +317,10 @@ struct HeadscaleAPI {
         Route(method: "POST", path: "/api/v1/node/{nodeId}/expire", rpc: "ExpireNode", summary: "Expire a node (query: expiry, disableExpiry)", hasBody: false),
         Route(method: "POST", path: "/api/v1/node/{nodeId}/rename/{newName}", rpc: "RenameNode", summary: "Rename a node", hasBody: false),
         Route(method: "POST", path: "/api/v1/auth/register", rpc: "AuthRegister", summary: "Approve an interactive login for a user", hasBody: true),
-        Route(method: "POST", path: "/api/v1/auth/approve", rpc: "AuthApprove", summary: "Not implemented by Warren (501)", hasBody: true),
-        Route(method: "POST", path: "/api/v1/auth/reject", rpc: "AuthReject", summary: "Not implemented by Warren (501)", hasBody: true),
+        Route(method: "POST", path: "/api/v1/auth/approve", rpc: "AuthApprove",
+              summary: "Approve a pending login of a machine that already has a node (it logs in again as its owner)", hasBody: true),
+        Route(method: "POST", path: "/api/v1/auth/reject", rpc: "AuthReject",
+              summary: "Reject a pending login (the waiting client is refused)", hasBody: true),
         Route(method: "GET", path: "/api/v1/apikey", rpc: "ListApiKeys", summary: "List API keys", hasBody: false),
         Route(method: "POST", path: "/api/v1/apikey", rpc: "CreateApiKey", summary: "Create an API key", hasBody: true),
         Route(method: "POST", path: "/api/v1/apikey/expire", rpc: "ExpireApiKey", summary: "Expire an API key (by prefix or id)", hasBody: true),
@@ -452,6 +455,9 @@ struct HeadscaleAPI {
         case "AuthRegister":
             return try await register(user: try m.string("user"), key: try m.string("authId"))
         case "BackfillNodeIPs": return try await backfillNodeIPs(m)
+        case "AuthApprove": return try await authApprove(try m.string("authId"))
+        case "AuthReject": return try await authReject(try m.string("authId"))
+        case "DebugCreateNode": return try await debugCreateNode(m)
 
         case "ListApiKeys": return try await listAPIKeys()
         case "CreateApiKey":
@@ -479,7 +485,7 @@ struct HeadscaleAPI {
             return .object([("databaseConnectivity", .bool(true))])
 
         default:
-            // DebugCreateNode, AuthApprove, AuthReject: what gRPC answers for a method a server does not implement.
+            // What gRPC answers for a method a server does not implement.
             throw HeadscaleStatus(code: 12, message: "method \(rpc) not implemented")
         }
     }
@@ -660,7 +666,7 @@ struct HeadscaleAPI {
     private func listNodes(_ m: HeadscaleMessage) async throws -> ProtoJSON {
         let user = try m.string("user")
         let list = try await admin.store.read { tx in
-            user.isEmpty ? try tx.nodes() : try tx.nodes(userID: tx.requireUser(named: user).id)
+            user.isEmpty ? try tx.nodes() : try tx.nodes(userID: AdminAPI.findUser(user, in: tx).id)
         }
         return .object([("nodes", .array(try await nodes(list.sorted { $0.id.rawValue < $1.id.rawValue })))])
     }
@@ -704,9 +710,84 @@ struct HeadscaleAPI {
 
     private func register(user: String, key: String) async throws -> ProtoJSON {
         guard !key.isEmpty else { throw HeadscaleStatus.invalidArgument("a registration id (key) is required") }
-        let node = try await admin.registerNodeRecord(user: { try $0.requireUser(named: user) }, key: key)
+        let node = try await admin.registerNodeRecord(user: { tx, _ in try AdminAPI.findUser(user, in: tx) }, key: key)
         return try await wrapped(node)
     }
+
+    /// The pending login an auth call names (headscale's answers for a missing or unknown one).
+    private func pendingLogin(_ authID: String) async throws -> String {
+        guard !authID.isEmpty else { throw HeadscaleStatus.invalidArgument("invalid auth_id: auth ID is empty") }
+        let now = admin.clock()
+        do {
+            return try await admin.store.read { try AdminAPI.findRegistration(authID, in: $0, now: now).id }
+        } catch let error as StoreError where error.code == .notFound || error.code == .invalid {
+            throw HeadscaleStatus.notFound("no pending auth session for auth_id \(authID)")
+        }
+    }
+
+    /// headscale's AuthApprove carries no user: Warren completes the login of a machine that already has a node (it logs
+    /// in again as its owner). A new machine needs a user: `auth register` (or, a Warren extension, a `user` field here).
+    private func authApprove(_ authID: String) async throws -> ProtoJSON {
+        let id = try await pendingLogin(authID)
+        _ = try await admin.registerNodeRecord(user: { tx, registration in
+            do {
+                return try AdminAPI.existingOwner(tx, registration)
+            } catch let error as AdminError where error.status == 409 {
+                throw HeadscaleStatus.failedPrecondition(error.message)
+            }
+        }, key: id)
+        return .object([])
+    }
+
+    private func authReject(_ authID: String) async throws -> ProtoJSON {
+        let id = try await pendingLogin(authID)
+        _ = try await admin.rejectRegistrationRecord(key: id)
+        return .object([])
+    }
+
+    /// headscale's DebugCreateNode: a pending login under `key` for a machine with fresh random keys (nobody holds their
+    /// private halves, so it can never connect), named `name`, announcing `routes`; the answer echoes the node it would
+    /// become. `auth register --auth-id KEY --user USER` then makes it a real node (in the store and in peers' maps).
+    private func debugCreateNode(_ m: HeadscaleMessage) async throws -> ProtoJSON {
+        let userName = try m.string("user")
+        let key = try m.string("key")
+        let name = try m.string("name")
+        var routes: [String] = []
+        for text in try m.strings("routes") {
+            guard let prefix = IPPrefix(text) else { throw HeadscaleStatus.invalidArgument("netip.ParsePrefix(\(text.debugDescription)): invalid prefix") }
+            routes.append(prefix.description)
+        }
+        guard (16...64).contains(key.count), key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw HeadscaleStatus.invalidArgument("invalid auth id: key must be 16 to 64 letters, digits, - or _")
+        }
+        guard !name.isEmpty else { throw HeadscaleStatus.invalidArgument("a node name is required") }
+        var hostinfo: [String: Any] = ["Hostname": name, "OS": "TestOS"]
+        if !routes.isEmpty { hostinfo["RoutableIPs"] = routes }
+        let hostinfoText = String(decoding: try JSONSerialization.data(withJSONObject: hostinfo, options: [.sortedKeys]), as: UTF8.self)
+        let now = admin.clock()
+        var generator = SystemRandomNumberGenerator()
+        let machineKey = MachinePrivate.generate(using: &generator).publicKey
+        let nodeKey = NodePrivate.generate(using: &generator).publicKey
+        let user = try await admin.store.transaction { tx in
+            guard let user = try tx.user(named: userName) else { throw HeadscaleStatus.notFound("user not found") }
+            if try tx.pendingRegistration(id: key) != nil { throw HeadscaleStatus(code: 6, message: "a pending login with auth id \(key) exists") }
+            try tx.save(PendingRegistration(
+                id: key, machineKey: machineKey, nodeKey: nodeKey, hostname: name, hostinfo: hostinfoText,
+                created: now, expires: now.addingTimeInterval(Self.debugLoginLifetime)))
+            return user
+        }
+        let zeroTime = ProtoJSON.string("0001-01-01T00:00:00Z")
+        return .object([("node", .object([
+            ("id", .uint64(0)), ("machineKey", .string(machineKey.description)), ("nodeKey", .string(nodeKey.description)),
+            ("discoKey", .string("")), ("ipAddresses", .array([])), ("name", .string(name)), ("user", Self.user(user)),
+            ("lastSeen", zeroTime), ("expiry", zeroTime), ("preAuthKey", .null), ("createdAt", zeroTime),
+            ("registerMethod", .string("REGISTER_METHOD_UNSPECIFIED")), ("givenName", .string("")), ("online", .bool(false)),
+            ("approvedRoutes", .array([])), ("availableRoutes", .strings(routes)), ("subnetRoutes", .array([])), ("tags", .array([])),
+        ]))])
+    }
+
+    /// How long a debug login waits for its approval (headscale's register cache keeps an entry 15 minutes).
+    static let debugLoginLifetime: TimeInterval = 15 * 60
 
     /// Gives every node an address of each family it lacks or holds outside the configured prefixes.
     private func backfillNodeIPs(_ m: HeadscaleMessage) async throws -> ProtoJSON {

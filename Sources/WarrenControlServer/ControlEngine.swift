@@ -55,6 +55,10 @@ public actor ControlEngine {
         /// The client's address (for the per-source cap), if the listener told.
         var source: String?
         var completed: ControlNode?
+        /// An admin refused the login: its Followup poll is answered with a refusal, never with a node.
+        var rejected = false
+        /// Neither completed nor refused.
+        var isWaiting: Bool { completed == nil && !rejected }
     }
 
     enum PeerUpdate {
@@ -155,7 +159,12 @@ public actor ControlEngine {
     public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
     public func pendingLoginIDs() -> [String] {
         let time = now()
-        return pending.filter { $0.value.completed == nil && $0.value.expires > time }.keys.sorted()
+        return pending.filter { $0.value.isWaiting && $0.value.expires > time }.keys.sorted()
+    }
+    /// Whether `id` is an interactive login still waiting for an admin (the `/register/<id>` page).
+    public func isWaitingLogin(id: String) -> Bool {
+        guard let login = pending[id] else { return false }
+        return login.isWaiting && login.expires > now()
     }
     /// The node whose current node key is `key` (DERP admission).
     public func node(withNodeKey key: NodePublic) -> ControlNode? { byNodeKey[key].flatMap { nodes[$0] } }
@@ -251,12 +260,12 @@ public actor ControlEngine {
         try await forgetExpiredLogins(at: time)
         // The same machine asking again (a client restarted, a lost reply) gets the login it already has.
         if let (id, _) = pending.first(where: { $0.value.machineKey == machineKey && $0.value.request.nodeKey == request.nodeKey
-                                                && $0.value.completed == nil }) {
+                                                && $0.value.isWaiting }) {
             var response = RegisterResponse()
             response.authURL = authURL(id)
             return response
         }
-        let waiting = pending.values.filter { $0.completed == nil }
+        let waiting = pending.values.filter(\.isWaiting)
         guard waiting.count < configuration.maxPendingLogins else {
             logger.warning("interactive login refused: too many pending logins", metadata: ["limit": "\(configuration.maxPendingLogins)"])
             throw RegistrationRefusal("too many interactive logins are waiting for approval (at most \(configuration.maxPendingLogins)); "
@@ -391,11 +400,13 @@ public actor ControlEngine {
             throw RegistrationRefusal("unknown or expired login URL; start the login again")
         }
         guard login.machineKey == machineKey else { throw RegistrationRefusal("this login URL belongs to another machine") }
+        if login.rejected { throw answerRejected(authID) }
         guard login.expires > now() else {
             try await forgetExpiredLogins(at: now())
             throw RegistrationRefusal("unknown or expired login URL; start the login again")
         }
         guard let node = await waitForLogin(authID) else {
+            if pending[authID]?.rejected == true { throw answerRejected(authID) }
             var response = RegisterResponse()
             response.authURL = request.followup
             return response
@@ -412,7 +423,7 @@ public actor ControlEngine {
         let deadline = clock.now.advanced(by: configuration.interactiveLoginWait)
         while true {
             if let done = pending[authID]?.completed { return done }
-            if pending[authID] == nil { return nil }
+            if pending[authID] == nil || pending[authID]?.rejected == true { return nil }
             if let id = try? await directory.approvedNodeID(forPendingLogin: authID) {
                 if let node = try? await reloadNode(id: id) {
                     pending[authID]?.completed = node
@@ -462,6 +473,34 @@ public actor ControlEngine {
         wakeLoginWaiters(authID)
     }
 
+    /// An admin refused a pending login (`auth reject`; the admin side already dropped its row from the store): the
+    /// client's Followup poll is answered with a refusal now, and any later poll for it too. Returns false when no
+    /// such login waits here.
+    @discardableResult
+    public func pendingLoginRejected(id authID: String) -> Bool {
+        guard var login = pending[authID], login.isWaiting else { return false }
+        login.rejected = true
+        pending[authID] = login
+        wakeLoginWaiters(authID)
+        logger.info("interactive login rejected", metadata: ["id": "\(authID)"])
+        return true
+    }
+
+    /// Refuses a pending login here and in the store (what `auth reject --auth-id ID` does through the admin API).
+    public func rejectInteractiveLogin(id authID: String) async throws {
+        guard let login = pending[authID], login.isWaiting, login.expires > now() else {
+            throw RegistrationRefusal("no pending login with key \(authID)")
+        }
+        try await directory.deletePendingLogins(ids: [authID])
+        pendingLoginRejected(id: authID)
+    }
+
+    /// The refusal a rejected login's client gets; the login is forgotten once told.
+    private func answerRejected(_ authID: String) -> RegistrationRefusal {
+        pending[authID] = nil
+        return RegistrationRefusal("the login was rejected by an administrator of this tailnet")
+    }
+
     /// Followup polls waiting now (tests).
     var loginWaiterCount: Int { loginWaiters.values.reduce(0) { $0 + $1.count } }
 
@@ -491,7 +530,7 @@ public actor ControlEngine {
     /// Completes an interactive login for `userName` (what `nodes register --user U --key ID` does).
     @discardableResult
     public func approveInteractiveLogin(id authID: String, userID: Int64) async throws -> ControlNode {
-        guard var login = pending[authID], login.expires > now() || login.completed != nil else {
+        guard var login = pending[authID], !login.rejected, login.expires > now() || login.completed != nil else {
             throw RegistrationRefusal("no pending login with key \(authID)")
         }
         if let done = login.completed { return done }

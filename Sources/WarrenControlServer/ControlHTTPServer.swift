@@ -218,16 +218,32 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.POST, "/ts2021"):
             write(context, PlainHTTPResponse(status: 400, text: "ts2021: missing or invalid X-Tailscale-Handshake\n"), false)
         case (.GET, _) where path.hasPrefix("/register/"):
+            // Only a login that is waiting has a page: an unknown, expired, approved or rejected id answers 404.
             let id = String(path.dropFirst("/register/".count))
-            let text = """
-                Warren: a device is waiting to join this tailnet.
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            let engine = self.engine
+            Task {
+                let waiting = await engine.isWaitingLogin(id: id)
+                let response = waiting
+                    ? PlainHTTPResponse(status: 200, text: """
+                        Warren: a device is waiting to join this tailnet.
 
-                An administrator approves it with:
+                        An administrator approves it for a user with:
 
-                    warren-control nodes register --user USER --key \(id)
+                            warren-control auth register --user USER --auth-id \(id)
 
-                """
-            write(context, PlainHTTPResponse(status: 200, text: text), keepAlive)
+                        or refuses it with:
+
+                            warren-control auth reject --auth-id \(id)
+
+                        """)
+                    : PlainHTTPResponse(status: 404, text: "no login is waiting with this id (unknown, expired, approved or rejected)\n")
+                eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.write(context, response, keepAlive)
+                }
+            }
         default:
             guard let extraRoutes else {
                 write(context, PlainHTTPResponse(status: 404, text: "not found\n"), keepAlive)

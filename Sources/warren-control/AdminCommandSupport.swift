@@ -10,9 +10,18 @@ import Foundation
 import WarrenControlAdmin
 import Yams
 
+/// `-o/--output`, as headscale's: human-readable text (headscale's empty value), json (indented), json-line (one line)
+/// or yaml.
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text
     case json
+    case jsonLine = "json-line"
+    case yaml
+
+    init?(argument: String) {
+        // headscale's empty --output means human-readable.
+        self.init(rawValue: argument.isEmpty ? "text" : argument)
+    }
 }
 
 struct AdminConnectionOptions: ParsableArguments {
@@ -81,6 +90,25 @@ enum AdminOutput {
         print(String(decoding: data, as: UTF8.self))
     }
 
+    /// Prints `value` in a machine-readable `format`, or runs `text` for the human-readable one.
+    static func emit<T: Encodable>(_ value: T, _ format: OutputFormat, text: () -> Void) {
+        switch format {
+        case .text:
+            text()
+        case .json:
+            json(value)
+        case .jsonLine:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self))
+        case .yaml:
+            let encoder = YAMLEncoder()
+            encoder.options.sortKeys = true
+            let text = (try? encoder.encode(value)) ?? "null\n"
+            print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+        }
+    }
+
     /// Prints rows as aligned columns under a header.
     static func table(_ header: [String], _ rows: [[String]]) {
         var widths = header.map(\.count)
@@ -114,12 +142,13 @@ func commaList(_ text: String?) -> [String] {
     (text ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 }
 
-/// An expiration given as a duration ("24h") goes as expiresIn; anything else as an RFC 3339 time.
+/// An expiration given as a duration ("24h") goes as expiresIn; anything else as an RFC 3339 time; "never" (or
+/// nothing) as neither: no expiry.
 func expirationFields(_ text: String?) throws -> (absolute: String?, relative: String?) {
-    guard let text else { return (nil, nil) }
+    guard let text, text != "never" else { return (nil, nil) }
     if DurationText.parse(text) != nil { return (nil, text) }
     if AdminTime.parse(text) != nil { return (text, nil) }
-    throw ValidationError("--expiration \(text): expected a duration such as 24h or 7d, or an RFC 3339 time")
+    throw ValidationError("--expiration \(text): expected a duration such as 24h or 7d, an RFC 3339 time, or never")
 }
 
 func percentEncoded(_ component: String) -> String {
@@ -130,4 +159,5 @@ func percentEncoded(_ component: String) -> String {
 }
 
 /// The admin subcommand groups, registered by `WarrenControl` in one place.
-let adminSubcommands: [any ParsableCommand.Type] = [UsersCommand.self, PreAuthKeysCommand.self, NodesCommand.self, APIKeysCommand.self]
+let adminSubcommands: [any ParsableCommand.Type] = [UsersCommand.self, PreAuthKeysCommand.self, NodesCommand.self, APIKeysCommand.self,
+                                                    AuthCommand.self]

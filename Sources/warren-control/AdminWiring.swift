@@ -47,6 +47,9 @@ enum AdminWiring {
                     // The waiting register request finds the approval in the store (PendingRegistration.approvedNodeID):
                     // wake it.
                     await engine.pendingLoginApproved(id: registrationID)
+                case .registrationRejected(let registrationID):
+                    // The store's record is gone; the waiting register request is answered with a refusal.
+                    await engine.pendingLoginRejected(id: registrationID)
                 }
             },
             onlineNodes: {
