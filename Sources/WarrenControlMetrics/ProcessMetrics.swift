@@ -8,6 +8,9 @@
 //   process_open_fds                    gauge    entries of /proc/self/fd
 //   process_max_fds                     gauge    RLIMIT_NOFILE soft limit
 //   process_start_time_seconds          gauge    start time since the Unix epoch (boot time + starttime ticks)
+//
+// The boot time is the realtime clock less CLOCK_BOOTTIME, not /proc/stat's btime: a service with systemd's
+// ProcSubset=pid (packaging/) sees only /proc/<pid>, and the figures must not go missing there.
 
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +47,7 @@ public struct ProcessReading: Sendable, Equatable {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
         guard ticks > 0, pageSize > 0 else { throw Failure.malformed("sysconf") }
-        let boot = try bootTime(readFile("/proc/stat"))
+        let boot = try bootTime()
         return ProcessReading(
             cpuSeconds: (fields.utime + fields.stime) / ticks,
             residentBytes: fields.rssPages * pageSize,
@@ -70,12 +73,13 @@ public struct ProcessReading: Sendable, Equatable {
         return (try field(14), try field(15), try field(22), try field(23), try field(24))
     }
 
-    /// The `btime` line of /proc/stat: the boot time in seconds since the epoch.
-    static func bootTime(_ text: String) throws -> Double {
-        for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
-            if let value = Double(line.dropFirst(6).trimmingSuffixNewline) { return value }
+    /// The boot time in seconds since the epoch: now on the realtime clock less the time since boot.
+    static func bootTime() throws -> Double {
+        var realtime = timespec(), sinceBoot = timespec()
+        guard clock_gettime(CLOCK_REALTIME, &realtime) == 0, clock_gettime(CLOCK_BOOTTIME, &sinceBoot) == 0 else {
+            throw Failure.malformed("clock_gettime")
         }
-        throw Failure.malformed("/proc/stat has no btime line")
+        return Double(realtime.tv_sec - sinceBoot.tv_sec) + Double(realtime.tv_nsec - sinceBoot.tv_nsec) / 1e9
     }
 
     static func softLimit(_ resource: Int32) -> Double {
@@ -114,7 +118,7 @@ public struct ProcessReading: Sendable, Equatable {
             guard n >= 0 else { throw Failure.unreadable(path) }
             if n == 0 { break }
             bytes.append(contentsOf: buffer[0..<n])
-            // /proc/stat grows with the number of CPUs; nothing this reads is past the first megabyte.
+            // Nothing this reads is longer than a page or two.
             if bytes.count > 1 << 20 { break }
         }
         return String(decoding: bytes, as: UTF8.self)

@@ -9,7 +9,7 @@ import Foundation
 import Logging
 import TailscaleKeys
 import WarrenControlClient
-import WarrenControlMetrics
+@testable import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlStore
 import WarrenDERPServer
@@ -291,5 +291,33 @@ final class PromtoolTests: XCTestCase {
             directory = directory.deletingLastPathComponent()
         }
         throw XCTSkip("warren-control is not built next to the tests; run `swift build --product warren-control` first")
+    }
+}
+
+/// The /proc reader on its own: the stat line's fields counted from the last ')', and the start time agreeing with
+/// /proc/stat's btime (readable here; the reader itself does without it, for ProcSubset=pid).
+final class ProcessReadingTests: XCTestCase {
+    func testStatFieldsAreCountedFromTheLastParenthesis() throws {
+        // comm may hold spaces and parentheses; fields 14, 15, 22, 23, 24 are utime, stime, starttime, vsize, rss.
+        let line = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 9000 123456789 321 "
+            + "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+        let fields = try ProcessReading.statFields(line)
+        XCTAssertEqual(fields.utime, 250)
+        XCTAssertEqual(fields.stime, 50)
+        XCTAssertEqual(fields.starttime, 9000)
+        XCTAssertEqual(fields.vsize, 123_456_789)
+        XCTAssertEqual(fields.rssPages, 321)
+        XCTAssertThrowsError(try ProcessReading.statFields("4242 no parenthesis"))
+        XCTAssertThrowsError(try ProcessReading.statFields("4242 (short) S 1 2"))
+    }
+
+    func testBootTimeAgreesWithProcStat() throws {
+        let stat = try String(contentsOfFile: "/proc/stat", encoding: .utf8)
+        let btime = try XCTUnwrap(stat.split(separator: "\n").first { $0.hasPrefix("btime ") }.flatMap { Double($0.dropFirst(6)) })
+        // btime is whole seconds; the clocks' difference drifts a little with NTP slewing.
+        XCTAssertEqual(try ProcessReading.bootTime(), btime, accuracy: 2)
+        let reading = try ProcessReading.current()
+        XCTAssertGreaterThanOrEqual(reading.startTimeSeconds, btime - 2)
+        XCTAssertLessThanOrEqual(reading.startTimeSeconds, Date().timeIntervalSince1970 + 1)
     }
 }
