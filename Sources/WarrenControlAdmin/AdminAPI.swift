@@ -305,8 +305,11 @@ public struct AdminAPI: Sendable {
     /// A user named by its name or its id (a name starts with a letter, so digits alone are an id).
     static func findUser(_ reference: String, in tx: any StoreReading) throws -> User {
         if let user = try tx.user(named: reference) { return user }
-        if let id = Int64(reference), let user = try tx.user(id: UserID(id)) { return user }
-        throw StoreError(.notFound, "no user with name or id \(reference.debugDescription)")
+        if let id = Int64(reference) {
+            if let user = try tx.user(id: UserID(id)) { return user }
+            throw StoreError(.notFound, "no user with id \(id)")
+        }
+        throw StoreError(.notFound, "no user named \(reference.debugDescription)")
     }
 
     // The operations below are shared by Warren's routes and headscale's (HeadscaleAPI.swift): one code path
@@ -402,7 +405,11 @@ public struct AdminAPI: Sendable {
 
     /// A pre-auth key named by its id, its prefix or its full text.
     static func findPreAuthKey(_ reference: String, in tx: any StoreReading) throws -> PreAuthKey {
-        if let id = Int64(reference), let key = try tx.preAuthKey(id: PreAuthKeyID(id)) { return key }
+        if let id = Int64(reference) {
+            if let key = try tx.preAuthKey(id: PreAuthKeyID(id)) { return key }
+            // Twelve digits could also be a prefix; anything else is an id nobody has.
+            if !SecretKeyText.isPrefixText(reference) { throw StoreError(.notFound, "no pre-auth key with id \(id)") }
+        }
         let prefix = try keyPrefix(reference, kind: .preAuth)
         guard let key = try tx.preAuthKey(prefix: prefix) else { throw StoreError(.notFound, "no pre-auth key \(prefix)") }
         return key
@@ -700,7 +707,10 @@ public struct AdminAPI: Sendable {
 
     /// An API key named by its id, its prefix or its full text.
     static func findAPIKey(_ reference: String, in tx: any StoreReading) throws -> APIKey {
-        if let id = Int64(reference), let key = try tx.apiKey(id: APIKeyID(id)) { return key }
+        if let id = Int64(reference) {
+            if let key = try tx.apiKey(id: APIKeyID(id)) { return key }
+            if !SecretKeyText.isPrefixText(reference) { throw StoreError(.notFound, "no API key with id \(id)") }
+        }
         let prefix = try keyPrefix(reference, kind: .api)
         guard let key = try tx.apiKey(prefix: prefix) else { throw StoreError(.notFound, "no API key \(prefix)") }
         return key

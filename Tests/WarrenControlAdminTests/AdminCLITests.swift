@@ -162,8 +162,9 @@ final class AdminCLITests: XCTestCase {
             try tx.update(stored)
         }
         _ = try await run(["nodes", "approve-routes", "-i", String(node.id), "--routes", "10.9.0.0/16"])
-        let routes = try await runJSON(RoutesJSON.self, ["nodes", "routes", "work"])
-        XCTAssertEqual(routes.servedRoutes, ["10.9.0.0/16"])
+        // `nodes routes` is headscale's alias of list-routes, which answers a list (here of one node).
+        let routes = try await runJSON([RoutesJSON].self, ["nodes", "routes", "work"])
+        XCTAssertEqual(routes.map(\.servedRoutes), [["10.9.0.0/16"]])
         nodes = try await runJSON([NodeJSON].self, ["nodes", "list", "--user", "alice"])
         XCTAssertEqual(nodes.first?.givenName, "work")
         XCTAssertEqual(nodes.first?.tags, ["tag:server"])
@@ -286,16 +287,17 @@ OPTIONS:
   --server <server>       Reach the server over the network at this URL instead
                           (needs --api-key or WARREN_API_KEY).
   --api-key <api-key>     API key for --server.
-  -u, --user <user>       The user whose nodes the key registers.
+  -u, --user <user>       The user (name or id) whose nodes the key registers.
   --reusable              Usable any number of times (default: once).
   --ephemeral             Nodes registered with it are ephemeral.
   --pre-approved          Skips device approval; approves advertised routes.
   --tags <tags>           Tags for its nodes, such as tag:a,tag:b.
-  --expiration <expiration>
-                          Lifetime (24h, 7d) or an RFC 3339 time. Default: no
-                          expiry.
-  -o, --output <output>   Output format: text (the key alone) or json. (values:
-                          text, json; default: text)
+  -e, --expiration <expiration>
+                          Lifetime (30m, 24h, 7d), an RFC 3339 time, or never.
+                          (default: 1h)
+  -o, --output <output>   Output format: text (the key alone), json, json-line
+                          or yaml. (values: text, json, json-line, yaml;
+                          default: text)
   -h, --help              Show help information.
 
 
