@@ -185,4 +185,61 @@ final class PendingLoginServeTests: XCTestCase {
         XCTAssertEqual(rows.first?.nodeKey, newKey.description)
         await b.close()
     }
+
+    /// `nodes expire --disable`: the node's key never expires, and its own map (pushed on the open stream) carries no
+    /// KeyExpiry any more.
+    func testExpireDisableRemovesKeyExpiryFromTheMap() async throws {
+        let served = try Served()
+        defer { served.stop() }
+        _ = try await served.cli(["users", "create", "alice"])
+        let key = try await served.cli(["preauthkeys", "create", "-u", "alice"])
+        XCTAssertEqual(key.status, 0, key.err)
+        let client = try await served.client(seed: 43)
+        let registered = try await client.register(client.registerRequest(authKey: key.out.trimmingCharacters(in: .whitespacesAndNewlines),
+                                                                          hostname: "server"))
+        XCTAssertEqual(registered.error, "")
+        let (status, messages) = try await client.map(client.mapRequest(stream: true))
+        XCTAssertEqual(status, 200)
+        let outcome = try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask {
+                var iterator = messages.makeAsyncIterator()
+                guard let first = try await iterator.next(), let own = first.node else { return "no full map" }
+                guard own.keyExpiry != nil else { return "the node had no key expiry to begin with" }
+                let disabled = try await served.cli(["nodes", "expire", "-i", String(own.id), "--disable"])
+                guard disabled.status == 0 else { return "nodes expire --disable failed: \(disabled.err)" }
+                while let message = try await iterator.next() {
+                    if let node = message.node { return node.keyExpiry == nil ? "ok" : "KeyExpiry still \(String(describing: node.keyExpiry))" }
+                }
+                return "the map stream ended"
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(20))
+                return "no map update within 20 s"
+            }
+            let first = try await group.next() ?? "nothing"
+            group.cancelAll()
+            return first
+        }
+        XCTAssertEqual(outcome, "ok")
+        // A fresh map says the same.
+        let (_, again) = try await client.map(client.mapRequest(stream: false))
+        var iterator = again.makeAsyncIterator()
+        let fresh = try await iterator.next()
+        XCTAssertNotNil(fresh?.node)
+        XCTAssertNil(fresh?.node?.keyExpiry)
+
+        // Deleting the pre-auth key that registered the node: the key is gone, the node stays and is served.
+        let deleted = try await served.cli(["preauthkeys", "delete", key.out.trimmingCharacters(in: .whitespacesAndNewlines)])
+        XCTAssertEqual(deleted.status, 0, deleted.err)
+        let keys = try await served.cli(["preauthkeys", "list", "-o", "json"])
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(keys.out.utf8)) as? [Any])?.count, 0, keys.out)
+        let nodes = try await served.cli(["nodes", "list", "-o", "json"])
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(nodes.out.utf8)) as? [Any])?.count, 1, nodes.out)
+        let (afterStatus, afterDelete) = try await client.map(client.mapRequest(stream: false))
+        XCTAssertEqual(afterStatus, 200)
+        var afterIterator = afterDelete.makeAsyncIterator()
+        let stillServed = try await afterIterator.next()
+        XCTAssertNotNil(stillServed?.node)
+        await client.close()
+    }
 }
