@@ -210,6 +210,7 @@ let package = Package(
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
             "WarrenDERPServer", "WarrenDERPTransport",
             "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics", "WarrenListenerGuard",
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [

@@ -13,6 +13,8 @@ public struct AdminRequest: Sendable {
     /// The `Authorization` header, if any.
     public var authorization: String?
     public var body: [UInt8]
+    /// Who is at the other end of the local socket ("uid 0, pid 4242, warren-control"), for the audit log.
+    public var peer: String?
 
     public init(method: String, path: String, query: [String: String] = [:], authorization: String? = nil, body: [UInt8] = []) {
         self.method = method
@@ -99,6 +101,8 @@ public struct AdminAPI: Sendable {
     public var nodeKeyExpiry: TimeInterval?
     public var hooks: AdminHooks
     let clock: @Sendable () -> Date
+    /// Request metrics (AdminAudit.swift); shared by every copy of this API.
+    public let observer = AdminRequestObserver()
 
     public init(store: any ControlStore, allocator: AddressAllocator, nodeKeyExpiry: TimeInterval? = nil,
                 hooks: AdminHooks = AdminHooks(), clock: @escaping @Sendable () -> Date = { Date() }) {
@@ -114,7 +118,8 @@ public struct AdminAPI: Sendable {
     /// Whether `path` belongs to the admin API (for a listener that serves other things too).
     public static func serves(path: String) -> Bool { path.hasPrefix(pathPrefix) || path == "/api/v1" }
 
-    public func handle(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+    /// The routes (`handle`, in AdminAudit.swift, wraps this with the audit log, health and metrics).
+    func respond(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
         do {
             // Each segment is percent-decoded on its own (an encoded "/" stays inside its segment): the CLI encodes
             // names such as "jörg" or "a@b".
@@ -195,7 +200,7 @@ public struct AdminAPI: Sendable {
         }
     }
 
-    private func authenticate(_ request: AdminRequest) async throws {
+    func authenticate(_ request: AdminRequest) async throws {
         guard let header = request.authorization, header.lowercased().hasPrefix("bearer ") else {
             throw AdminError(401, "unauthenticated", "an API key is required: Authorization: Bearer <key>")
         }

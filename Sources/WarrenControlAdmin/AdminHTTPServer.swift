@@ -144,20 +144,48 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             let (path, query) = AdminRequest.splitTarget(head.uri)
-            let request = AdminRequest(
+            var request = AdminRequest(
                 method: head.method.rawValue, path: path, query: query,
                 authorization: head.headers.first(name: "authorization"), body: body)
             body = []
             let api = self.api
             let transport = self.transport
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.makeFutureWithTask {
-                await api.handle(request, via: transport)
+            // On the local socket, the peer's credentials (from the kernel) name who acted, for the audit log.
+            let peer: EventLoopFuture<String?> = transport == .localSocket
+                ? Self.peerCredentials(of: context.channel)
+                : context.eventLoop.makeSucceededFuture(nil)
+            peer.flatMap { peer in
+                request.peer = peer
+                let ready = request
+                return context.eventLoop.makeFutureWithTask { await api.handle(ready, via: transport) }
             }.whenSuccess { response in
                 let (handler, context) = bound.value
                 handler.write(response, context: context)
             }
         }
+    }
+
+    /// "uid 0, pid 4242, warren-control" for a Unix socket peer (SO_PEERCRED and /proc/PID/comm), nil when unknown.
+    static func peerCredentials(of channel: any Channel) -> EventLoopFuture<String?> {
+        guard let provider = channel as? any SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(nil) }
+        let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        return credentials.map { (credentials: PeerCredentials) -> String? in
+            var text = "uid \(credentials.uid), pid \(credentials.pid)"
+            if let data = FileManager.default.contents(atPath: "/proc/\(credentials.pid)/comm") {
+                let name = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                if !name.isEmpty { text += ", " + AdminAuditText.safe(name) }
+            }
+            return text
+        }.recover { _ -> String? in nil }
+    }
+
+    /// Linux's `struct ucred` (pid_t, uid_t, gid_t), which the C module does not export without _GNU_SOURCE.
+    struct PeerCredentials: Sendable {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
     }
 
     private func write(_ response: AdminResponse, context: ChannelHandlerContext) {

@@ -20,6 +20,8 @@ import WarrenPacket
 public final class SQLiteControlStore: ControlStore {
     private let pool: DatabasePool
     public let path: String
+    /// The device and inode of the file opened (for the health check: is the file at `path` still this one).
+    private let fileIdentity: (device: UInt64, inode: UInt64)?
 
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema. Throws `.corrupt`
     /// for a file that is not a database of this program or one written by a newer version, `.io` otherwise.
@@ -55,6 +57,37 @@ public final class SQLiteControlStore: ControlStore {
         } catch {
             // GRDB's own decoding errors (a damaged migrations table, for one).
             throw StoreError(.corrupt, "\(path) is not a usable warren-control database: \(error)")
+        }
+        var status = stat()
+        fileIdentity = stat(path, &status) == 0 ? (UInt64(status.st_dev), UInt64(status.st_ino)) : nil
+    }
+
+    /// The health check: a read in a transaction through the pool (fails once the store is closed or the
+    /// connection has an I/O error), then the file at `path`: still the file this server opened (not removed, moved
+    /// or replaced, which SQLite itself does not notice while it holds the file open), and still starting with
+    /// SQLite's header (not overwritten).
+    public func checkHealth() async throws {
+        _ = try await read { try $0.users().count }
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw StoreError(.io, "\(path): the database file is gone (\(String(cString: strerror(errno)))): removed or moved "
+                                 + "while the server runs; new data would be lost at restart")
+        }
+        if let fileIdentity, (UInt64(status.st_dev), UInt64(status.st_ino)) != fileIdentity {
+            throw StoreError(.io, "\(path) is no longer the file this server opened (replaced or moved while it runs)")
+        }
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw StoreError(.io, "\(path): cannot open the database file (\(String(cString: strerror(errno))))")
+        }
+        defer { Glibc.close(descriptor) }
+        var header = [UInt8](repeating: 0, count: 16)
+        let count = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, 16, 0) }
+        guard count >= 0 else {
+            throw StoreError(.io, "\(path): cannot read the database file (\(String(cString: strerror(errno))))")
+        }
+        guard count == 16, header == Array("SQLite format 3\0".utf8) else {
+            throw StoreError(.corrupt, "\(path) no longer starts with SQLite's header (overwritten or truncated)")
         }
     }
 

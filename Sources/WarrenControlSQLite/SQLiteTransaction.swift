@@ -325,3 +325,31 @@ final class SQLiteTransaction: StoreTransaction {
         try execute("INSERT OR IGNORE INTO allocated_addresses (address) VALUES (?)", [address.description])
     }
 }
+
+// MARK: audit log (table audit_log, migration v3)
+
+extension SQLiteTransaction {
+    private func auditEntry(_ row: Row) throws -> AuditEntry {
+        let c = Columns(row: row, table: "audit_log")
+        return AuditEntry(id: try c.int("id"), time: try c.date("time"), actor: try c.string("actor"), method: try c.string("method"),
+                          route: try c.string("route"), object: try c.string("object"), status: Int(try c.int("status")),
+                          outcome: try c.string("outcome"))
+    }
+
+    func auditEntries(since: Date?, limit: Int) throws -> [AuditEntry] {
+        // The newest `limit` (by id, which follows time), returned oldest first.
+        let newest = try rows("SELECT * FROM audit_log WHERE time >= ? ORDER BY id DESC LIMIT ?",
+                              [Encode.date(since ?? .distantPast), max(0, limit)])
+        return try newest.reversed().map(auditEntry)
+    }
+
+    func appendAudit(_ entry: AuditEntry, keeping: Int) throws -> AuditEntry {
+        try execute("INSERT INTO audit_log (time, actor, method, route, object, status, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [Encode.date(entry.time), entry.actor, entry.method, entry.route, entry.object, entry.status, entry.outcome])
+        var stored = entry
+        stored.id = db.lastInsertedRowID
+        // Ids only grow (AUTOINCREMENT): everything at or below id - keeping is older than the newest `keeping`.
+        try execute("DELETE FROM audit_log WHERE id <= ?", [stored.id - Int64(max(1, keeping))])
+        return stored
+    }
+}

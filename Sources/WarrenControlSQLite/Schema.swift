@@ -93,6 +93,22 @@ enum Schema {
             // Nodes from before device approval was stored had been admitted: they stay authorized.
             try db.execute(sql: "ALTER TABLE nodes ADD COLUMN authorized INTEGER NOT NULL DEFAULT 1")
         }
+        migrator.registerMigration("v3: audit_log (admin actions)") { db in
+            // Bounded by the writer (AuditLog.retention newest rows); `time` indexed for `audit --since`.
+            try db.execute(sql: """
+                CREATE TABLE audit_log (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    time REAL NOT NULL,
+                    actor TEXT NOT NULL,
+                    method TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    object TEXT NOT NULL DEFAULT '',
+                    status INTEGER NOT NULL,
+                    outcome TEXT NOT NULL DEFAULT ''
+                );
+                CREATE INDEX audit_log_time ON audit_log(time);
+                """)
+        }
         return migrator
     }
 }

@@ -18,6 +18,17 @@ public protocol ControlStore: Sendable {
     func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReading) throws -> T) async throws -> T
     /// Runs `body` in a read-write transaction, committed when it returns, rolled back when it throws.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (any StoreTransaction) throws -> T) async throws -> T
+    /// Checks that the storage answers now: a read in a transaction, plus what the implementation can check of its
+    /// medium (SQLite: that the file in use is still the file at its path, and still a database). Throws a
+    /// `StoreError` that says what is wrong.
+    func checkHealth() async throws
+}
+
+extension ControlStore {
+    /// A read in a transaction.
+    public func checkHealth() async throws {
+        _ = try await read { try $0.users().count }
+    }
 }
 
 /// Lookups. Lists come back ordered by id.
@@ -56,6 +67,9 @@ public protocol StoreReading {
     func addressCursor(_ version: IPVersion) throws -> IPAddress?
     /// Whether `address` was ever handed out (to any node, deleted or not).
     func wasEverAllocated(_ address: IPAddress) throws -> Bool
+
+    /// The newest `limit` audit entries at or after `since` (all kept ones when nil), oldest first.
+    func auditEntries(since: Date?, limit: Int) throws -> [AuditEntry]
 }
 
 /// Writes. Inserts ignore the `id` of their argument and return the stored record with its new id. Uniqueness
@@ -91,4 +105,7 @@ public protocol StoreTransaction: StoreReading {
     func setAddressCursor(_ version: IPVersion, _ address: IPAddress) throws
     /// Marks an address as handed out (done by `insert(_: Node)` and `update(_: Node)` for the node's addresses).
     func markAllocated(_ address: IPAddress) throws
+
+    /// Appends an audit entry (numbered one above the last) and drops all but the newest `keeping` entries.
+    func appendAudit(_ entry: AuditEntry, keeping: Int) throws -> AuditEntry
 }

@@ -35,6 +35,8 @@ public final class MemoryControlStore: ControlStore {
         var cursors: [IPVersion: IPAddress] = [:]
         var allocated: Set<IPAddress> = []
         var lastID: Int64 = 0
+        var audit: [AuditEntry] = []
+        var lastAuditID: Int64 = 0
     }
 
     private let state = Mutex(State())
@@ -99,6 +101,11 @@ final class MemoryTransaction: StoreTransaction {
 
     func addressCursor(_ version: IPVersion) throws -> IPAddress? { state.cursors[version] }
     func wasEverAllocated(_ address: IPAddress) throws -> Bool { state.allocated.contains(address) }
+
+    func auditEntries(since: Date?, limit: Int) throws -> [AuditEntry] {
+        let matching = since.map { since in state.audit.filter { $0.time >= since } } ?? state.audit
+        return Array(matching.suffix(max(0, limit)))
+    }
 
     // MARK: writing
 
@@ -214,6 +221,15 @@ final class MemoryTransaction: StoreTransaction {
     }
 
     func markAllocated(_ address: IPAddress) throws { state.allocated.insert(address) }
+
+    func appendAudit(_ entry: AuditEntry, keeping: Int) throws -> AuditEntry {
+        state.lastAuditID += 1
+        var stored = entry
+        stored.id = state.lastAuditID
+        state.audit.append(stored)
+        if state.audit.count > max(1, keeping) { state.audit.removeFirst(state.audit.count - max(1, keeping)) }
+        return stored
+    }
 
     // MARK: rules
 

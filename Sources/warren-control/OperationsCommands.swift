@@ -101,9 +101,7 @@ struct ConfigTestCommand: ParsableCommand {
     static func describe(file: ServeConfigFile, settings: ServeSettings) -> [String] {
         func hostPort(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
         let listen = hostPort(settings.listenHost, settings.listenPort)
-        let displayHost = ["0.0.0.0", "::"].contains(settings.listenHost) ? "127.0.0.1" : settings.listenHost
-        var configuration = ControlConfiguration(
-            serverURL: file.serverURL ?? "\(file.tls == nil ? "http" : "https")://\(hostPort(displayHost, settings.listenPort))")
+        var configuration = ControlConfiguration(serverURL: settings.advertisedURL(tls: file.tls != nil))
         file.apply(to: &configuration)
         func duration(_ d: Duration?) -> String {
             guard let d else { return "never" }
@@ -119,7 +117,7 @@ struct ConfigTestCommand: ParsableCommand {
         layout = warrenOnly ? "Warren's" : "headscale's (\(file.headscale.headscaleKeys.count) headscale keys)"
         var lines = [
             "layout: \(layout)",
-            "server_url: \(configuration.serverURL)\(file.serverURL == nil ? " (derived from the listen address)" : "")",
+            "server_url: \(configuration.serverURL)\(settings.serverURL == nil ? " (derived from the listen address)" : "")",
             "listen_addr: \(listen)",
             "metrics_listen_addr: \(settings.metricsAddress.map { hostPort($0.0, $0.1) } ?? "off")",
             "state_dir: \(settings.stateDir)",

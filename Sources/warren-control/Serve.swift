@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOSSL
 import ServiceLifecycle
 import TailscaleKeys
+import UnixSignals
 import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
@@ -33,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "YAML configuration file.")
     var config: String?
 
+    @Option(name: .long, help: "The URL clients reach this server at (server_url); required when listening on all interfaces.")
+    var serverURL: String?
+
     /// The SQLite database inside the state directory (shared with the admin commands).
     static func databasePath(stateDir: String) -> String { stateDir + "/warren.sqlite" }
 
@@ -48,7 +52,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let settings: ServeSettings
         do {
-            settings = try ServeSettings.resolve(file: file, stateDir: stateDir, listen: listen, metricsListen: metricsListen)
+            settings = try ServeSettings.resolve(file: file, stateDir: stateDir, listen: listen, metricsListen: metricsListen,
+                                                 serverURL: serverURL)
         } catch {
             Console.printError("warren-control: \(error)")
             throw ExitCode(2)
@@ -69,6 +74,10 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         let logger = Logger(label: "warren.control")
+        // The signal handlers come first: from here on SIGTERM, SIGINT and SIGQUIT stop the server gracefully (even
+        // while it starts, and right after it announces itself) and SIGHUP re-reads the policy file; none of them
+        // ends the process with the default action.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup)
         // headscale keys known but not implemented: one line each, before anything else happens.
         for warning in file.headscale.warnings {
             logger.warning("configuration: \(warning)")
@@ -120,8 +129,8 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
+        // A wildcard listen address comes with server_url (ServeSettings.resolve refuses it otherwise).
         let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
-        let scheme = file.tls == nil ? "http" : "https"
         let tlsContext: NIOSSLContext?
         do {
             tlsContext = try file.tls?.context()
@@ -129,9 +138,10 @@ struct ServeCommand: AsyncParsableCommand {
             Console.printError("warren-control: tls: \(error)")
             throw ExitCode(2)
         }
-        var configuration = ControlConfiguration(
-            serverURL: file.serverURL ?? "\(scheme)://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(port)")
+        var configuration = ControlConfiguration(serverURL: settings.advertisedURL(tls: file.tls != nil))
         file.apply(to: &configuration)
+        // --server-url wins over the file's server_url (which apply() may have set).
+        if let explicit = settings.serverURL { configuration.serverURL = explicit }
 
         var extraServices: [any Service] = []
         var derpServer: DERPServer?
@@ -139,7 +149,11 @@ struct ServeCommand: AsyncParsableCommand {
         // The embedded relay serves the live nodes of this tailnet only (the engine is set once it is loaded).
         let derpAdmission = EngineAdmission()
         if settings.derpEnabled {
-            let derpHost = file.derpHost ?? (host == "0.0.0.0" || host == "::" ? displayHost : host)
+            // On a wildcard listener the relay takes server_url's host when it is an address (one of this host's);
+            // a name there leaves it on loopback as before (set derp.host to announce it elsewhere).
+            let urlHost = URL(string: configuration.serverURL)?.host.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "[]")) }
+            let wildcardHost = urlHost.flatMap { IPAddress($0) == nil ? nil : $0 } ?? displayHost
+            let derpHost = file.derpHost ?? (ServeSettings.isWildcard(host) ? wildcardHost : host)
             // With TLS the relay is mounted on the control listener (its certificate, no pin), as headscale
             // does; a listener on port 0 has no port to announce yet, so the relay then keeps its own.
             let mounted = file.tls != nil && port != 0 && file.derpPort == nil
@@ -197,14 +211,20 @@ struct ServeCommand: AsyncParsableCommand {
             upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
         }
         let server = try await ControlHTTPServer.start(
+        // Admin API request counts and latencies by route template (the socket's and the network's requests alike).
+        let adminMetrics = AdminRequestMetrics(registry: metrics.registry)
+        admin.routes.api.observer.set { route, method, status, duration in
+            adminMetrics.record(route: route, method: method, status: status, duration: duration)
+        }
             engine: engine, controlKey: controlKey,
             options: ControlServerOptions(host: host, port: port,
-                                          extraRoutes: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
+                                          extraRoutes: HealthRoutes(store: store, next: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
+                                                                    logger: logger),
                                           extraUpgraders: upgraders, tls: tlsContext, limits: controlLimits),
             logger: logger)
         extraServices.append(NodeKeyExpiryWatcher(engine: engine))
-        if file.serverURL == nil, port == 0, let actual = server.port {
-            configuration.serverURL = "\(scheme)://\(displayHost.contains(":") ? "[\(displayHost)]" : displayHost):\(actual)"
+        if settings.serverURL == nil, port == 0, let actual = server.port {
+            configuration.serverURL = settings.advertisedURL(tls: file.tls != nil, port: actual)
             await engine.setServerURL(configuration.serverURL)
         }
         if let (metricsHost, metricsPort) = metricsAddress {
@@ -218,7 +238,20 @@ struct ServeCommand: AsyncParsableCommand {
         fflush(nil)
 
         let group = ServiceGroup(configuration: .init(
-            services: ([server, admin.server] + extraServices).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: ([server, admin.server] + extraServices).map { .init(service: $0) }, logger: logger))
+        let reloader = PolicyFileReloader(path: file.policyPath, engine: engine, logger: logger)
+        let signalLoop = Task {
+            for await signal in signals {
+                if signal == .sighup {
+                    logger.info("SIGHUP: reloading the policy")
+                    await reloader.reload()
+                } else {
+                    logger.info("\(signal): shutting down gracefully")
+                    await group.triggerGracefulShutdown()
+                }
+            }
+        }
+        defer { signalLoop.cancel() }
         try await group.run()
     }
 }

@@ -19,14 +19,31 @@ struct ServeSettings {
     var logLevel: Logger.Level
     var logFormat: LogFormat
     var derpEnabled: Bool
+    /// server_url as given (`--server-url`, else the file's); nil: derived from a specific listen address.
+    var serverURL: String?
 
     struct Problem: Error, CustomStringConvertible { var description: String }
 
-    static func resolve(file: ServeConfigFile, stateDir: String?, listen: String?, metricsListen: String?) throws -> ServeSettings {
+    static func resolve(file: ServeConfigFile, stateDir: String?, listen: String?, metricsListen: String?,
+                        serverURL: String? = nil) throws -> ServeSettings {
         let state = stateDir ?? file.stateDir ?? "/var/lib/warren"
         let listenText = listen ?? file.listenAddr ?? "127.0.0.1:8080"
         guard let (host, port) = ServeConfigFile.splitHostPort(listenText) else {
             throw Problem(description: "--listen \(listenText): expected host:port")
+        }
+        if let serverURL, !(serverURL.hasPrefix("http://") || serverURL.hasPrefix("https://")) || URL(string: serverURL)?.host == nil {
+            throw Problem(description: "--server-url \(serverURL): expected an http:// or https:// URL")
+        }
+        let explicitURL = serverURL ?? file.serverURL
+        // A wildcard listener has no address of its own to give clients; 127.0.0.1 would send every remote client to
+        // itself. headscale requires server_url; so does Warren here (with a suggestion), instead of guessing.
+        if explicitURL == nil, Self.isWildcard(host) {
+            let suggestion = HostAddresses.firstNonLoopback().map {
+                " (for example server_url: \(file.tls == nil ? "http" : "https")://\($0.contains(":") ? "[\($0)]" : $0):\(port == 0 ? 8080 : port))"
+            } ?? ""
+            throw Problem(description: "listen_addr \(listenText) listens on all interfaces, so it has no address to tell clients, "
+                + "and a loopback one would send them to themselves: set server_url (or --server-url) to the URL clients reach "
+                + "this server at\(suggestion); headscale requires server_url as well")
         }
         let metricsText = metricsListen ?? file.metricsListenAddr ?? "127.0.0.1:9090"
         let metricsAddress = ServeConfigFile.isOff(metricsText) ? nil : ServeConfigFile.splitHostPort(metricsText)
@@ -40,7 +57,18 @@ struct ServeSettings {
             adminSocketPath: file.headscale.adminSocketPath ?? state + "/admin.sock",
             adminSocketMode: file.headscale.adminSocketMode ?? 0o600,
             logLevel: file.logLevel ?? .info, logFormat: file.headscale.logFormat ?? .text,
-            derpEnabled: file.derpEnabled ?? true)
+            derpEnabled: file.derpEnabled ?? true, serverURL: explicitURL)
+    }
+
+    /// Listening on every interface of a family.
+    static func isWildcard(_ host: String) -> Bool { ["0.0.0.0", "::", "*"].contains(host) }
+
+    /// The URL clients are given: server_url when set, else the listen address's (a specific address: the check in
+    /// `resolve` refuses a wildcard one without server_url). `port` is the port actually bound.
+    func advertisedURL(tls: Bool, port: Int? = nil) -> String {
+        if let serverURL { return serverURL }
+        let host = listenHost.contains(":") ? "[\(listenHost)]" : listenHost
+        return "\(tls ? "https" : "http")://\(host):\(port ?? listenPort)"
     }
 
     /// A database path that holds another program's tables (headscale's, most likely) is refused before Warren's

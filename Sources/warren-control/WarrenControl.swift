@@ -9,7 +9,7 @@ struct WarrenControl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren-control",
         abstract: "Warren's coordination server and its administration.",
-        subcommands: [ServeCommand.self, ConfigTestCommand.self, VersionCommand.self, PolicyCommand.self, ImportCommand.self] + adminSubcommands)
+        subcommands: [ServeCommand.self, ConfigTestCommand.self, VersionCommand.self, PolicyCommand.self, ImportCommand.self] + adminSubcommands + operationsSubcommands)
 }
 
 /// Where every warren-control command writes its errors (standard error, one line per call).

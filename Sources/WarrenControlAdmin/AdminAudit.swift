@@ -1,0 +1,269 @@
+// The entry point of the admin API (`AdminAPI.handle`) and what it does around every request, whichever route set
+// serves it (Warren's /api/v1/... or headscale's, HeadscaleAPI.swift):
+// - the audit log: each mutating request (POST, PUT, PATCH, DELETE) that got past authentication is recorded in the
+//   store with who made it (the local socket with the peer's uid, pid and program, or the API key by its public
+//   prefix and id: never the secret), the method and route template, the object named, the status and the outcome.
+//   Reads are not recorded, nor requests refused for a missing or wrong key (a flood of those must not become disk
+//   writes). The store keeps the newest `AuditLog.retention` entries.
+// - GET /api/v1/warren/audit?since=&limit= reads it back (`warren-control audit`).
+// - GET /api/v1/health (headscale's route) checks the store with `ControlStore.checkHealth()`.
+// - request metrics: the route template, method, status and latency go to `observer` (serve wires it to
+//   Prometheus).
+
+import Foundation
+import Synchronization
+import WarrenControlStore
+
+/// Receives one call per answered request: route template, method, status, latency.
+public final class AdminRequestObserver: Sendable {
+    public typealias Callback = @Sendable (_ route: String, _ method: String, _ status: Int, _ duration: Duration) -> Void
+    private let callback = Mutex<Callback?>(nil)
+
+    public init() {}
+
+    /// Sets (or replaces) the callback; every copy of the `AdminAPI` holding this observer uses it.
+    public func set(_ callback: @escaping Callback) { self.callback.withLock { $0 = callback } }
+
+    func record(route: String, method: String, status: Int, duration: Duration) {
+        callback.withLock { $0 }?(route, method, status, duration)
+    }
+}
+
+/// One audit entry as the API shows it.
+public struct AuditEntryJSON: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var time: String
+    public var actor: String
+    public var method: String
+    public var route: String
+    public var object: String
+    public var status: Int
+    public var outcome: String
+
+    init(_ entry: AuditEntry) {
+        id = entry.id
+        time = AdminTime.format(entry.time)
+        actor = entry.actor
+        method = entry.method
+        route = entry.route
+        object = entry.object
+        status = entry.status
+        outcome = entry.outcome
+    }
+}
+
+extension AdminAPI {
+    static let mutatingMethods: Set<String> = ["POST", "PUT", "PATCH", "DELETE"]
+
+    public func handle(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+        let started = ContinuousClock.now
+        let (template, parameters) = AdminRouteTemplate.match(method: request.method, path: request.path)
+        let response: AdminResponse
+        switch (request.method, template) {
+        case ("GET", AdminRouteTemplate.audit): response = await auditLog(request, via: transport)
+        case ("GET", AdminRouteTemplate.headscaleHealth): response = await headscaleHealth(request, via: transport)
+        default: response = await respond(request, via: transport)
+        }
+        observer.record(route: template, method: request.method, status: response.status, duration: ContinuousClock.now - started)
+        if Self.mutatingMethods.contains(request.method), response.status != 401 {
+            await audit(request, via: transport, template: template, parameters: parameters, response: response)
+        }
+        return response
+    }
+
+    // MARK: recording
+
+    private func audit(_ request: AdminRequest, via transport: AdminTransport, template: String, parameters: [(String, String)],
+                       response: AdminResponse) async {
+        let now = clock()
+        let object = AdminAuditText.object(parameters: parameters, query: request.query, body: request.body)
+        let outcome = AdminAuditText.outcome(response)
+        let keyPrefix = transport == .network ? AdminAuditText.apiKeyPrefix(request.authorization) : nil
+        let socketActor = "socket" + (request.peer.map { " (\($0))" } ?? "")
+        _ = try? await store.transaction { tx in
+            let actor: String
+            if transport == .localSocket {
+                actor = socketActor
+            } else if let keyPrefix {
+                actor = "api-key \(keyPrefix)" + ((try? tx.apiKey(prefix: keyPrefix)).flatMap { $0 }.map { " (id \($0.id.rawValue))" } ?? "")
+            } else {
+                actor = "network (no API key)"
+            }
+            return try tx.appendAudit(
+                AuditEntry(time: now, actor: actor, method: request.method, route: template, object: object,
+                           status: response.status, outcome: outcome),
+                keeping: AuditLog.retention)
+        }
+    }
+
+    // MARK: routes served here
+
+    /// GET /api/v1/warren/audit?since=DURATION|TIME&limit=N: the newest entries, oldest first.
+    private func auditLog(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+        do {
+            if transport == .network { try await authenticate(request) }
+            let now = clock()
+            var since: Date?
+            if let text = request.query["since"], !text.isEmpty {
+                if let seconds = DurationText.parse(text), seconds >= 0 {
+                    since = now.addingTimeInterval(-seconds)
+                } else if let date = AdminTime.parse(text) {
+                    since = date
+                } else {
+                    throw AdminError(400, "invalid", "since=\(text.debugDescription): expected a duration such as 30m or 24h, or an RFC 3339 time")
+                }
+            }
+            var limit = 100
+            if let text = request.query["limit"] {
+                guard let value = Int(text), value > 0 else {
+                    throw AdminError(400, "invalid", "limit=\(text.debugDescription): expected a positive number")
+                }
+                limit = min(value, AuditLog.maximumRead)
+            }
+            let (cutoff, count) = (since, limit)
+            let entries = try await store.read { try $0.auditEntries(since: cutoff, limit: count) }
+            return ok(entries.map(AuditEntryJSON.init))
+        } catch let error as AdminError {
+            return Self.errorResponse(error.status, error.code, error.message)
+        } catch let error as StoreError {
+            return Self.errorResponse(500, error.code.description, error.message)
+        } catch {
+            return Self.errorResponse(500, "internal", "internal server error")
+        }
+    }
+
+    /// headscale's GET /api/v1/health: `{"databaseConnectivity": true}` once the store's health check passes; its
+    /// failure as the gRPC status headscale answers with (INTERNAL, HTTP 500) and the store's message.
+    private func headscaleHealth(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+        if transport == .network {
+            do {
+                try await authenticate(request)
+            } catch let error as AdminError where error.status == 401 {
+                return HeadscaleAPI.unauthorized
+            } catch {
+                return HeadscaleAPI.errorResponse(for: error)
+            }
+        }
+        do {
+            try await store.checkHealth()
+            return AdminResponse(status: 200, body: Array(#"{"databaseConnectivity":true}"#.utf8))
+        } catch let error as StoreError {
+            return HeadscaleStatus(code: 13, message: "database: \(error.message)").response
+        } catch {
+            return HeadscaleStatus(code: 13, message: "database: \(error)").response
+        }
+    }
+}
+
+/// Route templates over both route sets, for the audit log and the metrics (bounded label values).
+enum AdminRouteTemplate {
+    static let audit = "/api/v1/warren/audit"
+    static let headscaleHealth = "/api/v1/health"
+    static let openAPI = "/api/v1/openapi.json"
+    static let unmatched = "unmatched"
+
+    /// The template serving `method path` (or, for a method the path does not allow, the path's template), with its
+    /// parameters in template order; "unmatched" for a path no route has.
+    static func match(method: String, path: String) -> (template: String, parameters: [(String, String)]) {
+        let decoded = path.split(separator: "/", omittingEmptySubsequences: true).map { String($0).removingPercentEncoding ?? String($0) }
+        guard decoded.count >= 2, decoded[0] == "api", decoded[1] == "v1" else { return (unmatched, []) }
+        let route = Array(decoded.dropFirst(2))
+        if route == ["openapi.json"] { return (openAPI, []) }
+        if route == ["warren", "audit"] { return (audit, []) }
+        if HeadscaleAPI.serves(route) {
+            let templates = HeadscaleAPI.routes.map { ($0.method, $0.path) }
+            return best(method: method, route: route, templates: templates)
+        }
+        return best(method: method, route: route, templates: AdminOpenAPI.routes.map { ($0.method, $0.path) })
+    }
+
+    private static func best(method: String, route: [String], templates: [(String, String)]) -> (String, [(String, String)]) {
+        var found: (template: String, parameters: [(String, String)], score: Int)?
+        for (candidateMethod, path) in templates {
+            let parts = path.split(separator: "/").dropFirst(2).map(String.init)
+            guard parts.count == route.count else { continue }
+            var parameters: [(String, String)] = []
+            var literals = 0
+            var matched = true
+            for (part, value) in zip(parts, route) {
+                if part.hasPrefix("{") {
+                    parameters.append((String(part.dropFirst().dropLast()), value))
+                } else if part == value {
+                    literals += 1
+                } else {
+                    matched = false
+                    break
+                }
+            }
+            guard matched else { continue }
+            // The method's own route first, then the most literal segments.
+            let score = (candidateMethod == method ? 1000 : 0) + literals
+            if found.map({ score > $0.score }) ?? true { found = (path, parameters, score) }
+        }
+        return found.map { ($0.template, $0.parameters) } ?? (unmatched, [])
+    }
+}
+
+/// How an audit entry describes the object and the outcome, without secrets.
+enum AdminAuditText {
+    /// Fields of a request body or query that name the object acted on.
+    static let namingFields = ["id", "name", "user", "newName", "prefix", "key", "authId", "nodeId", "tags", "routes", "node"]
+
+    static func object(parameters: [(String, String)], query: [String: String], body: [UInt8]) -> String {
+        var parts = parameters.map { "\($0.0)=\(safe($0.1))" }
+        for name in namingFields.sorted() where parameters.first(where: { $0.0 == name }) == nil {
+            if let value = query[name] { parts.append("\(name)=\(name == "key" ? maskedKey(value) : safe(value))") }
+        }
+        if !body.isEmpty, body.count <= 1 << 20,
+           let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
+            for name in namingFields.sorted() where parameters.first(where: { $0.0 == name }) == nil && query[name] == nil {
+                guard let value = object[name] else { continue }
+                switch value {
+                case let text as String: parts.append("\(name)=\(name == "key" ? maskedKey(text) : safe(text))")
+                case let number as NSNumber: parts.append("\(name)=\(number)")
+                case let list as [Any]: parts.append("\(name)=\(safe(list.map { "\($0)" }.joined(separator: ",")))")
+                default: continue
+                }
+            }
+        }
+        return parts.joined(separator: " ")
+    }
+
+    /// A value as it may be stored: key texts cut to their public prefix, control characters dropped, at most
+    /// 100 characters.
+    static func safe(_ value: String) -> String {
+        for kind in [SecretKeyText.Kind.api, .preAuth] {
+            if let key = SecretKeyText(parsing: value.trimmingCharacters(in: .whitespaces), kind: kind) {
+                return "wkey-\(kind.rawValue)-\(key.prefix)-***"
+            }
+        }
+        let printable = String(value.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.map(Character.init))
+        return printable.count > 100 ? String(printable.prefix(100)) + "…" : printable
+    }
+
+    /// A `key` field: a key text (even a malformed one) keeps only its kind and prefix.
+    static func maskedKey(_ value: String) -> String {
+        let parts = value.trimmingCharacters(in: .whitespaces).split(separator: "-", omittingEmptySubsequences: false)
+        if parts.count >= 4, parts[0] == "wkey" { return safe(parts.prefix(3).joined(separator: "-")) + "-***" }
+        return safe(value)
+    }
+
+    /// "ok" for a success; else the error's message (Warren's `error`, headscale's `message`, or the text), first
+    /// line, at most 200 characters.
+    static func outcome(_ response: AdminResponse) -> String {
+        if response.status < 400 { return "ok" }
+        var message = String(decoding: response.body, as: UTF8.self)
+        if let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] {
+            message = (object["error"] as? String) ?? (object["message"] as? String) ?? message
+        }
+        let line = message.split(separator: "\n").first.map(String.init) ?? ""
+        return line.count > 200 ? String(line.prefix(200)) + "…" : line
+    }
+
+    /// The public prefix of the API key in an `Authorization: Bearer` header.
+    static func apiKeyPrefix(_ header: String?) -> String? {
+        guard let header, header.lowercased().hasPrefix("bearer ") else { return nil }
+        let text = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+        return SecretKeyText(parsing: text, kind: .api)?.prefix
+    }
+}
