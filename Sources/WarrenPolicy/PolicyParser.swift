@@ -22,6 +22,23 @@ public enum PolicyParser {
         PolicyError(message, line: at.line, column: at.column)
     }
 
+    /// A tag owner or an auto approver: a user (a login with `@`), a group or tag the policy defines, or an
+    /// autogroup. Anything else (an address, a host name, `*`) is refused as headscale v2's parseOwner and
+    /// parseAutoApprover refuse it, with their wording (`invalid owner format`, `invalid auto approver format`).
+    static func checkOwnerLike(_ s: Located<String>, kind: String, tags: [String: [String]],
+                               groups: [String: [String]]) throws(PolicyError) {
+        let v = s.value
+        if v.hasPrefix("group:") {
+            guard groups[v] != nil else { throw fail("group not defined in policy: \"\(v)\"", s.position) }
+        } else if v.hasPrefix("tag:") {
+            guard tags[v] != nil else { throw fail("tag not found: \"\(v)\"", s.position) }
+        } else if v.hasPrefix("autogroup:") || v.contains("@") {
+            return
+        } else {
+            throw fail("invalid \(kind) format: \"\(v)\"", s.position)
+        }
+    }
+
     static func strings(_ node: HuJSONNode, field: String) throws(PolicyError) -> [String] {
         if node.isNull { return [] }
         guard let items = node.array else {
@@ -177,6 +194,14 @@ public enum PolicyParser {
                 }
                 p.tagOwners[m.key] = try strings(m.value, field: "tagOwners[\"\(m.key)\"]")
             }
+            // An owner is a user, a group, another tag or an autogroup (Tailscale's own example owns tags with
+            // autogroup:admin); what it names must exist. The checks are headscale v2's parseOwner and validate,
+            // with its wording, and are made once every tag is known.
+            for m in tm where !m.key.hasPrefix("#") {
+                for owner in try locatedStrings(m.value, field: "tagOwners[\"\(m.key)\"]") {
+                    try checkOwnerLike(owner, kind: "owner", tags: p.tagOwners, groups: p.groups)
+                }
+            }
         }
 
         // Network-wide options.
@@ -250,11 +275,17 @@ public enum PolicyParser {
                     guard let prefix = IPPrefix(m.key) else {
                         throw fail("autoApprovers.routes: invalid prefix \"\(m.key)\"", m.keyPosition)
                     }
+                    for approver in try locatedStrings(m.value, field: "autoApprovers.routes[\"\(m.key)\"]") {
+                        try checkOwnerLike(approver, kind: "auto approver", tags: p.tagOwners, groups: p.groups)
+                    }
                     let approvers = try parseAliases(m.value, field: "autoApprovers.routes[\"\(m.key)\"]").map(\.value)
                     p.autoApproverRoutes.append((prefix, approvers))
                 }
             }
             if let exit = f["exitnode"] {
+                for approver in try locatedStrings(exit, field: "autoApprovers.exitNode") {
+                    try checkOwnerLike(approver, kind: "auto approver", tags: p.tagOwners, groups: p.groups)
+                }
                 p.autoApproverExitNode = try parseAliases(exit, field: "autoApprovers.exitNode").map(\.value)
             }
         }

@@ -105,6 +105,76 @@ struct PolicyValidator {
         }
     }
 
+    /// SSH connects identities, not addresses: a source is a user, a group, a tag, `user:*@domain`, or
+    /// autogroup:member or autogroup:tagged. Addresses, hosts, IP sets and `*` name no identity and are refused
+    /// (headscale v2's SSHSrcAliases; the wording follows Tailscale's `invalid dst` for a destination).
+    func checkSSHSourceKind(_ s: Located<Alias>) throws(PolicyError) {
+        switch s.value {
+        case .user, .userDomain, .group, .tag: return
+        case .autogroup(let g):
+            if g == "autogroup:self" { throw fail("\"autogroup:self\" not valid on the src side of a rule", s.position) }
+            guard Self.knownAutogroups.contains(g) else { return }   // unknown ones get checkReference's message
+            if !Self.sshSourceAutogroups.contains(g) { throw fail("invalid src \"\(g)\"", s.position) }
+        default:
+            throw fail("invalid src \"\(s.value)\"", s.position)
+        }
+    }
+
+    /// An SSH destination is a node set with an owner: a tag, a user (see ``checkSSHCombination``),
+    /// `user:*@domain`, or autogroup:self, autogroup:member or autogroup:tagged. Hosts are refused as Tailscale
+    /// refuses them (`invalid dst "srv"`, captured), and so are addresses, groups, IP sets and `*` (headscale v2's
+    /// SSHDstAliases refuses the same kinds; the wording is Tailscale's for hosts).
+    func checkSSHDestinationKind(_ d: Located<Alias>) throws(PolicyError) {
+        switch d.value {
+        case .user, .userDomain, .tag: return
+        case .autogroup(let g):
+            guard Self.knownAutogroups.contains(g) else { return }
+            if !Self.sshDestinationAutogroups.contains(g) { throw fail("invalid dst \"\(g)\"", d.position) }
+        default:
+            throw fail("invalid dst \"\(d.value)\"", d.position)
+        }
+    }
+
+    static let nodeAttrRefusedAutogroups: Set<String> = [
+        "autogroup:internet", "autogroup:danger-all", "autogroup:nonroot", "autogroup:shared",
+    ]
+    static let sshSourceAutogroups: Set<String> = ["autogroup:member", "autogroup:tagged"]
+    static let sshDestinationAutogroups: Set<String> = ["autogroup:self", "autogroup:member", "autogroup:tagged"]
+
+    /// Tailscale SSH's ownership rule: a tagged source has no human behind it, so it may reach tagged nodes only;
+    /// a user's devices are reached as that user alone (anyone else goes through autogroup:self). The checks and
+    /// their wording are headscale v2's validateSSHSrcDstCombination; no capture of Tailscale's own text exists.
+    func checkSSHCombination(_ rule: SSHPolicyRule) throws(PolicyError) {
+        var tagged = false, groups = false
+        var users = Set<String>()
+        for s in rule.sources {
+            switch s.value {
+            case .tag, .autogroup("autogroup:tagged"): tagged = true
+            case .group, .autogroup("autogroup:member"), .userDomain: groups = true
+            case .user(let u): users.insert(u)
+            default: break
+            }
+        }
+        for d in rule.destinations {
+            switch d.value {
+            case .user(let u):
+                if tagged {
+                    throw fail("tags in SSH source cannot access user-owned devices (\(u)); use autogroup:tagged or specific tags as destinations instead", d.position)
+                }
+                if groups || users != [u] {
+                    throw fail("user destination requires source to contain only that same user \"\(u)\"; use autogroup:self instead for same-user SSH access", d.position)
+                }
+            case .userDomain where tagged:
+                throw fail("tags in SSH source cannot access user-owned devices (\(d.value)); use autogroup:tagged or specific tags as destinations instead", d.position)
+            case .autogroup("autogroup:self") where tagged:
+                throw fail("autogroup:self destination requires source to contain only users or groups, not tags or autogroup:tagged", d.position)
+            case .autogroup("autogroup:member") where tagged:
+                throw fail("tags in SSH source cannot access autogroup:member (user-owned devices)", d.position)
+            default: break
+            }
+        }
+    }
+
     func validate() throws(PolicyError) {
         for rule in policy.acls {
             try checkSources(rule.sources, in: .aclSource)
@@ -147,12 +217,17 @@ struct PolicyValidator {
                 if s.value == .autogroup("autogroup:internet") {
                     throw fail("autogroup:internet can only be used in ACL destinations", s.position)
                 }
+                try checkSSHSourceKind(s)
                 try checkReference(s, in: .sshSource)
             }
             for d in rule.destinations {
-                // Hosts are addresses, not nodes: SSH refuses them as destinations, defined or not.
-                if case .host(let h) = d.value { throw fail("invalid dst \"\(h)\"", d.position) }
+                try checkSSHDestinationKind(d)
                 try checkReference(d, in: .sshDestination)
+            }
+            try checkSSHCombination(rule)
+            // checkPeriod says how long a check lasts: it means nothing on an accept rule.
+            if rule.checkPeriod != nil, rule.action != .check {
+                throw fail("checkPeriod is only valid with action \"check\"", rule.position)
             }
             // acceptEnv names environment variables (with * and ? wildcards); an empty name is refused.
             if let env = rule.acceptEnv, env.contains(where: \.isEmpty) {
@@ -170,6 +245,13 @@ struct PolicyValidator {
         for n in policy.nodeAttrs {
             for t in n.targets {
                 if t.value.isAutogroupSelf { throw fail("internal server error", t.position) }
+                // A node attribute attaches to nodes or their owners: autogroups that name no stable set of nodes
+                // (the internet, every address, SSH login names, shared-in nodes) are refused. Tailscale accepts
+                // the role autogroups (admin, owner, ...), as captures show, so only these are refused here
+                // (headscale v2's validateAutogroupForNodeAttrs refuses them too; the wording is headscale's).
+                if case .autogroup(let g) = t.value, Self.nodeAttrRefusedAutogroups.contains(g) {
+                    throw fail("nodeAttrs target does not support this autogroup: \"\(g)\"", t.position)
+                }
                 try checkReference(t, in: .nodeAttrTarget)
             }
             // An ipPool hands out node addresses: it must lie in Tailscale's CGNAT range and keep clear of the

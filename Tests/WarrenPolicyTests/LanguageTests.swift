@@ -125,7 +125,7 @@ final class LanguageTests: XCTestCase {
         }
         XCTAssertEqual(message(#"{"ssh": [{"action": "check", "src": ["*"], "dst": ["*"], "users": ["root"], "checkPeriod": "169h"}]}"#),
                        "checkPeriod 169h0m0s is above the max (168h)")
-        XCTAssertEqual(message(#"{"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": ["localpart:*@example.org"]}]}"#),
+        XCTAssertEqual(message(#"{"ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["localpart:*@example.org"]}]}"#),
                        "example.org is not associated with this Tailnet and cannot be used in user:*@<domain> expressions")
         XCTAssertEqual(message(#"{"ssh": [{"action": "deny", "src": ["*"], "dst": ["*"], "users": ["root"]}]}"#),
                        "\"deny\" is not a valid action")

@@ -54,9 +54,9 @@ final class RejectionMessageTests: XCTestCase {
                      #""grants": [{"src": ["nohost"], "dst": ["*"], "ip": ["*"]}]"#] {
             XCTAssertEqual(reject(body).map { String($0.drop { $0 != " " }.dropFirst()) }, #"host not defined in policy: "nohost""#, body)
         }
-        XCTAssertEqual(reject(#""ssh": [{"action": "accept", "src": ["*"], "dst": ["nohost"], "users": ["root"]}]"#)
+        XCTAssertEqual(reject(#""ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["nohost"], "users": ["root"]}]"#)
             .map { String($0.drop { $0 != " " }.dropFirst()) }, #"invalid dst "nohost""#)
-        XCTAssertEqual(reject(#""ssh": [{"action": "accept", "src": ["*"], "dst": ["nas"], "users": ["root"]}]"#)
+        XCTAssertEqual(reject(#""ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["nas"], "users": ["root"]}]"#)
             .map { String($0.drop { $0 != " " }.dropFirst()) }, #"invalid dst "nas""#)
     }
 

@@ -153,7 +153,8 @@ struct TailnetGenerator {
                 rule["src"] = [pick(["autogroup:member", pick(groups), pick(tags), pick(users).email])]
                 rule["dst"] = [pick(tags)]
             }
-            if chance(0.3) { rule["checkPeriod"] = pick(["12h", "always"]) }
+            // checkPeriod belongs to check rules only (an accept rule with one is refused).
+            if rule["action"] as? String == "check", chance(0.5) { rule["checkPeriod"] = pick(["12h", "always"]) }
             if chance(0.3) { rule["acceptEnv"] = ["GIT_*", "LANG"] }
             ssh.append(rule)
         }
