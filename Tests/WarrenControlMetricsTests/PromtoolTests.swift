@@ -205,6 +205,28 @@ final class PromtoolTests: XCTestCase {
         await b.close()
     }
 
+    /// Each encode is timed under its kind (a full map has Peers, a keep-alive says so, anything else is a delta), the
+    /// bytes are those of the untimed encoder, and an encoder without metrics records nothing.
+    func testTheEncoderTimesEachMessageUnderItsKind() throws {
+        let metrics = ControlMetricsRegistry()
+        let timed = MapMessageEncoder(metrics: metrics.control)
+        let untimed = MapMessageEncoder()
+        var full = MapResponse()
+        full.peers = []
+        full.domain = "example"
+        var delta = MapResponse()
+        delta.peersRemoved = [7]
+        for message in [MapResponse.keepAliveMessage, full, delta, delta] {
+            XCTAssertEqual(try timed.encode(message), try untimed.encode(message))
+        }
+        let families = Families(String(decoding: metrics.scrape(), as: UTF8.self))
+        let count = "warren_map_encode_duration_seconds_count"
+        XCTAssertEqual(families.value(count, #"{kind="keepalive"}"#), 1)
+        XCTAssertEqual(families.value(count, #"{kind="full"}"#), 1)
+        XCTAssertEqual(families.value(count, #"{kind="delta"}"#), 2)
+        XCTAssertNil(untimed.metrics)
+    }
+
     /// The check itself can fail: promtool refuses a family without help text, and so does the HELP check here.
     func testAFamilyWithoutHelpIsRefused() throws {
         let metrics = ControlMetricsRegistry()
