@@ -75,10 +75,13 @@ public struct TailnetSnapshot: Sendable {
 public struct NetworkMapBuilder: Sendable {
     public var configuration: ControlConfiguration
     public var policy: any PacketFilterPolicy
+    /// The DERP map in force: `configuration.derpMap` until ``ControlEngine/setDERPMap(_:)`` replaces it.
+    public let derpMap: DERPMapCell
 
     public init(configuration: ControlConfiguration, policy: any PacketFilterPolicy = AllowAllPolicy()) {
         self.configuration = configuration
         self.policy = policy
+        derpMap = DERPMapCell(configuration.derpMap)
     }
 
     public func fqdn(_ node: ControlNode) -> String { "\(node.givenName).\(configuration.baseDomain)." }
@@ -291,7 +294,7 @@ public struct NetworkMapBuilder: Sendable {
     public func fullMap(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool) -> MapResponse {
         var response = MapResponse()
         response.node = selfNode(node, in: tailnet, now: now)
-        response.derpMap = configuration.derpMap
+        response.derpMap = derpMap.current
         let peerIDs = omitPeers ? [] : peerIDs(of: node, in: tailnet)
         var peers = [Node]()
         var userIDs: Set<Int64> = [node.userID]

@@ -47,6 +47,9 @@ struct EmbeddedDERP {
         var ipv6: String?
         /// The relay's key file (headscale's derp.server.private_key_path); default `<stateDir>/derp/derp.key`.
         var keyPath: String?
+        /// A second STUN address (`derp.stun_secondary_addr`), announced as a STUN-only node of the region: with
+        /// two STUN servers at different addresses netcheck can tell whether the NAT maps by destination.
+        var stunSecondary: (host: String, port: Int)?
     }
 
     static func start(settings: Settings, stateDir: String, logger: Logger) async throws -> EmbeddedDERP {
@@ -78,12 +81,13 @@ struct EmbeddedDERP {
         }
         var stunPort = -1
         var stunServer: STUNServer?
-        if settings.stunPort > 0 {
-            let stun = STUNServer(addresses: [(settings.host, settings.stunPort)], logger: logger)
+        let stunAddresses = (settings.stunPort > 0 ? [(settings.host, settings.stunPort)] : []) + (settings.stunSecondary.map { [$0] } ?? [])
+        if !stunAddresses.isEmpty {
+            let stun = STUNServer(addresses: stunAddresses, logger: logger)
             _ = try await stun.bind()
             services.append(stun)
             stunServer = stun
-            stunPort = settings.stunPort
+            if settings.stunPort > 0 { stunPort = settings.stunPort }
         }
         var node = DERPNode(name: "\(settings.regionID)a", regionID: settings.regionID, hostName: settings.host)
         let address = IPAddress(settings.host)
@@ -96,8 +100,19 @@ struct EmbeddedDERP {
         node.derpPort = derpPort
         node.stunPort = stunPort
         node.certName = pin
+        var nodes = [node]
+        if let (host, port) = settings.stunSecondary {
+            // STUN only: clients never pick it as their relay; netcheck probes it beside the first node.
+            var second = DERPNode(name: "\(settings.regionID)b", regionID: settings.regionID, hostName: host)
+            let version = IPAddress(host)?.version
+            second.ipv4 = version == .v4 ? host : "none"
+            second.ipv6 = version == .v6 ? host : "none"
+            second.stunPort = port
+            second.stunOnly = true
+            nodes.append(second)
+        }
         let region = DERPRegion(regionID: settings.regionID, regionCode: settings.regionCode, regionName: settings.regionName,
-                                nodes: [node])
+                                nodes: nodes)
         logger.info("embedded DERP relay ready", metadata: [
             "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(pin ?? "(the control listener's certificate)")"])
         return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer, revalidator: revalidator)

@@ -52,23 +52,14 @@ enum HeadscaleLayout {
             why: "Warren's relay always admits only this tailnet's live nodes", inert: { v, _ in (v as? Bool) == true })
         c["derp.server.stun_listen_addr"] = .mapped(to: "derp.stun_port (the port; STUN listens on the relay's host)")
         c["derp.server.private_key_path"] = .mapped(to: "the relay's key file (default <state_dir>/derp/derp.key)")
-        c["derp.server.automatically_add_embedded_derp_region"] = .unimplemented(
-            why: "Warren always puts its embedded relay's region in the DERP map", inert: { v, _ in (v as? Bool) == true })
+        c["derp.server.automatically_add_embedded_derp_region"] = .mapped(
+            to: "derp.add_embedded_region (the embedded relay's region added to the DERP map, over any region of that ID)")
         c["derp.server.ipv4"] = .mapped(to: "the relay's IPv4 address in the DERP map")
         c["derp.server.ipv6"] = .mapped(to: "the relay's IPv6 address in the DERP map")
-        c["derp.urls"] = .unimplemented(
-            why: "Warren does not fetch DERP maps; clients get the embedded relay only (none if derp.server.enabled is false)",
-            inert: off)
-        c["derp.paths"] = .unimplemented(
-            why: "Warren does not read DERP map files; clients get the embedded relay only (none if derp.server.enabled is false)",
-            inert: off)
-        c["derp.auto_update_enabled"] = .unimplemented(why: "Warren does not fetch DERP maps (derp.urls)", inert: { v, root in
-            isOff(v) || (isOff(value(at: "derp.urls", in: root) ?? []) && isOff(value(at: "derp.paths", in: root) ?? []))
-        })
-        c["derp.update_frequency"] = .unimplemented(why: "Warren does not fetch DERP maps (derp.urls)", inert: { _, root in
-            isOff(value(at: "derp.auto_update_enabled", in: root) ?? false)
-                || (isOff(value(at: "derp.urls", in: root) ?? []) && isOff(value(at: "derp.paths", in: root) ?? []))
-        })
+        c["derp.urls"] = .mapped(to: "derp.urls (DERP maps fetched as JSON, merged after the embedded region's)")
+        c["derp.paths"] = .mapped(to: "derp.paths (DERP map files, YAML or JSON, merged after the URLs')")
+        c["derp.auto_update_enabled"] = .mapped(to: "derp.auto_update_enabled (the map rebuilt every update_frequency)")
+        c["derp.update_frequency"] = .mapped(to: "derp.update_frequency")
         c["disable_check_updates"] = .unimplemented(why: "Warren never checks for updates", inert: always)
         c["node"] = .section
         c["node.expiry"] = .mapped(to: "node_key_expiry (0: no expiry)")
@@ -170,7 +161,8 @@ enum HeadscaleLayout {
     /// Warren's own keys by dotted path (sections that Warren's reader checks itself end the walk).
     static let warrenPaths: Set<String> = ServeConfigFile.topLevelKeys.subtracting(["database"]).union([
         "prefixes.v4", "prefixes.v6", "dns.magic_dns", "dns.nameservers", "dns.search_domains", "dns.split",
-        "dns.extra_records", "derp.enabled", "derp.host", "derp.port", "derp.stun_port",
+        "dns.extra_records", "derp.enabled", "derp.host", "derp.port", "derp.stun_port", "derp.add_embedded_region",
+        "derp.stun_secondary_addr",
     ])
 
     /// Pairs that set the same thing in the two layouts: a file may use one of each pair.
@@ -183,6 +175,7 @@ enum HeadscaleLayout {
         ("tls", ["tls_cert_path", "tls_key_path"]),
         ("derp.enabled", ["derp.server.enabled"]),
         ("derp.stun_port", ["derp.server.stun_listen_addr"]),
+        ("derp.add_embedded_region", ["derp.server.automatically_add_embedded_derp_region"]),
         ("dns.split", ["dns.nameservers.split"]),
     ]
 
@@ -441,6 +434,22 @@ enum HeadscaleLayout {
             extras.derpIPv6 = address
         }
         if let path = try string("derp.server.private_key_path"), !path.isEmpty { extras.derpKeyPath = absolute(path) }
+        if let add = try bool("derp.server.automatically_add_embedded_derp_region") {
+            set("derp", "add_embedded_region", add, from: "derp.server.automatically_add_embedded_derp_region")
+        }
+        // The DERP map's sources keep their names in Warren's layout (derp.urls, derp.paths, ...); relative paths
+        // are resolved against the configuration file's directory, as the other paths of the file.
+        if let v = headscalePresent["derp.paths"] {
+            if let list = v as? [Any] {
+                set("derp", "paths", list.map { item -> Any in (item as? String).map { $0.isEmpty ? $0 : absolute($0) } ?? item },
+                    from: "derp.paths")
+            } else {
+                set("derp", "paths", v, from: "derp.paths")
+            }
+        }
+        if let v = headscalePresent["derp.urls"] { set("derp", "urls", v, from: "derp.urls") }
+        if let v = headscalePresent["derp.auto_update_enabled"] { set("derp", "auto_update_enabled", v, from: "derp.auto_update_enabled") }
+        if let v = headscalePresent["derp.update_frequency"] { set("derp", "update_frequency", v, from: "derp.update_frequency") }
 
         // Keys and sockets.
         if let path = try string("noise.private_key_path"), !path.isEmpty { extras.controlKeyPath = absolute(path) }

@@ -148,6 +148,7 @@ struct ServeCommand: AsyncParsableCommand {
         var derpRevalidator: DERPRevalidator?
         // The embedded relay serves the live nodes of this tailnet only (the engine is set once it is loaded).
         let derpAdmission = EngineAdmission()
+        var embeddedRegion: DERPRegion?
         if settings.derpEnabled {
             // On a wildcard listener the relay takes server_url's host when it is an address (one of this host's);
             // a name there leaves it on loopback as before (set derp.host to announce it elsewhere).
@@ -170,15 +171,18 @@ struct ServeCommand: AsyncParsableCommand {
                                 regionCode: file.headscale.derpRegionCode ?? "warren",
                                 regionName: file.headscale.derpRegionName ?? "Warren embedded relay",
                                 ipv4: file.headscale.derpIPv4, ipv6: file.headscale.derpIPv6,
-                                keyPath: file.headscale.derpKeyPath),
+                                keyPath: file.headscale.derpKeyPath, stunSecondary: file.stunSecondary),
                 stateDir: stateDir, logger: logger)
-            configuration.derpMap = DERPMap(regions: [derp.region.regionID: derp.region], omitDefaultRegions: true)
+            embeddedRegion = derp.region
             extraServices += derp.services
             if mounted { derpServer = derp.server }
             derpRevalidator = derp.revalidator
             metrics.watch(derp: derp.server)
             if let stun = derp.stun { metrics.watch(stun: stun) }
         }
+        // The DERP map: derp.urls, derp.paths and the embedded region (DERPMapSources.swift).
+        let derpMap = try await DERPMapSetup.start(file: file, embeddedRegion: embeddedRegion, logger: logger)
+        configuration.derpMap = derpMap.map
 
         let store = try SQLiteControlStore(path: settings.databasePath)
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
@@ -202,6 +206,7 @@ struct ServeCommand: AsyncParsableCommand {
                                    metrics: metrics.control)
         try await engine.load()
         derpAdmission.set(engine)
+        if let refresher = derpMap.refresher(engine: engine) { extraServices.append(refresher) }
         let admin = try await AdminWiring.start(store: store, engine: engine, configuration: configuration, stateDir: stateDir,
                                                 socketPath: settings.adminSocketPath, socketMode: settings.adminSocketMode,
                                                 policyFile: file.policyPath, limits: adminLimits,

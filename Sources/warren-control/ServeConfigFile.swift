@@ -41,6 +41,11 @@ struct ServeConfigFile {
     var derpHost: String?
     var derpPort: Int?
     var stunPort: Int?
+    /// `derp.stun_secondary_addr` (host:port): a second STUN listener, announced as a STUN-only node of the
+    /// embedded relay's region, so that netcheck can tell whether the NAT's mapping depends on the destination.
+    var stunSecondary: (host: String, port: Int)?
+    /// Where the DERP map comes from besides the embedded relay (`derp.urls`, `derp.paths`, refresh).
+    var derpMapSources = DERPMapSettings()
     /// `tls: {cert_file, key_file}`: HTTPS on the control listener.
     var tls: ControlTLSFiles?
     /// `listeners:`: connection caps and timers (ListenerSettings.swift).
@@ -322,11 +327,39 @@ struct ServeConfigFile {
             }
             if let derp = map["derp"] {
                 guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }
-                try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port"], at: "derp")
+                try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port", "stun_secondary_addr", "add_embedded_region",
+                                           "urls", "paths", "auto_update_enabled", "update_frequency"], at: "derp")
                 out.derpEnabled = try bool(d["enabled"], "derp.enabled")
                 out.derpHost = try string(d["host"], "derp.host")
                 out.derpPort = try port(d["port"], "derp.port")
                 out.stunPort = try port(d["stun_port"], "derp.stun_port")
+                if let text = try string(d["stun_secondary_addr"], "derp.stun_secondary_addr"), !text.isEmpty {
+                    guard let (host, port) = ServeConfigFile.splitHostPort(text), IPAddress(host) != nil, port > 0 else {
+                        throw fail("derp.stun_secondary_addr", "expected IP:port of a second address of this host, such as 198.51.100.2:3478")
+                    }
+                    out.stunSecondary = (host, port)
+                }
+                var sources = DERPMapSettings()
+                sources.addEmbeddedRegion = try bool(d["add_embedded_region"], "derp.add_embedded_region") ?? true
+                for (i, text) in try strings(d["urls"], "derp.urls").enumerated() {
+                    guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+                          let host = url.host, !host.isEmpty else {
+                        throw fail("derp.urls[\(i)]", "\(text.debugDescription) is not an http:// or https:// URL")
+                    }
+                    sources.urls.append(text)
+                }
+                for (i, path) in try strings(d["paths"], "derp.paths").enumerated() {
+                    guard !path.isEmpty else { throw fail("derp.paths[\(i)]", "empty path") }
+                    sources.paths.append(path)
+                }
+                sources.autoUpdate = try bool(d["auto_update_enabled"], "derp.auto_update_enabled") ?? false
+                if let raw = d["update_frequency"], HeadscaleLayout.isZeroDuration(raw) {
+                    sources.autoUpdate = false  // headscale: a zero frequency never refreshes
+                } else if let frequency = try duration(d["update_frequency"], "derp.update_frequency") {
+                    guard frequency >= .seconds(1) else { throw fail("derp.update_frequency", "at least 1s") }
+                    sources.updateFrequency = frequency
+                }
+                out.derpMapSources = sources
             }
             out.listeners = try ListenerSettings.read(map["listeners"], file: file)
             out.ephemeralInactivityTimeout = try bounded(
