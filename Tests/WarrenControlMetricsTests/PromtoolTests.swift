@@ -289,9 +289,20 @@ final class PromtoolTests: XCTestCase {
               let port = Int(text[range].split(separator: ":").last?.split(separator: "/").first ?? "") else {
             return XCTFail("serve did not print its metrics address: \(text)")
         }
+        // One admin API request (refused: no API key), so that the admin request families have samples too.
+        guard let control = text.range(of: #"point clients at: http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression),
+              let controlPort = Int(text[control].split(separator: ":").last ?? "") else {
+            return XCTFail("serve did not print its URL: \(text)")
+        }
+        let refused = try await ControlClient.rawHTTP(
+            host: "127.0.0.1", port: controlPort,
+            request: "GET /api/v1/user HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        XCTAssertTrue(String(decoding: refused, as: UTF8.self).hasPrefix("HTTP/1.1 401"), String(decoding: refused.prefix(100), as: UTF8.self))
         let scraped = try await scrape(port: port)
         let families = Families(scraped)
         assertEveryFamilyDescribed(families)
+        XCTAssertEqual(families.types["warren_admin_requests_total"], "counter", scraped)
+        XCTAssertEqual(families.types["warren_admin_request_duration_seconds"], "histogram", scraped)
         XCTAssertEqual(families.value("warren_control_build_info",
                                       "{version=\"\(printed)\",swift=\"\(WarrenControlBuild.swiftVersion)\"}"), 1, scraped)
         // The server's own process: it started within the last day and holds a few descriptors.
