@@ -26,7 +26,7 @@ struct NodesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nodes", abstract: "Manage nodes.",
         subcommands: [List.self, Register.self, Approve.self, Expire.self, Rename.self, Tag.self, Delete.self, ListRoutes.self,
-                      ApproveRoutes.self],
+                      ApproveRoutes.self, BackfillIPs.self],
         aliases: ["node", "machine", "machines"])
 
     static let outputHelp: ArgumentHelp = "Output format: text, json, json-line or yaml."
@@ -228,6 +228,29 @@ struct NodesCommand: AsyncParsableCommand {
                                       body: RoutesBody(routes: commaList(routes)), as: RoutesJSON.self)
             }
             AdminOutput.emit(result, output) { print("Node \(result.nodeID) approved routes: \(AdminOutput.list(result.approvedRoutes))") }
+        }
+    }
+
+    struct BackfillIPs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "backfillips",
+            abstract: "Give every node an address of each family it lacks or holds outside the configured prefixes.")
+        @OptionGroup var connection: AdminConnectionOptions
+        @Flag(help: "Accepted for headscale compatibility (no question is asked).") var force = false
+        @Option(name: .shortAndLong, help: NodesCommand.outputHelp) var output: OutputFormat = .text
+
+        struct Changes: Codable { var changes: [String] }
+
+        func run() async throws {
+            let client = try connection.client()
+            // headscale's route (BackfillNodeIPs): the same store operation and map updates as its CLI's.
+            let result = try await adminCall {
+                try await client.call("POST", "/api/v1/node/backfillips?confirmed=true", as: Changes.self)
+            }
+            AdminOutput.emit(result.changes, output) {
+                if result.changes.isEmpty { print("No node needed an address") }
+                for change in result.changes { print(change) }
+            }
         }
     }
 }

@@ -214,5 +214,19 @@ final class CLIParityTests: XCTestCase {
         XCTAssertEqual(value6, 2)
         let tagged = try await run(["nodes", "tags", "-i", String(plain.id), "-t", "tag:x", "-o", "yaml"])
         XCTAssertTrue(tagged.contains("- tag:x"), tagged)
+
+        // nodes backfillips: a node without its IPv6 address gets one.
+        try await XCTUnwrap(store).transaction { tx in
+            var node = try tx.requireNode(id: NodeID(plain.id))
+            node.ipv6 = nil
+            try tx.update(node)
+        }
+        let changes = try await json([String].self, ["nodes", "backfillips", "--force"])
+        XCTAssertEqual(changes.count, 1, "\(changes)")
+        XCTAssertTrue(changes.first?.hasPrefix("assigned IPv6 ") == true, "\(changes)")
+        let refilled = try await XCTUnwrap(store).read { try $0.node(id: NodeID(plain.id))?.ipv6 }
+        XCTAssertNotNil(refilled)
+        let nothing = try await run(["nodes", "backfillips"])
+        XCTAssertEqual(nothing, "No node needed an address\n")
     }
 }
