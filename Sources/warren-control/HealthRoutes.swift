@@ -12,7 +12,7 @@ struct HealthRoutes: PlainHTTPRoutes {
     let logger: Logger
 
     func handle(_ request: PlainHTTPRequest) async -> PlainHTTPResponse? {
-        guard request.path == "/health", request.method == "GET" || request.method == "HEAD" else {
+        guard request.path == "/health", request.method == "GET" else {
             return await next.handle(request)
         }
         do {
