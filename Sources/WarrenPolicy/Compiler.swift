@@ -121,7 +121,15 @@ public struct CompileOptions: Sendable {
     }
 }
 
-/// Compiles a policy against a tailnet into what each node receives.
+/// Compiles a policy against a whole tailnet into what each node receives, in one pass and without indexes.
+///
+/// This is the reference: the test oracle that ``PolicyEngine`` (what the server, `policy check`, `policy compile`
+/// and `policy explain` run) is checked against, capture by capture and on random tailnets. The semantics live in
+/// the building blocks both use, so a fix lands once: grant units and their compilation (`grantUnits`,
+/// `compile`), autogroup:self and via rules (`selfRules`, `viaRules`), reduction to one node (`reduce`), the wire
+/// form (`wire`), capabilities (``PolicyCapabilities``), SSH actions and principals, and validation
+/// (``PolicyValidator``). What stays written twice is only the bookkeeping: this type recomputes everything per
+/// node, the engine keeps indexes and recomputes what a change touches.
 public struct PolicyCompiler: Sendable {
     public let policy: Policy
     public let tailnet: Tailnet
@@ -503,6 +511,18 @@ struct NodeView {
         routes = node.subnetRoutes
         exit = node.isExitNode
         selectors = node.addresses
+    }
+
+    /// Whether the node is among a rule's sources for peer visibility: by an address, or by a subnet route that
+    /// overlaps them (a router speaks for its subnet). Shared by PolicyCompiler's and PolicyEngine's peer sets.
+    func isSource(of set: IPSet) -> Bool {
+        node.addresses.contains(where: set.contains) || routes.contains(where: set.overlaps)
+    }
+
+    /// Whether the node is among a rule's destinations for peer visibility: by an address, by an overlapping
+    /// subnet route, or as an exit node when the rule reaches the internet.
+    func isDestination(of set: IPSet, internet: Bool) -> Bool {
+        selectors.contains(where: set.contains) || routes.contains(where: set.overlaps) || (internet && exit)
     }
 
     /// Whether a destination concerns the node (kept in its filter).

@@ -81,9 +81,7 @@ extension PolicyCompiler {
     func peerBits() -> [NodeBits] {
         let n = tailnet.nodes.count
         var peers = Array(repeating: NodeBits(count: n), count: n)
-        let routes = tailnet.nodes.map(\.subnetRoutes)
-        // As for filters: a destination reaches a node by any of its addresses.
-        let selectors = tailnet.nodes.map(\.addresses)
+        let views = tailnet.nodes.map(NodeView.init)
         for m in allMatchers() {
             var src = NodeBits(count: n), dst = NodeBits(count: n)
             var dstSetBuilder = IPSetBuilder()
@@ -92,14 +90,11 @@ extension PolicyCompiler {
             let dstSet = dstSetBuilder.build()
             let dstIsInternet = m.toInternet || dstSet.isSuperset(of: KnownSets.internet)
             var srcList: [Int] = [], dstList: [Int] = []
-            for (i, node) in tailnet.nodes.enumerated() {
-                if node.addresses.contains(where: m.srcSet.contains) || routes[i].contains(where: m.srcSet.overlaps) {
-                    src.insert(i); srcList.append(i)
-                }
+            for (i, view) in views.enumerated() {
+                if view.isSource(of: m.srcSet) { src.insert(i); srcList.append(i) }
                 if let router = m.viaRouter {
-                    if node.name == router { dst.insert(i); dstList.append(i) }
-                } else if selectors[i].contains(where: dstSet.contains) || routes[i].contains(where: dstSet.overlaps)
-                    || (dstIsInternet && node.isExitNode) {
+                    if view.node.name == router { dst.insert(i); dstList.append(i) }
+                } else if view.isDestination(of: dstSet, internet: dstIsInternet) {
                     dst.insert(i); dstList.append(i)
                 }
             }

@@ -31,10 +31,22 @@ public struct PolicyTestRunner: Sendable {
         self.tailnet = tailnet
     }
 
-    /// One problem per failing test, located at the test.
+    /// One problem per failing test, located at the test, evaluated on ``PolicyEngine``: the compiler the server
+    /// runs, so a policy's tests judge what nodes will receive.
     public func run() -> [PolicyError] {
         guard !policy.tests.isEmpty || !policy.sshTests.isEmpty else { return [] }
-        let compiler = PolicyCompiler(policy: policy, tailnet: tailnet)
+        return run(on: PolicyEngine(policy: policy, tailnet: tailnet))
+    }
+
+    /// The same tests judged by the reference compiler (``PolicyCompiler``): the conformance suite checks that both
+    /// judge every capture's tests alike.
+    public func runOnReference() -> [PolicyError] {
+        guard !policy.tests.isEmpty || !policy.sshTests.isEmpty else { return [] }
+        return run(on: PolicyCompiler(policy: policy, tailnet: tailnet))
+    }
+
+    /// The same tests evaluated on another compiler of the same semantics (``PolicyCompiler``, the test oracle).
+    func run(on compiler: some PolicySemantics) -> [PolicyError] {
         var failures: [PolicyError] = []
         if !policy.tests.isEmpty {
             let matchers = compiler.allMatchers()
@@ -53,7 +65,7 @@ public struct PolicyTestRunner: Sendable {
     }
 
     /// The addresses a test's `src` stands for; nil when it names nothing known.
-    func sourceAddresses(_ text: String, compiler: PolicyCompiler) -> (Alias, [IPAddress])? {
+    func sourceAddresses(_ text: String, compiler: some PolicySemantics) -> (Alias, [IPAddress])? {
         guard let alias = Alias.parse(text), !text.isEmpty else { return nil }
         switch alias {
         case .tag(let t) where policy.tagOwners[t] == nil: return nil
@@ -64,11 +76,11 @@ public struct PolicyTestRunner: Sendable {
         case .prefix(let p) where !p.isSingleAddress: return nil
         default: break
         }
-        let set = compiler.resolver.resolve(alias)
+        let set = compiler.resolve(alias)
         return (alias, set.addresses.count <= 1 << 16 ? set.addresses : [])
     }
 
-    func runTest(_ t: PolicyTest, matchers: [CompiledRule], compiler: PolicyCompiler) -> String? {
+    func runTest(_ t: PolicyTest, matchers: [CompiledRule], compiler: some PolicySemantics) -> String? {
         if t.accept.isEmpty && t.deny.isEmpty { return "test must have at least one of \"accept\" or \"deny\"" }
         guard let (srcAlias, srcIPs) = sourceAddresses(t.source, compiler: compiler) else {
             return "unknown or invalid src \"\(t.source)\""
@@ -98,7 +110,7 @@ public struct PolicyTestRunner: Sendable {
     }
 
     /// A test destination: one host (or a user's, tag's or autogroup:self's nodes) and one port.
-    func destination(_ text: String, source: Alias, compiler: PolicyCompiler) -> ([IPAddress], UInt16)? {
+    func destination(_ text: String, source: Alias, compiler: some PolicySemantics) -> ([IPAddress], UInt16)? {
         guard let (host, portText) = PolicyParser.splitHostPort(text.trimmingSpaces),
               let port = UInt16(portText), port > 0, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
               !host.contains("/"), let alias = Alias.parse(host) else { return nil }
@@ -110,9 +122,9 @@ public struct PolicyTestRunner: Sendable {
             guard policy.hostIsSingleAddress[h] == true, let set = policy.hosts[h] else { return nil }
             return (set.addresses, port)
         case .autogroup("autogroup:self"):
-            return (compiler.resolver.resolve(source).addresses, port)
+            return (compiler.resolve(source).addresses, port)
         default:
-            return (compiler.resolver.resolve(alias).addresses, port)
+            return (compiler.resolve(alias).addresses, port)
         }
     }
 
@@ -127,7 +139,7 @@ public struct PolicyTestRunner: Sendable {
         return false
     }
 
-    func runSSHTest(_ t: SSHPolicyTest, compiler: PolicyCompiler) -> String? {
+    func runSSHTest(_ t: SSHPolicyTest, compiler: some PolicySemantics) -> String? {
         if t.accept.isEmpty && t.check.isEmpty && t.deny.isEmpty {
             return "SSH test must have at least one of \"accept\", \"check\" or \"deny\""
         }
@@ -138,8 +150,8 @@ public struct PolicyTestRunner: Sendable {
         var dstNodes: [TailnetNode] = []
         for d in t.destinations {
             guard let alias = Alias.parse(d) else { return "invalid dst \"\(d)\"" }
-            let set = compiler.resolver.resolve(alias)
-            let nodes = compiler.tailnet.nodes.filter { $0.addresses.contains(where: set.contains) }
+            let set = compiler.resolve(alias)
+            let nodes = compiler.allNodes.filter { $0.addresses.contains(where: set.contains) }
             if nodes.isEmpty { return "dst \"\(d)\" matches no node" }
             dstNodes += nodes
         }
@@ -165,5 +177,49 @@ public struct PolicyTestRunner: Sendable {
             }
         }
         return false
+    }
+}
+
+/// What evaluating a policy's tests and explaining a flow need from a compiler. ``PolicyEngine`` (what the server
+/// and the CLI run) and ``PolicyCompiler`` (the whole-tailnet reference, kept as a test oracle) both provide it
+/// from the same building blocks (``PolicyCompiler/compile(_:resolver:)``, `selfRules`, `viaRules`, `reduce`).
+protocol PolicySemantics {
+    /// The addresses an alias stands for in the current tailnet.
+    func resolve(_ alias: Alias) -> IPSet
+    /// Every rule of the policy, before it is reduced to one node (autogroup:self and via rules for every owner).
+    func allMatchers() -> [CompiledRule]
+    /// The SSH policy one node receives.
+    func sshPolicy(node: TailnetNode) -> SSHPolicy?
+    /// The rules one node's packet filter holds, with their origins.
+    func reducedRules(for node: TailnetNode) -> [CompiledRule]
+    var allNodes: [TailnetNode] { get }
+}
+
+extension PolicyCompiler: PolicySemantics {
+    func resolve(_ alias: Alias) -> IPSet { resolver.resolve(alias) }
+    func reducedRules(for node: TailnetNode) -> [CompiledRule] { Self.reduce(unreducedRules(for: node), for: node) }
+    var allNodes: [TailnetNode] { tailnet.nodes }
+}
+
+extension PolicyEngine: PolicySemantics {
+    func resolve(_ alias: Alias) -> IPSet { live.resolve(alias) }
+    func reducedRules(for node: TailnetNode) -> [CompiledRule] { reducedRules(node) }
+    var allNodes: [TailnetNode] { live.sortedByName(live.nodes.indices.filter { live.nodes[$0] != nil }).map { live.nodes[$0]! } }
+
+    func allMatchers() -> [CompiledRule] {
+        var out: [CompiledRule] = []
+        for cu in units {
+            out += cu.rules
+            if cu.hasSelf {
+                for user in live.nodesByUser.keys.sorted() {
+                    let same = live.sortedByName(live.nodesByUser[user] ?? []).map { live.nodes[$0]! }
+                    out += PolicyCompiler.selfRules(cu, sameUser: same)
+                }
+            }
+            if cu.isVia {
+                for n in allNodes where n.tags.contains(where: cu.unit.via.contains) { out += PolicyCompiler.viaRules(cu, node: n) }
+            }
+        }
+        return out
     }
 }

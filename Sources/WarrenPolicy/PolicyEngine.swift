@@ -331,18 +331,14 @@ public struct PolicyEngine: Sendable {
 
     // MARK: membership
 
+    /// ``NodeView/isSource(of:)`` without building the view (a node without approved routes has no subnet routes).
     func srcMember(_ set: IPSet, _ n: TailnetNode) -> Bool {
         n.addresses.contains(where: set.contains) || (!n.approvedRoutes.isEmpty && n.subnetRoutes.contains(where: set.overlaps))
     }
 
-    func srcMember(_ set: IPSet, _ view: NodeView) -> Bool {
-        view.node.addresses.contains(where: set.contains) || view.routes.contains(where: set.overlaps)
-    }
+    func srcMember(_ set: IPSet, _ view: NodeView) -> Bool { view.isSource(of: set) }
 
-    func dstMember(_ set: IPSet, internet: Bool, _ view: NodeView) -> Bool {
-        view.selectors.contains(where: set.contains) || view.routes.contains(where: set.overlaps)
-            || (internet && view.exit)
-    }
+    func dstMember(_ set: IPSet, internet: Bool, _ view: NodeView) -> Bool { view.isDestination(of: set, internet: internet) }
 
     func computeSrcBits(_ set: IPSet) -> NodeBits {
         var b = NodeBits(count: live.slotCount)

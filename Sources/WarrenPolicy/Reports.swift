@@ -55,13 +55,26 @@ extension PolicyCompiler {
     }
 
     /// Whether `from` may open a flow to `to` on `port` over `proto` (IANA number), and which rule allows it.
-    /// Reads the destination's own packet filter, as the destination enforces it.
     public func explain(from: String, to: String, port: UInt16, proto: Int) -> FlowExplanation? {
         guard let a = indexByName[from], let b = indexByName[to] else { return nil }
-        let source = tailnet.nodes[a], destination = tailnet.nodes[b]
-        var result = FlowExplanation(allowed: false, origin: nil, from: from, to: to, port: port, proto: proto)
-        let rules = Self.reduce(unreducedRules(for: destination), for: destination)
-        for r in rules where !r.isCapRule && source.addresses.contains(where: r.srcSet.contains) {
+        return explainFlow(from: tailnet.nodes[a], to: tailnet.nodes[b], port: port, proto: proto)
+    }
+}
+
+extension PolicyEngine {
+    /// Whether `from` may open a flow to `to` on `port` over `proto` (IANA number), and which rule allows it:
+    /// `warren-control policy explain`, on the compiler the server runs.
+    public func explain(from: String, to: String, port: UInt16, proto: Int) -> FlowExplanation? {
+        guard let source = node(named: from), let destination = node(named: to) else { return nil }
+        return explainFlow(from: source, to: destination, port: port, proto: proto)
+    }
+}
+
+extension PolicySemantics {
+    /// Reads the destination's own packet filter, as the destination enforces it.
+    func explainFlow(from source: TailnetNode, to destination: TailnetNode, port: UInt16, proto: Int) -> FlowExplanation {
+        var result = FlowExplanation(allowed: false, origin: nil, from: source.name, to: destination.name, port: port, proto: proto)
+        for r in reducedRules(for: destination) where !r.isCapRule && source.addresses.contains(where: r.srcSet.contains) {
             if let p = r.proto, !p.contains(proto) { continue }
             if r.proto == nil && ![6, 17, 1, 58].contains(proto) { continue }
             for d in r.dsts where destination.addresses.contains(where: d.set.contains) {

@@ -138,8 +138,8 @@ extension PolicyCommand {
             }
             let tailnet = try PolicyFiles.tailnet(topology)
             let parsed = try PolicyFiles.check(policyPath: policy, tailnet: tailnet)
-            let compiler = PolicyCompiler(policy: parsed, tailnet: tailnet)
-            guard let explanation = compiler.explain(from: from, to: String(to[..<colon]), port: port, proto: number) else {
+            let engine = PolicyEngine(policy: parsed, tailnet: tailnet)
+            guard let explanation = engine.explain(from: from, to: String(to[..<colon]), port: port, proto: number) else {
                 throw ValidationError("unknown node in --from or --to")
             }
             print(explanation)

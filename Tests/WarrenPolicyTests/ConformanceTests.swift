@@ -150,6 +150,13 @@ final class ConformanceTests: XCTestCase {
         let result = Result { () throws(PolicyError) -> PolicyCheck in
             try PolicyCheck(text: policyText, tailnet: tailnet)
         }
+        // Tests and sshTests are judged on the engine (PolicyCheck); on the reference path the oracle must judge
+        // them alike, failure for failure.
+        if engine == .reference, let policy = try? PolicyParser.parse(policyText, tailnetDomain: tailnet.domain) {
+            let runner = PolicyTestRunner(policy: policy, tailnet: tailnet)
+            let onEngine = runner.run().map(\.description), onReference = runner.runOnReference().map(\.description)
+            if onEngine != onReference { return "tests judged differently: engine \(onEngine), reference \(onReference)" }
+        }
         if code != 200 {
             switch result {
             case .success: return "accepted, but Tailscale rejected it with \"\(wantMessage ?? "")\""
