@@ -92,21 +92,43 @@ enum AdminOutput {
 
     /// Prints `value` in a machine-readable `format`, or runs `text` for the human-readable one.
     static func emit<T: Encodable>(_ value: T, _ format: OutputFormat, text: () -> Void) {
+        guard let rendered = render(value, format) else { return text() }
+        print(rendered, terminator: "")
+    }
+
+    /// `value` in a machine-readable `format`, ending with a newline; nil for `text`.
+    static func render<T: Encodable>(_ value: T, _ format: OutputFormat) -> String? {
         switch format {
         case .text:
-            text()
-        case .json:
-            json(value)
-        case .jsonLine:
+            return nil
+        case .json, .jsonLine:
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self))
+            encoder.outputFormatting = format == .json ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+            return String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self) + "\n"
         case .yaml:
             let encoder = YAMLEncoder()
             encoder.options.sortKeys = true
             let text = (try? encoder.encode(value)) ?? "null\n"
-            print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+            return text.hasSuffix("\n") ? text : text + "\n"
         }
+    }
+
+    /// The machine-readable format the command line asks for (`-o json`, `--output=yaml`, `-ojson-line`), if any: errors
+    /// are then written in it too, as headscale writes them (`{"error": "…"}` on standard error).
+    static var requestedFormat: OutputFormat? {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        for (index, argument) in arguments.enumerated() {
+            var value: String?
+            if argument == "-o" || argument == "--output" {
+                value = index + 1 < arguments.count ? arguments[index + 1] : nil
+            } else if argument.hasPrefix("--output=") {
+                value = String(argument.dropFirst("--output=".count))
+            } else if argument.hasPrefix("-o"), argument.count > 2, !argument.hasPrefix("--") {
+                value = String(argument.dropFirst(2))
+            }
+            if let value, let format = OutputFormat(argument: value), format != .text { return format }
+        }
+        return nil
     }
 
     /// Prints rows as aligned columns under a header.
@@ -132,7 +154,11 @@ func adminCall<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as AdminClientError {
-        Console.printError("warren-control: \(error.message)")
+        if let format = AdminOutput.requestedFormat, let rendered = AdminOutput.render(["error": error.message], format) {
+            FileHandle.standardError.write(Data(rendered.utf8))
+        } else {
+            Console.printError("warren-control: \(error.message)")
+        }
         throw ExitCode.failure
     }
 }

@@ -80,6 +80,14 @@ final class CLIParityTests: XCTestCase {
         XCTAssertTrue(table.hasPrefix("ID"), table)
         let bad = try await fails(["users", "list", "-o", "xml"])
         XCTAssertTrue(bad.contains("xml"), bad)
+        // Errors in the format asked, on standard error, as headscale writes them.
+        let jsonError = try await fails(["users", "create", "alice", "-o", "json"])
+        let object = try JSONSerialization.jsonObject(with: Data(jsonError.utf8)) as? [String: String]
+        XCTAssertTrue(object?["error"]?.contains("already exists") == true, jsonError)
+        let yamlError = try await fails(["users", "create", "alice", "--output=yaml"])
+        XCTAssertTrue(yamlError.hasPrefix("error: ") && yamlError.contains("already exists"), yamlError)
+        let textError = try await fails(["users", "create", "alice"])
+        XCTAssertTrue(textError.hasPrefix("warren-control: ") && textError.contains("already exists"), textError)
 
         // Every group answers to its aliases.
         for arguments in [["node", "ls"], ["machine", "list"], ["nodes", "show"], ["preauthkey", "ls"], ["authkey", "list"], ["pre", "ls"],
