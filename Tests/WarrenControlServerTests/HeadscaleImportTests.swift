@@ -487,6 +487,54 @@ final class HeadscaleImportTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/second.sqlite"))
     }
 
+    func testTheCommandTakesTheDatabaseKeyAndPolicyFileFromHeadscalesConfig() throws {
+        let binary = try RealTailscaleClientTests.warrenControlBinary()
+        var generator = SeededGenerator(seed: 12)
+        let hs = try HeadscaleFixture(path: directory + "/db.sqlite", layout: .v029)
+        let user = try hs.user(name: "frank")
+        try hs.node(.init(machineKey: randomKey(MachinePublic.self, &generator).description,
+                          nodeKey: randomKey(NodePublic.self, &generator).description, ipv4: "100.64.0.8", hostname: "nas",
+                          givenName: "nas", userID: user))
+        try hs.policy(#"{"acls": [{"action": "accept", "src": ["frank@"], "dst": ["from-the-database:*"]}]}"#)
+        try hs.close()
+        let noise = MachinePrivate.generate(using: &generator)
+        try (noise.textRepresentation + "\n").write(toFile: directory + "/noise_private.key", atomically: true, encoding: .utf8)
+        let filePolicy = #"{"acls": [{"action": "accept", "src": ["frank@"], "dst": ["*:22"]}]}"#
+        try filePolicy.write(toFile: directory + "/acl.hujson", atomically: true, encoding: .utf8)
+        // headscale's layout: the key and database paths relative to the file's directory (as headscale resolves them),
+        // policy.path as given (headscale does not resolve it), so absolute here.
+        try """
+            server_url: http://127.0.0.1:8080
+            listen_addr: 127.0.0.1:8080
+            noise:
+              private_key_path: ./noise_private.key
+            database:
+              type: sqlite
+              sqlite:
+                path: db.sqlite
+            policy:
+              mode: file
+              path: \(directory)/acl.hujson
+            """.write(toFile: directory + "/config.yaml", atomically: true, encoding: .utf8)
+        let state = directory + "/state"
+        let done = try Self.run([binary, "import", "headscale", "--config", directory + "/config.yaml", "--state-dir", state])
+        XCTAssertEqual(done.status, 0, done.output)
+        XCTAssertTrue(done.output.contains("policy: policy file"), done.output)
+        XCTAssertEqual(try String(contentsOfFile: state + "/control.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                       noise.textRepresentation)
+        let store = try SQLiteControlStore(path: state + "/warren.sqlite")
+        XCTAssertEqual(try store.transactionSync { try $0.currentPolicy()?.text }, filePolicy, "file mode: the policy file, not the table")
+        XCTAssertEqual(try store.transactionSync { try $0.nodes().map(\.givenName) }, ["nas"])
+        try store.close()
+
+        // A policy that does not parse is refused before anything is written.
+        try #"{"acls": [{"action": "accept", "src": ["frank@"]"#.write(toFile: directory + "/acl.hujson", atomically: true, encoding: .utf8)
+        let broken = try Self.run([binary, "import", "headscale", "--config", directory + "/config.yaml", "--state-dir", directory + "/state2"])
+        XCTAssertEqual(broken.status, 1, broken.output)
+        XCTAssertTrue(broken.output.contains("acl.hujson"), broken.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/state2/warren.sqlite"))
+    }
+
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let pipe = Pipe()
         let process = Process()
