@@ -242,4 +242,58 @@ final class PendingLoginServeTests: XCTestCase {
         XCTAssertNotNil(stillServed?.node)
         await client.close()
     }
+
+    /// headscale's `POST /api/v1/debug/node` on the served listener (with an API key), then `auth register`: the node is
+    /// real, and a connected client gets it as a new peer on its open map stream.
+    func testDebugNodeBecomesAPeerOnceRegistered() async throws {
+        let served = try Served()
+        defer { served.stop() }
+        _ = try await served.cli(["users", "create", "alice"])
+        let apiKey = try await served.cli(["apikeys", "create"]).out.trimmingCharacters(in: .whitespacesAndNewlines)
+        let key = try await served.cli(["preauthkeys", "create", "-u", "alice"]).out.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try await served.client(seed: 44)
+        let registered = try await client.register(client.registerRequest(authKey: key, hostname: "watcher"))
+        XCTAssertEqual(registered.error, "")
+        let (_, messages) = try await client.map(client.mapRequest(stream: true))
+
+        let authID = "debugnodeserve000000001"
+        let body = #"{"user":"alice","key":"\#(authID)","name":"dbg","routes":["10.9.0.0/24"]}"#
+        let raw = try await ControlClient.rawHTTP(host: "127.0.0.1", port: served.port, request:
+            "POST /api/v1/debug/node HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(apiKey)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body)
+        let answer = String(decoding: raw, as: UTF8.self)
+        XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200"), answer)
+        guard let json = answer.range(of: "\r\n\r\n").map({ String(answer[$0.upperBound...]) }),
+              let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+              let node = object["node"] as? [String: Any], let nodeKeyText = node["nodeKey"] as? String,
+              let nodeKey = NodePublic(nodeKeyText) else {
+            return XCTFail("no node in the answer: \(answer)")
+        }
+        let pending = try await served.cli(["auth", "list", "-o", "json"])
+        XCTAssertTrue(pending.out.contains(authID), pending.out)
+
+        let outcome = try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask {
+                var iterator = messages.makeAsyncIterator()
+                _ = try await iterator.next() // the full map
+                let register = try await served.cli(["auth", "register", "--user", "alice", "--auth-id", authID])
+                guard register.status == 0 else { return "auth register failed: \(register.err)" }
+                while let message = try await iterator.next() {
+                    if let peer = message.peersChanged?.first(where: { $0.key == nodeKey }) {
+                        return (peer.addresses ?? []).count == 2 ? "ok" : "the new peer has addresses \(String(describing: peer.addresses))"
+                    }
+                }
+                return "the map stream ended"
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(20))
+                return "the debug node did not reach the peer's map within 20 s"
+            }
+            let first = try await group.next() ?? "nothing"
+            group.cancelAll()
+            return first
+        }
+        XCTAssertEqual(outcome, "ok")
+        await client.close()
+    }
 }
