@@ -726,7 +726,7 @@ struct HeadscaleAPI {
     }
 
     /// headscale's AuthApprove carries no user: Warren completes the login of a machine that already has a node (it logs
-    /// in again as its owner). A new machine needs a user: `auth register` (or, a Warren extension, a `user` field here).
+    /// in again as its owner). A new machine needs a user: `auth register` (code 9 says so).
     private func authApprove(_ authID: String) async throws -> ProtoJSON {
         let id = try await pendingLogin(authID)
         _ = try await admin.registerNodeRecord(user: { tx, registration in

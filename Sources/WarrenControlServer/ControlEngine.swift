@@ -486,15 +486,6 @@ public actor ControlEngine {
         return true
     }
 
-    /// Refuses a pending login here and in the store (what `auth reject --auth-id ID` does through the admin API).
-    public func rejectInteractiveLogin(id authID: String) async throws {
-        guard let login = pending[authID], login.isWaiting, login.expires > now() else {
-            throw RegistrationRefusal("no pending login with key \(authID)")
-        }
-        try await directory.deletePendingLogins(ids: [authID])
-        pendingLoginRejected(id: authID)
-    }
-
     /// The refusal a rejected login's client gets; the login is forgotten once told.
     private func answerRejected(_ authID: String) -> RegistrationRefusal {
         pending[authID] = nil
