@@ -135,7 +135,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "WarrenDERPServer", dependencies: [
-            "WarrenDERPTransport", "WarrenListenerGuard", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
+            "WarrenDERPTransport", "WarrenDERPClient", "WarrenListenerGuard", "DERPProtocol", "STUNProtocol", "TailscaleKeys", "WarrenPacket",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),

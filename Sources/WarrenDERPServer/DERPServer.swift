@@ -250,7 +250,7 @@ public final class DERPServer: Sendable {
     }
 
     /// Moves one packet from `source` to `destination`'s active connection. Returns what happened
-    /// and the connection number of the target (0 if none). `knownTarget` is the target connection
+    /// and the connection number of the target (0 if none, ``meshTarget`` when forwarded to a mesh peer). `knownTarget` is the target connection
     /// the caller already recorded a send to; the PeerGone bookkeeping is skipped when it is still
     /// the target.
     func relay(from source: DERPServedClient, to destination: NodePublic, packet: ByteBuffer,
@@ -271,13 +271,23 @@ public final class DERPServer: Sendable {
         }
         guard let target else {
             if let mesh = configuration.meshForwarder, mesh.forward(source: source.key, destination: destination, packet: packet) {
-                return (.forwardedToMesh, 0)
+                // Remembered as for a local destination: when the mesh says the key is gone, the sender hears of it.
+                if knownTarget != Self.meshTarget {
+                    registry.withLock { r in
+                        r.sentTo[destination, default: []].insert(source.key)
+                        r.sentFrom[source.key, default: []].insert(destination)
+                    }
+                }
+                return (.forwardedToMesh, Self.meshTarget)
             }
             counters.droppedUnknownDestination.add(1, ordering: .relaxed)
             return (.unknownDestination, 0)
         }
         return (deliver(to: target, source: source.keyBytes, packet: packet), target.connectionNumber)
     }
+
+    /// The "target connection" of a packet forwarded to the mesh (no local connection has this number).
+    static let meshTarget = UInt64.max
 
     /// Delivers a packet a mesh peer forwarded to a local client.
     func deliverForwarded(source: NodePublic, destination: NodePublic, packet: ByteBuffer) -> RelayOutcome {
@@ -355,6 +365,22 @@ public final class DERPServer: Sendable {
 
     /// Mesh watchers disconnected for falling behind, since start.
     public var droppedWatchers: UInt64 { counters.watchersDropped.load(ordering: .relaxed) }
+
+    /// The mesh says `key` is no longer connected to any peer of the region: unless it is connected here, the local
+    /// clients that sent to it get PeerGone(disconnected), as when a local client leaves.
+    public func notePeerGoneFromRegion(_ key: NodePublic) {
+        let notify = registry.withLock { r -> [DERPServedClient] in
+            guard r.clients[key] == nil else { return [] }
+            var notify: [DERPServedClient] = []
+            for sender in r.sentTo.removeValue(forKey: key) ?? [] {
+                if let peer = r.clients[sender]?.active { notify.append(peer) }
+                r.sentFrom[sender]?.remove(key)
+            }
+            return notify
+        }
+        let frame = DERPFrame.peerGone(key, reason: .disconnected)
+        for peer in notify { peer.enqueueControl(frame) }
+    }
 
     /// A mesh peer asked to disconnect `key`.
     func closePeer(_ key: NodePublic) {

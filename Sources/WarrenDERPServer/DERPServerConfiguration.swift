@@ -17,7 +17,7 @@ public typealias DERPRevalidation = @Sendable (_ keys: Set<NodePublic>) async ->
 /// Where packets for a key that is not connected here go. This is the seam for relay meshing
 /// (tailscale/tailscale:derp/README.md: every node of a region connects to every other one with
 /// the mesh key, learns who is where through WatchConns, and forwards one hop with ForwardPacket).
-/// No implementation ships yet; without one such packets are dropped and the sender gets
+/// ``DERPMesh`` implements it (warren-derp --mesh-with); without one such packets are dropped and the sender gets
 /// PeerGone(not here).
 public protocol DERPMeshForwarder: Sendable {
     /// Forwards a packet for a key this relay does not serve. Returns false when no mesh peer has it.

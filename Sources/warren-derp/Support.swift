@@ -3,6 +3,8 @@
 import ArgumentParser
 import Foundation
 import TailscaleKeys
+import WarrenDERPServer
+import WarrenDERPTransport
 
 /// `HOST:PORT`, `:PORT` (all addresses), or `[IPv6]:PORT`.
 struct ListenAddress {
@@ -35,5 +37,44 @@ enum DERPKeyFile {
             throw ValidationError("cannot write \(path)")
         }
         return key
+    }
+}
+
+/// `--mesh-with host[:port],...` (default port 443; IPv6 in brackets), and how each peer's certificate is checked.
+enum MeshPeers {
+    static func parse(_ list: String, trust: String, plainHTTP: Bool) throws -> [DERPMesh.Peer] {
+        let trustMode: DERPServerTrust?
+        switch trust {
+        case _ where plainHTTP: trustMode = nil
+        case "system": trustMode = .system
+        case "insecure-for-tests": trustMode = .insecureForTests
+        case let pin where pin.hasPrefix("sha256-raw:") && pin.count == 11 + 64
+            && pin.dropFirst(11).allSatisfy({ $0.isHexDigit }): trustMode = .pinned(pin)
+        default:
+            throw ValidationError("--mesh-trust must be system, sha256-raw:<64 hex digits> (a pinned certificate) or insecure-for-tests")
+        }
+        var peers: [DERPMesh.Peer] = []
+        for entry in list.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
+            var host = entry
+            var port = 443
+            if entry.hasPrefix("[") {
+                guard let close = entry.firstIndex(of: "]") else { throw ValidationError("--mesh-with: bad address \(entry)") }
+                host = String(entry[entry.index(after: entry.startIndex)..<close])
+                let rest = entry[entry.index(after: close)...]
+                if !rest.isEmpty {
+                    guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()) else { throw ValidationError("--mesh-with: bad address \(entry)") }
+                    port = p
+                }
+            } else if let colon = entry.lastIndex(of: ":") {
+                guard entry.firstIndex(of: ":") == colon, let p = Int(entry[entry.index(after: colon)...]) else {
+                    throw ValidationError("--mesh-with: \(entry) is not host[:port] (IPv6 addresses in brackets)")
+                }
+                host = String(entry[..<colon])
+                port = p
+            }
+            guard !host.isEmpty, (1...65535).contains(port) else { throw ValidationError("--mesh-with: bad address \(entry)") }
+            peers.append(DERPMesh.Peer(host: host, port: port, trust: trustMode))
+        }
+        return peers
     }
 }

@@ -54,6 +54,12 @@ struct WarrenDERP: AsyncParsableCommand {
     @Option(help: "File holding the 64-hex-digit mesh key; clients presenting it are trusted mesh peers.")
     var meshKeyFile: String?
 
+    @Option(help: "Other relays of this region to mesh with, host[:port],... (default port 443): this relay watches which keys are connected there and forwards their packets (needs --mesh-key-file; this relay's own address in the list is ignored).")
+    var meshWith: String?
+
+    @Option(help: "How mesh peers' certificates are checked: system, sha256-raw:<hex> (pinned), insecure-for-tests. With --plain-http, peers are dialled without TLS.")
+    var meshTrust = "system"
+
     @Option(help: "Connections open at once; more are closed as soon as accepted (0: no cap; default: from the open-file limit).")
     var maxConnections: Int?
 
@@ -79,6 +85,10 @@ struct WarrenDERP: AsyncParsableCommand {
         _ = try ListenAddress(listen)
         if let maxConnections, !(0...1_000_000).contains(maxConnections) {
             throw ValidationError("--max-connections must be from 0 (no cap) to 1000000")
+        }
+        if let meshWith {
+            guard meshKeyFile != nil else { throw ValidationError("--mesh-with needs --mesh-key-file (the key every relay of the mesh shares)") }
+            _ = try MeshPeers.parse(meshWith, trust: meshTrust, plainHTTP: plainHTTP)
         }
         if !(1...600).contains(handshakeTimeout) { throw ValidationError("--handshake-timeout must be from 1 to 600 seconds") }
         if !(1...86_400).contains(idleTimeout) { throw ValidationError("--idle-timeout must be from 1 to 86400 seconds") }
@@ -113,7 +123,15 @@ struct WarrenDERP: AsyncParsableCommand {
             }
             configuration.meshKey = meshKey
         }
+        var mesh: DERPMesh?
+        if let meshWith, let meshKey = configuration.meshKey {
+            let peers = try MeshPeers.parse(meshWith, trust: meshTrust, plainHTTP: plainHTTP)
+            let made = DERPMesh(peers: peers, privateKey: configuration.privateKey, meshKey: meshKey, logger: logger)
+            configuration.meshForwarder = made
+            mesh = made
+        }
         let server = DERPServer(configuration: configuration)
+        mesh?.attach(server)
 
         var tls: TLSConfigurationBox?
         if !plainHTTP {
@@ -138,6 +156,10 @@ struct WarrenDERP: AsyncParsableCommand {
             try await stun.bind()
             services.append(stun)
         }
+        if let mesh {
+            services.append(DERPMeshService(mesh: mesh))
+            logger.info("DERP mesh", metadata: ["peers": "\(mesh.peers.map(\.description).joined(separator: ","))"])
+        }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         logger.info("DERP relay stopped")
@@ -148,3 +170,14 @@ struct TLSConfigurationBox {
     var value: TLSConfiguration
 }
 
+
+/// The mesh's watch loops as a service of the relay's group.
+struct DERPMeshService: Service {
+    let mesh: DERPMesh
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await mesh.run()
+        }
+    }
+}
