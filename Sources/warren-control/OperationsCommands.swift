@@ -78,12 +78,16 @@ struct ConfigTestCommand: ParsableCommand {
     @Option(name: .long, help: "As serve's --metrics-listen.")
     var metricsListen: String?
 
+    @Option(name: .long, help: "As serve's --server-url.")
+    var serverURL: String?
+
     func run() throws {
         let file: ServeConfigFile
         let settings: ServeSettings
         do {
             file = try ServeConfigFile.load(path: config)
-            settings = try ServeSettings.resolve(file: file, stateDir: stateDir, listen: listen, metricsListen: metricsListen)
+            settings = try ServeSettings.resolve(file: file, stateDir: stateDir, listen: listen, metricsListen: metricsListen,
+                                                 serverURL: serverURL)
             if let clash = settings.portClash(file: file) { throw ServeSettings.Problem(description: clash) }
             try settings.checkDatabase()
         } catch {
@@ -103,6 +107,7 @@ struct ConfigTestCommand: ParsableCommand {
         let listen = hostPort(settings.listenHost, settings.listenPort)
         var configuration = ControlConfiguration(serverURL: settings.advertisedURL(tls: file.tls != nil))
         file.apply(to: &configuration)
+        if let explicit = settings.serverURL { configuration.serverURL = explicit }
         func duration(_ d: Duration?) -> String {
             guard let d else { return "never" }
             let seconds = d.components.seconds

@@ -363,6 +363,8 @@ final class OperationsTests: XCTestCase {
             .write(toFile: directory + "/ok.yaml", atomically: true, encoding: .utf8)
         let tested = try cli(["configtest", "--config", directory + "/ok.yaml"])
         XCTAssertTrue(tested.stdout.contains("server_url: https://vpn.example.com\n"), tested.stdout)
+        let flag = try cli(["configtest", "--config", directory + "/w.yaml", "--server-url", "http://198.51.100.7:8080"])
+        XCTAssertTrue(flag.stdout.contains("server_url: http://198.51.100.7:8080\n"), flag.stdout)
         // A specific address still derives it.
         try "listen_addr: 127.0.0.1:8080\n".write(toFile: directory + "/l.yaml", atomically: true, encoding: .utf8)
         let derived = try cli(["configtest", "--config", directory + "/l.yaml"])
