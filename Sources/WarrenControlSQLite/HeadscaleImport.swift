@@ -628,10 +628,10 @@ struct HeadscaleRow {
 
     func stringList(_ column: String) throws -> [String] {
         guard let text = try text(column)?.trimmingCharacters(in: .whitespaces), !text.isEmpty, text != "null" else { return [] }
-        guard let list = try? JSONDecoder().decode([String]?.self, from: Data(text.utf8)) else {
+        guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
             throw bad(column, "expected a JSON list of strings, not \(text.prefix(60).debugDescription)")
         }
-        return list ?? []
+        return list
     }
 
     func key<K: TailscalePublicKey>(_ column: String, as type: K.Type) throws -> K? {
