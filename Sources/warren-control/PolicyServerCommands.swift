@@ -38,12 +38,12 @@ extension PolicyCommand {
     struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the policy in force on the running server.")
         @OptionGroup var connection: AdminConnectionOptions
-        @Option(name: .shortAndLong, help: "Output format: text (the policy itself) or json.") var output: OutputFormat = .text
+        @Option(name: .shortAndLong, help: "Output format: text (the policy itself), json, json-line or yaml.") var output: OutputFormat = .text
 
         func run() async throws {
             let client = try connection.client()
             let current = try await adminCall { try await client.call("GET", "/api/v1/warren/policy", as: PolicyJSON.self) }
-            if output == .json { return AdminOutput.json(current) }
+            if let rendered = AdminOutput.render(current, output) { return print(rendered, terminator: "") }
             if current.source == "none" {
                 Console.printError("warren-control: no policy was set; every node may reach every other")
                 return
@@ -55,12 +55,12 @@ extension PolicyCommand {
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the stored policy versions (database mode).")
         @OptionGroup var connection: AdminConnectionOptions
-        @Option(name: .shortAndLong, help: "Output format: text or json.") var output: OutputFormat = .text
+        @Option(name: .shortAndLong, help: "Output format: text, json, json-line or yaml.") var output: OutputFormat = .text
 
         func run() async throws {
             let client = try connection.client()
             let versions = try await adminCall { try await client.call("GET", "/api/v1/warren/policy/history", as: [PolicyVersionJSON].self) }
-            if output == .json { return AdminOutput.json(versions) }
+            if let rendered = AdminOutput.render(versions, output) { return print(rendered, terminator: "") }
             AdminOutput.table(["VERSION", "UPDATED", "BYTES"], versions.map { [String($0.version), $0.updatedAt, String($0.policy.utf8.count)] })
         }
     }

@@ -107,6 +107,9 @@ final class PolicyCLITests: XCTestCase {
         XCTAssertTrue(lines.first?.hasPrefix("VERSION") == true)
         XCTAssertTrue(lines.dropFirst().first?.hasPrefix("1 ") == true)
         XCTAssertTrue(lines.last?.hasPrefix("2 ") == true)
+        let historyYAML = try await CLI.run(["policy", "history", "-o", "yaml", "--state-dir", state])
+        XCTAssertEqual(historyYAML.status, 0, historyYAML.stderr)
+        XCTAssertTrue(historyYAML.stdout.hasPrefix("- ") && historyYAML.stdout.contains("  version: 2\n"), historyYAML.stdout)
 
         // Over the network with an API key, as the other admin commands.
         let key = try await CLI.run(["apikeys", "create", "--state-dir", state])
