@@ -202,7 +202,11 @@ public final class ResolvedLink: HostDNSConfigurator, @unchecked Sendable {
                 return
             }
             try LinuxRouter.run("resolvectl", ["dns", interface] + config.nameservers.map(\.description))
-            let domains = config.searchDomains + config.matchDomains.map { "~" + $0 } + (config.takeOverAll ? ["~."] : [])
+            // A search domain is also a routing domain to resolved. Naming it twice ("lab.warren ~lab.warren") makes
+            // resolved keep the last, routing-only form and drop the search domain (seen against resolved 252), so a
+            // match domain that is already a search domain is left out, as Tailscale's resolved manager does.
+            let routingOnly = config.matchDomains.filter { !config.searchDomains.contains($0) }
+            let domains = config.searchDomains + routingOnly.map { "~" + $0 } + (config.takeOverAll ? ["~."] : [])
             try LinuxRouter.run("resolvectl", ["domain", interface] + (domains.isEmpty ? [""] : domains))
             try LinuxRouter.run("resolvectl", ["default-route", interface, config.takeOverAll ? "yes" : "no"])
             applied = config
