@@ -5,7 +5,7 @@
 // - database (the default): the policy in force is the newest version in the store; `policy set` (PUT)
 //   checks a new text against the live tailnet, appends it as a new version and puts it in force.
 // - file: `serve` was started with `policy_file`; that file is the policy, and PUT is refused (edit the
-//   file and restart, or drop `policy_file` to manage the policy through the API).
+//   file and send the server SIGHUP, or drop `policy_file` to manage the policy through the API).
 
 import Foundation
 import WarrenControlStore
@@ -112,7 +112,7 @@ extension AdminAPI {
     func setPolicyRecord(_ text: String) async throws -> (PolicyVersion, Int) {
         if case .file(let path) = hooks.policy.mode {
             throw AdminError(409, "policy file mode",
-                             "the policy comes from policy_file \(path) (file mode): edit that file and restart the server, "
+                             "the policy comes from policy_file \(path) (file mode): edit that file and send the server SIGHUP (it re-reads it), "
                                  + "or remove policy_file from the configuration to manage the policy with `policy set`")
         }
         try await checkPolicyText(text)

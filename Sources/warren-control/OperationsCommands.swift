@@ -6,7 +6,8 @@ import Foundation
 import WarrenControlServer
 
 enum WarrenControlVersion {
-    static let version = "0.1.0"
+    /// One source for the version: the metrics' build_info gauge reads the same constant.
+    static let version = WarrenControlBuild.version
 
     /// The build of the running binary: the SHA-256 of the executable (first 12 hex digits) and its modification time,
     /// so two machines can tell whether they run the same build; the configuration and the compiler.
