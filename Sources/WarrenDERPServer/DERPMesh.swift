@@ -40,6 +40,10 @@ public final class DERPMesh: DERPMeshForwarder, Sendable {
     let maximumRetryInterval: Duration
     private let server = Mutex<DERPServer?>(nil)
     private let state = Mutex(State())
+    private let droppedBehind = Atomic<UInt64>(0)
+
+    /// Packets dropped because the link to their peer was behind, since start.
+    public var droppedWhileBehind: UInt64 { droppedBehind.load(ordering: .relaxed) }
 
     private struct State {
         /// Key -> the peers (indices) that said it is connected there, in the order they said so: the first is used.
@@ -70,6 +74,12 @@ public final class DERPMesh: DERPMeshForwarder, Sendable {
             return s.links[index]
         }) else { return false }
         let channel = link.channel
+        // A link that is behind (its outbound buffer over NIO's high-water mark) drops rather than queues without
+        // bound; the packet counts as taken (the key is there), as a full client queue drops its oldest.
+        guard channel.isWritable else {
+            droppedBehind.add(1, ordering: .relaxed)
+            return true
+        }
         var frame = channel.allocator.buffer(capacity: DERPWire.frameHeaderLength + 2 * DERPWire.keyLength + packet.readableBytes)
         frame.writeDERPFrameHeader(type: .forwardPacket, length: 2 * DERPWire.keyLength + packet.readableBytes)
         frame.writeDERPNodeKey(source)
