@@ -211,16 +211,16 @@ struct ServeCommand: AsyncParsableCommand {
                                                 socketPath: settings.adminSocketPath, socketMode: settings.adminSocketMode,
                                                 policyFile: file.policyPath, limits: adminLimits,
                                                 nodesChanged: { [derpRevalidator] in derpRevalidator?.checkNow() })
-        var upgraders: UpgraderFactory?
-        if let relay = derpServer {
-            upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
-        }
-        let server = try await ControlHTTPServer.start(
         // Admin API request counts and latencies by route template (the socket's and the network's requests alike).
         let adminMetrics = AdminRequestMetrics(registry: metrics.registry)
         admin.routes.api.observer.set { route, method, status, duration in
             adminMetrics.record(route: route, method: method, status: status, duration: duration)
         }
+        var upgraders: UpgraderFactory?
+        if let relay = derpServer {
+            upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
+        }
+        let server = try await ControlHTTPServer.start(
             engine: engine, controlKey: controlKey,
             options: ControlServerOptions(host: host, port: port,
                                           extraRoutes: HealthRoutes(store: store, next: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
