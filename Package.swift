@@ -40,6 +40,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // bcrypt only (HummingbirdBcrypt: CBcrypt, no I/O), to verify key hashes imported from headscale.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // Layer 0
@@ -63,7 +65,10 @@ let package = Package(
         ]),
         .target(name: "STUNProtocol", dependencies: ["WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenFilter", dependencies: ["WarrenPacket", "WarrenTailcfg"]),
-        .target(name: "WarrenControlStore", dependencies: ["TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "WarrenControlStore", dependencies: [
+            "TailscaleKeys", "WarrenPacket", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+        ]),
         // The node's pure layer: disco messages, and the network map (reducer and derivations).
         .target(name: "DiscoProtocol", dependencies: ["TailscaleKeys", "WarrenCrypto", "WarrenPacket", "WarrenTailcfg", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "WarrenNetMap", dependencies: ["WarrenTailcfg", "WarrenPacket", "TailscaleKeys", "WarrenDNS"]),
@@ -263,7 +268,8 @@ let package = Package(
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenTestProbes", "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
-            "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard",
+            "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard", "WarrenControlAdmin",
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),

@@ -54,12 +54,35 @@ public struct UserJSON: Codable, Sendable, Equatable {
     public var name: String
     public var displayName: String
     public var created: String
+    /// "" when the user has none.
+    public var email: String
+    /// The identity provider's id of the user (headscale's provider_identifier), absent when none.
+    public var providerID: String?
+    /// "oidc" for a user from an identity provider, "" for one created locally.
+    public var provider: String
 
     public init(_ user: User) {
         id = user.id.rawValue
         name = user.name
         displayName = user.displayName
         created = AdminTime.format(user.created)
+        email = user.email
+        providerID = user.providerID
+        provider = user.provider
+    }
+
+    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider }
+
+    /// The e-mail and provider fields may be absent (a server from before they were kept).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(Int64.self, forKey: .id)
+        name = try c.decode(String.self, forKey: .name)
+        displayName = try c.decode(String.self, forKey: .displayName)
+        created = try c.decode(String.self, forKey: .created)
+        email = try c.decodeIfPresent(String.self, forKey: .email) ?? ""
+        providerID = try c.decodeIfPresent(String.self, forKey: .providerID)
+        provider = try c.decodeIfPresent(String.self, forKey: .provider) ?? ""
     }
 }
 

@@ -496,8 +496,8 @@ struct HeadscaleAPI {
     static func user(_ user: User) -> ProtoJSON {
         .object([
             ("id", .uint64(user.id.rawValue)), ("name", .string(user.name)), ("createdAt", .timestamp(user.created)),
-            ("displayName", .string(user.displayName)), ("email", .string("")), ("providerId", .string("")),
-            ("provider", .string("")), ("profilePicUrl", .string("")),
+            ("displayName", .string(user.displayName)), ("email", .string(user.email)),
+            ("providerId", .string(user.providerID ?? "")), ("provider", .string(user.provider)), ("profilePicUrl", .string("")),
         ])
     }
 
@@ -505,7 +505,8 @@ struct HeadscaleAPI {
     static func preAuthKey(_ key: PreAuthKey, user: User?, fullText: String? = nil) -> ProtoJSON {
         .object([
             ("user", user.map(Self.user) ?? .null), ("id", .uint64(key.id.rawValue)),
-            ("key", .string(fullText ?? "wkey-auth-\(key.prefix)-***")), ("reusable", .bool(key.reusable)),
+            ("key", .string(fullText ?? (key.hashScheme == .bcrypt ? "hskey-auth-\(key.prefix)-***" : "wkey-auth-\(key.prefix)-***"))),
+            ("reusable", .bool(key.reusable)),
             ("ephemeral", .bool(key.ephemeral)), ("used", .bool(key.used)), ("expiration", .timestamp(key.expiration)),
             ("createdAt", .timestamp(key.created)), ("aclTags", .strings(key.tags)),
         ])
@@ -513,9 +514,16 @@ struct HeadscaleAPI {
 
     static func apiKey(_ key: APIKey) -> ProtoJSON {
         .object([
-            ("id", .uint64(key.id.rawValue)), ("prefix", .string("wkey-api-\(key.prefix)-***")),
+            ("id", .uint64(key.id.rawValue)), ("prefix", .string(maskedPrefix(key))),
             ("expiration", .timestamp(key.expiration)), ("createdAt", .timestamp(key.created)), ("lastSeen", .timestamp(key.lastUsed)),
         ])
+    }
+
+    /// An API key's prefix as its owner knows the key: Warren's form, or (imported from headscale) headscale's
+    /// "hskey-api-<prefix>-***", or "<prefix>***" for headscale's legacy 7-character prefixes.
+    static func maskedPrefix(_ key: APIKey) -> String {
+        guard key.hashScheme == .bcrypt else { return "wkey-api-\(key.prefix)-***" }
+        return key.prefix.utf8.count == PresentedKey.headscalePrefixLength ? "hskey-api-\(key.prefix)-***" : "\(key.prefix)***"
     }
 
     static func registerMethod(_ method: RegisterMethod) -> String {
@@ -599,7 +607,16 @@ struct HeadscaleAPI {
         case (false, true):
             if prefix.hasSuffix("-***") { prefix.removeLast(4) } else if prefix.hasSuffix("***") { prefix.removeLast(3) }
             let bare: String
-            do { bare = try AdminAPI.keyPrefix(prefix, kind: .api) } catch { throw HeadscaleStatus.invalidArgument("\(prefix.debugDescription) is not an API key prefix") }
+            // headscale's forms (keys imported from it): a full key text, "hskey-api-<prefix>", a bare 12- or 7-character prefix.
+            let headscalePrefix = prefix.hasPrefix("hskey-api-") ? String(prefix.dropFirst("hskey-api-".count)) : prefix
+            if let presented = PresentedKey(parsing: prefix, kind: .api) {
+                bare = presented.prefix
+            } else if [PresentedKey.headscalePrefixLength, PresentedKey.headscaleLegacyAPIPrefixLength].contains(headscalePrefix.utf8.count),
+                      headscalePrefix.utf8.allSatisfy(PresentedKey.isBase64URLSafe) {
+                bare = headscalePrefix
+            } else {
+                do { bare = try AdminAPI.keyPrefix(prefix, kind: .api) } catch { throw HeadscaleStatus.invalidArgument("\(prefix.debugDescription) is not an API key prefix") }
+            }
             return { tx in
                 guard let key = try tx.apiKey(prefix: bare) else { throw HeadscaleStatus.notFound("API key not found") }
                 return key
@@ -614,11 +631,11 @@ struct HeadscaleAPI {
         let name = try m.string("name")
         let email = try m.string("email")
         var users = try await admin.store.read { try $0.users() }
-        // headscale applies the first filter given, in this order. Warren keeps no e-mail addresses: none matches.
+        // headscale applies the first filter given, in this order.
         if !name.isEmpty {
             users = users.filter { $0.name == name }
         } else if !email.isEmpty {
-            users = []
+            users = users.filter { $0.email == email }
         } else if id != 0 {
             users = users.filter { $0.id.rawValue == id }
         }
@@ -630,10 +647,13 @@ struct HeadscaleAPI {
         let displayName = try m.string("displayName")
         let email = try m.string("email")
         let picture = try m.string("pictureUrl")
-        if !email.isEmpty || !picture.isEmpty {
-            throw HeadscaleStatus.invalidArgument("Warren keeps no e-mail address or picture for a user: leave email and pictureUrl empty")
+        if !picture.isEmpty {
+            throw HeadscaleStatus.invalidArgument("Warren keeps no picture for a user: leave pictureUrl empty")
         }
-        let user = try await admin.createUserRecord(name: name, displayName: displayName)
+        // As AdminAPI.createUserRecord, with the e-mail address headscale's CreateUser takes.
+        let now = admin.clock()
+        let user = try await admin.store.transaction { try $0.createUser(name: name, displayName: displayName, email: email, now: now) }
+        await admin.hooks.changed(.usersChanged)
         return .object([("user", Self.user(user))])
     }
 

@@ -8,8 +8,10 @@
 // wrote, and v0.26's last one (202505141324) must be there.
 //
 // The import is one transaction into an empty Warren store: it either lands whole or leaves the store as it was.
-// What cannot be carried (keys kept only as bcrypt hashes, which Warren's SHA-256 key check cannot verify) is
-// reported and left behind, never turned into a key that would accept anything.
+// headscale 0.28+'s pre-auth keys and its API keys are kept as a prefix and a bcrypt hash of the secret: they are
+// carried as they are (hash scheme `.bcrypt`), so their texts keep working. What cannot be carried (expired or spent
+// keys, a hash that is not a bcrypt hash) is reported and left behind, never turned into a key that would accept
+// anything.
 
 import Foundation
 import GRDB
@@ -64,7 +66,9 @@ public struct HeadscaleSnapshot: Sendable, Hashable {
         public var plaintext: String?
         /// The new form: a public prefix and a bcrypt hash of the secret.
         public var prefix: String?
-        public var hasHash: Bool
+        /// The bcrypt hash's text as stored (nil or empty: none).
+        public var hash: [UInt8]?
+        public var hasHash: Bool { !(hash ?? []).isEmpty }
         public var userID: Int64?
         public var reusable: Bool
         public var ephemeral: Bool
@@ -77,6 +81,8 @@ public struct HeadscaleSnapshot: Sendable, Hashable {
     public struct APIKey: Sendable, Hashable {
         public var id: Int64
         public var prefix: String
+        /// The bcrypt hash's text as stored.
+        public var hash: [UInt8]
         public var expiration: Date?
         public var lastSeen: Date?
         public var created: Date?
@@ -121,10 +127,16 @@ public struct HeadscaleImportPlan: Sendable {
         public var ownerIndex: Int
     }
 
+    public struct PlannedAPIKey: Sendable {
+        public var headscaleID: Int64
+        public var key: WarrenControlStore.APIKey
+    }
+
     public var snapshotGeneration: String
     public var users: [PlannedUser]
     public var nodes: [PlannedNode]
     public var preAuthKeys: [PlannedKey]
+    public var apiKeys: [PlannedAPIKey]
     public var policy: String?
     /// Where the policy came from ("the policies table", "policy file <path>"), if there is one.
     public var policySource: String?
@@ -139,6 +151,7 @@ public struct HeadscaleImportResult: Sendable {
     public var users: [(headscale: Int64?, warren: UserID, name: String)]
     public var nodes: [(headscale: Int64, warren: NodeID, name: String)]
     public var preAuthKeys: [(headscale: Int64, warren: PreAuthKeyID)]
+    public var apiKeys: [(headscale: Int64, warren: APIKeyID)]
     public var policyVersion: Int64?
 }
 
@@ -248,7 +261,7 @@ public enum HeadscaleImport {
             keys.append(.init(
                 id: r.id, plaintext: try r.text("key").flatMap { $0.isEmpty ? nil : $0 },
                 prefix: keyColumns.contains("prefix") ? try r.text("prefix").flatMap { $0.isEmpty ? nil : $0 } : nil,
-                hasHash: keyColumns.contains("hash") ? !(try r.bytes("hash") ?? []).isEmpty : false,
+                hash: keyColumns.contains("hash") ? try r.bytes("hash") : nil,
                 userID: try r.int("user_id"), reusable: try r.bool("reusable"), ephemeral: try r.bool("ephemeral"),
                 used: try r.bool("used"), tags: try r.stringList("tags"), expiration: try r.date("expiration"),
                 created: try r.date("created_at")))
@@ -257,7 +270,7 @@ public enum HeadscaleImport {
         var apiKeys: [HeadscaleSnapshot.APIKey] = []
         for row in try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY id") {
             let r = try HeadscaleRow(row, table: "api_keys")
-            apiKeys.append(.init(id: r.id, prefix: try r.text("prefix") ?? "", expiration: try r.date("expiration"),
+            apiKeys.append(.init(id: r.id, prefix: try r.text("prefix") ?? "", hash: try r.bytes("hash") ?? [], expiration: try r.date("expiration"),
                                  lastSeen: try r.date("last_seen"), created: try r.date("created_at")))
         }
 
@@ -338,12 +351,9 @@ public enum HeadscaleImport {
             namesSeen[name] = user.id
             userIndex[user.id] = users.count
             users.append(.init(headscaleID: user.id,
-                               user: .init(id: UserID(0), name: name, displayName: user.displayName, created: user.created ?? now),
+                               user: .init(id: UserID(0), name: name, displayName: user.displayName, created: user.created ?? now,
+                                           email: user.email, providerID: user.providerIdentifier, provider: user.provider),
                                email: user.email, providerIdentifier: user.providerIdentifier))
-            if !user.email.isEmpty || user.providerIdentifier != nil {
-                notes.append("user \(name.debugDescription): e-mail \(user.email.isEmpty ? "-" : user.email) and provider id "
-                    + "\(user.providerIdentifier ?? "-") are not kept (Warren's users have no e-mail or identity-provider fields yet)")
-            }
         }
         var taggedOwner: Int?
         func taggedDevicesIndex() throws -> Int {
@@ -364,6 +374,7 @@ public enum HeadscaleImport {
         var keys: [HeadscaleImportPlan.PlannedKey] = []
         var keyIndex: [Int64: Int] = [:]
         var ephemeralKeys: Set<Int64> = []
+        var keyPrefixes: [String: Int64] = [:]
         for key in snapshot.preAuthKeys {
             if key.ephemeral { ephemeralKeys.insert(key.id) }
             let label = "pre-auth key \(key.id)" + (key.prefix.map { " (prefix \($0))" } ?? "")
@@ -375,17 +386,35 @@ public enum HeadscaleImport {
                 leftBehind.append("\(label): a one-off key already used; not carried")
                 continue
             }
+            let carried: WarrenControlStore.PreAuthKey
             if key.hasHash || key.prefix != nil {
-                leftBehind.append("\(label): headscale keeps only a bcrypt hash of its secret, which Warren's key check "
-                    + "(SHA-256 of a wkey-auth- secret) cannot verify; not carried: create a new key with warren-control preauthkeys create")
-                continue
+                // headscale 0.28+: "hskey-auth-<prefix>-<secret>", only the prefix and a bcrypt hash of the secret stored.
+                guard let prefix = key.prefix, let hash = key.hash, isHeadscalePrefix(prefix, length: PresentedKey.headscalePrefixLength) else {
+                    leftBehind.append("\(label): a hashed key without a 12-character prefix; not carried")
+                    continue
+                }
+                guard isBcryptHash(hash) else {
+                    leftBehind.append("\(label): its hash is not a bcrypt hash; not carried")
+                    continue
+                }
+                carried = .init(prefix: prefix, secretHash: hash, hashScheme: .bcrypt, userID: UserID(0), reusable: key.reusable,
+                                ephemeral: key.ephemeral, preApproved: false, tags: key.tags, created: key.created ?? now,
+                                expiration: key.expiration, used: key.used, useCount: key.used ? 1 : 0)
+            } else {
+                guard let plaintext = key.plaintext else {
+                    leftBehind.append("\(label): neither a key nor a hash is stored; not carried")
+                    continue
+                }
+                guard let legacy = SecretKeyText(headscaleLegacyPreAuthKey: plaintext) else {
+                    leftBehind.append("\(label): a legacy key of an unexpected form (not 48 hex digits); not carried")
+                    continue
+                }
+                carried = .init(prefix: legacy.prefix, secretHash: legacy.secretHash, userID: UserID(0), reusable: key.reusable,
+                                ephemeral: key.ephemeral, preApproved: false, tags: key.tags, created: key.created ?? now,
+                                expiration: key.expiration, used: key.used, useCount: key.used ? 1 : 0)
             }
-            guard let plaintext = key.plaintext else {
-                leftBehind.append("\(label): neither a key nor a hash is stored; not carried")
-                continue
-            }
-            guard let legacy = SecretKeyText(headscaleLegacyPreAuthKey: plaintext) else {
-                leftBehind.append("\(label): a legacy key of an unexpected form (not 48 hex digits); not carried")
+            if let other = keyPrefixes[carried.prefix] {
+                leftBehind.append("\(label): its prefix is also pre-auth key \(other)'s (Warren finds keys by prefix); not carried")
                 continue
             }
             let owner: Int
@@ -402,16 +431,37 @@ public enum HeadscaleImport {
                     throw HeadscaleImportError("pre_auth_keys row \(key.id): tags: \(error.message)")
                 }
             }
+            keyPrefixes[carried.prefix] = key.id
             keyIndex[key.id] = keys.count
-            keys.append(.init(headscaleID: key.id, key: .init(
-                prefix: legacy.prefix, secretHash: legacy.secretHash, userID: UserID(0), reusable: key.reusable,
-                ephemeral: key.ephemeral, preApproved: false, tags: key.tags, created: key.created ?? now,
-                expiration: key.expiration, used: key.used, useCount: key.used ? 1 : 0), ownerIndex: owner))
+            keys.append(.init(headscaleID: key.id, key: carried, ownerIndex: owner))
         }
+        // API keys: "hskey-api-<prefix>-<secret>" (12-character prefix) or the legacy "<prefix>.<secret>" (7), both kept
+        // as the prefix and a bcrypt hash of the secret.
+        var apiKeys: [HeadscaleImportPlan.PlannedAPIKey] = []
+        var apiPrefixes: [String: Int64] = [:]
         for key in snapshot.apiKeys {
-            leftBehind.append("API key \(key.id) (prefix \(key.prefix)): headscale keeps only a bcrypt hash of its secret, which "
-                + "Warren's API key check (SHA-256 of a wkey-api- secret) cannot verify; not carried: create a new one with "
-                + "warren-control apikeys create")
+            let label = "API key \(key.id) (prefix \(key.prefix))"
+            if let expiration = key.expiration, expiration <= now {
+                leftBehind.append("\(label): expired \(iso(expiration)); not carried")
+                continue
+            }
+            guard isHeadscalePrefix(key.prefix, length: PresentedKey.headscalePrefixLength)
+                    || isHeadscalePrefix(key.prefix, length: PresentedKey.headscaleLegacyAPIPrefixLength) else {
+                leftBehind.append("\(label): a prefix of neither headscale form (12 or 7 characters); not carried")
+                continue
+            }
+            guard isBcryptHash(key.hash) else {
+                leftBehind.append("\(label): its hash is not a bcrypt hash; not carried")
+                continue
+            }
+            if let other = apiPrefixes[key.prefix] {
+                leftBehind.append("\(label): its prefix is also API key \(other)'s; not carried")
+                continue
+            }
+            apiPrefixes[key.prefix] = key.id
+            apiKeys.append(.init(headscaleID: key.id, key: .init(
+                prefix: key.prefix, secretHash: key.hash, hashScheme: .bcrypt, created: key.created ?? now,
+                expiration: key.expiration, lastUsed: key.lastSeen)))
         }
 
         // Nodes.
@@ -491,8 +541,23 @@ public enum HeadscaleImport {
             policySource = snapshot.policy == nil ? nil : "the policies table"
         }
         return HeadscaleImportPlan(snapshotGeneration: snapshot.schemaGeneration, users: users, nodes: nodes,
-                                   preAuthKeys: keys, policy: policy, policySource: policySource,
+                                   preAuthKeys: keys, apiKeys: apiKeys, policy: policy, policySource: policySource,
                                    leftBehind: leftBehind, notes: notes)
+    }
+
+    /// A prefix as headscale writes them: `length` characters of the base64 URL-safe alphabet.
+    static func isHeadscalePrefix(_ prefix: String, length: Int) -> Bool {
+        prefix.utf8.count == length && prefix.utf8.allSatisfy(PresentedKey.isBase64URLSafe)
+    }
+
+    /// A bcrypt hash's text ("$2a$10$" and 53 characters), as Go's bcrypt writes it.
+    static func isBcryptHash(_ hash: [UInt8]) -> Bool {
+        let text = String(decoding: hash, as: UTF8.self)
+        let parts = text.split(separator: "$", omittingEmptySubsequences: false)
+        return hash.count == 60 && parts.count == 4 && parts[0].isEmpty && ["2a", "2b", "2y"].contains(parts[1])
+            && parts[2].count == 2 && parts[2].allSatisfy(\.isNumber) && (4...31).contains(Int(parts[2]) ?? 0)
+            && parts[3].utf8.count == 53
+            && parts[3].utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || $0 == 0x2E || $0 == 0x2F }
     }
 
     /// 1900-01-01: earlier expiry times are headscale's zero time ("no expiry").
@@ -518,7 +583,7 @@ public enum HeadscaleImport {
             throw HeadscaleImportError("the target database already holds \(existing.joined(separator: ", ")); an import goes "
                 + "into an empty one (move it away, or give --database a new file)")
         }
-        var result = HeadscaleImportResult(users: [], nodes: [], preAuthKeys: [], policyVersion: nil)
+        var result = HeadscaleImportResult(users: [], nodes: [], preAuthKeys: [], apiKeys: [], policyVersion: nil)
         var userIDs: [UserID] = []
         for planned in plan.users {
             let stored = try transaction.insert(planned.user)
@@ -532,6 +597,10 @@ public enum HeadscaleImport {
             let stored = try transaction.insert(key)
             keyIDs.append(stored.id)
             result.preAuthKeys.append((planned.headscaleID, stored.id))
+        }
+        for planned in plan.apiKeys {
+            let stored = try transaction.insert(planned.key)
+            result.apiKeys.append((planned.headscaleID, stored.id))
         }
         for planned in plan.nodes {
             var node = planned.node

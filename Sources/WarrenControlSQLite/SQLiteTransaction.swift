@@ -57,7 +57,9 @@ final class SQLiteTransaction: StoreTransaction {
 
     private func user(_ row: Row) throws -> User {
         let c = Columns(row: row, table: "users")
-        return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"), created: try c.date("created"))
+        return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"),
+                    created: try c.date("created"), email: try c.string("email"), providerID: try c.optionalString("provider_id"),
+                    provider: try c.string("provider"))
     }
 
     private func node(_ row: Row) throws -> Node {
@@ -83,7 +85,7 @@ final class SQLiteTransaction: StoreTransaction {
         guard let count = Int(exactly: useCount), count >= 0 else { throw StoreError(.corrupt, "pre_auth_keys.use_count out of range") }
         return PreAuthKey(
             id: PreAuthKeyID(try c.int("id")), prefix: try c.string("prefix"), secretHash: try c.blob("secret_hash"),
-            userID: UserID(try c.int("user_id")), reusable: try c.bool("reusable"), ephemeral: try c.bool("ephemeral"),
+            hashScheme: try hashScheme(c), userID: UserID(try c.int("user_id")), reusable: try c.bool("reusable"), ephemeral: try c.bool("ephemeral"),
             preApproved: try c.bool("pre_approved"), tags: try c.stringList("tags"), created: try c.date("created"),
             expiration: try c.optionalDate("expiration"), used: try c.bool("used"), useCount: count)
     }
@@ -92,7 +94,14 @@ final class SQLiteTransaction: StoreTransaction {
         let c = Columns(row: row, table: "api_keys")
         return APIKey(
             id: APIKeyID(try c.int("id")), prefix: try c.string("prefix"), secretHash: try c.blob("secret_hash"),
-            created: try c.date("created"), expiration: try c.optionalDate("expiration"), lastUsed: try c.optionalDate("last_used"))
+            hashScheme: try hashScheme(c), created: try c.date("created"), expiration: try c.optionalDate("expiration"), lastUsed: try c.optionalDate("last_used"))
+    }
+
+    private func hashScheme(_ c: Columns) throws -> SecretHashScheme {
+        guard let scheme = SecretHashScheme(rawValue: try c.string("hash_scheme")) else {
+            throw StoreError(.corrupt, "\(c.table).hash_scheme: unknown scheme")
+        }
+        return scheme
     }
 
     private func pending(_ row: Row) throws -> PendingRegistration {
@@ -171,16 +180,16 @@ final class SQLiteTransaction: StoreTransaction {
     // MARK: writing
 
     func insert(_ user: User) throws -> User {
-        try execute("INSERT INTO users (name, display_name, created) VALUES (?, ?, ?)",
-                    [user.name, user.displayName, Encode.date(user.created)])
+        try execute("INSERT INTO users (name, display_name, created, email, provider_id, provider) VALUES (?, ?, ?, ?, ?, ?)",
+                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider])
         var stored = user
         stored.id = UserID(db.lastInsertedRowID)
         return stored
     }
 
     func update(_ user: User) throws {
-        try execute("UPDATE users SET name = ?, display_name = ?, created = ? WHERE id = ?",
-                    [user.name, user.displayName, Encode.date(user.created), user.id.rawValue])
+        try execute("UPDATE users SET name = ?, display_name = ?, created = ?, email = ?, provider_id = ?, provider = ? WHERE id = ?",
+                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.id.rawValue])
         if changes == 0 { throw StoreError(.notFound, "no user with id \(user.id)") }
     }
 
@@ -244,6 +253,7 @@ final class SQLiteTransaction: StoreTransaction {
         [
             key.prefix, Encode.blob(key.secretHash), key.userID.rawValue, key.reusable, key.ephemeral, key.preApproved,
             Encode.list(key.tags), Encode.date(key.created), Encode.date(key.expiration), key.used, key.useCount,
+            key.hashScheme.rawValue,
         ]
     }
 
@@ -251,7 +261,7 @@ final class SQLiteTransaction: StoreTransaction {
         guard try user(id: key.userID) != nil else { throw StoreError(.notFound, "no user with id \(key.userID)") }
         try execute("""
             INSERT INTO pre_auth_keys (prefix, secret_hash, user_id, reusable, ephemeral, pre_approved, tags, created, \
-            expiration, used, use_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            expiration, used, use_count, hash_scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, keyArguments(key))
         var stored = key
         stored.id = PreAuthKeyID(db.lastInsertedRowID)
@@ -263,7 +273,7 @@ final class SQLiteTransaction: StoreTransaction {
         arguments += [key.id.rawValue]
         try execute("""
             UPDATE pre_auth_keys SET prefix = ?, secret_hash = ?, user_id = ?, reusable = ?, ephemeral = ?, pre_approved = ?, \
-            tags = ?, created = ?, expiration = ?, used = ?, use_count = ? WHERE id = ?
+            tags = ?, created = ?, expiration = ?, used = ?, use_count = ?, hash_scheme = ? WHERE id = ?
             """, arguments)
         if changes == 0 { throw StoreError(.notFound, "no pre-auth key with id \(key.id)") }
     }
@@ -274,17 +284,18 @@ final class SQLiteTransaction: StoreTransaction {
     }
 
     func insert(_ key: APIKey) throws -> APIKey {
-        try execute("INSERT INTO api_keys (prefix, secret_hash, created, expiration, last_used) VALUES (?, ?, ?, ?, ?)",
-                    [key.prefix, Encode.blob(key.secretHash), Encode.date(key.created), Encode.date(key.expiration), Encode.date(key.lastUsed)])
+        try execute("INSERT INTO api_keys (prefix, secret_hash, created, expiration, last_used, hash_scheme) VALUES (?, ?, ?, ?, ?, ?)",
+                    [key.prefix, Encode.blob(key.secretHash), Encode.date(key.created), Encode.date(key.expiration), Encode.date(key.lastUsed),
+                     key.hashScheme.rawValue])
         var stored = key
         stored.id = APIKeyID(db.lastInsertedRowID)
         return stored
     }
 
     func update(_ key: APIKey) throws {
-        try execute("UPDATE api_keys SET prefix = ?, secret_hash = ?, created = ?, expiration = ?, last_used = ? WHERE id = ?",
+        try execute("UPDATE api_keys SET prefix = ?, secret_hash = ?, created = ?, expiration = ?, last_used = ?, hash_scheme = ? WHERE id = ?",
                     [key.prefix, Encode.blob(key.secretHash), Encode.date(key.created), Encode.date(key.expiration),
-                     Encode.date(key.lastUsed), key.id.rawValue])
+                     Encode.date(key.lastUsed), key.hashScheme.rawValue, key.id.rawValue])
         if changes == 0 { throw StoreError(.notFound, "no API key with id \(key.id)") }
     }
 

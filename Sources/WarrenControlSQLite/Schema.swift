@@ -109,6 +109,16 @@ enum Schema {
                 CREATE INDEX audit_log_time ON audit_log(time);
                 """)
         }
+        migrator.registerMigration("v4: users' e-mail and identity provider; key hash schemes (headscale's bcrypt)") { db in
+            // Existing users have neither; existing keys are Warren's SHA-256.
+            try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN email TEXT NOT NULL DEFAULT '';
+                ALTER TABLE users ADD COLUMN provider_id TEXT;
+                ALTER TABLE users ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+                ALTER TABLE pre_auth_keys ADD COLUMN hash_scheme TEXT NOT NULL DEFAULT 'sha256';
+                ALTER TABLE api_keys ADD COLUMN hash_scheme TEXT NOT NULL DEFAULT 'sha256';
+                """)
+        }
         return migrator
     }
 }

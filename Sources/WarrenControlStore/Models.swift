@@ -12,12 +12,23 @@ public struct User: Hashable, Sendable, Codable {
     public var name: String
     public var displayName: String
     public var created: Date
+    /// The user's e-mail address ("" = none), as headscale keeps it (set by OIDC logins or `CreateUser`).
+    public var email: String
+    /// The identity provider's subject for this user (headscale's `provider_identifier`, an OIDC issuer URL plus
+    /// subject), nil when the user did not come from an identity provider.
+    public var providerID: String?
+    /// Where the user came from, as headscale names it ("oidc"; "" = created locally).
+    public var provider: String
 
-    public init(id: UserID, name: String, displayName: String = "", created: Date) {
+    public init(id: UserID, name: String, displayName: String = "", created: Date, email: String = "",
+                providerID: String? = nil, provider: String = "") {
         self.id = id
         self.name = name
         self.displayName = displayName
         self.created = created
+        self.email = email
+        self.providerID = providerID
+        self.provider = provider
     }
 }
 
@@ -111,12 +122,16 @@ public struct Node: Hashable, Sendable, Codable {
 /// headscale stored keys in plain text until it moved to a prefix plus a hash; a database dump or backup must
 /// not let anyone join the tailnet. A slow password hash is not needed: the secret is 256 random bits, so
 /// there is nothing to guess, and the register path stays cheap. The full key is shown once, at creation.
+/// Keys imported from headscale 0.28+ keep headscale's bcrypt hash (`hashScheme == .bcrypt`), so their text
+/// (`hskey-auth-…`) keeps working.
 public struct PreAuthKey: Hashable, Sendable, Codable {
     public var id: PreAuthKeyID
     /// The public part of the key text, unique; shown by `preauthkeys list`.
     public var prefix: String
-    /// SHA-256 of the secret part.
+    /// The hash of the secret part: SHA-256 (32 bytes), or for `.bcrypt` the bcrypt text ("$2a$10$…") as UTF-8.
     public var secretHash: [UInt8]
+    /// How `secretHash` was made.
+    public var hashScheme: SecretHashScheme
     public var userID: UserID
     public var reusable: Bool
     public var ephemeral: Bool
@@ -131,13 +146,14 @@ public struct PreAuthKey: Hashable, Sendable, Codable {
     public var useCount: Int
 
     public init(
-        id: PreAuthKeyID = PreAuthKeyID(0), prefix: String, secretHash: [UInt8], userID: UserID, reusable: Bool = false,
-        ephemeral: Bool = false, preApproved: Bool = false, tags: [String] = [], created: Date, expiration: Date? = nil,
-        used: Bool = false, useCount: Int = 0
+        id: PreAuthKeyID = PreAuthKeyID(0), prefix: String, secretHash: [UInt8], hashScheme: SecretHashScheme = .sha256,
+        userID: UserID, reusable: Bool = false, ephemeral: Bool = false, preApproved: Bool = false, tags: [String] = [],
+        created: Date, expiration: Date? = nil, used: Bool = false, useCount: Int = 0
     ) {
         self.id = id
         self.prefix = prefix
         self.secretHash = secretHash
+        self.hashScheme = hashScheme
         self.userID = userID
         self.reusable = reusable
         self.ephemeral = ephemeral
@@ -155,22 +171,27 @@ public struct PreAuthKey: Hashable, Sendable, Codable {
     }
 }
 
-/// A key for the admin API over the network (`Authorization: Bearer KEY`); stored as prefix + SHA-256 hash.
+/// A key for the admin API over the network (`Authorization: Bearer KEY`); stored as prefix + SHA-256 hash, or,
+/// imported from headscale, prefix + headscale's bcrypt hash (`hashScheme == .bcrypt`).
 public struct APIKey: Hashable, Sendable, Codable {
     public var id: APIKeyID
     public var prefix: String
+    /// The hash of the secret part: SHA-256 (32 bytes), or for `.bcrypt` the bcrypt text ("$2a$10$…") as UTF-8.
     public var secretHash: [UInt8]
+    /// How `secretHash` was made.
+    public var hashScheme: SecretHashScheme
     public var created: Date
     public var expiration: Date?
     public var lastUsed: Date?
 
     public init(
-        id: APIKeyID = APIKeyID(0), prefix: String, secretHash: [UInt8], created: Date, expiration: Date? = nil,
-        lastUsed: Date? = nil
+        id: APIKeyID = APIKeyID(0), prefix: String, secretHash: [UInt8], hashScheme: SecretHashScheme = .sha256, created: Date,
+        expiration: Date? = nil, lastUsed: Date? = nil
     ) {
         self.id = id
         self.prefix = prefix
         self.secretHash = secretHash
+        self.hashScheme = hashScheme
         self.created = created
         self.expiration = expiration
         self.lastUsed = lastUsed

@@ -86,6 +86,17 @@ public enum StoreRules {
         }
     }
 
+    /// An e-mail address as a user record keeps it: empty, or at most 254 bytes with one "@" that has text on both
+    /// sides, and no spaces or control characters (no further checks: headscale makes none either).
+    public static func validateEmail(_ email: String) throws {
+        if email.isEmpty { return }
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard email.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
+              email.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+            throw StoreError(.invalid, "not an e-mail address: \(email.debugDescription)")
+        }
+    }
+
     /// A tag: "tag:" followed by letters, digits, "-" or "_" (Tailscale's rule), at most 64 characters in all.
     public static func validateTag(_ tag: String) throws {
         let body = tag.hasPrefix("tag:") ? tag.dropFirst(4) : ""
@@ -114,10 +125,9 @@ extension StoreReading {
     /// The pre-auth key that `text` names, if it is valid now: it exists, its secret matches, it has not expired
     /// and (if one-off) has not been used. Refusals are `.invalid` with the text the client is shown.
     public func validPreAuthKey(_ text: String, now: Date) throws -> PreAuthKey {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        // headscale's legacy keys, as `import headscale` carried them, are accepted beside Warren's own form.
-        guard let parsed = SecretKeyText(parsing: trimmed, kind: .preAuth) ?? SecretKeyText(headscaleLegacyPreAuthKey: trimmed),
-              let key = try preAuthKey(prefix: parsed.prefix), parsed.matches(storedHash: key.secretHash) else {
+        // headscale's key texts, as `import headscale` carried their records, are accepted beside Warren's own form.
+        guard let parsed = PresentedKey(parsing: text, kind: .preAuth),
+              let key = try preAuthKey(prefix: parsed.prefix), parsed.matches(hash: key.secretHash, scheme: key.hashScheme) else {
             throw StoreError(.invalid, "invalid pre-auth key")
         }
         if key.isExpired(at: now) { throw StoreError(.invalid, "pre-auth key expired") }
@@ -127,8 +137,8 @@ extension StoreReading {
 
     /// The API key that `text` names, if it exists, matches and has not expired; `.invalid` otherwise.
     public func validAPIKey(_ text: String, now: Date) throws -> APIKey {
-        guard let parsed = SecretKeyText(parsing: text, kind: .api),
-              let key = try apiKey(prefix: parsed.prefix), parsed.matches(storedHash: key.secretHash) else {
+        guard let parsed = PresentedKey(parsing: text, kind: .api),
+              let key = try apiKey(prefix: parsed.prefix), parsed.matches(hash: key.secretHash, scheme: key.hashScheme) else {
             throw StoreError(.invalid, "invalid API key")
         }
         if key.isExpired(at: now) { throw StoreError(.invalid, "API key expired") }
@@ -137,10 +147,11 @@ extension StoreReading {
 }
 
 extension StoreTransaction {
-    public func createUser(name: String, displayName: String = "", now: Date) throws -> User {
+    public func createUser(name: String, displayName: String = "", email: String = "", now: Date) throws -> User {
         try StoreRules.validateUserName(name)
+        try StoreRules.validateEmail(email)
         if try user(named: name) != nil { throw StoreError(.conflict, "a user named \(name.debugDescription) already exists") }
-        return try insert(User(id: UserID(0), name: name, displayName: displayName, created: now))
+        return try insert(User(id: UserID(0), name: name, displayName: displayName, created: now, email: email))
     }
 
     public func renameUser(_ oldName: String, to newName: String) throws -> User {

@@ -19,12 +19,15 @@ struct ImportCommand: AsyncParsableCommand {
 struct ImportHeadscaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "headscale",
-        abstract: "Import a headscale (v0.26.x to v0.29.x) SQLite database: users, nodes, keys that can be carried, the policy.",
+        abstract: "Import a headscale (v0.26.x to v0.29.x) SQLite database: users, nodes, pre-auth and API keys, the policy.",
         discussion: """
             Run it with warren-control and headscale stopped. The import goes into an empty Warren database in one \
             transaction: it lands whole or not at all. With --noise-key (headscale's noise_private.key), that key \
-            becomes warren-control's control key, so clients keep the server key they know. Pre-auth keys and API \
-            keys that headscale keeps only as bcrypt hashes cannot be verified by Warren and are listed, not carried.
+            becomes warren-control's control key, so clients keep the server key they know. Users keep their e-mail \
+            and identity-provider id. Pre-auth keys and API keys keep their text: headscale's bcrypt hashes are \
+            carried as they are and checked as headscale checks them. Not carried, and listed: expired keys, spent \
+            one-off keys, keys of no live user and without tags, soft-deleted rows. Never carried: users' profile \
+            picture URLs, headscale's own settings outside the database.
             """)
 
     @Option(help: "headscale's SQLite database (default: database.sqlite.path of --config).")
@@ -166,6 +169,7 @@ struct ImportHeadscaleCommand: AsyncParsableCommand {
         }
         for node in result.nodes { print("  node \(node.name): headscale \(node.headscale) -> warren \(node.warren)") }
         for key in result.preAuthKeys { print("  pre-auth key: headscale \(key.headscale) -> warren \(key.warren)") }
+        for key in result.apiKeys { print("  API key: headscale \(key.headscale) -> warren \(key.warren)") }
         if let version = result.policyVersion { print("  policy: version \(version)") }
         print("start it with: warren-control serve --state-dir \(stateDirectory)"
               + (database == nil ? "" : " (with database.sqlite.path: \(target))"))
@@ -175,7 +179,8 @@ struct ImportHeadscaleCommand: AsyncParsableCommand {
                            controlKey: MachinePrivate?, controlKeyPath: String, keyFileExists: Bool) {
         print("headscale database \(source): schema \(plan.snapshotGeneration)"
               + (snapshot.recordedVersion.map { " (last opened by headscale \($0))" } ?? ""))
-        print("  \(plan.users.count) user(s), \(plan.nodes.count) node(s), \(plan.preAuthKeys.count) pre-auth key(s) to carry; "
+        print("  \(plan.users.count) user(s), \(plan.nodes.count) node(s), \(plan.preAuthKeys.count) pre-auth key(s), "
+              + "\(plan.apiKeys.count) API key(s) to carry; "
               + "policy: \(plan.policySource ?? "none")")
         if let controlKey {
             print("  control key: \(keyPath ?? "") (\(controlKey.publicKey)) -> \(controlKeyPath)" + (keyFileExists ? " (already there)" : ""))

@@ -49,6 +49,7 @@ struct UsersCommand: AsyncParsableCommand {
         @OptionGroup var connection: AdminConnectionOptions
         @Option(name: [.customShort("i"), .long], help: "Only the user with this id.") var identifier: Int64?
         @Option(name: [.customShort("n"), .long], help: "Only the user with this name.") var name: String?
+        @Option(name: [.customShort("e"), .long], help: "Only the user with this e-mail address.") var email: String?
         @Option(name: .shortAndLong, help: "Output format: text, json, json-line or yaml.") var output: OutputFormat = .text
 
         func run() async throws {
@@ -56,8 +57,19 @@ struct UsersCommand: AsyncParsableCommand {
             var users = try await adminCall { try await client.call("GET", "/api/v1/users", as: [UserJSON].self) }
             if let identifier { users = users.filter { $0.id == identifier } }
             if let name { users = users.filter { $0.name == name } }
+            if let email { users = users.filter { $0.email == email } }
             AdminOutput.emit(users, output) {
-                AdminOutput.table(["ID", "NAME", "DISPLAY NAME", "CREATED"], users.map { [String($0.id), $0.name, $0.displayName, $0.created] })
+                AdminOutput.table(["ID", "NAME", "DISPLAY NAME", "EMAIL", "PROVIDER", "CREATED"], users.map {
+                    [String($0.id), $0.name, $0.displayName, $0.email, Self.provider($0), $0.created]
+                })
+            }
+        }
+
+        /// "oidc (https://idp.example/alice)", "oidc", or "" for a local user.
+        static func provider(_ user: UserJSON) -> String {
+            switch (user.provider.isEmpty, user.providerID) {
+            case (_, let id?) where !id.isEmpty: return user.provider.isEmpty ? id : "\(user.provider) (\(id))"
+            default: return user.provider
             }
         }
     }

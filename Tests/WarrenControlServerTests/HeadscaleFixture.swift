@@ -162,12 +162,16 @@ struct HeadscaleFixture {
         }
     }
 
-    /// A legacy key (plaintext) or, with `prefix`, a 0.28+ key (prefix + a bcrypt hash's text).
+    /// A well-formed bcrypt text that no secret the tests use matches.
+    static let unmatchedBcrypt = "$2a$10$abcdefghijklmnopqrstuuMBkOc5cTnW9NKKZSZJNn8qBJaMjh9cm"
+
+    /// A legacy key (plaintext) or, with `prefix`, a 0.28+ key (prefix + a bcrypt hash's text: `hash`, by default one
+    /// that matches nothing).
     @discardableResult
-    func preAuthKey(id: Int64? = nil, key: String? = nil, prefix: String? = nil, userID: Int64?, reusable: Bool = false,
+    func preAuthKey(id: Int64? = nil, key: String? = nil, prefix: String? = nil, hash: String? = nil, userID: Int64?, reusable: Bool = false,
                     ephemeral: Bool = false, used: Bool = false, tags: [String]? = nil, expiration: Date?, created: Date? = nil) throws -> Int64 {
         try queue.write { db in
-            let hash: Data? = prefix == nil ? nil : Data("$2a$10$abcdefghijklmnopqrstuuMBkOc5cTnW9NKKZSZJNn8qBJaMjh9cm".utf8)
+            let hash: Data? = prefix == nil ? nil : Data((hash ?? Self.unmatchedBcrypt).utf8)
             if layout == .v027 {
                 try db.execute(sql: """
                     INSERT INTO pre_auth_keys (id, key, user_id, reusable, ephemeral, used, tags, expiration, created_at)
@@ -185,11 +189,14 @@ struct HeadscaleFixture {
         }
     }
 
-    func apiKey(prefix: String, expiration: Date?) throws {
+    /// An API key: `prefix` and a bcrypt hash's text (`hash`, by default one that matches nothing).
+    @discardableResult
+    func apiKey(prefix: String, hash: String? = nil, expiration: Date?, lastSeen: Date? = nil) throws -> Int64 {
         try queue.write { db in
-            try db.execute(sql: "INSERT INTO api_keys (prefix, hash, expiration, created_at) VALUES (?, ?, ?, ?)",
-                           arguments: [prefix, Data("$2a$10$0123456789012345678901uSecretHashTextNotARealOne123456".utf8),
-                                       expiration.map { Self.goTime($0) }, Self.goTime(Date())])
+            try db.execute(sql: "INSERT INTO api_keys (prefix, hash, expiration, created_at, last_seen) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [prefix, Data((hash ?? Self.unmatchedBcrypt).utf8),
+                                       expiration.map { Self.goTime($0) }, Self.goTime(Date()), lastSeen.map { Self.goTime($0) }])
+            return db.lastInsertedRowID
         }
     }
 

@@ -98,7 +98,7 @@ final class HeadscaleImportEndToEndTests: XCTestCase {
                                                      "--noise-key", headscale + "/noise_private.key", "--state-dir", state2])
         XCTAssertEqual(imported.status, 0, imported.output)
         XCTAssertTrue(imported.output.contains("2 node(s)"), imported.output)
-        XCTAssertTrue(imported.output.contains("API key 1 (prefix Lab-api-key1)"), imported.output)
+        XCTAssertTrue(imported.output.contains("API key: headscale 1 -> warren 1"), imported.output)
         XCTAssertEqual(try String(contentsOfFile: state2 + "/control.key", encoding: .utf8), serverKey)
         let store2 = try SQLiteControlStore(path: state2 + "/warren.sqlite")
         let importedKeys = try await store2.read { try $0.preAuthKeys(userID: nil) }

@@ -78,7 +78,7 @@ final class HeadscaleImportTests: XCTestCase {
             ipv6: "fd7a:115c:a1e0::7", hostname: "Laptop.local", givenName: "laptop", userID: alice, registerMethod: "authkey",
             tags: "null", authKeyID: legacy, lastSeen: HeadscaleFixture.goTime(lastSeen, offsetMinutes: 120),
             expiry: HeadscaleFixture.goTime(expiry), approvedRoutes: #"["10.1.0.0/16"]"#))
-        // A tagged node that 0.29 keeps without a user, registered with the hashed key (not carried).
+        // A tagged node that 0.29 keeps without a user, registered with the hashed key.
         let m2 = randomKey(MachinePublic.self, &generator), n2 = randomKey(NodePublic.self, &generator)
         let router = try hs.node(.init(
             machineKey: m2.description, nodeKey: n2.description, endpoints: nil, hostInfo: nil, ipv4: "100.64.0.9", ipv6: nil,
@@ -107,24 +107,39 @@ final class HeadscaleImportTests: XCTestCase {
         XCTAssertEqual(snapshot.users.first?.email, "alice@example.com")
         XCTAssertEqual(snapshot.users.first?.providerIdentifier, "https://idp.example/alice")
         let plan = try HeadscaleImport.plan(snapshot, now: now)
-        XCTAssertTrue(plan.leftBehind.contains { $0.contains("pre-auth key \(hashed) (prefix AbCdEfGh_-12)") && $0.contains("bcrypt") })
+        XCTAssertFalse(plan.leftBehind.contains { $0.contains("pre-auth key \(hashed)") }, "a bcrypt-hashed key is carried")
+        XCTAssertEqual(plan.preAuthKeys.map(\.headscaleID), [legacy, hashed])
         XCTAssertTrue(plan.leftBehind.contains { $0.contains("expired") })
         XCTAssertTrue(plan.leftBehind.contains { $0.contains("already used") })
-        XCTAssertTrue(plan.leftBehind.contains { $0.contains("API key 1 (prefix apiprefix123)") && $0.contains("bcrypt") })
+        XCTAssertEqual(plan.apiKeys.map(\.key.prefix), ["apiprefix123"], "API keys are carried")
         XCTAssertTrue(plan.leftBehind.contains { $0.contains("users row 3") && $0.contains("nodes row \(old)") })
-        XCTAssertTrue(plan.notes.contains { $0.contains("alice@example.com") && $0.contains("https://idp.example/alice") })
 
         let (store, result) = try importInto(directory + "/warren.sqlite", plan)
         XCTAssertEqual(result.nodes.map(\.headscale), [laptop, router, printer, phone])
-        let (users, nodes, keys, policy) = try store.transactionSync { t in
-            (try t.users(), try t.nodes(), try t.preAuthKeys(userID: nil), try t.currentPolicy())
+        let (users, nodes, keys, policy, apiKeys) = try store.transactionSync { t in
+            (try t.users(), try t.nodes(), try t.preAuthKeys(userID: nil), try t.currentPolicy(), try t.apiKeys())
         }
         XCTAssertEqual(users.map(\.name), ["alice", "bob", HeadscaleImport.taggedDevicesUser])
         guard users.count == 3 else { return }
         XCTAssertEqual(users[0].displayName, "Alice Liddell")
         XCTAssertEqual(users[0].created.timeIntervalSince1970, created.timeIntervalSince1970, accuracy: 1e-6)
-        XCTAssertEqual(keys.count, 1)
-        let key = try XCTUnwrap(keys.first)
+        XCTAssertEqual(users[0].email, "alice@example.com")
+        XCTAssertEqual(users[0].providerID, "https://idp.example/alice")
+        XCTAssertEqual(users[0].provider, "oidc")
+        XCTAssertEqual([users[1].email, users[1].provider], ["", ""])
+        XCTAssertNil(users[1].providerID)
+        XCTAssertEqual(keys.count, 2)
+        let key = try XCTUnwrap(keys.first { $0.prefix == "0123456789ab" })
+        XCTAssertEqual(key.hashScheme, .sha256)
+        let hashedKey = try XCTUnwrap(keys.first { $0.prefix == "AbCdEfGh_-12" })
+        XCTAssertEqual(hashedKey.hashScheme, .bcrypt)
+        XCTAssertEqual(hashedKey.secretHash, Array(HeadscaleFixture.unmatchedBcrypt.utf8))
+        XCTAssertEqual(hashedKey.userID, users[1].id)
+        XCTAssertEqual([hashedKey.reusable, hashedKey.ephemeral, hashedKey.used], [true, false, false])
+        XCTAssertEqual(apiKeys.map(\.prefix), ["apiprefix123"])
+        XCTAssertEqual(apiKeys.first?.hashScheme, .bcrypt)
+        XCTAssertEqual(try XCTUnwrap(apiKeys.first?.expiration).timeIntervalSince1970,
+                       now.addingTimeInterval(90 * 86_400).timeIntervalSince1970, accuracy: 1e-6)
         XCTAssertEqual(key.userID, users[0].id)
         XCTAssertEqual([key.reusable, key.ephemeral, key.used], [true, true, false])
         XCTAssertEqual(key.tags, ["tag:ci"])
@@ -158,7 +173,7 @@ final class HeadscaleImportTests: XCTestCase {
         XCTAssertEqual(r.tags, ["tag:router", "tag:exit"])
         XCTAssertNil(r.expiry, "headscale's zero time means no expiry")
         XCTAssertNil(r.discoKey, "headscale's zero disco key means none")
-        XCTAssertNil(r.authKeyID)
+        XCTAssertEqual(r.authKeyID, hashedKey.id)
         XCTAssertNil(r.ipv6)
         XCTAssertEqual(r.registerMethod, .cli)
         XCTAssertEqual(r.approvedRoutes, [])
@@ -179,7 +194,7 @@ final class HeadscaleImportTests: XCTestCase {
             XCTAssertFalse(try t.wasEverAllocated(IPAddress("100.64.0.20")!))
         }
 
-        // The legacy key keeps working as the same text; a headscale 0.28+ key text does not.
+        // The legacy key keeps working as the same text; a 0.28+ key text with a secret its hash does not match does not.
         try store.transactionSync { t in
             XCTAssertEqual(try t.validPreAuthKey(legacyText, now: now).id, key.id)
             XCTAssertThrowsError(try t.validPreAuthKey("hskey-auth-AbCdEfGh_-12-" + String(repeating: "x", count: 64), now: now))
