@@ -260,10 +260,11 @@ enum AdminAuditText {
         return line.count > 200 ? String(line.prefix(200)) + "…" : line
     }
 
-    /// The public prefix of the API key in an `Authorization: Bearer` header.
+    /// The public prefix of the API key in an `Authorization: Bearer` header (Warren's form or, for keys imported from
+    /// headscale, headscale's).
     static func apiKeyPrefix(_ header: String?) -> String? {
         guard let header, header.lowercased().hasPrefix("bearer ") else { return nil }
         let text = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
-        return SecretKeyText(parsing: text, kind: .api)?.prefix
+        return PresentedKey(parsing: text, kind: .api)?.prefix
     }
 }

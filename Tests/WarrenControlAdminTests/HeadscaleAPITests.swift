@@ -183,7 +183,8 @@ final class HeadscaleAPITests: XCTestCase {
         let bob = try s.ok("POST", "/api/v1/user", #"{"name":"bob","unknown_field":1}"#, .object(["user": .user]))["user"]
         let aliceID = try XCTUnwrap(alice["id"].string), bobID = try XCTUnwrap(bob["id"].string)
         try s.fails("POST", "/api/v1/user", #"{"name":"alice"}"#, status: 409, code: 6)
-        try s.fails("POST", "/api/v1/user", #"{"name":"x","email":"x@example.com"}"#, status: 400, code: 3)
+        try s.fails("POST", "/api/v1/user", #"{"name":"x","email":"not an address"}"#, status: 400, code: 3)
+        try s.fails("POST", "/api/v1/user", #"{"name":"x","pictureUrl":"https://example.com/x.png"}"#, status: 400, code: 3)
         try s.fails("POST", "/api/v1/user", "[1]", status: 400, code: 3)
         try s.fails("POST", "/api/v1/user", #"{"name":7}"#, status: 400, code: 3)
 

@@ -194,12 +194,18 @@ final class HeadscaleImportKeysTests: XCTestCase {
         XCTAssertEqual(listed.status, 200, String(decoding: listed.body, as: UTF8.self))
         let apiKeys = try XCTUnwrap((try json(listed) as? [String: Any])?["apiKeys"] as? [[String: Any]])
         XCTAssertEqual(Set(apiKeys.compactMap { $0["prefix"] as? String }), ["hskey-api-\(apiPrefix)-***", "\(legacyPrefix)***"])
-        let expire = await call(api, "POST", "/api/v1/apikey/expire", key: keys.apiKey, body: #"{"prefix": "\#(legacyPrefix)***"}"#)
+        let expire = await call(api, "POST", "/api/v1/apikey/expire", key: keys.legacyAPIKey, body: #"{"prefix": "\#(legacyPrefix)***"}"#)
         XCTAssertEqual(expire.status, 200, String(decoding: expire.body, as: UTF8.self))
         let afterExpiry = await call(api, "GET", "/api/v1/user", key: keys.legacyAPIKey)
         XCTAssertEqual(afterExpiry.status, 401, "expired by its headscale prefix")
         let stillGood = await call(api, "GET", "/api/v1/user", key: keys.apiKey)
         XCTAssertEqual(stillGood.status, 200)
+        let created = await call(api, "POST", "/api/v1/user", key: keys.apiKey, body: #"{"name": "auditor"}"#)
+        XCTAssertEqual(created.status, 200)
+        // The audit log names the imported keys by their prefix, as it does Warren's.
+        let actors = Set(try await store.read { try $0.auditEntries(since: nil, limit: 1000) }.map(\.actor))
+        XCTAssertTrue(actors.contains { $0.hasPrefix("api-key \(apiPrefix) (id ") }, "\(actors)")
+        XCTAssertTrue(actors.contains { $0.hasPrefix("api-key \(legacyPrefix) (id ") }, "\(actors)")
         try store.close()
     }
 
