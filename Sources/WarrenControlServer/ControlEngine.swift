@@ -859,6 +859,14 @@ public actor ControlEngine {
             m.userProfiles = profiles
             return SharedMapMessage(m)
         }
+        // What lets peers reach the node (a new or rewritten entry, its endpoints, disco key or home relay) goes
+        // out past the streams' pacing; online and last-seen changes wait for the next paced message.
+        let urgent: Bool
+        switch update {
+        case .full: urgent = true
+        case .patch(let patch): urgent = patch.endpoints != nil || patch.discoKey != nil || patch.derpRegion != nil
+        case .removed: urgent = false
+        }
         var patchMessage: SharedMapMessage?
         if case .patch(let patch) = update {
             var m = MapResponse()
@@ -893,10 +901,11 @@ public actor ControlEngine {
                 } else if let patchMessage {
                     shared = patchMessage
                 }
+                let removal = shared === removed
                 if let shared {
-                    session.outbox.yield(shared)
+                    session.outbox.yield(shared, urgent: urgent && !removal)
                 } else {
-                    session.outbox.yield(message)
+                    session.outbox.yield(message, urgent: urgent)
                 }
                 sent += 1
             }

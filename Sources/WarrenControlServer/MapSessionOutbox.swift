@@ -33,6 +33,15 @@ public final class SharedMapMessage: Sendable {
 public struct MapOutgoing: Sendable {
     public var message: MapResponse
     public var shared: SharedMapMessage?
+    /// It carries what a peer needs to reach a node (its endpoints, disco key, home relay, a new node): it ends
+    /// the pacing wait instead of waiting it out (see ``MapSessionOutbox/nextOutgoing(sleep:)``).
+    public var urgent = false
+
+    public init(message: MapResponse, shared: SharedMapMessage?, urgent: Bool = false) {
+        self.message = message
+        self.shared = shared
+        self.urgent = urgent
+    }
 
     /// The bytes for the stream.
     public func framed(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
@@ -62,6 +71,13 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         var delivered = 0
         /// When the writer last took a message.
         var lastDelivery: ContinuousClock.Instant?
+        /// An urgent message is among `pending`.
+        var urgentPending = false
+        /// The writer waiting out the pacing interval, and which wait it is (a stale timer wakes nothing).
+        var pacer: CheckedContinuation<Void, Never>?
+        var pacing = 0
+        /// The current wait was ended before the writer got to sleep.
+        var pacerWoken = false
     }
 
     private let state = Mutex(State())
@@ -81,29 +97,81 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         if runNow { handler() }
     }
 
-    /// Queues a message. Dropped once the session has ended.
-    public func yield(_ message: MapResponse) {
-        append(MapOutgoing(message: message, shared: nil))
+    /// Queues a message. Dropped once the session has ended. An `urgent` message (one that lets the client reach
+    /// a peer) is not held back by pacing.
+    public func yield(_ message: MapResponse, urgent: Bool = false) {
+        append(MapOutgoing(message: message, shared: nil, urgent: urgent))
     }
 
     /// Queues a message many sessions get unchanged (its encoding is shared).
-    public func yield(_ shared: SharedMapMessage) {
-        append(MapOutgoing(message: shared.message, shared: shared))
+    public func yield(_ shared: SharedMapMessage, urgent: Bool = false) {
+        append(MapOutgoing(message: shared.message, shared: shared, urgent: urgent))
     }
 
     private func append(_ item: MapOutgoing) {
-        let resume: CheckedContinuation<MapOutgoing?, Never>? = state.withLock { s in
-            guard !s.finished && !s.cancelled else { return nil }
+        let (resume, pacer): (CheckedContinuation<MapOutgoing?, Never>?, CheckedContinuation<Void, Never>?) = state.withLock { s in
+            guard !s.finished && !s.cancelled else { return (nil, nil) }
             s.appended += 1
             if let waiter = s.waiter {
                 s.waiter = nil
                 s.delivered += 1
-                return waiter
+                return (waiter, nil)
             }
             s.pending.append(item)
-            return nil
+            guard item.urgent else { return (nil, nil) }
+            s.urgentPending = true
+            return (nil, Self.takePacer(&s))
         }
         resume?.resume(returning: item)
+        pacer?.resume()
+    }
+
+    /// Ends the current pacing wait: the waiting writer, or the wait about to start.
+    private static func takePacer(_ s: inout State) -> CheckedContinuation<Void, Never>? {
+        if let pacer = s.pacer {
+            s.pacer = nil
+            return pacer
+        }
+        s.pacerWoken = true
+        return nil
+    }
+
+    private func wakePacer(_ pacing: Int) {
+        let pacer = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard s.pacing == pacing else { return nil }
+            return Self.takePacer(&s)
+        }
+        pacer?.resume()
+    }
+
+    /// Waits out `duration`, or until an urgent message arrives or the session ends. False when the calling task
+    /// was cancelled.
+    private func pace(_ duration: Duration, sleep: @escaping @Sendable (Duration) async throws -> Void) async -> Bool {
+        let pacing: Int? = state.withLock { s in
+            if s.urgentPending || s.cancelled || s.finished { return nil }
+            s.pacing += 1
+            s.pacerWoken = false
+            return s.pacing
+        }
+        guard let pacing else { return !Task.isCancelled }
+        let timer = Task { [weak self] in
+            try? await sleep(duration)
+            self?.wakePacer(pacing)
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now: Bool = state.withLock { s in
+                    if s.pacerWoken || s.cancelled || s.pacing != pacing { return true }
+                    s.pacer = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            self.wakePacer(pacing)
+        }
+        return !Task.isCancelled
     }
 
     /// Ends the session: the writer still gets what is queued, then the end.
@@ -115,6 +183,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             s.onTermination = nil
             let waiter = s.waiter
             s.waiter = nil
+            // What is queued goes out without waiting out the pacing interval.
+            if let pacer = s.pacer {
+                s.pacer = nil
+                pacer.resume()
+            }
             return (waiter, handler)
         }
         waiter?.resume(returning: nil)
@@ -129,6 +202,10 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             s.pending = []
             s.ready = []
             s.readyIndex = 0
+            if let pacer = s.pacer {
+                s.pacer = nil
+                pacer.resume()
+            }
             let handler = s.onTermination
             s.onTermination = nil
             let waiter = s.waiter
@@ -158,22 +235,18 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     /// Like ``next()``, with the shared encoding of a message that went out unmerged. `sleep` waits out
     /// the pacing interval (the stream writer passes its event loop's timer).
     public func nextOutgoing(
-        sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+        sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
     ) async -> MapOutgoing? {
         // Pacing: wait out the rest of the interval since the last message (what arrives meanwhile is
-        // merged). Leftovers of a batch already merged go at once.
+        // merged). Leftovers of a batch already merged go at once, and so does an urgent message: pacing
+        // batches bursts, it must not delay a peer's endpoints (a first packet sent in that gap is lost).
         if minimumInterval > .zero {
             let (last, leftovers) = state.withLock { ($0.lastDelivery, $0.readyIndex < $0.ready.count) }
             if let last, !leftovers {
                 let remaining = last.advanced(by: minimumInterval) - ContinuousClock.now
-                if remaining > .zero {
-                    do {
-                        try await sleep(remaining)
-                        try Task.checkCancellation()
-                    } catch {
-                        cancel()
-                        return nil
-                    }
+                if remaining > .zero, !(await pace(remaining, sleep: sleep)) {
+                    cancel()
+                    return nil
                 }
             }
         }
@@ -230,6 +303,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             if !s.pending.isEmpty {
                 let taken = s.pending
                 s.pending = []
+                s.urgentPending = false
                 return .merge(taken)
             }
             return s.finished ? .end : .wait
@@ -254,6 +328,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                         if !s.pending.isEmpty {
                             let taken = s.pending
                             s.pending = []
+                            s.urgentPending = false
                             return .merge(taken)
                         }
                         if s.finished { return .end }
