@@ -232,9 +232,16 @@ enum AdminAuditText {
     /// A value as it may be stored: key texts cut to their public prefix, control characters dropped, at most
     /// 100 characters.
     static func safe(_ value: String) -> String {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
         for kind in [SecretKeyText.Kind.api, .preAuth] {
-            if let key = SecretKeyText(parsing: value.trimmingCharacters(in: .whitespaces), kind: kind) {
+            if let key = SecretKeyText(parsing: trimmed, kind: kind) {
                 return "wkey-\(kind.rawValue)-\(key.prefix)-***"
+            }
+        }
+        // headscale's key texts (keys imported from it): "hskey-<kind>-<prefix>-***", or "<prefix>***" for its legacy forms.
+        for kind in [SecretKeyText.Kind.api, .preAuth] {
+            if let key = PresentedKey(parsing: trimmed, kind: kind) {
+                return trimmed.hasPrefix("hskey-") ? "hskey-\(kind.rawValue)-\(key.prefix)-***" : "\(key.prefix)***"
             }
         }
         let printable = String(value.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.map(Character.init))
@@ -244,7 +251,7 @@ enum AdminAuditText {
     /// A `key` field: a key text (even a malformed one) keeps only its kind and prefix.
     static func maskedKey(_ value: String) -> String {
         let parts = value.trimmingCharacters(in: .whitespaces).split(separator: "-", omittingEmptySubsequences: false)
-        if parts.count >= 4, parts[0] == "wkey" { return safe(parts.prefix(3).joined(separator: "-")) + "-***" }
+        if parts.count >= 4, parts[0] == "wkey" || parts[0] == "hskey" { return safe(parts.prefix(3).joined(separator: "-")) + "-***" }
         return safe(value)
     }
 

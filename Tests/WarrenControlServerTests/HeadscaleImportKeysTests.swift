@@ -206,6 +206,15 @@ final class HeadscaleImportKeysTests: XCTestCase {
         let actors = Set(try await store.read { try $0.auditEntries(since: nil, limit: 1000) }.map(\.actor))
         XCTAssertTrue(actors.contains { $0.hasPrefix("api-key \(apiPrefix) (id ") }, "\(actors)")
         XCTAssertTrue(actors.contains { $0.hasPrefix("api-key \(legacyPrefix) (id ") }, "\(actors)")
+        // A key text given where a prefix goes is kept in the audit log only as its prefix, in headscale's form too.
+        let deleted = await call(api, "DELETE", "/api/v1/apikey/\(keys.apiKey)", key: keys.apiKey)
+        XCTAssertEqual(deleted.status, 200, String(decoding: deleted.body, as: UTF8.self))
+        let objects = try await store.read { try $0.auditEntries(since: nil, limit: 1000) }.map(\.object)
+        XCTAssertTrue(objects.contains { $0.contains("hskey-api-\(apiPrefix)-***") }, "\(objects)")
+        let secret = String(keys.apiKey.suffix(64))
+        XCTAssertFalse(objects.contains { $0.contains(secret) || $0.contains(String(secret.prefix(16))) }, "\(objects)")
+        let gone = await call(api, "GET", "/api/v1/user", key: keys.apiKey)
+        XCTAssertEqual(gone.status, 401, "deleted")
         try store.close()
     }
 
