@@ -151,7 +151,7 @@ public struct PresentedKey: Sendable, Hashable {
     }
 
     /// Whether the secret matches a record's hash made by `scheme`. SHA-256 is compared in constant time; bcrypt by
-    /// the bcrypt check (slow by design: about 0.1 s at headscale's cost 10), whose successes are remembered in
+    /// the bcrypt check (slow by design: tens of milliseconds at headscale's cost 10), whose successes are remembered in
     /// memory (see `BcryptVerifications`), so a key in steady use costs one bcrypt check per process.
     public func matches(hash: [UInt8], scheme: SecretHashScheme) -> Bool {
         switch scheme {
