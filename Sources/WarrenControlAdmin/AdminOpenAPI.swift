@@ -115,7 +115,8 @@ public enum AdminOpenAPI {
 
     private static var schemas: [String: Any] {
         [
-            "User": object(["id": integer, "name": string, "displayName": string, "created": time]),
+            "User": object(["id": integer, "name": string, "displayName": string, "created": time, "email": string,
+                            "providerID": string, "provider": string]),
             "UserList": list("User"),
             "Node": object([
                 "id": integer, "machineKey": string, "nodeKey": string, "discoKey": nullableString, "user": string, "userID": integer,
