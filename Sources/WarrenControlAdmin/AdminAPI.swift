@@ -138,15 +138,7 @@ public struct AdminAPI: Sendable {
             }
             if HeadscaleAPI.serves(route) {
                 // headscale's REST API (HeadscaleAPI.swift): its own answers, errors and authentication refusal.
-                if transport == .network {
-                    do {
-                        try await authenticate(request)
-                    } catch let error as AdminError where error.status == 401 {
-                        return HeadscaleAPI.unauthorized
-                    } catch {
-                        return HeadscaleAPI.errorResponse(for: error)
-                    }
-                }
+                if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
                 return await HeadscaleAPI(admin: self).handle(request.method, route, request)
             }
             if transport == .network { try await authenticate(request) }
@@ -745,5 +737,21 @@ struct AdminError: Error {
         self.status = status
         self.code = code
         self.message = message
+    }
+}
+
+extension AdminAPI {
+    /// headscale's routes over the network need an API key; the refusal in headscale's form (a plain 401, or the
+    /// gRPC status of another failure), nil when the request may go on. The socket is trusted.
+    func headscaleRefusal(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse? {
+        guard transport == .network else { return nil }
+        do {
+            try await authenticate(request)
+            return nil
+        } catch let error as AdminError where error.status == 401 {
+            return HeadscaleAPI.unauthorized
+        } catch {
+            return HeadscaleAPI.errorResponse(for: error)
+        }
     }
 }

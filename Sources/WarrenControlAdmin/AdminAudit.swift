@@ -135,15 +135,7 @@ extension AdminAPI {
     /// headscale's GET /api/v1/health: `{"databaseConnectivity": true}` once the store's health check passes; its
     /// failure as the gRPC status headscale answers with (INTERNAL, HTTP 500) and the store's message.
     private func headscaleHealth(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
-        if transport == .network {
-            do {
-                try await authenticate(request)
-            } catch let error as AdminError where error.status == 401 {
-                return HeadscaleAPI.unauthorized
-            } catch {
-                return HeadscaleAPI.errorResponse(for: error)
-            }
-        }
+        if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
         do {
             try await store.checkHealth()
             return AdminResponse(status: 200, body: Array(#"{"databaseConnectivity":true}"#.utf8))

@@ -860,11 +860,14 @@ public actor ControlEngine {
             return SharedMapMessage(m)
         }
         // What lets peers reach the node (a new or rewritten entry, its endpoints, disco key or home relay) goes
-        // out past the streams' pacing; online and last-seen changes wait for the next paced message.
+        // out past the streams' pacing, and so does its going offline (clients leave an exit node that went
+        // offline, and the route failover's order depends on it); coming online and last-seen changes wait for the
+        // next paced message (a mass reconnect's N(N-1)/2 online patches are what pacing batches).
         let urgent: Bool
         switch update {
         case .full: urgent = true
-        case .patch(let patch): urgent = patch.endpoints != nil || patch.discoKey != nil || patch.derpRegion != nil
+        case .patch(let patch):
+            urgent = patch.endpoints != nil || patch.discoKey != nil || patch.derpRegion != nil || patch.online == false
         case .removed: urgent = false
         }
         var patchMessage: SharedMapMessage?

@@ -36,19 +36,8 @@ enum WarrenControlVersion {
         return parts.joined(separator: ", ")
     }
 
-    static var compiler: String {
-        #if compiler(>=6.3)
-        "6.3+"
-        #elseif compiler(>=6.2)
-        "6.2"
-        #elseif compiler(>=6.1)
-        "6.1"
-        #elseif compiler(>=6.0)
-        "6.0"
-        #else
-        "5.x"
-        #endif
-    }
+    /// The compiler, as the metrics' build_info gauge names it (one source).
+    static var compiler: String { WarrenControlBuild.swiftVersion }
 }
 
 struct VersionCommand: ParsableCommand {

@@ -20,20 +20,8 @@ final class ControlEngineDERPMapTests: XCTestCase {
     }
 
     func testAReplacedMapReachesEveryOpenStreamOnceAndLaterFullMaps() async throws {
-        var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
-        configuration.derpMap = Self.map([900])
-        let store = MemoryControlStore()
-        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
-        try await engine.load()
-        let key = try await store.transaction { tx in
-            let owner = try tx.createUser(name: "alice", now: Date())
-            var generator = SystemRandomNumberGenerator()
-            return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),
-                                           generator: &generator).text
-        }
+        let fixture = try await InProcessEngine.start { $0.derpMap = Self.map([900]) }
+        let engine = fixture.engine, key = fixture.authKey
         var outboxes: [MapSessionOutbox] = []
         let members = (1...3).map { ControlClient(port: 1, seed: UInt64($0)) }
         for c in members {

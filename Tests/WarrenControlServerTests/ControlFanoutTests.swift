@@ -20,22 +20,8 @@ final class ControlFanoutTests: XCTestCase {
     }
 
     func makeEngine(interval: Duration? = nil) async throws -> Tailnet {
-        var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
-        if let interval { configuration.mapUpdateInterval = interval }
-        let store = MemoryControlStore()
-        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
-                                           ipv6Prefix: configuration.ipv6Prefix)
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
-        try await engine.load()
-        let key = try await store.transaction { tx in
-            let owner = try tx.createUser(name: "alice", now: Date())
-            var generator = SystemRandomNumberGenerator()
-            return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),
-                                           generator: &generator).text
-        }
-        return Tailnet(engine: engine, authKey: key)
+        let fixture = try await InProcessEngine.start { if let interval { $0.mapUpdateInterval = interval } }
+        return Tailnet(engine: fixture.engine, authKey: fixture.authKey)
     }
 
     /// A node's requests (ControlClient only builds them here; nothing is connected).

@@ -124,23 +124,11 @@ final class UrgentPacingTests: XCTestCase {
         XCTAssertEqual(last?.message, Self.patch(2))
     }
 
-    /// Through the engine: a session paced at 30 s gets a new peer, and then that peer's endpoints, at once; the
-    /// peer's going offline (not urgent) waits for the interval.
+    /// Through the engine: a session paced at 30 s gets a new peer, and then that peer's endpoints, at once; a
+    /// second peer's coming online (not urgent) waits for the interval, the first one's going offline does not.
     func testANewPeerAndItsEndpointsReachAPacedSessionAtOnce() async throws {
-        var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
-        configuration.mapUpdateInterval = .seconds(30)
-        let store = MemoryControlStore()
-        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
-        try await engine.load()
-        let authKey = try await store.transaction { tx in
-            let owner = try tx.createUser(name: "alice", now: Date())
-            var generator = SystemRandomNumberGenerator()
-            return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),
-                                           generator: &generator).text
-        }
+        let fixture = try await InProcessEngine.start { $0.mapUpdateInterval = .seconds(30) }
+        let engine = fixture.engine, authKey = fixture.authKey
         func register(_ c: ControlClient, _ name: String) async {
             let reply = await engine.register(c.registerRequest(authKey: authKey, hostname: name), machineKey: c.machineKey.publicKey)
             XCTAssertEqual(reply.error, "")
@@ -168,10 +156,39 @@ final class UrgentPacingTests: XCTestCase {
             || (reach?.message.peersChanged ?? []).contains { $0.endpoints?.contains(endpoint) == true }
         XCTAssertTrue(carried, "b's endpoints arrived within the interval: \(String(describing: reach?.message))")
 
-        // b goes offline: an online patch, not urgent, so it waits for the interval (30 s, beyond this wait).
+        // c was registered before a's last message, so its stream opening is only an online patch: not urgent,
+        // it waits for the interval (30 s, beyond this wait).
+        let c = ControlClient(port: 1, seed: 3)
+        await register(c, "c")
+        let cJoined = await Self.next(outbox, within: 10)
+        XCTAssertNotNil(cJoined?.message.peersChanged, "c's entry (urgent)")
+        // A one-shot request first tells control c's disco key (urgent, it arrives at once), so that c's stream
+        // opening below changes nothing but its being online.
+        _ = try await engine.map(c.mapRequest(stream: false), machineKey: c.machineKey.publicKey)
+        let cDisco = await Self.next(outbox, within: 10)
+        XCTAssertEqual(cDisco?.message.peersChangedPatch?.first?.discoKey, c.discoKey, "c's disco key, at once")
+        guard case .stream(let cStream) = try await engine.map(c.mapRequest(stream: true), machineKey: c.machineKey.publicKey) else {
+            return XCTFail("expected c's stream")
+        }
+        // One writer's wait, left running: after 2 s it still has nothing (the online patch waits for the interval).
+        let arrived = Mutex<MapOutgoing?>(nil)
+        let reader = Task {
+            let item = await outbox.nextOutgoing()
+            arrived.withLock { $0 = item }
+            return item
+        }
+        try await Task.sleep(for: .seconds(2))
+        XCTAssertNil(arrived.withLock { $0 }, "coming online waits for the pacing interval")
+        // b goes offline: urgent, it ends the wait at once and brings c's online patch that waited.
         bStream.cancel()
-        let offline = await Self.next(outbox, within: 2)
-        XCTAssertNil(offline, "a non-urgent change waits for the pacing interval: \(String(describing: offline?.message))")
+        let watchdog = Self.nudge(outbox, after: 10)
+        let offline = await reader.value
+        watchdog.cancel()
+        let patches = offline?.message.peersChangedPatch ?? []
+        XCTAssertTrue(patches.contains { $0.online == false }, "b's going offline arrived at once: \(String(describing: offline?.message))")
+        XCTAssertTrue(patches.contains { $0.online == true }, "with c's online patch that waited")
+        XCTAssertFalse(patches.contains { $0.nodeID == 99 }, "before the watchdog's nudge")
+        cStream.cancel()
         outbox.cancel()
     }
 }
