@@ -142,12 +142,13 @@ final class NATLab: @unchecked Sendable {
         let stdin = Pipe()
         process.standardInput = input == nil ? FileHandle.nullDevice : stdin
         let status: Int32 = await withCheckedContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            let exit = ExitOnce(continuation)
+            process.terminationHandler = { exit.resume($0.terminationStatus) }
             do {
                 try process.run()
             } catch {
                 process.terminationHandler = nil
-                continuation.resume(returning: -1)
+                exit.resume(-1)
                 return
             }
             if let input {
@@ -158,6 +159,10 @@ final class NATLab: @unchecked Sendable {
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
                 if process.isRunning { kill(pid, SIGKILL) }
             }
+            // Foundation's Process can miss a child's exit under load (seen in CI: `ip` left a zombie and the
+            // termination handler never ran, so the test waited forever). From 2 s on, reap it here if it is done;
+            // whichever of the two sees the exit first answers.
+            exit.watch(pid: pid, after: 2, until: timeout + 10)
         }
         return (status, (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
     }
@@ -543,6 +548,49 @@ final class NATLab: @unchecked Sendable {
             print("NAT lab logs kept in \(directory)")
         } else {
             try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+}
+
+/// Resumes a command's continuation exactly once: from Foundation's termination handler, or from `watch`, which
+/// reaps the child itself when Foundation missed its exit.
+final class ExitOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Int32, Never>?
+
+    init(_ continuation: CheckedContinuation<Int32, Never>) { self.continuation = continuation }
+
+    func resume(_ status: Int32) {
+        lock.lock()
+        let c = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume(returning: status)
+    }
+
+    private var pending: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return continuation != nil
+    }
+
+    /// Every second from `after` seconds: a child that has exited but is still unreaped is reaped and its status
+    /// answered; at `until` seconds the wait ends with -1.
+    func watch(pid: pid_t, after: Double, until: Double) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + after) { [self] in
+            guard pending else { return }
+            var raw: Int32 = 0
+            if waitpid(pid, &raw, WNOHANG) == pid {
+                // WIFEXITED / WEXITSTATUS, and a signal's number as negative.
+                let signal = raw & 0x7f
+                resume(signal == 0 ? (raw >> 8) & 0xff : -signal)
+                return
+            }
+            if after + 1 > until {
+                resume(-1)
+                return
+            }
+            watch(pid: pid, after: 1, until: until - after)
         }
     }
 }
