@@ -13,6 +13,7 @@ import Synchronization
 import TailscaleKeys
 import WarrenControlClient
 import WarrenTailcfg
+import WarrenTestProbes
 import XCTest
 
 final class DERPMapConfigServeTests: XCTestCase {
@@ -434,24 +435,8 @@ final class DERPMapReadAll: @unchecked Sendable {
 }
 
 enum DERPMapLoopback {
-    /// A free loopback port (bound and released; the server binds it a moment later).
-    static func freePort(udp: Bool = false) throws -> Int {
-        let fd = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CocoaError(.fileNoSuchFile) }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(fd, pointer, length) == 0 else { return -1 }
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        guard bound == 0 else { throw CocoaError(.fileWriteUnknown) }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A free loopback port.
+    static func freePort(udp: Bool = false) throws -> Int { try LoopbackPort.free(udp: udp) }
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 for the test: each path answers a status and body that the test sets (and may

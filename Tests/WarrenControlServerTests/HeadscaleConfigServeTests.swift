@@ -9,6 +9,7 @@ import Foundation
 import GRDB
 import TailscaleKeys
 import WarrenControlClient
+import WarrenTestProbes
 import XCTest
 
 final class HeadscaleConfigServeTests: XCTestCase {
@@ -24,25 +25,8 @@ final class HeadscaleConfigServeTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// A free loopback TCP port (bound and released; the server binds it a moment later).
-    func freePort(udp: Bool = false) throws -> Int {
-        let fd = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw XCTSkip("no socket") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(fd, pointer, length) == 0 else { return -1 }
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        XCTAssertEqual(bound, 0)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A free loopback TCP (or UDP) port.
+    func freePort(udp: Bool = false) throws -> Int { try LoopbackPort.free(udp: udp) }
 
     /// headscale's config-example.yaml of v0.29.2 as a user keeps it: its keys, nesting and defaults, with the
     /// paths and ports of this test (everything on loopback), the embedded relay on, and one Warren key

@@ -9,6 +9,7 @@ import Foundation
 import TailscaleKeys
 import WarrenControlClient
 import WarrenTailcfg
+import WarrenTestProbes
 import XCTest
 
 final class OperationsTests: XCTestCase {
@@ -25,23 +26,7 @@ final class OperationsTests: XCTestCase {
     }
 
     /// A free loopback TCP port.
-    func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw XCTSkip("no socket") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(fd, pointer, length) == 0 else { return -1 }
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        XCTAssertEqual(bound, 0)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    func freePort() throws -> Int { try LoopbackPort.free() }
 
     /// A running `serve`: its standard error goes to a file the test reads while it runs.
     final class Served {
