@@ -42,6 +42,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // bcrypt only (HummingbirdBcrypt: CBcrypt, no I/O), to verify key hashes imported from headscale.
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        // The admin API's HTTP server (Hummingbird 2) and the CLI's and OIDC's HTTP client (async-http-client).
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // The store on PostgreSQL.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
+        // OIDC: ID token signatures against the provider's JWKS.
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // Layer 0
@@ -98,6 +105,21 @@ let package = Package(
             "WarrenControlStore", "WarrenListenerGuard", "TailscaleKeys", "WarrenPacket", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        // The store on PostgreSQL (postgres-nio), behind the same ControlStore protocols as SQLite (layer 1).
+        .target(name: "WarrenControlPostgres", dependencies: [
+            "WarrenControlStore", "TailscaleKeys", "WarrenPacket",
+            .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Sign-in with OIDC: discovery, authorization code with PKCE, ID token checks against the JWKS (layer 1).
+        .target(name: "WarrenControlOIDC", dependencies: [
+            "WarrenControlStore",
+            .product(name: "JWTKit", package: "jwt-kit"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The packet I/O seam (TUN and bind protocols, packet buffers) and its implementations: Linux TUN and
         // UDP with offloads, in-memory twins. The device and magicsock run over it.
@@ -215,6 +237,7 @@ let package = Package(
             "WarrenControlServer", "WarrenControlSQLite", .product(name: "Yams", package: "Yams"),
             "WarrenDERPServer", "WarrenDERPTransport",
             "WarrenControlAdmin", "WarrenControlStore", "WarrenControlMetrics", "WarrenListenerGuard",
+            "WarrenControlPostgres", "WarrenControlOIDC",
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
@@ -278,7 +301,13 @@ let package = Package(
             "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
-            "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlPostgres", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "PostgresNIO", package: "postgres-nio"),
+        ]),
+        .testTarget(name: "WarrenControlOIDCTests", dependencies: [
+            "WarrenTestProbes", "WarrenControlOIDC", "WarrenControlServer", "WarrenControlStore", "TailscaleKeys", "WarrenTestSupport",
+            .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "WarrenControlAdminTests", dependencies: [
             "WarrenTestProbes", "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",

@@ -19,7 +19,7 @@ final class LayeringTests: XCTestCase {
         "CWarrenLinux", "CWarrenZstd", "WarrenLinux", "WarrenPacketIO", "WireGuardDevice", "WireGuardUAPIServer", "WarrenControlSQLite",
         "WarrenControlAdmin", "WarrenControlServer", "WarrenControlMetrics", "WarrenControlClient", "WarrenDERPTransport",
         "WarrenDERPServer", "WarrenDERPClient", "WarrenControlTransport", "WarrenNodeControl", "WarrenMagicsock",
-        "WarrenLocalAPI", "WarrenListenerGuard", "WarrenDNSServer", "WarrenTestProbes",
+        "WarrenLocalAPI", "WarrenListenerGuard", "WarrenDNSServer", "WarrenTestProbes", "WarrenControlPostgres", "WarrenControlOIDC",
     ]
     /// Composition roots: wiring only executables (and tests) use.
     static let compositionRoots: Set<String> = ["WarrenNode"]
@@ -29,7 +29,7 @@ final class LayeringTests: XCTestCase {
     ]
     static let serverModules: Set<String> = [
         "WarrenControlServer", "WarrenControlSQLite", "WarrenControlAdmin", "WarrenControlMetrics", "WarrenDERPServer",
-        "WarrenControlClient", "WarrenControlStore",
+        "WarrenControlClient", "WarrenControlStore", "WarrenControlPostgres", "WarrenControlOIDC",
     ]
     /// What layer 0 may import besides itself: the standard library's companions, swift-crypto, and bcrypt
     /// (hummingbird-auth's HummingbirdBcrypt: C code, no I/O; the store checks headscale's imported key hashes with it).
