@@ -1,16 +1,62 @@
 import Foundation
 import TailscaleKeys
+import Synchronization
+import WarrenControlPostgres
 import WarrenControlSQLite
 import WarrenControlStore
 import WarrenPacket
 import WarrenTestSupport
 import XCTest
 
-/// The backends every contract test runs over: the in-memory twin and SQLite in a fresh temporary file.
+/// The backends every contract test runs over: the in-memory twin, SQLite in a fresh temporary file, and PostgreSQL
+/// on a fresh database of the test's own server (when one can run here: PostgresBackend).
 enum Backends {
-    static func all(file: StaticString = #filePath, line: UInt = #line) throws -> [(name: String, store: any ControlStore)] {
-        [("memory", MemoryControlStore()), ("sqlite", try SQLiteControlStore(path: TemporaryDirectory.make().appending("/control.sqlite")))]
+    static func all(file: StaticString = #filePath, line: UInt = #line) async throws -> [(name: String, store: any ControlStore)] {
+        var backends: [(name: String, store: any ControlStore)] = [
+            ("memory", MemoryControlStore()), ("sqlite", try SQLiteControlStore(path: TemporaryDirectory.make().appending("/control.sqlite"))),
+        ]
+        if let postgres = try await PostgresBackend.freshStore(file: file, line: line) { backends.append(("postgres", postgres)) }
+        return backends
     }
+}
+
+/// PostgreSQL for the store's tests: the test process's own server (PostgresTestServer), a fresh database per store.
+enum PostgresBackend {
+    /// A store on a fresh database; nil (after saying why, once) when no server can run here, a failure when
+    /// WARREN_INTEROP_REQUIRED=1.
+    static func freshStore(file: StaticString = #filePath, line: UInt = #line) async throws -> PostgresControlStore? {
+        let server: PostgresTestServer
+        do {
+            server = try PostgresTestServer.shared()
+        } catch let error as PostgresTestServer.Unavailable {
+            if error.required {
+                XCTFail("\(error)", file: file, line: line)
+            } else if noted.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+                print("note: \(error); the contract tests run over memory and SQLite only")
+            }
+            return nil
+        }
+        return try await PostgresControlStore(settings: settings(server, database: try server.createDatabase()))
+    }
+
+    /// A server of the test's own, or a skip (a failure when WARREN_INTEROP_REQUIRED=1).
+    static func server() throws -> PostgresTestServer {
+        do {
+            return try PostgresTestServer.shared()
+        } catch let error as PostgresTestServer.Unavailable where !error.required {
+            throw XCTSkip(error.description)
+        }
+    }
+
+    /// Settings for `database` over the Unix socket (or TCP with the password).
+    static func settings(_ server: PostgresTestServer, database: String, tcp: Bool = false, maxConnections: Int = 4) -> PostgresSettings {
+        tcp ? PostgresSettings(host: "127.0.0.1", port: server.port, database: database, user: server.user, password: server.password,
+                               maxConnections: maxConnections)
+            : PostgresSettings(host: server.socketDirectory, port: server.port, database: database, user: server.user,
+                               maxConnections: maxConnections)
+    }
+
+    private static let noted = Atomic<Bool>(false)
 }
 
 enum TemporaryDirectory {
@@ -40,12 +86,13 @@ let defaultAllocator = try! AddressAllocator()
 func forEachBackend(
     file: StaticString = #filePath, line: UInt = #line, _ body: (String, any ControlStore) async throws -> Void
 ) async throws {
-    for (name, store) in try Backends.all() {
+    for (name, store) in try await Backends.all(file: file, line: line) {
         do {
             try await body(name, store)
         } catch {
             XCTFail("[\(name)] \(error)", file: file, line: line)
         }
+        if let postgres = store as? PostgresControlStore { await postgres.close() }
     }
 }
 

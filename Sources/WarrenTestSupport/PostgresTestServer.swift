@@ -1,0 +1,205 @@
+// Test support: a PostgreSQL server of the test's own, from Debian's binaries (/usr/lib/postgresql/<version>/bin):
+// initdb into a fresh directory /tmp/warren-pgtest-*, run as the postgres user (PostgreSQL refuses root), listening
+// on a Unix socket in that directory (trust) and on a free 127.0.0.1 port (password, SCRAM). Each test takes a
+// fresh database of it. Stopped (`pg_ctl stop -m immediate`) and removed when the test process exits, or by
+// `stop()`. Never linked into a product.
+
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class PostgresTestServer: Sendable {
+    /// Why no server can run here: tests skip, or fail when WARREN_INTEROP_REQUIRED=1 (`required`).
+    public struct Unavailable: Error, CustomStringConvertible {
+        public let reason: String
+        public let required: Bool
+        public var description: String {
+            required ? "PostgreSQL required (WARREN_INTEROP_REQUIRED=1) but \(reason)" : "PostgreSQL tests skipped: \(reason)"
+        }
+    }
+
+    /// A step that failed while the server was being set up or used.
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The temporary directory: data, logs, and the Unix socket.
+    public let directory: String
+    /// The directory of the Unix socket (`host` for a client).
+    public var socketDirectory: String { directory }
+    public let port: Int
+    /// The superuser (`postgres`) password for TCP logins.
+    public let password: String
+    public let user = "postgres"
+    let binDirectory: String
+    let runuser: String
+    private let stopped = Mutex(false)
+
+    public static var isRequired: Bool { ProcessInfo.processInfo.environment["WARREN_INTEROP_REQUIRED"] == "1" }
+
+    private static let sharedServer = Mutex<Result<PostgresTestServer, Unavailable>?>(nil)
+    private static let running = Mutex<[PostgresTestServer]>([])
+
+    /// One server for the whole test process (started at the first call).
+    public static func shared() throws -> PostgresTestServer {
+        try sharedServer.withLock { cached in
+            if let cached { return try cached.get() }
+            do {
+                let server = try start()
+                cached = .success(server)
+                return server
+            } catch let error as Unavailable {
+                cached = .failure(error)
+                throw error
+            } catch {
+                let unavailable = Unavailable(reason: "\(error)", required: isRequired)
+                cached = .failure(unavailable)
+                throw unavailable
+            }
+        }
+    }
+
+    /// The binaries' directory of the newest PostgreSQL installed.
+    public static func binaries() throws -> String {
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
+        guard let version = versions.last(where: { FileManager.default.isExecutableFile(atPath: "\(root)/\($0)/bin/initdb") }) else {
+            throw Unavailable(reason: "PostgreSQL is not installed (\(root)/<version>/bin/initdb; scripts/setup.d/postgres.sh installs it)",
+                              required: isRequired)
+        }
+        return "\(root)/\(version)/bin"
+    }
+
+    /// A new server of its own (a test that stops or restarts it; others use `shared()`).
+    public static func start() throws -> PostgresTestServer {
+        guard getuid() == 0 else {
+            throw Unavailable(reason: "not root (the test runs PostgreSQL as the postgres user through runuser)", required: isRequired)
+        }
+        let bin = try binaries()
+        guard let account = getpwnam("postgres") else {
+            throw Unavailable(reason: "there is no postgres user (Debian's postgresql package creates it)", required: isRequired)
+        }
+        let (uid, gid) = (account.pointee.pw_uid, account.pointee.pw_gid)
+        guard let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].first(where: FileManager.default.isExecutableFile) else {
+            throw Unavailable(reason: "runuser is missing (util-linux)", required: isRequired)
+        }
+        var template = Array("/tmp/warren-pgtest-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw Failure(description: "mkdtemp: errno \(errno)") }
+        let directory = String(cString: made)
+        guard chown(directory, uid, gid) == 0, chmod(directory, 0o700) == 0 else {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw Failure(description: "cannot hand \(directory) to the postgres user: errno \(errno)")
+        }
+        let password = (0..<24).map { _ in String("abcdefghijkmnpqrstuvwxyz23456789".randomElement()!) }.joined()
+        let passwordFile = directory + "/password"
+        let port: Int
+        do {
+            FileManager.default.createFile(atPath: passwordFile, contents: Data((password + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            guard chown(passwordFile, uid, gid) == 0 else { throw Failure(description: "chown \(passwordFile): errno \(errno)") }
+            port = try freePort()
+            try run([runuser, "-u", "postgres", "--", bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--no-sync",
+                     "--no-instructions", "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
+                     "--pwfile=" + passwordFile], log: directory + "/initdb.log")
+            try run([runuser, "-u", "postgres", "--", bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-w",
+                     "-t", "60", "-o", "-k \(directory) -p \(port) -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                     "start"], log: directory + "/pg_ctl.log")
+        } catch {
+            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)).map { "\n" + $0.suffix(2000) } ?? ""
+            try? FileManager.default.removeItem(atPath: directory)
+            throw Failure(description: "\(error)\(log)")
+        }
+        let server = PostgresTestServer(directory: directory, port: port, password: password, binDirectory: bin, runuser: runuser)
+        let first = running.withLock { list in
+            list.append(server)
+            return list.count == 1
+        }
+        if first { atexit { PostgresTestServer.stopAll() } }
+        return server
+    }
+
+    private init(directory: String, port: Int, password: String, binDirectory: String, runuser: String) {
+        self.runuser = runuser
+        self.directory = directory
+        self.port = port
+        self.password = password
+        self.binDirectory = binDirectory
+    }
+
+    private static func stopAll() {
+        for server in running.withLock({ $0 }) { server.stop() }
+    }
+
+    private static let counter = Atomic<Int>(0)
+
+    /// A new, empty database (owned by the superuser); returns its name.
+    public func createDatabase(prefix: String = "warren") throws -> String {
+        let name = "\(prefix)_\(getpid())_\(Self.counter.wrappingAdd(1, ordering: .relaxed).newValue)"
+        try psql("CREATE DATABASE \(name)", database: "postgres")
+        return name
+    }
+
+    /// Runs SQL with psql over the Unix socket (as the superuser); returns its unaligned output.
+    @discardableResult
+    public func psql(_ sql: String, database: String) throws -> String {
+        try Self.run([binDirectory + "/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", directory, "-p", String(port),
+                      "-U", user, "-d", database, "-c", sql], log: directory + "/psql-\(UUID().uuidString.prefix(8)).log")
+    }
+
+    /// Stops the server at once (`-m immediate`) and removes its directory (idempotent).
+    public func stop() {
+        let already = stopped.withLock { stopped in
+            defer { stopped = true }
+            return stopped
+        }
+        guard !already else { return }
+        _ = try? Self.run([runuser, "-u", "postgres", "--", binDirectory + "/pg_ctl", "-D", directory + "/data", "-m", "immediate",
+                           "-w", "stop"], log: "/dev/null")
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Runs a command to its end with its output in `log` (a file, so that a daemon it starts cannot hold a pipe
+    /// open); returns the output, or throws it with the exit status.
+    @discardableResult
+    static func run(_ arguments: [String], log: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let logURL = URL(fileURLWithPath: log)
+        if log != "/dev/null" { FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        try? handle.close()
+        let output = log == "/dev/null" ? "" : ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+        if log != "/dev/null" { try? FileManager.default.removeItem(atPath: log) }
+        guard process.terminationStatus == 0 else {
+            throw Failure(description: "\((arguments[0] as NSString).lastPathComponent) \(arguments.dropFirst().suffix(3).joined(separator: " ")) "
+                                      + "exited with \(process.terminationStatus): \(output.suffix(1500))")
+        }
+        return output
+    }
+
+    /// A free 127.0.0.1 TCP port (bound and released).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(fd, pointer, length) == 0 else { return -1 }
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw Failure(description: "no free loopback port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# PostgreSQL for the store's tests (PostgresStoreTests, the contract tests' postgres backend, PostgresServeTests):
+# Debian's server binaries (/usr/lib/postgresql/<version>/bin) and the postgres user. The tests initdb and start a
+# server of their own in a temporary directory; Debian's own cluster service is not wanted running (it would take
+# port 5432 and a share of memory for nothing), so the package is installed behind a policy-rc.d that refuses every
+# start (in place only during this install, when the host has none of its own), and the cluster it creates stays
+# down.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for pkg in postgresql postgresql-client; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    policy=/usr/sbin/policy-rc.d
+    ours=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# scripts/setup.d/postgres.sh: no service starts during this install\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    apt-get update -qq
+    status=0
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || status=$?
+    if [ "$ours" = 1 ]; then rm -f "$policy"; fi
+    [ "$status" = 0 ] || exit "$status"
+fi
+# The package's cluster (15/main) was created but not started; keep it from starting at boot as well.
+for conf in /etc/postgresql/*/main/start.conf; do
+    [ -e "$conf" ] && sed -i 's/^auto$/manual/' "$conf"
+done
+exit 0
