@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import TailscaleKeys
 import WarrenControlStore
 import WarrenPacket
@@ -118,38 +119,20 @@ public struct AdminAPI: Sendable {
     /// Whether `path` belongs to the admin API (for a listener that serves other things too).
     public static func serves(path: String) -> Bool { path.hasPrefix(pathPrefix) || path == "/api/v1" }
 
-    /// The routes (`handle`, in AdminAudit.swift, wraps this with the audit log, health and metrics).
+    /// The routes (`handle`, in AdminAudit.swift, wraps this with the audit log, health and metrics): the Hummingbird
+    /// router of AdminRouter.swift, built from `routeTable`.
     func respond(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
         do {
-            // Each segment is percent-decoded on its own (an encoded "/" stays inside its segment): the CLI encodes
-            // names such as "jörg" or "a@b".
-            let components = try request.path.split(separator: "/", omittingEmptySubsequences: true).map { segment in
-                guard let decoded = String(segment).removingPercentEncoding else {
-                    throw AdminError(400, "invalid", "malformed percent-encoding in the path: \(request.path)")
-                }
-                return decoded
+            // Each segment is percent-decoded on its own when its route reads it; a path that does not decode at all
+            // is refused here, whichever route it would reach.
+            for segment in request.path.split(separator: "/") where String(segment).removingPercentEncoding == nil {
+                throw AdminError(400, "invalid", "malformed percent-encoding in the path: \(request.path)")
             }
+            let components = request.path.split(separator: "/", omittingEmptySubsequences: true)
             guard components.count >= 2, components[0] == "api", components[1] == "v1" else {
                 throw AdminError(404, "not found", "no such API path: \(request.path)")
             }
-            let route = Array(components.dropFirst(2))
-            if request.method == "GET", route == ["openapi.json"] {
-                return AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8))
-            }
-            if HeadscaleAPI.serves(route) {
-                // headscale's REST API (HeadscaleAPI.swift): its own answers, errors and authentication refusal.
-                if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
-                return await HeadscaleAPI(admin: self).handle(request.method, route, request)
-            }
-            if transport == .network { try await authenticate(request) }
-            let allowed = AdminOpenAPI.methods(forPath: route)
-            if !allowed.isEmpty, !allowed.contains(request.method) {
-                var response = Self.errorResponse(405, "method not allowed",
-                                                  "\(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))")
-                response.headers["Allow"] = allowed.joined(separator: ", ")
-                return response
-            }
-            return try await dispatch(request.method, route, request)
+            return try await route(request, via: transport)
         } catch let error as AdminError {
             return Self.errorResponse(error.status, error.code, error.message)
         } catch let error as StoreError {
@@ -216,53 +199,113 @@ public struct AdminAPI: Sendable {
 
     // MARK: routing
 
-    private func dispatch(_ method: String, _ route: [String], _ request: AdminRequest) async throws -> AdminResponse {
-        switch (method, route.first, route.count) {
-        case ("GET", "users", 1): return try await listUsers()
-        case ("POST", "users", 1): return try await createUser(decode(CreateUserBody.self, request))
-        case ("GET", "users", 2): return ok(UserJSON(try await store.read { try Self.findUser(route[1], in: $0) }))
-        case ("POST", "users", 3) where route[2] == "rename": return try await renameUser(route[1], decode(RenameBody.self, request))
-        case ("DELETE", "users", 2): return try await deleteUser(route[1])
+    /// Every route, as Hummingbird routes: Warren's (API key over the network) and headscale's (HeadscaleAPI.swift,
+    /// refused as headscale refuses), with the templates of the OpenAPI document.
+    static let router: RouterResponder<AdminRequestContext> = {
+        let router = Router(context: AdminRequestContext.self)
+        router.get("/api/v1/openapi.json") { _, _ in AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8)) }
 
-        case ("GET", "preauthkeys", 1): return try await listPreAuthKeys(user: request.query["user"])
-        case ("POST", "preauthkeys", 1): return try await createPreAuthKey(decode(CreatePreAuthKeyBody.self, request))
-        case ("POST", "preauthkeys", 2) where route[1] == "expire": return try await expirePreAuthKey(decode(ExpireKeyBody.self, request))
-        case ("DELETE", "preauthkeys", 2): return try await deletePreAuthKey(route[1])
+        let headscale = router.group().add(middleware: HeadscaleAuthentication())
+        // headscale names one path position differently in two routes (/user/{oldId}/rename/{newName}, /user/{id}),
+        // which one trie cannot hold: the router takes the first name; HeadscaleAPI reads the parameters by its own.
+        var parameterNames: [String: String] = [:]
+        for route in HeadscaleAPI.routes {
+            var prefix = ""
+            let path = route.path.split(separator: "/").map { segment -> String in
+                var segment = String(segment)
+                if segment.hasPrefix("{") {
+                    if let name = parameterNames[prefix] { segment = name } else { parameterNames[prefix] = segment }
+                }
+                prefix += "/" + (segment.hasPrefix("{") ? "*" : segment)
+                return segment
+            }.joined(separator: "/")
+            // HeadscaleAPI reads the message (body or query, and the path parameters) and answers in headscale's shapes.
+            headscale.on(RouterPath("/" + path), method: HTTPRequest.Method(route.method)!) { _, context in
+                let request = context.request
+                let segments = request.path.split(separator: "/").dropFirst(2).map { String($0).removingPercentEncoding ?? String($0) }
+                return await HeadscaleAPI(admin: context.api).handle(request.method, segments, request)
+            }
+        }
 
-        case ("GET", "nodes", 1): return try await listNodes(user: request.query["user"])
-        case ("POST", "nodes", 2) where route[1] == "register": return try await registerNode(decode(RegisterNodeBody.self, request))
-        case ("GET", "nodes", 2): return try await showNode(route[1])
-        case ("DELETE", "nodes", 2): return try await deleteNode(route[1])
-        case ("POST", "nodes", 3) where route[2] == "expire":
-            return try await expireNode(route[1], request.body.isEmpty ? ExpireNodeBody() : decode(ExpireNodeBody.self, request))
-        case ("POST", "nodes", 3) where route[2] == "approve": return try await updateNode(route[1]) { node, _ in node.authorized = true }
-        case ("POST", "nodes", 3) where route[2] == "rename": return try await renameNode(route[1], decode(RenameBody.self, request))
-        case ("POST", "nodes", 3) where route[2] == "tags": return try await tagNode(route[1], decode(TagsBody.self, request))
-        case ("GET", "nodes", 3) where route[2] == "routes": return try await routes(route[1])
-        case ("POST", "nodes", 3) where route[2] == "approve-routes":
-            return try await approveRoutes(route[1], decode(RoutesBody.self, request))
+        let warren = router.group().add(middleware: WarrenAuthentication())
+        warren.get("/api/v1/users") { _, c in try await c.api.listUsers() }
+        warren.post("/api/v1/users") { _, c in try await c.api.createUser(c.api.decode(CreateUserBody.self, c.request)) }
+        warren.get("/api/v1/users/{user}") { _, c in
+            let name = try c.parameter("user")
+            return c.api.ok(UserJSON(try await c.api.store.read { try Self.findUser(name, in: $0) }))
+        }
+        warren.post("/api/v1/users/{user}/rename") { _, c in
+            try await c.api.renameUser(c.parameter("user"), c.api.decode(RenameBody.self, c.request))
+        }
+        warren.delete("/api/v1/users/{user}") { _, c in try await c.api.deleteUser(c.parameter("user")) }
 
-        case ("GET", "routes", 1): return try await allRoutes()
+        warren.get("/api/v1/preauthkeys") { _, c in try await c.api.listPreAuthKeys(user: c.request.query["user"]) }
+        warren.post("/api/v1/preauthkeys") { _, c in try await c.api.createPreAuthKey(c.api.decode(CreatePreAuthKeyBody.self, c.request)) }
+        warren.post("/api/v1/preauthkeys/expire") { _, c in try await c.api.expirePreAuthKey(c.api.decode(ExpireKeyBody.self, c.request)) }
+        warren.delete("/api/v1/preauthkeys/{key}") { _, c in try await c.api.deletePreAuthKey(c.parameter("key")) }
 
-        case ("GET", "registrations", 1): return try await listPending()
-        case ("POST", "registrations", 3) where route[2] == "approve":
-            let body = request.body.isEmpty ? ApproveRegistrationBody() : try decode(ApproveRegistrationBody.self, request)
-            return try await approveRegistration(route[1], body)
-        case ("POST", "registrations", 3) where route[2] == "reject":
-            return ok(PendingRegistrationJSON(try await rejectRegistrationRecord(key: route[1])))
+        warren.get("/api/v1/nodes") { _, c in try await c.api.listNodes(user: c.request.query["user"]) }
+        warren.post("/api/v1/nodes/register") { _, c in try await c.api.registerNode(c.api.decode(RegisterNodeBody.self, c.request)) }
+        warren.get("/api/v1/nodes/{node}") { _, c in try await c.api.showNode(c.parameter("node")) }
+        warren.delete("/api/v1/nodes/{node}") { _, c in try await c.api.deleteNode(c.parameter("node")) }
+        warren.post("/api/v1/nodes/{node}/expire") { _, c in
+            let body = c.request.body.isEmpty ? ExpireNodeBody() : try c.api.decode(ExpireNodeBody.self, c.request)
+            return try await c.api.expireNode(c.parameter("node"), body)
+        }
+        warren.post("/api/v1/nodes/{node}/approve") { _, c in
+            try await c.api.updateNode(c.parameter("node")) { node, _ in node.authorized = true }
+        }
+        warren.post("/api/v1/nodes/{node}/rename") { _, c in try await c.api.renameNode(c.parameter("node"), c.api.decode(RenameBody.self, c.request)) }
+        warren.post("/api/v1/nodes/{node}/tags") { _, c in try await c.api.tagNode(c.parameter("node"), c.api.decode(TagsBody.self, c.request)) }
+        warren.get("/api/v1/nodes/{node}/routes") { _, c in try await c.api.routes(c.parameter("node")) }
+        warren.post("/api/v1/nodes/{node}/approve-routes") { _, c in
+            try await c.api.approveRoutes(c.parameter("node"), c.api.decode(RoutesBody.self, c.request))
+        }
+
+        warren.get("/api/v1/routes") { _, c in try await c.api.allRoutes() }
+
+        warren.get("/api/v1/registrations") { _, c in try await c.api.listPending() }
+        warren.post("/api/v1/registrations/{registration}/approve") { _, c in
+            let body = c.request.body.isEmpty ? ApproveRegistrationBody() : try c.api.decode(ApproveRegistrationBody.self, c.request)
+            return try await c.api.approveRegistration(c.parameter("registration"), body)
+        }
+        warren.post("/api/v1/registrations/{registration}/reject") { _, c in
+            c.api.ok(PendingRegistrationJSON(try await c.api.rejectRegistrationRecord(key: c.parameter("registration"))))
+        }
 
         // Warren's policy routes live under /api/v1/warren/ (headscale's own shape holds /api/v1/policy).
-        case ("GET", "warren", 2) where route[1] == "policy": return try await getPolicy()
-        case ("PUT", "warren", 2) where route[1] == "policy": return try await setPolicy(decode(SetPolicyBody.self, request))
-        case ("GET", "warren", 3) where route[1] == "policy" && route[2] == "history": return try await policyHistory()
+        warren.get("/api/v1/warren/policy") { _, c in try await c.api.getPolicy() }
+        warren.put("/api/v1/warren/policy") { _, c in try await c.api.setPolicy(c.api.decode(SetPolicyBody.self, c.request)) }
+        warren.get("/api/v1/warren/policy/history") { _, c in try await c.api.policyHistory() }
 
-        case ("GET", "apikeys", 1): return try await listAPIKeys()
-        case ("POST", "apikeys", 1): return try await createAPIKey(decode(CreateAPIKeyBody.self, request))
-        case ("POST", "apikeys", 2) where route[1] == "expire": return try await expireAPIKey(decode(ExpireKeyBody.self, request))
-        case ("DELETE", "apikeys", 2): return try await deleteAPIKey(route[1])
-        default:
-            throw AdminError(404, "not found", "no such API route: \(method) /api/v1/\(route.joined(separator: "/"))")
+        warren.get("/api/v1/apikeys") { _, c in try await c.api.listAPIKeys() }
+        warren.post("/api/v1/apikeys") { _, c in try await c.api.createAPIKey(c.api.decode(CreateAPIKeyBody.self, c.request)) }
+        warren.post("/api/v1/apikeys/expire") { _, c in try await c.api.expireAPIKey(c.api.decode(ExpireKeyBody.self, c.request)) }
+        warren.delete("/api/v1/apikeys/{key}") { _, c in try await c.api.deleteAPIKey(c.parameter("key")) }
+        // Last: it wraps only the not-found responder.
+        router.add(middleware: UnroutedRequests())
+        return router.buildResponder()
+    }()
+
+    /// A request no route took: on headscale's paths, headscale's answer (its gRPC status: 5 for an unknown path, 12
+    /// for a method the path does not serve); elsewhere, after authentication, a 405 naming the methods the path
+    /// serves, or a 404.
+    func unrouted(_ request: AdminRequest, via transport: AdminTransport) async throws -> AdminResponse {
+        let route = request.path.split(separator: "/", omittingEmptySubsequences: true).dropFirst(2)
+            .map { String($0).removingPercentEncoding ?? String($0) }
+        if HeadscaleAPI.serves(route) {
+            if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
+            return await HeadscaleAPI(admin: self).handle(request.method, route, request)
         }
+        if transport == .network { try await authenticate(request) }
+        let allowed = AdminOpenAPI.methods(forPath: route)
+        if !allowed.isEmpty, !allowed.contains(request.method) {
+            var response = Self.errorResponse(405, "method not allowed",
+                                              "\(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))")
+            response.headers["Allow"] = allowed.joined(separator: ", ")
+            return response
+        }
+        throw AdminError(404, "not found", "no such API route: \(request.method) /api/v1/\(route.joined(separator: "/"))")
     }
 
     private func expiration(absolute: String?, relative: String?, now: Date) throws -> Date? {
@@ -288,7 +331,11 @@ public struct AdminAPI: Sendable {
     }
 
     private func createUser(_ body: CreateUserBody) async throws -> AdminResponse {
-        ok(UserJSON(try await createUserRecord(name: body.name, displayName: body.displayName ?? "")), status: 201)
+        if let picture = body.pictureURL, !picture.isEmpty {
+            throw AdminError(400, "invalid", "Warren keeps no picture for a user: leave pictureURL out")
+        }
+        return ok(UserJSON(try await createUserRecord(name: body.name, displayName: body.displayName ?? "", email: body.email ?? "")),
+                  status: 201)
     }
 
     private func renameUser(_ name: String, _ body: RenameBody) async throws -> AdminResponse {
@@ -315,9 +362,9 @@ public struct AdminAPI: Sendable {
     /// Picks a record inside a store transaction.
     typealias Select<T> = @Sendable (any StoreReading) throws -> T
 
-    func createUserRecord(name: String, displayName: String) async throws -> User {
+    func createUserRecord(name: String, displayName: String, email: String = "") async throws -> User {
         let now = clock()
-        let user = try await store.transaction { try $0.createUser(name: name, displayName: displayName, now: now) }
+        let user = try await store.transaction { try $0.createUser(name: name, displayName: displayName, email: email, now: now) }
         await hooks.changed(.usersChanged)
         return user
     }

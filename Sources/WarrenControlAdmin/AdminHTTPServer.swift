@@ -1,15 +1,28 @@
 import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
 import NIOCore
-import NIOHTTP1
+import NIOHTTPTypes
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 public import WarrenListenerGuard
 
-/// An HTTP/1.1 listener for the admin API: on a Unix socket in the state directory (mode 0600, so only its owner,
-/// root in production, can connect; requests there need no API key), and optionally on TCP (API key required).
-/// One request per connection (`Connection: close`); bodies up to 1 MiB.
+/// The admin API's HTTP/1.1 listeners, on Hummingbird 2's HTTP/1 channel: on a Unix socket in the state directory
+/// (mode 0600, so only its owner, root in production, can connect; requests there need no API key), and optionally on
+/// TCP (API key required). One request per connection (`Connection: close`); bodies up to 1 MiB.
+///
+/// The listening sockets are bound here (not by Hummingbird's `Server`) so that each keeps the ListenerGuard's
+/// server-side handlers (the connection cap, the accept back-off) and each connection its timers first in the
+/// pipeline; every connection is then Hummingbird's `HTTP1Channel`, answering through `AdminAPI.handle` (the
+/// router of AdminRouter.swift, the audit log, the metrics).
 public final class AdminHTTPServer: Service, Sendable {
-    private let channels: [Channel]
+    private typealias Listener = NIOAsyncChannel<HTTP1Channel.Value, Never>
+
+    private let listeners: [(channel: Listener, transport: AdminTransport)]
+    private let serving: Task<Void, Never>
+    private let connections: Connections
     public let socketPath: String?
     /// The bounds of the listeners (the socket's first, then TCP's), with their counters.
     public let listenerGuards: [ListenerGuard]
@@ -19,12 +32,35 @@ public final class AdminHTTPServer: Service, Sendable {
                                                      idleTimeout: .seconds(15))
 
     /// The TCP port actually bound (when 0 was asked for), if a TCP listener was started.
-    public var tcpPort: Int? { channels.first { $0.localAddress?.port != nil }?.localAddress?.port }
+    public var tcpPort: Int? { listeners.first { $0.transport == .network }?.channel.channel.localAddress?.port }
 
-    private init(channels: [Channel], socketPath: String?, listenerGuards: [ListenerGuard]) {
+    private init(listeners: [(channel: Listener, transport: AdminTransport)], http: HTTP1Channel, socketPath: String?,
+                 listenerGuards: [ListenerGuard], connections: Connections) {
         self.listenerGuards = listenerGuards
-        self.channels = channels
+        self.listeners = listeners
         self.socketPath = socketPath
+        self.connections = connections
+        let logger = AdminAPI.logger
+        // Accepts until the listeners close; each connection is served in a child task.
+        serving = Task {
+            await withDiscardingTaskGroup { group in
+                for (listener, _) in listeners {
+                    group.addTask {
+                        try? await listener.executeThenClose { inbound in
+                            try await withThrowingDiscardingTaskGroup { connectionsGroup in
+                                for try await connection in inbound {
+                                    connectionsGroup.addTask {
+                                        connections.opened(connection.channel)
+                                        await http.handle(value: connection, logger: logger)
+                                        connections.closed(connection.channel)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Binds the listeners. A stale socket file left by a killed server is replaced; a socket that a running server
@@ -34,138 +70,148 @@ public final class AdminHTTPServer: Service, Sendable {
         limits: ListenerLimits = AdminHTTPServer.defaultLimits,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminHTTPServer {
-        var channels: [Channel] = []
+        var listeners: [(channel: Listener, transport: AdminTransport)] = []
         var guards: [ListenerGuard] = []
-        if let socketPath {
-            if AdminClient.socketAnswers(path: socketPath) {
-                throw AdminClientError("another warren-control is already serving \(socketPath)")
-            }
-            let listenerGuard = ListenerGuard(name: "admin socket", limits: limits)
-            guards.append(listenerGuard)
-            let channel = try await bootstrap(api: api, transport: .localSocket, listenerGuard: listenerGuard, group: group)
-                .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
-            chmod(socketPath, 0o600)
-            channels.append(channel)
+        let http = HTTP1Channel(
+            responder: { request, writer, channel in
+                let response = await answer(request, api: api, channel: channel)
+                // One request per connection: Hummingbird's connection handler closes once this answer is written.
+                channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+                try await writer.write(response: response.head, body: response.body)
+            },
+            configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [
+                // Moves the connection's timers from "request" to "serving" to "idle" (WarrenListenerGuard).
+                HTTPPhaseObserver<HTTPRequestPart, HTTPResponsePart>(
+                    isEnd: { if case .end = $0 { true } else { false } },
+                    isResponseEnd: { if case .end = $0 { true } else { false } }),
+            ]))
+        func bind(_ listenerGuard: ListenerGuard, _ address: (ServerBootstrap) async throws -> Listener) async throws -> Listener {
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 64)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
+            return try await address(bootstrap)
         }
-        if let tcp {
-            do {
+        @Sendable func setup(_ channel: any Channel, _ listenerGuard: ListenerGuard) -> EventLoopFuture<HTTP1Channel.Value> {
+            channel.eventLoop.makeCompletedFuture {
+                try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
+            }.flatMap { http.setup(channel: channel, logger: AdminAPI.logger) }
+        }
+        do {
+            if let socketPath {
+                if AdminClient.socketAnswers(path: socketPath) {
+                    throw AdminClientError("another warren-control is already serving \(socketPath)")
+                }
+                let listenerGuard = ListenerGuard(name: "admin socket", limits: limits)
+                guards.append(listenerGuard)
+                let listener = try await bind(listenerGuard) { bootstrap in
+                    try await bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { setup($0, listenerGuard) }
+                }
+                chmod(socketPath, 0o600)
+                listeners.append((listener, .localSocket))
+            }
+            if let tcp {
                 let listenerGuard = ListenerGuard(name: "admin", limits: limits)
                 guards.append(listenerGuard)
-                channels.append(try await bootstrap(api: api, transport: .network, listenerGuard: listenerGuard, group: group)
-                    .bind(host: tcp.host, port: tcp.port).get())
-            } catch {
-                for channel in channels { try? await channel.close() }
-                throw error
+                let listener = try await bind(listenerGuard) { bootstrap in
+                    try await bootstrap.bind(host: tcp.host, port: tcp.port) { setup($0, listenerGuard) }
+                }
+                listeners.append((listener, .network))
             }
+        } catch {
+            for (listener, _) in listeners { try? await listener.channel.close() }
+            throw error
         }
-        return AdminHTTPServer(channels: channels, socketPath: socketPath, listenerGuards: guards)
+        return AdminHTTPServer(listeners: listeners, http: http, socketPath: socketPath, listenerGuards: guards,
+                               connections: Connections())
     }
 
-    private static func bootstrap(api: AdminAPI, transport: AdminTransport, listenerGuard: ListenerGuard,
-                                  group: any EventLoopGroup) -> ServerBootstrap {
-        ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 64)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTPPhaseObserver<HTTPServerRequestPart, HTTPServerResponsePart>(
-                            isEnd: { if case .end = $0 { true } else { false } },
-                            isResponseEnd: { if case .end = $0 { true } else { false } }))
-                    try channel.pipeline.syncOperations.addHandler(AdminHTTPHandler(api: api, transport: transport))
+    /// One request: its body read (at most 1 MiB, else 413 without keeping any of it), the caller named (the socket's
+    /// peer credentials, for the audit log), then the API's answer, always with `Connection: close`.
+    private static func answer(_ request: Request, api: AdminAPI, channel: any Channel) async -> (head: HTTPResponse, body: ResponseBody) {
+        let transport: AdminTransport = channel.localAddress?.protocol == .unix ? .localSocket : .network
+        var response: AdminResponse
+        // A declared length over the limit is refused without reading the body.
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > AdminAPI.maximumBody {
+            response = AdminAPI.errorResponse(413, "invalid", "request body larger than 1 MiB")
+        } else {
+            var body: [UInt8] = []
+            var tooLarge = false
+            do {
+                for try await buffer in request.body {
+                    // Once over the limit, nothing more is kept: the request is refused whole (413), never cut.
+                    if tooLarge || body.count + buffer.readableBytes > AdminAPI.maximumBody {
+                        tooLarge = true
+                        body = []
+                    } else {
+                        body += buffer.readableBytesView
+                    }
                 }
+            } catch {
+                return (HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"]), ResponseBody())
             }
+            if tooLarge {
+                response = AdminAPI.errorResponse(413, "invalid", "request body larger than 1 MiB")
+            } else {
+                let (path, query) = AdminRequest.splitTarget(request.head.path ?? "/")
+                var adminRequest = AdminRequest(method: request.method.rawValue, path: path, query: query,
+                                                authorization: request.headers[.authorization], body: body)
+                // On the local socket, the peer's credentials (from the kernel) name who acted, for the audit log.
+                if transport == .localSocket { adminRequest.peer = try? await peerCredentials(of: channel).get() }
+                response = await api.handle(adminRequest, via: transport)
+            }
+        }
+        var headers: HTTPFields = [.contentType: response.contentType, .contentLength: String(response.body.count), .connection: "close"]
+        for (name, value) in response.headers.sorted(by: { $0.key < $1.key }) {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
+        return (HTTPResponse(status: .init(code: response.status), headerFields: headers),
+                ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
     }
 
     /// Serves until graceful shutdown (or cancellation), then closes the listeners and removes the socket file.
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                for channel in channels { try? await channel.closeFuture.get() }
+                await serving.value
             } onCancel: {
-                for channel in channels { channel.close(promise: nil) }
+                stopAccepting()
             }
         } onGracefulShutdown: {
-            for channel in self.channels { channel.close(promise: nil) }
+            self.stopAccepting()
         }
         if let socketPath { unlink(socketPath) }
     }
 
     /// Closes the listeners now.
     public func close() async {
-        for channel in channels { try? await channel.close() }
+        for (listener, _) in listeners { try? await listener.channel.close() }
+        connections.quiesce()
         if let socketPath { unlink(socketPath) }
+    }
+
+    /// Closes the listeners; connections finish the request they are reading or answering (one each), idle ones close.
+    private func stopAccepting() {
+        for (listener, _) in listeners { listener.channel.close(promise: nil) }
+        connections.quiesce()
     }
 }
 
-final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+/// The open connections, told to finish their request and close when the server stops.
+private final class Connections: Sendable {
+    private let open = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-    static let maximumBody = 1 << 20
+    func opened(_ channel: any Channel) { open.withLock { $0[ObjectIdentifier(channel)] = channel } }
+    func closed(_ channel: any Channel) { _ = open.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
 
-    private let api: AdminAPI
-    private let transport: AdminTransport
-    private var head: HTTPRequestHead?
-    private var body: [UInt8] = []
-    private var tooLarge = false
-
-    init(api: AdminAPI, transport: AdminTransport) {
-        self.api = api
-        self.transport = transport
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let requestHead):
-            head = requestHead
-            body = []
-            tooLarge = false
-            // A declared length over the limit is refused without reading the body.
-            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > Self.maximumBody {
-                tooLarge = true
-            }
-        case .body(var buffer):
-            // Once over the limit, nothing more is kept: the request is refused whole (413), never cut.
-            if tooLarge || body.count + buffer.readableBytes > Self.maximumBody {
-                tooLarge = true
-                body = []
-            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
-                body += bytes
-            }
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            if tooLarge {
-                write(AdminAPI.errorResponse(413, "invalid", "request body larger than 1 MiB"), context: context)
-                return
-            }
-            let (path, query) = AdminRequest.splitTarget(head.uri)
-            var request = AdminRequest(
-                method: head.method.rawValue, path: path, query: query,
-                authorization: head.headers.first(name: "authorization"), body: body)
-            body = []
-            let api = self.api
-            let transport = self.transport
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            // On the local socket, the peer's credentials (from the kernel) name who acted, for the audit log.
-            let peer: EventLoopFuture<String?> = transport == .localSocket
-                ? Self.peerCredentials(of: context.channel)
-                : context.eventLoop.makeSucceededFuture(nil)
-            peer.flatMap { peer in
-                request.peer = peer
-                let ready = request
-                return context.eventLoop.makeFutureWithTask { await api.handle(ready, via: transport) }
-            }.whenSuccess { response in
-                let (handler, context) = bound.value
-                handler.write(response, context: context)
-            }
+    func quiesce() {
+        for channel in open.withLock({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
     }
+}
 
+extension AdminHTTPServer {
     /// "uid 0, pid 4242, warren-control" for a Unix socket peer (SO_PEERCRED and /proc/PID/comm), nil when unknown.
     static func peerCredentials(of channel: any Channel) -> EventLoopFuture<String?> {
         guard let provider = channel as? any SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(nil) }
@@ -188,19 +234,4 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var gid: UInt32 = 0
     }
 
-    private func write(_ response: AdminResponse, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: response.contentType)
-        headers.add(name: "Content-Length", value: String(response.body.count))
-        headers.add(name: "Connection", value: "close")
-        for (name, value) in response.headers.sorted(by: { $0.key < $1.key }) { headers.add(name: name, value: value) }
-        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: response.body.count)
-        buffer.writeBytes(response.body)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            context.close(promise: nil)
-        }
-    }
 }
