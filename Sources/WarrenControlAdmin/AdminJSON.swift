@@ -234,7 +234,16 @@ public struct ErrorJSON: Codable, Sendable, Equatable {
 public struct CreateUserBody: Codable, Sendable {
     public var name: String
     public var displayName: String?
-    public init(name: String, displayName: String? = nil) { self.name = name; self.displayName = displayName }
+    /// The user's e-mail address, as headscale's CreateUser takes it (a policy can name the user by it).
+    public var email: String?
+    /// headscale's profile picture URL: Warren keeps none, so only an empty one is accepted.
+    public var pictureURL: String?
+    public init(name: String, displayName: String? = nil, email: String? = nil, pictureURL: String? = nil) {
+        self.name = name
+        self.displayName = displayName
+        self.email = email
+        self.pictureURL = pictureURL
+    }
 }
 
 public struct RenameBody: Codable, Sendable {

@@ -147,7 +147,9 @@ public enum AdminOpenAPI {
                                   "expiry": ["type": "string", "format": "date-time", "description": "expire at this time instead of now"]]),
             "ApproveRegistration": object(["user": ["type": "string", "description": "the new node's user (name or id)"]]),
             "Error": object(["error": string, "code": string], required: ["error", "code"]),
-            "CreateUser": object(["name": string, "displayName": string], required: ["name"]),
+            "CreateUser": object(["name": string, "displayName": string, "email": string,
+                                  "pictureURL": ["type": "string", "description": "only empty: Warren keeps no picture"]],
+                                 required: ["name"]),
             "Rename": object(["newName": string], required: ["newName"]),
             "CreatePreAuthKey": object([
                 "user": string, "reusable": boolean, "ephemeral": boolean, "preApproved": boolean, "tags": strings,

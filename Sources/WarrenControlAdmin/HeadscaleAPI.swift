@@ -650,10 +650,7 @@ struct HeadscaleAPI {
         if !picture.isEmpty {
             throw HeadscaleStatus.invalidArgument("Warren keeps no picture for a user: leave pictureUrl empty")
         }
-        // As AdminAPI.createUserRecord, with the e-mail address headscale's CreateUser takes.
-        let now = admin.clock()
-        let user = try await admin.store.transaction { try $0.createUser(name: name, displayName: displayName, email: email, now: now) }
-        await admin.hooks.changed(.usersChanged)
+        let user = try await admin.createUserRecord(name: name, displayName: displayName, email: email)
         return .object([("user", Self.user(user))])
     }
 

@@ -32,14 +32,18 @@ struct UsersCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a user.", aliases: ["c", "new"])
         @OptionGroup var connection: AdminConnectionOptions
         @Option(name: [.customShort("d"), .long], help: "A display name.") var displayName: String?
+        @Option(name: [.customShort("e"), .long], help: "The user's e-mail address (a policy can name the user by it).")
+        var email: String?
+        @Option(name: [.customShort("p"), .customLong("picture-url")],
+                help: "headscale's profile picture URL: Warren keeps no picture, so a non-empty one is refused.")
+        var pictureURL: String?
         @Option(name: .shortAndLong, help: "Output format: text, json, json-line or yaml.") var output: OutputFormat = .text
         @Argument(help: "The user's name.") var name: String
 
         func run() async throws {
             let client = try connection.client()
-            let user = try await adminCall {
-                try await client.call("POST", "/api/v1/users", body: CreateUserBody(name: name, displayName: displayName), as: UserJSON.self)
-            }
+            let body = CreateUserBody(name: name, displayName: displayName, email: email, pictureURL: pictureURL)
+            let user = try await adminCall { try await client.call("POST", "/api/v1/users", body: body, as: UserJSON.self) }
             AdminOutput.emit(user, output) { print("User \(user.name) created (id \(user.id))") }
         }
     }
