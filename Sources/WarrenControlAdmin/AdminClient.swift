@@ -1,12 +1,13 @@
+// The admin API's client, used by the `warren-control` subcommands and by tests: async-http-client over the server's
+// Unix socket (`http+unix://`) or over HTTP(S) to its URL with an API key. Every request has a deadline and every
+// answer a size bound, so a hung or misbehaving server cannot hang the command line.
+
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
 
 public struct AdminClientError: Error, CustomStringConvertible, Sendable {
     public var message: String
@@ -28,8 +29,18 @@ public enum AdminEndpoint: Sendable, Equatable {
 /// A client of the admin API, used by the `warren-control` subcommands and by tests.
 public struct AdminClient: Sendable {
     public let endpoint: AdminEndpoint
+    /// The most one request may take, from connecting to the answer's last byte.
+    public let timeout: Duration
 
-    public init(_ endpoint: AdminEndpoint) { self.endpoint = endpoint }
+    /// The default deadline of a request (the CLI takes another from WARREN_CLI_TIMEOUT).
+    public static let defaultTimeout: Duration = .seconds(30)
+    /// The largest answer read; a larger one is refused.
+    public static let maximumAnswerBytes = 64 << 20
+
+    public init(_ endpoint: AdminEndpoint, timeout: Duration = AdminClient.defaultTimeout) {
+        self.endpoint = endpoint
+        self.timeout = timeout
+    }
 
     /// The socket's name inside a state directory.
     public static let socketName = "admin.sock"
@@ -38,14 +49,69 @@ public struct AdminClient: Sendable {
         (stateDirectory.hasSuffix("/") ? stateDirectory : stateDirectory + "/") + socketName
     }
 
+    // MARK: The process's HTTP client
+
+    private static let sharedClient = Mutex<HTTPClient?>(nil)
+
+    /// The one HTTPClient of this process, made on first use. No redirects are followed (an API key is never sent
+    /// elsewhere), answers are not decompressed, and a refused connection fails at once instead of being retried.
+    static var httpClient: HTTPClient {
+        sharedClient.withLock { client in
+            if let client { return client }
+            var pool = HTTPClient.Configuration.ConnectionPool()
+            pool.retryConnectionEstablishment = false
+            pool.idleTimeout = .seconds(5)
+            var configuration = HTTPClient.Configuration(
+                redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)), connectionPool: pool,
+                decompression: .disabled)
+            configuration.httpVersion = .http1Only
+            let made = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
+            client = made
+            return made
+        }
+    }
+
+    /// Shuts the process's HTTP client down, if one was made (the CLI calls this before it exits; a later request
+    /// makes a new one).
+    public static func shutdownSharedHTTPClient() async {
+        let client = sharedClient.withLock { client -> HTTPClient? in
+            defer { client = nil }
+            return client
+        }
+        try? await client?.shutdown()
+    }
+
+    // MARK: Requests
+
     /// Sends one request and returns the status and body (any status).
     public func send(_ method: String, _ path: String, body: [UInt8]? = nil) async throws -> (status: Int, body: [UInt8]) {
-        switch endpoint {
-        case .socket(let socketPath):
-            let socketPath = socketPath
-            return try await Task.detached { try Self.sendOverSocket(socketPath, method, path, body) }.value
-        case .server(let url, let apiKey):
-            return try await Self.sendOverURL(url, apiKey, method, path, body)
+        var request = HTTPClientRequest(url: try url(path))
+        request.method = HTTPMethod(rawValue: method)
+        if case .server(_, let apiKey?) = endpoint { request.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let client = Self.httpClient, timeout = timeout, prepared = request
+        let deadline = NIODeadline.now() + TimeAmount.nanoseconds(Self.nanoseconds(timeout))
+        do {
+            // The deadline bounds the answer's head; the race with a timer bounds the whole, body included.
+            return try await withThrowingTaskGroup(of: (status: Int, body: [UInt8])?.self) { group in
+                group.addTask {
+                    let response = try await client.execute(prepared, deadline: deadline)
+                    let bytes = try await response.body.collect(upTo: Self.maximumAnswerBytes)
+                    return (Int(response.status.code), Array(buffer: bytes))
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let answer = try await group.next(), let answer else { throw HTTPClientError.deadlineExceeded }
+                return answer
+            }
+        } catch {
+            throw explain(error)
         }
     }
 
@@ -69,133 +135,81 @@ public struct AdminClient: Sendable {
         }
     }
 
-    // MARK: Unix socket (plain POSIX: the CLI makes one short request)
+    /// The request's URL: `http+unix://` with the socket path as host, or the server's URL with `path` appended.
+    private func url(_ path: String) throws -> String {
+        switch endpoint {
+        case .socket(let socketPath):
+            guard let url = URL(httpURLWithSocketPath: socketPath, uri: path) else {
+                throw AdminClientError("cannot use the socket path \(socketPath)")
+            }
+            return url.absoluteString
+        case .server(let base, _):
+            var text = base.absoluteString
+            while text.hasSuffix("/") { text.removeLast() }
+            guard URL(string: text + path) != nil else { throw AdminClientError("bad server URL \(base)") }
+            return text + path
+        }
+    }
+
+    /// What went wrong, said for the operator: where, why, and (on the socket) whether the server is running.
+    private func explain(_ error: any Error) -> AdminClientError {
+        if let error = error as? AdminClientError { return error }
+        let place: String
+        switch endpoint {
+        case .socket(let path): place = path
+        case .server(let url, _): place = url.absoluteString
+        }
+        let seconds = Double(Self.nanoseconds(timeout)) / 1e9
+        if error is NIOTooManyBytesError {
+            return AdminClientError("the answer from \(place) is larger than \(Self.maximumAnswerBytes >> 20) MiB")
+        }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
+                return AdminClientError("no answer from \(place) within \(String(format: "%g", seconds)) s (set WARREN_CLI_TIMEOUT to wait longer)")
+            case .connectTimeout:
+                return unreachable(place, "connecting timed out")
+            case .remoteConnectionClosed:
+                return AdminClientError("\(place) closed the connection before answering")
+            default:
+                return AdminClientError("the request to \(place) failed: \(error)")
+            }
+        }
+        if let error = error as? IOError { return unreachable(place, String(cString: strerror(error.errnoCode))) }
+        if let error = error as? NIOConnectionError {
+            let reasons = error.connectionErrors.map { attempt -> String in
+                if let io = attempt.error as? IOError { return String(cString: strerror(io.errnoCode)) }
+                return String(describing: attempt.error)
+            }
+            return unreachable(place, reasons.first ?? error.dnsAError.map { "\($0)" } ?? "no address")
+        }
+        if let error = error as? SocketAddressError {
+            return unreachable(place, String(describing: error))
+        }
+        return AdminClientError("the request to \(place) failed: \(error)")
+    }
+
+    private func unreachable(_ place: String, _ reason: String) -> AdminClientError {
+        switch endpoint {
+        case .socket:
+            AdminClientError("cannot connect to \(place): \(reason); is `warren-control serve` running with this --state-dir?")
+        case .server:
+            AdminClientError("cannot reach \(place): \(reason)")
+        }
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    // MARK: Liveness of a socket
 
     /// Whether something accepts connections on the socket (a live server, not a stale file).
     public static func socketAnswers(path: String) -> Bool {
-        guard let fd = try? connectSocket(path) else { return false }
-        close(fd)
+        guard let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5)).connect(unixDomainSocketPath: path).wait() else { return false }
+        try? channel.close().wait()
         return true
     }
-
-    private static func connectSocket(_ path: String) throws -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard pathBytes.count < capacity else { throw AdminClientError("socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: pathBytes)
-            raw[pathBytes.count] = 0
-        }
-        #if canImport(Glibc)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { throw AdminClientError("socket(): \(String(cString: strerror(errno)))") }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw AdminClientError("cannot connect to \(path): \(reason)")
-        }
-        var timeout = timeval(tv_sec: 60, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        return fd
-    }
-
-    static func sendOverSocket(_ socketPath: String, _ method: String, _ path: String, _ body: [UInt8]?) throws -> (status: Int, body: [UInt8]) {
-        let fd: Int32
-        do {
-            fd = try connectSocket(socketPath)
-        } catch let error as AdminClientError {
-            throw AdminClientError("\(error.message); is `warren-control serve` running with this --state-dir?")
-        }
-        defer { close(fd) }
-        var request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-        if let body {
-            request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
-        } else {
-            request += "Content-Length: 0\r\n"
-        }
-        let bytes = Array((request + "\r\n").utf8) + (body ?? [])
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw AdminClientError("writing to \(socketPath) failed: \(String(cString: strerror(errno)))") }
-            sent += n
-        }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw AdminClientError("reading from \(socketPath) failed: \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            response += buffer[0..<n]
-            guard response.count <= 64 << 20 else { throw AdminClientError("the answer is too large") }
-        }
-        return try parseResponse(response)
-    }
-
-    /// Parses a complete HTTP/1.1 response (status line, headers, body up to Content-Length or to the end).
-    static func parseResponse(_ bytes: [UInt8]) throws -> (status: Int, body: [UInt8]) {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        guard let end = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else {
-            throw AdminClientError("the server's answer is not HTTP")
-        }
-        let headText = String(decoding: bytes[..<end], as: UTF8.self)
-        let lines = headText.components(separatedBy: "\r\n")
-        let statusParts = lines[0].split(separator: " ")
-        guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let status = Int(statusParts[1]), (100...599).contains(status) else {
-            throw AdminClientError("the server's answer is not HTTP")
-        }
-        var body = Array(bytes[(end + 4)...])
-        for line in lines.dropFirst() {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "content-length",
-               let length = Int(parts[1].trimmingCharacters(in: .whitespaces)), length >= 0, length <= body.count {
-                body = Array(body.prefix(length))
-            }
-        }
-        return (status, body)
-    }
-
-    // MARK: URL (TCP, with an API key)
-
-    static func sendOverURL(_ base: URL, _ apiKey: String?, _ method: String, _ path: String, _ body: [UInt8]?) async throws -> (status: Int, body: [UInt8]) {
-        var text = base.absoluteString
-        while text.hasSuffix("/") { text.removeLast() }
-        guard let url = URL(string: text + path) else { throw AdminClientError("bad server URL \(base)") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.timeoutInterval = 60
-        if let apiKey { request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = Data(body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let sendable = request
-        return try await withCheckedThrowingContinuation { continuation in
-            URLSession.shared.dataTask(with: sendable) { data, response, error in
-                if let error {
-                    continuation.resume(throwing: AdminClientError("cannot reach \(base): \(error.localizedDescription)"))
-                } else if let http = response as? HTTPURLResponse {
-                    continuation.resume(returning: (http.statusCode, Array(data ?? Data())))
-                } else {
-                    continuation.resume(throwing: AdminClientError("no HTTP answer from \(base)"))
-                }
-            }.resume()
-        }
-    }
-}
-
-extension AdminClient {
-    /// `parseResponse`, for tests.
-    public static func parseResponseForTesting(_ bytes: [UInt8]) throws -> (status: Int, body: [UInt8]) { try parseResponse(bytes) }
 }

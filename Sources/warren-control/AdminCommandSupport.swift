@@ -46,9 +46,21 @@ struct AdminConnectionOptions: ParsableArguments {
             }
             let key = apiKey ?? ProcessInfo.processInfo.environment["WARREN_API_KEY"]
             guard let key, !key.isEmpty else { throw ValidationError("--server needs an API key: --api-key KEY or WARREN_API_KEY") }
-            return AdminClient(.server(url: url, apiKey: key))
+            return AdminClient(.server(url: url, apiKey: key), timeout: try Self.timeout())
         }
-        return AdminClient(.socket(path: try socketPath()))
+        return AdminClient(.socket(path: try socketPath()), timeout: try Self.timeout())
+    }
+
+    /// How long one request may take: WARREN_CLI_TIMEOUT (a duration such as 10s or 2m, as headscale's cli.timeout),
+    /// else the client's default.
+    static func timeout() throws -> Duration {
+        guard let text = ProcessInfo.processInfo.environment["WARREN_CLI_TIMEOUT"], !text.isEmpty else {
+            return AdminClient.defaultTimeout
+        }
+        guard let seconds = DurationText.parse(text), seconds > 0 else {
+            throw ValidationError("WARREN_CLI_TIMEOUT=\(text): expected a duration such as 10s or 2m")
+        }
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)))
     }
 
     /// The admin socket: headscale's `unix_socket` from --config when set (relative to the file's directory, as
@@ -160,6 +172,25 @@ func adminCall<T>(_ body: () async throws -> T) async throws -> T {
             Console.printError("warren-control: \(error.message)")
         }
         throw ExitCode.failure
+    }
+}
+
+extension WarrenControl {
+    /// ArgumentParser's own entry point, followed by the shutdown of the admin commands' one HTTP client (made only if
+    /// a command used it), whether the command succeeded or failed.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            await AdminClient.shutdownSharedHTTPClient()
+        } catch {
+            await AdminClient.shutdownSharedHTTPClient()
+            exit(withError: error)
+        }
     }
 }
 

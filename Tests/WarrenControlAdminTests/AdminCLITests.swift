@@ -247,25 +247,6 @@ final class AdminCLITests: XCTestCase {
     }
 }
 
-final class AdminClientTests: XCTestCase {
-    func testParseResponse() throws {
-        let parsed = try AdminClient.parseResponseForTesting(Array("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}extra".utf8))
-        XCTAssertEqual(parsed.status, 201)
-        XCTAssertEqual(parsed.body, Array("{}".utf8))
-        XCTAssertThrowsError(try AdminClient.parseResponseForTesting(Array("garbage".utf8)))
-        XCTAssertThrowsError(try AdminClient.parseResponseForTesting(Array("SMTP 220 hi\r\n\r\n".utf8)))
-    }
-
-    func testFuzzParseResponse() {
-        let seed = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"error\":\"x\"}".utf8)
-        MutationFuzzer(seeds: [seed], iterations: 5000, maximumLength: 512).run { bytes in
-            if let parsed = try? AdminClient.parseResponseForTesting(bytes) {
-                XCTAssertTrue((100...599).contains(parsed.status))
-            }
-        }
-    }
-}
-
 /// The help screen of the command operators and tests use most, checked verbatim.
 final class AdminCLIHelpTests: XCTestCase {
     func testPreAuthKeysCreateHelp() async throws {
