@@ -31,7 +31,10 @@ public final class StoreDirectory: ControlDirectory {
     public func redeemPreAuthKey(_ key: String, machineKey: MachinePublic, now: TailcfgTime) async throws -> PreAuthGrant {
         let date = now.date
         do {
-            let stored = try await store.transaction { try $0.usePreAuthKey(key, now: date) }
+            // The secret is checked before the write transaction (bcrypt must not hold the writer); the transaction
+            // reads the record again and records the use only if it is unchanged, unexpired and (one-off) unused.
+            let checked = try await store.checkPreAuthKey(key)
+            let stored = try await store.transaction { try $0.usePreAuthKey(checked: checked, now: date) }
             return PreAuthGrant(userID: stored.userID.rawValue, ephemeral: stored.ephemeral, tags: stored.tags,
                                 preApproved: stored.preApproved)
         } catch let error as StoreError where error.code == .invalid || error.code == .notFound {
@@ -123,15 +126,16 @@ public final class StoreDirectory: ControlDirectory {
         let allocator = allocator
         let date = now.date
         do {
+            // As in redeemPreAuthKey: the secret checked first, outside the transaction.
+            let checked = try await store.checkPreAuthKey(key)
             return try await store.transaction { tx in
                 // A repeated request: the one-off key was spent on this very machine and node key.
-                if let parsed = SecretKeyText(parsing: key.trimmingCharacters(in: .whitespaces), kind: .preAuth),
-                   let stored = try tx.preAuthKey(prefix: parsed.prefix), parsed.matches(storedHash: stored.secretHash),
-                   !stored.reusable, stored.used, let node = try tx.node(machineKey: machineKey), node.nodeKey == nodeKey,
-                   node.authKeyID == stored.id {
+                if let stored = try tx.preAuthKey(prefix: checked.prefix), stored.id == checked.id,
+                   stored.secretHash == checked.secretHash, !stored.reusable, stored.used,
+                   let node = try tx.node(machineKey: machineKey), node.nodeKey == nodeKey, node.authKeyID == stored.id {
                     return PreAuthAdmission(node: Self.controlNode(node), replayed: true)
                 }
-                let used = try tx.usePreAuthKey(key, now: date)
+                let used = try tx.usePreAuthKey(checked: checked, now: date)
                 let grant = PreAuthGrant(userID: used.userID.rawValue, ephemeral: used.ephemeral, tags: used.tags,
                                          preApproved: used.preApproved)
                 let (node, fields) = draft(grant)
@@ -173,7 +177,8 @@ public final class StoreDirectory: ControlDirectory {
     // MARK: Mapping
 
     static func controlUser(_ user: WarrenControlStore.User) -> ControlUser {
-        ControlUser(id: user.id.rawValue, name: user.name, displayName: user.displayName.isEmpty ? nil : user.displayName)
+        ControlUser(id: user.id.rawValue, name: user.name, displayName: user.displayName.isEmpty ? nil : user.displayName,
+                    email: user.email)
     }
 
     static func controlNode(_ stored: WarrenControlStore.Node) -> ControlNode {

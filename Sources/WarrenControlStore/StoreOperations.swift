@@ -146,6 +146,22 @@ extension StoreReading {
     }
 }
 
+extension ControlStore {
+    /// The pre-auth key record that `text` names, its secret checked against the record's hash after the read and
+    /// outside any transaction (bcrypt, for keys imported from headscale, is slow by design and must not hold the
+    /// writer). Only the secret is checked here: expiry and use are checked by `usePreAuthKey(checked:now:)` in the
+    /// transaction that records the use. Throws `.invalid` "invalid pre-auth key" for an unknown key or a wrong secret.
+    public func checkPreAuthKey(_ text: String) async throws -> PreAuthKey {
+        guard let parsed = PresentedKey(parsing: text, kind: .preAuth) else { throw StoreError(.invalid, "invalid pre-auth key") }
+        let prefix = parsed.prefix
+        guard let key = try await read({ try $0.preAuthKey(prefix: prefix) }),
+              parsed.matches(hash: key.secretHash, scheme: key.hashScheme) else {
+            throw StoreError(.invalid, "invalid pre-auth key")
+        }
+        return key
+    }
+}
+
 extension StoreTransaction {
     public func createUser(name: String, displayName: String = "", email: String = "", now: Date) throws -> User {
         try StoreRules.validateUserName(name)
@@ -180,9 +196,27 @@ extension StoreTransaction {
         return (key, secret.text)
     }
 
-    /// Validates the key (see `validPreAuthKey`) and records one use of it, atomically.
+    /// Validates the key (see `validPreAuthKey`) and records one use of it, atomically. The secret is checked inside
+    /// the transaction: for a bcrypt-hashed (imported) key that holds the store's writer for the check's tens of
+    /// milliseconds, so the server redeems keys with `ControlStore.checkPreAuthKey` and `usePreAuthKey(checked:now:)`.
     public func usePreAuthKey(_ text: String, now: Date) throws -> PreAuthKey {
         var key = try validPreAuthKey(text, now: now)
+        key.used = true
+        key.useCount += 1
+        try update(key)
+        return key
+    }
+
+    /// Records one use of a pre-auth key whose secret `ControlStore.checkPreAuthKey` checked before the transaction:
+    /// the record must still be the one checked (same id, hash and scheme, so the checked secret still matches it),
+    /// unexpired, and, if one-off, unused, all read again here, so two redemptions of a one-off key cannot both pass.
+    public func usePreAuthKey(checked: PreAuthKey, now: Date) throws -> PreAuthKey {
+        guard var key = try preAuthKey(prefix: checked.prefix), key.id == checked.id, key.secretHash == checked.secretHash,
+              key.hashScheme == checked.hashScheme else {
+            throw StoreError(.invalid, "invalid pre-auth key")
+        }
+        if key.isExpired(at: now) { throw StoreError(.invalid, "pre-auth key expired") }
+        if !key.reusable && key.used { throw StoreError(.invalid, "pre-auth key has already been used") }
         key.used = true
         key.useCount += 1
         try update(key)
