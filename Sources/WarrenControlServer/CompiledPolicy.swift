@@ -21,7 +21,8 @@ public final class CompiledPolicy: PacketFilterPolicy {
         /// What the engine was last told, by node ID.
         var known: [Int64: TailnetNode] = [:]
         var idByName: [String: Int64] = [:]
-        var userNames: [Int64: String] = [:]
+        /// The users the engine was built with, as the policy sees them (a change of name or e-mail rebuilds it).
+        var users: [Int64: TailnetUser] = [:]
         var filters: [Int64: [FilterRule]] = [:]
         var peers: [Int64: Set<Int64>] = [:]
         var ssh: [Int64: SSHPolicy?] = [:]
@@ -65,25 +66,32 @@ public final class CompiledPolicy: PacketFilterPolicy {
 
     /// The tailnet a snapshot describes, as the policy sees it.
     public static func tailnet(from snapshot: TailnetSnapshot) -> Tailnet {
-        Tailnet(users: snapshot.users.values.sorted { $0.id < $1.id }.map { TailnetUser(id: Int($0.id), name: $0.name, email: $0.name) },
+        Tailnet(users: tailnetUsers(snapshot).values.sorted { $0.id < $1.id },
                 nodes: snapshot.nodes.values.map { tailnetNode($0, users: snapshot.users) })
+    }
+
+    /// The users as the policy sees them: a user is named by its e-mail address (`alice@example.com`) when it has one
+    /// and by its name (`alice@`) in any case, as headscale resolves a user token (by e-mail or by name; WarrenPolicy
+    /// matches a token against both when they differ).
+    static func tailnetUsers(_ snapshot: TailnetSnapshot) -> [Int64: TailnetUser] {
+        snapshot.users.mapValues { TailnetUser(id: Int($0.id), name: $0.name, email: $0.policyLogin) }
     }
 
     private func build(_ s: inout State, _ snapshot: TailnetSnapshot) {
         s.known = snapshot.nodes.mapValues { Self.tailnetNode($0, users: snapshot.users) }
         s.idByName = Dictionary(s.known.map { ($0.value.name, $0.key) }, uniquingKeysWith: { a, _ in a })
-        s.userNames = snapshot.users.mapValues(\.name)
+        s.users = Self.tailnetUsers(snapshot)
         s.filters = [:]; s.peers = [:]; s.ssh = [:]; s.caps = [:]
         s.built = true
         guard let policy = s.policy else { s.engine = nil; return }
-        let users = snapshot.users.values.sorted { $0.id < $1.id }.map { TailnetUser(id: Int($0.id), name: $0.name, email: $0.name) }
+        let users = s.users.values.sorted { $0.id < $1.id }
         s.engine = PolicyEngine(policy: policy, tailnet: Tailnet(users: users, nodes: Array(s.known.values)), options: options)
     }
 
     /// Applies the nodes (changed, added or gone from `snapshot`) and returns the IDs of the nodes whose
     /// results may have changed; nil when everything was compiled again (a first build, or users changed).
     private func apply(_ s: inout State, _ ids: some Sequence<Int64>, _ snapshot: TailnetSnapshot) -> Set<Int64>? {
-        guard s.built, s.userNames == snapshot.users.mapValues(\.name) else {
+        guard s.built, s.users == Self.tailnetUsers(snapshot) else {
             build(&s, snapshot)
             return nil
         }

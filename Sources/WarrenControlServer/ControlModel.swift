@@ -10,14 +10,22 @@ public struct ControlUser: Hashable, Sendable {
     public var id: Int64
     public var name: String
     public var displayName: String
+    /// The user's e-mail address ("" = none): given at `users create --email`, carried from headscale or an identity
+    /// provider. A policy names the user by it (`alice@example.com`) as well as by name (`alice@`).
+    public var email: String
 
-    public init(id: Int64, name: String, displayName: String? = nil) {
+    public init(id: Int64, name: String, displayName: String? = nil, email: String = "") {
         self.id = id
         self.name = name
         self.displayName = displayName ?? name
+        self.email = email
     }
 
     public var loginName: String { name }
+
+    /// The user's login as the policy sees it (Tailscale's users are logins, e-mail-like): the e-mail address when
+    /// there is one, else the name, which `name@` in a policy names.
+    public var policyLogin: String { email.isEmpty ? name : email }
 }
 
 /// A device known to control.
