@@ -306,8 +306,11 @@ let package = Package(
         ]),
         .testTarget(name: "WarrenControlOIDCTests", dependencies: [
             "WarrenTestProbes", "WarrenControlOIDC", "WarrenControlServer", "WarrenControlStore", "TailscaleKeys", "WarrenTestSupport",
-            .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            "WarrenTailcfg", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Logging", package: "swift-log"),
+            // The in-process identity provider the tests sign in through.
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "WarrenControlAdminTests", dependencies: [
             "WarrenTestProbes", "WarrenControlAdmin", "WarrenControlStore", "WarrenControlSQLite", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",

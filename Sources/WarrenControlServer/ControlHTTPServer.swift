@@ -63,6 +63,9 @@ public struct ControlServerOptions: Sendable {
     /// TCP keep-alive and user timeout on accepted connections (nil: the system's), so that a client that
     /// died silently ends its map stream in seconds (DeadPeerDetection.swift).
     public var deadPeerDetection: DeadPeerDetection? = .standard
+    /// Asked first for GET /register/<id> (sign-in with OIDC sends the browser to the provider); nil from it, or
+    /// no handler, gives the built-in page for an admin's approval.
+    public var loginPage: (any PlainHTTPRoutes)?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, extraRoutes: (any PlainHTTPRoutes)? = nil,
                 extraUpgraders: UpgraderFactory? = nil, tls: NIOSSLContext? = nil, limits: ListenerLimits = .unlimited) {
@@ -104,6 +107,7 @@ public final class ControlHTTPServer: Service, Sendable {
             OverTLSPublicKeyResponse(legacyPublicKey: controlKey.publicKey, publicKey: controlKey.publicKey))
         let extraRoutes = options.extraRoutes
         let extraUpgraders = options.extraUpgraders
+        let loginPage = options.loginPage
         let tls = options.tls
         let listenerGuard = ListenerGuard(name: "control", limits: options.limits, logger: logger)
         let idleTimeout = options.limits.idleTimeout
@@ -117,7 +121,8 @@ public final class ControlHTTPServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let http = PlainHTTPHandler(engine: engine, keyResponse: keyResponse, extraRoutes: extraRoutes)
+                    let http = PlainHTTPHandler(engine: engine, keyResponse: keyResponse, extraRoutes: extraRoutes,
+                                                loginPage: loginPage)
                     let upgrader = TS2021Upgrader(controlKey: controlKey, engine: engine, logger: logger, httpHandler: http,
                                                   idleTimeout: idleTimeout)
                     let upgraders: [any HTTPServerProtocolUpgrader] = [upgrader] + (extraUpgraders?() ?? [])
@@ -155,16 +160,18 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let engine: ControlEngine
     private let keyResponse: [UInt8]
     private let extraRoutes: (any PlainHTTPRoutes)?
+    private let loginPage: (any PlainHTTPRoutes)?
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     /// The body went over the limit: the request is refused whole (413), never served cut short.
     private var bodyTooLarge = false
     static let maximumBodyLength = 1 << 20
 
-    init(engine: ControlEngine, keyResponse: [UInt8], extraRoutes: (any PlainHTTPRoutes)?) {
+    init(engine: ControlEngine, keyResponse: [UInt8], extraRoutes: (any PlainHTTPRoutes)?, loginPage: (any PlainHTTPRoutes)? = nil) {
         self.engine = engine
         self.keyResponse = keyResponse
         self.extraRoutes = extraRoutes
+        self.loginPage = loginPage
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -223,7 +230,17 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
             let engine = self.engine
+            let loginPage = self.loginPage
+            let request = PlainHTTPRequest(method: head.method.rawValue, path: path, query: query,
+                                           headers: head.headers.map { ($0.name, $0.value) }, body: body)
             Task {
+                if let loginPage, let response = await loginPage.handle(request) {
+                    eventLoop.execute {
+                        let (handler, context) = loopBound.value
+                        handler.write(context, response, keepAlive)
+                    }
+                    return
+                }
                 let waiting = await engine.isWaitingLogin(id: id)
                 let response = waiting
                     ? PlainHTTPResponse(status: 200, text: """
