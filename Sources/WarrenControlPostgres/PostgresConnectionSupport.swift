@@ -13,6 +13,7 @@ protocol SQLArgument {
 
 extension Int64: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(self) } }
 extension Int: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(Int64(self)) } }
+extension Int32: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(self) } }
 extension Double: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(self) } }
 extension String: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(self) } }
 extension Bool: SQLArgument { func bind(into bindings: inout PostgresBindings) { bindings.append(self) } }

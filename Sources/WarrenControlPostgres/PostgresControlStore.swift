@@ -30,10 +30,16 @@ import WarrenControlStore
 public final class PostgresControlStore: ControlStore, @unchecked Sendable {
     public let settings: PostgresSettings
     let logger: Logger
-    private let group: MultiThreadedEventLoopGroup
+    let group: MultiThreadedEventLoopGroup
     private let ownsGroup: Bool
     private let pool: ConnectionPool
-    private let connectionIDs = Atomic<Int>(0)
+    let connectionIDs = Atomic<Int>(0)
+
+    /// This store instance's identity in the change feed (`StoreChange.origin`): changes it wrote itself are
+    /// already known to it.
+    public let instanceID = UUID().uuidString.lowercased()
+    /// The change feed's rows kept (the newest); a listener further behind than this resyncs.
+    static let changesKept: Int64 = 10_000
 
     /// How many times a transaction runs at most (the first run and its reruns after a serialization failure,
     /// a deadlock or a connection lost before commit).
@@ -152,7 +158,7 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
                 do {
                     try connection.run(write ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     if write {
-                        try connection.run("SELECT pg_advisory_xact_lock($1, $2)", [Int(Self.lockClass), Int(Self.writeLock)])
+                        try connection.run("SELECT pg_advisory_xact_lock($1, $2)", [Self.lockClass, Self.writeLock])
                     }
                 } catch {
                     throw Outcome.failed(error)
@@ -164,8 +170,11 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
                 }
                 if let failure = tx.failure { throw Outcome.failed(failure) }
                 if write {
-                    try? afterWrite(tx, connection)
-                    if let failure = tx.failure { throw Outcome.failed(failure) }
+                    do {
+                        try tx.recordChanges(origin: instanceID, at: Date(), keeping: Self.changesKept)
+                    } catch {
+                        throw tx.failure.map(Outcome.failed) ?? Outcome.bodyThrew(error)
+                    }
                 }
                 do {
                     try connection.run("COMMIT")
@@ -197,9 +206,6 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
         }
         throw lastError
     }
-
-    /// What a write transaction adds before COMMIT (the change feed's rows; see PostgresChangeFeed.swift).
-    func afterWrite(_ tx: PostgresTransaction, _ connection: BlockingConnection) throws {}
 
     private enum Outcome: Error {
         case bodyThrew(any Error)
@@ -237,8 +243,8 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
                 throw error.error
             }
         }
-        _ = try run("SELECT pg_advisory_lock($1, $2)", [Int(Self.lockClass), Int(Self.migrationLock)])
-        defer { _ = try? run("SELECT pg_advisory_unlock($1, $2)", [Int(Self.lockClass), Int(Self.migrationLock)]) }
+        _ = try run("SELECT pg_advisory_lock($1, $2)", [Self.lockClass, Self.migrationLock])
+        defer { _ = try? run("SELECT pg_advisory_unlock($1, $2)", [Self.lockClass, Self.migrationLock]) }
 
         let present = try run("SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema()")
             .map { try PGColumns(row: $0, table: "information_schema.tables").string("name") }

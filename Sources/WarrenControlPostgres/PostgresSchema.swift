@@ -20,7 +20,7 @@ enum PostgresSchema {
     /// The tables of Warren's schema (a database without the migrations table that has any of them belongs to
     /// another program: headscale's has users, nodes and pre_auth_keys too).
     static let tables = ["users", "nodes", "pre_auth_keys", "api_keys", "pending_registrations", "policies",
-                         "allocated_addresses", "address_cursors", "audit_log"]
+                         "allocated_addresses", "address_cursors", "audit_log", "changes"]
 
     static let migrations: [Migration] = [
         Migration(version: 1, name: "v1: users, nodes, keys, pending logins, policy, addresses, audit log", statements: [
@@ -127,6 +127,19 @@ enum PostgresSchema {
             )
             """,
             "CREATE INDEX audit_log_time ON audit_log (time)",
+        ]),
+        Migration(version: 2, name: "v2: changes (the change feed between instances)", statements: [
+            // One row per record a write transaction touched, numbered in commit order (writers hold the store's
+            // write lock while they take a number); `origin` is the writing instance. Pruned to the newest rows.
+            """
+            CREATE TABLE changes (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                kind TEXT NOT NULL,
+                object TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL
+            )
+            """,
         ]),
     ]
 

@@ -367,6 +367,28 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
         try execute("INSERT INTO allocated_addresses (address) VALUES ($1) ON CONFLICT DO NOTHING", [address.description])
     }
 
+    /// Appends this transaction's changes to the change feed (`changes`, in order, each record once) and notifies
+    /// the listeners on commit; keeps the newest `keeping` rows. Returns the last sequence number (nil: no changes).
+    @discardableResult
+    func recordChanges(origin: String, at time: Date, keeping: Int64) throws -> Int64? {
+        var seen = Set<String>()
+        let unique = changes.filter { seen.insert("\($0.kind)\u{0}\($0.id)").inserted }
+        guard !unique.isEmpty else { return nil }
+        var values: [String] = []
+        var arguments: [any SQLArgument] = []
+        for (i, change) in unique.enumerated() {
+            values.append("($\(4 * i + 1), $\(4 * i + 2), $\(4 * i + 3), $\(4 * i + 4))")
+            arguments += [change.kind, change.id, origin, time.timeIntervalSinceReferenceDate]
+        }
+        let inserted = try rows("INSERT INTO changes (kind, object, origin, at) VALUES \(values.joined(separator: ", ")) RETURNING seq", arguments)
+        let numbers = try inserted.map { try PGColumns(row: $0, table: "changes").int("seq") }
+        let (first, last) = (numbers.min() ?? 0, numbers.max() ?? 0)
+        try execute("SELECT pg_notify('\(PostgresChangeFeed.channel)', $1)", [String(last)])
+        // Pruned each time the numbers pass a multiple of 64 (cheap, and the table stays near `keeping` rows).
+        if (first - 1) / 64 != last / 64 { try execute("DELETE FROM changes WHERE seq <= $1", [last - keeping]) }
+        return last
+    }
+
     func appendAudit(_ entry: AuditEntry, keeping: Int) throws -> AuditEntry {
         let inserted = try rows("""
             INSERT INTO audit_log (time, actor, method, route, object, status, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id

@@ -160,26 +160,37 @@ public final class PostgresTestServer: Sendable {
     }
 
     /// Runs a command to its end with its output in `log` (a file, so that a daemon it starts cannot hold a pipe
-    /// open); returns the output, or throws it with the exit status.
+    /// open); returns the output, or throws it with the exit status. posix_spawn and a blocking waitpid on the
+    /// child's pid, not Foundation's Process: its termination monitor has missed a child's exit here (the child
+    /// left a zombie and waitUntilExit never returned, with `runuser … pg_ctl start`).
     @discardableResult
     static func run(_ arguments: [String], log: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        let logURL = URL(fileURLWithPath: log)
-        if log != "/dev/null" { FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: logURL)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try? handle.close()
+        let descriptor = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw Failure(description: "cannot open \(log): errno \(errno)") }
+        defer { close(descriptor) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
+        posix_spawn_file_actions_adddup2(&actions, descriptor, 2)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw Failure(description: "cannot start \(arguments[0]): error \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw Failure(description: "waitpid \(arguments[0]): errno \(errno)") }
+        }
         let output = log == "/dev/null" ? "" : ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-        if log != "/dev/null" { try? FileManager.default.removeItem(atPath: log) }
-        guard process.terminationStatus == 0 else {
+        if log != "/dev/null" { unlink(log) }
+        // Exited normally with 0 (WIFEXITED and WEXITSTATUS, spelled out: the macros are not imported).
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited, code == 0 else {
             throw Failure(description: "\((arguments[0] as NSString).lastPathComponent) \(arguments.dropFirst().suffix(3).joined(separator: " ")) "
-                                      + "exited with \(process.terminationStatus): \(output.suffix(1500))")
+                                      + (exited ? "exited with \(code)" : "was killed by signal \(status & 0x7f)") + ": \(output.suffix(1500))")
         }
         return output
     }
