@@ -31,6 +31,14 @@ final class TsnetPeerInteropTests: XCTestCase {
         try await runScenario(forceDERP: true)
     }
 
+    /// DERP forced, and the two nodes homed on different relays of one region: two warren-derp processes meshed
+    /// (--mesh-with, one mesh key), announced through a DERP map file (derp.paths) with the embedded relay off.
+    /// The Warren namespace refuses relay B and the tsnet namespace relay A (region order A, B), so the tsnet node
+    /// dials A, is refused, and homes on B: every packet between them crosses the mesh.
+    func testWarrenAndTsnetOnDifferentMeshedRelaysOfOneRegion() async throws {
+        try await runScenario(forceDERP: true, meshedRelays: true)
+    }
+
     // MARK: The scenario
 
     private static let tsnetHostname = "tsnode"
@@ -40,7 +48,51 @@ final class TsnetPeerInteropTests: XCTestCase {
     private static let probePort = 18501
     private static let warrenServerPort = 8000
 
-    private func runScenario(forceDERP: Bool) async throws {
+    private static let relayA = "192.0.2.11", relayB = "192.0.2.12"
+
+    /// The meshed pair's DERP map: region 900, relay A first (self-signed certificates: InsecureForTests).
+    private static let meshedMap = """
+        {"Regions": {"900": {"RegionID": 900, "RegionCode": "mesh", "RegionName": "Mesh", "Nodes": [
+          {"Name": "900a", "RegionID": 900, "HostName": "\(relayA)", "IPv4": "\(relayA)", "IPv6": "none",
+           "DERPPort": 8443, "STUNPort": -1, "InsecureForTests": true},
+          {"Name": "900b", "RegionID": 900, "HostName": "\(relayB)", "IPv4": "\(relayB)", "IPv6": "none",
+           "DERPPort": 8443, "STUNPort": -1, "InsecureForTests": true}]}}}
+        """
+
+    /// Two warren-derp relays in the control namespace, meshed with each other.
+    private func startMeshedRelays(_ lab: InteropLab) async throws {
+        let derp = try InteropEnvironment.product("warren-derp")
+        let meshKey = lab.directory + "/mesh.key"
+        try (String(repeating: "3d", count: 32) + "\n").write(toFile: meshKey, atomically: true, encoding: .utf8)
+        for (name, address) in [("relay-a", Self.relayA), ("relay-b", Self.relayB)] {
+            try lab.exec(.control, ["ip", "addr", "add", address + "/24", "dev", "wni-br"])
+            let relay = try lab.spawn(.control, [derp, "--listen", "\(address):8443", "--stun-port", "0", "--hostname", address,
+                                                 "--state-dir", lab.directory + "/" + name, "--log-level", "debug",
+                                                 "--mesh-key-file", meshKey, "--mesh-with", "\(Self.relayA):8443,\(Self.relayB):8443",
+                                                 "--mesh-trust", "insecure-for-tests"], log: name)
+            try await lab.waitFor(log: name, containing: "DERP relay ready", timeout: 30, process: relay)
+        }
+        // Each node namespace refuses one relay (a TCP reset, so the client moves on to the region's next node).
+        for (place, refused) in [(InteropLab.Place.warren, Self.relayB), (.tsnet, Self.relayA)] {
+            let rules = """
+                table inet wnm {
+                  chain output { type filter hook output priority 0; ip daddr \(refused) tcp dport 8443 counter reject with tcp reset; }
+                }
+                """
+            let file = lab.directory + "/refuse-\(place.rawValue).nft"
+            try rules.write(toFile: file, atomically: true, encoding: .utf8)
+            try lab.exec(place, ["nft", "-f", file])
+        }
+    }
+
+    /// Packets the namespace's refusal rule turned away.
+    private func refusals(_ lab: InteropLab, _ place: InteropLab.Place) -> Int {
+        let output = (try? lab.run(place, ["nft", "list", "table", "inet", "wnm"]).output) ?? ""
+        guard let range = output.range(of: "packets ") else { return -1 }
+        return Int(output[range.upperBound...].prefix { $0.isNumber }) ?? -1
+    }
+
+    private func runScenario(forceDERP: Bool, meshedRelays: Bool = false) async throws {
         guard getuid() == 0 else { throw XCTSkip("needs root to create network namespaces and a TUN device") }
         let warrenControl = try InteropEnvironment.product("warren-control")
         let warrend = try InteropEnvironment.product("warrend")
@@ -49,19 +101,32 @@ final class TsnetPeerInteropTests: XCTestCase {
         for tool in ["curl", "nft"] { _ = try InteropEnvironment.tool(tool) }
         let python = try Self.python()
 
-        let lab = try InteropLab(tag: forceDERP ? "r" : "d")
+        let lab = try InteropLab(tag: meshedRelays ? "m" : forceDERP ? "r" : "d")
         self.lab = lab
         let dir = lab.directory
 
-        // warren-control with its embedded relay on the bridge.
-        try """
-            base_domain: lab.warren
-            derp:
-              host: \(InteropLab.controlAddress)
-              port: 8443
-              stun_port: 3478
-            log_level: debug
-            """.write(toFile: dir + "/control.yaml", atomically: true, encoding: .utf8)
+        // warren-control with its embedded relay on the bridge, or (meshedRelays) with the relay off and the map of
+        // the two meshed relays from a file.
+        if meshedRelays {
+            try await startMeshedRelays(lab)
+            try Self.meshedMap.write(toFile: dir + "/derp-map.json", atomically: true, encoding: .utf8)
+            try """
+                base_domain: lab.warren
+                derp:
+                  enabled: false
+                  paths: [\(dir)/derp-map.json]
+                log_level: debug
+                """.write(toFile: dir + "/control.yaml", atomically: true, encoding: .utf8)
+        } else {
+            try """
+                base_domain: lab.warren
+                derp:
+                  host: \(InteropLab.controlAddress)
+                  port: 8443
+                  stun_port: 3478
+                log_level: debug
+                """.write(toFile: dir + "/control.yaml", atomically: true, encoding: .utf8)
+        }
         let controlState = dir + "/control"
         let control = try lab.spawn(.control, [warrenControl, "serve", "--state-dir", controlState,
                                                "--listen", "\(InteropLab.controlAddress):8080", "--config", dir + "/control.yaml"],
@@ -199,6 +264,11 @@ final class TsnetPeerInteropTests: XCTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: toTsnet), Self.bulk, "the 1 MiB from the Warren host arrived damaged or short")
 
         // The path.
+        if meshedRelays {
+            // The split held: the tsnet node was refused relay A and so is on relay B; Warren is on relay A.
+            XCTAssertGreaterThan(refusals(lab, .tsnet), 0, "the tsnet node never dialled relay A, so the split is not shown\n\(logs())")
+            XCTAssertEqual(refusals(lab, .warren), 0, "warrend dialled relay B although relay A, first in the region, takes it")
+        }
         if forceDERP {
             try await checkDERPOnly(lab: lab, cli: cli, tsnetV4: tsnetV4, logs: logs)
         } else {
