@@ -120,11 +120,11 @@ enum HeadscaleLayout {
         c["unix_socket"] = .mapped(to: "the admin socket (default <state_dir>/admin.sock)")
         c["unix_socket_permission"] = .mapped(to: "the admin socket's mode (default 0600)")
         c["oidc"] = .section
-        let oidc = "Warren does not implement OpenID Connect logins yet; approve interactive logins with `warren-control nodes register`"
+        // Sign-in with OIDC: the section is the same in both layouts and is read whole (OIDCConfig.swift).
         for key in ["only_start_if_oidc_is_available", "issuer", "client_id", "client_secret", "client_secret_path",
                     "use_expiry_from_token", "scope", "email_verified_required", "allowed_domains", "allowed_users",
-                    "allowed_groups", "pkce.enabled", "pkce.method"] {
-            c["oidc." + key] = .unimplemented(why: oidc, inert: never)
+                    "allowed_groups", "pkce.enabled", "pkce.method", "expiry"] {
+            c["oidc." + key] = .mapped(to: "oidc." + key + (key == "expiry" ? " (headscale before 0.24; Warren keeps it)" : ""))
         }
         c["oidc.extra_params"] = .freeform
         c["oidc.pkce"] = .section
@@ -155,7 +155,7 @@ enum HeadscaleLayout {
 
     /// headscale keys renamed in earlier releases (headscale itself refuses them now).
     static let renamed: [String: String] = [
-        "acl_policy_path": "policy.path", "dns_config": "dns", "oidc.expiry": "node.expiry",
+        "acl_policy_path": "policy.path", "dns_config": "dns",
     ]
 
     /// Warren's own keys by dotted path (sections that Warren's reader checks itself end the walk).
@@ -294,7 +294,7 @@ enum HeadscaleLayout {
             for (key, value) in map where warrenPresent.contains(section + "." + key) { kept[key] = value }
             if !kept.isEmpty { out[section] = kept }
         }
-        for key in ["server_url", "listen_addr", "metrics_listen_addr"] where root[key] != nil && !(root[key] is NSNull) {
+        for key in ["server_url", "listen_addr", "metrics_listen_addr", "oidc"] where root[key] != nil && !(root[key] is NSNull) {
             out[key] = root[key]
         }
         var extras = Extras()
@@ -480,18 +480,12 @@ enum HeadscaleLayout {
         }
 
         // Known, not implemented: one line each, when the value asks for something.
-        let oidcKeys = headscalePresent.keys.filter { $0.hasPrefix("oidc.") }.sorted()
-        for path in headscalePresent.keys.sorted() where !path.hasPrefix("oidc.") {
+        for path in headscalePresent.keys.sorted() {
             guard case .unimplemented(let why, let inert)? = catalogue[path], !inert(headscalePresent[path]!, root) else { continue }
             extras.warnings.append("\(path): not implemented: \(why)")
         }
-        if !oidcKeys.isEmpty {
-            extras.warnings.append("oidc (\(oidcKeys.joined(separator: ", "))): not implemented: \(oidc)")
-        }
         return Result(warren: out, extras: extras)
     }
-
-    static let oidc = "Warren does not implement OpenID Connect logins yet; approve interactive logins with `warren-control nodes register`"
 
     /// The key a file used for an error that the reader reported under Warren's name.
     static func rename(_ key: String, _ renames: [(warren: String, headscale: String)]) -> String {

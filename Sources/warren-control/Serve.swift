@@ -220,17 +220,25 @@ struct ServeCommand: AsyncParsableCommand {
         if let relay = derpServer {
             upgraders = { @Sendable () -> [any HTTPServerProtocolUpgrader] in [DERPHTTPUpgrader(server: relay)] }
         }
-        let server = try await ControlHTTPServer.start(
-            engine: engine, controlKey: controlKey,
-            options: ControlServerOptions(host: host, port: port,
-                                          extraRoutes: HealthRoutes(store: store, next: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
-                                                                    logger: logger),
-                                          extraUpgraders: upgraders, tls: tlsContext, limits: controlLimits),
-            logger: logger)
+        // Sign-in with OIDC (`oidc:`): /register/<id> sends the browser to the provider, /oidc/callback approves.
+        let oidc = OIDCWiring(section: file.oidc, store: store, engine: engine, logger: logger)
+        var serverOptions = ControlServerOptions(
+            host: host, port: port,
+            extraRoutes: oidc.routes(next: HealthRoutes(store: store, next: ControlListenerRoutes(admin: admin.routes, derpMounted: derpServer != nil),
+                                                        logger: logger)),
+            extraUpgraders: upgraders, tls: tlsContext, limits: controlLimits)
+        serverOptions.loginPage = oidc.loginPage
+        let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey, options: serverOptions, logger: logger)
         extraServices.append(NodeKeyExpiryWatcher(engine: engine))
         if settings.serverURL == nil, port == 0, let actual = server.port {
             configuration.serverURL = settings.advertisedURL(tls: file.tls != nil, port: actual)
             await engine.setServerURL(configuration.serverURL)
+        }
+        do {
+            try await oidc.start(serverURL: configuration.serverURL)
+        } catch {
+            Console.printError("warren-control: oidc: \(error)")
+            throw ExitCode(1)
         }
         if let (metricsHost, metricsPort) = metricsAddress {
             let listener = try await MetricsListener.start(metrics: metrics, host: metricsHost, port: metricsPort,

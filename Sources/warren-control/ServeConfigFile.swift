@@ -53,6 +53,8 @@ struct ServeConfigFile {
     /// What headscale's keys add (HeadscaleConfig.swift): key and database paths, the relay's region, the admin
     /// socket, the log format, and one warning per headscale key known but not implemented.
     var headscale = HeadscaleLayout.Extras()
+    /// `oidc:`: sign-in with OpenID Connect (OIDCConfig.swift); nil when no issuer is set.
+    var oidc: OIDCConfigSection?
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -119,7 +121,7 @@ struct ServeConfigFile {
         "server_url", "listen_addr", "base_domain", "prefixes", "dns", "node_key_expiry",
         "ephemeral_inactivity_timeout", "keep_alive_interval", "map_update_interval", "require_device_approval", "log_level",
         "database", "derp", "tls", "metrics_listen_addr", "policy_file", "state_dir",
-        "listeners",
+        "listeners", "oidc",
     ]
 
     static func load(path: String) throws -> ServeConfigFile {
@@ -362,6 +364,7 @@ struct ServeConfigFile {
                 out.derpMapSources = sources
             }
             out.listeners = try ListenerSettings.read(map["listeners"], file: file)
+            out.oidc = try OIDCConfigSection.read(map["oidc"], file: file)
             out.ephemeralInactivityTimeout = try bounded(
                 duration(map["ephemeral_inactivity_timeout"], "ephemeral_inactivity_timeout"), "ephemeral_inactivity_timeout",
                 .seconds(10)...(.seconds(365 * 86_400)), "10s to 365d")
