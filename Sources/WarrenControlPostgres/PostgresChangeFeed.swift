@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 import WarrenControlStore
 
 /// One record a write transaction touched.
@@ -53,10 +54,10 @@ enum PostgresChangeFeed {
 
 extension PostgresControlStore {
     /// A connection of its own (outside the pool), for a listener or a singleton's lock.
-    func dedicatedConnection() async throws -> PostgresConnection {
+    func dedicatedConnection(purpose: String) async throws -> PostgresConnection {
         let configuration: PostgresConnection.Configuration
         do {
-            configuration = try settings.connectionConfiguration()
+            configuration = try settings.connectionConfiguration(purpose: purpose)
         } catch let error as PostgresSettingsError {
             throw StoreError(.invalid, "database.postgres: \(error.description)")
         }
@@ -74,7 +75,7 @@ extension PostgresControlStore {
     /// sends `.resync` first. Ends when the caller stops iterating (the stream is dropped or its task cancelled).
     public func changeFeed(retryInterval: Duration = .milliseconds(500)) async throws -> AsyncStream<StoreChangeEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: StoreChangeEvent.self, bufferingPolicy: .unbounded)
-        let first = try await dedicatedConnection()
+        let first = try await dedicatedConnection(purpose: "change feed")
         let started = AsyncStream.makeStream(of: Result<Void, any Error>.self)
         let task = Task {
             await self.runFeed(first: first, retryInterval: retryInterval, continuation: continuation, started: started.continuation)
@@ -98,7 +99,7 @@ extension PostgresControlStore {
         while !Task.isCancelled {
             if connection == nil {
                 do {
-                    connection = try await dedicatedConnection()
+                    connection = try await dedicatedConnection(purpose: "change feed")
                 } catch {
                     if lostReason == nil { lostReason = "\(error)" }
                     try? await Task.sleep(for: retryInterval)
@@ -219,7 +220,7 @@ public final class PostgresSingleton: Sendable {
         while !Task.isCancelled {
             let connection: PostgresConnection
             do {
-                connection = try await store.dedicatedConnection()
+                connection = try await store.dedicatedConnection(purpose: "singleton \(name)")
             } catch {
                 logger.debug("singleton \(name): cannot connect: \(error)")
                 try? await Task.sleep(for: retryInterval)
@@ -248,11 +249,7 @@ public final class PostgresSingleton: Sendable {
                         while !Task.isCancelled {
                             try? await Task.sleep(for: checkInterval)
                             if Task.isCancelled { break }
-                            do {
-                                try await connection.query("SELECT 1", logger: logger)
-                            } catch {
-                                return false
-                            }
+                            guard await Self.answers(connection, within: checkInterval * 3, logger: logger) else { return false }
                         }
                         return false
                     }
@@ -272,6 +269,28 @@ public final class PostgresSingleton: Sendable {
             _ = try? await connection.close()
             if finished { return }
             if !Task.isCancelled { try? await Task.sleep(for: retryInterval) }
+        }
+    }
+
+    /// Whether the session still answers a query within `limit` (a cut network can leave a query hanging, so the
+    /// query is not awaited past the limit).
+    static func answers(_ connection: PostgresConnection, within limit: Duration, logger: Logger) async -> Bool {
+        if connection.isClosed { return false }
+        let answered = Mutex(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let finish: @Sendable (Bool) -> Void = { result in
+                let first = answered.withLock { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: result) }
+            }
+            let future: EventLoopFuture<PostgresQueryResult> = connection.query("SELECT 1", logger: logger)
+            future.whenComplete { result in
+                if case .success = result { finish(true) } else { finish(false) }
+            }
+            let nanoseconds = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+            connection.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { finish(false) }
         }
     }
 

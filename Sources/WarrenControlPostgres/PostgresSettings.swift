@@ -78,7 +78,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// postgres-nio's configuration for one connection.
-    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+    func connectionConfiguration(purpose: String? = nil) throws -> PostgresConnection.Configuration {
         var configuration: PostgresConnection.Configuration
         if usesUnixSocket {
             configuration = .init(unixSocketPath: unixSocketPath, username: user, password: password, database: database)
@@ -90,7 +90,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         // A writer that stops half-way (its process frozen, its network gone) must not hold the store's write lock
         // for ever: the server ends such a session's transaction, and a lock wait gives up, after these times.
         configuration.options.additionalStartupParameters = [
-            ("application_name", "warren-control"),
+            ("application_name", "warren-control" + (purpose.map { " " + $0 } ?? "")),
             ("idle_in_transaction_session_timeout", "60s"),
             ("lock_timeout", "60s"),
         ]

@@ -73,7 +73,7 @@ final class PostgresChangeFeedTests: XCTestCase {
         guard case .changes? = await events.next() else { return XCTFail("no change before the cut") }
 
         // The server ends the listening session (the store's pool connections are idle; they reconnect too).
-        try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND query LIKE 'LISTEN%'",
+        try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND application_name = 'warren-control change feed'",
                         database: "postgres")
         _ = try await store.transaction { try $0.createUser(name: "during", now: referenceNow) }
         var sawResync = false
