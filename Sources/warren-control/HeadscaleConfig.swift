@@ -6,6 +6,7 @@
 // ServeConfigFile reader then validates as usual; its errors are renamed back to the key the file used.
 
 import Foundation
+import WarrenControlPostgres
 import WarrenPacket
 
 enum HeadscaleLayout {
@@ -74,7 +75,7 @@ enum HeadscaleLayout {
             value(at: "node.routes.ha.probe_interval", in: root).map(isZeroDuration) ?? false
         })
         c["database"] = .section
-        c["database.type"] = .mapped(to: "sqlite (Warren's store); postgres is refused")
+        c["database.type"] = .mapped(to: "sqlite or postgres (Warren's store on either)")
         c["database.sqlite"] = .section
         c["database.sqlite.path"] = .mapped(to: "the store's SQLite file (default <state_dir>/warren.sqlite)")
         c["database.sqlite.write_ahead_log"] = .unimplemented(why: "Warren's store always uses the WAL journal",
@@ -87,9 +88,16 @@ enum HeadscaleLayout {
             c["database.gorm." + key] = .unimplemented(why: "headscale's ORM setting; no meaning for Warren's store", inert: always)
         }
         c["database.postgres"] = .section
-        for key in ["host", "port", "name", "user", "pass", "ssl", "max_open_conns", "max_idle_conns", "conn_max_idle_time_secs"] {
-            // Read only with database.type: postgres, which is refused.
-            c["database.postgres." + key] = .unimplemented(why: "PostgreSQL is not supported yet", inert: always)
+        c["database.postgres.host"] = .mapped(to: "the PostgreSQL server: a host name, an address, or a Unix socket directory (/...)")
+        c["database.postgres.port"] = .mapped(to: "its port (default 5432; with a socket directory, the socket's number)")
+        c["database.postgres.name"] = .mapped(to: "the database (Warren's own: another program's tables are refused)")
+        c["database.postgres.user"] = .mapped(to: "the role to log in as")
+        c["database.postgres.pass"] = .mapped(to: "its password (never printed)")
+        c["database.postgres.ssl"] = .mapped(to: "false (disable), true (require), or a libpq sslmode such as verify-full")
+        c["database.postgres.max_open_conns"] = .mapped(to: "the store's connections at most (default 4)")
+        for key in ["max_idle_conns", "conn_max_idle_time_secs"] {
+            c["database.postgres." + key] = .unimplemented(
+                why: "Warren keeps its max_open_conns connections open (and replaces one the server closed)", inert: always)
         }
         let acme = "Warren does not obtain certificates with ACME; give tls_cert_path and tls_key_path"
         let acmeInert: @Sendable (Any, [String: Any]) -> Bool = { _, root in isOff(value(at: "tls_letsencrypt_hostname", in: root) ?? "") }
@@ -215,6 +223,8 @@ enum HeadscaleLayout {
     struct Extras {
         var controlKeyPath: String?
         var databasePath: String?
+        /// `database.type: postgres`: where the store is.
+        var postgres: PostgresSettings?
         var derpRegionID: Int?
         var derpRegionCode: String?
         var derpRegionName: String?
@@ -463,19 +473,18 @@ enum HeadscaleLayout {
             extras.adminSocketMode = mode
         }
 
-        // The database: honoured (SQLite) or refused, never ignored.
+        // The database: SQLite or PostgreSQL, honoured (or refused with the key named), never ignored.
         if root["database"] != nil, !(root["database"] is NSNull) {
             let type = try string("database.type")
             switch type {
             case "sqlite", "sqlite3":
                 if let path = try string("database.sqlite.path"), !path.isEmpty { extras.databasePath = absolute(path) }
-            case "postgres":
-                throw fail("database.type", "postgres is not supported yet; Warren keeps its state in SQLite "
-                           + "(database.type: sqlite with database.sqlite.path, or leave database out for <state_dir>/warren.sqlite)")
+            case "postgres", "postgresql":
+                extras.postgres = try postgresSettings(headscalePresent, fail: fail)
             case nil:
-                throw fail("database.type", "missing (sqlite; postgres is not supported yet)")
+                throw fail("database.type", "missing (sqlite or postgres)")
             case let other?:
-                throw fail("database.type", "\(other.debugDescription) is not a database type (sqlite; postgres is not supported yet)")
+                throw fail("database.type", "\(other.debugDescription) is not a database type (sqlite or postgres)")
             }
         }
 
@@ -485,6 +494,48 @@ enum HeadscaleLayout {
             extras.warnings.append("\(path): not implemented: \(why)")
         }
         return Result(warren: out, extras: extras)
+    }
+
+    /// `database.postgres.*` as headscale reads them (host, name and user required; port 0 or absent: 5432).
+    static func postgresSettings(_ present: [String: Any], fail: (String, String) -> ConfigError) throws -> PostgresSettings {
+        func text(_ key: String, required: Bool) throws -> String? {
+            let path = "database.postgres." + key
+            switch present[path] {
+            case nil: break
+            case let s as String where !s.isEmpty: return s
+            case is String: break
+            case let n as Int where key == "pass": return String(n)
+            default: throw fail(path, "expected a string")
+            }
+            if required { throw fail(path, "missing (needed with database.type: postgres)") }
+            return nil
+        }
+        func number(_ key: String, _ range: ClosedRange<Int>, _ what: String) throws -> Int? {
+            let path = "database.postgres." + key
+            switch present[path] {
+            case nil: return nil
+            case let n as Int where n == 0: return nil
+            case let n as Int where range.contains(n): return n
+            case let s as String where Int(s).map(range.contains) == true: return Int(s)
+            default: throw fail(path, "expected \(what)")
+            }
+        }
+        var settings = PostgresSettings(
+            host: try text("host", required: true)!, port: try number("port", 1...65535, "a port number (1 to 65535)") ?? 5432,
+            database: try text("name", required: true)!, user: try text("user", required: true)!, password: try text("pass", required: false))
+        if let max = try number("max_open_conns", 1...1000, "a number of connections (1 to 1000)") { settings.maxConnections = max }
+        switch present["database.postgres.ssl"] {
+        case nil: break
+        case let b as Bool: settings.tls = b ? .require : .disable
+        case let s as String:
+            guard let mode = PostgresSettings.TLSMode(headscale: s) else {
+                throw fail("database.postgres.ssl", "expected true, false, or one of "
+                           + PostgresSettings.TLSMode.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            settings.tls = mode
+        default: throw fail("database.postgres.ssl", "expected true, false, or a libpq sslmode")
+        }
+        return settings
     }
 
     /// The key a file used for an error that the reader reported under Warren's name.

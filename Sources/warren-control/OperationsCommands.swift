@@ -116,7 +116,7 @@ struct ConfigTestCommand: ParsableCommand {
             "listen_addr: \(listen)",
             "metrics_listen_addr: \(settings.metricsAddress.map { hostPort($0.0, $0.1) } ?? "off")",
             "state_dir: \(settings.stateDir)",
-            "database: sqlite \(settings.databasePath)",
+            "database: \(settings.databaseDescription)",
             "noise private key: \(settings.controlKeyPath)",
             "admin socket: \(settings.adminSocketPath) (mode 0\(String(settings.adminSocketMode, radix: 8)))",
             "base_domain: \(configuration.baseDomain)",

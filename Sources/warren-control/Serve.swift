@@ -11,6 +11,7 @@ import UnixSignals
 import WarrenControlMetrics
 import WarrenControlServer
 import WarrenControlSQLite
+import WarrenControlStore
 import WarrenDERPServer
 import WarrenListenerGuard
 import WarrenPacket
@@ -117,7 +118,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         do {
             // headscale's noise.private_key_path and database.sqlite.path may be outside the state directory.
-            for path in [settings.controlKeyPath, settings.databasePath, settings.adminSocketPath] + [file.headscale.derpKeyPath].compactMap({ $0 }) {
+            for path in [settings.controlKeyPath, settings.postgres == nil ? settings.databasePath : nil, settings.adminSocketPath,
+                         file.headscale.derpKeyPath].compactMap({ $0 }) {
                 let directory = (path as NSString).deletingLastPathComponent
                 if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
                     try ServeCommand.prepareStateDirectory(directory)
@@ -184,7 +186,13 @@ struct ServeCommand: AsyncParsableCommand {
         let derpMap = try await DERPMapSetup.start(file: file, embeddedRegion: embeddedRegion, logger: logger)
         configuration.derpMap = derpMap.map
 
-        let store = try SQLiteControlStore(path: settings.databasePath)
+        let store: any ControlStore
+        do {
+            store = try await settings.openStore(logger: logger)
+        } catch let error as StoreError {
+            Console.printError("warren-control: database (\(settings.databaseDescription)): \(error.message)")
+            throw ExitCode(1)
+        }
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix,
                                            ipv6Prefix: configuration.ipv6Prefix)
         // The access policy: the configured file (file mode), else the version in force in the store, else allow-all

@@ -4,7 +4,9 @@
 import Foundation
 import Logging
 import WarrenControlServer
+import WarrenControlPostgres
 import WarrenControlSQLite
+import WarrenControlStore
 import WarrenPacket
 
 struct ServeSettings {
@@ -12,7 +14,10 @@ struct ServeSettings {
     var listenHost: String
     var listenPort: Int
     var metricsAddress: (String, Int)?
+    /// The SQLite file (unused when `postgres` is set).
     var databasePath: String
+    /// `database.type: postgres`: the store is on this PostgreSQL database instead of SQLite.
+    var postgres: PostgresSettings?
     var controlKeyPath: String
     var adminSocketPath: String
     var adminSocketMode: mode_t
@@ -52,7 +57,7 @@ struct ServeSettings {
         }
         return ServeSettings(
             stateDir: state, listenHost: host, listenPort: port, metricsAddress: metricsAddress,
-            databasePath: file.headscale.databasePath ?? ServeCommand.databasePath(stateDir: state),
+            databasePath: file.headscale.databasePath ?? ServeCommand.databasePath(stateDir: state), postgres: file.headscale.postgres,
             controlKeyPath: file.headscale.controlKeyPath ?? state + "/control.key",
             adminSocketPath: file.headscale.adminSocketPath ?? state + "/admin.sock",
             adminSocketMode: file.headscale.adminSocketMode ?? 0o600,
@@ -71,9 +76,19 @@ struct ServeSettings {
         return "\(tls ? "https" : "http")://\(host):\(port ?? listenPort)"
     }
 
+    /// The store as `configtest` shows it (no password).
+    var databaseDescription: String { postgres.map(\.description) ?? "sqlite \(databasePath)" }
+
+    /// Opens the store: SQLite at `databasePath`, or the PostgreSQL database (connected and migrated).
+    func openStore(logger: Logger) async throws -> any ControlStore {
+        if let postgres { return try await PostgresControlStore(settings: postgres, logger: logger) }
+        return try SQLiteControlStore(path: databasePath)
+    }
+
     /// A database path that holds another program's tables (headscale's, most likely) is refused before Warren's
-    /// schema is written into it.
+    /// schema is written into it. (On PostgreSQL the store itself refuses such a database when it connects.)
     func checkDatabase() throws {
+        guard postgres == nil else { return }
         let tables: [String]?
         do {
             tables = try SQLiteControlStore.foreignTables(path: databasePath)

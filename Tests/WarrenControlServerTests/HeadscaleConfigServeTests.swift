@@ -1,7 +1,7 @@
 // A headscale config.yaml (headscale v0.29.2's layout and defaults, written here) served by the built
 // warren-control: the headscale keys are honoured (listen address, Noise key, SQLite path relative to the file,
 // unix socket and its mode, DERP region), each headscale key Warren does not implement is warned about exactly
-// once, typos are refused naming the key, postgres and headscale's own database are refused; `configtest` prints
+// once, typos are refused naming the key, an incomplete postgres section and headscale's own database are refused; `configtest` prints
 // the settings in effect and exits 0 or 1; `log.format: json` writes one JSON object per line; `version` answers.
 // Everything listens on loopback; the temporary directory (/tmp/wchs-*) is removed afterwards.
 
@@ -257,7 +257,11 @@ final class HeadscaleConfigServeTests: XCTestCase {
             ("derp:\n  enabled: false\n  server:\n    enabled: true\n", "derp.enabled (Warren's layout) and derp.server.enabled"),
             ("node_key_expiry: 1d\nnode:\n  expiry: 2d\n", "node_key_expiry (Warren's layout) and node.expiry"),
             // database: honoured or refused, never ignored.
-            ("database:\n  type: postgres\n  postgres:\n    host: localhost\n", "database.type: postgres is not supported yet"),
+            ("database:\n  type: postgres\n  postgres:\n    host: localhost\n", "database.postgres.name: missing (needed with database.type: postgres)"),
+            ("database:\n  type: postgres\n  postgres:\n    host: localhost\n    name: w\n    user: w\n    ssl: sometimes\n",
+             "database.postgres.ssl: expected true, false, or one of disable"),
+            ("database:\n  type: postgres\n  postgres:\n    host: localhost\n    name: w\n    user: w\n    port: 70000\n",
+             "database.postgres.port: expected a port number"),
             ("database:\n  sqlite:\n    path: /tmp/x.sqlite\n", "database.type: missing"),
             ("database:\n  type: mysql\n", "database.type: \"mysql\" is not a database type"),
         ]
