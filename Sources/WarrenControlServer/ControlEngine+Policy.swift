@@ -112,6 +112,8 @@ extension ControlEngine {
     func sendRouters(_ ids: [Int64]) {
         let routers = ids.compactMap { nodes[$0] }
         guard !routers.isEmpty else { return }
+        // Batched patches first (a router's going offline before its routes' new primary).
+        flushPeerChanges()
         let current = snapshot
         let time = now()
         var sent = 0
@@ -148,6 +150,7 @@ extension ControlEngine {
     /// differs from what the session has: nothing at all when nothing differs.
     func pushPolicyResults(to affected: Set<Int64>?) {
         if let affected, affected.isEmpty { return }
+        flushPeerChanges()
         let current = snapshot
         let time = now()
         let policy = builder.policy

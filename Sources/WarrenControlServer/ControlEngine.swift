@@ -35,15 +35,19 @@ public actor ControlEngine {
         /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
         var lastSSH: SSHPolicy?
         var lastCaps: NodeCapMap
+        /// The engine's ``PeerChangeBatch/sequence`` when this session's full map was built: batched changes up to
+        /// it are already in that map.
+        var openedAt: Int
 
         init(outbox: MapSessionOutbox, knownPeers: Set<Int64>, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?,
-             lastSSH: SSHPolicy? = nil, lastCaps: NodeCapMap = [:]) {
+             lastSSH: SSHPolicy? = nil, lastCaps: NodeCapMap = [:], openedAt: Int = 0) {
             self.outbox = outbox
             self.knownPeers = knownPeers
             self.lastFilter = lastFilter
             self.keepAlive = keepAlive
             self.lastSSH = lastSSH
             self.lastCaps = lastCaps
+            self.openedAt = openedAt
         }
     }
 
@@ -78,6 +82,12 @@ public actor ControlEngine {
     private var byNodeKey: [NodePublic: Int64] = [:]
     private var byMachineKey: [MachinePublic: Int64] = [:]
     var sessions: [Int64: [Int: Session]] = [:]
+    /// The nodes with at least one open map stream (kept with `sessions`, so a snapshot costs nothing per node).
+    var onlineNodes: Set<Int64> = []
+    /// Each node's wire form as its peers see it, shared by every full map (``CachedPeer``).
+    let peerCache = PeerCache()
+    /// Peer patches waiting to go to every stream in one message (ControlEngine+Batching.swift).
+    var peerChangeBatch = PeerChangeBatch()
     private var nextSessionID = 1
     private var openSessions = 0
     private var pending: [String: PendingLogin] = [:]
@@ -149,8 +159,7 @@ public actor ControlEngine {
     }
 
     var snapshot: TailnetSnapshot {
-        TailnetSnapshot(nodes: nodes, users: users, online: Set(sessions.filter { !$0.value.isEmpty }.keys),
-                        routeOwners: routeOwners)
+        TailnetSnapshot(nodes: nodes, users: users, online: onlineNodes, routeOwners: routeOwners)
     }
 
     // MARK: Queries for the admin side
@@ -662,7 +671,7 @@ public actor ControlEngine {
             if let update { broadcast(about: id, update) }
             if request.omitPeers == true { return .single(nil) }
             statistics.fullMapsSent += 1
-            return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false))
+            return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false, cache: peerCache))
         }
 
         let wasOnline = isOnline(id)
@@ -683,10 +692,12 @@ public actor ControlEngine {
         nextSessionID += 1
         ephemeralReapers.removeValue(forKey: id)?.cancel()
         cancelRouteGrace(for: id)
-        var current = snapshot
-        current.online.insert(id)
-        let full = builder.fullMap(for: node, in: current, now: time, omitPeers: request.omitPeers == true)
-        outbox.yield(full)
+        // Online from here: its own map, and every map built from now on, show it online.
+        onlineNodes.insert(id)
+        let current = snapshot
+        let (full, fullPeers) = builder.fullMapPlan(for: node, in: current, now: time, omitPeers: request.omitPeers == true,
+                                                    cache: peerCache)
+        if let fullPeers { outbox.yield(full, peers: fullPeers) } else { outbox.yield(full) }
         statistics.fullMapsSent += 1
         let interval = configuration.keepAliveInterval
         let keepAlive = Task { [weak self] in
@@ -697,15 +708,17 @@ public actor ControlEngine {
             }
         }
         sessions[id, default: [:]][sessionID] = Session(
-            outbox: outbox, knownPeers: Set(full.peers?.map(\.id) ?? []),
+            outbox: outbox, knownPeers: Set(fullPeers?.map(\.node.id) ?? []),
             lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
-            lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current))
+            lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current),
+            openedAt: peerChangeBatch.sequence)
         openSessions += 1
         metrics.record(online: sessions.count, sessions: openSessions)
         outbox.setOnTermination { [weak self] in
             Task { await self?.endSession(node: id, session: sessionID) }
         }
-        // One message to the peers for everything this request changed, coming online included.
+        // One change to the peers for everything this request changed, coming online included. A patch waits in the
+        // batch (ControlEngine+Batching.swift): a mass reconnect costs each stream one message, not one per peer.
         switch (update, wasOnline) {
         case (.patch(var patch)?, false):
             patch.online = true
@@ -719,6 +732,8 @@ public actor ControlEngine {
         case (nil, true):
             break
         }
+        // Its own patch just made is about itself: the batch need not come to this stream for it.
+        sessions[id]?[sessionID]?.openedAt = peerChangeBatch.sequence
         logger.debug("map stream opened", metadata: ["node": "\(id)", "session": "\(sessionID)"])
         return .stream(outbox)
     }
@@ -738,6 +753,7 @@ public actor ControlEngine {
         defer { metrics.record(online: sessions.count, sessions: openSessions) }
         guard sessions[id]?.isEmpty ?? true else { return }
         sessions[id] = nil
+        onlineNodes.remove(id)
         // A router keeps its routes for a grace first: from here (before any suspension), every election
         // still counts it online until the grace ends or a stream comes back.
         startRouteGrace(for: id)
@@ -784,10 +800,11 @@ public actor ControlEngine {
     /// Sends each open stream of the node a new full map (an admin approved the device: its peers appear).
     private func resendFullMap(to id: Int64) {
         guard let node = nodes[id], let open = sessions[id] else { return }
+        flushPeerChanges()
         let current = snapshot
         let time = now()
         for session in open.values {
-            let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false)
+            let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false, cache: peerCache)
             session.knownPeers = Set(full.peers?.map(\.id) ?? [])
             session.lastFilter = full.packetFilter ?? []
             session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
@@ -801,6 +818,7 @@ public actor ControlEngine {
 
     public func deleteNode(id: Int64) async throws {
         guard let node = nodes.removeValue(forKey: id) else { return }
+        peerCache.remove(id)
         byNodeKey[node.nodeKey] = nil
         byMachineKey[node.machineKey] = nil
         try await directory.deleteNode(id: id)
@@ -846,6 +864,14 @@ public actor ControlEngine {
         var update = update
         // A router that came online and took a route (no other router was online): peers need its AllowedIPs.
         if affected.ownRoutesMoved, case .patch = update, nodes[id] != nil { update = .full }
+        // A patch joins the batch every stream gets as one message; anything else goes now, after what is batched
+        // (the streams see the changes in the order they happened).
+        if case .patch(let patch) = update {
+            enqueuePeerChange(patch)
+            pushPolicyResults(to: affected)
+            return
+        }
+        flushPeerChanges()
         let current = snapshot
         let time = now()
         let changed = nodes[id]
@@ -859,22 +885,12 @@ public actor ControlEngine {
             m.userProfiles = profiles
             return SharedMapMessage(m)
         }
-        // What lets peers reach the node (a new or rewritten entry, its endpoints, disco key or home relay) goes
-        // out past the streams' pacing, and so does its going offline (clients leave an exit node that went
-        // offline, and the route failover's order depends on it); coming online and last-seen changes wait for the
-        // next paced message (a mass reconnect's N(N-1)/2 online patches are what pacing batches).
+        // A new or rewritten entry lets peers reach the node: it goes out past the streams' pacing (patches are
+        // judged in ``isUrgent(_:)``).
         let urgent: Bool
         switch update {
         case .full: urgent = true
-        case .patch(let patch):
-            urgent = patch.endpoints != nil || patch.discoKey != nil || patch.derpRegion != nil || patch.online == false
-        case .removed: urgent = false
-        }
-        var patchMessage: SharedMapMessage?
-        if case .patch(let patch) = update {
-            var m = MapResponse()
-            m.peersChangedPatch = [patch]
-            patchMessage = SharedMapMessage(m)
+        case .patch, .removed: urgent = false
         }
         var removal = MapResponse()
         removal.peersRemoved = [id]
@@ -894,15 +910,16 @@ public actor ControlEngine {
                 } else if !visible {
                     guard session.knownPeers.remove(id) != nil else { continue }
                     shared = removed
-                } else if let changed, let profiles, session.knownPeers.insert(id).inserted || patchMessage == nil {
+                } else if let changed, let profiles {
+                    session.knownPeers.insert(id)
                     if let upsert {
                         shared = upsert
                     } else {
                         message.peersChanged = [builder.peerNode(changed, for: viewer, in: current, now: time)]
                         message.userProfiles = profiles
                     }
-                } else if let patchMessage {
-                    shared = patchMessage
+                } else {
+                    continue
                 }
                 let removal = shared === removed
                 if let shared {

@@ -17,6 +17,7 @@
 // that share it), nothing when `metrics` is nil.
 
 import Synchronization
+import WarrenControlTransport
 import WarrenTailcfg
 
 public final class MapMessageEncoder: Sendable {
@@ -127,5 +128,117 @@ public final class MapMessageEncoder: Sendable {
             $0.current = [:]
             $0.previous = [:]
         }
+        chunks.withLock { $0 = [:] }
     }
+
+    // MARK: Full maps from shared peers
+
+    /// Peers per chunk: a full map's peers are cut by node ID (`id / chunkSize`), and a run that is the same for
+    /// many viewers (the same ``CachedPeer`` objects) is compressed once, as a zstd frame of its own.
+    public static let chunkSize: Int64 = 256
+
+    private struct ChunkKey: Hashable {
+        var index: Int64
+        var leadingComma: Bool
+    }
+
+    /// A compressed run of peers, with the entries it was made from (held, so that an identity match is real).
+    private struct Chunk {
+        var peers: [CachedPeer]
+        var frame: [UInt8]
+    }
+
+    /// At most two variants per chunk: the one every other viewer shares, and the latest viewer's own (the chunk its
+    /// own ID falls in lacks it).
+    private let chunks = Mutex<[ChunkKey: [Chunk]]>([:])
+
+    /// Chunks compressed, and reused (statistics for tests and the benchmark).
+    public var chunkCounts: (compressed: Int, reused: Int) { chunkStatistics.withLock { $0 } }
+    private let chunkStatistics = Mutex<(compressed: Int, reused: Int)>((0, 0))
+
+    /// The framed full map: `response` (whose `peers` is empty) with `peers` as its Peers, the bytes
+    /// `TailcfgJSON.write` gives for the map with the peers written out. Compressed, it is a series of zstd frames
+    /// (clients decode all the frames of a message: tailscale's zstdframe.AppendDecode, Warren's streaming
+    /// decoder): the map around the peers, and each chunk of peers, shared by every viewer whose chunk is the same.
+    public func frameFullMap(_ response: MapResponse, peers: [CachedPeer], compress: Bool) throws -> [UInt8] {
+        let clock = ContinuousClock()
+        let start = clock.now
+        // The map with one marker peer that writes nothing: the peers go where the marker was.
+        var outer = response
+        outer.peers = [Node()]
+        var mark = -1
+        var writer = TailcfgJSONWriter(reservingCapacity: 8192)
+        try outer.writeJSON(to: &writer) { _, w in mark = w.bytes.count }
+        let whole = writer.takeBytes()
+        guard mark >= 0 else { throw FullMapEncodingError() }
+        let head = Array(whole[..<mark]), tail = Array(whole[mark...])
+        var body: [UInt8]
+        if compress {
+            body = try Zstd.compress(head, level: MapStreamFraming.compressionLevel)
+            var i = 0
+            while i < peers.count {
+                let index = peers[i].node.id / Self.chunkSize
+                var j = i + 1
+                while j < peers.count, peers[j].node.id / Self.chunkSize == index { j += 1 }
+                body += try chunkFrame(index: index, peers: peers[i..<j], leadingComma: i > 0)
+                i = j
+            }
+            body += try Zstd.compress(tail, level: MapStreamFraming.compressionLevel)
+        } else {
+            body = head
+            for (i, peer) in peers.enumerated() {
+                if i > 0 { body.append(UInt8(ascii: ",")) }
+                body += try peer.json()
+            }
+            body += tail
+        }
+        if let metrics {
+            let (seconds, attoseconds) = (clock.now - start).components
+            metrics.record(encode: .full, nanoseconds: seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
+        }
+        state.withLock { $0.statistics.messages += 1 }
+        return MapStreamFraming.frame(body: body)
+    }
+
+    private func chunkFrame(index: Int64, peers: ArraySlice<CachedPeer>, leadingComma: Bool) throws -> [UInt8] {
+        let key = ChunkKey(index: index, leadingComma: leadingComma)
+        func same(_ chunk: Chunk) -> Bool {
+            chunk.peers.count == peers.count && zip(chunk.peers, peers).allSatisfy { $0 === $1 }
+        }
+        let found: [UInt8]? = chunks.withLock { cache in
+            guard var variants = cache[key], let at = variants.firstIndex(where: same) else { return nil }
+            let hit = variants[at]
+            if at != 0 {
+                variants.remove(at: at)
+                variants.insert(hit, at: 0)
+                cache[key] = variants
+            }
+            return hit.frame
+        }
+        if let found {
+            chunkStatistics.withLock { $0.reused += 1 }
+            return found
+        }
+        var json = [UInt8]()
+        json.reserveCapacity(peers.count * 800)
+        for (i, peer) in peers.enumerated() {
+            if i > 0 || leadingComma { json.append(UInt8(ascii: ",")) }
+            json += try peer.json()
+        }
+        let frame = try Zstd.compress(json, level: MapStreamFraming.compressionLevel)
+        let chunk = Chunk(peers: Array(peers), frame: frame)
+        chunks.withLock { cache in
+            var variants = cache[key] ?? []
+            variants.insert(chunk, at: 0)
+            if variants.count > 2 { variants.removeLast(variants.count - 2) }
+            cache[key] = variants
+        }
+        chunkStatistics.withLock { $0.compressed += 1 }
+        return frame
+    }
+}
+
+/// A full map whose writer wrote no peer list (cannot happen with a map that has peers set).
+struct FullMapEncodingError: Error, CustomStringConvertible {
+    var description: String { "full map written without its peer list" }
 }

@@ -36,16 +36,31 @@ public struct MapOutgoing: Sendable {
     /// It carries what a peer needs to reach a node (its endpoints, disco key, home relay, a new node): it ends
     /// the pacing wait instead of waiting it out (see ``MapSessionOutbox/nextOutgoing(sleep:)``).
     public var urgent = false
+    /// A full map's peers, as references to entries every viewer shares (`message.peers` is then empty): the
+    /// writer encodes and compresses them with the entries' shared bytes (``MapMessageEncoder/frameFullMap``).
+    public var peers: [CachedPeer]?
 
-    public init(message: MapResponse, shared: SharedMapMessage?, urgent: Bool = false) {
+    public init(message: MapResponse, shared: SharedMapMessage?, urgent: Bool = false, peers: [CachedPeer]? = nil) {
         self.message = message
         self.shared = shared
         self.urgent = urgent
+        self.peers = peers
+    }
+
+    /// The message with its peers written out (for readers other than the stream writer).
+    public var materialized: MapResponse {
+        guard let peers else { return message }
+        var m = message
+        m.peers = peers.map(\.node)
+        return m
     }
 
     /// The bytes for the stream.
     public func framed(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
         if let shared { return try shared.framed(compress: compress, encoder: encoder) }
+        if let peers {
+            return try (encoder ?? MapMessageEncoder()).frameFullMap(message, peers: peers, compress: compress)
+        }
         return try MapStreamFraming.frame(message, compress: compress, encoder: encoder)
     }
 }
@@ -101,6 +116,11 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     /// a peer) is not held back by pacing.
     public func yield(_ message: MapResponse, urgent: Bool = false) {
         append(MapOutgoing(message: message, shared: nil, urgent: urgent))
+    }
+
+    /// Queues a full map whose peers are shared entries (see ``MapOutgoing/peers``).
+    public func yield(_ message: MapResponse, peers: [CachedPeer], urgent: Bool = false) {
+        append(MapOutgoing(message: message, shared: nil, urgent: urgent, peers: peers))
     }
 
     /// Queues a message many sessions get unchanged (its encoding is shared).
@@ -229,7 +249,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     /// The next message: everything queued since the last call, merged; waits when nothing is queued.
     /// Nil when the session ended or the calling task was cancelled.
     public func next() async -> MapResponse? {
-        await nextOutgoing()?.message
+        await nextOutgoing()?.materialized
     }
 
     /// Like ``next()``, with the shared encoding of a message that went out unmerged. `sleep` waits out
@@ -274,7 +294,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             run = []
         }
         for item in items {
-            if MapUpdateMerger.canMerge(item.message) {
+            if item.peers == nil, MapUpdateMerger.canMerge(item.message) {
                 run.append(item)
             } else {
                 flush()

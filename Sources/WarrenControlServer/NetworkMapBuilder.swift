@@ -1,6 +1,7 @@
 // Building what one node is sent: itself, its peers, the packet filter, DNS and DERP. Pure: the engine
 // passes in the nodes, the time and who is online.
 
+import Synchronization
 import TailscaleKeys
 import WarrenPacket
 import WarrenTailcfg
@@ -291,21 +292,92 @@ public struct NetworkMapBuilder: Sendable {
     }
 
     /// The complete map for `node` (the first message of a stream, or a one-shot request).
-    public func fullMap(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool) -> MapResponse {
+    public func fullMap(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool,
+                        cache: PeerCache = PeerCache()) -> MapResponse {
+        var (map, peers) = fullMapPlan(for: node, in: tailnet, now: now, omitPeers: omitPeers, cache: cache)
+        if let peers { map.peers = peers.map(\.node) }
+        return map
+    }
+}
+
+// MARK: Peers shared by every viewer's full map
+
+/// One peer's wire form as (nearly) every viewer sees it, with its JSON, built once and referenced by every full map
+/// that carries it: a stream opening in a tailnet of N nodes costs N references, not N `Node`s built and encoded (and
+/// the stream writers compress runs of these references once for all viewers: ``MapMessageEncoder``).
+public final class CachedPeer: Sendable {
+    public let node: Node
+    /// What it was built from (the engine's record, whether it was online and expired): a lookup whose record and
+    /// state equal these reuses it.
+    let source: ControlNode?
+    let online: Bool
+    let expired: Bool
+    private let encoded = Mutex<[UInt8]?>(nil)
+
+    init(node: Node, source: ControlNode?, online: Bool, expired: Bool) {
+        self.node = node
+        self.source = source
+        self.online = online
+        self.expired = expired
+    }
+
+    /// The peer's JSON, written once.
+    public func json() throws -> [UInt8] {
+        try encoded.withLock { cached in
+            if let cached { return cached }
+            let bytes = try TailcfgJSON.write(node, reservingCapacity: 1024)
+            cached = bytes
+            return bytes
+        }
+    }
+}
+
+/// The engine's cache of ``CachedPeer``s by node ID (used on the engine's actor only).
+public final class PeerCache: @unchecked Sendable {
+    var entries: [Int64: CachedPeer] = [:]
+    public init() {}
+    public var count: Int { entries.count }
+    func remove(_ id: Int64) { entries[id] = nil }
+}
+
+extension NetworkMapBuilder {
+    /// `peer` as `viewer` sees it, from `cache` when its record and online state are unchanged. A subnet router's
+    /// entry depends on the viewer (which routes it may use): built for the viewer, never cached.
+    func cachedPeer(_ peer: ControlNode, for viewer: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime,
+                    cache: PeerCache) -> CachedPeer {
+        let online = tailnet.online.contains(peer.id)
+        let expired = peer.isExpired(at: now)
+        guard peer.advertisedRoutes.isEmpty else {
+            return CachedPeer(node: peerNode(peer, for: viewer, in: tailnet, now: now), source: nil, online: online, expired: expired)
+        }
+        if let cached = cache.entries[peer.id], cached.online == online, cached.expired == expired, cached.source == peer {
+            return cached
+        }
+        let fresh = CachedPeer(node: wireNode(peer, in: tailnet, now: now), source: peer, online: online, expired: expired)
+        cache.entries[peer.id] = fresh
+        return fresh
+    }
+
+    /// The full map for `node` with its peers as references (``CachedPeer``), in the order ``fullMap`` gives them;
+    /// the map itself has `peers` empty (nil when `omitPeers`).
+    public func fullMapPlan(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool,
+                            cache: PeerCache) -> (map: MapResponse, peers: [CachedPeer]?) {
         var response = MapResponse()
         response.node = selfNode(node, in: tailnet, now: now)
         response.derpMap = derpMap.current
-        let peerIDs = omitPeers ? [] : peerIDs(of: node, in: tailnet)
-        var peers = [Node]()
+        var peers: [CachedPeer]?
         var userIDs: Set<Int64> = [node.userID]
         if !omitPeers {
-            peers.reserveCapacity(peerIDs.count)
-            for id in peerIDs {
+            let ids = peerIDs(of: node, in: tailnet)
+            var list = [CachedPeer]()
+            list.reserveCapacity(ids.count)
+            for id in ids {
                 guard let peer = tailnet.nodes[id] else { continue }
-                peers.append(peerNode(peer, for: node, in: tailnet, now: now))
+                list.append(cachedPeer(peer, for: node, in: tailnet, now: now, cache: cache))
                 userIDs.insert(peer.userID)
             }
-            response.peers = peers
+            peers = list
+            response.peers = []
         }
         response.dnsConfig = dnsConfig()
         response.domain = configuration.baseDomain
@@ -314,6 +386,6 @@ public struct NetworkMapBuilder: Sendable {
         if let ssh = policy.sshPolicy(for: node, in: tailnet) { response.sshPolicy = Self.sshValue(ssh) }
         response.userProfiles = userProfiles(for: userIDs, in: tailnet)
         response.controlTime = now
-        return response
+        return (response, peers)
     }
 }

@@ -10,7 +10,7 @@
 //      PeersChanged for the newcomer arrives: p50 and max from the register request to the arrival.
 //   3. server memory: the child's RSS before, after N registrations, and with N map streams open.
 //
-// Usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] [--skip-map] [--skip-fanout]
+// Usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000,10000] [--joins 5] [--skip-map] [--skip-fanout]
 //                             [--no-compress] [--zstd-level 1]
 
 import Foundation
@@ -30,7 +30,7 @@ import WarrenTailcfg
 
 struct Options {
     var mapSizes = [1_000, 10_000]
-    var sessions = 1_000
+    var sessions = [1_000]
     var joins = 5
     var skipMap = false
     var skipFanout = false
@@ -48,7 +48,7 @@ struct Options {
         while i < arguments.count {
             switch arguments[i] {
             case "--map-sizes": mapSizes = value().split(separator: ",").compactMap { Int($0) }
-            case "--sessions": sessions = Int(value()) ?? sessions
+            case "--sessions": sessions = value().split(separator: ",").compactMap { Int($0) }
             case "--joins": joins = Int(value()) ?? joins
             case "--skip-map": skipMap = true
             case "--skip-fanout": skipFanout = true
@@ -56,7 +56,7 @@ struct Options {
             case "--zstd-level": zstdLevel = Int32(value()) ?? zstdLevel
             case "--server-child": serverChild = true
             case "-h", "--help":
-                print("usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000] [--joins 5] "
+                print("usage: warren-control-bench [--map-sizes 1000,10000] [--sessions 1000,10000] [--joins 5] "
                       + "[--skip-map] [--skip-fanout] [--no-compress] [--zstd-level 1]")
                 exit(0)
             default: fail("unknown argument \(arguments[i])")
@@ -207,68 +207,106 @@ func runServerChild() async throws {
 
 // MARK: 3. Fan-out over the real protocol
 
-/// The few fields of a map message the benchmark looks at. Decoding whole messages (a full map of 1,000
-/// peers is 720 KB of JSON) in this one process would cost more than the server's work being measured.
-struct MapProbe: Decodable {
-    struct KeyOnly: Decodable {
-        var key: NodePublic?
-        enum CodingKeys: String, CodingKey { case key = "Key" }
+/// How often `needle` occurs in `haystack` (memchr and memcmp: the clients scan messages, they do not parse them).
+func occurrences(of needle: [UInt8], in haystack: [UInt8], limit: Int = .max) -> Int {
+    let n = needle.count
+    guard n > 0, haystack.count >= n else { return 0 }
+    var count = 0
+    haystack.withUnsafeBytes { h in
+        needle.withUnsafeBytes { k in
+            guard let base = h.baseAddress, let key = k.baseAddress else { return }
+            var offset = 0
+            while count < limit, offset + n <= h.count {
+                guard let hit = memchr(base + offset, Int32(needle[0]), h.count - offset - n + 1) else { return }
+                let position = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(hit, key, n) == 0 {
+                    count += 1
+                    offset = position + n
+                } else {
+                    offset = position + 1
+                }
+            }
+        }
     }
-
-    var isFullMap: Bool
-    var isKeepAlive: Bool
-    var changedKeys: [NodePublic]
-    var patches: Int
-
-    enum CodingKeys: String, CodingKey {
-        case peers = "Peers", peersChanged = "PeersChanged", peersChangedPatch = "PeersChangedPatch"
-        case keepAlive = "KeepAlive"
-    }
-
-    struct Skip: Decodable { init(from decoder: any Decoder) throws {} }
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        isFullMap = c.contains(.peers)
-        isKeepAlive = try c.decodeIfPresent(Bool.self, forKey: .keepAlive) ?? false
-        changedKeys = try c.decodeIfPresent([KeyOnly].self, forKey: .peersChanged)?.compactMap(\.key) ?? []
-        patches = try c.decodeIfPresent([Skip].self, forKey: .peersChangedPatch)?.count ?? 0
-    }
+    return count
 }
 
-/// What the simulated clients saw, shared by their reader tasks.
+/// What the simulated clients saw, shared by their reader tasks. The clients run in this one process beside
+/// 10,000 others, so they do as little as a client can: the first message of a stream is its full map (the
+/// server always sends that first) and is only counted, with its compressed size; later messages are
+/// decompressed and scanned for the few markers the benchmark needs (a JSON decoder on every message would cost
+/// more than the server's work being measured).
 final class Observations: Sendable {
     struct State {
         /// Messages other than keep-alives.
         var messages = 0
         var keepAlives = 0
         var fullMaps = 0
+        var fullMapBytes = 0
         var patches = 0
+        var onlineTrue = 0
         var streamsAnswered = 0
-        var target: NodePublic?
+        var target: [UInt8]?
         var start = ContinuousClock.now
         var arrivals: [Double] = []
     }
     let state = Mutex(State())
 
-    func saw(_ json: [UInt8]) throws {
-        let message = try TailcfgJSON.decode(MapProbe.self, from: json)
-        let now = ContinuousClock.now
+    static let keepAlive = Array("\"KeepAlive\":true".utf8)
+    static let peersChanged = Array("\"PeersChanged\":[".utf8)
+    static let nodeID = Array("\"NodeID\":".utf8)
+    static let online = Array("\"Online\":true".utf8)
+
+    func sawFullMap(compressedBytes: Int) {
         state.withLock { s in
-            // Keep-alives come every 55 s from each stream, staggered: with 1,000 streams there is no quiet
-            // time at all, so they must not count as traffic when waiting for the tailnet to settle.
-            if message.isKeepAlive {
-                s.keepAlives += 1
-                return
-            }
             s.messages += 1
-            s.patches += message.patches
-            if message.isFullMap { s.fullMaps += 1 }
-            if let target = s.target, message.changedKeys.contains(target) {
-                s.arrivals.append(milliseconds(now - s.start))
-            }
+            s.fullMaps += 1
+            s.fullMapBytes += compressedBytes
         }
     }
+
+    func saw(_ json: [UInt8]) {
+        if json.count < 64, occurrences(of: Self.keepAlive, in: json, limit: 1) > 0 {
+            state.withLock { $0.keepAlives += 1 }
+            return
+        }
+        let target = state.withLock { $0.target }
+        var hit = false
+        if let target, occurrences(of: Self.peersChanged, in: json, limit: 1) > 0 {
+            hit = occurrences(of: target, in: json, limit: 1) > 0
+        }
+        let patches = occurrences(of: Self.nodeID, in: json)
+        let online = occurrences(of: Self.online, in: json)
+        let now = ContinuousClock.now
+        state.withLock { s in
+            s.messages += 1
+            s.patches += patches
+            s.onlineTrue += online
+            if hit { s.arrivals.append(milliseconds(now - s.start)) }
+        }
+    }
+}
+
+/// One client's map stream as raw message bodies (still compressed when the stream is).
+func rawMapBodies(_ c: ControlClient, _ request: MapRequest) async throws -> (status: Int, bodies: AsyncThrowingStream<[UInt8], Error>) {
+    let response = try await c.post("/machine/map", json: try TailcfgJSON.encode(request))
+    let bodies = AsyncThrowingStream<[UInt8], Error> { continuation in
+        let task = Task {
+            var decoder = MapStreamDecoder()
+            for await chunk in response.body {
+                decoder.append(chunk)
+                do {
+                    while case .message(let body) = try decoder.parseStep() { continuation.yield(body) }
+                } catch {
+                    continuation.finish(throwing: error)
+                    return
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+    }
+    return (response.status, bodies)
 }
 
 struct ProcessFigures {
@@ -350,9 +388,27 @@ func settle(_ observations: Observations, quiet: Duration = .milliseconds(700)) 
     }
 }
 
-func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
+/// One row of the closing table.
+struct FanoutRow {
+    var sessions = 0
+    /// Where the server keeps the tailnet, and how many instances serve it (the table's seam for PostgreSQL
+    /// and two instances: this benchmark runs one instance on the memory store).
+    var store = "memory"
+    var instances = 1
+    var openSeconds = Double.nan
+    var openCPUSeconds = Double.nan
+    var messages = 0
+    var patches = 0
+    var joinP50 = Double.nan
+    var joinMax = Double.nan
+    var rssPerNodeKiB = Double.nan
+    var registerKiBPerNode = Double.nan
+}
+
+func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws -> FanoutRow {
+    var row = FanoutRow()
+    row.sessions = sessions
     print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"))")
-    startWatchdog()
     let child = Process()
     child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     child.arguments = ["--server-child"]
@@ -386,32 +442,49 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
     let clients = (0..<sessions).map { ControlClient(port: port, seed: UInt64($0 + 1)) }
 
     enter("registering")
-    // Register everyone first (nobody is streaming yet, so there is nothing to fan out).
+    // Register everyone first, and tell the server each node's disco key and endpoints with a one-shot (lite)
+    // map request: nobody is streaming yet, so nothing fans out. The streams opened next then change nothing
+    // but the nodes' being online, as when every client reconnects after a restart of the server.
     var t = clock.now
     try await concurrently(sessions, width: 32) { i in
         let c = clients[i]
         try await c.connect(controlKey: controlKey)
         let r = try await c.register(c.registerRequest(authKey: authKey, hostname: "sim-\(i)"))
         guard r.error.isEmpty else { throw ControlClientError(description: "register: \(r.error)") }
+        let endpoint = AddrPort(address: .v4(0xC633_6400 &+ UInt32(i)), port: 41641)
+        let lite = try await c.post("/machine/map", json: TailcfgJSON.encode(c.mapRequest(stream: false, omitPeers: true,
+                                                                                          endpoints: [endpoint], compress: compress)))
+        _ = await lite.collect()
+        guard lite.status == 200 else { throw ControlClientError(description: "lite map: HTTP \(lite.status)") }
+        step()
     }
     let registered = figures(pid: pid)
+    row.registerKiBPerNode = Double(registered.rssKiB - idle.rssKiB) / Double(sessions)
     print(String(format: "   %d nodes registered in %.2f s; server RSS %.1f MiB (+%.1f KiB a node), server CPU %.2f s",
                  sessions, milliseconds(clock.now - t) / 1000, Double(registered.rssKiB) / 1024,
-                 Double(registered.rssKiB - idle.rssKiB) / Double(sessions), registered.cpuSeconds - idle.cpuSeconds))
+                 row.registerKiBPerNode, registered.cpuSeconds - idle.cpuSeconds))
 
-    // Open every map stream; each one's arrival is sent to the others as an online patch.
+    // Open every map stream at once (as many requests in flight as there are clients).
     t = clock.now
     enter("opening streams")
     let readers = Mutex<[Task<Void, Never>]>([])
-    let opening = Task { try await concurrently(sessions, width: 32) { i in
+    let opening = Task { try await concurrently(sessions, width: sessions) { i in
         let c = clients[i]
-        let (status, messages) = try await c.mapBodies(c.mapRequest(stream: true, compress: compress))
+        let (status, bodies) = try await rawMapBodies(c, c.mapRequest(stream: true, compress: compress))
         guard status == 200 else { throw ControlClientError(description: "map: HTTP \(status)") }
         observations.state.withLock { $0.streamsAnswered += 1 }
         step()
         let reader = Task {
             do {
-                for try await message in messages { try observations.saw(message) }
+                var first = true
+                for try await body in bodies {
+                    if first {
+                        first = false
+                        observations.sawFullMap(compressedBytes: body.count)
+                        continue
+                    }
+                    observations.saw(compress ? try Zstd.decompress(body, maximumSize: 256 << 20) : body)
+                }
             } catch {
                 FileHandle.standardError.write(Data("client \(i): \(error)\n".utf8))
             }
@@ -426,30 +499,40 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
             let (answered, full, messages) = observations.state.withLock { ($0.streamsAnswered, $0.fullMaps, $0.messages) }
             print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s",
                          milliseconds(clock.now - openingStart) / 1000, answered, full, messages, figures(pid: pid).cpuSeconds))
+            fflush(nil)
         }
     }
     try await opening.value
     enter("waiting for the last full maps")
     while observations.state.withLock({ $0.fullMaps }) < sessions {
         step()
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: .milliseconds(20))
     }
     let streamsOpen = clock.now - t
+    let allMaps = figures(pid: pid)
     progress.cancel()
     enter("settling")
     try await settle(observations)
     let connected = figures(pid: pid)
-    let (messages, patches, keepAlives) = observations.state.withLock { ($0.messages, $0.patches, $0.keepAlives) }
-    print(String(format: "   %d map streams opened in %.2f s (every full map received); %d messages delivered in all "
-                 + "(and %d keep-alives), carrying %d peer patches (N(N-1)/2 = %d online changes were sent)",
-                 sessions, milliseconds(streamsOpen) / 1000, messages, keepAlives, patches, sessions * (sessions - 1) / 2))
+    let (messages, patches, online, keepAlives, mapBytes) = observations.state.withLock {
+        ($0.messages, $0.patches, $0.onlineTrue, $0.keepAlives, $0.fullMapBytes)
+    }
+    row.openSeconds = milliseconds(streamsOpen) / 1000
+    row.openCPUSeconds = allMaps.cpuSeconds - registered.cpuSeconds
+    row.messages = messages
+    row.patches = patches
+    row.rssPerNodeKiB = Double(connected.rssKiB - idle.rssKiB) / Double(sessions)
+    print(String(format: "   %d map streams opened in %.2f s (every full map received, %.1f MiB of them compressed); server CPU %.2f s",
+                 sessions, row.openSeconds, Double(mapBytes) / 1048576, row.openCPUSeconds))
+    print("   \(messages) messages delivered in all (\(sessions) full maps, and \(keepAlives) keep-alives), carrying \(patches) peer "
+          + "patches, \(online) of them online (one patch per pair would be N(N-1)/2 = \(sessions * (sessions - 1) / 2))")
     print(String(format: "   server with %d streams: RSS %.1f MiB; memory per node %.1f KiB (RSS delta from idle / N); "
-                 + "server CPU for opening them %.2f s", sessions, Double(connected.rssKiB) / 1024,
-                 Double(connected.rssKiB - idle.rssKiB) / Double(sessions), connected.cpuSeconds - registered.cpuSeconds))
+                 + "server CPU until settled %.2f s", sessions, Double(connected.rssKiB) / 1024, row.rssPerNodeKiB,
+                 connected.cpuSeconds - registered.cpuSeconds))
 
     // Joins: from the register request until every connected client holds the PeersChanged.
     print("   join  register reply  p50          p90          max          server CPU")
-    var maxima = [Double]()
+    var medians = [Double](), maxima = [Double]()
     for j in 0..<joins {
         enter("join \(j + 1)")
         let joiner = ControlClient(port: port, seed: UInt64(1_000_000 + j))
@@ -457,7 +540,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
         let before = figures(pid: pid)
         let start = clock.now
         observations.state.withLock { s in
-            s.target = joiner.nodeKey.publicKey
+            s.target = Array("\"\(joiner.nodeKey.publicKey)\"".utf8)
             s.start = start
             s.arrivals = []
         }
@@ -471,7 +554,8 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
         let arrivals = observations.state.withLock { $0.arrivals }.sorted()
         let after = figures(pid: pid)
         if arrivals.count < sessions { print("   (join \(j + 1): only \(arrivals.count) of \(sessions) clients heard of it within 60 s)") }
-        maxima.append(arrivals.last ?? .nan)
+        maxima.append(arrivals.count < sessions ? .infinity : arrivals.last ?? .nan)
+        medians.append(percentile(arrivals, 0.5))
         print("   " + pad("\(j + 1)", 6) + pad(format(replied), 16) + pad(format(percentile(arrivals, 0.5)), 13)
               + pad(format(percentile(arrivals, 0.9)), 13) + pad(format(arrivals.last ?? .nan), 13)
               + String(format: "%.2f s", after.cpuSeconds - before.cpuSeconds))
@@ -479,10 +563,27 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool) async throws {
         await joiner.close()
         try await settle(observations, quiet: .milliseconds(300))
     }
-    print("   worst join: every one of \(sessions) nodes had it after \(format(maxima.max() ?? .nan))")
+    row.joinP50 = percentile(medians.sorted(), 0.5)
+    row.joinMax = maxima.max() ?? .nan
+    print("   worst join: every one of \(sessions) nodes had it after \(format(row.joinMax))")
 
     for reader in readers.withLock({ $0 }) { reader.cancel() }
-    for c in clients { await c.close() }
+    try await concurrently(sessions, width: 256) { i in await clients[i].close() }
+    return row
+}
+
+func printTable(_ rows: [FanoutRow]) {
+    print("== summary (one warren-control instance; \"postgres\" and \"2 instances\" rows come from the same columns)")
+    print("   sessions  store     instances  streams open  server CPU  messages   patches    join p50     join max     RSS/node")
+    for r in rows {
+        print("   " + pad("\(r.sessions)", 10) + pad(r.store, 10) + pad("\(r.instances)", 11)
+              + pad(String(format: "%.2f s", r.openSeconds), 14) + pad(String(format: "%.2f s", r.openCPUSeconds), 12)
+              + pad("\(r.messages)", 11) + pad("\(r.patches)", 11) + pad(format(r.joinP50), 13) + pad(format(r.joinMax), 13)
+              + String(format: "%.1f KiB", r.rssPerNodeKiB))
+    }
+    print("   (streams open: from the first request until every client holds its full map; server CPU: the server's for that;")
+    print("    messages: map messages the clients received, full maps included, keep-alives not; RSS/node: the server's RSS")
+    print("    with every stream open, less its idle RSS, over N)")
 }
 
 // MARK: Main
@@ -493,5 +594,13 @@ if options.serverChild {
 } else {
     print("warren-control-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
     if !options.skipMap { try benchMapBuild(sizes: options.mapSizes, zstdLevel: options.zstdLevel) }
-    if !options.skipFanout { try await benchFanout(sessions: options.sessions, joins: options.joins, compress: options.compress) }
+    if !options.skipFanout {
+        startWatchdog()
+        var rows = [FanoutRow]()
+        for n in options.sessions {
+            rows.append(try await benchFanout(sessions: n, joins: options.joins, compress: options.compress))
+            fflush(nil)
+        }
+        printTable(rows)
+    }
 }

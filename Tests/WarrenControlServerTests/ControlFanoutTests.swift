@@ -121,8 +121,10 @@ final class ControlFanoutTests: XCTestCase {
             totalDelivered += outboxes[i].counts.delivered
             totalAppended += outboxes[i].counts.appended
         }
-        XCTAssertEqual(totalAppended, members.count + members.count * (members.count - 1) / 2,
-                       "one full map each, and one online patch to each earlier stream")
+        // Each stream's opening tells the others its disco key (urgent: sent as soon as the engine is free, in a batch
+        // with whatever else was made meanwhile), so at most one message per earlier stream and opening.
+        XCTAssertLessThanOrEqual(totalAppended, members.count + members.count * (members.count - 1) / 2,
+                                 "one full map each, and at most one batch per earlier stream and opening")
         XCTAssertLessThanOrEqual(totalDelivered, totalAppended)
         for r in readers { r.cancel() }
         for r in readers { await r.value }
@@ -134,8 +136,9 @@ final class ControlFanoutTests: XCTestCase {
         var outboxes = [MapSessionOutbox]()
         for c in members { try await register(c, in: t) }
         for c in members { outboxes.append(try await openStream(c, in: t)) }
-        // Read each session up to date: the full map, then the online patches of the later streams.
-        // Everything is queued already (the engine appends synchronously), so "nothing pending" is final.
+        // Read each session up to date: the full map, then the batch of the later streams' patches (sent here rather
+        // than by the engine's own task). Everything is queued then, so "nothing pending" is final.
+        await t.engine.flushPeerChanges()
         for outbox in outboxes {
             repeat { _ = await outbox.nextOutgoing() } while outbox.pendingCount > 0
         }
