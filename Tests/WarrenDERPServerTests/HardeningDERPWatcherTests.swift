@@ -88,7 +88,9 @@ final class HardeningDERPWatcherTests: XCTestCase {
 
     /// A watcher that has news waiting and stays unwritable past the stall limit is disconnected at the next news,
     /// however few keys wait (Tailscale's derper gives mesh peers a 30 s write timeout).
-    func testAStalledWatcherIsDisconnectedAfterTheStallLimit() async throws {
+    /// Synchronous on purpose: an EmbeddedEventLoop must be used from the thread that made it, and an `await` may
+    /// resume the test on another thread (NIO then reports API misuse).
+    func testAStalledWatcherIsDisconnectedAfterTheStallLimit() throws {
         let server = makeServer(limit: 1000, stall: .milliseconds(100))
         let (_, channel) = try watcher(server)
         channel.isWritable = false
@@ -96,7 +98,7 @@ final class HardeningDERPWatcherTests: XCTestCase {
         channel.embeddedEventLoop.run()
         let second = try login(server, key: NodePrivate.generate(using: &rng).publicKey)
         XCTAssertTrue(channel.isActive, "dropped before the stall limit")
-        try await Task.sleep(for: .milliseconds(250))
+        Thread.sleep(forTimeInterval: 0.25)
         let third = try login(server, key: NodePrivate.generate(using: &rng).publicKey)
         channel.embeddedEventLoop.run()
         XCTAssertFalse(channel.isActive, "a watcher stalled past its limit was kept")
