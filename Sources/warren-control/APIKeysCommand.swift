@@ -41,8 +41,8 @@ enum APIKeyPrefix {
     static func bare(_ text: String) throws -> String {
         var t = text.trimmingCharacters(in: .whitespaces)
         if let whole = PresentedKey(parsing: t, kind: .api) { return whole.prefix }
-        if t.hasSuffix("***") { t.removeLast(3) }
-        if t.hasSuffix("-") { t.removeLast() }
+        // The display forms end in "-***" (wkey-api-/hskey-api-) or "***" (legacy); a prefix may itself end in "-".
+        if t.hasSuffix("-***") { t.removeLast(4) } else if t.hasSuffix("***") { t.removeLast(3) }
         for (head, valid) in [("wkey-api-", SecretKeyText.isPrefixText(_:)), ("hskey-api-", { isBase64URLSafe($0) })] as [(String, (Substring) -> Bool)]
             where t.hasPrefix(head) {
             // headscale takes the 12 characters after its tag, whatever follows them.
