@@ -44,18 +44,24 @@ public final class AdminHTTPServer: Service, Sendable {
         // Accepts until the listeners close; each connection is served in a child task.
         serving = Task {
             await withDiscardingTaskGroup { group in
-                for (listener, _) in listeners {
+                for (listener, transport) in listeners {
                     group.addTask {
-                        try? await listener.executeThenClose { inbound in
-                            try await withThrowingDiscardingTaskGroup { connectionsGroup in
-                                for try await connection in inbound {
-                                    connectionsGroup.addTask {
-                                        connections.opened(connection.channel)
-                                        await http.handle(value: connection, logger: logger)
-                                        connections.closed(connection.channel)
+                        do {
+                            try await listener.executeThenClose { inbound in
+                                try await withThrowingDiscardingTaskGroup { connectionsGroup in
+                                    for try await connection in inbound {
+                                        connectionsGroup.addTask {
+                                            connections.opened(connection.channel)
+                                            await http.handle(value: connection, logger: logger)
+                                            connections.closed(connection.channel)
+                                        }
                                     }
                                 }
                             }
+                        } catch {
+                            // The listener failed (not a refused or failed accept: ListenerGuard handles those); it is
+                            // closed by executeThenClose, and said so once.
+                            logger.error("admin \(transport == .localSocket ? "socket" : "TCP") listener stopped: \(error)")
                         }
                     }
                 }

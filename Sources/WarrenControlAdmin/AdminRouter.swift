@@ -14,6 +14,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Synchronization
 
 /// What a route handler sees besides Hummingbird's own context: the API, how the request came, and the request.
 public struct AdminRequestContext: RequestContext {
@@ -63,34 +64,29 @@ extension AdminResponse: ResponseGenerator {
 
     /// The router's answer as an `AdminResponse` (its body written into memory).
     init(_ response: Response) async throws {
-        var collector = BodyCollector()
+        let collector = BodyCollector()
         try await response.body.write(collector.writer)
         var extra: [String: String] = [:]
         for field in response.headers where field.name != .contentType && field.name != .contentLength {
             extra[field.name.canonicalName == "allow" ? "Allow" : field.name.rawName] = field.value
         }
         self.init(status: response.status.code, contentType: response.headers[.contentType] ?? "application/json",
-                  body: await collector.bytes, headers: extra)
+                  body: collector.bytes, headers: extra)
     }
 }
 
 /// Collects a response body written by Hummingbird.
-private struct BodyCollector {
-    private let storage = Storage()
-
-    actor Storage {
-        var bytes: [UInt8] = []
-        func append(_ buffer: ByteBuffer) { bytes += buffer.readableBytesView }
-    }
+private final class BodyCollector: Sendable {
+    private let storage = Mutex<[UInt8]>([])
 
     struct Writer: ResponseBodyWriter {
-        let storage: Storage
-        mutating func write(_ buffer: ByteBuffer) async throws { await storage.append(buffer) }
+        let collector: BodyCollector
+        mutating func write(_ buffer: ByteBuffer) async throws { collector.storage.withLock { $0 += buffer.readableBytesView } }
         consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
     }
 
-    var writer: Writer { Writer(storage: storage) }
-    var bytes: [UInt8] { get async { await storage.bytes } }
+    var writer: Writer { Writer(collector: self) }
+    var bytes: [UInt8] { storage.withLock { $0 } }
 }
 
 /// Warren's routes over the network need an API key (the socket is trusted).
