@@ -34,6 +34,7 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
     private let ownsGroup: Bool
     private let pool: ConnectionPool
     let connectionIDs = Atomic<Int>(0)
+    private let groupShutDown = Atomic<Bool>(false)
 
     /// This store instance's identity in the change feed (`StoreChange.origin`): changes it wrote itself are
     /// already known to it.
@@ -77,6 +78,24 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
         }
     }
 
+    /// A store dropped without `close()` (a caller that failed half-way) still closes its connections, on their
+    /// queues, and then its event loop.
+    deinit {
+        let slots = pool.close()
+        let closing = DispatchGroup()
+        for slot in slots {
+            closing.enter()
+            slot.queue.async {
+                slot.drop()
+                closing.leave()
+            }
+        }
+        if ownsGroup, !groupShutDown.exchange(true, ordering: .relaxed) {
+            let group = self.group
+            closing.notify(queue: .global()) { group.shutdownGracefully { _ in } }
+        }
+    }
+
     /// Closes every connection; later calls fail with `.io`.
     public func close() async {
         let slots = pool.close()
@@ -89,7 +108,7 @@ public final class PostgresControlStore: ControlStore, @unchecked Sendable {
                 }
             }
         }
-        if ownsGroup { try? await group.shutdownGracefully() }
+        if ownsGroup, !groupShutDown.exchange(true, ordering: .relaxed) { try? await group.shutdownGracefully() }
     }
 
     // MARK: ControlStore
