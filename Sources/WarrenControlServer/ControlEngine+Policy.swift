@@ -163,12 +163,12 @@ extension ControlEngine {
             for session in viewerSessions.values {
                 var message = MapResponse()
                 var changed = false
-                let added = desired.subtracting(session.knownPeers).sorted()
-                let removed = session.knownPeers.subtracting(desired).sorted()
+                let added = desired.filter { !session.knownPeers.contains($0) }.sorted()
+                let removed = session.knownPeers.filter { !desired.contains($0) }
                 var upserts = added
                 if filter != session.lastFilter || !added.isEmpty || !removed.isEmpty {
                     // Which subnet routes the viewer may use follows the same rules: resend the routers.
-                    upserts += session.knownPeers.intersection(desired).filter { nodes[$0]?.advertisedRoutes.isEmpty == false }.sorted()
+                    upserts += desired.filter { session.knownPeers.contains($0) && nodes[$0]?.advertisedRoutes.isEmpty == false }.sorted()
                 }
                 if !upserts.isEmpty {
                     let peers = upserts.compactMap { nodes[$0] }
@@ -182,7 +182,7 @@ extension ControlEngine {
                     message.peersRemoved = removed
                     changed = true
                 }
-                session.knownPeers = desired
+                session.knownPeers = PeerIDSet(desired)
                 if filter != session.lastFilter {
                     message.packetFilter = filter
                     session.lastFilter = filter

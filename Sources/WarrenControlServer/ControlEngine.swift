@@ -29,7 +29,7 @@ public actor ControlEngine {
     /// One open map stream. A class: the fan-out changes thousands of them per event, in place.
     final class Session {
         let outbox: MapSessionOutbox
-        var knownPeers: Set<Int64>
+        var knownPeers: PeerIDSet
         var lastFilter: [FilterRule]
         var keepAlive: Task<Void, Never>?
         /// What the policy gave this session last (ControlEngine+Policy.swift sends only changes).
@@ -39,7 +39,7 @@ public actor ControlEngine {
         /// it are already in that map.
         var openedAt: Int
 
-        init(outbox: MapSessionOutbox, knownPeers: Set<Int64>, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?,
+        init(outbox: MapSessionOutbox, knownPeers: PeerIDSet, lastFilter: [FilterRule], keepAlive: Task<Void, Never>?,
              lastSSH: SSHPolicy? = nil, lastCaps: NodeCapMap = [:], openedAt: Int = 0) {
             self.outbox = outbox
             self.knownPeers = knownPeers
@@ -708,7 +708,7 @@ public actor ControlEngine {
             }
         }
         sessions[id, default: [:]][sessionID] = Session(
-            outbox: outbox, knownPeers: Set(fullPeers?.map(\.node.id) ?? []),
+            outbox: outbox, knownPeers: PeerIDSet(fullPeers?.map(\.node.id) ?? []),
             lastFilter: full.packetFilter ?? [], keepAlive: keepAlive,
             lastSSH: builder.policy.sshPolicy(for: node, in: current), lastCaps: builder.policy.capabilities(for: node, in: current),
             openedAt: peerChangeBatch.sequence)
@@ -805,7 +805,7 @@ public actor ControlEngine {
         let time = now()
         for session in open.values {
             let full = builder.fullMap(for: node, in: current, now: time, omitPeers: false, cache: peerCache)
-            session.knownPeers = Set(full.peers?.map(\.id) ?? [])
+            session.knownPeers = PeerIDSet(full.peers?.map(\.id) ?? [])
             session.lastFilter = full.packetFilter ?? []
             session.lastSSH = builder.policy.sshPolicy(for: node, in: current)
             session.lastCaps = builder.policy.capabilities(for: node, in: current)

@@ -148,9 +148,15 @@ public final class MapMessageEncoder: Sendable {
         var frame: [UInt8]
     }
 
-    /// At most two variants per chunk: the one every other viewer shares, and the latest viewer's own (the chunk its
-    /// own ID falls in lacks it).
-    private let chunks = Mutex<[ChunkKey: [Chunk]]>([:])
+    /// Two variants per chunk: the one last reused (what the viewers outside the chunk share), and the one last made
+    /// (on probation: a viewer's own, its chunk lacking it, or a shared one after a change, kept once it is reused).
+    /// A viewer's own variant is never reused, so it never pushes the shared one out.
+    private struct Variants {
+        var shared: Chunk?
+        var probation: Chunk?
+    }
+
+    private let chunks = Mutex<[ChunkKey: Variants]>([:])
 
     /// Chunks compressed, and reused (statistics for tests and the benchmark).
     public var chunkCounts: (compressed: Int, reused: Int) { chunkStatistics.withLock { $0 } }
@@ -206,14 +212,13 @@ public final class MapMessageEncoder: Sendable {
             chunk.peers.count == peers.count && zip(chunk.peers, peers).allSatisfy { $0 === $1 }
         }
         let found: [UInt8]? = chunks.withLock { cache in
-            guard var variants = cache[key], let at = variants.firstIndex(where: same) else { return nil }
-            let hit = variants[at]
-            if at != 0 {
-                variants.remove(at: at)
-                variants.insert(hit, at: 0)
-                cache[key] = variants
-            }
-            return hit.frame
+            guard var variants = cache[key] else { return nil }
+            if let shared = variants.shared, same(shared) { return shared.frame }
+            guard let candidate = variants.probation, same(candidate) else { return nil }
+            variants.shared = candidate
+            variants.probation = nil
+            cache[key] = variants
+            return candidate.frame
         }
         if let found {
             chunkStatistics.withLock { $0.reused += 1 }
@@ -227,12 +232,7 @@ public final class MapMessageEncoder: Sendable {
         }
         let frame = try Zstd.compress(json, level: MapStreamFraming.compressionLevel)
         let chunk = Chunk(peers: Array(peers), frame: frame)
-        chunks.withLock { cache in
-            var variants = cache[key] ?? []
-            variants.insert(chunk, at: 0)
-            if variants.count > 2 { variants.removeLast(variants.count - 2) }
-            cache[key] = variants
-        }
+        chunks.withLock { cache in cache[key, default: Variants()].probation = chunk }
         chunkStatistics.withLock { $0.compressed += 1 }
         return frame
     }
