@@ -10,9 +10,15 @@ import WarrenPacket
 /// other writer can interleave with it: read-check-write sequences (unique names, address allocation, one-off
 /// keys) are atomic. If the closure throws, nothing it wrote is kept. Keep closures short: no network I/O inside.
 ///
-/// Implementations: `MemoryControlStore` (this module, the twin for tests) and `SQLiteControlStore`
-/// (`WarrenControlSQLite`). Both pass the same test suite. A PostgreSQL store would implement the same two
-/// protocols.
+/// Closures are store-only: they read and write through the transaction and return a value; they have no other
+/// effect (no I/O, no shared state, no counters). A store may therefore run a closure more than once: the
+/// PostgreSQL store reruns it, a bounded number of times, after a serialization failure or a deadlock, or when
+/// its connection turned out dead before COMMIT; only the last run's writes are kept. A closure must also not
+/// catch a store error and carry on: PostgreSQL ends a transaction at its first failed statement, so the store
+/// then fails the whole transaction with that error.
+///
+/// Implementations: `MemoryControlStore` (this module, the twin for tests), `SQLiteControlStore`
+/// (`WarrenControlSQLite`) and `PostgresControlStore` (`WarrenControlPostgres`). All pass the same contract tests.
 public protocol ControlStore: Sendable {
     /// Runs `body` in a read-only snapshot.
     func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReading) throws -> T) async throws -> T

@@ -85,6 +85,7 @@ public final class PostgresTestServer: Sendable {
         guard let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].first(where: FileManager.default.isExecutableFile) else {
             throw Unavailable(reason: "runuser is missing (util-linux)", required: isRequired)
         }
+        sweepAbandoned(bin: bin, runuser: runuser)
         var template = Array("/tmp/warren-pgtest-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw Failure(description: "mkdtemp: errno \(errno)") }
         let directory = String(cString: made)
@@ -92,6 +93,9 @@ public final class PostgresTestServer: Sendable {
             try? FileManager.default.removeItem(atPath: directory)
             throw Failure(description: "cannot hand \(directory) to the postgres user: errno \(errno)")
         }
+        // The test process that owns the server: a later run stops a server whose owner died without its atexit
+        // (a crash), and removes it.
+        FileManager.default.createFile(atPath: directory + "/owner.pid", contents: Data("\(getpid())\n".utf8))
         let password = (0..<24).map { _ in String("abcdefghijkmnpqrstuvwxyz23456789".randomElement()!) }.joined()
         let passwordFile = directory + "/password"
         let port: Int
@@ -125,6 +129,22 @@ public final class PostgresTestServer: Sendable {
         self.port = port
         self.password = password
         self.binDirectory = binDirectory
+    }
+
+    /// Stops and removes the servers of earlier test processes that died without stopping theirs.
+    private static func sweepAbandoned(bin: String, runuser: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
+        for name in names where name.hasPrefix("warren-pgtest-") {
+            let directory = "/tmp/" + name
+            guard let text = try? String(contentsOfFile: directory + "/owner.pid", encoding: .utf8),
+                  let owner = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  owner != getpid(), kill(owner, 0) != 0, errno == ESRCH else { continue }
+            if FileManager.default.fileExists(atPath: directory + "/data/postmaster.pid") {
+                _ = try? run([runuser, "-u", "postgres", "--", bin + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"],
+                             log: "/dev/null")
+            }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
     private static func stopAll() {
