@@ -119,9 +119,9 @@ public struct AdminAPI: Sendable {
     /// Whether `path` belongs to the admin API (for a listener that serves other things too).
     public static func serves(path: String) -> Bool { path.hasPrefix(pathPrefix) || path == "/api/v1" }
 
-    /// The routes (`handle`, in AdminAudit.swift, wraps this with the audit log, health and metrics): the Hummingbird
-    /// router of AdminRouter.swift, built from `routeTable`.
-    func respond(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+    /// The routes (`handle`, in AdminAudit.swift, wraps this with the audit log and metrics): the Hummingbird router
+    /// of AdminRouter.swift (`router`); the route that matched is left in `match`.
+    func respond(_ request: AdminRequest, via transport: AdminTransport, match: AdminRouteMatch) async -> AdminResponse {
         do {
             // Each segment is percent-decoded on its own when its route reads it; a path that does not decode at all
             // is refused here, whichever route it would reach.
@@ -132,7 +132,7 @@ public struct AdminAPI: Sendable {
             guard components.count >= 2, components[0] == "api", components[1] == "v1" else {
                 throw AdminError(404, "not found", "no such API path: \(request.path)")
             }
-            return try await route(request, via: transport)
+            return try await route(request, via: transport, match: match)
         } catch let error as AdminError {
             return Self.errorResponse(error.status, error.code, error.message)
         } catch let error as StoreError {
@@ -199,112 +199,152 @@ public struct AdminAPI: Sendable {
 
     // MARK: routing
 
+    /// The methods a path without a route for them answers with 405 (Warren) or code 12 (headscale).
+    static let answeredMethods: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options, .trace, .connect]
+
     /// Every route, as Hummingbird routes: Warren's (API key over the network) and headscale's (HeadscaleAPI.swift,
-    /// refused as headscale refuses), with the templates of the OpenAPI document.
+    /// refused as headscale refuses), with the templates of the OpenAPI document; then, for each path, the methods it
+    /// does not serve.
     static let router: RouterResponder<AdminRequestContext> = {
         let router = Router(context: AdminRequestContext.self)
-        router.get("/api/v1/openapi.json") { _, _ in AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8)) }
+        router.add(middleware: RecordRoute())
+        // Each path's methods, in registration order, for its 405 routes.
+        var warrenPaths: [(path: String, methods: [HTTPRequest.Method])] = []
+        func served(_ path: String, _ method: HTTPRequest.Method, in paths: inout [(path: String, methods: [HTTPRequest.Method])]) {
+            if let index = paths.firstIndex(where: { $0.path == path }) { paths[index].methods.append(method) } else { paths.append((path, [method])) }
+        }
 
-        let headscale = router.group().add(middleware: HeadscaleAuthentication())
-        // headscale names one path position differently in two routes (/user/{oldId}/rename/{newName}, /user/{id}),
-        // which one trie cannot hold: the router takes the first name; HeadscaleAPI reads the parameters by its own.
+        // Without authentication: the document; the audit log authenticates itself (AdminAudit.swift).
+        router.get("/api/v1/openapi.json") { _, _ in AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8)) }
+        served("/api/v1/openapi.json", .get, in: &warrenPaths)
+        router.get("/api/v1/warren/audit") { _, c in await c.api.auditLog(c.request, via: c.transport) }
+        served("/api/v1/warren/audit", .get, in: &warrenPaths)
+
+        // headscale's routes: each with its rpc. One name per path position in the router (the first headscale uses
+        // there), renamed back to the route's own names by `HeadscaleRouteNames`.
         var parameterNames: [String: String] = [:]
+        var headscalePaths: [(path: String, methods: [HTTPRequest.Method])] = []
+        var headscaleTemplates: [String: (template: String, names: [String: String])] = [:]
         for route in HeadscaleAPI.routes {
             var prefix = ""
-            let path = route.path.split(separator: "/").map { segment -> String in
+            var names: [String: String] = [:]
+            let path = "/" + route.path.split(separator: "/").map { segment -> String in
                 var segment = String(segment)
                 if segment.hasPrefix("{") {
-                    if let name = parameterNames[prefix] { segment = name } else { parameterNames[prefix] = segment }
+                    if let name = parameterNames[prefix] {
+                        if name != segment { names[String(name.dropFirst().dropLast())] = String(segment.dropFirst().dropLast()) }
+                        segment = name
+                    } else {
+                        parameterNames[prefix] = segment
+                    }
                 }
                 prefix += "/" + (segment.hasPrefix("{") ? "*" : segment)
                 return segment
             }.joined(separator: "/")
-            // HeadscaleAPI reads the message (body or query, and the path parameters) and answers in headscale's shapes.
-            headscale.on(RouterPath("/" + path), method: HTTPRequest.Method(route.method)!) { _, context in
-                let request = context.request
-                let segments = request.path.split(separator: "/").dropFirst(2).map { String($0).removingPercentEncoding ?? String($0) }
-                return await HeadscaleAPI(admin: context.api).handle(request.method, segments, request)
+            let method = HTTPRequest.Method(route.method)!
+            router.group().add(middleware: HeadscaleRouteNames(template: route.path, names: names)).add(middleware: HeadscaleAuthentication())
+                .on(RouterPath(path), method: method) { _, c in await HeadscaleAPI(admin: c.api).serve(route, c) }
+            served(path, method, in: &headscalePaths)
+            if headscaleTemplates[path] == nil { headscaleTemplates[path] = (route.path, names) }
+        }
+        // A headscale path with another method: code 12, after authentication, as grpc-gateway answers it.
+        for (path, methods) in headscalePaths {
+            let template = headscaleTemplates[path]!
+            let group = router.group().add(middleware: HeadscaleRouteNames(template: template.template, names: template.names))
+                .add(middleware: HeadscaleAuthentication())
+            for method in answeredMethods where !methods.contains(method) {
+                group.on(RouterPath(path), method: method) { _, _ in HeadscaleStatus(code: 12, message: "Method Not Allowed").response }
             }
         }
 
-        let warren = router.group().add(middleware: WarrenAuthentication())
-        warren.get("/api/v1/users") { _, c in try await c.api.listUsers() }
-        warren.post("/api/v1/users") { _, c in try await c.api.createUser(c.api.decode(CreateUserBody.self, c.request)) }
-        warren.get("/api/v1/users/{user}") { _, c in
+        let group = router.group().add(middleware: WarrenAuthentication())
+        func warren(_ method: HTTPRequest.Method, _ path: String,
+                    _ handler: @escaping @Sendable (Request, AdminRequestContext) async throws -> AdminResponse) {
+            group.on(RouterPath(path), method: method, use: handler)
+            served(path, method, in: &warrenPaths)
+        }
+        warren(.get, "/api/v1/users") { _, c in try await c.api.listUsers() }
+        warren(.post, "/api/v1/users") { _, c in try await c.api.createUser(c.api.decode(CreateUserBody.self, c.request)) }
+        warren(.get, "/api/v1/users/{user}") { _, c in
             let name = try c.parameter("user")
             return c.api.ok(UserJSON(try await c.api.store.read { try Self.findUser(name, in: $0) }))
         }
-        warren.post("/api/v1/users/{user}/rename") { _, c in
+        warren(.post, "/api/v1/users/{user}/rename") { _, c in
             try await c.api.renameUser(c.parameter("user"), c.api.decode(RenameBody.self, c.request))
         }
-        warren.delete("/api/v1/users/{user}") { _, c in try await c.api.deleteUser(c.parameter("user")) }
+        warren(.delete, "/api/v1/users/{user}") { _, c in try await c.api.deleteUser(c.parameter("user")) }
 
-        warren.get("/api/v1/preauthkeys") { _, c in try await c.api.listPreAuthKeys(user: c.request.query["user"]) }
-        warren.post("/api/v1/preauthkeys") { _, c in try await c.api.createPreAuthKey(c.api.decode(CreatePreAuthKeyBody.self, c.request)) }
-        warren.post("/api/v1/preauthkeys/expire") { _, c in try await c.api.expirePreAuthKey(c.api.decode(ExpireKeyBody.self, c.request)) }
-        warren.delete("/api/v1/preauthkeys/{key}") { _, c in try await c.api.deletePreAuthKey(c.parameter("key")) }
+        warren(.get, "/api/v1/preauthkeys") { _, c in try await c.api.listPreAuthKeys(user: c.request.query["user"]) }
+        warren(.post, "/api/v1/preauthkeys") { _, c in try await c.api.createPreAuthKey(c.api.decode(CreatePreAuthKeyBody.self, c.request)) }
+        warren(.post, "/api/v1/preauthkeys/expire") { _, c in try await c.api.expirePreAuthKey(c.api.decode(ExpireKeyBody.self, c.request)) }
+        warren(.delete, "/api/v1/preauthkeys/{key}") { _, c in try await c.api.deletePreAuthKey(c.parameter("key")) }
 
-        warren.get("/api/v1/nodes") { _, c in try await c.api.listNodes(user: c.request.query["user"]) }
-        warren.post("/api/v1/nodes/register") { _, c in try await c.api.registerNode(c.api.decode(RegisterNodeBody.self, c.request)) }
-        warren.get("/api/v1/nodes/{node}") { _, c in try await c.api.showNode(c.parameter("node")) }
-        warren.delete("/api/v1/nodes/{node}") { _, c in try await c.api.deleteNode(c.parameter("node")) }
-        warren.post("/api/v1/nodes/{node}/expire") { _, c in
+        warren(.get, "/api/v1/nodes") { _, c in try await c.api.listNodes(user: c.request.query["user"]) }
+        warren(.post, "/api/v1/nodes/register") { _, c in try await c.api.registerNode(c.api.decode(RegisterNodeBody.self, c.request)) }
+        warren(.get, "/api/v1/nodes/{node}") { _, c in try await c.api.showNode(c.parameter("node")) }
+        warren(.delete, "/api/v1/nodes/{node}") { _, c in try await c.api.deleteNode(c.parameter("node")) }
+        warren(.post, "/api/v1/nodes/{node}/expire") { _, c in
             let body = c.request.body.isEmpty ? ExpireNodeBody() : try c.api.decode(ExpireNodeBody.self, c.request)
             return try await c.api.expireNode(c.parameter("node"), body)
         }
-        warren.post("/api/v1/nodes/{node}/approve") { _, c in
+        warren(.post, "/api/v1/nodes/{node}/approve") { _, c in
             try await c.api.updateNode(c.parameter("node")) { node, _ in node.authorized = true }
         }
-        warren.post("/api/v1/nodes/{node}/rename") { _, c in try await c.api.renameNode(c.parameter("node"), c.api.decode(RenameBody.self, c.request)) }
-        warren.post("/api/v1/nodes/{node}/tags") { _, c in try await c.api.tagNode(c.parameter("node"), c.api.decode(TagsBody.self, c.request)) }
-        warren.get("/api/v1/nodes/{node}/routes") { _, c in try await c.api.routes(c.parameter("node")) }
-        warren.post("/api/v1/nodes/{node}/approve-routes") { _, c in
+        warren(.post, "/api/v1/nodes/{node}/rename") { _, c in try await c.api.renameNode(c.parameter("node"), c.api.decode(RenameBody.self, c.request)) }
+        warren(.post, "/api/v1/nodes/{node}/tags") { _, c in try await c.api.tagNode(c.parameter("node"), c.api.decode(TagsBody.self, c.request)) }
+        warren(.get, "/api/v1/nodes/{node}/routes") { _, c in try await c.api.routes(c.parameter("node")) }
+        warren(.post, "/api/v1/nodes/{node}/approve-routes") { _, c in
             try await c.api.approveRoutes(c.parameter("node"), c.api.decode(RoutesBody.self, c.request))
         }
 
-        warren.get("/api/v1/routes") { _, c in try await c.api.allRoutes() }
+        warren(.get, "/api/v1/routes") { _, c in try await c.api.allRoutes() }
 
-        warren.get("/api/v1/registrations") { _, c in try await c.api.listPending() }
-        warren.post("/api/v1/registrations/{registration}/approve") { _, c in
+        warren(.get, "/api/v1/registrations") { _, c in try await c.api.listPending() }
+        warren(.post, "/api/v1/registrations/{registration}/approve") { _, c in
             let body = c.request.body.isEmpty ? ApproveRegistrationBody() : try c.api.decode(ApproveRegistrationBody.self, c.request)
             return try await c.api.approveRegistration(c.parameter("registration"), body)
         }
-        warren.post("/api/v1/registrations/{registration}/reject") { _, c in
+        warren(.post, "/api/v1/registrations/{registration}/reject") { _, c in
             c.api.ok(PendingRegistrationJSON(try await c.api.rejectRegistrationRecord(key: c.parameter("registration"))))
         }
 
         // Warren's policy routes live under /api/v1/warren/ (headscale's own shape holds /api/v1/policy).
-        warren.get("/api/v1/warren/policy") { _, c in try await c.api.getPolicy() }
-        warren.put("/api/v1/warren/policy") { _, c in try await c.api.setPolicy(c.api.decode(SetPolicyBody.self, c.request)) }
-        warren.get("/api/v1/warren/policy/history") { _, c in try await c.api.policyHistory() }
+        warren(.get, "/api/v1/warren/policy") { _, c in try await c.api.getPolicy() }
+        warren(.put, "/api/v1/warren/policy") { _, c in try await c.api.setPolicy(c.api.decode(SetPolicyBody.self, c.request)) }
+        warren(.get, "/api/v1/warren/policy/history") { _, c in try await c.api.policyHistory() }
 
-        warren.get("/api/v1/apikeys") { _, c in try await c.api.listAPIKeys() }
-        warren.post("/api/v1/apikeys") { _, c in try await c.api.createAPIKey(c.api.decode(CreateAPIKeyBody.self, c.request)) }
-        warren.post("/api/v1/apikeys/expire") { _, c in try await c.api.expireAPIKey(c.api.decode(ExpireKeyBody.self, c.request)) }
-        warren.delete("/api/v1/apikeys/{key}") { _, c in try await c.api.deleteAPIKey(c.parameter("key")) }
+        warren(.get, "/api/v1/apikeys") { _, c in try await c.api.listAPIKeys() }
+        warren(.post, "/api/v1/apikeys") { _, c in try await c.api.createAPIKey(c.api.decode(CreateAPIKeyBody.self, c.request)) }
+        warren(.post, "/api/v1/apikeys/expire") { _, c in try await c.api.expireAPIKey(c.api.decode(ExpireKeyBody.self, c.request)) }
+        warren(.delete, "/api/v1/apikeys/{key}") { _, c in try await c.api.deleteAPIKey(c.parameter("key")) }
+
+        // A Warren path with another method: 405 naming the methods it serves (after authentication over the network).
+        for (path, methods) in warrenPaths {
+            let allowed = methods.map(\.rawValue).joined(separator: ", ")
+            for method in answeredMethods where !methods.contains(method) {
+                group.on(RouterPath(path), method: method) { _, c in
+                    var response = Self.errorResponse(405, "method not allowed",
+                                                      "\(c.request.method) is not allowed on \(c.request.path); allowed: \(allowed)")
+                    response.headers["Allow"] = allowed
+                    return response
+                }
+            }
+        }
         // Last: it wraps only the not-found responder.
         router.add(middleware: UnroutedRequests())
         return router.buildResponder()
     }()
 
-    /// A request no route took: on headscale's paths, headscale's answer (its gRPC status: 5 for an unknown path, 12
-    /// for a method the path does not serve); elsewhere, after authentication, a 405 naming the methods the path
-    /// serves, or a 404.
+    /// A request on a path no route has: under headscale's resources, headscale's answer (after its authentication:
+    /// gRPC status 5); elsewhere, after authentication, a 404.
     func unrouted(_ request: AdminRequest, via transport: AdminTransport) async throws -> AdminResponse {
         let route = request.path.split(separator: "/", omittingEmptySubsequences: true).dropFirst(2)
             .map { String($0).removingPercentEncoding ?? String($0) }
         if HeadscaleAPI.serves(route) {
             if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
-            return await HeadscaleAPI(admin: self).handle(request.method, route, request)
+            return HeadscaleStatus.notFound("Not Found").response
         }
         if transport == .network { try await authenticate(request) }
-        let allowed = AdminOpenAPI.methods(forPath: route)
-        if !allowed.isEmpty, !allowed.contains(request.method) {
-            var response = Self.errorResponse(405, "method not allowed",
-                                              "\(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))")
-            response.headers["Allow"] = allowed.joined(separator: ", ")
-            return response
-        }
         throw AdminError(404, "not found", "no such API route: \(request.method) /api/v1/\(route.joined(separator: "/"))")
     }
 

@@ -6,7 +6,6 @@
 //   Reads are not recorded, nor requests refused for a missing or wrong key (a flood of those must not become disk
 //   writes). The store keeps the newest `AuditLog.retention` entries.
 // - GET /api/v1/warren/audit?since=&limit= reads it back (`warren-control audit`).
-// - GET /api/v1/health (headscale's route) checks the store with `ControlStore.checkHealth()`.
 // - request metrics: the route template, method, status and latency go to `observer` (serve wires it to
 //   Prometheus).
 
@@ -57,16 +56,13 @@ extension AdminAPI {
 
     public func handle(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
         let started = ContinuousClock.now
-        let (template, parameters) = AdminRouteTemplate.match(method: request.method, path: request.path)
-        let response: AdminResponse
-        switch (request.method, template) {
-        case ("GET", AdminRouteTemplate.audit): response = await auditLog(request, via: transport)
-        case ("GET", AdminRouteTemplate.headscaleHealth): response = await headscaleHealth(request, via: transport)
-        default: response = await respond(request, via: transport)
-        }
+        // The route that matched leaves its template and parameters here (AdminRouter.swift); none for an unknown path.
+        let match = AdminRouteMatch()
+        let response = await respond(request, via: transport, match: match)
+        let template = match.template ?? AdminRouteTemplate.unmatched
         observer.record(route: template, method: request.method, status: response.status, duration: ContinuousClock.now - started)
         if Self.mutatingMethods.contains(request.method), response.status != 401 {
-            await audit(request, via: transport, template: template, parameters: parameters, response: response)
+            await audit(request, via: transport, template: template, parameters: match.parameters, response: response)
         }
         return response
     }
@@ -99,7 +95,7 @@ extension AdminAPI {
     // MARK: routes served here
 
     /// GET /api/v1/warren/audit?since=DURATION|TIME&limit=N: the newest entries, oldest first.
-    private func auditLog(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
+    func auditLog(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
         do {
             if transport == .network { try await authenticate(request) }
             let now = clock()
@@ -131,69 +127,11 @@ extension AdminAPI {
             return Self.errorResponse(500, "internal", "internal server error")
         }
     }
-
-    /// headscale's GET /api/v1/health: `{"databaseConnectivity": true}` once the store's health check passes; its
-    /// failure as the gRPC status headscale answers with (INTERNAL, HTTP 500) and the store's message.
-    private func headscaleHealth(_ request: AdminRequest, via transport: AdminTransport) async -> AdminResponse {
-        if let refusal = await headscaleRefusal(request, via: transport) { return refusal }
-        do {
-            try await store.checkHealth()
-            return AdminResponse(status: 200, body: Array(#"{"databaseConnectivity":true}"#.utf8))
-        } catch let error as StoreError {
-            return HeadscaleStatus(code: 13, message: "database: \(error.message)").response
-        } catch {
-            return HeadscaleStatus(code: 13, message: "database: \(error)").response
-        }
-    }
 }
 
-/// Route templates over both route sets, for the audit log and the metrics (bounded label values).
+/// The metrics' and the audit log's route label for a request no route matched (templates come from the router).
 enum AdminRouteTemplate {
-    static let audit = "/api/v1/warren/audit"
-    static let headscaleHealth = "/api/v1/health"
-    static let openAPI = "/api/v1/openapi.json"
     static let unmatched = "unmatched"
-
-    /// The template serving `method path` (or, for a method the path does not allow, the path's template), with its
-    /// parameters in template order; "unmatched" for a path no route has.
-    static func match(method: String, path: String) -> (template: String, parameters: [(String, String)]) {
-        let decoded = path.split(separator: "/", omittingEmptySubsequences: true).map { String($0).removingPercentEncoding ?? String($0) }
-        guard decoded.count >= 2, decoded[0] == "api", decoded[1] == "v1" else { return (unmatched, []) }
-        let route = Array(decoded.dropFirst(2))
-        if route == ["openapi.json"] { return (openAPI, []) }
-        if route == ["warren", "audit"] { return (audit, []) }
-        if HeadscaleAPI.serves(route) {
-            let templates = HeadscaleAPI.routes.map { ($0.method, $0.path) }
-            return best(method: method, route: route, templates: templates)
-        }
-        return best(method: method, route: route, templates: AdminOpenAPI.routes.map { ($0.method, $0.path) })
-    }
-
-    private static func best(method: String, route: [String], templates: [(String, String)]) -> (String, [(String, String)]) {
-        var found: (template: String, parameters: [(String, String)], score: Int)?
-        for (candidateMethod, path) in templates {
-            let parts = path.split(separator: "/").dropFirst(2).map(String.init)
-            guard parts.count == route.count else { continue }
-            var parameters: [(String, String)] = []
-            var literals = 0
-            var matched = true
-            for (part, value) in zip(parts, route) {
-                if part.hasPrefix("{") {
-                    parameters.append((String(part.dropFirst().dropLast()), value))
-                } else if part == value {
-                    literals += 1
-                } else {
-                    matched = false
-                    break
-                }
-            }
-            guard matched else { continue }
-            // The method's own route first, then the most literal segments.
-            let score = (candidateMethod == method ? 1000 : 0) + literals
-            if found.map({ score > $0.score }) ?? true { found = (path, parameters, score) }
-        }
-        return found.map { ($0.template, $0.parameters) } ?? (unmatched, [])
-    }
 }
 
 /// How an audit entry describes the object and the outcome, without secrets.

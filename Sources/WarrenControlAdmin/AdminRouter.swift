@@ -1,14 +1,17 @@
 // The admin API's routing on Hummingbird 2: each route of Warren's /api/v1 set and of headscale's is a route of a
-// Hummingbird `Router` (method and path template, the same templates as the OpenAPI document), built once.
+// Hummingbird `Router` (method and path template, the same templates as the OpenAPI document), built once. The
+// router is the only matcher: nothing else walks the route tables.
 //
 // Whichever listener carried the request (the admin server's socket or TCP listener, AdminHTTPServer.swift, or the
 // control server's own HTTP listener, which stays on NIO), it arrives here as an `AdminRequest` (`AdminAPI.handle`,
 // AdminAudit.swift, does the audit log and the metrics around it); `AdminAPI.respond` runs the router with a request
-// context that carries the API, the transport (socket: trusted; network: an API key is needed) and the request
-// with its body already read (at most 1 MiB). Authentication is a middleware on each route set: Warren's answers a
-// refusal as a JSON error, headscale's as headscale does (a plain 401). A path no route has, or a method a path does
-// not serve, is answered by `AdminAPI.unrouted`: headscale's gRPC statuses on headscale's paths (5 Not Found, 12
-// Method Not Allowed), Warren's 405 with `Allow` or 404 elsewhere.
+// context that carries the API, the transport (socket: trusted; network: an API key is needed), the request with
+// its body already read (at most 1 MiB), and an `AdminRouteMatch` where the route that matched leaves its template
+// and path parameters for the audit log and the metrics. Authentication is a middleware on each route set: Warren's
+// answers a refusal as a JSON error, headscale's as headscale does (a plain 401). A method a path does not serve
+// has its own route (AdminAPI.router registers every other method of each path): headscale's gRPC status 12 on
+// headscale's paths, Warren's 405 with `Allow` elsewhere. A path no route has is the router's not-found answer,
+// given by `AdminAPI.unrouted`: headscale's status 5 under headscale's resources, Warren's 404 elsewhere.
 
 import Foundation
 import HTTPTypes
@@ -23,12 +26,15 @@ public struct AdminRequestContext: RequestContext {
     let api: AdminAPI
     let transport: AdminTransport
     let request: AdminRequest
+    /// Where the matched route leaves its template and parameters (shared by every copy of this context).
+    let match: AdminRouteMatch
 
     public init(source: AdminRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)
         api = source.api
         transport = source.transport
         request = source.request
+        match = source.match
     }
 
     /// The body was read (and bounded) by the listener.
@@ -51,6 +57,56 @@ public struct AdminRequestContextSource: RequestContextSource {
     let api: AdminAPI
     let transport: AdminTransport
     let request: AdminRequest
+    let match: AdminRouteMatch
+}
+
+/// The route that served a request, for the audit log and the metrics: its template (Hummingbird's matched endpoint
+/// path, or headscale's own template for headscale's routes) and its path parameters, percent-decoded, in template
+/// order. Nothing is recorded when no route matched.
+final class AdminRouteMatch: Sendable {
+    private let state = Mutex<(template: String?, parameters: [(String, String)])>((nil, []))
+
+    var template: String? { state.withLock { $0.template } }
+    var parameters: [(String, String)] { state.withLock { $0.parameters } }
+
+    /// Records the route of `context` (its endpoint path and parameters, as the router or a route's middleware set them).
+    func record(_ context: AdminRequestContext) {
+        let parameters = context.parameters.map { (String($0.key), String($0.value).removingPercentEncoding ?? String($0.value)) }
+        let template = context.endpointPath
+        state.withLock { $0 = (template, parameters) }
+    }
+}
+
+/// First on every route: records the matched route in the context's `AdminRouteMatch`.
+struct RecordRoute: RouterMiddleware {
+    typealias Context = AdminRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        context.match.record(context)
+        return try await next(request, context)
+    }
+}
+
+/// On each headscale route (after `RecordRoute`): the route's template as headscale writes it, and its parameters
+/// under headscale's names. One router trie holds one parameter name per path position, while headscale names the
+/// same position `oldId` in /user/{oldId}/rename/{newName} and `id` in /user/{id}: the router keeps the first name,
+/// this renames it back for the route that matched.
+struct HeadscaleRouteNames: RouterMiddleware {
+    typealias Context = AdminRequestContext
+    /// headscale's template, such as "/api/v1/user/{id}".
+    let template: String
+    /// The router's parameter name → headscale's, where they differ.
+    let names: [String: String]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        if !names.isEmpty {
+            context.coreContext.parameters = Parameters(context.parameters.map { (key: names[String($0.key)].map { Substring($0) } ?? $0.key, value: $0.value) })
+        }
+        context.coreContext.endpointPath.value = template
+        context.match.record(context)
+        return try await next(request, context)
+    }
 }
 
 extension AdminResponse: ResponseGenerator {
@@ -112,7 +168,7 @@ struct HeadscaleAuthentication: RouterMiddleware {
 }
 
 /// Added to the router after every route, so it wraps only Hummingbird's not-found responder (a path without a
-/// route, or a method the path does not serve): answered by `AdminAPI.unrouted`.
+/// route; every other method of a routed path has a route of its own): answered by `AdminAPI.unrouted`.
 struct UnroutedRequests: RouterMiddleware {
     typealias Context = AdminRequestContext
 
@@ -131,14 +187,14 @@ extension AdminAPI {
 
     static let logger = Logger(label: "warren.admin")
 
-    /// Runs the router for one request.
-    func route(_ request: AdminRequest, via transport: AdminTransport) async throws -> AdminResponse {
+    /// Runs the router for one request; the route that matched is left in `match`.
+    func route(_ request: AdminRequest, via transport: AdminTransport, match: AdminRouteMatch) async throws -> AdminResponse {
         guard let method = HTTPRequest.Method(request.method) else {
             throw AdminError(400, "invalid", "\(request.method.debugDescription) is not an HTTP method")
         }
         let head = HTTPRequest(method: method, scheme: nil, authority: nil, path: request.path)
         let context = AdminRequestContext(source: AdminRequestContextSource(logger: Self.logger, api: self, transport: transport,
-                                                                           request: request))
+                                                                           request: request, match: match))
         return try await AdminResponse(Self.router.respond(to: Request(head: head, body: RequestBody(buffer: ByteBuffer())),
                                                            context: context))
     }

@@ -339,32 +339,6 @@ struct HeadscaleAPI {
     /// headscale's authentication middleware refuses with this (plain text, not a gRPC status).
     static let unauthorized = AdminResponse(status: 401, contentType: "text/plain; charset=utf-8", body: Array("Unauthorized".utf8))
 
-    /// The route for a method and path (after /api/v1/), with its path parameters; a literal segment beats a
-    /// parameter (so /node/register is RegisterNode, not GetNode).
-    static func match(_ method: String, _ route: [String]) -> (Route, [String: String])? {
-        var best: (Route, [String: String], Int)?
-        for candidate in routes where candidate.method == method {
-            let template = candidate.path.split(separator: "/").dropFirst(2).map(String.init)
-            guard template.count == route.count else { continue }
-            var parameters: [String: String] = [:]
-            var literals = 0
-            var matched = true
-            for (part, value) in zip(template, route) {
-                if part.hasPrefix("{") {
-                    guard !value.isEmpty else { matched = false; break }
-                    parameters[String(part.dropFirst().dropLast())] = value
-                } else if part == value {
-                    literals += 1
-                } else {
-                    matched = false
-                    break
-                }
-            }
-            if matched, best.map({ literals > $0.2 }) ?? true { best = (candidate, parameters, literals) }
-        }
-        return best.map { ($0.0, $0.1) }
-    }
-
     static func errorResponse(for error: any Error) -> AdminResponse {
         switch error {
         case let status as HeadscaleStatus:
@@ -393,17 +367,14 @@ struct HeadscaleAPI {
         }
     }
 
-    func handle(_ method: String, _ route: [String], _ request: AdminRequest) async -> AdminResponse {
+    /// One call of `route` (the router matched it; AdminAPI.router): its message is the JSON body or the query, plus
+    /// the path parameters under the route's names (percent-decoded), answered in headscale's shapes.
+    func serve(_ route: Route, _ context: AdminRequestContext) async -> AdminResponse {
         do {
-            guard let (matched, parameters) = Self.match(method, route) else {
-                let other = Self.routes.contains { candidate in
-                    candidate.method != method && Self.match(candidate.method, route) != nil
-                }
-                throw other ? HeadscaleStatus(code: 12, message: "Method Not Allowed") : HeadscaleStatus.notFound("Not Found")
-            }
-            var message = matched.hasBody ? try HeadscaleMessage(body: request.body) : HeadscaleMessage(query: request.query)
-            for (name, value) in parameters { message.set(name, value) }
-            let answer = try await perform(matched.rpc, message)
+            let request = context.request
+            var message = route.hasBody ? try HeadscaleMessage(body: request.body) : HeadscaleMessage(query: request.query)
+            for (name, _) in context.parameters { message.set(String(name), try context.parameter(String(name))) }
+            let answer = try await perform(route.rpc, message)
             return AdminResponse(status: 200, body: Array(answer.text.utf8))
         } catch {
             return Self.errorResponse(for: error)
@@ -480,9 +451,14 @@ struct HeadscaleAPI {
             try await admin.checkPolicyText(try m.string("policy"))
             return .object([])
         case "Health":
-            // Answered before dispatch (AdminAPI.handle → headscaleHealth, the store's own health check); kept so
-            // that the route table and this switch stay one to one, with the same check.
-            try await admin.store.checkHealth()
+            // The store's own health check; its failure is INTERNAL (HTTP 500) with the store's message.
+            do {
+                try await admin.store.checkHealth()
+            } catch let error as StoreError {
+                throw HeadscaleStatus(code: 13, message: "database: \(error.message)")
+            } catch {
+                throw HeadscaleStatus(code: 13, message: "database: \(error)")
+            }
             return .object([("databaseConnectivity", .bool(true))])
 
         default:
