@@ -5,6 +5,7 @@
 import Foundation
 import Logging
 import TailscaleKeys
+import WarrenControlStore
 import WarrenPacket
 import WarrenTailcfg
 
@@ -85,7 +86,9 @@ public actor ControlEngine {
     /// The nodes with at least one open map stream (kept with `sessions`, so a snapshot costs nothing per node).
     var onlineNodes: Set<Int64> = []
     /// Each node's wire form as its peers see it, shared by every full map (``CachedPeer``).
-    let peerCache = PeerCache()
+    let peerCache = PeerCache(trustsRecords: true)
+    /// Each node's MagicDNS label, lowercased (new names are checked against it without a pass over every node).
+    private var labels: [String: Int64] = [:]
     /// Peer patches waiting to go to every stream in one message (ControlEngine+Batching.swift).
     var peerChangeBatch = PeerChangeBatch()
     private var nextSessionID = 1
@@ -136,6 +139,8 @@ public actor ControlEngine {
     public func load() async throws {
         users = Dictionary(uniqueKeysWithValues: try await directory.users().map { ($0.id, $0) })
         nodes = [:]
+        peerCache.removeAll()
+        labels = [:]
         byNodeKey = [:]
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
@@ -152,8 +157,11 @@ public actor ControlEngine {
         if let old = nodes[node.id] {
             byNodeKey[old.nodeKey] = nil
             byMachineKey[old.machineKey] = nil
+            if labels[old.givenName.lowercased()] == old.id { labels[old.givenName.lowercased()] = nil }
         }
+        peerCache.remove(node.id)
         nodes[node.id] = node
+        labels[node.givenName.lowercased()] = node.id
         byNodeKey[node.nodeKey] = node.id
         byMachineKey[node.machineKey] = node.id
     }
@@ -315,7 +323,8 @@ public actor ControlEngine {
                                      at time: TailcfgTime) async throws -> RegisterResponse {
         if users.isEmpty { try await reloadUsers() }
         let existing = byMachineKey[machineKey].flatMap { nodes[$0] }
-        let taken = Set(nodes.values.filter { $0.id != existing?.id }.map { $0.givenName.lowercased() })
+        let labels = labels, existingID = existing?.id
+        let taken: @Sendable (String) -> Bool = { label in labels[label].map { owner in owner != existingID } ?? false }
         let configuration = configuration
         let result = try await directory.admitWithPreAuthKey(authKey, machineKey: machineKey, nodeKey: request.nodeKey, now: time) { grant in
             Self.draftAdmission(request, machineKey: machineKey, existing: existing, takenLabels: taken, grant: grant,
@@ -342,7 +351,7 @@ public actor ControlEngine {
     /// The node a pre-auth key admits: the machine's existing node logged in again (with the fields to write), or a
     /// new one (fields nil).
     nonisolated static func draftAdmission(_ request: RegisterRequest, machineKey: MachinePublic, existing: ControlNode?,
-                                           takenLabels: Set<String>, grant: PreAuthGrant, configuration: ControlConfiguration,
+                                           takenLabels: (String) -> Bool, grant: PreAuthGrant, configuration: ControlConfiguration,
                                            at time: TailcfgTime) -> (node: ControlNode, fields: NodeFields?) {
         let hostname = request.hostinfo?.hostname ?? ""
         let tags = grant.tags.sorted()
@@ -361,13 +370,13 @@ public actor ControlEngine {
             var fields: NodeFields = [.nodeKey, .hostinfo, .owner, .expiry, .authorized]
             if node.hostname != hostname, !hostname.isEmpty {
                 node.hostname = hostname
-                node.givenName = MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: takenLabels)
+                node.givenName = Self.uniqueLabel(MagicDNSLabel.sanitize(hostname), taken: takenLabels)
                 fields.insert(.names)
             }
             return (node, fields)
         }
         var draft = ControlNode(id: 0, machineKey: machineKey, nodeKey: request.nodeKey, userID: grant.userID, hostname: hostname,
-                                givenName: MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: takenLabels), created: time)
+                                givenName: Self.uniqueLabel(MagicDNSLabel.sanitize(hostname), taken: takenLabels), created: time)
         draft.hostinfo = request.hostinfo
         draft.ephemeral = ephemeral
         draft.tags = tags
@@ -595,8 +604,13 @@ public actor ControlEngine {
     }
 
     private func uniqueLabel(for hostname: String, excluding id: Int64?) -> String {
-        let taken = Set(nodes.values.filter { $0.id != id }.map { $0.givenName.lowercased() })
-        return MagicDNSLabel.unique(MagicDNSLabel.sanitize(hostname), taken: taken)
+        Self.uniqueLabel(MagicDNSLabel.sanitize(hostname), taken: { label in self.labels[label].map { owner in owner != id } ?? false })
+    }
+
+    /// `base`, or with a suffix when `taken` (asked about lowercased labels) says it is someone else's: the store's
+    /// rule (``MagicDNSLabel``), asked of the engine's label index instead of a set of every node's label.
+    nonisolated static func uniqueLabel(_ base: String, taken: (String) -> Bool) -> String {
+        (try? DNSLabel.unique(base) { taken($0.lowercased()) }) ?? base
     }
 
     private func registerResponse(for node: ControlNode, at time: TailcfgTime) -> RegisterResponse {
@@ -760,6 +774,7 @@ public actor ControlEngine {
         guard var node = nodes[id] else { return }
         let time = now()
         node.lastSeen = time
+        peerCache.remove(id)
         nodes[id] = node
         try? await directory.updateNode(node, fields: .lastSeen)
         var patch = PeerChange(nodeID: id)
@@ -819,6 +834,7 @@ public actor ControlEngine {
     public func deleteNode(id: Int64) async throws {
         guard let node = nodes.removeValue(forKey: id) else { return }
         peerCache.remove(id)
+        if labels[node.givenName.lowercased()] == id { labels[node.givenName.lowercased()] = nil }
         byNodeKey[node.nodeKey] = nil
         byMachineKey[node.machineKey] = nil
         try await directory.deleteNode(id: id)

@@ -335,9 +335,13 @@ public final class CachedPeer: Sendable {
 /// The engine's cache of ``CachedPeer``s by node ID (used on the engine's actor only).
 public final class PeerCache: @unchecked Sendable {
     var entries: [Int64: CachedPeer] = [:]
-    public init() {}
+    /// The owner drops an entry whenever the node's record changes (the engine does): entries are then reused without
+    /// comparing records. Without it (a cache used across snapshots of unknown history), records are compared.
+    let trustsRecords: Bool
+    public init(trustsRecords: Bool = false) { self.trustsRecords = trustsRecords }
     public var count: Int { entries.count }
     func remove(_ id: Int64) { entries[id] = nil }
+    func removeAll() { entries = [:] }
 }
 
 extension NetworkMapBuilder {
@@ -350,7 +354,10 @@ extension NetworkMapBuilder {
         guard peer.advertisedRoutes.isEmpty else {
             return CachedPeer(node: peerNode(peer, for: viewer, in: tailnet, now: now), source: nil, online: online, expired: expired)
         }
-        if let cached = cache.entries[peer.id], cached.online == online, cached.expired == expired, cached.source == peer {
+        // The engine drops a node's entry whenever its record changes (``PeerCache/remove(_:)``); comparing the records
+        // here instead would cost more than the entry saves (a Hostinfo is compared field by field).
+        if let cached = cache.entries[peer.id], cached.online == online, cached.expired == expired,
+           cache.trustsRecords || cached.source == peer {
             return cached
         }
         let fresh = CachedPeer(node: wireNode(peer, in: tailnet, now: now), source: peer, online: online, expired: expired)
