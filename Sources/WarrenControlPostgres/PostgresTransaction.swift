@@ -380,10 +380,14 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
             values.append("($\(4 * i + 1), $\(4 * i + 2), $\(4 * i + 3), $\(4 * i + 4))")
             arguments += [change.kind, change.id, origin, time.timeIntervalSinceReferenceDate]
         }
-        let inserted = try rows("INSERT INTO changes (kind, object, origin, at) VALUES \(values.joined(separator: ", ")) RETURNING seq", arguments)
-        let numbers = try inserted.map { try PGColumns(row: $0, table: "changes").int("seq") }
-        let (first, last) = (numbers.min() ?? 0, numbers.max() ?? 0)
-        try execute("SELECT pg_notify('\(PostgresChangeFeed.channel)', $1)", [String(last)])
+        // The rows and the notification (sent on commit) in one round trip.
+        let inserted = try rows("""
+            WITH added AS (INSERT INTO changes (kind, object, origin, at) VALUES \(values.joined(separator: ", ")) RETURNING seq) \
+            SELECT MIN(seq) AS first, MAX(seq) AS last, pg_notify('\(PostgresChangeFeed.channel)', MAX(seq)::text) AS notified FROM added
+            """, arguments)
+        guard let row = inserted.first else { throw StoreError(.io, "PostgreSQL returned no numbers for the change feed's rows") }
+        let numbers = PGColumns(row: row, table: "changes")
+        let (first, last) = (try numbers.int("first"), try numbers.int("last"))
         // Pruned each time the numbers pass a multiple of 64 (cheap, and the table stays near `keeping` rows).
         if (first - 1) / 64 != last / 64 { try execute("DELETE FROM changes WHERE seq <= $1", [last - keeping]) }
         return last
