@@ -24,9 +24,14 @@ final class GlewlwydTests: XCTestCase {
 
     var directory: URL!
     var process: Process?
+    var extraProcesses: [Process] = []
     var port = 0
 
     override func tearDown() async throws {
+        for p in extraProcesses.reversed() where p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
+        }
         if let process, process.isRunning {
             process.terminate()
             process.waitUntilExit()
