@@ -6,6 +6,7 @@
 // When a batch goes out:
 // - a batch with nothing urgent in it (coming online, last seen, capability version) waits `map_update_interval`,
 //   the same interval the stream writers pace by, so it adds at most one interval to what pacing already allowed;
+//   with many streams open it waits 100 µs per online node if that is longer (1 s at 10,000 nodes);
 // - a batch with an urgent patch (what lets peers reach a node: its endpoints, disco key or home relay; and its going
 //   offline, which clients act on: they leave an offline exit node, and the route failover's order depends on it)
 //   goes as soon as the engine is free (a task queued on the actor), and passes the writers' pacing;
@@ -61,7 +62,10 @@ extension ControlEngine {
             peerChangeBatch.flushIsImmediate = true
             peerChangeBatch.flush = Task { [weak self] in await self?.flushPeerChanges() }
         } else if peerChangeBatch.flush == nil {
-            let interval = configuration.mapUpdateInterval
+            // A batch costs one message per open stream: with many streams it waits longer (100 µs per node online,
+            // 1 s at 10,000), so that while streams keep opening the batches cost a bounded share of the CPU, not one
+            // message per stream per interval.
+            let interval = max(configuration.mapUpdateInterval, .microseconds(100 * sessions.count))
             peerChangeBatch.flush = Task { [weak self] in
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
