@@ -202,66 +202,60 @@ public struct AdminAPI: Sendable {
     /// The methods a path without a route for them answers with 405 (Warren) or code 12 (headscale).
     static let answeredMethods: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options, .trace, .connect]
 
+    typealias Handler = @Sendable (Request, AdminRequestContext) async throws -> AdminResponse
+    typealias Middleware = any MiddlewareProtocol<Request, Response, AdminRequestContext>
+
+    /// One route as registered: the router's path, the method, the template it serves (headscale's own names on
+    /// headscale's routes) and its handler.
+    struct RouteEntry {
+        var path: String
+        var method: HTTPRequest.Method
+        var template: String
+        var handler: Handler
+    }
+
     /// Every route, as Hummingbird routes: Warren's (API key over the network) and headscale's (HeadscaleAPI.swift,
-    /// refused as headscale refuses), with the templates of the OpenAPI document; then, for each path, the methods it
-    /// does not serve.
+    /// refused as headscale refuses), with the templates of the OpenAPI document; then, for each path, its other
+    /// methods (`otherMethods`).
     static let router: RouterResponder<AdminRequestContext> = {
         let router = Router(context: AdminRequestContext.self)
         router.add(middleware: RecordRoute())
-        // Each path's methods, in registration order, for its 405 routes.
-        var warrenPaths: [(path: String, methods: [HTTPRequest.Method])] = []
-        func served(_ path: String, _ method: HTTPRequest.Method, in paths: inout [(path: String, methods: [HTTPRequest.Method])]) {
-            if let index = paths.firstIndex(where: { $0.path == path }) { paths[index].methods.append(method) } else { paths.append((path, [method])) }
-        }
 
         // Without authentication: the document; the audit log authenticates itself (AdminAudit.swift).
-        router.get("/api/v1/openapi.json") { _, _ in AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8)) }
-        served("/api/v1/openapi.json", .get, in: &warrenPaths)
-        router.get("/api/v1/warren/audit") { _, c in await c.api.auditLog(c.request, via: c.transport) }
-        served("/api/v1/warren/audit", .get, in: &warrenPaths)
+        var open: [RouteEntry] = []
+        func unauthenticated(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+            router.on(RouterPath(path), method: method, use: handler)
+            open.append(RouteEntry(path: path, method: method, template: path, handler: handler))
+        }
+        unauthenticated(.get, "/api/v1/openapi.json") { _, _ in AdminResponse(status: 200, body: Array(AdminOpenAPI.document.utf8)) }
+        unauthenticated(.get, "/api/v1/warren/audit") { _, c in await c.api.auditLog(c.request, via: c.transport) }
 
-        // headscale's routes: each with its rpc. One name per path position in the router (the first headscale uses
-        // there), renamed back to the route's own names by `HeadscaleRouteNames`.
+        // headscale's routes, each calling its rpc. The router holds one parameter name per path position (the first
+        // headscale uses there); `RouteAs` gives each route its own names back.
         var parameterNames: [String: String] = [:]
-        var headscalePaths: [(path: String, methods: [HTTPRequest.Method])] = []
-        var headscaleTemplates: [String: (template: String, names: [String: String])] = [:]
+        var headscale: [RouteEntry] = []
         for route in HeadscaleAPI.routes {
             var prefix = ""
-            var names: [String: String] = [:]
             let path = "/" + route.path.split(separator: "/").map { segment -> String in
                 var segment = String(segment)
                 if segment.hasPrefix("{") {
-                    if let name = parameterNames[prefix] {
-                        if name != segment { names[String(name.dropFirst().dropLast())] = String(segment.dropFirst().dropLast()) }
-                        segment = name
-                    } else {
-                        parameterNames[prefix] = segment
-                    }
+                    if let name = parameterNames[prefix] { segment = name } else { parameterNames[prefix] = segment }
                 }
                 prefix += "/" + (segment.hasPrefix("{") ? "*" : segment)
                 return segment
             }.joined(separator: "/")
             let method = HTTPRequest.Method(route.method)!
-            router.group().add(middleware: HeadscaleRouteNames(template: route.path, names: names)).add(middleware: HeadscaleAuthentication())
-                .on(RouterPath(path), method: method) { _, c in await HeadscaleAPI(admin: c.api).serve(route, c) }
-            served(path, method, in: &headscalePaths)
-            if headscaleTemplates[path] == nil { headscaleTemplates[path] = (route.path, names) }
-        }
-        // A headscale path with another method: code 12, after authentication, as grpc-gateway answers it.
-        for (path, methods) in headscalePaths {
-            let template = headscaleTemplates[path]!
-            let group = router.group().add(middleware: HeadscaleRouteNames(template: template.template, names: template.names))
-                .add(middleware: HeadscaleAuthentication())
-            for method in answeredMethods where !methods.contains(method) {
-                group.on(RouterPath(path), method: method) { _, _ in HeadscaleStatus(code: 12, message: "Method Not Allowed").response }
-            }
+            let handler: Handler = { _, c in await HeadscaleAPI(admin: c.api).serve(route, c) }
+            router.group().add(middleware: RouteAs.serving(path, as: route.path)!.0).add(middleware: HeadscaleAuthentication())
+                .on(RouterPath(path), method: method, use: handler)
+            headscale.append(RouteEntry(path: path, method: method, template: route.path, handler: handler))
         }
 
         let group = router.group().add(middleware: WarrenAuthentication())
-        func warren(_ method: HTTPRequest.Method, _ path: String,
-                    _ handler: @escaping @Sendable (Request, AdminRequestContext) async throws -> AdminResponse) {
+        var warrenRoutes: [RouteEntry] = []
+        func warren(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
             group.on(RouterPath(path), method: method, use: handler)
-            served(path, method, in: &warrenPaths)
+            warrenRoutes.append(RouteEntry(path: path, method: method, template: path, handler: handler))
         }
         warren(.get, "/api/v1/users") { _, c in try await c.api.listUsers() }
         warren(.post, "/api/v1/users") { _, c in try await c.api.createUser(c.api.decode(CreateUserBody.self, c.request)) }
@@ -318,22 +312,59 @@ public struct AdminAPI: Sendable {
         warren(.post, "/api/v1/apikeys/expire") { _, c in try await c.api.expireAPIKey(c.api.decode(ExpireKeyBody.self, c.request)) }
         warren(.delete, "/api/v1/apikeys/{key}") { _, c in try await c.api.deleteAPIKey(c.parameter("key")) }
 
-        // A Warren path with another method: 405 naming the methods it serves (after authentication over the network).
-        for (path, methods) in warrenPaths {
-            let allowed = methods.map(\.rawValue).joined(separator: ", ")
-            for method in answeredMethods where !methods.contains(method) {
-                group.on(RouterPath(path), method: method) { _, c in
-                    var response = Self.errorResponse(405, "method not allowed",
-                                                      "\(c.request.method) is not allowed on \(c.request.path); allowed: \(allowed)")
-                    response.headers["Allow"] = allowed
-                    return response
-                }
-            }
+        // headscale's paths: another method is code 12 (after authentication), as grpc-gateway answers it.
+        otherMethods(headscale, in: router, authentication: HeadscaleAuthentication()) { _ in
+            { _, _ in HeadscaleStatus(code: 12, message: "Method Not Allowed").response }
         }
+        // Warren's: 405 naming the methods the path serves (after authentication over the network).
+        otherMethods(open, in: router, authentication: nil) { allowed in notAllowed(allowed) }
+        otherMethods(warrenRoutes, in: router, authentication: WarrenAuthentication()) { allowed in notAllowed(allowed) }
         // Last: it wraps only the not-found responder.
         router.add(middleware: UnroutedRequests())
         return router.buildResponder()
     }()
+
+    /// Warren's answer for a method a path does not serve.
+    static func notAllowed(_ allowed: [HTTPRequest.Method]) -> Handler {
+        let names = allowed.map(\.rawValue).joined(separator: ", ")
+        return { _, c in
+            var response = Self.errorResponse(405, "method not allowed", "\(c.request.method) is not allowed on \(c.request.path); allowed: \(names)")
+            response.headers["Allow"] = names
+            return response
+        }
+    }
+
+    /// Registers, for each path of `routes` (one route set), every method it has no route for: the route of that
+    /// method serving the path through a parameter (the one with the most literal segments), as headscale's gateway
+    /// and Warren's table always matched per method; else the set's refusal (`refuse`, given the methods the path
+    /// now serves). Decided here, once: the router alone matches requests.
+    static func otherMethods(_ routes: [RouteEntry], in router: Router<AdminRequestContext>, authentication: Middleware?,
+                             refuse: ([HTTPRequest.Method]) -> Handler) {
+        var paths: [String] = []
+        for route in routes where !paths.contains(route.path) { paths.append(route.path) }
+        for path in paths {
+            let own = routes.filter { $0.path == path }
+            var allowed = own.map(\.method)
+            var refused: [HTTPRequest.Method] = []
+            for method in answeredMethods where !allowed.contains(method) {
+                let candidates = routes.filter { $0.method == method && $0.path != path }
+                    .compactMap { route in RouteAs.serving(path, as: route.template).map { (route, $0.0, $0.literals) } }
+                guard let (route, routeAs, _) = candidates.max(by: { $0.2 < $1.2 }) else {
+                    refused.append(method)
+                    continue
+                }
+                var group = router.group().add(middleware: routeAs)
+                if let authentication { group = group.add(middleware: authentication) }
+                group.on(RouterPath(path), method: method, use: route.handler)
+                allowed.append(method)
+            }
+            guard !refused.isEmpty else { continue }
+            var group = router.group().add(middleware: RouteAs.serving(path, as: own[0].template)!.0)
+            if let authentication { group = group.add(middleware: authentication) }
+            let handler = refuse(allowed)
+            for method in refused { group.on(RouterPath(path), method: method, use: handler) }
+        }
+    }
 
     /// A request on a path no route has: under headscale's resources, headscale's answer (after its authentication:
     /// gRPC status 5); elsewhere, after authentication, a 404.

@@ -87,25 +87,60 @@ struct RecordRoute: RouterMiddleware {
     }
 }
 
-/// On each headscale route (after `RecordRoute`): the route's template as headscale writes it, and its parameters
-/// under headscale's names. One router trie holds one parameter name per path position, while headscale names the
-/// same position `oldId` in /user/{oldId}/rename/{newName} and `id` in /user/{id}: the router keeps the first name,
-/// this renames it back for the route that matched.
-struct HeadscaleRouteNames: RouterMiddleware {
+/// On a route whose own template differs from the router's path (after `RecordRoute`): the template it serves, and
+/// the parameters under its names. Two cases:
+/// - headscale names one path position `oldId` in /user/{oldId}/rename/{newName} and `id` in /user/{id}; the router's
+///   trie holds one name per position (the first), which this renames back for the route that matched;
+/// - a literal path that another route serves for a method the literal path has no route for: headscale's
+///   DELETE /apikey/expire is DeleteApiKey with prefix "expire" (grpc-gateway matches each method's patterns on
+///   their own), Warren's GET /nodes/register shows the node named "register"; the literal segment becomes the
+///   parameter's value. Which route serves which path is decided once, when the router is built.
+struct RouteAs: RouterMiddleware {
     typealias Context = AdminRequestContext
-    /// headscale's template, such as "/api/v1/user/{id}".
+    enum Value: Sendable {
+        /// The router's parameter of this name.
+        case parameter(String)
+        /// A literal segment of the router's path.
+        case literal(String)
+    }
+
+    /// The template served, such as "/api/v1/user/{id}".
     let template: String
-    /// The router's parameter name → headscale's, where they differ.
-    let names: [String: String]
+    /// The template's parameters, in order, and where each comes from.
+    let parameters: [(name: String, value: Value)]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        if !names.isEmpty {
-            context.coreContext.parameters = Parameters(context.parameters.map { (key: names[String($0.key)].map { Substring($0) } ?? $0.key, value: $0.value) })
-        }
+        let routed = context.parameters
+        context.coreContext.parameters = Parameters(parameters.map { parameter in
+            switch parameter.value {
+            case .parameter(let name): (key: Substring(parameter.name), value: routed[Substring(name)] ?? "")
+            case .literal(let text): (key: Substring(parameter.name), value: Substring(text))
+            }
+        })
         context.coreContext.endpointPath.value = template
         context.match.record(context)
         return try await next(request, context)
+    }
+
+    /// How `template` serves the router path `path`, and how many of its segments are literal; nil if it does not
+    /// (a different length, a literal that differs, or a parameter of `path` where `template` has a literal).
+    static func serving(_ path: String, as template: String) -> (RouteAs, literals: Int)? {
+        let routed = path.split(separator: "/"), own = template.split(separator: "/")
+        guard routed.count == own.count else { return nil }
+        var parameters: [(name: String, value: Value)] = []
+        var literals = 0
+        for (segment, part) in zip(routed, own) {
+            if part.hasPrefix("{") {
+                let name = String(part.dropFirst().dropLast())
+                parameters.append((name, segment.hasPrefix("{") ? .parameter(String(segment.dropFirst().dropLast())) : .literal(String(segment))))
+            } else if segment == part {
+                literals += 1
+            } else {
+                return nil
+            }
+        }
+        return (RouteAs(template: template, parameters: parameters), literals)
     }
 }
 

@@ -1,8 +1,9 @@
 // The route that matched names the request in the audit log and the metrics (the router is the only matcher): the
 // template, not the concrete path, with the path parameters decoded under the route's own names (headscale's
 // /user/{id} and /user/{oldId}/rename/{newName} share a router position); a method a path does not serve is its
-// own route (headscale's code 12, Warren's 405 with Allow) labelled with the path's template; an unknown path is
-// "unmatched".
+// own route (headscale's code 12, Warren's 405 with Allow) labelled with the path's template, unless another route
+// serves that method on the path through a parameter (matched per method, as grpc-gateway does); an unknown path
+// is "unmatched".
 
 import Foundation
 import Synchronization
@@ -122,6 +123,26 @@ final class AdminRouteMatchTests: XCTestCase {
         XCTAssertEqual(head.headers["Allow"], "GET")
         let refusedWarren = await h.call("PUT", "/api/v1/users/alice", via: .network)
         XCTAssertEqual(refusedWarren.status, 401)
+
+        // A literal path another route serves through a parameter for a method it has none for (grpc-gateway and
+        // Warren's table match each method on its own): headscale's GET /node/register is GetNode("register").
+        let getRegister = await h.call("GET", "/api/v1/node/register")
+        XCTAssertEqual(getRegister.status, 400, String(decoding: getRegister.body, as: UTF8.self))
+        XCTAssertTrue(String(decoding: getRegister.body, as: UTF8.self).contains(#""code":3"#))
+        XCTAssertEqual(h.lastMetric(), "GET /api/v1/node/{nodeId} 400")
+        let deleteExpire = await h.call("DELETE", "/api/v1/apikey/expire")
+        XCTAssertNotEqual(deleteExpire.status, 501, String(decoding: deleteExpire.body, as: UTF8.self))
+        let (siblingRoute, siblingObject, _) = try await h.lastAudit()
+        XCTAssertEqual(siblingRoute, "/api/v1/apikey/{prefix}")
+        XCTAssertEqual(siblingObject, "prefix=expire")
+        // Warren's Allow names those methods too.
+        let putRegister = await h.call("PUT", "/api/v1/nodes/register")
+        XCTAssertEqual(putRegister.status, 405)
+        XCTAssertEqual(putRegister.headers["Allow"], "POST, GET, DELETE")
+        XCTAssertEqual(h.lastMetric(), "PUT /api/v1/nodes/register 405")
+        let showRegister = await h.call("GET", "/api/v1/nodes/register")
+        XCTAssertEqual(showRegister.status, 404, String(decoding: showRegister.body, as: UTF8.self))
+        XCTAssertEqual(h.lastMetric(), "GET /api/v1/nodes/{node} 404")
 
         // Unknown paths: the router's not-found answer, unlabelled.
         let unknownHeadscale = await h.call("GET", "/api/v1/node/7/nothing")
