@@ -18,10 +18,7 @@ public import WarrenListenerGuard
 /// pipeline; every connection is then Hummingbird's `HTTP1Channel`, answering through `AdminAPI.handle` (the
 /// router of AdminRouter.swift, the audit log, the metrics).
 public final class AdminHTTPServer: Service, Sendable {
-    private typealias Listener = NIOAsyncChannel<HTTP1Channel.Value, Never>
-
-    private let listeners: [(channel: Listener, transport: AdminTransport)]
-    private let serving: Task<Void, Never>
+    private let listeners: [(channel: any Channel, transport: AdminTransport)]
     private let connections: Connections
     public let socketPath: String?
     /// The bounds of the listeners (the socket's first, then TCP's), with their counters.
@@ -32,52 +29,34 @@ public final class AdminHTTPServer: Service, Sendable {
                                                      idleTimeout: .seconds(15))
 
     /// The TCP port actually bound (when 0 was asked for), if a TCP listener was started.
-    public var tcpPort: Int? { listeners.first { $0.transport == .network }?.channel.channel.localAddress?.port }
+    public var tcpPort: Int? { listeners.first { $0.transport == .network }?.channel.localAddress?.port }
 
-    private init(listeners: [(channel: Listener, transport: AdminTransport)], http: HTTP1Channel, socketPath: String?,
+    private init(listeners: [(channel: any Channel, transport: AdminTransport)], socketPath: String?,
                  listenerGuards: [ListenerGuard], connections: Connections) {
         self.listenerGuards = listenerGuards
         self.listeners = listeners
         self.socketPath = socketPath
         self.connections = connections
-        let logger = AdminAPI.logger
-        // Accepts until the listeners close; each connection is served in a child task.
-        serving = Task {
-            await withDiscardingTaskGroup { group in
-                for (listener, transport) in listeners {
-                    group.addTask {
-                        do {
-                            try await listener.executeThenClose { inbound in
-                                try await withThrowingDiscardingTaskGroup { connectionsGroup in
-                                    for try await connection in inbound {
-                                        connectionsGroup.addTask {
-                                            connections.opened(connection.channel)
-                                            await http.handle(value: connection, logger: logger)
-                                            connections.closed(connection.channel)
-                                        }
-                                    }
-                                }
-                            }
-                        } catch {
-                            // The listener failed (not a refused or failed accept: ListenerGuard handles those); it is
-                            // closed by executeThenClose, and said so once.
-                            logger.error("admin \(transport == .localSocket ? "socket" : "TCP") listener stopped: \(error)")
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// Binds the listeners. A stale socket file left by a killed server is replaced; a socket that a running server
     /// answers on is not (`.conflict`-like error: another server owns the state directory).
+    ///
+    /// Each accepted connection is served by a task of its own, started by the connection's initializer as soon as
+    /// Hummingbird's HTTP/1 channel wraps it. Hummingbird makes that wrapper without close-on-deinit, so a wrapper
+    /// that is never served stops the process (NIO's "Deinited NIOAsyncWriter without calling finish()"). Handing
+    /// connections to an accept loop through the server channel's async sequence left such a window: a connection
+    /// set up while the listener was closing was dropped unserved (seen in AdminCLITests, where a second server's
+    /// probe meets the first one stopping). Started from the initializer, every wrapper made is served.
     public static func start(
         api: AdminAPI, socketPath: String?, tcp: (host: String, port: Int)? = nil,
         limits: ListenerLimits = AdminHTTPServer.defaultLimits,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminHTTPServer {
-        var listeners: [(channel: Listener, transport: AdminTransport)] = []
+        var listeners: [(channel: any Channel, transport: AdminTransport)] = []
         var guards: [ListenerGuard] = []
+        let connections = Connections()
+        let logger = AdminAPI.logger
         let http = HTTP1Channel(
             responder: { request, writer, channel in
                 let response = await answer(request, api: api, channel: channel)
@@ -91,17 +70,25 @@ public final class AdminHTTPServer: Service, Sendable {
                     isEnd: { if case .end = $0 { true } else { false } },
                     isResponseEnd: { if case .end = $0 { true } else { false } }),
             ]))
-        func bind(_ listenerGuard: ListenerGuard, _ address: (ServerBootstrap) async throws -> Listener) async throws -> Listener {
-            let bootstrap = ServerBootstrap(group: group)
+        func bootstrap(_ listenerGuard: ListenerGuard) -> ServerBootstrap {
+            ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 64)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelInitializer { listenerGuard.installOnServerChannel($0) }
-            return try await address(bootstrap)
-        }
-        @Sendable func setup(_ channel: any Channel, _ listenerGuard: ListenerGuard) -> EventLoopFuture<HTTP1Channel.Value> {
-            channel.eventLoop.makeCompletedFuture {
-                try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
-            }.flatMap { http.setup(channel: channel, logger: AdminAPI.logger) }
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
+                    }
+                    .flatMap { http.setup(channel: channel, logger: logger) }
+                    .map { wrapped in
+                        // From here the wrapper exists: it is served (and so finished) whatever happens next.
+                        connections.opened(channel)
+                        Task {
+                            await http.handle(value: wrapped, logger: logger)
+                            connections.closed(channel)
+                        }
+                    }
+                }
         }
         do {
             if let socketPath {
@@ -110,26 +97,22 @@ public final class AdminHTTPServer: Service, Sendable {
                 }
                 let listenerGuard = ListenerGuard(name: "admin socket", limits: limits)
                 guards.append(listenerGuard)
-                let listener = try await bind(listenerGuard) { bootstrap in
-                    try await bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { setup($0, listenerGuard) }
-                }
+                let channel = try await bootstrap(listenerGuard)
+                    .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
                 chmod(socketPath, 0o600)
-                listeners.append((listener, .localSocket))
+                listeners.append((channel, .localSocket))
             }
             if let tcp {
                 let listenerGuard = ListenerGuard(name: "admin", limits: limits)
                 guards.append(listenerGuard)
-                let listener = try await bind(listenerGuard) { bootstrap in
-                    try await bootstrap.bind(host: tcp.host, port: tcp.port) { setup($0, listenerGuard) }
-                }
-                listeners.append((listener, .network))
+                let channel = try await bootstrap(listenerGuard).bind(host: tcp.host, port: tcp.port).get()
+                listeners.append((channel, .network))
             }
         } catch {
-            for (listener, _) in listeners { try? await listener.channel.close() }
+            for (listener, _) in listeners { try? await listener.close() }
             throw error
         }
-        return AdminHTTPServer(listeners: listeners, http: http, socketPath: socketPath, listenerGuards: guards,
-                               connections: Connections())
+        return AdminHTTPServer(listeners: listeners, socketPath: socketPath, listenerGuards: guards, connections: connections)
     }
 
     /// One request: its body read (at most 1 MiB, else 413 without keeping any of it), the caller named (the socket's
@@ -175,44 +158,72 @@ public final class AdminHTTPServer: Service, Sendable {
                 ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
     }
 
-    /// Serves until graceful shutdown (or cancellation), then closes the listeners and removes the socket file.
+    /// Serves until graceful shutdown (or cancellation), then closes the listeners, lets each open connection finish
+    /// the request it is reading or answering (idle ones close at once), and removes the socket file.
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                await serving.value
+                for (listener, _) in listeners { try? await listener.closeFuture.get() }
             } onCancel: {
                 stopAccepting()
             }
         } onGracefulShutdown: {
             self.stopAccepting()
         }
+        connections.quiesce()
+        await connections.drained()
         if let socketPath { unlink(socketPath) }
     }
 
     /// Closes the listeners now.
     public func close() async {
-        for (listener, _) in listeners { try? await listener.channel.close() }
+        for (listener, _) in listeners { try? await listener.close() }
         connections.quiesce()
         if let socketPath { unlink(socketPath) }
     }
 
     /// Closes the listeners; connections finish the request they are reading or answering (one each), idle ones close.
     private func stopAccepting() {
-        for (listener, _) in listeners { listener.channel.close(promise: nil) }
+        for (listener, _) in listeners { listener.close(promise: nil) }
         connections.quiesce()
     }
 }
 
-/// The open connections, told to finish their request and close when the server stops.
+/// The open connections, told to finish their request and close when the server stops, and awaited then.
 private final class Connections: Sendable {
-    private let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private struct State {
+        var open: [ObjectIdentifier: any Channel] = [:]
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
 
-    func opened(_ channel: any Channel) { open.withLock { $0[ObjectIdentifier(channel)] = channel } }
-    func closed(_ channel: any Channel) { _ = open.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+    func opened(_ channel: any Channel) { state.withLock { $0.open[ObjectIdentifier(channel)] = channel } }
+
+    func closed(_ channel: any Channel) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open.removeValue(forKey: ObjectIdentifier(channel))
+            guard s.open.isEmpty else { return [] }
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
 
     func quiesce() {
-        for channel in open.withLock({ Array($0.values) }) {
+        for channel in state.withLock({ Array($0.open.values) }) {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+    }
+
+    /// Returns once no connection is open.
+    func drained() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.open.isEmpty { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
         }
     }
 }
