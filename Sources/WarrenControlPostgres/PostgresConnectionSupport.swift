@@ -121,11 +121,9 @@ final class BlockingConnection: @unchecked Sendable {
 
 /// Reads typed values out of a row without trapping: a missing column, or a value of the wrong type or shape
 /// (a damaged or hand-edited database), throws `StoreError.corrupt` naming the table and column.
-struct PGColumns {
+struct PGColumns: StoreColumns {
     let row: PostgresRandomAccessRow
     let table: String
-
-    private func corrupt(_ column: String, _ what: String) -> StoreError { StoreError(.corrupt, "\(table).\(column): \(what)") }
 
     private func cell(_ column: String) throws -> PostgresCell {
         guard row.contains(column) else { throw corrupt(column, "missing column") }
@@ -142,13 +140,7 @@ struct PGColumns {
         }
     }
 
-    private func required<T>(_ column: String, _ value: T?) throws -> T {
-        guard let value else { throw corrupt(column, "missing") }
-        return value
-    }
-
     func optionalInt(_ column: String) throws -> Int64? { try optional(column, Int64.self, "an integer") }
-    func int(_ column: String) throws -> Int64 { try required(column, try optionalInt(column)) }
     func bool(_ column: String) throws -> Bool { try required(column, try optional(column, Bool.self, "true or false")) }
 
     func optionalDate(_ column: String) throws -> Date? {
@@ -157,46 +149,11 @@ struct PGColumns {
         return Date(timeIntervalSinceReferenceDate: seconds)
     }
 
-    func date(_ column: String) throws -> Date { try required(column, try optionalDate(column)) }
     func optionalString(_ column: String) throws -> String? { try optional(column, String.self, "text") }
-    func string(_ column: String) throws -> String { try required(column, try optionalString(column)) }
 
     func optionalBlob(_ column: String) throws -> [UInt8]? {
         guard var buffer = try optional(column, ByteBuffer.self, "bytes") else { return nil }
         return buffer.readBytes(length: buffer.readableBytes) ?? []
-    }
-
-    func blob(_ column: String) throws -> [UInt8] { try required(column, try optionalBlob(column)) }
-
-    func optionalKey<K: TailscalePublicKey>(_ column: String, as type: K.Type) throws -> K? {
-        guard let bytes = try optionalBlob(column) else { return nil }
-        guard let key = K(rawRepresentation: bytes) else { throw corrupt(column, "expected a 32-byte key") }
-        return key
-    }
-
-    func key<K: TailscalePublicKey>(_ column: String, as type: K.Type) throws -> K {
-        try required(column, try optionalKey(column, as: type))
-    }
-
-    func optionalAddress(_ column: String) throws -> IPAddress? {
-        guard let text = try optionalString(column) else { return nil }
-        guard let address = IPAddress(text) else { throw corrupt(column, "expected an IP address") }
-        return address
-    }
-
-    func stringList(_ column: String) throws -> [String] {
-        let text = try string(column)
-        guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
-            throw corrupt(column, "expected a JSON array of strings")
-        }
-        return list
-    }
-
-    func prefixList(_ column: String) throws -> [IPPrefix] {
-        try stringList(column).map { text in
-            guard let prefix = IPPrefix(text) else { throw corrupt(column, "expected IP prefixes") }
-            return prefix
-        }
     }
 }
 

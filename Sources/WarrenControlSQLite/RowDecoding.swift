@@ -6,15 +6,11 @@ import WarrenPacket
 
 /// Reads typed values out of a row without trapping: a value of the wrong type or shape (a damaged or hand-edited
 /// database) throws `StoreError.corrupt` naming the table and column.
-struct Columns {
+struct Columns: StoreColumns {
     let row: Row
     let table: String
 
     private func raw(_ column: String) -> (any DatabaseValueConvertible)? { row[column] }
-
-    private func corrupt(_ column: String, _ what: String) -> StoreError {
-        StoreError(.corrupt, "\(table).\(column): \(what)")
-    }
 
     func optionalInt(_ column: String) throws -> Int64? {
         switch raw(column) {
@@ -22,11 +18,6 @@ struct Columns {
         case let v as Int64: return v
         default: throw corrupt(column, "expected an integer")
         }
-    }
-
-    func int(_ column: String) throws -> Int64 {
-        guard let v = try optionalInt(column) else { throw corrupt(column, "missing") }
-        return v
     }
 
     func bool(_ column: String) throws -> Bool {
@@ -46,11 +37,6 @@ struct Columns {
         }
     }
 
-    func date(_ column: String) throws -> Date {
-        guard let v = try optionalDate(column) else { throw corrupt(column, "missing") }
-        return v
-    }
-
     func optionalString(_ column: String) throws -> String? {
         switch raw(column) {
         case nil: return nil
@@ -59,53 +45,11 @@ struct Columns {
         }
     }
 
-    func string(_ column: String) throws -> String {
-        guard let v = try optionalString(column) else { throw corrupt(column, "missing") }
-        return v
-    }
-
     func optionalBlob(_ column: String) throws -> [UInt8]? {
         switch raw(column) {
         case nil: return nil
         case let v as Data: return Array(v)
         default: throw corrupt(column, "expected bytes")
-        }
-    }
-
-    func blob(_ column: String) throws -> [UInt8] {
-        guard let v = try optionalBlob(column) else { throw corrupt(column, "missing") }
-        return v
-    }
-
-    func optionalKey<K: TailscalePublicKey>(_ column: String, as type: K.Type) throws -> K? {
-        guard let bytes = try optionalBlob(column) else { return nil }
-        guard let key = K(rawRepresentation: bytes) else { throw corrupt(column, "expected a 32-byte key") }
-        return key
-    }
-
-    func key<K: TailscalePublicKey>(_ column: String, as type: K.Type) throws -> K {
-        guard let key = try optionalKey(column, as: type) else { throw corrupt(column, "missing") }
-        return key
-    }
-
-    func optionalAddress(_ column: String) throws -> IPAddress? {
-        guard let text = try optionalString(column) else { return nil }
-        guard let address = IPAddress(text) else { throw corrupt(column, "expected an IP address") }
-        return address
-    }
-
-    func stringList(_ column: String) throws -> [String] {
-        let text = try string(column)
-        guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
-            throw corrupt(column, "expected a JSON array of strings")
-        }
-        return list
-    }
-
-    func prefixList(_ column: String) throws -> [IPPrefix] {
-        try stringList(column).map { text in
-            guard let prefix = IPPrefix(text) else { throw corrupt(column, "expected IP prefixes") }
-            return prefix
         }
     }
 }
