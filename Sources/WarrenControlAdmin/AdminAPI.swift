@@ -402,11 +402,9 @@ public struct AdminAPI: Sendable {
     }
 
     private func createUser(_ body: CreateUserBody) async throws -> AdminResponse {
-        if let picture = body.pictureURL, !picture.isEmpty {
-            throw AdminError(400, "invalid", "Warren keeps no picture for a user: leave pictureURL out")
-        }
-        return ok(UserJSON(try await createUserRecord(name: body.name, displayName: body.displayName ?? "", email: body.email ?? "")),
-                  status: 201)
+        ok(UserJSON(try await createUserRecord(name: body.name, displayName: body.displayName ?? "", email: body.email ?? "",
+                                               pictureURL: body.pictureURL ?? "")),
+           status: 201)
     }
 
     private func renameUser(_ name: String, _ body: RenameBody) async throws -> AdminResponse {
@@ -433,9 +431,11 @@ public struct AdminAPI: Sendable {
     /// Picks a record inside a store transaction.
     typealias Select<T> = @Sendable (any StoreReading) throws -> T
 
-    func createUserRecord(name: String, displayName: String, email: String = "") async throws -> User {
+    func createUserRecord(name: String, displayName: String, email: String = "", pictureURL: String = "") async throws -> User {
         let now = clock()
-        let user = try await store.transaction { try $0.createUser(name: name, displayName: displayName, email: email, now: now) }
+        let user = try await store.transaction {
+            try $0.createUser(name: name, displayName: displayName, email: email, pictureURL: pictureURL, now: now)
+        }
         await hooks.changed(.usersChanged)
         return user
     }

@@ -60,6 +60,8 @@ public struct UserJSON: Codable, Sendable, Equatable {
     public var providerID: String?
     /// "oidc" for a user from an identity provider, "" for one created locally.
     public var provider: String
+    /// The profile picture URL, "" when none.
+    public var pictureURL: String
 
     public init(_ user: User) {
         id = user.id.rawValue
@@ -69,9 +71,10 @@ public struct UserJSON: Codable, Sendable, Equatable {
         email = user.email
         providerID = user.providerID
         provider = user.provider
+        pictureURL = user.pictureURL
     }
 
-    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider }
+    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL }
 
     /// The e-mail and provider fields may be absent (a server from before they were kept).
     public init(from decoder: any Decoder) throws {
@@ -83,6 +86,7 @@ public struct UserJSON: Codable, Sendable, Equatable {
         email = try c.decodeIfPresent(String.self, forKey: .email) ?? ""
         providerID = try c.decodeIfPresent(String.self, forKey: .providerID)
         provider = try c.decodeIfPresent(String.self, forKey: .provider) ?? ""
+        pictureURL = try c.decodeIfPresent(String.self, forKey: .pictureURL) ?? ""
     }
 }
 
@@ -236,7 +240,7 @@ public struct CreateUserBody: Codable, Sendable {
     public var displayName: String?
     /// The user's e-mail address, as headscale's CreateUser takes it (a policy can name the user by it).
     public var email: String?
-    /// headscale's profile picture URL: Warren keeps none, so only an empty one is accepted.
+    /// The profile picture URL (headscale's CreateUser pictureUrl): an http(s) URL, or empty for none.
     public var pictureURL: String?
     public init(name: String, displayName: String? = nil, email: String? = nil, pictureURL: String? = nil) {
         self.name = name

@@ -116,7 +116,7 @@ public enum AdminOpenAPI {
     private static var schemas: [String: Any] {
         [
             "User": object(["id": integer, "name": string, "displayName": string, "created": time, "email": string,
-                            "providerID": string, "provider": string]),
+                            "providerID": string, "provider": string, "pictureURL": string]),
             "UserList": list("User"),
             "Node": object([
                 "id": integer, "machineKey": string, "nodeKey": string, "discoKey": nullableString, "user": string, "userID": integer,
@@ -148,7 +148,7 @@ public enum AdminOpenAPI {
             "ApproveRegistration": object(["user": ["type": "string", "description": "the new node's user (name or id)"]]),
             "Error": object(["error": string, "code": string], required: ["error", "code"]),
             "CreateUser": object(["name": string, "displayName": string, "email": string,
-                                  "pictureURL": ["type": "string", "description": "only empty: Warren keeps no picture"]],
+                                  "pictureURL": ["type": "string", "description": "profile picture, an http(s) URL"]],
                                  required: ["name"]),
             "Rename": object(["newName": string], required: ["newName"]),
             "CreatePreAuthKey": object([

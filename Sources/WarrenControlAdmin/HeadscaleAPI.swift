@@ -473,7 +473,7 @@ struct HeadscaleAPI {
         .object([
             ("id", .uint64(user.id.rawValue)), ("name", .string(user.name)), ("createdAt", .timestamp(user.created)),
             ("displayName", .string(user.displayName)), ("email", .string(user.email)),
-            ("providerId", .string(user.providerID ?? "")), ("provider", .string(user.provider)), ("profilePicUrl", .string("")),
+            ("providerId", .string(user.providerID ?? "")), ("provider", .string(user.provider)), ("profilePicUrl", .string(user.pictureURL)),
         ])
     }
 
@@ -623,10 +623,7 @@ struct HeadscaleAPI {
         let displayName = try m.string("displayName")
         let email = try m.string("email")
         let picture = try m.string("pictureUrl")
-        if !picture.isEmpty {
-            throw HeadscaleStatus.invalidArgument("Warren keeps no picture for a user: leave pictureUrl empty")
-        }
-        let user = try await admin.createUserRecord(name: name, displayName: displayName, email: email)
+        let user = try await admin.createUserRecord(name: name, displayName: displayName, email: email, pictureURL: picture)
         return .object([("user", Self.user(user))])
     }
 

@@ -20,11 +20,13 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
     public var name: String?
     public var preferredUsername: String?
     public var groups: [String]?
+    /// The profile picture URL (standard claim `picture`).
+    public var picture: String?
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case iss, sub, aud, azp, exp, iat, nbf, nonce, email, name, groups
+        case iss, sub, aud, azp, exp, iat, nbf, nonce, email, name, groups, picture
         case emailVerified = "email_verified"
         case preferredUsername = "preferred_username"
     }
@@ -51,6 +53,7 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
         }
         name = try? c.decodeIfPresent(String.self, forKey: .name)
         preferredUsername = try? c.decodeIfPresent(String.self, forKey: .preferredUsername)
+        picture = try? c.decodeIfPresent(String.self, forKey: .picture)
         if let list = try? c.decodeIfPresent([String].self, forKey: .groups) {
             groups = list
         } else if let one = try? c.decodeIfPresent(String.self, forKey: .groups) {
@@ -73,6 +76,7 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
         try c.encodeIfPresent(name, forKey: .name)
         try c.encodeIfPresent(preferredUsername, forKey: .preferredUsername)
         try c.encodeIfPresent(groups, forKey: .groups)
+        try c.encodeIfPresent(picture, forKey: .picture)
     }
 
     /// The claims are checked by ``IDTokenVerifier`` after the signature, each with its own error.

@@ -28,6 +28,8 @@ public struct OIDCIdentity: Sendable, Hashable {
     public var name: String?
     public var preferredUsername: String?
     public var groups: [String]
+    /// The `picture` claim (a profile picture URL), if any.
+    public var picture: String? = nil
     /// The ID token's `exp`.
     public var tokenExpiry: Date
 
@@ -211,6 +213,7 @@ public actor OIDCRelyingParty {
                                     email: claims.email, emailVerified: claims.emailVerified ?? false, name: claims.name,
                                     preferredUsername: claims.preferredUsername, groups: claims.groups ?? [],
                                     tokenExpiry: Date(timeIntervalSince1970: claims.exp ?? 0))
+        identity.picture = claims.picture
         if let accessToken = tokens.accessToken, let endpoint = metadata.userinfoEndpoint {
             await mergeUserinfo(into: &identity, endpoint: endpoint, accessToken: accessToken)
         }
@@ -300,6 +303,7 @@ public actor OIDCRelyingParty {
             if let name = info.name, !name.isEmpty { identity.name = name }
             if let user = info.preferredUsername, !user.isEmpty { identity.preferredUsername = user }
             if let groups = info.groups { identity.groups = groups }
+            if let picture = info.picture, !picture.isEmpty { identity.picture = picture }
         } catch {
             logger.notice("OIDC userinfo failed; using the ID token's claims", metadata: ["error": "\(error)"])
         }

@@ -43,7 +43,10 @@ public enum OIDCUsers {
             user = users.first { $0.providerID == nil && $0.email.caseInsensitiveCompare(trustedEmail) == .orderedSame }
             how = .email
         }
+        // headscale keeps the provider's picture too; one that is not an http(s) URL is left out, not refused.
+        let picture = identity.picture.flatMap { (try? StoreRules.validatePictureURL($0)) != nil ? $0 : nil }
         if var existing = user {
+            if let picture { existing.pictureURL = picture }
             existing.providerID = providerID
             existing.provider = "oidc"
             if let trustedEmail { existing.email = trustedEmail }
@@ -54,7 +57,8 @@ public enum OIDCUsers {
         let taken = Set(users.map { $0.name.lowercased() })
         let name = uniqueName(for: identity, trustedEmail: trustedEmail, taken: taken)
         let created = try tx.insert(User(id: UserID(0), name: name, displayName: identity.name ?? "", created: now,
-                                         email: trustedEmail ?? "", providerID: providerID, provider: "oidc"))
+                                         email: trustedEmail ?? "", providerID: providerID, provider: "oidc",
+                                         pictureURL: picture ?? ""))
         return Match(user: created, how: .created)
     }
 

@@ -32,7 +32,8 @@ enum PostgresSchema {
                 created DOUBLE PRECISION NOT NULL,
                 email TEXT NOT NULL DEFAULT '',
                 provider_id TEXT,
-                provider TEXT NOT NULL DEFAULT ''
+                provider TEXT NOT NULL DEFAULT '',
+                picture_url TEXT NOT NULL DEFAULT ''
             )
             """,
             """

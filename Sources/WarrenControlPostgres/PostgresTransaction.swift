@@ -47,7 +47,7 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
         let c = PGColumns(row: row, table: "users")
         return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"),
                     created: try c.date("created"), email: try c.string("email"), providerID: try c.optionalString("provider_id"),
-                    provider: try c.string("provider"))
+                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"))
     }
 
     private func node(_ row: PostgresRandomAccessRow) throws -> Node {
@@ -191,8 +191,9 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
 
     func insert(_ user: User) throws -> User {
         let inserted = try rows("""
-            INSERT INTO users (name, display_name, created, email, provider_id, provider) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
-            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider])
+            INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL])
         var stored = user
         stored.id = UserID(try insertedID(inserted, "users"))
         noteChange("user", stored.id)
@@ -201,8 +202,10 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
 
     func update(_ user: User) throws {
         let count = try execute("""
-            UPDATE users SET name = $1, display_name = $2, created = $3, email = $4, provider_id = $5, provider = $6 WHERE id = $7
-            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.id.rawValue])
+            UPDATE users SET name = $1, display_name = $2, created = $3, email = $4, provider_id = $5, provider = $6, picture_url = $7
+            WHERE id = $8
+            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
+                  user.id.rawValue])
         if count == 0 { throw StoreError(.notFound, "no user with id \(user.id)") }
         noteChange("user", user.id)
     }

@@ -35,6 +35,8 @@ public struct HeadscaleSnapshot: Sendable, Hashable {
         public var providerIdentifier: String?
         public var provider: String
         public var created: Date?
+        /// `profile_pic_url` ("" when none or absent).
+        public var pictureURL: String = ""
     }
 
     public struct Node: Sendable, Hashable {
@@ -252,7 +254,8 @@ public enum HeadscaleImport {
             users.append(.init(
                 id: r.id, name: try r.text("name") ?? "", displayName: try r.text("display_name") ?? "",
                 email: try r.text("email") ?? "", providerIdentifier: try r.text("provider_identifier").flatMap { $0.isEmpty ? nil : $0 },
-                provider: try r.text("provider") ?? "", created: try r.date("created_at")))
+                provider: try r.text("provider") ?? "", created: try r.date("created_at"),
+                pictureURL: try r.text("profile_pic_url") ?? ""))
         }
 
         var keys: [HeadscaleSnapshot.PreAuthKey] = []
@@ -352,7 +355,9 @@ public enum HeadscaleImport {
             userIndex[user.id] = users.count
             users.append(.init(headscaleID: user.id,
                                user: .init(id: UserID(0), name: name, displayName: user.displayName, created: user.created ?? now,
-                                           email: user.email, providerID: user.providerIdentifier, provider: user.provider),
+                                           email: user.email, providerID: user.providerIdentifier, provider: user.provider,
+                                           // headscale kept any text; Warren keeps an http(s) URL (another is left out).
+                                           pictureURL: (try? StoreRules.validatePictureURL(user.pictureURL)) != nil ? user.pictureURL : ""),
                                email: user.email, providerIdentifier: user.providerIdentifier))
         }
         var taggedOwner: Int?

@@ -59,7 +59,7 @@ final class SQLiteTransaction: StoreTransaction {
         let c = Columns(row: row, table: "users")
         return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"),
                     created: try c.date("created"), email: try c.string("email"), providerID: try c.optionalString("provider_id"),
-                    provider: try c.string("provider"))
+                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"))
     }
 
     private func node(_ row: Row) throws -> Node {
@@ -180,16 +180,17 @@ final class SQLiteTransaction: StoreTransaction {
     // MARK: writing
 
     func insert(_ user: User) throws -> User {
-        try execute("INSERT INTO users (name, display_name, created, email, provider_id, provider) VALUES (?, ?, ?, ?, ?, ?)",
-                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider])
+        try execute("INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL])
         var stored = user
         stored.id = UserID(db.lastInsertedRowID)
         return stored
     }
 
     func update(_ user: User) throws {
-        try execute("UPDATE users SET name = ?, display_name = ?, created = ?, email = ?, provider_id = ?, provider = ? WHERE id = ?",
-                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.id.rawValue])
+        try execute("UPDATE users SET name = ?, display_name = ?, created = ?, email = ?, provider_id = ?, provider = ?, picture_url = ? WHERE id = ?",
+                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
+                     user.id.rawValue])
         if changes == 0 { throw StoreError(.notFound, "no user with id \(user.id)") }
     }
 

@@ -119,6 +119,9 @@ enum Schema {
                 ALTER TABLE api_keys ADD COLUMN hash_scheme TEXT NOT NULL DEFAULT 'sha256';
                 """)
         }
+        migrator.registerMigration("v5: users' profile picture URL") { db in
+            try db.execute(sql: "ALTER TABLE users ADD COLUMN picture_url TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
 }

@@ -13,12 +13,15 @@ public struct ControlUser: Hashable, Sendable {
     /// The user's e-mail address ("" = none): given at `users create --email`, carried from headscale or an identity
     /// provider. A policy names the user by it (`alice@example.com`) as well as by name (`alice@`).
     public var email: String
+    /// The profile picture URL ("" = none), sent to clients as the user profile's ProfilePicURL.
+    public var pictureURL: String
 
-    public init(id: Int64, name: String, displayName: String? = nil, email: String = "") {
+    public init(id: Int64, name: String, displayName: String? = nil, email: String = "", pictureURL: String = "") {
         self.id = id
         self.name = name
         self.displayName = displayName ?? name
         self.email = email
+        self.pictureURL = pictureURL
     }
 
     public var loginName: String { name }

@@ -265,7 +265,8 @@ public struct NetworkMapBuilder: Sendable {
 
     public func userProfiles(for ids: some Sequence<Int64>, in tailnet: TailnetSnapshot) -> [UserProfile] {
         Set(ids).sorted().compactMap { tailnet.users[$0] }.map {
-            UserProfile(id: $0.id, loginName: $0.loginName, displayName: $0.displayName)
+            UserProfile(id: $0.id, loginName: $0.loginName, displayName: $0.displayName,
+                        profilePicURL: $0.pictureURL.isEmpty ? nil : $0.pictureURL)
         }
     }
 

@@ -178,7 +178,7 @@ public final class StoreDirectory: ControlDirectory {
 
     static func controlUser(_ user: WarrenControlStore.User) -> ControlUser {
         ControlUser(id: user.id.rawValue, name: user.name, displayName: user.displayName.isEmpty ? nil : user.displayName,
-                    email: user.email)
+                    email: user.email, pictureURL: user.pictureURL)
     }
 
     static func controlNode(_ stored: WarrenControlStore.Node) -> ControlNode {

@@ -19,9 +19,12 @@ public struct User: Hashable, Sendable, Codable {
     public var providerID: String?
     /// Where the user came from, as headscale names it ("oidc"; "" = created locally).
     public var provider: String
+    /// The user's profile picture URL ("" = none), as headscale keeps it (`CreateUser`'s pictureUrl, an OIDC
+    /// token's `picture`); shown to clients as the user profile's ProfilePicURL.
+    public var pictureURL: String
 
     public init(id: UserID, name: String, displayName: String = "", created: Date, email: String = "",
-                providerID: String? = nil, provider: String = "") {
+                providerID: String? = nil, provider: String = "", pictureURL: String = "") {
         self.id = id
         self.name = name
         self.displayName = displayName
@@ -29,6 +32,20 @@ public struct User: Hashable, Sendable, Codable {
         self.email = email
         self.providerID = providerID
         self.provider = provider
+        self.pictureURL = pictureURL
+    }
+
+    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL }
+
+    /// Records written before the picture existed decode with none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.decode(UserID.self, forKey: .id), name: try c.decode(String.self, forKey: .name),
+                  displayName: try c.decode(String.self, forKey: .displayName), created: try c.decode(Date.self, forKey: .created),
+                  email: try c.decodeIfPresent(String.self, forKey: .email) ?? "",
+                  providerID: try c.decodeIfPresent(String.self, forKey: .providerID),
+                  provider: try c.decodeIfPresent(String.self, forKey: .provider) ?? "",
+                  pictureURL: try c.decodeIfPresent(String.self, forKey: .pictureURL) ?? "")
     }
 }
 

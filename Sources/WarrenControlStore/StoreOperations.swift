@@ -88,6 +88,18 @@ public enum StoreRules {
 
     /// An e-mail address as a user record keeps it: empty, or at most 254 bytes with one "@" that has text on both
     /// sides, and no spaces or control characters (no further checks: headscale makes none either).
+    /// A profile picture URL: empty, or an absolute http(s) URL of at most 2,048 bytes without spaces or controls
+    /// (clients fetch it to show the user's picture).
+    public static func validatePictureURL(_ text: String) throws {
+        if text.isEmpty { return }
+        let lower = text.lowercased()
+        guard text.utf8.count <= 2048, lower.hasPrefix("https://") || lower.hasPrefix("http://"),
+              text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }),
+              let url = URL(string: text), let host = url.host, !host.isEmpty else {
+            throw StoreError(.invalid, "not an http(s) URL for a profile picture: \(text.debugDescription)")
+        }
+    }
+
     public static func validateEmail(_ email: String) throws {
         if email.isEmpty { return }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
@@ -163,11 +175,14 @@ extension ControlStore {
 }
 
 extension StoreTransaction {
-    public func createUser(name: String, displayName: String = "", email: String = "", now: Date) throws -> User {
+    public func createUser(name: String, displayName: String = "", email: String = "", pictureURL: String = "",
+                           now: Date) throws -> User {
         try StoreRules.validateUserName(name)
         try StoreRules.validateEmail(email)
+        try StoreRules.validatePictureURL(pictureURL)
         if try user(named: name) != nil { throw StoreError(.conflict, "a user named \(name.debugDescription) already exists") }
-        return try insert(User(id: UserID(0), name: name, displayName: displayName, created: now, email: email))
+        return try insert(User(id: UserID(0), name: name, displayName: displayName, created: now, email: email,
+                               pictureURL: pictureURL))
     }
 
     public func renameUser(_ oldName: String, to newName: String) throws -> User {

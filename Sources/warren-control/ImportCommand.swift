@@ -23,11 +23,11 @@ struct ImportHeadscaleCommand: AsyncParsableCommand {
         discussion: """
             Run it with warren-control and headscale stopped. The import goes into an empty Warren database in one \
             transaction: it lands whole or not at all. With --noise-key (headscale's noise_private.key), that key \
-            becomes warren-control's control key, so clients keep the server key they know. Users keep their e-mail \
-            and identity-provider id. Pre-auth keys and API keys keep their text: headscale's bcrypt hashes are \
+            becomes warren-control's control key, so clients keep the server key they know. Users keep their e-mail, \
+            identity-provider id and profile picture URL (when it is an http(s) URL). Pre-auth keys and API keys keep their text: headscale's bcrypt hashes are \
             carried as they are and checked as headscale checks them. Not carried, and listed: expired keys, spent \
-            one-off keys, keys of no live user and without tags, soft-deleted rows. Never carried: users' profile \
-            picture URLs, headscale's own settings outside the database.
+            one-off keys, keys of no live user and without tags, soft-deleted rows. Never carried: headscale's own \
+            settings outside the database.
             """)
 
     @Option(help: "headscale's SQLite database (default: database.sqlite.path of --config).")

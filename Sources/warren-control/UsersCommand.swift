@@ -35,7 +35,7 @@ struct UsersCommand: AsyncParsableCommand {
         @Option(name: [.customShort("e"), .long], help: "The user's e-mail address (a policy can name the user by it).")
         var email: String?
         @Option(name: [.customShort("p"), .customLong("picture-url")],
-                help: "headscale's profile picture URL: Warren keeps no picture, so a non-empty one is refused.")
+                help: "The user's profile picture, an http(s) URL (clients show it).")
         var pictureURL: String?
         @Option(name: .shortAndLong, help: "Output format: text, json, json-line or yaml.") var output: OutputFormat = .text
         @Argument(help: "The user's name.") var name: String

@@ -176,15 +176,17 @@ final class HeadscaleAPITests: XCTestCase {
     func testUsers() async throws {
         let s = try await Server()
         defer { let server = s.server; Task { await server.close() } }
-        let alice = try s.ok("POST", "/api/v1/user", #"{"name":"alice","displayName":"Alice"}"#, .object(["user": .user]))["user"]
+        let alice = try s.ok("POST", "/api/v1/user", #"{"name":"alice","displayName":"Alice","pictureUrl":"https://example.com/a.png"}"#,
+                         .object(["user": .user]))["user"]
         XCTAssertEqual(alice["name"], .string("alice"))
+        XCTAssertEqual(alice["profilePicUrl"], .string("https://example.com/a.png"))
         XCTAssertEqual(alice["displayName"], .string("Alice"))
         XCTAssertEqual(alice["createdAt"], .string("2026-05-09T06:13:20Z"))
         let bob = try s.ok("POST", "/api/v1/user", #"{"name":"bob","unknown_field":1}"#, .object(["user": .user]))["user"]
         let aliceID = try XCTUnwrap(alice["id"].string), bobID = try XCTUnwrap(bob["id"].string)
         try s.fails("POST", "/api/v1/user", #"{"name":"alice"}"#, status: 409, code: 6)
         try s.fails("POST", "/api/v1/user", #"{"name":"x","email":"not an address"}"#, status: 400, code: 3)
-        try s.fails("POST", "/api/v1/user", #"{"name":"x","pictureUrl":"https://example.com/x.png"}"#, status: 400, code: 3)
+        try s.fails("POST", "/api/v1/user", #"{"name":"x","pictureUrl":"file:///etc/passwd"}"#, status: 400, code: 3)
         try s.fails("POST", "/api/v1/user", "[1]", status: 400, code: 3)
         try s.fails("POST", "/api/v1/user", #"{"name":7}"#, status: 400, code: 3)
 

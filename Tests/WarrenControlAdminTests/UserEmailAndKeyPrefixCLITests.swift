@@ -45,17 +45,21 @@ final class UserEmailAndKeyPrefixCLITests: XCTestCase {
         XCTAssertEqual(stored.map(\.email), ["alice@example.com", "bob@example.org"])
         XCTAssertEqual(stored.map(\.displayName), ["Alice A", "Bob"])
 
-        // Warren keeps no picture: an empty one is accepted, any other is refused, and nothing is created.
+        // The profile picture: empty is none; an http(s) URL is kept (and sent to clients); anything else is refused
+        // and nothing is created.
         let emptyPicture = try await run(["users", "create", "carol", "--picture-url", ""])
         XCTAssertEqual(emptyPicture.status, 0, emptyPicture.stderr)
         let picture = try await run(["users", "create", "dave", "-p", "https://example.com/dave.png"])
-        XCTAssertEqual(picture.status, 1)
-        XCTAssertTrue(picture.stderr.contains("Warren keeps no picture"), picture.stderr)
+        XCTAssertEqual(picture.status, 0, picture.stderr)
+        let notURL = try await run(["users", "create", "frank", "-p", "javascript:alert(1)"])
+        XCTAssertEqual(notURL.status, 1)
+        XCTAssertTrue(notURL.stderr.contains("not an http(s) URL"), notURL.stderr)
         let badEmail = try await run(["users", "create", "erin", "--email", "erin"])
         XCTAssertEqual(badEmail.status, 1)
         XCTAssertTrue(badEmail.stderr.contains("not an e-mail address"), badEmail.stderr)
-        let names = try await XCTUnwrap(store).read { try $0.users() }.map(\.name).sorted()
-        XCTAssertEqual(names, ["alice", "bob", "carol"])
+        let users = try await XCTUnwrap(store).read { try $0.users() }.sorted { $0.name < $1.name }
+        XCTAssertEqual(users.map(\.name), ["alice", "bob", "carol", "dave"])
+        XCTAssertEqual(users.map(\.pictureURL), ["", "", "", "https://example.com/dave.png"])
 
         // `users list --email` finds her by it.
         let listed = try await run(["users", "list", "--email", "alice@example.com", "-o", "json"])

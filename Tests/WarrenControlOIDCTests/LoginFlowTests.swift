@@ -105,6 +105,7 @@ final class LoginFlowTests: XCTestCase {
         XCTAssertEqual(user.displayName, "Alice Example")
         XCTAssertEqual(user.providerID, provider.issuer + "/user-1")
         XCTAssertEqual(user.provider, "oidc")
+        XCTAssertEqual(user.pictureURL, "https://pictures.example.com/alice.png", "the token's picture claim is kept")
         let nodes = await engine.allNodes()
         XCTAssertEqual(nodes.count, 1)
         XCTAssertEqual(nodes.first?.userID, user.id.rawValue)

@@ -108,6 +108,7 @@ final class RelyingPartyTests: XCTestCase {
         XCTAssertEqual(identity.name, "Alice Example")
         XCTAssertEqual(identity.preferredUsername, "alice")
         XCTAssertEqual(identity.groups, ["staff"])
+        XCTAssertEqual(identity.picture, "https://pictures.example.com/alice.png")
         XCTAssertGreaterThan(identity.tokenExpiry, Date())
         let sent = provider.state.withLock { $0.lastAuthorizeQuery }
         XCTAssertEqual(sent["code_challenge_method"], "S256")

@@ -30,6 +30,7 @@ final class TestProvider: Sendable {
         var name: String? = "Alice Example"
         var preferredUsername: String? = "alice"
         var groups: [String]? = ["staff"]
+        var picture: String? = "https://pictures.example.com/alice.png"
     }
 
     struct State: Sendable {
@@ -210,6 +211,7 @@ final class TestProvider: Sendable {
         claims.name = grant.identity.name
         claims.preferredUsername = grant.identity.preferredUsername
         claims.groups = grant.identity.groups
+        claims.picture = grant.identity.picture
         s.mutate(&claims)
         let idToken: String
         do {

@@ -114,12 +114,12 @@ struct HeadscaleFixture {
 
     @discardableResult
     func user(id: Int64? = nil, name: String, displayName: String = "", email: String = "", providerIdentifier: String? = nil,
-              provider: String = "", created: Date? = nil, deleted: Date? = nil) throws -> Int64 {
+              provider: String = "", picture: String = "", created: Date? = nil, deleted: Date? = nil) throws -> Int64 {
         try queue.write { db in
             try db.execute(sql: """
                 INSERT INTO users (id, name, display_name, email, provider_identifier, provider, profile_pic_url, created_at, updated_at,
-                deleted_at) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?)
-                """, arguments: [id, name, displayName, email, providerIdentifier, provider, created.map { Self.goTime($0) },
+                deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [id, name, displayName, email, providerIdentifier, provider, picture, created.map { Self.goTime($0) },
                                  created.map { Self.goTime($0) }, deleted.map { Self.goTime($0) }])
             return db.lastInsertedRowID
         }

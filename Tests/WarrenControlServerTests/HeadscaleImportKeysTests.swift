@@ -253,7 +253,11 @@ final class HeadscaleImportKeysTests: XCTestCase {
         let badEmail = await call(api, "POST", "/api/v1/user", key: keys.apiKey, body: #"{"name": "dave", "email": "no at sign"}"#)
         XCTAssertEqual(badEmail.status, 400, String(decoding: badEmail.body, as: UTF8.self))
         let picture = await call(api, "POST", "/api/v1/user", key: keys.apiKey, body: #"{"name": "erin", "pictureUrl": "https://x/p.png"}"#)
-        XCTAssertEqual(picture.status, 400)
+        XCTAssertEqual(picture.status, 200, String(decoding: picture.body, as: UTF8.self))
+        let erin = try XCTUnwrap((try json(picture) as? [String: Any])?["user"] as? [String: Any])
+        XCTAssertEqual(erin["profilePicUrl"] as? String, "https://x/p.png")
+        let badPicture = await call(api, "POST", "/api/v1/user", key: keys.apiKey, body: #"{"name": "fay", "pictureUrl": "p.png"}"#)
+        XCTAssertEqual(badPicture.status, 400)
 
         // Warren's shape.
         let warren = await call(api, "GET", "/api/v1/users", key: keys.apiKey)

@@ -55,8 +55,9 @@ final class HeadscaleImportTests: XCTestCase {
         let now = Date()
         let created = Date(timeIntervalSince1970: 1_767_000_000.25)
         let alice = try hs.user(name: "alice", displayName: "Alice Liddell", email: "alice@example.com",
-                                providerIdentifier: "https://idp.example/alice", provider: "oidc", created: created)
-        let bob = try hs.user(name: "bob", created: created)
+                                providerIdentifier: "https://idp.example/alice", provider: "oidc",
+                                picture: "https://idp.example/alice.png", created: created)
+        let bob = try hs.user(name: "bob", picture: "not a URL", created: created)
         try hs.user(name: "gone", created: created, deleted: now)
         // A legacy key (plaintext, 48 hex digits), a 0.28+ key (prefix + bcrypt), an expired one, a spent one-off one.
         let legacyText = "0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -126,7 +127,8 @@ final class HeadscaleImportTests: XCTestCase {
         XCTAssertEqual(users[0].email, "alice@example.com")
         XCTAssertEqual(users[0].providerID, "https://idp.example/alice")
         XCTAssertEqual(users[0].provider, "oidc")
-        XCTAssertEqual([users[1].email, users[1].provider], ["", ""])
+        XCTAssertEqual(users[0].pictureURL, "https://idp.example/alice.png")
+        XCTAssertEqual([users[1].email, users[1].provider, users[1].pictureURL], ["", "", ""], "a picture that is no URL is left out")
         XCTAssertNil(users[1].providerID)
         XCTAssertEqual(keys.count, 2)
         let key = try XCTUnwrap(keys.first { $0.prefix == "0123456789ab" })
