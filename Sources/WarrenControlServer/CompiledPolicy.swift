@@ -74,7 +74,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
     /// and by its name (`alice@`) in any case, as headscale resolves a user token (by e-mail or by name; WarrenPolicy
     /// matches a token against both when they differ).
     static func tailnetUsers(_ snapshot: TailnetSnapshot) -> [Int64: TailnetUser] {
-        snapshot.users.mapValues { TailnetUser(id: Int($0.id), name: $0.name, email: $0.policyLogin) }
+        snapshot.users.mapValues { TailnetUser(id: Int($0.id), name: $0.name, email: $0.loginName) }
     }
 
     private func build(_ s: inout State, _ snapshot: TailnetSnapshot) {

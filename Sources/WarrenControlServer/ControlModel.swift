@@ -24,11 +24,10 @@ public struct ControlUser: Hashable, Sendable {
         self.pictureURL = pictureURL
     }
 
-    public var loginName: String { name }
-
-    /// The user's login as the policy sees it (Tailscale's users are logins, e-mail-like): the e-mail address when
-    /// there is one, else the name, which `name@` in a policy names.
-    public var policyLogin: String { email.isEmpty ? name : email }
+    /// The user's login, as clients show it (UserProfile.LoginName, RegisterResponse.Login) and as the policy sees it
+    /// (Tailscale's users are logins, e-mail-like): the e-mail address when there is one, else the name, which
+    /// `name@` in a policy names. headscale's `User.Username()` makes the same choice.
+    public var loginName: String { email.isEmpty ? name : email }
 }
 
 /// A device known to control.

@@ -36,6 +36,22 @@ final class NetworkMapBuilderTests: XCTestCase {
         XCTAssertEqual(map.userProfiles?.map(\.loginName), ["alice"])
     }
 
+    /// A user with an e-mail address logs in as it (headscale's Username(): e-mail, else name), and the profile
+    /// carries the picture; a user without either shows its name and no picture.
+    func testUserProfilesCarryTheLoginAndThePicture() {
+        let builder = NetworkMapBuilder(configuration: ControlConfiguration(serverURL: "http://x"))
+        let nodes: [Int64: ControlNode] = [1: node(1, "a", user: 1), 2: node(2, "b", user: 2)]
+        let users: [Int64: ControlUser] = [
+            1: ControlUser(id: 1, name: "alice", email: "alice@example.com", pictureURL: "https://example.com/a.png"),
+            2: ControlUser(id: 2, name: "bob"),
+        ]
+        let map = builder.fullMap(for: nodes[1]!, in: TailnetSnapshot(nodes: nodes, users: users, online: []),
+                                  now: TailcfgTime(secondsSince1970: 1_900_000_000), omitPeers: false)
+        let profiles = (map.userProfiles ?? []).sorted { $0.id < $1.id }
+        XCTAssertEqual(profiles.map(\.loginName), ["alice@example.com", "bob"])
+        XCTAssertEqual(profiles.map(\.profilePicURL), ["https://example.com/a.png", nil])
+    }
+
     func testDNSConfigHasSearchDomainMagicDNSRouteSplitDNSAndResolvers() throws {
         var configuration = ControlConfiguration(serverURL: "http://x")
         configuration.baseDomain = "lab.warren"

@@ -76,6 +76,6 @@ final class UserEmailPolicyTests: XCTestCase {
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
         let users = try await directory.users().sorted { $0.id < $1.id }
         XCTAssertEqual(users.map(\.email), ["alice@example.com", ""])
-        XCTAssertEqual(users.map(\.policyLogin), ["alice@example.com", "bob"])
+        XCTAssertEqual(users.map(\.loginName), ["alice@example.com", "bob"])
     }
 }
