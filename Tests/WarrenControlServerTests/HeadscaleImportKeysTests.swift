@@ -118,7 +118,8 @@ final class HeadscaleImportKeysTests: XCTestCase {
         let ra = try await a.register(a.registerRequest(authKey: keys.reusable, hostname: "laptop"))
         XCTAssertEqual(ra.error, "")
         XCTAssertTrue(ra.machineAuthorized)
-        XCTAssertEqual(ra.login.loginName, "alice")
+        // alice came from headscale with an e-mail address: she logs in as it (headscale's Username()).
+        XCTAssertEqual(ra.login.loginName, "alice@example.com")
         // After a success, the wrong secret is still refused (the remembered check is per secret).
         let b = TestControlClient(port: port, seed: 2)
         try await b.connect(controlKey: controlKey.publicKey)
