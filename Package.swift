@@ -301,7 +301,7 @@ let package = Package(
             "WarrenTailcfg", "WarrenDERPServer", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WarrenControlStoreTests", dependencies: [
-            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlPostgres", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",
+            "WarrenControlStore", "WarrenControlSQLite", "WarrenControlPostgres", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport", "WarrenTestProbes",
             .product(name: "GRDB", package: "GRDB.swift"), .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .testTarget(name: "WarrenControlOIDCTests", dependencies: [

@@ -3,6 +3,7 @@ import TailscaleKeys
 import WarrenControlPostgres
 import WarrenControlStore
 import WarrenPacket
+import WarrenTestProbes
 import WarrenTestSupport
 import XCTest
 

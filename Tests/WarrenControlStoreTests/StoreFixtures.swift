@@ -5,6 +5,7 @@ import WarrenControlPostgres
 import WarrenControlSQLite
 import WarrenControlStore
 import WarrenPacket
+import WarrenTestProbes
 import WarrenTestSupport
 import XCTest
 

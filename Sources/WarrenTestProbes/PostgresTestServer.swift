@@ -102,7 +102,7 @@ public final class PostgresTestServer: Sendable {
         do {
             FileManager.default.createFile(atPath: passwordFile, contents: Data((password + "\n").utf8), attributes: [.posixPermissions: 0o600])
             guard chown(passwordFile, uid, gid) == 0 else { throw Failure(description: "chown \(passwordFile): errno \(errno)") }
-            port = try freePort()
+            port = try LoopbackPort.free()
             try run([runuser, "-u", "postgres", "--", bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--no-sync",
                      "--no-instructions", "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
                      "--pwfile=" + passwordFile], log: directory + "/initdb.log")
@@ -213,24 +213,5 @@ public final class PostgresTestServer: Sendable {
                                       + (exited ? "exited with \(code)" : "was killed by signal \(status & 0x7f)") + ": \(output.suffix(1500))")
         }
         return output
-    }
-
-    /// A free 127.0.0.1 TCP port (bound and released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(fd, pointer, length) == 0 else { return -1 }
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        guard bound == 0 else { throw Failure(description: "no free loopback port: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
