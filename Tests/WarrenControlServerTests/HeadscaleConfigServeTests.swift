@@ -138,6 +138,11 @@ final class HeadscaleConfigServeTests: XCTestCase {
                             "override_local_dns", "prefixes.allocation"]
 
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        try Self.runWarrenControl(arguments)
+    }
+
+    /// Runs the built warren-control to its end (the serve-binary tests share it).
+    static func runWarrenControl(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try RealTailscaleClientTests.warrenControlBinary())
         process.arguments = arguments

@@ -30,21 +30,7 @@ final class PostgresServeTests: XCTestCase {
     }
 
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try RealTailscaleClientTests.warrenControlBinary())
-        process.arguments = arguments
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let group = DispatchGroup()
-        let errorData = PostgresServeReadBox()
-        group.enter()
-        DispatchQueue.global().async { errorData.data = errors.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData.data, as: UTF8.self))
+        try HeadscaleConfigServeTests.runWarrenControl(arguments)
     }
 
     /// Starts `serve`, waits for its "point clients at" line, calls `body`, then ends it with SIGTERM.
