@@ -20,7 +20,7 @@ enum PostgresSchema {
     /// The tables of Warren's schema (a database without the migrations table that has any of them belongs to
     /// another program: headscale's has users, nodes and pre_auth_keys too).
     static let tables = ["users", "nodes", "pre_auth_keys", "api_keys", "pending_registrations", "policies",
-                         "allocated_addresses", "address_cursors", "audit_log", "changes"]
+                         "allocated_addresses", "address_cursors", "audit_log", "changes", "presence"]
 
     static let migrations: [Migration] = [
         Migration(version: 1, name: "v1: users, nodes, keys, pending logins, policy, addresses, audit log", statements: [
@@ -141,6 +141,21 @@ enum PostgresSchema {
                 at DOUBLE PRECISION NOT NULL
             )
             """,
+        ]),
+        Migration(version: 3, name: "v3: presence (which instance serves a node's map streams)", statements: [
+            // A row while an instance has a map stream of the node open. `instance_key` names the instance's
+            // session advisory lock (class 'Warp'): a row whose lock nobody holds is an instance that died, and is
+            // ignored (and deleted by whichever instance notices). No foreign key: presence is runtime state,
+            // written often and outside the store's write lock.
+            """
+            CREATE TABLE presence (
+                node_id BIGINT NOT NULL,
+                instance_key INTEGER NOT NULL,
+                since DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (node_id, instance_key)
+            )
+            """,
+            "CREATE INDEX presence_instance ON presence (instance_key)",
         ]),
     ]
 
