@@ -291,7 +291,7 @@ let package = Package(
         .testTarget(name: "WarrenControlServerTests", dependencies: [
             "WarrenTestProbes", "WarrenControlServer", "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", "WarrenTestSupport",
             "WarrenControlStore", "WarrenControlSQLite", "WarrenControlClient", "WarrenDERPServer", "WarrenDERPClient", "WarrenDERPTransport",
-            "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard", "WarrenControlAdmin",
+            "WarrenPolicy", "WarrenControlTransport", "WarrenListenerGuard", "WarrenControlAdmin", "WarrenControlPostgres",
             .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -305,7 +305,8 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"), .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .testTarget(name: "WarrenControlOIDCTests", dependencies: [
-            "WarrenTestProbes", "WarrenControlOIDC", "WarrenControlServer", "WarrenControlStore", "TailscaleKeys", "WarrenTestSupport",
+            "WarrenTestProbes", "WarrenControlOIDC", "WarrenControlServer", "WarrenControlStore", "WarrenControlPostgres", "TailscaleKeys",
+            "WarrenTestSupport", "WarrenPolicy",
             "WarrenTailcfg", .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "Logging", package: "swift-log"),
             // The in-process identity provider the tests sign in through.

@@ -7,36 +7,6 @@ import PostgresNIO
 import Synchronization
 import WarrenControlStore
 
-/// One record a write transaction touched.
-public struct StoreChange: Sendable, Hashable, CustomStringConvertible {
-    /// The change's number: ascending in commit order across all instances.
-    public var sequence: Int64
-    /// "user", "node", "preauthkey", "apikey", "registration" or "policy".
-    public var kind: String
-    /// The record's id (a registration's id text; a policy's version).
-    public var id: String
-    /// The `instanceID` of the store that wrote it.
-    public var origin: String
-
-    public init(sequence: Int64, kind: String, id: String, origin: String) {
-        self.sequence = sequence
-        self.kind = kind
-        self.id = id
-        self.origin = origin
-    }
-
-    public var description: String { "#\(sequence) \(kind) \(id) (from \(origin))" }
-}
-
-/// What the change feed delivers.
-public enum StoreChangeEvent: Sendable, Equatable {
-    /// Changes committed since the last event, in commit order.
-    case changes([StoreChange])
-    /// Changes may have been missed (the feed's connection was lost, or fell further behind than the rows kept):
-    /// reload whatever is derived from the store. Changes after this event are delivered again.
-    case resync(reason: String)
-}
-
 /// The feed's notification channel and its reading.
 ///
 /// Why LISTEN/NOTIFY over a change log, and both: a write transaction appends its changes to the `changes` table
@@ -74,6 +44,11 @@ extension PostgresControlStore {
     /// throws `.io` when it cannot connect. After a lost connection it reconnects (every `retryInterval`) and
     /// sends `.resync` first. Ends when the caller stops iterating (the stream is dropped or its task cancelled).
     public func changeFeed(retryInterval: Duration = .milliseconds(500)) async throws -> AsyncStream<StoreChangeEvent> {
+        try await changeFeedAndTask(retryInterval: retryInterval).stream
+    }
+
+    /// The feed, and the task that reads it (ended by dropping the stream; awaited to know its connection is closed).
+    func changeFeedAndTask(retryInterval: Duration) async throws -> (stream: AsyncStream<StoreChangeEvent>, task: Task<Void, Never>) {
         let (stream, continuation) = AsyncStream.makeStream(of: StoreChangeEvent.self, bufferingPolicy: .unbounded)
         let first = try await dedicatedConnection(purpose: "change feed")
         let started = AsyncStream.makeStream(of: Result<Void, any Error>.self)
@@ -88,7 +63,7 @@ extension PostgresControlStore {
             }
             break
         }
-        return stream
+        return (stream, task)
     }
 
     private func runFeed(first: PostgresConnection, retryInterval: Duration, continuation: AsyncStream<StoreChangeEvent>.Continuation,

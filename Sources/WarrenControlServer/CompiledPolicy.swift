@@ -45,6 +45,8 @@ public final class CompiledPolicy: PacketFilterPolicy {
 
     /// The policy in force; nil: allow all.
     public var policy: Policy? { state.withLock { $0.policy } }
+    /// The store version of the policy in force (0: none given).
+    public var policyVersion: Int64 { state.withLock { $0.version } }
 
     public init(policy: Policy?, options: CompileOptions = CompileOptions()) {
         state = Mutex(State(policy: policy))
@@ -64,23 +66,31 @@ public final class CompiledPolicy: PacketFilterPolicy {
                     approvedRoutes: node.approvedRoutes.map(\.masked))
     }
 
-    /// The tailnet a snapshot describes, as the policy sees it.
-    public static func tailnet(from snapshot: TailnetSnapshot) -> Tailnet {
-        Tailnet(users: tailnetUsers(snapshot).values.sorted { $0.id < $1.id },
+    /// The tailnet a snapshot describes, as the policy sees it (with the users' groups from the identity provider
+    /// when `providerGroups`: `oidc.groups_in_policy`).
+    public static func tailnet(from snapshot: TailnetSnapshot, providerGroups: Bool = false) -> Tailnet {
+        Tailnet(users: tailnetUsers(snapshot, providerGroups: providerGroups).values.sorted { $0.id < $1.id },
                 nodes: snapshot.nodes.values.map { tailnetNode($0, users: snapshot.users) })
     }
 
     /// The users as the policy sees them: a user is named by its e-mail address (`alice@example.com`) when it has one
     /// and by its name (`alice@`) in any case, as headscale resolves a user token (by e-mail or by name; WarrenPolicy
     /// matches a token against both when they differ).
-    static func tailnetUsers(_ snapshot: TailnetSnapshot) -> [Int64: TailnetUser] {
-        snapshot.users.mapValues { TailnetUser(id: Int($0.id), name: $0.name, email: $0.loginName) }
+    /// With `providerGroups` (`oidc.groups_in_policy`), a user also carries the groups its identity provider gave it,
+    /// which the policy's groups of those names include; a change of them compiles the policy again.
+    static func tailnetUsers(_ snapshot: TailnetSnapshot, providerGroups: Bool = false) -> [Int64: TailnetUser] {
+        snapshot.users.mapValues {
+            TailnetUser(id: Int($0.id), name: $0.name, email: $0.loginName, providerGroups: providerGroups ? $0.providerGroups : [])
+        }
     }
+
+    /// Whether `group:NAME` includes the users whose identity provider puts them in NAME (`oidc.groups_in_policy`).
+    public var providerGroupsInPolicy: Bool { options.providerGroups }
 
     private func build(_ s: inout State, _ snapshot: TailnetSnapshot) {
         s.known = snapshot.nodes.mapValues { Self.tailnetNode($0, users: snapshot.users) }
         s.idByName = Dictionary(s.known.map { ($0.value.name, $0.key) }, uniquingKeysWith: { a, _ in a })
-        s.users = Self.tailnetUsers(snapshot)
+        s.users = Self.tailnetUsers(snapshot, providerGroups: options.providerGroups)
         s.filters = [:]; s.peers = [:]; s.ssh = [:]; s.caps = [:]
         s.built = true
         guard let policy = s.policy else { s.engine = nil; return }
@@ -91,7 +101,7 @@ public final class CompiledPolicy: PacketFilterPolicy {
     /// Applies the nodes (changed, added or gone from `snapshot`) and returns the IDs of the nodes whose
     /// results may have changed; nil when everything was compiled again (a first build, or users changed).
     private func apply(_ s: inout State, _ ids: some Sequence<Int64>, _ snapshot: TailnetSnapshot) -> Set<Int64>? {
-        guard s.built, s.users == Self.tailnetUsers(snapshot) else {
+        guard s.built, s.users == Self.tailnetUsers(snapshot, providerGroups: options.providerGroups) else {
             build(&s, snapshot)
             return nil
         }

@@ -39,7 +39,7 @@ extension ControlEngine {
     /// Whether the node counts as online for the primary election: a map stream is open, or its last one
     /// ended less than `routeFailoverGrace` ago (a client reconnecting its stream keeps its routes).
     func onlineForRoutes(_ id: Int64) -> Bool {
-        isOnline(id) || routeGrace[id] != nil
+        isOnlineAnywhere(id) || routeGrace[id] != nil
     }
 
     /// Each served subnet route's primary router, elected from the current routers with the current
@@ -102,7 +102,7 @@ extension ControlEngine {
     /// The node is offline for the election: elect again and send every router that gained or lost a
     /// route (the node itself included) to its peers, which update their AllowedIPs and PrimaryRoutes.
     private func routeFailover(after id: Int64) {
-        guard !isOnline(id) else { return }
+        guard !isOnlineAnywhere(id) else { return }
         sendRouters(reelectRouteOwners().sorted())
     }
 
@@ -237,7 +237,7 @@ public struct PolicyRejection: Error, Sendable, Equatable {
 extension ControlEngine {
     /// The live tailnet as the policy sees it (for a policy's tests).
     public func policyTailnet() -> Tailnet {
-        CompiledPolicy.tailnet(from: snapshot)
+        CompiledPolicy.tailnet(from: snapshot, providerGroups: compiledPolicy?.providerGroupsInPolicy ?? false)
     }
 
     /// Parses and validates a policy text and runs its `tests` and `sshTests` against the live tailnet.

@@ -52,7 +52,7 @@ public actor ControlEngine {
         }
     }
 
-    private struct PendingLogin {
+    struct PendingLogin {
         var request: RegisterRequest
         var machineKey: MachinePublic
         var created: TailcfgTime
@@ -74,30 +74,42 @@ public actor ControlEngine {
 
     public private(set) var configuration: ControlConfiguration
     public nonisolated let builder: NetworkMapBuilder
-    private let directory: any ControlDirectory
+    let directory: any ControlDirectory
     let logger: Logger
     let now: @Sendable () -> TailcfgTime
 
     var users: [Int64: ControlUser] = [:]
     var nodes: [Int64: ControlNode] = [:] { didSet { metrics.record(nodes: nodes.count) } }
-    private var byNodeKey: [NodePublic: Int64] = [:]
-    private var byMachineKey: [MachinePublic: Int64] = [:]
+    var byNodeKey: [NodePublic: Int64] = [:]
+    var byMachineKey: [MachinePublic: Int64] = [:]
     var sessions: [Int64: [Int: Session]] = [:]
     /// The nodes with at least one open map stream (kept with `sessions`, so a snapshot costs nothing per node).
     var onlineNodes: Set<Int64> = []
     /// Each node's wire form as its peers see it, shared by every full map (``CachedPeer``).
     let peerCache = PeerCache(trustsRecords: true)
     /// Each node's MagicDNS label, lowercased (new names are checked against it without a pass over every node).
-    private var labels: [String: Int64] = [:]
+    var labels: [String: Int64] = [:]
     /// Peer patches waiting to go to every stream in one message (ControlEngine+Batching.swift).
     var peerChangeBatch = PeerChangeBatch()
     private var nextSessionID = 1
     private var openSessions = 0
-    private var pending: [String: PendingLogin] = [:]
+    var pending: [String: PendingLogin] = [:]
     /// Followup long polls waiting on a pending login, woken when it is approved or forgotten.
     private var loginWaiters: [String: [Int: CheckedContinuation<Void, Never>]] = [:]
     private var nextWaiterID = 0
     private var ephemeralReapers: [Int64: Task<Void, Never>] = [:]
+    /// Several instances on one database (ControlEngine+Cluster.swift): the link to the others, and the nodes with
+    /// a map stream open on another instance (they count as online here too).
+    var cluster: (any ControlCluster)?
+    /// The link's events, from ``attach(cluster:storedPolicy:)`` (before the tailnet is loaded) until followed.
+    var clusterEvents: AsyncStream<ClusterEvent>?
+    var remoteOnline: Set<Int64> = []
+    /// With a cluster, ephemeral nodes are reaped by one instance (a singleton): since when it saw each offline.
+    var ephemeralOfflineSince: [Int64: ContinuousClock.Instant] = [:]
+    /// This instance holds the ephemeral reaper's singleton now.
+    var ephemeralReaper = false
+    /// Policy versions other instances store are put in force (not when this server runs a policy file).
+    var followsStoredPolicy = true
     /// The primary router of each subnet route (ControlEngine+Policy.swift).
     var routeOwners: [IPPrefix: Int64] = [:]
     /// Routers whose last map stream ended within `routeFailoverGrace`, with the task that fails their
@@ -145,15 +157,17 @@ public actor ControlEngine {
         byMachineKey = [:]
         for node in try await directory.nodes() { index(node) }
         routeOwners = electRouteOwners(previous: [:])
-        // Pending logins live in memory; rows left by an earlier run are orphans (their long polls are gone).
+        // Pending logins live in memory; rows left by an earlier run are orphans (their long polls are gone). With
+        // other instances on the database, the rows may be theirs: only those whose time ran out go.
         if let store = directory as? StoreDirectory {
-            let dropped = try await store.deleteExpiredPendingLogins(now: now().adding(.seconds(365 * 24 * 3600)))
+            let cutoff = cluster == nil ? now().adding(.seconds(365 * 24 * 3600)) : now()
+            let dropped = try await store.deleteExpiredPendingLogins(now: cutoff)
             if dropped > 0 { logger.info("pending logins of an earlier run forgotten", metadata: ["count": "\(dropped)"]) }
         }
         logger.info("loaded tailnet", metadata: ["users": "\(users.count)", "nodes": "\(nodes.count)"])
     }
 
-    private func index(_ node: ControlNode) {
+    func index(_ node: ControlNode) {
         if let old = nodes[node.id] {
             byNodeKey[old.nodeKey] = nil
             byMachineKey[old.machineKey] = nil
@@ -173,14 +187,17 @@ public actor ControlEngine {
     // MARK: Queries for the admin side
 
     public func allNodes() -> [ControlNode] { nodes.values.sorted { $0.id < $1.id } }
+    /// Whether this instance has a map stream of the node open.
     public func isOnline(_ id: Int64) -> Bool { !(sessions[id]?.isEmpty ?? true) }
+    /// Whether any instance has (this one, or another on the same database).
+    public func isOnlineAnywhere(_ id: Int64) -> Bool { isOnline(id) || remoteOnline.contains(id) }
     public func pendingLoginIDs() -> [String] {
         let time = now()
         return pending.filter { $0.value.isWaiting && $0.value.expires > time }.keys.sorted()
     }
     /// Whether `id` is an interactive login still waiting for an admin (the `/register/<id>` page).
-    public func isWaitingLogin(id: String) -> Bool {
-        guard let login = pending[id] else { return false }
+    public func isWaitingLogin(id: String) async -> Bool {
+        guard let login = await pendingLogin(id) else { return false }
         return login.isWaiting && login.expires > now()
     }
     /// The node whose current node key is `key` (DERP admission).
@@ -414,7 +431,7 @@ public actor ControlEngine {
     }
 
     private func followup(_ request: RegisterRequest, machineKey: MachinePublic) async throws -> RegisterResponse {
-        guard let authID = request.followup.split(separator: "/").last.map(String.init), let login = pending[authID] else {
+        guard let authID = request.followup.split(separator: "/").last.map(String.init), let login = await pendingLogin(authID) else {
             throw RegistrationRefusal("unknown or expired login URL; start the login again")
         }
         guard login.machineKey == machineKey else { throw RegistrationRefusal("this login URL belongs to another machine") }
@@ -481,7 +498,7 @@ public actor ControlEngine {
         continuation.resume()
     }
 
-    private func wakeLoginWaiters(_ authID: String) {
+    func wakeLoginWaiters(_ authID: String) {
         guard let waiters = loginWaiters.removeValue(forKey: authID) else { return }
         for continuation in waiters.values { continuation.resume() }
     }
@@ -539,7 +556,7 @@ public actor ControlEngine {
     /// Completes an interactive login for `userName` (what `nodes register --user U --key ID` does).
     @discardableResult
     public func approveInteractiveLogin(id authID: String, userID: Int64) async throws -> ControlNode {
-        guard var login = pending[authID], !login.rejected, login.expires > now() || login.completed != nil else {
+        guard var login = await pendingLogin(authID), !login.rejected, login.expires > now() || login.completed != nil else {
             throw RegistrationRefusal("no pending login with key \(authID)")
         }
         if let done = login.completed { return done }
@@ -688,7 +705,8 @@ public actor ControlEngine {
             return .single(builder.fullMap(for: node, in: snapshot, now: time, omitPeers: false, cache: peerCache))
         }
 
-        let wasOnline = isOnline(id)
+        let wasOnline = isOnlineAnywhere(id)
+        if !isOnline(id) { cluster?.setPresence(node: id, online: true) }
         // A node has few streams open at once (one, and a second while it reconnects): past the cap the oldest
         // is closed, so a client that leaks streams cannot hold unbounded server state.
         if let open = sessions[id], open.count >= max(1, configuration.maxMapStreamsPerNode) {
@@ -767,6 +785,9 @@ public actor ControlEngine {
         defer { metrics.record(online: sessions.count, sessions: openSessions) }
         guard sessions[id]?.isEmpty ?? true else { return }
         sessions[id] = nil
+        cluster?.setPresence(node: id, online: false)
+        // Still served by another instance: online for everyone, routes and all.
+        if remoteOnline.contains(id) { return }
         onlineNodes.remove(id)
         // A router keeps its routes for a grace first: from here (before any suspension), every election
         // still counts it online until the grace ends or a stream comes back.
@@ -782,7 +803,7 @@ public actor ControlEngine {
         patch.lastSeen = time
         broadcast(about: id, .patch(patch))
         logger.debug("node went offline", metadata: ["node": "\(id)"])
-        if node.ephemeral {
+        if node.ephemeral && cluster == nil {
             let timeout = configuration.ephemeralInactivityTimeout
             ephemeralReapers[id]?.cancel()
             ephemeralReapers[id] = Task { [weak self] in
@@ -795,12 +816,12 @@ public actor ControlEngine {
 
     private func reapEphemeral(_ id: Int64) async {
         ephemeralReapers[id] = nil
-        guard let node = nodes[id], node.ephemeral, !isOnline(id) else { return }
+        guard let node = nodes[id], node.ephemeral, !isOnlineAnywhere(id) else { return }
         try? await deleteNode(id: id)
         logger.info("ephemeral node removed after inactivity", metadata: ["node": "\(id)"])
     }
 
-    private func closeSessions(of id: Int64) {
+    func closeSessions(of id: Int64) {
         for session in (sessions[id] ?? [:]).values { session.outbox.finish() }
     }
 
@@ -813,7 +834,7 @@ public actor ControlEngine {
     }
 
     /// Sends each open stream of the node a new full map (an admin approved the device: its peers appear).
-    private func resendFullMap(to id: Int64) {
+    func resendFullMap(to id: Int64) {
         guard let node = nodes[id], let open = sessions[id] else { return }
         flushPeerChanges()
         let current = snapshot
@@ -832,12 +853,28 @@ public actor ControlEngine {
     // MARK: Admin changes
 
     public func deleteNode(id: Int64) async throws {
-        guard let node = nodes.removeValue(forKey: id) else { return }
+        guard unindex(id) != nil else { return }
+        try await directory.deleteNode(id: id)
+        dropped(id)
+    }
+
+    /// Forgets a node the store no longer has (another instance deleted it) and tells everyone.
+    func dropNode(_ id: Int64) {
+        guard unindex(id) != nil else { return }
+        if !isOnline(id) { onlineNodes.remove(id) }
+        dropped(id)
+    }
+
+    private func unindex(_ id: Int64) -> ControlNode? {
+        guard let node = nodes.removeValue(forKey: id) else { return nil }
         peerCache.remove(id)
         if labels[node.givenName.lowercased()] == id { labels[node.givenName.lowercased()] = nil }
         byNodeKey[node.nodeKey] = nil
         byMachineKey[node.machineKey] = nil
-        try await directory.deleteNode(id: id)
+        return node
+    }
+
+    private func dropped(_ id: Int64) {
         cancelRouteGrace(for: id)
         closeSessions(of: id)
         broadcast(about: id, .removed)

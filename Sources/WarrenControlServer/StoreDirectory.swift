@@ -94,6 +94,11 @@ public final class StoreDirectory: ControlDirectory {
         try await store.read { try $0.pendingRegistration(id: id)?.approvedNodeID?.rawValue }
     }
 
+    /// A pending login's record (one another instance may have started).
+    public func pendingLoginRecord(id: String) async throws -> PendingRegistration? {
+        try await store.read { try $0.pendingRegistration(id: id) }
+    }
+
     public func markPendingLogin(id: String, approvedNode nodeID: Int64) async throws {
         try await store.transaction { tx in
             guard var pending = try tx.pendingRegistration(id: id) else { return }
@@ -178,7 +183,7 @@ public final class StoreDirectory: ControlDirectory {
 
     static func controlUser(_ user: WarrenControlStore.User) -> ControlUser {
         ControlUser(id: user.id.rawValue, name: user.name, displayName: user.displayName.isEmpty ? nil : user.displayName,
-                    email: user.email, pictureURL: user.pictureURL)
+                    email: user.email, pictureURL: user.pictureURL, providerGroups: user.providerGroups)
     }
 
     static func controlNode(_ stored: WarrenControlStore.Node) -> ControlNode {

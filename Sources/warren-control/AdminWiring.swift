@@ -54,7 +54,7 @@ enum AdminWiring {
             },
             onlineNodes: {
                 var online: Set<NodeID> = []
-                for node in await engine.allNodes() where await engine.isOnline(node.id) { online.insert(NodeID(node.id)) }
+                for node in await engine.allNodes() where await engine.isOnlineAnywhere(node.id) { online.insert(NodeID(node.id)) }
                 return online
             },
             policy: policy)

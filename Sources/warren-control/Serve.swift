@@ -198,7 +198,8 @@ struct ServeCommand: AsyncParsableCommand {
         // The access policy: the configured file (file mode), else the version in force in the store, else allow-all
         // (database mode: `policy set` replaces it at run time).
         // `check` SSH actions delegate to this server's URL.
-        let options = CompileOptions(controlURL: configuration.serverURL)
+        // With oidc.groups_in_policy, a policy's groups also take in the users their identity provider puts in them.
+        let options = CompileOptions(controlURL: configuration.serverURL, providerGroups: file.oidc?.groupsInPolicy ?? false)
         var policy = CompiledPolicy(policy: nil, options: options)
         if let compiled = file.policy {
             policy = CompiledPolicy(policy: compiled.policy, options: options)
@@ -212,6 +213,15 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger,
                                    metrics: metrics.control)
+        // On PostgreSQL, other instances may serve the same tailnet: listen to them before loading it.
+        let follower: (any Service)?
+        do {
+            follower = try await ClusterWiring.attach(store: store, engine: engine, storedPolicy: file.policy == nil, logger: logger)
+        } catch {
+            Console.printError("warren-control: database (\(settings.databaseDescription)): cannot follow other instances: \(error)")
+            throw ExitCode(1)
+        }
+        if let follower { extraServices.append(follower) }
         try await engine.load()
         derpAdmission.set(engine)
         if let refresher = derpMap.refresher(engine: engine) { extraServices.append(refresher) }
