@@ -123,7 +123,7 @@ public enum AdminOpenAPI {
                 "hostname": string, "givenName": string, "ipAddresses": strings, "endpoints": strings, "tags": strings,
                 "advertisedRoutes": strings, "approvedRoutes": strings, "expiry": nullableTime, "expired": boolean,
                 "lastSeen": nullableTime, "online": boolean, "ephemeral": boolean,
-                "registerMethod": ["type": "string", "enum": ["authkey", "interactive", "cli"]],
+                "registerMethod": ["type": "string", "enum": ["authkey", "interactive", "cli", "oidc"]],
                 "preAuthKeyID": ["type": ["integer", "null"]], "created": time, "authorized": boolean,
             ]),
             "NodeList": list("Node"),

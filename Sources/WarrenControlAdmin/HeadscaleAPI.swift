@@ -507,6 +507,7 @@ struct HeadscaleAPI {
         case .authKey: "REGISTER_METHOD_AUTH_KEY"
         // Approved by an admin (CLI or API) or created by one: headscale calls both CLI.
         case .interactive, .cli: "REGISTER_METHOD_CLI"
+        case .oidc: "REGISTER_METHOD_OIDC"
         }
     }
 

@@ -1,6 +1,7 @@
 // ID token checks (OpenID Connect Core §3.1.3.7): signature with the provider's key (jwt-kit), then the claims,
 // each with its own error.
 
+import Crypto
 import Foundation
 import JWTKit
 
@@ -22,6 +23,8 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
     public var groups: [String]?
     /// The profile picture URL (standard claim `picture`).
     public var picture: String?
+    /// The access token's hash (Core §3.1.3.6): the left half of its hash with the token's algorithm, base64url.
+    public var atHash: String?
 
     public init() {}
 
@@ -29,6 +32,7 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
         case iss, sub, aud, azp, exp, iat, nbf, nonce, email, name, groups, picture
         case emailVerified = "email_verified"
         case preferredUsername = "preferred_username"
+        case atHash = "at_hash"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -54,6 +58,7 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
         name = try? c.decodeIfPresent(String.self, forKey: .name)
         preferredUsername = try? c.decodeIfPresent(String.self, forKey: .preferredUsername)
         picture = try? c.decodeIfPresent(String.self, forKey: .picture)
+        atHash = try? c.decodeIfPresent(String.self, forKey: .atHash)
         if let list = try? c.decodeIfPresent([String].self, forKey: .groups) {
             groups = list
         } else if let one = try? c.decodeIfPresent(String.self, forKey: .groups) {
@@ -77,6 +82,7 @@ public struct OIDCClaims: Sendable, Hashable, Decodable, JWTPayload {
         try c.encodeIfPresent(preferredUsername, forKey: .preferredUsername)
         try c.encodeIfPresent(groups, forKey: .groups)
         try c.encodeIfPresent(picture, forKey: .picture)
+        try c.encodeIfPresent(atHash, forKey: .atHash)
     }
 
     /// The claims are checked by ``IDTokenVerifier`` after the signature, each with its own error.
@@ -110,6 +116,34 @@ public struct IDTokenVerifier: Sendable {
             return try JSONDecoder().decode(JOSEHeader.self, from: data)
         } catch {
             throw OIDCError(.malformedToken, "the ID token's header is not JSON: \(JSONProblem.describe(error))")
+        }
+    }
+
+    /// The payload of a compact JWS as a JSON object (claims a type does not name, such as a configured groups
+    /// claim); nil when it is not one. Read only after the signature was verified.
+    static func payload(of token: String) -> [String: Any]? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let data = Base64URL.decode(parts[1]) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+    }
+
+    /// `at_hash` (Core §3.1.3.6): the left half of the access token's hash, with the hash of the ID token's
+    /// algorithm (SHA-256 for *256, SHA-384 for *384, SHA-512 for *512 and EdDSA), base64url without padding.
+    static func checkAccessTokenHash(_ atHash: String, accessToken: String, algorithm: String) throws(OIDCError) {
+        let bytes = Array(accessToken.utf8)
+        let digest: [UInt8]
+        if algorithm.hasSuffix("256") {
+            digest = Array(SHA256.hash(data: bytes))
+        } else if algorithm.hasSuffix("384") {
+            digest = Array(SHA384.hash(data: bytes))
+        } else if algorithm.hasSuffix("512") || algorithm == "EdDSA" {
+            digest = Array(SHA512.hash(data: bytes))
+        } else {
+            throw OIDCError(.unsupportedAlgorithm, "the ID token's at_hash cannot be checked for \(algorithm)")
+        }
+        let expected = Base64URL.encode(digest.prefix(digest.count / 2))
+        guard constantTimeEqual(atHash, expected) else {
+            throw OIDCError(.accessTokenMismatch, "the ID token's at_hash does not match the access token that came with it")
         }
     }
 

@@ -40,6 +40,10 @@ public struct OIDCError: Error, Sendable, Hashable, CustomStringConvertible {
         case nonceMismatch
         /// A claim the sign-in needs (`sub`, `exp`, `iat`) is missing.
         case missingClaim
+        /// The ID token's `at_hash` does not match the access token that came with it.
+        case accessTokenMismatch
+        /// The store that keeps started sign-ins could not be read or written.
+        case storage
         /// allowed_domains, allowed_users or allowed_groups refused the person, or their e-mail is not verified
         /// while those checks need it.
         case notAllowed
@@ -59,11 +63,12 @@ public struct OIDCError: Error, Sendable, Hashable, CustomStringConvertible {
     public var httpStatus: Int {
         switch kind {
         case .discovery, .network: 502
+        case .storage: 503
         case .badCallback, .malformedToken, .missingClaim: 400
         case .unknownState, .expiredState: 410
         case .notAllowed: 403
         case .browserMismatch, .tokenExchange, .unsupportedAlgorithm, .unknownKey, .badSignature, .wrongIssuer,
-             .wrongAudience, .expired, .notYetValid, .nonceMismatch: 403
+             .wrongAudience, .expired, .notYetValid, .nonceMismatch, .accessTokenMismatch: 403
         }
     }
 }

@@ -21,16 +21,28 @@ public struct OIDCPage: Sendable {
     }
 }
 
+/// The node a sign-in admitted.
+public struct OIDCApprovedNode: Sendable, Hashable {
+    public var id: Int64
+    /// Its name, for the page.
+    public var name: String
+
+    public init(id: Int64, name: String) {
+        self.id = id
+        self.name = name
+    }
+}
+
 /// What the flow needs from the control server.
 public struct OIDCLoginHooks: Sendable {
     /// Whether an interactive login with this id is waiting.
     public var isWaiting: @Sendable (String) async -> Bool
     /// Approves the waiting login for the user (through the engine's approval path), with the node key expiry
-    /// to set (nil: the server's default). Returns the node's name for the page.
-    public var approve: @Sendable (_ loginID: String, _ user: User, _ keyExpiry: NodeKeyExpiry) async throws -> String
+    /// to set (nil: the server's default). Returns the node.
+    public var approve: @Sendable (_ loginID: String, _ user: User, _ keyExpiry: NodeKeyExpiry) async throws -> OIDCApprovedNode
 
     public init(isWaiting: @escaping @Sendable (String) async -> Bool,
-                approve: @escaping @Sendable (String, User, NodeKeyExpiry) async throws -> String) {
+                approve: @escaping @Sendable (String, User, NodeKeyExpiry) async throws -> OIDCApprovedNode) {
         self.isWaiting = isWaiting
         self.approve = approve
     }
@@ -127,12 +139,19 @@ public struct OIDCLoginFlow: Sendable {
         case .after(let duration):
             keyExpiry = duration == .zero ? .never : .at(now().addingTimeInterval(Double(duration.components.seconds)))
         }
-        let nodeName: String
+        let node: OIDCApprovedNode
         do {
-            nodeName = try await hooks.approve(identity.loginID, match.user, keyExpiry)
+            node = try await hooks.approve(identity.loginID, match.user, keyExpiry)
         } catch {
             logger.error("OIDC sign-in: approval failed", metadata: ["login": "\(identity.loginID)", "error": "\(error)"])
             return OIDCPage(status: 409, body: Self.page(title: "Sign-in failed", text: "The device could not be approved: \(error)"))
+        }
+        let nodeName = node.name
+        do {
+            try await OIDCUsers.recordSignInMethod(nodeID: node.id, store: store)
+        } catch {
+            // The node is in; only its recorded method stays the engine's.
+            logger.warning("OIDC sign-in: register method not recorded", metadata: ["node": "\(node.id)", "error": "\(error)"])
         }
         logger.notice("OIDC sign-in approved", metadata: [
             "login": "\(identity.loginID)", "user": "\(match.user.name)", "matched": "\(match.how.rawValue)",

@@ -6,6 +6,7 @@ import Crypto
 import Foundation
 import JWTKit
 import Logging
+import WarrenControlStore
 
 /// A sign-in started: where to send the browser, and the cookie that binds the callback to this browser.
 public struct OIDCAuthorizationStart: Sendable, Hashable {
@@ -45,6 +46,8 @@ public struct OIDCIdentity: Sendable, Hashable {
 
 public actor OIDCRelyingParty {
     public nonisolated let settings: OIDCSettings
+    /// Where started sign-ins are kept (``OIDCSignIn``): the server's store, shared by every instance on it.
+    private let store: any ControlStore
     private let http: any OIDCHTTPClient
     private let logger: Logger
     private let now: @Sendable () -> Date
@@ -56,22 +59,15 @@ public actor OIDCRelyingParty {
     /// Discovery in progress (one fetch for everyone who needs it).
     private var discovering: Task<OIDCProviderMetadata, any Error>?
 
-    private struct Started {
-        var loginID: String
-        var nonce: String
-        var verifier: String?
-        var browserBinding: [UInt8]
-        var created: Date
-    }
-    /// Sign-ins started, by state; a state is removed when its callback comes (used once) or it expires.
-    private var started: [String: Started] = [:]
-
     /// Counters (tests, logs).
     public private(set) var jwksFetches = 0
 
-    public init(settings: OIDCSettings, http: any OIDCHTTPClient = AsyncOIDCHTTPClient(),
+    /// `store`: where started sign-ins are kept until their callback (the server's store, so that any instance on it
+    /// can finish a sign-in another started; a store of its own when none is given).
+    public init(settings: OIDCSettings, store: any ControlStore = MemoryControlStore(), http: any OIDCHTTPClient = AsyncOIDCHTTPClient(),
                 logger: Logger = Logger(label: "warren.control.oidc"), now: @escaping @Sendable () -> Date = { Date() }) {
         self.settings = settings
+        self.store = store
         self.http = http
         self.logger = logger
         self.now = now
@@ -134,14 +130,11 @@ public actor OIDCRelyingParty {
 
     // MARK: The authorization request
 
-    /// Starts a sign-in for the pending login `loginID`: a fresh state, nonce and PKCE verifier, remembered until the
-    /// callback or `loginLifetime`.
+    /// Starts a sign-in for the pending login `loginID`: a fresh state, nonce and PKCE verifier, kept in the store
+    /// until the callback or `loginLifetime` (expired ones are pruned here, and the oldest beyond
+    /// `maximumPendingLogins`).
     public func begin(loginID: String) async throws(OIDCError) -> OIDCAuthorizationStart {
         let metadata = try await discover()
-        forgetExpired()
-        while started.count >= settings.maximumPendingLogins, let oldest = started.min(by: { $0.value.created < $1.value.created }) {
-            started[oldest.key] = nil
-        }
         let state = Self.random()
         let nonce = Self.random()
         let binding = Self.random()
@@ -160,8 +153,19 @@ public actor OIDCRelyingParty {
         for (key, value) in settings.extraParams.sorted(by: { $0.key < $1.key }) where !reserved.contains(key) {
             query.append((key, value))
         }
-        started[state] = Started(loginID: loginID, nonce: nonce, verifier: verifier,
-                                 browserBinding: Array(SHA256.hash(data: Array(binding.utf8))), created: now())
+        let created = now()
+        let record = OIDCSignIn(id: Self.signInID(state: state), loginID: loginID, nonce: nonce, codeVerifier: verifier,
+                                browserBinding: Array(SHA256.hash(data: Array(binding.utf8))), created: created)
+        let cutoff = created.addingTimeInterval(-Double(settings.loginLifetime.components.seconds))
+        let keeping = max(0, settings.maximumPendingLogins - 1)
+        do {
+            try await store.transaction { tx in
+                try tx.pruneOIDCSignIns(createdBefore: cutoff, keeping: keeping)
+                try tx.insert(record)
+            }
+        } catch {
+            throw OIDCError(.storage, "the sign-in could not be recorded (\(error)); try again")
+        }
         let separator = metadata.authorizationEndpoint.contains("?") ? "&" : "?"
         return OIDCAuthorizationStart(redirectURL: metadata.authorizationEndpoint + separator + FormEncoding.encode(query),
                                       state: state, cookieName: Self.cookieName(state: state), cookieValue: binding)
@@ -172,13 +176,15 @@ public actor OIDCRelyingParty {
         "warren_oidc_" + Base64URL.encode(SHA256.hash(data: Array(state.utf8)).prefix(9))
     }
 
-    private func forgetExpired() {
-        let cutoff = now().addingTimeInterval(-Double(settings.loginLifetime.components.seconds))
-        started = started.filter { $0.value.created > cutoff }
+    /// The store's key for a sign-in: the SHA-256 of its state (a database dump holds no usable state).
+    public nonisolated static func signInID(state: String) -> String {
+        Base64URL.encode(SHA256.hash(data: Array(state.utf8)))
     }
 
-    /// Sign-ins started and not finished (tests).
-    public var startedCount: Int { started.count }
+    /// Sign-ins started and not finished, as the store counts them (tests).
+    public var startedCount: Int {
+        get async throws { try await store.read { try $0.oidcSignInCount() } }
+    }
 
     // MARK: The callback
 
@@ -188,7 +194,15 @@ public actor OIDCRelyingParty {
         guard let state = query["state"], !state.isEmpty else {
             throw OIDCError(.badCallback, "the callback carries no state; start the sign-in again from the device")
         }
-        guard let entry = started.removeValue(forKey: state) else {
+        // Taken from the store in a write transaction: used once, whatever the outcome, on whichever instance.
+        let taken: OIDCSignIn?
+        do {
+            let id = Self.signInID(state: state)
+            taken = try await store.transaction { try $0.takeOIDCSignIn(id: id) }
+        } catch {
+            throw OIDCError(.storage, "the sign-in could not be looked up (\(error)); try again later")
+        }
+        guard let entry = taken else {
             throw OIDCError(.unknownState, "this sign-in is unknown or was already used; start it again from the device")
         }
         guard now().timeIntervalSince(entry.created) <= Double(settings.loginLifetime.components.seconds) else {
@@ -207,11 +221,12 @@ public actor OIDCRelyingParty {
             throw OIDCError(.badCallback, "the callback carries no authorization code")
         }
         let metadata = try await discover()
-        let tokens = try await exchange(code: code, verifier: entry.verifier, metadata: metadata)
-        let claims = try await verifyIDToken(tokens.idToken, nonce: entry.nonce, metadata: metadata)
+        let tokens = try await exchange(code: code, verifier: entry.codeVerifier, metadata: metadata)
+        let claims = try await verifyIDToken(tokens.idToken, nonce: entry.nonce, metadata: metadata, accessToken: tokens.accessToken)
+        let groups = Self.groups(in: IDTokenVerifier.payload(of: tokens.idToken), claim: settings.groupsClaim)
         var identity = OIDCIdentity(loginID: entry.loginID, issuer: claims.iss ?? settings.issuer, subject: claims.sub ?? "",
                                     email: claims.email, emailVerified: claims.emailVerified ?? false, name: claims.name,
-                                    preferredUsername: claims.preferredUsername, groups: claims.groups ?? [],
+                                    preferredUsername: claims.preferredUsername, groups: groups ?? [],
                                     tokenExpiry: Date(timeIntervalSince1970: claims.exp ?? 0))
         identity.picture = claims.picture
         if let accessToken = tokens.accessToken, let endpoint = metadata.userinfoEndpoint {
@@ -258,8 +273,10 @@ public actor OIDCRelyingParty {
         return (idToken, parsed.accessToken)
     }
 
-    /// Signature (the key by `kid`, the JWKS fetched again once for an unknown one), then the claims.
-    public func verifyIDToken(_ token: String, nonce: String, metadata: OIDCProviderMetadata) async throws(OIDCError) -> OIDCClaims {
+    /// Signature (the key by `kid`, the JWKS fetched again once for an unknown one), then the claims; with the
+    /// access token, its `at_hash` when the token carries one (Core §3.1.3.6).
+    public func verifyIDToken(_ token: String, nonce: String, metadata: OIDCProviderMetadata,
+                              accessToken: String? = nil) async throws(OIDCError) -> OIDCClaims {
         let header = try IDTokenVerifier.header(of: token)
         guard let alg = header.alg, metadata.acceptedAlgorithms.contains(alg) else {
             throw OIDCError(.unsupportedAlgorithm, "the ID token is signed with \((header.alg ?? "no algorithm").debugDescription); "
@@ -276,6 +293,9 @@ public actor OIDCRelyingParty {
         }
         let claims = try await IDTokenVerifier.verifySignature(token, key: key, algorithm: alg)
         try verifier.check(claims, nonce: nonce, now: now())
+        if let atHash = claims.atHash, let accessToken {
+            try IDTokenVerifier.checkAccessTokenHash(atHash, accessToken: accessToken, algorithm: alg)
+        }
         return claims
     }
 
@@ -290,6 +310,7 @@ public actor OIDCRelyingParty {
                 return
             }
             let info = try JSONDecoder().decode(OIDCClaims.self, from: Data(response.body))
+            let raw = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
             guard info.sub == identity.subject else {
                 logger.warning("OIDC userinfo is for another subject; ignored", metadata: ["sub": "\(info.sub ?? "")"])
                 return
@@ -302,7 +323,7 @@ public actor OIDCRelyingParty {
             }
             if let name = info.name, !name.isEmpty { identity.name = name }
             if let user = info.preferredUsername, !user.isEmpty { identity.preferredUsername = user }
-            if let groups = info.groups { identity.groups = groups }
+            if let groups = Self.groups(in: raw, claim: settings.groupsClaim) { identity.groups = groups }
             if let picture = info.picture, !picture.isEmpty { identity.picture = picture }
         } catch {
             logger.notice("OIDC userinfo failed; using the ID token's claims", metadata: ["error": "\(error)"])
@@ -335,6 +356,16 @@ public actor OIDCRelyingParty {
     }
 
     // MARK: Helpers
+
+    /// The groups in a token's or userinfo's claims: the claim named `claim` (`groups` unless configured), a list of
+    /// strings, one string, or an object whose keys are the groups (as some providers give roles); nil when absent.
+    static func groups(in claims: [String: Any]?, claim: String) -> [String]? {
+        guard let value = claims?[claim], !(value is NSNull) else { return nil }
+        if let list = value as? [Any] { return list.compactMap { $0 as? String } }
+        if let one = value as? String { return [one] }
+        if let object = value as? [String: Any] { return object.keys.sorted() }
+        return []
+    }
 
     static func random(bytes: Int = 32) -> String {
         var generator = SystemRandomNumberGenerator()

@@ -24,8 +24,11 @@ public struct OIDCSettings: Sendable, Hashable {
     public var allowedDomains: [String] = []
     /// Only these e-mail addresses.
     public var allowedUsers: [String] = []
-    /// Only people in at least one of these groups (the `groups` claim).
+    /// Only people in at least one of these groups (the groups claim).
     public var allowedGroups: [String] = []
+    /// The claim that lists a person's groups (ID token, else userinfo): `groups`, as headscale reads it, unless
+    /// configured (`oidc.groups_claim`). Read by allowed_groups and stored with the user for the policy.
+    public var groupsClaim = "groups"
     /// An unverified e-mail is neither stored nor accepted by allowed_domains/allowed_users (headscale's default).
     public var emailVerifiedRequired = true
     /// nil: no PKCE (headscale's default is off; Warren's configuration turns it on unless told otherwise).

@@ -47,6 +47,8 @@ public enum OIDCUsers {
         let picture = identity.picture.flatMap { (try? StoreRules.validatePictureURL($0)) != nil ? $0 : nil }
         if var existing = user {
             if let picture { existing.pictureURL = picture }
+            // The groups of this sign-in replace the last one's (a group the provider dropped is gone).
+            existing.providerGroups = identity.groups
             existing.providerID = providerID
             existing.provider = "oidc"
             if let trustedEmail { existing.email = trustedEmail }
@@ -58,8 +60,17 @@ public enum OIDCUsers {
         let name = uniqueName(for: identity, trustedEmail: trustedEmail, taken: taken)
         let created = try tx.insert(User(id: UserID(0), name: name, displayName: identity.name ?? "", created: now,
                                          email: trustedEmail ?? "", providerID: providerID, provider: "oidc",
-                                         pictureURL: picture ?? ""))
+                                         pictureURL: picture ?? "", providerGroups: identity.groups))
         return Match(user: created, how: .created)
+    }
+
+    /// Records that the node came in through a sign-in (register method "oidc", as headscale's RegisterMethodOIDC).
+    public static func recordSignInMethod(nodeID: Int64, store: any ControlStore) async throws {
+        try await store.transaction { tx in
+            guard var node = try tx.node(id: NodeID(nodeID)), node.registerMethod != .oidc else { return }
+            node.registerMethod = .oidc
+            try tx.update(node)
+        }
     }
 
     /// The new user's name: preferred_username, else the e-mail address, else the subject, made valid and unique

@@ -20,7 +20,7 @@ enum PostgresSchema {
     /// The tables of Warren's schema (a database without the migrations table that has any of them belongs to
     /// another program: headscale's has users, nodes and pre_auth_keys too).
     static let tables = ["users", "nodes", "pre_auth_keys", "api_keys", "pending_registrations", "policies",
-                         "allocated_addresses", "address_cursors", "audit_log", "changes", "presence"]
+                         "allocated_addresses", "address_cursors", "audit_log", "changes", "presence", "oidc_sign_ins"]
 
     static let migrations: [Migration] = [
         Migration(version: 1, name: "v1: users, nodes, keys, pending logins, policy, addresses, audit log", statements: [
@@ -156,6 +156,23 @@ enum PostgresSchema {
             )
             """,
             "CREATE INDEX presence_instance ON presence (instance_key)",
+        ]),
+        Migration(version: 4, name: "v4: OIDC sign-ins in progress; users' groups from the identity provider", statements: [
+            // A started sign-in lives here, not in one instance's memory: behind a load balancer the provider's
+            // callback may reach another instance. The key is the SHA-256 of the sign-in's state; a row is taken
+            // (DELETE ... RETURNING) once. Bounded by the writer: expired rows pruned, a cap on the rest.
+            """
+            CREATE TABLE oidc_sign_ins (
+                id TEXT PRIMARY KEY,
+                login_id TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                code_verifier TEXT,
+                browser_binding BYTEA NOT NULL,
+                created DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX oidc_sign_ins_created ON oidc_sign_ins (created)",
+            "ALTER TABLE users ADD COLUMN provider_groups TEXT NOT NULL DEFAULT '[]'",
         ]),
     ]
 

@@ -47,7 +47,8 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
         let c = PGColumns(row: row, table: "users")
         return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"),
                     created: try c.date("created"), email: try c.string("email"), providerID: try c.optionalString("provider_id"),
-                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"))
+                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"),
+                    providerGroups: try c.stringList("provider_groups"))
     }
 
     private func node(_ row: PostgresRandomAccessRow) throws -> Node {
@@ -191,9 +192,10 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
 
     func insert(_ user: User) throws -> User {
         let inserted = try rows("""
-            INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
-            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL])
+            INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url, provider_groups)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+            """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
+                  PGEncode.list(user.providerGroups)])
         var stored = user
         stored.id = UserID(try insertedID(inserted, "users"))
         noteChange("user", stored.id)
@@ -202,10 +204,10 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
 
     func update(_ user: User) throws {
         let count = try execute("""
-            UPDATE users SET name = $1, display_name = $2, created = $3, email = $4, provider_id = $5, provider = $6, picture_url = $7
-            WHERE id = $8
+            UPDATE users SET name = $1, display_name = $2, created = $3, email = $4, provider_id = $5, provider = $6, picture_url = $7,
+            provider_groups = $8 WHERE id = $9
             """, [user.name, user.displayName, PGEncode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
-                  user.id.rawValue])
+                  PGEncode.list(user.providerGroups), user.id.rawValue])
         if count == 0 { throw StoreError(.notFound, "no user with id \(user.id)") }
         noteChange("user", user.id)
     }
@@ -368,6 +370,41 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
 
     func markAllocated(_ address: IPAddress) throws {
         try execute("INSERT INTO allocated_addresses (address) VALUES ($1) ON CONFLICT DO NOTHING", [address.description])
+    }
+
+    // MARK: OIDC sign-ins (not in the change feed: no instance keeps them in memory)
+
+    private func signIn(_ row: PostgresRandomAccessRow) throws -> OIDCSignIn {
+        let c = PGColumns(row: row, table: "oidc_sign_ins")
+        return OIDCSignIn(id: try c.string("id"), loginID: try c.string("login_id"), nonce: try c.string("nonce"),
+                          codeVerifier: try c.optionalString("code_verifier"), browserBinding: try c.blob("browser_binding"),
+                          created: try c.date("created"))
+    }
+
+    func oidcSignInCount() throws -> Int {
+        guard let row = try rows("SELECT count(*) AS n FROM oidc_sign_ins").first else { return 0 }
+        return Int(try PGColumns(row: row, table: "oidc_sign_ins").int("n"))
+    }
+
+    func insert(_ signIn: OIDCSignIn) throws {
+        // ON CONFLICT instead of a failed statement: a failure would end the transaction.
+        let inserted = try rows("""
+            INSERT INTO oidc_sign_ins (id, login_id, nonce, code_verifier, browser_binding, created) VALUES ($1, $2, $3, $4, $5, $6) \
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """, [signIn.id, signIn.loginID, signIn.nonce, signIn.codeVerifier, Bytes(signIn.browserBinding), PGEncode.date(signIn.created)])
+        if inserted.isEmpty { throw StoreError(.conflict, "a sign-in with this state exists") }
+    }
+
+    func takeOIDCSignIn(id: String) throws -> OIDCSignIn? {
+        // One statement: of two instances taking the same state at once, one gets the row and the other nothing.
+        try rows("DELETE FROM oidc_sign_ins WHERE id = $1 RETURNING *", [id]).first.map(signIn)
+    }
+
+    func pruneOIDCSignIns(createdBefore: Date, keeping: Int) throws {
+        try execute("DELETE FROM oidc_sign_ins WHERE created < $1", [PGEncode.date(createdBefore)])
+        try execute("""
+            DELETE FROM oidc_sign_ins WHERE id IN (SELECT id FROM oidc_sign_ins ORDER BY created DESC, id DESC OFFSET $1)
+            """, [Int64(max(0, keeping))])
     }
 
     /// Appends this transaction's changes to the change feed (`changes`, in order, each record once) and notifies

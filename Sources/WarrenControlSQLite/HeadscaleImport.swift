@@ -503,7 +503,7 @@ public enum HeadscaleImport {
             switch node.registerMethod {
             case "authkey": method = .authKey
             case "cli", "": method = .cli
-            case "oidc": method = .interactive
+            case "oidc": method = .oidc
             default: throw HeadscaleImportError("\(row): register_method \(node.registerMethod.debugDescription) is not authkey, cli or oidc")
             }
             let owner: Int

@@ -59,7 +59,8 @@ final class SQLiteTransaction: StoreTransaction {
         let c = Columns(row: row, table: "users")
         return User(id: UserID(try c.int("id")), name: try c.string("name"), displayName: try c.string("display_name"),
                     created: try c.date("created"), email: try c.string("email"), providerID: try c.optionalString("provider_id"),
-                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"))
+                    provider: try c.string("provider"), pictureURL: try c.string("picture_url"),
+                    providerGroups: try c.stringList("provider_groups"))
     }
 
     private func node(_ row: Row) throws -> Node {
@@ -180,17 +181,22 @@ final class SQLiteTransaction: StoreTransaction {
     // MARK: writing
 
     func insert(_ user: User) throws -> User {
-        try execute("INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL])
+        try execute("""
+            INSERT INTO users (name, display_name, created, email, provider_id, provider, picture_url, provider_groups) \
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """, [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
+                  Encode.list(user.providerGroups)])
         var stored = user
         stored.id = UserID(db.lastInsertedRowID)
         return stored
     }
 
     func update(_ user: User) throws {
-        try execute("UPDATE users SET name = ?, display_name = ?, created = ?, email = ?, provider_id = ?, provider = ?, picture_url = ? WHERE id = ?",
-                    [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
-                     user.id.rawValue])
+        try execute("""
+            UPDATE users SET name = ?, display_name = ?, created = ?, email = ?, provider_id = ?, provider = ?, picture_url = ?, \
+            provider_groups = ? WHERE id = ?
+            """, [user.name, user.displayName, Encode.date(user.created), user.email, user.providerID, user.provider, user.pictureURL,
+                  Encode.list(user.providerGroups), user.id.rawValue])
         if changes == 0 { throw StoreError(.notFound, "no user with id \(user.id)") }
     }
 
@@ -363,5 +369,47 @@ extension SQLiteTransaction {
         // Ids only grow (AUTOINCREMENT): everything at or below id - keeping is older than the newest `keeping`.
         try execute("DELETE FROM audit_log WHERE id <= ?", [stored.id - Int64(max(1, keeping))])
         return stored
+    }
+}
+
+// MARK: OIDC sign-ins (table oidc_sign_ins, migration v6)
+
+extension SQLiteTransaction {
+    private func signIn(_ row: Row) throws -> OIDCSignIn {
+        let c = Columns(row: row, table: "oidc_sign_ins")
+        return OIDCSignIn(id: try c.string("id"), loginID: try c.string("login_id"), nonce: try c.string("nonce"),
+                          codeVerifier: try c.optionalString("code_verifier"), browserBinding: try c.blob("browser_binding"),
+                          created: try c.date("created"))
+    }
+
+    func oidcSignInCount() throws -> Int {
+        guard let row = try rows("SELECT count(*) AS n FROM oidc_sign_ins").first else { return 0 }
+        return Int(try Columns(row: row, table: "oidc_sign_ins").int("n"))
+    }
+
+    func insert(_ signIn: OIDCSignIn) throws {
+        guard try rows("SELECT 1 FROM oidc_sign_ins WHERE id = ?", [signIn.id]).isEmpty else {
+            throw StoreError(.conflict, "a sign-in with this state exists")
+        }
+        try execute("""
+            INSERT INTO oidc_sign_ins (id, login_id, nonce, code_verifier, browser_binding, created) VALUES (?, ?, ?, ?, ?, ?)
+            """, [signIn.id, signIn.loginID, signIn.nonce, signIn.codeVerifier, Encode.blob(signIn.browserBinding),
+                  Encode.date(signIn.created)])
+    }
+
+    func takeOIDCSignIn(id: String) throws -> OIDCSignIn? {
+        // In the write transaction: no other writer runs between the read and the delete.
+        guard let row = try rows("SELECT * FROM oidc_sign_ins WHERE id = ?", [id]).first else { return nil }
+        let found = try signIn(row)
+        try execute("DELETE FROM oidc_sign_ins WHERE id = ?", [id])
+        return found
+    }
+
+    func pruneOIDCSignIns(createdBefore: Date, keeping: Int) throws {
+        try execute("DELETE FROM oidc_sign_ins WHERE created < ?", [Encode.date(createdBefore)])
+        try execute("""
+            DELETE FROM oidc_sign_ins WHERE id IN \
+            (SELECT id FROM oidc_sign_ins ORDER BY created DESC, id DESC LIMIT -1 OFFSET ?)
+            """, [max(0, keeping)])
     }
 }

@@ -122,6 +122,22 @@ enum Schema {
         migrator.registerMigration("v5: users' profile picture URL") { db in
             try db.execute(sql: "ALTER TABLE users ADD COLUMN picture_url TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v6: OIDC sign-ins in progress; users' groups from the identity provider") { db in
+            // A started sign-in lives here (not in one process's memory) so that any instance can finish it; the key
+            // is the SHA-256 of its state. Bounded by the writer (expired rows pruned, a cap on the rest).
+            try db.execute(sql: """
+                CREATE TABLE oidc_sign_ins (
+                    id TEXT PRIMARY KEY,
+                    login_id TEXT NOT NULL,
+                    nonce TEXT NOT NULL,
+                    code_verifier TEXT,
+                    browser_binding BLOB NOT NULL,
+                    created REAL NOT NULL
+                );
+                CREATE INDEX oidc_sign_ins_created ON oidc_sign_ins(created);
+                ALTER TABLE users ADD COLUMN provider_groups TEXT NOT NULL DEFAULT '[]';
+                """)
+        }
         return migrator
     }
 }

@@ -15,13 +15,18 @@ public struct ControlUser: Hashable, Sendable {
     public var email: String
     /// The profile picture URL ("" = none), sent to clients as the user profile's ProfilePicURL.
     public var pictureURL: String
+    /// The groups the identity provider gave the user at their last sign-in; the policy's groups include them when
+    /// `oidc.groups_in_policy` is on (``CompiledPolicy``).
+    public var providerGroups: [String]
 
-    public init(id: Int64, name: String, displayName: String? = nil, email: String = "", pictureURL: String = "") {
+    public init(id: Int64, name: String, displayName: String? = nil, email: String = "", pictureURL: String = "",
+                providerGroups: [String] = []) {
         self.id = id
         self.name = name
         self.displayName = displayName ?? name
         self.email = email
         self.pictureURL = pictureURL
+        self.providerGroups = providerGroups
     }
 
     /// The user's login, as clients show it (UserProfile.LoginName, RegisterResponse.Login) and as the policy sees it

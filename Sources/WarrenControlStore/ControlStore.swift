@@ -76,6 +76,9 @@ public protocol StoreReading {
 
     /// The newest `limit` audit entries at or after `since` (all kept ones when nil), oldest first.
     func auditEntries(since: Date?, limit: Int) throws -> [AuditEntry]
+
+    /// How many OIDC sign-ins are started and not finished (expired ones included until pruned).
+    func oidcSignInCount() throws -> Int
 }
 
 /// Writes. Inserts ignore the `id` of their argument and return the stored record with its new id. Uniqueness
@@ -114,4 +117,11 @@ public protocol StoreTransaction: StoreReading {
 
     /// Appends an audit entry (numbered one above the last) and drops all but the newest `keeping` entries.
     func appendAudit(_ entry: AuditEntry, keeping: Int) throws -> AuditEntry
+
+    /// Records a started sign-in; `.conflict` when one with its id exists.
+    func insert(_ signIn: OIDCSignIn) throws
+    /// Reads and deletes the sign-in with this id (nil when there is none: unknown, already taken, or pruned).
+    func takeOIDCSignIn(id: String) throws -> OIDCSignIn?
+    /// Deletes the sign-ins created before `createdBefore`, then the oldest beyond the newest `keeping`.
+    func pruneOIDCSignIns(createdBefore: Date, keeping: Int) throws
 }

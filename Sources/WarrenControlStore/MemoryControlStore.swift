@@ -37,6 +37,7 @@ public final class MemoryControlStore: ControlStore {
         var lastID: Int64 = 0
         var audit: [AuditEntry] = []
         var lastAuditID: Int64 = 0
+        var signIns: [String: OIDCSignIn] = [:]
     }
 
     private let state = Mutex(State())
@@ -106,6 +107,8 @@ final class MemoryTransaction: StoreTransaction {
         let matching = since.map { since in state.audit.filter { $0.time >= since } } ?? state.audit
         return Array(matching.suffix(max(0, limit)))
     }
+
+    func oidcSignInCount() throws -> Int { state.signIns.count }
 
     // MARK: writing
 
@@ -229,6 +232,21 @@ final class MemoryTransaction: StoreTransaction {
         state.audit.append(stored)
         if state.audit.count > max(1, keeping) { state.audit.removeFirst(state.audit.count - max(1, keeping)) }
         return stored
+    }
+
+    func insert(_ signIn: OIDCSignIn) throws {
+        guard state.signIns[signIn.id] == nil else { throw StoreError(.conflict, "a sign-in with this state exists") }
+        state.signIns[signIn.id] = signIn
+    }
+
+    func takeOIDCSignIn(id: String) throws -> OIDCSignIn? { state.signIns.removeValue(forKey: id) }
+
+    func pruneOIDCSignIns(createdBefore: Date, keeping: Int) throws {
+        state.signIns = state.signIns.filter { $0.value.created >= createdBefore }
+        let excess = state.signIns.count - max(0, keeping)
+        guard excess > 0 else { return }
+        let oldest = state.signIns.values.sorted { ($0.created, $0.id) < ($1.created, $1.id) }.prefix(excess)
+        for signIn in oldest { state.signIns[signIn.id] = nil }
     }
 
     // MARK: rules

@@ -22,9 +22,12 @@ public struct User: Hashable, Sendable, Codable {
     /// The user's profile picture URL ("" = none), as headscale keeps it (`CreateUser`'s pictureUrl, an OIDC
     /// token's `picture`); shown to clients as the user profile's ProfilePicURL.
     public var pictureURL: String
+    /// The groups the identity provider put the user in at their last sign-in (the ID token's groups claim); a
+    /// policy's `group:NAME` includes the user when NAME is among them and `oidc.groups_in_policy` is on.
+    public var providerGroups: [String]
 
     public init(id: UserID, name: String, displayName: String = "", created: Date, email: String = "",
-                providerID: String? = nil, provider: String = "", pictureURL: String = "") {
+                providerID: String? = nil, provider: String = "", pictureURL: String = "", providerGroups: [String] = []) {
         self.id = id
         self.name = name
         self.displayName = displayName
@@ -33,11 +36,12 @@ public struct User: Hashable, Sendable, Codable {
         self.providerID = providerID
         self.provider = provider
         self.pictureURL = pictureURL
+        self.providerGroups = providerGroups
     }
 
-    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL }
+    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL, providerGroups }
 
-    /// Records written before the picture existed decode with none.
+    /// Records written before the picture (or the provider's groups) existed decode with none.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(id: try c.decode(UserID.self, forKey: .id), name: try c.decode(String.self, forKey: .name),
@@ -45,7 +49,8 @@ public struct User: Hashable, Sendable, Codable {
                   email: try c.decodeIfPresent(String.self, forKey: .email) ?? "",
                   providerID: try c.decodeIfPresent(String.self, forKey: .providerID),
                   provider: try c.decodeIfPresent(String.self, forKey: .provider) ?? "",
-                  pictureURL: try c.decodeIfPresent(String.self, forKey: .pictureURL) ?? "")
+                  pictureURL: try c.decodeIfPresent(String.self, forKey: .pictureURL) ?? "",
+                  providerGroups: try c.decodeIfPresent([String].self, forKey: .providerGroups) ?? [])
     }
 }
 
@@ -57,6 +62,8 @@ public enum RegisterMethod: String, Hashable, Sendable, Codable, CaseIterable {
     case interactive = "interactive"
     /// Created by an admin or a test directly.
     case cli = "cli"
+    /// Interactive login completed by a sign-in with the identity provider (headscale's RegisterMethodOIDC).
+    case oidc = "oidc"
 }
 
 /// A machine in the tailnet. Whether it is online is runtime state of the server and is not stored.
@@ -262,6 +269,33 @@ public struct PolicyVersion: Hashable, Sendable, Codable {
     public init(version: Int64, text: String, created: Date) {
         self.version = version
         self.text = text
+        self.created = created
+    }
+}
+
+/// A sign-in with the identity provider that was started (the browser sent to the provider) and not yet finished:
+/// what the callback needs to check the provider's answer. Kept in the store, not in one process, so that behind a
+/// load balancer any warren-control instance can finish a sign-in another one started. Taken (read and deleted)
+/// exactly once, in a write transaction: a replayed callback finds nothing.
+public struct OIDCSignIn: Hashable, Sendable, Codable {
+    /// The lookup key: the SHA-256 of the `state` parameter, base64url (the state itself is not kept).
+    public var id: String
+    /// The pending interactive login the sign-in was started for.
+    public var loginID: String
+    /// The `nonce` sent to the provider, which the ID token must carry.
+    public var nonce: String
+    /// The PKCE code verifier (nil without PKCE).
+    public var codeVerifier: String?
+    /// The SHA-256 of the browser-binding cookie's value.
+    public var browserBinding: [UInt8]
+    public var created: Date
+
+    public init(id: String, loginID: String, nonce: String, codeVerifier: String?, browserBinding: [UInt8], created: Date) {
+        self.id = id
+        self.loginID = loginID
+        self.nonce = nonce
+        self.codeVerifier = codeVerifier
+        self.browserBinding = browserBinding
         self.created = created
     }
 }

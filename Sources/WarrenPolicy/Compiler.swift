@@ -115,9 +115,15 @@ public struct CompileOptions: Sendable {
     /// Whether advertised routes that autoApprovers approve count as approved.
     public var applyAutoApprovers: Bool
 
-    public init(controlURL: String = "https://unused", applyAutoApprovers: Bool = true) {
+    /// Whether the control server gives the policy its users' groups from the identity provider
+    /// (``TailnetUser/providerGroups``, `oidc.groups_in_policy`). The compiler itself resolves whatever groups the
+    /// users carry; this says whether the server fills them in.
+    public var providerGroups: Bool
+
+    public init(controlURL: String = "https://unused", applyAutoApprovers: Bool = true, providerGroups: Bool = false) {
         self.controlURL = controlURL
         self.applyAutoApprovers = applyAutoApprovers
+        self.providerGroups = providerGroups
     }
 }
 

@@ -50,6 +50,10 @@ struct LiveTailnet: AliasResolving, Sendable {
         for (g, members) in policy.groups {
             for m in members { for name in Self.userNames(m, in: users) { groupsByUserName[name, default: []].insert(g) } }
         }
+        // Groups from the identity provider: declared groups only.
+        for u in users {
+            for g in u.providerGroups where policy.groups["group:" + g] != nil { groupsByUserName[u.name, default: []].insert("group:" + g) }
+        }
         for u in users {
             userNamesByLogin[u.email, default: []].append(u.name)
             if u.name != u.email { userNamesByLogin[u.name, default: []].append(u.name) }
@@ -205,9 +209,7 @@ struct LiveTailnet: AliasResolving, Sendable {
             for u in users where domainsByUserName[u.name]?.contains(d) == true { names.insert(u.name) }
             return names.flatMap { nodesByUser[$0] ?? [] }
         case .group(let g):
-            var out: [Int] = []
-            for member in policy.groups[g] ?? [] { out += userNames(member).flatMap { nodesByUser[$0] ?? [] } }
-            return out
+            return policy.groupMemberNames(g, users: users, userNames: userNames).flatMap { nodesByUser[$0] ?? [] }
         case .tag(let t): return Array(nodesByTag[t] ?? [])
         case .autogroup("autogroup:member"): return Array(untagged)
         case .autogroup("autogroup:tagged"): return Array(tagged)

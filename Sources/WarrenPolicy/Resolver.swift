@@ -88,9 +88,7 @@ struct Resolver: AliasResolving, Sendable {
             }
             return out
         case .group(let g):
-            var out: [Int] = []
-            for member in policy.groups[g] ?? [] { out += userNames(member).flatMap { nodesByUser[$0] ?? [] } }
-            return out
+            return policy.groupMemberNames(g, users: tailnet.users, userNames: userNames).flatMap { nodesByUser[$0] ?? [] }
         case .tag(let t): return nodesByTag[t] ?? []
         case .autogroup("autogroup:member"): return untagged
         case .autogroup("autogroup:tagged"): return tagged

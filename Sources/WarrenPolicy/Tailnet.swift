@@ -5,11 +5,52 @@ public struct TailnetUser: Codable, Hashable, Sendable {
     public var id: Int
     public var name: String
     public var email: String
+    /// The groups the identity provider puts the user in (the control server fills them in only when
+    /// `oidc.groups_in_policy` is on): a policy's `group:NAME` includes the user when NAME is among them, in addition
+    /// to its listed members. The group must be declared in the policy (it may list no one: `"group:eng": []`).
+    public var providerGroups: [String]
 
-    public init(id: Int, name: String, email: String) {
+    public init(id: Int, name: String, email: String, providerGroups: [String] = []) {
         self.id = id
         self.name = name
         self.email = email
+        self.providerGroups = providerGroups
+    }
+
+    enum CodingKeys: String, CodingKey { case id, name, email, providerGroups = "provider_groups" }
+
+    /// Topology files without provider groups read as none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.decode(Int.self, forKey: .id), name: try c.decode(String.self, forKey: .name),
+                  email: try c.decode(String.self, forKey: .email),
+                  providerGroups: try c.decodeIfPresent([String].self, forKey: .providerGroups) ?? [])
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(name, forKey: .name)
+        try c.encode(email, forKey: .email)
+        if !providerGroups.isEmpty { try c.encode(providerGroups, forKey: .providerGroups) }
+    }
+
+    /// Whether the identity provider puts the user in the policy group `group` ("group:eng": provider group "eng").
+    public func isInProviderGroup(_ group: String) -> Bool {
+        guard !providerGroups.isEmpty, group.hasPrefix("group:") else { return false }
+        let name = group.dropFirst("group:".count)
+        return providerGroups.contains { $0 == name }
+    }
+}
+
+extension Policy {
+    /// The names of the users in a group: its listed members (each a login token, resolved by `userNames`) and the
+    /// users whose identity provider puts them in it (``TailnetUser/providerGroups``). An undeclared group has none.
+    func groupMemberNames(_ group: String, users: [TailnetUser], userNames: (String) -> [String]) -> Set<String> {
+        guard let members = groups[group] else { return [] }
+        var names = Set(members.flatMap(userNames))
+        for u in users where u.isInProviderGroup(group) { names.insert(u.name) }
+        return names
     }
 }
 

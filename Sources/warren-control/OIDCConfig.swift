@@ -1,7 +1,9 @@
 // The `oidc:` section, read the same in Warren's layout and headscale's (the key names are headscale's):
 // issuer, client_id, client_secret or client_secret_path, scope, extra_params, allowed_domains, allowed_users,
 // allowed_groups, email_verified_required, pkce.enabled, pkce.method, use_expiry_from_token,
-// only_start_if_oidc_is_available, and `expiry` (the key of headscale before 0.24, which Warren keeps).
+// only_start_if_oidc_is_available, and `expiry` (the key of headscale before 0.24, which Warren keeps). Warren's own:
+// groups_claim (the claim that lists a person's groups, `groups` by default) and groups_in_policy (a policy's
+// `group:NAME` also includes the users whose provider puts them in NAME at their last sign-in).
 
 import Foundation
 import WarrenControlOIDC
@@ -10,11 +12,17 @@ struct OIDCConfigSection {
     var issuer: String
     var clientID: String
     var clientSecret: String
+    /// Where the secret came from, for `configtest` ("set in the file", "read from PATH"); never the secret.
+    var clientSecretSource = "set in the file"
     var scope: [String] = ["openid", "profile", "email"]
     var extraParams: [String: String] = [:]
     var allowedDomains: [String] = []
     var allowedUsers: [String] = []
     var allowedGroups: [String] = []
+    /// The claim that lists a person's groups.
+    var groupsClaim = "groups"
+    /// A policy's `group:NAME` includes the users whose provider groups (from their last sign-in) contain NAME.
+    var groupsInPolicy = false
     var emailVerifiedRequired = true
     /// nil: PKCE off (headscale's default).
     var pkce: OIDCSettings.PKCEMethod?
@@ -26,7 +34,7 @@ struct OIDCConfigSection {
     static let keys: Set<String> = [
         "issuer", "client_id", "client_secret", "client_secret_path", "scope", "extra_params", "allowed_domains",
         "allowed_users", "allowed_groups", "email_verified_required", "pkce", "expiry", "use_expiry_from_token",
-        "only_start_if_oidc_is_available",
+        "only_start_if_oidc_is_available", "groups_claim", "groups_in_policy",
     ]
 
     /// The relying party's settings for a server reached at `serverURL`.
@@ -40,6 +48,7 @@ struct OIDCConfigSection {
         settings.allowedDomains = allowedDomains
         settings.allowedUsers = allowedUsers
         settings.allowedGroups = allowedGroups
+        settings.groupsClaim = groupsClaim
         settings.emailVerifiedRequired = emailVerifiedRequired
         settings.pkce = pkce
         return settings
@@ -110,6 +119,7 @@ struct OIDCConfigSection {
             throw fail("client_secret", "client_secret or client_secret_path is required when oidc.issuer is set")
         }
         var out = OIDCConfigSection(issuer: issuer, clientID: clientID, clientSecret: clientSecret)
+        if !secretPath.isEmpty { out.clientSecretSource = "read from \(expandEnvironment(secretPath))" }
         if let scope = try strings("scope") {
             guard scope.contains("openid") else { throw fail("scope", "must include openid") }
             out.scope = scope
@@ -126,6 +136,13 @@ struct OIDCConfigSection {
         out.allowedDomains = try strings("allowed_domains") ?? []
         out.allowedUsers = try strings("allowed_users") ?? []
         out.allowedGroups = try strings("allowed_groups") ?? []
+        if let claim = try string("groups_claim") {
+            guard !claim.isEmpty, !claim.contains(where: \.isWhitespace) else {
+                throw fail("groups_claim", "expected a claim name such as groups")
+            }
+            out.groupsClaim = claim
+        }
+        out.groupsInPolicy = try bool("groups_in_policy") ?? false
         out.emailVerifiedRequired = try bool("email_verified_required") ?? true
         out.useExpiryFromToken = try bool("use_expiry_from_token") ?? false
         out.onlyStartIfAvailable = try bool("only_start_if_oidc_is_available") ?? true
@@ -185,5 +202,32 @@ struct OIDCConfigSection {
             i = j
         }
         return out
+    }
+}
+
+extension OIDCConfigSection {
+    /// The settings as `configtest` prints them: everything but the client secret (only where it comes from).
+    var summaryLines: [String] {
+        func list(_ values: [String]) -> String { values.isEmpty ? "(any)" : values.joined(separator: ", ") }
+        let expiry: String
+        switch expiryRule {
+        case .serverDefault: expiry = "node_key_expiry (the server's default)"
+        case .fromToken: expiry = "the ID token's expiry (use_expiry_from_token)"
+        case .after(let duration): expiry = duration == .zero ? "never" : "\(duration.components.seconds) s after the sign-in"
+        }
+        return [
+            "oidc issuer: \(issuer)",
+            "oidc client id: \(clientID)",
+            "oidc client secret: \(clientSecretSource)",
+            "oidc scopes: \(scope.joined(separator: " "))",
+            "oidc allowed domains: \(list(allowedDomains))",
+            "oidc allowed users: \(list(allowedUsers))",
+            "oidc allowed groups: \(list(allowedGroups))",
+            "oidc groups claim: \(groupsClaim)\(groupsInPolicy ? " (policy groups include them)" : "")",
+            "oidc e-mail verified required: \(emailVerifiedRequired ? "yes" : "no")",
+            "oidc pkce: \(pkce.map(\.rawValue) ?? "off")",
+            "oidc node key expiry: \(expiry)",
+            "oidc start without the provider: \(onlyStartIfAvailable ? "no" : "yes")",
+        ]
     }
 }

@@ -32,7 +32,8 @@ final class OIDCWiring: Sendable {
         guard let section else { return }
         let settings = section.settings(serverURL: serverURL)
         try settings.validate()
-        let party = OIDCRelyingParty(settings: settings, logger: logger)
+        // Started sign-ins live in the store: any instance on the same database can finish them.
+        let party = OIDCRelyingParty(settings: settings, store: store, logger: logger)
         let engine = engine
         let hooks = OIDCLoginHooks(
             isWaiting: { id in await engine.isWaitingLogin(id: id) },
@@ -44,7 +45,7 @@ final class OIDCWiring: Sendable {
                 case .at(let date): wanted = .some(TailcfgTime(date: date))
                 }
                 let node = try await engine.approveInteractiveLogin(id: id, userID: user.id.rawValue, keyExpiry: wanted)
-                return node.givenName
+                return OIDCApprovedNode(id: node.id, name: node.givenName)
             })
         do {
             try await party.discover()

@@ -144,6 +144,8 @@ struct ConfigTestCommand: ParsableCommand {
         } else {
             lines.append("derp: off (no embedded relay)")
         }
+        // Sign-in with OIDC: every setting but the client secret.
+        lines += file.oidc?.summaryLines ?? ["oidc: off (admin approval only)"]
         return lines
     }
 }

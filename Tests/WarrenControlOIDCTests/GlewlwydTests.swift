@@ -12,6 +12,7 @@ import Logging
 import NIOHTTP1
 import TailscaleKeys
 import WarrenControlStore
+import WarrenPolicy
 import WarrenTailcfg
 import WarrenTestProbes
 import XCTest
@@ -99,12 +100,21 @@ final class GlewlwydTests: XCTestCase {
             "allow-non-oidc": false, "auth-type-code-enabled": true, "auth-type-token-enabled": false,
             "auth-type-id-token-enabled": false, "auth-type-none-enabled": false, "auth-type-password-enabled": false,
             "auth-type-client-enabled": false, "auth-type-refresh-enabled": true, "scope": [], "additional-parameters": [],
-            "claims": [], "jwks-show": true, "secret-type": "public", "name-claim": "mandatory", "name-claim-scope": [],
+            // The user property "groups" (a list) as a mandatory groups claim in ID tokens and userinfo.
+            "claims": [["name": "groups", "user-property": "groups", "type": "string", "mandatory": true, "on-demand": false,
+                        "scope": [String]()]],
+            "jwks-show": true, "secret-type": "public", "name-claim": "mandatory", "name-claim-scope": [],
             "email-claim": "mandatory", "email-claim-scope": [], "allowed-scope": ["openid"], "pkce-allowed": true,
             "pkce-method-plain-allowed": false, "request-parameter-allow": false, "session-management-allowed": false,
             "client-pubkey-parameter": "", "client-jwks-parameter": "jwks", "client-jwks_uri-parameter": "jwks_uri",
         ]
         let json = String(decoding: try JSONSerialization.data(withJSONObject: plugin, options: [.sortedKeys]), as: UTF8.self)
+        // Users get a multi-valued "groups" property in the database user module.
+        try run(["/usr/bin/sqlite3", db], input: """
+            UPDATE g_user_module_instance SET gumi_parameters = json_set(gumi_parameters, '$."data-format".groups', \
+            json('{"multiple":true,"read":true,"write":true,"profile-read":true,"profile-write":false}')) WHERE gumi_name = 'database';
+
+            """)
         try run(["/usr/bin/sqlite3", db], input: "INSERT INTO g_plugin_module_instance (gpmi_module, gpmi_name, gpmi_display_name, "
                  + "gpmi_parameters) VALUES ('oidc', 'oidc', 'OpenID Connect', '\(json.replacingOccurrences(of: "'", with: "''"))');\n")
         let configuration = """
@@ -185,9 +195,9 @@ final class GlewlwydTests: XCTestCase {
         // The administrator: a user with the openid scope, and Warren as a confidential client.
         let admin = try await api(.POST, "/auth/", json: ["username": "admin", "password": "password"], cookie: nil)
         XCTAssertEqual(admin.status, 200, admin.body)
-        let user = try await api(.POST, "/user/", json: ["username": "alice", "name": "Alice Example", "email": "alice@example.com",
-                                                        "password": "Alice-pass-1", "scope": ["openid", "g_profile"], "enabled": true],
-                                 cookie: admin.cookie)
+        let aliceRecord: [String: Any] = ["username": "alice", "name": "Alice Example", "email": "alice@example.com",
+                                          "password": "Alice-pass-1", "scope": ["openid", "g_profile"], "enabled": true, "groups": ["eng"]]
+        let user = try await api(.POST, "/user/", json: aliceRecord, cookie: admin.cookie)
         XCTAssertEqual(user.status, 200, user.body)
         let client = try await api(.POST, "/client/", json: [
             "client_id": "warren", "name": "Warren", "confidential": true, "password": secret, "redirect_uri": [callback],
@@ -211,22 +221,29 @@ final class GlewlwydTests: XCTestCase {
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
         var logger = Logger(label: "test.glewlwyd")
         logger.logLevel = .critical
-        let engine = ControlEngine(configuration: configuration, directory: directory, logger: logger)
+        // oidc.groups_in_policy: group:eng takes in the people glewlwyd puts in "eng".
+        let policyText = """
+            {"groups": {"group:eng": []}, "acls": [{"action": "accept", "src": ["group:eng"], "dst": ["group:eng:*"]}]}
+            """
+        let policy = CompiledPolicy(policy: try PolicyParser.parse(policyText), options: CompileOptions(providerGroups: true))
+        let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
         try await engine.load()
         var settings = OIDCSettings(issuer: issuer, clientID: "warren", clientSecret: secret, redirectURL: callback)
         settings.scopes = ["openid"]
         // glewlwyd sends no email_verified claim.
         settings.emailVerifiedRequired = false
+        let flowStore = store
         func flow(_ adjust: (inout OIDCSettings) -> Void = { _ in }) -> OIDCLoginFlow {
             var s = settings
             adjust(&s)
             let hooks = OIDCLoginHooks(isWaiting: { await engine.isWaitingLogin(id: $0) },
                                        approve: { id, user, expiry in
                                            guard case .at(let date) = expiry else { throw GlewlwydError("expected the token's expiry, got \(expiry)") }
-                                           return try await engine.approveInteractiveLogin(id: id, userID: user.id.rawValue,
-                                                                                           keyExpiry: .some(TailcfgTime(date: date))).givenName
+                                           let node = try await engine.approveInteractiveLogin(id: id, userID: user.id.rawValue,
+                                                                                               keyExpiry: .some(TailcfgTime(date: date)))
+                                           return OIDCApprovedNode(id: node.id, name: node.givenName)
                                        })
-            return OIDCLoginFlow(relyingParty: OIDCRelyingParty(settings: s, logger: logger), store: store, hooks: hooks,
+            return OIDCLoginFlow(relyingParty: OIDCRelyingParty(settings: s, store: flowStore, logger: logger), store: store, hooks: hooks,
                                  expiry: .fromToken, logger: logger)
         }
         var generator = SystemRandomNumberGenerator()
@@ -295,5 +312,36 @@ final class GlewlwydTests: XCTestCase {
         // The same callback again (a replay): refused, nothing changes.
         let replay = await goodFlow.callback(query: good.query, cookieHeader: good.cookie)
         XCTAssertEqual(replay.status, 410)
+        let laptopID = NodeID(try XCTUnwrap(nodes.first?.id))
+        let method = try await store.read { try $0.node(id: laptopID)?.registerMethod }
+        XCTAssertEqual(method, .oidc, "a node that signs in is recorded as oidc")
+
+        // glewlwyd's groups claim: stored with the user, and group:eng takes alice in.
+        XCTAssertEqual(owner.providerGroups, ["eng"])
+        func peers(of name: String) async throws -> [String] {
+            let tailnet = await engine.policyTailnet()
+            return PolicyEngine(policy: try PolicyParser.parse(policyText), tailnet: tailnet).peers(for: name).sorted()
+        }
+        let phone = try await deviceLogin("phone")
+        let phonePage = try await browse(goodFlow, phone.id).page
+        XCTAssertEqual(phonePage.status, 200, phonePage.body)
+        let laptopName = try XCTUnwrap(nodes.first?.givenName)
+        let bothInEng = try await peers(of: laptopName)
+        XCTAssertEqual(bothInEng, ["phone"], "in group:eng, alice's devices reach each other")
+
+        // The administrator moves alice from eng to ops at glewlwyd; her next sign-in drops the group, and with it
+        // what group:eng allowed.
+        var moved = aliceRecord
+        moved["groups"] = ["ops"]
+        moved["password"] = nil
+        let update = try await api(.PUT, "/user/alice", json: moved, cookie: admin.cookie)
+        XCTAssertEqual(update.status, 200, update.body)
+        let tablet = try await deviceLogin("tablet")
+        let tabletPage = try await browse(goodFlow, tablet.id).page
+        XCTAssertEqual(tabletPage.status, 200, tabletPage.body)
+        let after = try await store.read { try $0.user(id: owner.id) }
+        XCTAssertEqual(after?.providerGroups, ["ops"])
+        let noneInEng = try await peers(of: laptopName)
+        XCTAssertEqual(noneInEng, [], "out of group:eng, alice's devices no longer reach each other")
     }
 }

@@ -47,7 +47,8 @@ final class LoginFlowTests: XCTestCase {
                 case .never: wanted = .some(nil)
                 case .at(let date): wanted = .some(TailcfgTime(date: date))
                 }
-                return try await engine.approveInteractiveLogin(id: id, userID: user.id.rawValue, keyExpiry: wanted).givenName
+                let node = try await engine.approveInteractiveLogin(id: id, userID: user.id.rawValue, keyExpiry: wanted)
+                return OIDCApprovedNode(id: node.id, name: node.givenName)
             })
         return OIDCLoginFlow(relyingParty: OIDCRelyingParty(settings: settings, logger: logger), store: store, hooks: hooks,
                              expiry: expiry, logger: logger)

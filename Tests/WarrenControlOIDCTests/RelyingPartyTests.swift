@@ -6,6 +6,8 @@ import JWTKit
 import Logging
 import NIOHTTP1
 import Synchronization
+import WarrenControlPostgres
+import WarrenTestProbes
 import XCTest
 @testable import WarrenControlOIDC
 
@@ -115,7 +117,7 @@ final class RelyingPartyTests: XCTestCase {
         XCTAssertEqual(sent["scope"], "openid profile email")
         XCTAssertNotNil(sent["nonce"])
         XCTAssertEqual(provider.state.withLock { $0.tokenRefusals }, [])
-        let left = await rp.startedCount
+        let left = try await rp.startedCount
         XCTAssertEqual(left, 0, "the state is used up")
     }
 
@@ -357,5 +359,104 @@ final class RelyingPartyTests: XCTestCase {
         _ = try await signIn(party { $0.allowedDomains = ["example.com"]; $0.emailVerifiedRequired = false })
         // Without e-mail checks an unverified address does not stop the sign-in.
         _ = try await signIn(party())
+    }
+
+    // MARK: at_hash and the groups claim
+
+    func testAtHashIsCheckedWhenTheIDTokenCarriesIt() async throws {
+        provider.state.withLock { $0.atHash = .correct }
+        _ = try await signIn(party())
+        provider.state.withLock { $0.atHash = .wrong }
+        await assertRefused(.accessTokenMismatch, party())
+    }
+
+    func testGroupsComeFromTheConfiguredClaim() async throws {
+        provider.state.withLock { s in
+            s.identity.groups = nil
+            s.extraClaims = ["roles": ["eng", "ops"]]
+        }
+        let byDefault = try await signIn(party())
+        XCTAssertEqual(byDefault.groups, [], "no groups claim under its default name")
+        let named = try await signIn(party { $0.groupsClaim = "roles" })
+        XCTAssertEqual(named.groups, ["eng", "ops"])
+        await assertRefused(.notAllowed, party { $0.groupsClaim = "roles"; $0.allowedGroups = ["staff"] })
+        _ = try await signIn(party { $0.groupsClaim = "roles"; $0.allowedGroups = ["ops"] })
+    }
+
+    // MARK: Several instances
+
+    /// Behind a load balancer the provider's callback may reach another instance than the one that sent the browser
+    /// away: sign-ins started are in the store they share (here PostgreSQL), so the other instance finishes it, and a
+    /// second callback with the same state is refused on either.
+    func testASignInBegunOnOneInstanceCompletesOnAnotherOverPostgreSQL() async throws {
+        let server: PostgresTestServer
+        do {
+            server = try PostgresTestServer.shared()
+        } catch let error as PostgresTestServer.Unavailable where !error.required {
+            throw XCTSkip(error.description)
+        }
+        let database = try server.createDatabase()
+        let settings = PostgresSettings(host: server.socketDirectory, port: server.port, database: database, user: server.user)
+        let storeA = try await PostgresControlStore(settings: settings)
+        let storeB = try await PostgresControlStore(settings: settings)
+        var logger = Logger(label: "test.oidc")
+        logger.logLevel = .critical
+        let a = OIDCRelyingParty(settings: provider.settings(), store: storeA, logger: logger, now: clock.now)
+        let b = OIDCRelyingParty(settings: provider.settings(), store: storeB, logger: logger, now: clock.now)
+
+        let callback = try await walk(a, login: "login-shared")
+        let waiting = try await b.startedCount
+        XCTAssertEqual(waiting, 1, "instance B sees the sign-in A started")
+        let identity = try await b.complete(query: callback.query, cookie: callback.cookie)
+        XCTAssertEqual(identity.loginID, "login-shared")
+        XCTAssertEqual(identity.subject, "user-1")
+        for (name, party) in [("A", a), ("B", b)] {
+            do {
+                _ = try await party.complete(query: callback.query, cookie: callback.cookie)
+                XCTFail("instance \(name) accepted the same state twice")
+            } catch {
+                XCTAssertEqual(error.kind, .unknownState, "\(name): \(error)")
+            }
+        }
+        let left = try await a.startedCount
+        XCTAssertEqual(left, 0)
+
+        // Two callbacks with one state at once (a double submit through the balancer): one sign-in, one refusal.
+        let raced = try await walk(b, login: "login-raced")
+        async let first = try? a.complete(query: raced.query, cookie: raced.cookie)
+        async let second = try? b.complete(query: raced.query, cookie: raced.cookie)
+        let outcomes = await [first, second].compactMap { $0 }
+        XCTAssertEqual(outcomes.count, 1, "exactly one of two concurrent callbacks signs in")
+
+        // Each instance with a store of its own (what a process's memory was): the other instance refuses.
+        let alone = OIDCRelyingParty(settings: provider.settings(), logger: logger, now: clock.now)
+        let elsewhere = try await walk(alone, login: "login-alone")
+        do {
+            _ = try await b.complete(query: elsewhere.query, cookie: elsewhere.cookie)
+            XCTFail("a sign-in kept in another instance's memory completed")
+        } catch {
+            XCTAssertEqual(error.kind, .unknownState, "\(error)")
+        }
+        await storeA.close()
+        await storeB.close()
+    }
+
+    func testStartedSignInsAreCappedAndExpire() async throws {
+        let rp = party { $0.maximumPendingLogins = 3 }
+        var callbacks: [BrowserCallback] = []
+        for i in 0..<5 { callbacks.append(try await walk(rp, login: "login-\(i)")) }
+        let count = try await rp.startedCount
+        XCTAssertEqual(count, 3, "the oldest beyond the cap are forgotten")
+        do {
+            _ = try await rp.complete(query: callbacks[0].query, cookie: callbacks[0].cookie)
+            XCTFail("a sign-in beyond the cap completed")
+        } catch {
+            XCTAssertEqual(error.kind, .unknownState)
+        }
+        _ = try await rp.complete(query: callbacks[4].query, cookie: callbacks[4].cookie)
+        clock.advance(16 * 60)
+        _ = try await walk(rp, login: "login-late")
+        let afterExpiry = try await rp.startedCount
+        XCTAssertEqual(afterExpiry, 1, "expired sign-ins are pruned when the next one starts")
     }
 }

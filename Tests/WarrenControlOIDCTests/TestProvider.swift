@@ -47,6 +47,14 @@ final class TestProvider: Sendable {
         var tokenRequests = 0
         var lastAuthorizeQuery: [String: String] = [:]
         var tokenRefusals: [String] = []
+        /// The ID token's at_hash: none, the access token's, or another token's.
+        var atHash = AtHash.none
+        /// Claims added to the next ID tokens by name (such as a groups claim under another name).
+        var extraClaims: [String: [String]] = [:]
+    }
+
+    enum AtHash: Sendable {
+        case none, correct, wrong
     }
 
     struct Grant: Sendable {
@@ -212,24 +220,62 @@ final class TestProvider: Sendable {
         claims.preferredUsername = grant.identity.preferredUsername
         claims.groups = grant.identity.groups
         claims.picture = grant.identity.picture
+        let accessToken = UUID().uuidString
+        switch s.atHash {
+        case .none: break
+        case .correct, .wrong:
+            // Core §3.1.3.6 for ES256: the left half of the SHA-256 of the token.
+            let hashed = s.atHash == .correct ? accessToken : UUID().uuidString
+            claims.atHash = Base64URL.encode(Array(SHA256.hash(data: Array(hashed.utf8))).prefix(16))
+        }
         s.mutate(&claims)
         let idToken: String
         do {
-            idToken = try await sign(claims, with: s.signing)
+            idToken = try await sign(claims, with: s.signing, extra: s.extraClaims)
         } catch {
             return .json(500, ["error": "server_error", "error_description": "\(error)"])
         }
-        let accessToken = UUID().uuidString
         state.withLock { $0.accessTokens[accessToken] = grant.identity }
         return .json(200, ["access_token": accessToken, "token_type": "Bearer", "expires_in": 300, "id_token": idToken])
     }
 
-    func sign(_ claims: OIDCClaims, with signing: Signing) async throws -> String {
+    /// The standard claims plus claims of other names (lists of strings).
+    struct ExtendedClaims: JWTPayload {
+        var claims: OIDCClaims
+        var extra: [String: [String]]
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(claims: OIDCClaims, extra: [String: [String]]) {
+            self.claims = claims
+            self.extra = extra
+        }
+
+        init(from decoder: any Decoder) throws {
+            claims = try OIDCClaims(from: decoder)
+            extra = [:]
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            try claims.encode(to: encoder)
+            var c = encoder.container(keyedBy: Key.self)
+            for (name, values) in extra { try c.encode(values, forKey: Key(stringValue: name)) }
+        }
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    func sign(_ claims: OIDCClaims, with signing: Signing, extra: [String: [String]] = [:]) async throws -> String {
         let keys = JWTKeyCollection()
         switch signing {
         case .normal:
             await keys.add(ecdsa: key, kid: "k1")
-            return try await keys.sign(claims, kid: "k1")
+            return try await keys.sign(ExtendedClaims(claims: claims, extra: extra), kid: "k1")
         case .otherKeySameKid:
             await keys.add(ecdsa: otherKey, kid: "k1")
             return try await keys.sign(claims, kid: "k1")

@@ -182,7 +182,7 @@ final class HeadscaleImportTests: XCTestCase {
         XCTAssertFalse(r.ephemeral)
 
         let p = try XCTUnwrap(nodes.first { $0.givenName == "phone-1" })
-        XCTAssertEqual(p.registerMethod, .interactive)
+        XCTAssertEqual(p.registerMethod, .oidc, "headscale's oidc nodes keep their method")
         XCTAssertNil(p.ipv4)
         XCTAssertEqual(p.userID, users[1].id)
         XCTAssertFalse(nodes.contains { $0.hostname == "old" })

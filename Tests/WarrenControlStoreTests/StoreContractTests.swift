@@ -406,4 +406,58 @@ final class StoreContractTests: XCTestCase {
             XCTAssertEqual(history, [v1, v2], name)
         }
     }
+
+    /// Started OIDC sign-ins: taken exactly once (a second take, as a replayed callback makes, finds nothing), a
+    /// duplicate refused, expired ones pruned and the oldest beyond the cap dropped; users keep their provider groups.
+    func testOIDCSignInsAreTakenOnceAndPruned() async throws {
+        try await forEachBackend { name, store in
+            func signIn(_ id: String, _ age: TimeInterval, verifier: String? = "v") -> OIDCSignIn {
+                OIDCSignIn(id: id, loginID: "login-" + id, nonce: "nonce-" + id, codeVerifier: verifier,
+                           browserBinding: Array(repeating: UInt8(id.utf8.count), count: 32), created: referenceNow.addingTimeInterval(-age))
+            }
+            let a = signIn("a", 10), b = signIn("b", 2000, verifier: nil), c = signIn("c", 5), d = signIn("d", 1)
+            try await store.transaction { tx in for s in [a, b, c, d] { try tx.insert(s) } }
+            let count = try await store.read { try $0.oidcSignInCount() }
+            XCTAssertEqual(count, 4, name)
+            await assertStoreError(.conflict, name) { try await store.transaction { try $0.insert(a) } }
+
+            let taken = try await store.transaction { try $0.takeOIDCSignIn(id: "a") }
+            XCTAssertEqual(taken, a, name)
+            let again = try await store.transaction { try $0.takeOIDCSignIn(id: "a") }
+            XCTAssertNil(again, "a sign-in is taken once: \(name)")
+            let unknown = try await store.transaction { try $0.takeOIDCSignIn(id: "zz") }
+            XCTAssertNil(unknown, name)
+
+            // b is older than the lifetime; of c and d, only the newest is kept.
+            try await store.transaction { try $0.pruneOIDCSignIns(createdBefore: referenceNow.addingTimeInterval(-900), keeping: 1) }
+            let left = try await store.read { try $0.oidcSignInCount() }
+            XCTAssertEqual(left, 1, name)
+            let stillB = try await store.transaction { try $0.takeOIDCSignIn(id: "b") }
+            XCTAssertNil(stillB, "expired: \(name)")
+            let stillC = try await store.transaction { try $0.takeOIDCSignIn(id: "c") }
+            XCTAssertNil(stillC, "beyond the cap: \(name)")
+            let kept = try await store.transaction { try $0.takeOIDCSignIn(id: "d") }
+            XCTAssertEqual(kept, d, name)
+
+            // A rollback keeps the sign-in: a take is part of its transaction.
+            try await store.transaction { try $0.insert(b) }
+            struct Abort: Error {}
+            do {
+                _ = try await store.transaction { tx -> Int in
+                    _ = try tx.takeOIDCSignIn(id: "b")
+                    throw Abort()
+                }
+            } catch is Abort {}
+            let rolledBack = try await store.transaction { try $0.takeOIDCSignIn(id: "b") }
+            XCTAssertEqual(rolledBack, b, name)
+
+            var user = try await store.transaction { try $0.createUser(name: "grace", now: referenceNow) }
+            XCTAssertEqual(user.providerGroups, [], name)
+            user.providerGroups = ["eng", "ops team"]
+            let changed = user
+            try await store.transaction { try $0.update(changed) }
+            let back = try await store.read { try $0.user(id: changed.id) }
+            XCTAssertEqual(back?.providerGroups, ["eng", "ops team"], name)
+        }
+    }
 }
