@@ -153,7 +153,7 @@ final class ClusterFailoverTests: XCTestCase {
                         guard response.error.isEmpty, response.machineAuthorized else {
                             throw ClusterLabError(description: "join-\(index): \(response.error)")
                         }
-                        let (status, messages) = try await client.map(client.mapRequest(stream: false, omitPeers: true))
+                        let (status, messages) = try await client.map(client.mapRequest(stream: false))
                         guard status == 200 else { throw ClusterLabError(description: "join-\(index): map HTTP \(status)") }
                         for try await message in messages {
                             if let addresses = message.node?.addresses { return (index, .success(addresses)) }
@@ -216,13 +216,34 @@ final class ClusterFailoverTests: XCTestCase {
         let keeper = try await ClusterNode.join(port: a.port, controlKey: controlKey, seed: 0xEEE, authKey: key, hostname: "keeper")
         defer { keeper.stop() }
         XCTAssertEqual(try lab.storedNodes().first { $0.id == ephemeral.id }?.ephemeral, true)
+        // A second ephemeral node joins through b and goes away at once (its connection closed, both instances alive).
+        let b = lab.instances[1]
+        let leaver = try await ClusterNode.join(port: b.port, controlKey: controlKey, seed: 0xE1E, authKey: ephemeralKey, hostname: "leaver")
+        leaver.stop()
+        let left = ContinuousClock.now
 
-        // Past the inactivity timeout (10 s) with both instances alive: the node is online on a, so nobody reaps it
-        // (b does not know of a stream, a has it open).
-        try await Task.sleep(for: .seconds(13))
+        // Past the inactivity timeout (10 s) with both instances alive: the first node is online on a, so nobody reaps
+        // it (b has no stream of it, a has one open); the one that left is reaped meanwhile.
+        var leaverGone: Double?
+        let watchUntil = Date().addingTimeInterval(25)
+        while Date() < watchUntil, leaverGone == nil || secondsSince(left) < 13 {
+            if leaverGone == nil, !(try lab.storedNodes().contains { $0.id == leaver.id }) { leaverGone = secondsSince(left) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         XCTAssertTrue(try lab.storedNodes().contains { $0.id == ephemeral.id },
                       "the ephemeral node was removed while its map stream on instance a was open\n"
                       + lab.tail("instance-a", 3000) + "\n" + lab.tail("instance-b", 3000))
+        XCTAssertNotNil(leaverGone, "the ephemeral node that left (both instances alive) was never reaped\n"
+                        + lab.tail("instance-a", 3000) + "\n" + lab.tail("instance-b", 3000))
+        if let leaverGone {
+            Self.figure(String(format: "an ephemeral node that left (both instances alive) was reaped %.1f s after it left", leaverGone))
+        }
+        let leaverReaps = [0, 1].map { index in
+            lab.instanceLog(index).split(separator: "\n").filter {
+                ($0.contains("ephemeral node removed") || $0.contains("ephemeral node could not be removed")) && $0.contains("node=\(leaver.id) ")
+            }.count
+        }
+        XCTAssertEqual(leaverReaps[0] + leaverReaps[1], 1, "reaps of the node that left on instances a and b: \(leaverReaps)")
 
         // Its instance dies; the client does not come back. b reaps it once the timeout has passed.
         let killed = ContinuousClock.now
@@ -276,6 +297,7 @@ final class ClusterFailoverTests: XCTestCase {
         try await lab.startInstance(1)
         try await lab.waitForBalancer("b", status: "UP")
         try lab.setBalancer("a", maintenance: true)
+        let tbStarted = ContinuousClock.now
         let tb = try TsnetNode(lab: lab, name: "tb", caddy: caddy, authKey: key)
         let tbNode = try await tb.waitForNode()
         try await waitForStream(lab, instance: 1, node: tbNode.id, name: "tb")
@@ -289,12 +311,11 @@ final class ClusterFailoverTests: XCTestCase {
             [lab.tail("ta", 3000), lab.tail("tb", 3000), lab.tail("instance-a", 3000), lab.tail("instance-b", 3000)].joined(separator: "\n")
         }
         // Both Running, and they reach each other through the tunnel.
-        let started = ContinuousClock.now
         let taToTb = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 60)
         let tbToTa = try await tb.probe(taNode.ipv4, expecting: "hello from ta", timeout: 30)
         XCTAssertTrue(taToTb, "ta (on instance a) never reached tb (on instance b)\n" + logs())
         XCTAssertTrue(tbToTa, "tb (on instance b) never reached ta (on instance a)\n" + logs())
-        if taToTb && tbToTa { Self.figure(String(format: "ta and tb reached each other %.1f s after both joined", secondsSince(started))) }
+        if taToTb && tbToTa { Self.figure(String(format: "ta and tb reached each other %.1f s after tb's process started", secondsSince(tbStarted))) }
 
         // A policy that cuts the pair, set through a: the clients stop reaching each other. One that lets everything
         // through again, set through b: they reach each other again.
@@ -305,7 +326,7 @@ final class ClusterFailoverTests: XCTestCase {
                 .write(toFile: lab.directory + "/open.json", atomically: true, encoding: .utf8)
             let cutAt = ContinuousClock.now
             try lab.admin(0, ["policy", "set", lab.directory + "/cut.json"])
-            let cut = try await ta.waitUntilUnreachable(tbNode.ipv4, timeout: 10)
+            let cut = try await ta.waitUntilUnreachable(tbNode.ipv4, expected: "hello from tb", timeout: 10)
             XCTAssertTrue(cut, "ta still reaches tb 10 s after a policy that cuts them (set through instance a)\n" + logs())
             if cut { Self.figure(String(format: "real clients: the cut through a took effect within %.1f s (1 s probes)", secondsSince(cutAt))) }
             let openAt = ContinuousClock.now
@@ -351,7 +372,12 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertTrue(listed.contains("tb-kept"), "the rename acknowledged by instance a is missing on b:\n\(listed)")
         let keys = try lab.admin(1, ["preauthkeys", "list", "--user", "cluster"])
         XCTAssertTrue(!keyPrefix.isEmpty && keys.contains(keyPrefix), "the key acknowledged by instance a (\(keyPrefix)) is missing on b:\n\(keys)")
-        XCTAssertEqual(try lab.balancerServers()["a"]?.status.hasPrefix("DOWN"), true, "haproxy still sees instance a up")
+        // The balancer's health checks took the dead instance out.
+        do {
+            try await lab.waitForBalancer("a", status: "DOWN", timeout: 10)
+        } catch {
+            XCTFail("\(error)")
+        }
     }
 
     private func waitForStream(_ lab: ClusterLab, instance: Int, node id: Int64, name: String) async throws {
@@ -503,7 +529,7 @@ final class TsnetNode: @unchecked Sendable {
 
     /// One GET of http://ADDRESS:80/ through the tailnet; the body, or nil.
     func get(_ address: String, seconds: Int) throws -> String? {
-        let result = try ClusterSpawn.run(["/usr/bin/curl", "-s", "-m", String(seconds), "-H", "X-Tailnet-Target: \(address):80",
+        let result = try ClusterSpawn.run(["/usr/bin/curl", "-s", "-f", "-m", String(seconds), "-H", "X-Tailnet-Target: \(address):80",
                                            "http://127.0.0.1:\(probePort)/"], timeout: Double(seconds) + 5, scratch: lab.directory)
         return result.status == 0 ? result.output : nil
     }
@@ -518,12 +544,12 @@ final class TsnetNode: @unchecked Sendable {
         return false
     }
 
-    /// Whether GETs of `address` stop answering within `timeout` seconds (two failures in a row).
-    func waitUntilUnreachable(_ address: String, timeout: Double) async throws -> Bool {
+    /// Whether GETs of `address` stop answering `expected` within `timeout` seconds (two failures in a row).
+    func waitUntilUnreachable(_ address: String, expected: String, timeout: Double) async throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         var failures = 0
         repeat {
-            failures = try get(address, seconds: 1) == nil ? failures + 1 : 0
+            failures = try get(address, seconds: 1) != expected ? failures + 1 : 0
             if failures >= 2 { return true }
             try await Task.sleep(for: .milliseconds(100))
         } while Date() < deadline
