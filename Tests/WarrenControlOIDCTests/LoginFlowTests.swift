@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import TailscaleKeys
 import WarrenControlStore
+import WarrenPolicy
 import WarrenTailcfg
 import XCTest
 @testable import WarrenControlOIDC
@@ -218,5 +219,80 @@ final class LoginFlowTests: XCTestCase {
         let admin = try await store.transaction { try $0.createUser(name: "bob", now: Date()) }
         let node = try await engine.approveInteractiveLogin(id: login.id, userID: admin.id.rawValue)
         XCTAssertEqual(node.userID, admin.id.rawValue)
+    }
+
+    /// oidc.groups_in_policy: a sign-in that changes the person's groups sends the devices already online what the
+    /// policy now gives them (peers and packet filter), through their open map streams.
+    func testASignInThatChangesTheGroupsSendsPeersAndFiltersAgain() async throws {
+        let policy = CompiledPolicy(policy: try PolicyParser.parse("""
+            {"groups": {"group:eng": []}, "acls": [{"action": "accept", "src": ["group:eng"], "dst": ["group:eng:*"]}]}
+            """), options: CompileOptions(providerGroups: true))
+        var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:9")
+        configuration.mapUpdateInterval = .zero
+        let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
+        var logger = Logger(label: "test.engine")
+        logger.logLevel = .critical
+        engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
+        try await engine.load()
+        let engine = engine!
+
+        provider.state.withLock { $0.identity.groups = ["eng"] }
+        let laptop = try await startDeviceLogin(hostname: "laptop")
+        let first = try await browse(flow(), login: laptop.id)
+        XCTAssertEqual(first.status, 200, first.body)
+        var request = MapRequest()
+        request.version = 130
+        request.nodeKey = laptop.request.nodeKey
+        var generator = SystemRandomNumberGenerator()
+        request.discoKey = DiscoPrivate.generate(using: &generator).publicKey
+        request.stream = true
+        guard case .stream(let outbox) = try await engine.map(request, machineKey: laptop.machine) else {
+            return XCTFail("expected a map stream")
+        }
+        // A stream that stays quiet fails the test instead of hanging it.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(20))
+            outbox.finish()
+        }
+        defer { watchdog.cancel() }
+        var peers: Set<Int64> = []
+        var sources: Set<String> = []
+        func apply(_ message: MapResponse) {
+            if let full = message.peers { peers = Set(full.map(\.id)) }
+            for node in message.peersChanged ?? [] { peers.insert(node.id) }
+            for id in message.peersRemoved ?? [] { peers.remove(id) }
+            if let filter = message.packetFilter { sources = Set(filter.flatMap(\.srcIPs)) }
+        }
+        func read(until done: () -> Bool) async {
+            while !done(), let message = await outbox.next() { apply(message) }
+        }
+        let full = await outbox.next()
+        apply(try XCTUnwrap(full, "the full map"))
+        XCTAssertEqual(peers, [], "alone in group:eng")
+
+        // A second device in eng: the laptop gets it as a peer, and a filter that lets it in.
+        let phone = try await startDeviceLogin(hostname: "phone")
+        let second = try await browse(flow(), login: phone.id)
+        XCTAssertEqual(second.status, 200, second.body)
+        let allNodes = await engine.allNodes()
+        let phoneNode = try XCTUnwrap(allNodes.first { $0.hostname == "phone" })
+        let phoneAddress = try XCTUnwrap(phoneNode.ipv4).description
+        await read { peers.contains(phoneNode.id) && sources.contains(phoneAddress) }
+        XCTAssertTrue(peers.contains(phoneNode.id), "the laptop's stream got the phone")
+        XCTAssertTrue(sources.contains(phoneAddress), "the laptop's filter lets the phone in: \(sources)")
+
+        // The provider moves alice to ops; her next sign-in (a third device) drops eng, and the laptop's stream loses
+        // the phone and the filter that let it in.
+        provider.state.withLock { $0.identity.groups = ["ops"] }
+        let tablet = try await startDeviceLogin(hostname: "tablet")
+        let third = try await browse(flow(), login: tablet.id)
+        XCTAssertEqual(third.status, 200, third.body)
+        await read { !peers.contains(phoneNode.id) && !sources.contains(phoneAddress) }
+        XCTAssertFalse(peers.contains(phoneNode.id), "the laptop's stream lost the phone")
+        XCTAssertFalse(sources.contains(phoneAddress), "the laptop's filter no longer lets the phone in: \(sources)")
+        let stored = try await store.read { try $0.users().first?.providerGroups }
+        XCTAssertEqual(stored, ["ops"])
+        let methods = try await store.read { try $0.nodes().map(\.registerMethod) }
+        XCTAssertEqual(methods, [.oidc, .oidc, .oidc], "nodes that sign in are recorded as oidc")
     }
 }
