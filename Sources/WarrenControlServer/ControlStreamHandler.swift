@@ -16,6 +16,10 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     /// Register and map requests are small JSON documents.
     static let maximumBodyLength = 4 << 20
+    /// The most a map stream's writer hands its channel at once: it then waits for that write to complete (and for the
+    /// channel to be writable) before it takes more, from the message or from the outbox. A reader that stops reading
+    /// costs the server this much in its channel, while changes pile up (merged) in its outbox.
+    static let maximumPieceBytes = 32 << 10
 
     private let engine: ControlEngine
     private let machineKey: MachinePublic
@@ -30,6 +34,8 @@ final class ControlStreamHandler: ChannelInboundHandler {
     private var charged = 0
     /// The request was refused while its body was arriving: the rest of it is dropped.
     private var refused = false
+    /// Wakes a map stream's writer when the stream's channel becomes writable again.
+    private let writability = StreamWritability()
 
     init(engine: ControlEngine, machineKey: MachinePublic, logger: Logger, budget: TS2021ConnectionBudget? = nil) {
         self.engine = engine
@@ -86,7 +92,13 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         task?.cancel()
+        writability.close()
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { writability.writable() }
+        context.fireChannelWritabilityChanged()
     }
 
     /// An open stream keeps its connection from idling out (a map long poll, a register waiting for approval).
@@ -96,6 +108,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         task?.cancel()
+        writability.close()
         budget?.release(charged)
         charged = 0
         if let connection = context.channel.parent { ConnectionTimeouts.streamClosed(on: connection) }
@@ -117,10 +130,14 @@ final class ControlStreamHandler: ChannelInboundHandler {
         let engine = engine
         let machineKey = machineKey
         let logger = logger
+        let writability = writability
         if head.method == .POST && path == "/machine/register" {
             task = Task { await ControlStreamHandler.register(channel, body: body, engine: engine, machineKey: machineKey) }
         } else if head.method == .POST && path == "/machine/map" {
-            task = Task { await ControlStreamHandler.map(channel, body: body, engine: engine, machineKey: machineKey, logger: logger) }
+            task = Task {
+                await ControlStreamHandler.map(channel, body: body, engine: engine, machineKey: machineKey, logger: logger,
+                                               writability: writability)
+            }
         } else if ["/machine/update-health", "/machine/audit-log", "/machine/set-device-attr"].contains(path) {
             // Accepted and not acted on yet.
             body.take()
@@ -147,7 +164,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
     }
 
     private static func map(_ channel: Channel, body: RequestBody, engine: ControlEngine, machineKey: MachinePublic,
-                            logger: Logger) async {
+                            logger: Logger, writability: StreamWritability) async {
         let request: MapRequest
         do {
             request = try TailcfgJSON.decode(MapRequest.self, from: body.take())
@@ -164,11 +181,11 @@ final class ControlStreamHandler: ChannelInboundHandler {
             return
         }
         await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics,
-                       encoder: engine.mapEncoder)
+                       encoder: engine.mapEncoder, writability: writability)
     }
 
-    private static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
-                                 metrics: ControlMetrics, encoder: MapMessageEncoder) async {
+    static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
+                         metrics: ControlMetrics, encoder: MapMessageEncoder, writability: StreamWritability) async {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/octet-stream")
         switch reply {
@@ -198,10 +215,27 @@ final class ControlStreamHandler: ChannelInboundHandler {
                     let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
                     try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
                 }
-                while let outgoing = await stream.nextOutgoing(sleep: sleep) {
-                    let framed = try outgoing.framed(compress: compress, encoder: encoder)
-                    metrics.record(mapBytesSent: framed.count)
-                    try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed)))).get()
+                // Back-pressure: nothing more is taken from the outbox (where changes merge) while the channel cannot
+                // take it, and a message goes out in pieces of at most `maximumPieceBytes`, each written before the next
+                // (a full map of 10,000 peers is over a megabyte, and every stream opening at once has one).
+                let account = encoder.streams
+                while true {
+                    try await writability.wait(channel)
+                    guard let outgoing = await stream.nextOutgoing(sleep: sleep) else { break }
+                    let pieces = try outgoing.pieces(compress: compress, encoder: encoder)
+                    metrics.record(mapBytesSent: pieces.reduce(0) { $0 + $1.count })
+                    for piece in pieces {
+                        var offset = 0
+                        while offset < piece.count {
+                            let end = min(piece.count, offset + maximumPieceBytes), size = end - offset
+                            try await writability.wait(channel)
+                            let buffer = ByteBuffer(bytes: piece[offset..<end])
+                            account.handedOver(size, streamOutstanding: size)
+                            defer { account.written(size) }
+                            try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
+                            offset = end
+                        }
+                    }
                 }
                 // The engine ended the stream (logout, deletion): finish the response.
                 try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
@@ -260,4 +294,75 @@ final class RequestBody: Sendable {
     }
 
     deinit { budget?.release(state.withLock { $0.charged }) }
+}
+
+/// What the map stream writers have handed to their channels and the channels have not written yet: a writer waits for
+/// each write to complete (and for its channel to be writable) before it hands over more, so this is at most
+/// ``ControlStreamHandler/maximumPieceBytes`` per stream whatever its reader does. Counted for the benchmark's memory
+/// account and for the test that a reader that stops reading costs the server a bounded amount.
+public final class MapStreamWriterAccount: Sendable {
+    private struct State {
+        var buffered = 0
+        var peakStream = 0
+        var peakTotal = 0
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Bytes handed over and not written yet, all streams.
+    public var bufferedBytes: Int { state.withLock { $0.buffered } }
+    /// The most one stream had handed over and not written at once.
+    public var peakStreamBytes: Int { state.withLock { $0.peakStream } }
+    /// The most all streams together had handed over and not written at once.
+    public var peakTotalBytes: Int { state.withLock { $0.peakTotal } }
+
+    func handedOver(_ bytes: Int, streamOutstanding: Int) {
+        state.withLock { s in
+            s.buffered += bytes
+            s.peakTotal = max(s.peakTotal, s.buffered)
+            s.peakStream = max(s.peakStream, streamOutstanding)
+        }
+    }
+
+    func written(_ bytes: Int) {
+        state.withLock { $0.buffered -= bytes }
+    }
+}
+
+/// Lets a map stream's writer (a task) wait until the stream's channel is writable: its handler is told by NIO
+/// (`channelWritabilityChanged`). The waiters are kept and woken on the channel's event loop only.
+final class StreamWritability: @unchecked Sendable {
+    private var waiters: [EventLoopPromise<Void>] = []
+    private var closed = false
+
+    /// Returns when the channel is writable; throws once the stream is gone.
+    func wait(_ channel: Channel) async throws {
+        if channel.isWritable { return }
+        try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            if channel.isWritable { return channel.eventLoop.makeSucceededVoidFuture() }
+            if self.closed { return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            self.waiters.append(promise)
+            return promise.futureResult
+        }.get()
+    }
+
+    /// Writers waiting now (tests).
+    var waiting: Int { waiters.count }
+
+    /// On the event loop: the channel became writable.
+    func writable() {
+        let woken = waiters
+        waiters = []
+        for promise in woken { promise.succeed() }
+    }
+
+    /// On the event loop: the stream is gone.
+    func close() {
+        closed = true
+        let woken = waiters
+        waiters = []
+        for promise in woken { promise.fail(ChannelError.ioOnClosedChannel) }
+    }
 }

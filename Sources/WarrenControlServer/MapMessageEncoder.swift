@@ -48,6 +48,8 @@ public final class MapMessageEncoder: Sendable {
     }
 
     private let state = Mutex(State())
+    /// What the map stream writers using this encoder hold in their channels (``MapStreamWriterAccount``).
+    public let streams = MapStreamWriterAccount()
     /// Entries per generation.
     public let capacity: Int
     /// Where encode durations are recorded, if anywhere.
@@ -158,6 +160,11 @@ public final class MapMessageEncoder: Sendable {
 
     private let chunks = Mutex<[ChunkKey: Variants]>([:])
 
+    /// Bytes of the compressed chunk frames kept (for the memory account).
+    public var chunkBytes: Int {
+        chunks.withLock { $0.values.reduce(0) { $0 + ($1.shared?.frame.count ?? 0) + ($1.probation?.frame.count ?? 0) } }
+    }
+
     /// Chunks compressed, and reused (statistics for tests and the benchmark).
     public var chunkCounts: (compressed: Int, reused: Int) { chunkStatistics.withLock { $0 } }
     private let chunkStatistics = Mutex<(compressed: Int, reused: Int)>((0, 0))
@@ -167,6 +174,13 @@ public final class MapMessageEncoder: Sendable {
     /// (clients decode all the frames of a message: tailscale's zstdframe.AppendDecode, Warren's streaming
     /// decoder): the map around the peers, and each chunk of peers, shared by every viewer whose chunk is the same.
     public func frameFullMap(_ response: MapResponse, peers: [CachedPeer], compress: Bool) throws -> [UInt8] {
+        Array(try fullMapPieces(response, peers: peers, compress: compress).joined())
+    }
+
+    /// ``frameFullMap(_:peers:compress:)`` as the pieces a stream writer sends one after another, without joining them:
+    /// the first holds the frame's length and the map around the peers, the others are the chunks of peers (the
+    /// shared ones are the cache's own arrays, not copies) and the map's end. Joined, they are the framed message.
+    public func fullMapPieces(_ response: MapResponse, peers: [CachedPeer], compress: Bool) throws -> [[UInt8]] {
         let clock = ContinuousClock()
         let start = clock.now
         // The map with one marker peer that writes nothing: the peers go where the marker was.
@@ -178,32 +192,45 @@ public final class MapMessageEncoder: Sendable {
         let whole = writer.takeBytes()
         guard mark >= 0 else { throw FullMapEncodingError() }
         let head = Array(whole[..<mark]), tail = Array(whole[mark...])
-        var body: [UInt8]
+        var pieces: [[UInt8]]
         if compress {
-            body = try Zstd.compress(head, level: MapStreamFraming.compressionLevel)
+            pieces = [try Zstd.compress(head, level: MapStreamFraming.compressionLevel)]
             var i = 0
             while i < peers.count {
                 let index = peers[i].node.id / Self.chunkSize
                 var j = i + 1
                 while j < peers.count, peers[j].node.id / Self.chunkSize == index { j += 1 }
-                body += try chunkFrame(index: index, peers: peers[i..<j], leadingComma: i > 0)
+                pieces.append(try chunkFrame(index: index, peers: peers[i..<j], leadingComma: i > 0))
                 i = j
             }
-            body += try Zstd.compress(tail, level: MapStreamFraming.compressionLevel)
+            pieces.append(try Zstd.compress(tail, level: MapStreamFraming.compressionLevel))
         } else {
-            body = head
+            // Uncompressed, each peer's JSON is the engine's shared bytes; runs of them are joined into pieces of
+            // about a chunk's size.
+            pieces = [head]
+            var run = [UInt8]()
             for (i, peer) in peers.enumerated() {
-                if i > 0 { body.append(UInt8(ascii: ",")) }
-                body += try peer.json()
+                if i > 0 { run.append(UInt8(ascii: ",")) }
+                run += try peer.json()
+                if run.count >= 32 << 10 {
+                    pieces.append(run)
+                    run = []
+                }
             }
-            body += tail
+            run += tail
+            pieces.append(run)
         }
+        // The frame's length goes before the first piece.
+        let total = pieces.reduce(0) { $0 + $1.count }
+        let n = UInt32(truncatingIfNeeded: total)
+        pieces[0] = [UInt8(truncatingIfNeeded: n), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n >> 16),
+                     UInt8(truncatingIfNeeded: n >> 24)] + pieces[0]
         if let metrics {
             let (seconds, attoseconds) = (clock.now - start).components
             metrics.record(encode: .full, nanoseconds: seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
         }
         state.withLock { $0.statistics.messages += 1 }
-        return MapStreamFraming.frame(body: body)
+        return pieces
     }
 
     private func chunkFrame(index: Int64, peers: ArraySlice<CachedPeer>, leadingComma: Bool) throws -> [UInt8] {

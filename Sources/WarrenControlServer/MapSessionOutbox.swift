@@ -55,6 +55,15 @@ public struct MapOutgoing: Sendable {
         return m
     }
 
+    /// The bytes for the stream as pieces to write one after another: a full map's shared chunks are the encoder's own
+    /// arrays, not copied into one message per stream (``MapMessageEncoder/fullMapPieces(_:peers:compress:)``).
+    public func pieces(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [[UInt8]] {
+        if shared == nil, let peers {
+            return try (encoder ?? MapMessageEncoder()).fullMapPieces(message, peers: peers, compress: compress)
+        }
+        return [try framed(compress: compress, encoder: encoder)]
+    }
+
     /// The bytes for the stream.
     public func framed(compress: Bool, encoder: MapMessageEncoder? = nil) throws -> [UInt8] {
         if let shared { return try shared.framed(compress: compress, encoder: encoder) }
@@ -93,7 +102,13 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         var pacing = 0
         /// The current wait was ended before the writer got to sleep.
         var pacerWoken = false
+        /// Times `pending` was merged while the writer was away (statistics), and its length after the last merge.
+        var merges = 0
+        var mergedCount = 0
     }
+
+    /// Messages waiting for the writer beyond which they are merged as they arrive.
+    static let mergeThreshold = 32
 
     private let state = Mutex(State())
     private let minimumInterval: Duration
@@ -138,6 +153,15 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                 return (waiter, nil)
             }
             s.pending.append(item)
+            // A writer that cannot write (its reader is slow or gone) takes nothing: what piles up is merged here,
+            // so the queue stays a few messages long however many changes come (O(1) per session, not O(changes)).
+            // (What cannot merge, a full map or a DNS change, is rare; merging again only once the queue doubled keeps
+            // the work per message O(1) even then.)
+            if s.pending.count >= Swift.max(Self.mergeThreshold, 2 * s.mergedCount) {
+                s.pending = Self.coalesce(s.pending)
+                s.mergedCount = s.pending.count
+                s.merges += 1
+            }
             guard item.urgent else { return (nil, nil) }
             s.urgentPending = true
             return (nil, Self.takePacer(&s))
@@ -241,6 +265,9 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         state.withLock { $0.pending.count + $0.ready.count - $0.readyIndex }
     }
 
+    /// Times what waited for the writer was merged before it took it (a writer that could not keep up).
+    public var earlyMerges: Int { state.withLock { $0.merges } }
+
     /// (messages the engine queued, messages handed to the writer after merging).
     public var counts: (appended: Int, delivered: Int) {
         state.withLock { ($0.appended, $0.delivered) }
@@ -323,6 +350,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             if !s.pending.isEmpty {
                 let taken = s.pending
                 s.pending = []
+                s.mergedCount = 0
                 s.urgentPending = false
                 return .merge(taken)
             }
@@ -348,6 +376,7 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                         if !s.pending.isEmpty {
                             let taken = s.pending
                             s.pending = []
+                            s.mergedCount = 0
                             s.urgentPending = false
                             return .merge(taken)
                         }

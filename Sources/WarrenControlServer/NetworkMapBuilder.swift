@@ -333,6 +333,9 @@ public final class CachedPeer: Sendable {
         return expired == (keyExpiry <= now)
     }
 
+    /// Bytes of the JSON when written (0 before).
+    var encodedCount: Int { encoded.withLock { $0?.count ?? 0 } }
+
     /// The peer's JSON, written once.
     public func json() throws -> [UInt8] {
         try encoded.withLock { cached in
@@ -352,6 +355,8 @@ public final class PeerCache: @unchecked Sendable {
     let trustsRecords: Bool
     public init(trustsRecords: Bool = false) { self.trustsRecords = trustsRecords }
     public var count: Int { entries.count }
+    /// Bytes of JSON the entries hold once written (for the memory account).
+    public var jsonBytes: Int { entries.values.reduce(0) { $0 + $1.encodedCount } }
     /// The authorized nodes' IDs, sorted (what an allow-all policy gives every authorized viewer, but itself).
     private var authorized: [Int64]?
 

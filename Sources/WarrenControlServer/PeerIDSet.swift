@@ -12,6 +12,11 @@ struct PeerIDSet: Sequence {
 
     init() {}
 
+    /// Heap bytes held (the words' buffer and the set beside, estimated from capacities; for the memory account).
+    var heapBytes: Int {
+        (words.capacity > 0 ? 32 + words.capacity * 8 : 0) + (outside.capacity > 0 ? 48 + outside.capacity * 16 : 0)
+    }
+
     init(_ ids: some Sequence<Int64>) {
         for id in ids { insert(id) }
     }

@@ -1,0 +1,58 @@
+// The server child: one warren-control engine and listener on loopback. It prints
+// `READY <port> <control key> <pre-auth key>`, then answers commands:
+//   stats    rssKiB cpuSeconds heapInUse heapFree   then the engine's memory account (key=value ...)
+//   trim     gives glibc's free memory back (malloc_trim), then answers as stats
+
+import Foundation
+import Logging
+import TailscaleKeys
+import WarrenControlServer
+import WarrenControlStore
+
+func serverStats(_ engine: ControlEngine) async -> String {
+    let me = figures(pid: getpid())
+    let heap = heapFigures()
+    let account = await engine.memoryAccount()
+    return "stats \(me.rssKiB) \(me.cpuSeconds) \(heap.inUse) \(heap.free) "
+        + account.map { "\($0.name)=\($0.bytes)" }.joined(separator: " ")
+}
+
+func runServerChild(_ options: Options) async throws {
+    var logger = Logger(label: "bench.server")
+    logger.logLevel = .error
+    let configuration = ControlConfiguration(serverURL: "http://127.0.0.1:0")
+    let store: any ControlStore
+    switch options.store {
+    case "memory": store = MemoryControlStore()
+    default: fail("unknown store \(options.store)")
+    }
+    let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
+    // Without a policy file, `warren-control serve` runs CompiledPolicy with no policy; the engine's default is AllowAllPolicy.
+    let policy: any PacketFilterPolicy = options.policy == "allow-all" ? AllowAllPolicy() : CompiledPolicy(policy: nil)
+    let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
+    try await engine.load()
+    var generator = SystemRandomNumberGenerator()
+    let controlKey = MachinePrivate.generate(using: &generator)
+    let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey,
+                                                   options: ControlServerOptions(host: "127.0.0.1", port: 0), logger: logger)
+    let authKey = try await store.transaction { tx in
+        let owner = try tx.createUser(name: "bench", now: Date())
+        var random = SystemRandomNumberGenerator()
+        return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),
+                                       generator: &random).text
+    }
+    print("READY \(server.port ?? 0) \(controlKey.publicKey) \(authKey)")
+    fflush(nil)
+    Task {
+        await serveCommands { line in
+            switch line {
+            case "stats": return await serverStats(engine)
+            case "trim":
+                trimHeap()
+                return await serverStats(engine)
+            default: return "error unknown command \(line)"
+            }
+        }
+    }
+    try await server.run()
+}
