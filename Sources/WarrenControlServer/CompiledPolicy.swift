@@ -27,6 +27,8 @@ public final class CompiledPolicy: PacketFilterPolicy {
         var peers: [Int64: Set<Int64>] = [:]
         var ssh: [Int64: SSHPolicy?] = [:]
         var caps: [Int64: NodeCapMap] = [:]
+        /// Sets of peer IDs built (work counted for tests: one per node per policy, not one per question).
+        var peerSetsBuilt = 0
         /// Changes found by a query's own check, still to be reported by ``nodesChanged(_:in:)`` (nil: all).
         var unreported: Set<Int64>? = []
 
@@ -42,6 +44,9 @@ public final class CompiledPolicy: PacketFilterPolicy {
 
     private let state: Mutex<State>
     private let options: CompileOptions
+
+    /// Sets of peer IDs built so far (tests).
+    var peerSetsBuilt: Int { state.withLock { $0.peerSetsBuilt } }
 
     /// The policy in force; nil: allow all.
     public var policy: Policy? { state.withLock { $0.policy } }
@@ -201,8 +206,12 @@ public final class CompiledPolicy: PacketFilterPolicy {
     }
 
     private func peers(_ s: inout State, _ node: ControlNode) -> Set<Int64> {
-        guard let engine = s.engine else { return Set(s.known.keys).subtracting([node.id]) }
+        guard let engine = s.engine else {
+            s.peerSetsBuilt += 1
+            return Set(s.known.keys).subtracting([node.id])
+        }
         if let cached = s.peers[node.id] { return cached }
+        s.peerSetsBuilt += 1
         let ids = Set(engine.peers(for: node.givenName).compactMap { s.idByName[$0] })
         s.peers[node.id] = ids
         return ids
@@ -241,6 +250,9 @@ public final class CompiledPolicy: PacketFilterPolicy {
     public func canSee(_ node: ControlNode, _ peer: ControlNode, in tailnet: TailnetSnapshot) -> Bool {
         state.withLock { s in
             ensure(&s, node, tailnet)
+            // Without a policy everyone sees everyone the tailnet has: asked of the table, not of a set of every node
+            // built per call (the engine asks once per viewer per change: that made a join's fan-out O(N²)).
+            guard s.engine != nil else { return peer.id != node.id && s.known[peer.id] != nil }
             return peers(&s, node).contains(peer.id)
         }
     }
