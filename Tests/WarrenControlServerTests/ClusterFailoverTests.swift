@@ -317,18 +317,26 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertTrue(tbToTa, "tb (on instance b) never reached ta (on instance a)\n" + logs())
         if taToTb && tbToTa { Self.figure(String(format: "ta and tb reached each other %.1f s after tb's process started", secondsSince(tbStarted))) }
 
-        // A policy that cuts the pair, set through a: the clients stop reaching each other. One that lets everything
-        // through again, set through b: they reach each other again.
+        // A policy that cuts the pair, set through a: tb (on b) drops ta from its map (timed from tb's own log) and the
+        // clients stop reaching each other. One that lets everything through again, set through b: they reach each
+        // other again.
+        try #"{"hosts": {"nobody": "192.0.2.99/32"}, "acls": [{"action": "accept", "src": ["nobody"], "dst": ["nobody:*"]}]}"#
+            .write(toFile: lab.directory + "/cut.json", atomically: true, encoding: .utf8)
+        try #"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#
+            .write(toFile: lab.directory + "/open.json", atomically: true, encoding: .utf8)
         if taToTb && tbToTa {
-            try #"{"hosts": {"nobody": "192.0.2.99/32"}, "acls": [{"action": "accept", "src": ["nobody"], "dst": ["nobody:*"]}]}"#
-                .write(toFile: lab.directory + "/cut.json", atomically: true, encoding: .utf8)
-            try #"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#
-                .write(toFile: lab.directory + "/open.json", atomically: true, encoding: .utf8)
-            let cutAt = ContinuousClock.now
+            let tbOffset = lab.log("tb").count
+            let cutAt = ContinuousClock.now, cutWall = Date().timeIntervalSince1970
             try lab.admin(0, ["policy", "set", lab.directory + "/cut.json"])
+            let dropped = await tb.waitForLog(after: tbOffset, containing: TsnetNode.noPeers, timeout: 5)
+            XCTAssertNotNil(dropped, "tb (on instance b) never dropped ta from its map after the cut through instance a\n" + logs())
+            if let dropped {
+                Self.figure(String(format: "real clients: a policy cut through a reached tb's map on b %.3f s after the command started", dropped - cutWall))
+                XCTAssertLessThan(dropped - cutWall, 5)
+            }
             let cut = try await ta.waitUntilUnreachable(tbNode.ipv4, expected: "hello from tb", timeout: 10)
             XCTAssertTrue(cut, "ta still reaches tb 10 s after a policy that cuts them (set through instance a)\n" + logs())
-            if cut { Self.figure(String(format: "real clients: the cut through a took effect within %.1f s (1 s probes)", secondsSince(cutAt))) }
+            if cut { Self.figure(String(format: "real clients: ta stopped reaching tb within %.1f s of the cut (1 s probes)", secondsSince(cutAt))) }
             let openAt = ContinuousClock.now
             try lab.admin(1, ["policy", "set", lab.directory + "/open.json"])
             let open = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 20)
@@ -372,6 +380,17 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertTrue(listed.contains("tb-kept"), "the rename acknowledged by instance a is missing on b:\n\(listed)")
         let keys = try lab.admin(1, ["preauthkeys", "list", "--user", "cluster"])
         XCTAssertTrue(!keyPrefix.isEmpty && keys.contains(keyPrefix), "the key acknowledged by instance a (\(keyPrefix)) is missing on b:\n\(keys)")
+        // ta's new stream on b carries changes: a cut set through b empties ta's map; opened again, ta reaches tb.
+        let taOffset = lab.log("ta").count
+        let recutWall = Date().timeIntervalSince1970
+        try lab.admin(1, ["policy", "set", lab.directory + "/cut.json"])
+        let recut = await ta.waitForLog(after: taOffset, containing: TsnetNode.noPeers, timeout: 5)
+        XCTAssertNotNil(recut, "ta's map stream on instance b did not carry the policy cut set through b\n" + logs())
+        if let recut { Self.figure(String(format: "after the failover, a cut through b reached ta's map %.3f s after the command started", recut - recutWall)) }
+        try lab.admin(1, ["policy", "set", lab.directory + "/open.json"])
+        let reopened = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 20)
+        XCTAssertTrue(reopened, "ta does not reach tb after the policy was opened again through b\n" + logs())
+
         // The balancer's health checks took the dead instance out.
         do {
             try await lab.waitForBalancer("a", status: "DOWN", timeout: 10)
@@ -542,6 +561,23 @@ final class TsnetNode: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(200))
         } while Date() < deadline
         return false
+    }
+
+    /// What magicsock logs when a map leaves the node without peers (the official client's debug log).
+    static let noPeers = "got updated network map; 0 peers"
+
+    /// The time (seconds since 1970, the client's own log stamp) of the first log line after character `offset` that
+    /// contains `text`, waiting at most `timeout` seconds.
+    func waitForLog(after offset: Int, containing text: String, timeout: Double) async -> Double? {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            for line in lab.log(name).dropFirst(offset).split(separator: "\n") where line.contains(text) {
+                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                   let stamp = object["ts"] as? Double { return stamp }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        } while Date() < deadline
+        return nil
     }
 
     /// Whether GETs of `address` stop answering `expected` within `timeout` seconds (two failures in a row).
