@@ -171,6 +171,8 @@ enum HeadscaleLayout {
         "prefixes.v4", "prefixes.v6", "dns.magic_dns", "dns.nameservers", "dns.search_domains", "dns.split",
         "dns.extra_records", "derp.enabled", "derp.host", "derp.port", "derp.stun_port", "derp.add_embedded_region",
         "derp.stun_secondary_addr",
+        // Warren's own OIDC keys (OIDCConfig.swift): the groups claim's name and whether it feeds policy groups.
+        "oidc.groups_claim", "oidc.groups_in_policy",
     ])
 
     /// Pairs that set the same thing in the two layouts: a file may use one of each pair.

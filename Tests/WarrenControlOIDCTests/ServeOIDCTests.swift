@@ -70,10 +70,20 @@ final class ServeOIDCTests: XCTestCase {
               allowed_domains: [example.com]
               pkce: {enabled: true, method: S256}
               expiry: 30d
+              groups_claim: roles
+              groups_in_policy: true
             """)
         let tested = try run(["configtest", "--config", warren])
         XCTAssertEqual(tested.status, 0, tested.output)
         XCTAssertFalse(tested.output.contains("not implemented"), tested.output)
+        // configtest prints every OIDC setting, and where the secret comes from, never the secret.
+        for line in ["oidc issuer: \(provider.issuer)", "oidc client id: warren", "oidc client secret: read from \(secret)",
+                     "oidc scopes: openid profile email", "oidc allowed domains: example.com", "oidc allowed users: (any)",
+                     "oidc allowed groups: (any)", "oidc groups claim: roles (policy groups include them)", "oidc pkce: S256",
+                     "oidc node key expiry: 2592000 s after the sign-in", "oidc start without the provider: no"] {
+            XCTAssertTrue(tested.output.contains(line + "\n"), "configtest prints \(line.debugDescription): \(tested.output)")
+        }
+        XCTAssertFalse(tested.output.contains("from-a-file"), "the client secret is never printed")
         let headscale = try write("headscale.yaml", """
             server_url: http://127.0.0.1:8080
             listen_addr: 127.0.0.1:8080
@@ -90,6 +100,10 @@ final class ServeOIDCTests: XCTestCase {
             """)
         let headscaleTested = try run(["configtest", "--config", headscale])
         XCTAssertEqual(headscaleTested.status, 0, headscaleTested.output)
+        XCTAssertTrue(headscaleTested.output.contains("oidc node key expiry: the ID token's expiry (use_expiry_from_token)\n"),
+                      headscaleTested.output)
+        XCTAssertTrue(headscaleTested.output.contains("oidc client secret: set in the file\n"), headscaleTested.output)
+        XCTAssertFalse(headscaleTested.output.contains("client secret: s\n"), headscaleTested.output)
         XCTAssertTrue(headscaleTested.output.contains("warnings: 0"), "no warning about the oidc keys: \(headscaleTested.output)")
 
         let bad: [(String, String)] = [
@@ -101,6 +115,8 @@ final class ServeOIDCTests: XCTestCase {
             ("oidc:\n  issuer: \(provider.issuer)\n  client_id: w\n  client_secret: a\n  pkce: {enabled: true, method: S512}\n", "oidc.pkce.method"),
             ("oidc:\n  issuer: \(provider.issuer)\n  client_id: w\n  client_secret: a\n  isuser: x\n", "isuser"),
             ("oidc:\n  issuer: \(provider.issuer)\n  client_id: w\n  client_secret_path: /nonexistent/secret\n", "cannot read"),
+            ("oidc:\n  issuer: \(provider.issuer)\n  client_id: w\n  client_secret: a\n  groups_claim: \"a b\"\n", "oidc.groups_claim"),
+            ("oidc:\n  issuer: \(provider.issuer)\n  client_id: w\n  client_secret: a\n  groups_in_policy: maybe\n", "oidc.groups_in_policy"),
         ]
         for (text, expected) in bad {
             let path = try write("bad.yaml", text)
