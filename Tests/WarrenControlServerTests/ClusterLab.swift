@@ -178,6 +178,12 @@ final class ClusterLab: @unchecked Sendable {
     private let lock = NSLock()
     private var processes: [ClusterProcess] = []
     var keepFiles = false
+    /// The client namespace's network namespaces and its veth end on the host (see `addClientNamespace`).
+    private var namespaces: [String] = []
+    private var hostInterfaces: [String] = []
+    /// The host's end of the client namespace's veth pair: the balancer and the relay listen here too, when set.
+    private(set) var hostSideAddress: String?
+    static let hostSide = "198.51.100.201", namespaceSide = "198.51.100.202"
 
     var balancerURL: String { "http://127.0.0.1:\(balancerPort)" }
     var haproxySocket: String { directory + "/haproxy.sock" }
@@ -251,9 +257,17 @@ final class ClusterLab: @unchecked Sendable {
         throw ClusterLabError(description: "\(name) did not print \"\(text)\" (running: \(process.isRunning))\n\(tail(name))")
     }
 
-    /// Stops every process still running (newest first), then removes the files unless `keepFiles`.
+    /// Stops every process still running (newest first), deletes the namespace and its veth pair, then removes the
+    /// files unless `keepFiles`.
     func tearDown() {
         for process in lock.withLock({ processes }).reversed() { process.stop() }
+        for namespace in namespaces.reversed() {
+            _ = try? ClusterSpawn.run([Self.ip, "netns", "del", namespace], timeout: 20, scratch: "/tmp")
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(namespace)")
+        }
+        for interface in hostInterfaces {
+            _ = try? ClusterSpawn.run([Self.ip, "link", "del", interface], timeout: 20, scratch: "/tmp")
+        }
         if keepFiles {
             print("ClusterLab: files kept in \(directory)")
         } else {
@@ -261,17 +275,57 @@ final class ClusterLab: @unchecked Sendable {
         }
     }
 
+    // MARK: A namespace for a client with a TUN device
+
+    static var ip: String { ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: FileManager.default.isExecutableFile) ?? "/usr/sbin/ip" }
+
+    /// A network namespace `wccl-<pid>-<tag>` joined to this host by a veth pair (`wcl<pid><tag>` here, 198.51.100.201/30;
+    /// 198.51.100.202/30 inside, default route through it), with a resolv.conf of its own (bind-mounted by
+    /// `ip netns exec`, so a client inside never touches the host's). Call before `startRelay` and `startBalancer`:
+    /// both then listen on the host's end too. Returns the namespace's name.
+    func addClientNamespace(_ tag: String) throws -> String {
+        let id = getpid() % 100_000
+        let namespace = "wccl-\(id)-\(tag)", host = "wcl\(id)\(tag)", inner = "wcl\(id)\(tag)n"
+        func must(_ arguments: [String]) throws {
+            let result = try ClusterSpawn.run(arguments, timeout: 20, scratch: directory)
+            guard result.status == 0 else {
+                throw ClusterLabError(description: "`\(arguments.joined(separator: " "))` exited \(result.status): \(result.output)")
+            }
+        }
+        _ = try? ClusterSpawn.run([Self.ip, "netns", "del", namespace], timeout: 20, scratch: directory)
+        _ = try? ClusterSpawn.run([Self.ip, "link", "del", host], timeout: 20, scratch: directory)
+        guard try ClusterSpawn.run([Self.ip, "netns", "add", namespace], timeout: 20, scratch: directory).status == 0 else {
+            throw Self.unavailable("cannot create network namespace \(namespace)")
+        }
+        namespaces.append(namespace)
+        try FileManager.default.createDirectory(atPath: "/etc/netns/\(namespace)", withIntermediateDirectories: true)
+        try "nameserver \(Self.hostSide)\n".write(toFile: "/etc/netns/\(namespace)/resolv.conf", atomically: false, encoding: .utf8)
+        try must([Self.ip, "link", "add", host, "type", "veth", "peer", "name", inner])
+        hostInterfaces.append(host)
+        try must([Self.ip, "link", "set", inner, "netns", namespace])
+        try must([Self.ip, "addr", "add", "\(Self.hostSide)/30", "dev", host])
+        try must([Self.ip, "link", "set", host, "up"])
+        let inside = [Self.ip, "netns", "exec", namespace]
+        try must(inside + [Self.ip, "link", "set", "lo", "up"])
+        try must(inside + [Self.ip, "addr", "add", "\(Self.namespaceSide)/30", "dev", inner])
+        try must(inside + [Self.ip, "link", "set", inner, "up"])
+        try must(inside + [Self.ip, "route", "add", "default", "via", Self.hostSide])
+        hostSideAddress = Self.hostSide
+        return namespace
+    }
+
     // MARK: The relay
 
-    /// warren-derp on 127.0.0.1 (TLS with a self-signed certificate, STUN on its own port), and the DERP map file that
-    /// announces it (region 900).
+    /// warren-derp (TLS with a self-signed certificate, STUN on its own port) on 127.0.0.1, or on the client
+    /// namespace's host address when there is one, and the DERP map file that announces it (region 900).
     func startRelay() async throws {
-        let relay = try spawn([warrenDerp, "--listen", "127.0.0.1:\(derpPort)", "--stun-port", String(stunPort), "--hostname", "127.0.0.1",
+        let address = hostSideAddress ?? "127.0.0.1"
+        let relay = try spawn([warrenDerp, "--listen", "\(address):\(derpPort)", "--stun-port", String(stunPort), "--hostname", address,
                                "--state-dir", directory + "/derp"], log: "derp")
         try await waitFor(log: "derp", containing: "DERP relay ready", timeout: 30, process: relay)
         try """
             {"Regions": {"900": {"RegionID": 900, "RegionCode": "cluster", "RegionName": "Cluster relay", "Nodes": [
-              {"Name": "900a", "RegionID": 900, "HostName": "127.0.0.1", "IPv4": "127.0.0.1", "IPv6": "none",
+              {"Name": "900a", "RegionID": 900, "HostName": "\(address)", "IPv4": "\(address)", "IPv6": "none",
                "DERPPort": \(derpPort), "STUNPort": \(stunPort), "InsecureForTests": true}]}}}
             """.write(toFile: directory + "/derp-map.json", atomically: true, encoding: .utf8)
     }
@@ -417,6 +471,7 @@ final class ClusterLab: @unchecked Sendable {
 
             frontend control
                 bind 127.0.0.1:\(balancerPort)
+            \(hostSideAddress.map { "    bind \($0):\(balancerPort)" } ?? "")
                 default_backend instances
 
             backend instances
