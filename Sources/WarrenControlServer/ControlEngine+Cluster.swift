@@ -140,10 +140,17 @@ extension ControlEngine {
 
     /// Re-reads a node another instance wrote and tells this instance's sessions what changed.
     func applyRemoteNode(_ id: Int64) async throws {
-        guard var node = try await directory.node(id: id) else {
+        guard let node = try await directory.node(id: id) else {
             dropNode(id)
             return
         }
+        try await applyRemoteNode(node)
+    }
+
+    /// A node as the store has it now (read by the caller).
+    func applyRemoteNode(_ stored: ControlNode) async throws {
+        var node = stored
+        let id = node.id
         let before = nodes[id]
         if let live = before {
             node.capabilityVersion = live.capabilityVersion
@@ -232,12 +239,13 @@ extension ControlEngine {
 
     /// Everything read again (the feed may have missed changes): users, nodes (those gone are dropped), the policy.
     func resync() async {
+        statistics.clusterResyncs += 1
         do {
             try await reloadUsers()
             let stored = try await directory.nodes()
             let ids = Set(stored.map(\.id))
             for id in nodes.keys.sorted() where !ids.contains(id) { dropNode(id) }
-            for node in stored { try await applyRemoteNode(node.id) }
+            for node in stored { try await applyRemoteNode(node) }
             try await applyStoredPolicy()
             for (id, login) in pending where login.isWaiting { try await applyRemoteRegistration(id) }
         } catch {

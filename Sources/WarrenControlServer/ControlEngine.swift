@@ -132,6 +132,8 @@ public actor ControlEngine {
         public var incrementalUpdatesSent = 0
         public var keepAlivesSent = 0
         public var registrations = 0
+        /// Times the tailnet was read again because the cluster's change feed may have missed changes.
+        public var clusterResyncs = 0
     }
 
     public init(configuration: ControlConfiguration, directory: any ControlDirectory,

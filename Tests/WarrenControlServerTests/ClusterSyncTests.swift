@@ -91,9 +91,12 @@ final class ClusterSyncTests: XCTestCase {
     }
 
     /// `count` instances on one fresh database, each loaded and following the others.
-    func cluster(_ count: Int, configure: (inout ControlConfiguration) -> Void = { _ in }) async throws -> [Instance] {
+    var database = ""
+
+    func cluster(_ count: Int, retry: Duration = .milliseconds(100),
+                 configure: (inout ControlConfiguration) -> Void = { _ in }) async throws -> [Instance] {
         let server = try server()
-        let database = try server.createDatabase(prefix: "wcclu")
+        database = try server.createDatabase(prefix: "wcclu")
         var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:1")
         configuration.mapUpdateInterval = .milliseconds(5)
         configure(&configuration)
@@ -105,7 +108,7 @@ final class ClusterSyncTests: XCTestCase {
             let engine = ControlEngine(configuration: configuration, directory: directory,
                                        policy: CompiledPolicy(policy: nil, options: CompileOptions(controlURL: configuration.serverURL)),
                                        logger: logger)
-            let link = PostgresCluster(store: store, pollInterval: .milliseconds(300), retryInterval: .milliseconds(100))
+            let link = PostgresCluster(store: store, pollInterval: .milliseconds(300), retryInterval: retry)
             try await engine.attach(cluster: link)
             try await engine.load()
             let instance = Instance(store: store, cluster: link, engine: engine)
@@ -330,5 +333,33 @@ final class ClusterSyncTests: XCTestCase {
         for instance in pair {
             await eventually("every instance forgot eph") { await !instance.engine.allNodes().contains { $0.id == ephID } }
         }
+    }
+
+    func testChangesMadeWhileTheFeedIsAwayArriveByAResync() async throws {
+        let pair = try await cluster(2, retry: .seconds(1))
+        let (a, b) = (pair[0], pair[1])
+        let (_, key) = try await createKey(a.store)
+        let target = try await join(a.engine, key: key, hostname: "target", seed: 51)
+        let watcher = try await join(b.engine, key: key, hostname: "watcher", seed: 52)
+        await eventually("both have their nodes") { self.nodeID(target) != nil && self.nodeID(watcher) != nil }
+        let targetID = nodeID(target)!
+        await eventually("the watcher sees the target") { watcher.peers[targetID] != nil }
+        let before = await b.engine.statistics.clusterResyncs
+        // Both feeds' sessions end; while they are away (they reconnect after a second), a third writer on the
+        // database (another instance, an admin tool) renames the target. No notification reaches anyone.
+        let server = try server()
+        _ = try server.psql("""
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' \
+            AND application_name = 'warren-control change feed'
+            """, database: database)
+        let third = try await PostgresControlStore(settings: settings(server, database: database))
+        _ = try await third.transaction { try $0.renameNode(id: NodeID(targetID), to: "target-renamed") }
+        await third.close()
+        await eventually("the watcher's stream on B has the new name") {
+            watcher.peers[targetID]?.name.hasPrefix("target-renamed.") == true
+        }
+        await eventually("the target's own stream on A has it") { target.selfNode?.name.hasPrefix("target-renamed.") == true }
+        let after = await b.engine.statistics.clusterResyncs
+        XCTAssertGreaterThan(after, before, "B caught up without a resync: the test did not test the resync")
     }
 }
