@@ -174,7 +174,9 @@ final class ControlStreamHandler: ChannelInboundHandler {
         }
         let reply: ControlEngine.MapReply
         do {
-            reply = try await engine.map(request, machineKey: machineKey)
+            // In a task of its own: the engine's async frames (records and maps held across suspensions, tens of KB) are
+            // then not kept in this task's allocator, which lives as long as the stream (a connected node's memory).
+            reply = try await Task { try await engine.map(request, machineKey: machineKey) }.value
         } catch {
             let refusal = error as? MapRefusal ?? MapRefusal(status: 500, "map failed: \(error)")
             respond(channel, status: HTTPResponseStatus(statusCode: refusal.status), text: refusal.description)

@@ -194,7 +194,7 @@ public final class MapMessageEncoder: Sendable {
         let head = Array(whole[..<mark]), tail = Array(whole[mark...])
         var pieces: [[UInt8]]
         if compress {
-            pieces = [try Zstd.compress(head, level: MapStreamFraming.compressionLevel)]
+            pieces = [Self.trimmed(try Zstd.compress(head, level: MapStreamFraming.compressionLevel))]
             var i = 0
             while i < peers.count {
                 let index = peers[i].node.id / Self.chunkSize
@@ -203,7 +203,7 @@ public final class MapMessageEncoder: Sendable {
                 pieces.append(try chunkFrame(index: index, peers: peers[i..<j], leadingComma: i > 0))
                 i = j
             }
-            pieces.append(try Zstd.compress(tail, level: MapStreamFraming.compressionLevel))
+            pieces.append(Self.trimmed(try Zstd.compress(tail, level: MapStreamFraming.compressionLevel)))
         } else {
             // Uncompressed, each peer's JSON is the engine's shared bytes; runs of them are joined into pieces of
             // about a chunk's size.
@@ -233,6 +233,17 @@ public final class MapMessageEncoder: Sendable {
         return pieces
     }
 
+    /// `bytes` in an array of its own size: Zstd.compress leaves the capacity of the bound it wrote into (the input's size
+    /// and more), and a chunk frame is kept (shared) or held until its stream has written it (a viewer's own), about five
+    /// times its size otherwise.
+    static func trimmed(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.capacity > bytes.count + bytes.count / 8 else { return bytes }
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count)
+        out.append(contentsOf: bytes)
+        return out
+    }
+
     private func chunkFrame(index: Int64, peers: ArraySlice<CachedPeer>, leadingComma: Bool) throws -> [UInt8] {
         let key = ChunkKey(index: index, leadingComma: leadingComma)
         func same(_ chunk: Chunk) -> Bool {
@@ -257,7 +268,7 @@ public final class MapMessageEncoder: Sendable {
             if i > 0 || leadingComma { json.append(UInt8(ascii: ",")) }
             json += try peer.json()
         }
-        let frame = try Zstd.compress(json, level: MapStreamFraming.compressionLevel)
+        let frame = Self.trimmed(try Zstd.compress(json, level: MapStreamFraming.compressionLevel))
         let chunk = Chunk(peers: Array(peers), frame: frame)
         chunks.withLock { cache in cache[key, default: Variants()].probation = chunk }
         chunkStatistics.withLock { $0.compressed += 1 }

@@ -31,7 +31,17 @@ public final class SharedMapMessage: Sendable {
 
 /// What a writer sends next: the message, and its shared encoding when it went out unmerged.
 public struct MapOutgoing: Sendable {
-    public var message: MapResponse
+    /// The message, boxed: a `MapResponse` is about 1.5 KB inline, and the writer's async frames (each stream's task,
+    /// alive as long as the stream) hold several of these; boxed, a value is a pointer.
+    private final class Box: Sendable {
+        let message: MapResponse
+        init(_ message: MapResponse) { self.message = message }
+    }
+    private var box: Box
+    public var message: MapResponse {
+        get { box.message }
+        set { box = Box(newValue) }
+    }
     public var shared: SharedMapMessage?
     /// It carries what a peer needs to reach a node (its endpoints, disco key, home relay, a new node): it ends
     /// the pacing wait instead of waiting it out (see ``MapSessionOutbox/nextOutgoing(sleep:)``).
@@ -41,7 +51,7 @@ public struct MapOutgoing: Sendable {
     public var peers: [CachedPeer]?
 
     public init(message: MapResponse, shared: SharedMapMessage?, urgent: Bool = false, peers: [CachedPeer]? = nil) {
-        self.message = message
+        box = Box(message)
         self.shared = shared
         self.urgent = urgent
         self.peers = peers

@@ -21,10 +21,18 @@ final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     let name: String
 
-    init(name: String, arguments: [String]) throws {
+    /// `wrapper`: a command that runs the child (a profiler: `heaptrack -o /tmp/server`), nil: the child itself.
+    init(name: String, arguments: [String], wrapper: String? = nil) throws {
         self.name = name
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = arguments
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        if let wrapper, !wrapper.isEmpty {
+            let words = wrapper.split(separator: " ").map(String.init)
+            process.executableURL = URL(fileURLWithPath: words[0])
+            process.arguments = Array(words.dropFirst()) + [me.path] + arguments
+        } else {
+            process.executableURL = me
+            process.arguments = arguments
+        }
         process.standardInput = input
         process.standardOutput = output
         try process.run()
@@ -58,6 +66,11 @@ final class ChildProcess: @unchecked Sendable {
                 continuation.resume(returning: line)
             }
         }
+    }
+
+    /// Sends a command that has no answer.
+    func send(_ command: String) {
+        input.fileHandleForWriting.write(Data((command + "\n").utf8))
     }
 
     /// Closes its stdin (it exits) and waits for it.

@@ -134,9 +134,16 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
           + "policy \(options.policy))")
     var serverArguments = ["--server-child", "--store", options.store, "--policy", options.policy]
     if !compress { serverArguments.append("--no-compress") }
-    let server = try ChildProcess(name: "server child", arguments: serverArguments)
+    // WARREN_BENCH_SERVER_WRAPPER runs the server child under a profiler (its figures are then the wrapper's).
+    let server = try ChildProcess(name: "server child", arguments: serverArguments,
+                                  wrapper: ProcessInfo.processInfo.environment["WARREN_BENCH_SERVER_WRAPPER"])
     defer { server.finish() }
-    guard let ready = server.readLine() else { fail("the server child exited before it was ready") }
+    // (A wrapper may say things first.)
+    var ready = ""
+    while !ready.hasPrefix("READY") {
+        guard let line = server.readLine() else { fail("the server child exited before it was ready") }
+        ready = line
+    }
     let words = ready.split(separator: " ").map(String.init)
     guard words.count == 4, words[0] == "READY", let port = Int(words[1]),
           let controlKey = try? MachinePublic(parsing: words[2]) else { fail("unexpected server child output: \(words)") }
@@ -213,6 +220,13 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
     let trimmed = ServerStats(await server.ask("trim"))
     row.trimmedPerNodeKiB = Double(trimmed.rssKiB - idle.rssKiB) / Double(sessions)
     print(String(format: "   after malloc_trim: RSS %.1f MiB, %.1f KiB a node", Double(trimmed.rssKiB) / 1024, row.trimmedPerNodeKiB))
+
+    // For a heap profile of the connected state (WARREN_BENCH_SERVER_WRAPPER="heaptrack ..."): the server exits here,
+    // with every stream still open, so what its profiler reports as not freed is what N connected nodes hold.
+    if ProcessInfo.processInfo.environment["WARREN_BENCH_EXIT_SERVER_CONNECTED"] == "1" {
+        server.send("exit")
+        return row
+    }
 
     // Joins: from the register request until every connected client holds the PeersChanged.
     print("   join  register reply  p50          p90          max          server CPU")

@@ -2,12 +2,14 @@
 // `READY <port> <control key> <pre-auth key>`, then answers commands:
 //   stats    rssKiB cpuSeconds heapInUse heapFree   then the engine's memory account (key=value ...)
 //   trim     gives glibc's free memory back (malloc_trim), then answers as stats
+//   exit     exits at once, connections open (no answer)
 
 import Foundation
 import Logging
 import TailscaleKeys
 import WarrenControlServer
 import WarrenControlStore
+import WarrenTailcfg
 
 func serverStats(_ engine: ControlEngine) async -> String {
     let me = figures(pid: getpid())
@@ -47,6 +49,11 @@ func runServerChild(_ options: Options) async throws {
         await serveCommands { line in
             switch line {
             case "stats": return await serverStats(engine)
+            case "sizes":
+                return "sizes MapResponse=\(MemoryLayout<MapResponse>.size) MapOutgoing=\(MemoryLayout<MapOutgoing>.size) Node=\(MemoryLayout<WarrenTailcfg.Node>.size) ControlNode=\(MemoryLayout<ControlNode>.size)"
+            case "exit":
+                // At once, with every connection open (a heap profiler then reports what they hold as not freed).
+                exit(0)
             case "trim":
                 trimHeap()
                 return await serverStats(engine)
