@@ -61,6 +61,8 @@ public actor OIDCRelyingParty {
 
     /// Counters (tests, logs).
     public private(set) var jwksFetches = 0
+    /// ID tokens whose `at_hash` was checked against their access token.
+    public private(set) var accessTokenHashesChecked = 0
 
     /// `store`: where started sign-ins are kept until their callback (the server's store, so that any instance on it
     /// can finish a sign-in another started; a store of its own when none is given).
@@ -295,6 +297,7 @@ public actor OIDCRelyingParty {
         try verifier.check(claims, nonce: nonce, now: now())
         if let atHash = claims.atHash, let accessToken {
             try IDTokenVerifier.checkAccessTokenHash(atHash, accessToken: accessToken, algorithm: alg)
+            accessTokenHashesChecked += 1
         }
         return claims
     }

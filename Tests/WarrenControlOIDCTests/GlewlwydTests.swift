@@ -293,6 +293,8 @@ final class GlewlwydTests: XCTestCase {
         let goodFlow = flow()
         let good = try await browse(goodFlow, login.id)
         XCTAssertEqual(good.page.status, 200, good.page.body)
+        let hashesChecked = await goodFlow.relyingParty.accessTokenHashesChecked
+        XCTAssertEqual(hashesChecked, 1, "glewlwyd's ID token carries at_hash, and it matches its access token")
         let answer = await poll.value
         XCTAssertEqual(answer.error, "")
         XCTAssertEqual(answer.authURL, "")

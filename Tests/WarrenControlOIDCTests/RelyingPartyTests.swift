@@ -364,8 +364,15 @@ final class RelyingPartyTests: XCTestCase {
     // MARK: at_hash and the groups claim
 
     func testAtHashIsCheckedWhenTheIDTokenCarriesIt() async throws {
+        let unchecked = party()
+        _ = try await signIn(unchecked)
+        let none = await unchecked.accessTokenHashesChecked
+        XCTAssertEqual(none, 0, "no at_hash, nothing to check")
         provider.state.withLock { $0.atHash = .correct }
-        _ = try await signIn(party())
+        let checked = party()
+        _ = try await signIn(checked)
+        let one = await checked.accessTokenHashesChecked
+        XCTAssertEqual(one, 1)
         provider.state.withLock { $0.atHash = .wrong }
         await assertRefused(.accessTokenMismatch, party())
     }
