@@ -324,6 +324,11 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertEqual(lab.mapStreamsOpened(1, node: taNode.id), 0, "ta has a map stream on instance b too")
         XCTAssertEqual(lab.mapStreamsOpened(0, node: tbNode.id), 0, "tb has a map stream on instance a too")
         XCTAssertEqual(lab.mapStreamsOpened(1, node: wnNode.id), 0, "wn has a map stream on instance b too")
+        // Either instance's admin view shows all three online (presence is shared), whichever instance serves them.
+        for index in [0, 1] {
+            let online = try await waitForOnline(lab, through: index, ["ta", "tb", "wn"])
+            XCTAssertEqual(online, ["ta", "tb", "wn"], "nodes online in `nodes list` through instance \(lab.instances[index].name)")
+        }
         let servers = try lab.balancerServers()
         print("ClusterFailoverTests: balancer sessions: a \(servers["a"]?.sessions ?? -1), b \(servers["b"]?.sessions ?? -1)")
 
@@ -409,6 +414,8 @@ final class ClusterFailoverTests: XCTestCase {
         let sinceKill = String(lab.instanceLog(1).dropFirst(offset))
         XCTAssertFalse(sinceKill.contains("node registered") || sinceKill.contains("logged in again"),
                        "a node logged in again on instance b after the kill:\n\(sinceKill.suffix(3000))")
+        let onlineAfter = try await waitForOnline(lab, through: 1, ["ta", "tb-kept", "wn"])
+        XCTAssertEqual(onlineAfter, ["ta", "tb-kept", "wn"], "nodes online in `nodes list` through instance b after the failover")
         // Nothing acknowledged is lost: b shows the rename and the key.
         let listed = try lab.admin(1, ["nodes", "list"])
         XCTAssertTrue(listed.contains("tb-kept"), "the rename acknowledged by instance a is missing on b:\n\(listed)")
@@ -433,6 +440,23 @@ final class ClusterFailoverTests: XCTestCase {
         } catch {
             XCTFail("\(error)")
         }
+    }
+
+    /// The names of the nodes `nodes list` through instance `index` shows online, once they are `expected` (or after 10 s).
+    private func waitForOnline(_ lab: ClusterLab, through index: Int, _ expected: Set<String>) async throws -> Set<String> {
+        struct Listed: Decodable {
+            let givenName: String
+            let online: Bool
+        }
+        let deadline = Date().addingTimeInterval(10)
+        var online: Set<String> = []
+        repeat {
+            let listed = try JSONDecoder().decode([Listed].self, from: Data(lab.admin(index, ["nodes", "list", "-o", "json"]).utf8))
+            online = Set(listed.filter(\.online).map(\.givenName))
+            if online == expected { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while Date() < deadline
+        return online
     }
 
     private func waitForStream(_ lab: ClusterLab, instance: Int, node id: Int64, name: String) async throws {

@@ -215,6 +215,9 @@ final class ClusterLab: @unchecked Sendable {
         var template = Array("/tmp/wccl-XXXXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw ClusterLabError(description: "mkdtemp: errno \(errno)") }
         directory = String(cString: made)
+        Self.sweepAbandoned()
+        // The owner, so that a later run removes what a crashed one left (see sweepAbandoned).
+        _ = FileManager.default.createFile(atPath: directory + "/owner.pid", contents: Data("\(getpid())\n".utf8))
         database = try postgres.createDatabase(prefix: "cluster")
         balancerPort = try LoopbackPort.free()
         derpPort = try LoopbackPort.free()
@@ -224,6 +227,23 @@ final class ClusterLab: @unchecked Sendable {
             let port = try LoopbackPort.free()
             instances.append(Instance(name: name, port: port, stateDirectory: directory + "/\(name)",
                                       config: directory + "/\(name).yaml", process: nil))
+        }
+    }
+
+    /// Removes the directories (and the client namespace with its veth pair) of earlier test processes that died
+    /// without tearing down: /tmp/wccl-* whose owner.pid names no live process.
+    static func sweepAbandoned() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.hasPrefix("wccl-") {
+            let directory = "/tmp/" + name
+            guard let text = try? String(contentsOfFile: directory + "/owner.pid", encoding: .utf8),
+                  let owner = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  owner != getpid(), kill(owner, 0) != 0, errno == ESRCH else { continue }
+            if let namespace = try? String(contentsOfFile: directory + "/namespace", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines), namespace.hasPrefix("wccl-") {
+                _ = try? ClusterSpawn.run([ip, "netns", "del", namespace], timeout: 20, scratch: "/tmp")
+                try? FileManager.default.removeItem(atPath: "/etc/netns/\(namespace)")
+            }
+            try? FileManager.default.removeItem(atPath: directory)
         }
     }
 
@@ -298,6 +318,7 @@ final class ClusterLab: @unchecked Sendable {
             throw Self.unavailable("cannot create network namespace \(namespace)")
         }
         namespaces.append(namespace)
+        try (namespace + "\n").write(toFile: directory + "/namespace", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: "/etc/netns/\(namespace)", withIntermediateDirectories: true)
         try "nameserver \(Self.hostSide)\n".write(toFile: "/etc/netns/\(namespace)/resolv.conf", atomically: false, encoding: .utf8)
         try must([Self.ip, "link", "add", host, "type", "veth", "peer", "name", inner])
