@@ -62,6 +62,9 @@ public struct UserJSON: Codable, Sendable, Equatable {
     public var provider: String
     /// The profile picture URL, "" when none.
     public var pictureURL: String
+    /// The groups the identity provider gave the user at their last sign-in (policy groups include them with
+    /// oidc.groups_in_policy); empty for a local user.
+    public var providerGroups: [String]
 
     public init(_ user: User) {
         id = user.id.rawValue
@@ -72,9 +75,10 @@ public struct UserJSON: Codable, Sendable, Equatable {
         providerID = user.providerID
         provider = user.provider
         pictureURL = user.pictureURL
+        providerGroups = user.providerGroups
     }
 
-    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL }
+    enum CodingKeys: String, CodingKey { case id, name, displayName, created, email, providerID, provider, pictureURL, providerGroups }
 
     /// The e-mail and provider fields may be absent (a server from before they were kept).
     public init(from decoder: any Decoder) throws {
@@ -87,6 +91,7 @@ public struct UserJSON: Codable, Sendable, Equatable {
         providerID = try c.decodeIfPresent(String.self, forKey: .providerID)
         provider = try c.decodeIfPresent(String.self, forKey: .provider) ?? ""
         pictureURL = try c.decodeIfPresent(String.self, forKey: .pictureURL) ?? ""
+        providerGroups = try c.decodeIfPresent([String].self, forKey: .providerGroups) ?? []
     }
 }
 

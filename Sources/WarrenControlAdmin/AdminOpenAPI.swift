@@ -116,7 +116,7 @@ public enum AdminOpenAPI {
     private static var schemas: [String: Any] {
         [
             "User": object(["id": integer, "name": string, "displayName": string, "created": time, "email": string,
-                            "providerID": string, "provider": string, "pictureURL": string]),
+                            "providerID": string, "provider": string, "pictureURL": string, "providerGroups": strings]),
             "UserList": list("User"),
             "Node": object([
                 "id": integer, "machineKey": string, "nodeKey": string, "discoKey": nullableString, "user": string, "userID": integer,

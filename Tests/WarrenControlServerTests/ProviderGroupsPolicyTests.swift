@@ -4,6 +4,7 @@
 
 import Foundation
 import TailscaleKeys
+import WarrenControlAdmin
 import WarrenControlStore
 import WarrenPacket
 import WarrenPolicy
@@ -114,5 +115,12 @@ final class ProviderGroupsPolicyTests: XCTestCase {
         let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
         let users = try await directory.users()
         XCTAssertEqual(users.map(\.providerGroups), [["eng"]])
+        // The admin API shows them (`users list -o json`), and reads a server's answer without them as none.
+        let shown = UserJSON(changed)
+        XCTAssertEqual(shown.providerGroups, ["eng"])
+        let encoded = try JSONEncoder().encode(shown)
+        XCTAssertEqual(try JSONDecoder().decode(UserJSON.self, from: encoded), shown)
+        let older = try JSONDecoder().decode(UserJSON.self, from: Data(#"{"id":1,"name":"a","displayName":"","created":"x"}"#.utf8))
+        XCTAssertEqual(older.providerGroups, [])
     }
 }
