@@ -166,7 +166,9 @@ public actor OIDCRelyingParty {
                 try tx.insert(record)
             }
         } catch {
-            throw OIDCError(.storage, "the sign-in could not be recorded (\(error)); try again")
+            // The store's error (paths, statements) goes to the log, not to the person's page.
+            logger.error("OIDC sign-in not recorded in the store", metadata: ["login": "\(loginID)", "error": "\(error)"])
+            throw OIDCError(.storage, "the server could not record the sign-in; try again later")
         }
         let separator = metadata.authorizationEndpoint.contains("?") ? "&" : "?"
         return OIDCAuthorizationStart(redirectURL: metadata.authorizationEndpoint + separator + FormEncoding.encode(query),
@@ -202,7 +204,8 @@ public actor OIDCRelyingParty {
             let id = Self.signInID(state: state)
             taken = try await store.transaction { try $0.takeOIDCSignIn(id: id) }
         } catch {
-            throw OIDCError(.storage, "the sign-in could not be looked up (\(error)); try again later")
+            logger.error("OIDC sign-in not read from the store", metadata: ["error": "\(error)"])
+            throw OIDCError(.storage, "the server could not look up the sign-in; try again later")
         }
         guard let entry = taken else {
             throw OIDCError(.unknownState, "this sign-in is unknown or was already used; start it again from the device")

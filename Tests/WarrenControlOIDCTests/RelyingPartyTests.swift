@@ -7,6 +7,7 @@ import Logging
 import NIOHTTP1
 import Synchronization
 import WarrenControlPostgres
+import WarrenControlStore
 import WarrenTestProbes
 import XCTest
 @testable import WarrenControlOIDC
@@ -465,5 +466,38 @@ final class RelyingPartyTests: XCTestCase {
         _ = try await walk(rp, login: "login-late")
         let afterExpiry = try await rp.startedCount
         XCTAssertEqual(afterExpiry, 1, "expired sign-ins are pruned when the next one starts")
+    }
+
+    /// A store that stopped answering (a database gone): the sign-in is refused with a clear error that names no path.
+    func testAStoreThatFailsIsAClearRefusal() async throws {
+        struct BrokenStore: ControlStore {
+            func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReading) throws -> T) async throws -> T {
+                throw StoreError(.io, "/var/lib/warren/db.sqlite: disk I/O error")
+            }
+            func transaction<T: Sendable>(_ body: @escaping @Sendable (any StoreTransaction) throws -> T) async throws -> T {
+                throw StoreError(.io, "/var/lib/warren/db.sqlite: disk I/O error")
+            }
+            func checkHealth() async throws {}
+        }
+        var logger = Logger(label: "test.oidc")
+        logger.logLevel = .critical
+        let broken = OIDCRelyingParty(settings: provider.settings(), store: BrokenStore(), logger: logger, now: clock.now)
+        do {
+            _ = try await broken.begin(loginID: "login-1")
+            XCTFail("a sign-in started without its record")
+        } catch {
+            XCTAssertEqual(error.kind, .storage)
+            XCTAssertEqual(error.httpStatus, 503)
+            XCTAssertFalse(error.message.contains("/var/lib"), error.message)
+        }
+        // Started on a working instance, finished on the broken one.
+        let callback = try await walk(party())
+        do {
+            _ = try await broken.complete(query: callback.query, cookie: callback.cookie)
+            XCTFail("a sign-in finished without its record")
+        } catch {
+            XCTAssertEqual(error.kind, .storage)
+            XCTAssertFalse(error.message.contains("/var/lib"), error.message)
+        }
     }
 }
