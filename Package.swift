@@ -243,6 +243,7 @@ let package = Package(
         // Benchmark (run on demand): map build time, join fan-out, memory per node, over the real protocol.
         .executableTarget(name: "warren-control-bench", dependencies: [
             "WarrenControlServer", "WarrenControlClient", "WarrenControlTransport", "WarrenControlStore", "WarrenControlMetrics",
+            "WarrenControlSQLite", "WarrenControlPostgres", "WarrenTestProbes",
             "TailscaleKeys", "WarrenTailcfg", "WarrenPacket", .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),

@@ -165,12 +165,23 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     private static func map(_ channel: Channel, body: RequestBody, engine: ControlEngine, machineKey: MachinePublic,
                             logger: Logger, writability: StreamWritability) async {
+        // The request and the reply (large values) live only in `openMap`'s frame; the long-lived part of this task, the
+        // stream's writer, holds the outbox.
+        guard let (stream, compress) = await openMap(channel, body: body, engine: engine, machineKey: machineKey) else { return }
+        await serveStream(channel, stream: stream, compress: compress, logger: logger, metrics: engine.metrics,
+                          encoder: engine.mapEncoder, writability: writability)
+    }
+
+    /// Decodes the request and asks the engine; answers a one-shot request (or a refusal) itself, and returns a stream's
+    /// outbox with whether it is compressed.
+    private static func openMap(_ channel: Channel, body: RequestBody, engine: ControlEngine,
+                                machineKey: MachinePublic) async -> (MapSessionOutbox, Bool)? {
         let request: MapRequest
         do {
             request = try TailcfgJSON.decode(MapRequest.self, from: body.take())
         } catch {
             respond(channel, status: .badRequest, text: "malformed MapRequest: \(error)")
-            return
+            return nil
         }
         let reply: ControlEngine.MapReply
         do {
@@ -180,71 +191,92 @@ final class ControlStreamHandler: ChannelInboundHandler {
         } catch {
             let refusal = error as? MapRefusal ?? MapRefusal(status: 500, "map failed: \(error)")
             respond(channel, status: HTTPResponseStatus(statusCode: refusal.status), text: refusal.description)
-            return
+            return nil
         }
-        await serveMap(channel, reply: reply, compress: request.compress == "zstd", logger: logger, metrics: engine.metrics,
-                       encoder: engine.mapEncoder, writability: writability)
+        let compress = request.compress == "zstd"
+        switch reply {
+        case .stream(let stream): return (stream, compress)
+        case .single(let response):
+            serveSingle(channel, response: response, compress: compress, metrics: engine.metrics, encoder: engine.mapEncoder)
+            return nil
+        }
     }
 
     static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
                          metrics: ControlMetrics, encoder: MapMessageEncoder, writability: StreamWritability) async {
+        switch reply {
+        case .single(let response):
+            serveSingle(channel, response: response, compress: compress, metrics: metrics, encoder: encoder)
+        case .stream(let stream):
+            await serveStream(channel, stream: stream, compress: compress, logger: logger, metrics: metrics, encoder: encoder,
+                              writability: writability)
+        }
+    }
+
+    /// A one-shot map request's answer (nil: an empty body, for lite updates).
+    static func serveSingle(_ channel: Channel, response: MapResponse?, compress: Bool, metrics: ControlMetrics,
+                            encoder: MapMessageEncoder) {
+        guard let response else { return respond(channel, status: .ok, text: "") }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/octet-stream")
-        switch reply {
-        case .single(nil):
-            respond(channel, status: .ok, text: "")
-        case .single(let response?):
-            do {
-                let framed = try MapStreamFraming.frame(response, compress: compress, encoder: encoder)
-                metrics.record(mapBytesSent: framed.count)
-                channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)),
-                              promise: nil)
-                channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed))), promise: nil)
-                channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
-            } catch {
-                respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
+        do {
+            let framed = try MapStreamFraming.frame(response, compress: compress, encoder: encoder)
+            metrics.record(mapBytesSent: framed.count)
+            channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)),
+                          promise: nil)
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: framed))), promise: nil)
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        } catch {
+            respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
+        }
+    }
+
+    /// A long poll: the outbox's messages until it ends, with back-pressure.
+    static func serveStream(_ channel: Channel, stream: MapSessionOutbox, compress: Bool, logger: Logger,
+                            metrics: ControlMetrics, encoder: MapMessageEncoder, writability: StreamWritability) async {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/octet-stream")
+        // However the loop ends, the session ends with it (the engine forgets it and tells the peers).
+        defer { stream.cancel() }
+        do {
+            try await channel.writeAndFlush(
+                HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
+            // Pacing waits on the channel's event loop timer.
+            let loop = channel.eventLoop
+            let sleep: @Sendable (Duration) async throws -> Void = { duration in
+                let (seconds, attoseconds) = duration.components
+                let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+                try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
             }
-        case .stream(let stream):
-            // However the loop ends, the session ends with it (the engine forgets it and tells the peers).
-            defer { stream.cancel() }
-            do {
-                try await channel.writeAndFlush(
-                    HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
-                // Pacing waits on the channel's event loop timer.
-                let loop = channel.eventLoop
-                let sleep: @Sendable (Duration) async throws -> Void = { duration in
-                    let (seconds, attoseconds) = duration.components
-                    let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-                    try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+            // Back-pressure: nothing more is taken from the outbox (where changes merge) while the channel cannot
+            // take it, and a message goes out in pieces of at most `maximumPieceBytes`, each written before the next
+            // (a full map of 10,000 peers is over a megabyte, and every stream opening at once has one).
+            let account = encoder.streams
+            while true {
+                try await writability.wait(channel)
+                // The pieces only: a full map's plan (a reference per peer) is let go before the writing starts.
+                guard let pieces = try await stream.nextOutgoing(sleep: sleep)?.pieces(compress: compress, encoder: encoder) else {
+                    break
                 }
-                // Back-pressure: nothing more is taken from the outbox (where changes merge) while the channel cannot
-                // take it, and a message goes out in pieces of at most `maximumPieceBytes`, each written before the next
-                // (a full map of 10,000 peers is over a megabyte, and every stream opening at once has one).
-                let account = encoder.streams
-                while true {
-                    try await writability.wait(channel)
-                    guard let outgoing = await stream.nextOutgoing(sleep: sleep) else { break }
-                    let pieces = try outgoing.pieces(compress: compress, encoder: encoder)
-                    metrics.record(mapBytesSent: pieces.reduce(0) { $0 + $1.count })
-                    for piece in pieces {
-                        var offset = 0
-                        while offset < piece.count {
-                            let end = min(piece.count, offset + maximumPieceBytes), size = end - offset
-                            try await writability.wait(channel)
-                            let buffer = ByteBuffer(bytes: piece[offset..<end])
-                            account.handedOver(size, streamOutstanding: size)
-                            defer { account.written(size) }
-                            try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
-                            offset = end
-                        }
+                metrics.record(mapBytesSent: pieces.reduce(0) { $0 + $1.count })
+                for piece in pieces {
+                    var offset = 0
+                    while offset < piece.count {
+                        let end = min(piece.count, offset + maximumPieceBytes), size = end - offset
+                        try await writability.wait(channel)
+                        let buffer = ByteBuffer(bytes: piece[offset..<end])
+                        account.handedOver(size, streamOutstanding: size)
+                        defer { account.written(size) }
+                        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
+                        offset = end
                     }
                 }
-                // The engine ended the stream (logout, deletion): finish the response.
-                try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
-            } catch {
-                logger.debug("map stream ended", metadata: ["reason": "\(error)"])
-                channel.close(promise: nil)
             }
+            // The engine ended the stream (logout, deletion): finish the response.
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        } catch {
+            logger.debug("map stream ended", metadata: ["reason": "\(error)"])
+            channel.close(promise: nil)
         }
     }
 

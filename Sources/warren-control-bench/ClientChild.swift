@@ -94,16 +94,61 @@ final class Observations: Sendable {
     }
 }
 
-/// One client's map stream as raw message bodies (still compressed when the stream is).
-func rawMapBodies(_ c: ControlClient, _ request: MapRequest) async throws -> (Int, AsyncThrowingStream<[UInt8], Error>) {
+/// What a client's map stream delivers: its first message (the full map) only as its size, the others whole.
+enum StreamItem: Sendable {
+    case fullMap(bytes: Int)
+    case message([UInt8])
+}
+
+/// Splits a map stream as MapStreamDecoder does, except that the first message (the full map, over a megabyte at 10,000
+/// nodes) is counted and dropped as it arrives instead of being held whole: with every stream opening at once, each
+/// client holds a part of its map for most of the opening, and 10,000 partial maps held whole were the bench's own
+/// gigabytes.
+struct SkippingFirstDecoder {
+    private var buffer: [UInt8] = []
+    /// Bytes of the first message still to drop (nil: its length not read yet).
+    private var skipping: Int?
+    private var firstLength = 0
+    private var firstDone = false
+
+    mutating func append(_ bytes: [UInt8]) throws -> [StreamItem] {
+        buffer += bytes
+        var out = [StreamItem]()
+        if !firstDone {
+            if skipping == nil {
+                guard buffer.count >= 4 else { return out }
+                firstLength = Int(buffer[0]) | Int(buffer[1]) << 8 | Int(buffer[2]) << 16 | Int(buffer[3]) << 24
+                skipping = firstLength
+                buffer.removeFirst(4)
+            }
+            let drop = min(skipping ?? 0, buffer.count)
+            buffer.removeFirst(drop)
+            skipping = (skipping ?? 0) - drop
+            guard skipping == 0 else { return out }
+            firstDone = true
+            out.append(.fullMap(bytes: firstLength))
+        }
+        var decoder = MapStreamDecoder()
+        decoder.append(buffer)
+        var consumed = 0
+        while case .message(let body) = try decoder.parseStep() {
+            consumed += 4 + body.count
+            out.append(.message(body))
+        }
+        buffer.removeFirst(consumed)
+        return out
+    }
+}
+
+/// One client's map stream: its full map's size, then its messages' raw bodies (still compressed when the stream is).
+func rawMapBodies(_ c: ControlClient, _ request: MapRequest) async throws -> (Int, AsyncThrowingStream<StreamItem, Error>) {
     let response = try await c.post("/machine/map", json: try TailcfgJSON.encode(request))
-    let bodies = AsyncThrowingStream<[UInt8], Error> { continuation in
+    let bodies = AsyncThrowingStream<StreamItem, Error> { continuation in
         let task = Task {
-            var decoder = MapStreamDecoder()
+            var decoder = SkippingFirstDecoder()
             for await chunk in response.body {
-                decoder.append(chunk)
                 do {
-                    while case .message(let body) = try decoder.parseStep() { continuation.yield(body) }
+                    for item in try decoder.append(chunk) { continuation.yield(item) }
                 } catch {
                     continuation.finish(throwing: error)
                     return
@@ -198,7 +243,7 @@ func runClientChild(_ options: Options) async -> Never {
             let task = Task { () -> Void in
                 _ = try? await concurrently(clients.count, width: clients.count) { i in
                     let c = clients[i]
-                    let (status, bodies): (Int, AsyncThrowingStream<[UInt8], Error>)
+                    let (status, bodies): (Int, AsyncThrowingStream<StreamItem, Error>)
                     do {
                         (status, bodies) = try await rawMapBodies(c, c.mapRequest(stream: true, compress: compress))
                     } catch {
@@ -213,14 +258,12 @@ func runClientChild(_ options: Options) async -> Never {
                     observations.state.withLock { $0.streamsAnswered += 1 }
                     let reader = Task {
                         do {
-                            var firstMessage = true
-                            for try await body in bodies {
-                                if firstMessage {
-                                    firstMessage = false
-                                    observations.sawFullMap(compressedBytes: body.count)
-                                    continue
+                            for try await item in bodies {
+                                switch item {
+                                case .fullMap(let bytes): observations.sawFullMap(compressedBytes: bytes)
+                                case .message(let body):
+                                    observations.saw(compress ? try Zstd.decompress(body, maximumSize: 256 << 20) : body)
                                 }
-                                observations.saw(compress ? try Zstd.decompress(body, maximumSize: 256 << 20) : body)
                             }
                         } catch {
                             observations.state.withLock { $0.errors += 1 }

@@ -6,6 +6,7 @@ import Synchronization
 import TailscaleKeys
 import WarrenControlClient
 import WarrenTailcfg
+import WarrenTestProbes
 
 /// Where the benchmark is, for the watchdog.
 let phase = Mutex<(name: String, steps: Int)>(("start", 0))
@@ -126,39 +127,97 @@ func printAccount(_ stats: ServerStats, sessions: Int) {
     if !counts.isEmpty { print("     counts: " + counts.map { "\($0.0) \($0.1)" }.joined(separator: ", ")) }
 }
 
+/// The PostgreSQL server of this run (started at the first PostgreSQL row, stopped at exit).
+let postgresServer = Mutex<PostgresTestServer?>(nil)
+
+func stopPostgres() {
+    postgresServer.withLock { $0?.stop(); $0 = nil }
+}
+
+/// The server child's --store for a table row's store ("memory", "sqlite", "postgres", "postgres2": two instances),
+/// and what to remove afterwards.
+func storeSpecification(_ store: String, sessions: Int) throws -> (spec: String, instances: Int, cleanup: () -> Void) {
+    switch store {
+    case "memory":
+        return ("memory", 1, {})
+    case "sqlite":
+        let path = "/tmp/warren-control-bench-\(getpid())-\(sessions).sqlite"
+        let remove = { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        remove()
+        return ("sqlite:\(path)", 1, remove)
+    case "postgres", "postgres2":
+        let server = try postgresServer.withLock { running in
+            if let running { return running }
+            let started = try PostgresTestServer.start()
+            running = started
+            return started
+        }
+        let database = try server.createDatabase(prefix: "bench")
+        return ("postgres:\(server.port):\(database):\(server.user):\(server.password)", store == "postgres2" ? 2 : 1, {})
+    default:
+        fail("unknown store \(store) (memory, sqlite, postgres, postgres2)")
+    }
+}
+
 func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) async throws -> FanoutRow {
     var row = FanoutRow()
     row.sessions = sessions
-    row.store = options.store
-    print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"), store \(options.store), "
-          + "policy \(options.policy))")
-    var serverArguments = ["--server-child", "--store", options.store, "--policy", options.policy]
-    if !compress { serverArguments.append("--no-compress") }
-    // WARREN_BENCH_SERVER_WRAPPER runs the server child under a profiler (its figures are then the wrapper's).
-    let server = try ChildProcess(name: "server child", arguments: serverArguments,
-                                  wrapper: ProcessInfo.processInfo.environment["WARREN_BENCH_SERVER_WRAPPER"])
-    defer { server.finish() }
-    // (A wrapper may say things first.)
-    var ready = ""
-    while !ready.hasPrefix("READY") {
-        guard let line = server.readLine() else { fail("the server child exited before it was ready") }
-        ready = line
+    row.store = options.store == "postgres2" ? "postgres" : options.store
+    let (spec, instances, cleanup) = try storeSpecification(options.store, sessions: sessions)
+    defer { cleanup() }
+    row.instances = instances
+    print("== join fan-out over the real protocol (\(sessions) map sessions, zstd \(compress ? "on" : "off"), store \(row.store), "
+          + "\(instances) instance\(instances == 1 ? "" : "s"), policy \(options.policy))")
+    // The server children: one per instance, on one database when there are two (the second gets the first's key).
+    var servers = [ChildProcess]()
+    var endpoints = [(port: Int, controlKey: MachinePublic)]()
+    var authKey = ""
+    defer { for server in servers.reversed() { server.finish() } }
+    for instance in 0..<instances {
+        var serverArguments = ["--server-child", "--store", spec, "--policy", options.policy]
+        if !authKey.isEmpty { serverArguments += ["--auth-key", authKey] }
+        if !compress { serverArguments.append("--no-compress") }
+        // WARREN_BENCH_SERVER_WRAPPER runs the server child under a profiler (its figures are then the wrapper's).
+        let server = try ChildProcess(name: "server child \(instance)", arguments: serverArguments,
+                                      wrapper: ProcessInfo.processInfo.environment["WARREN_BENCH_SERVER_WRAPPER"])
+        servers.append(server)
+        // (A wrapper may say things first.)
+        var ready = ""
+        while !ready.hasPrefix("READY") {
+            guard let line = server.readLine() else { fail("the server child exited before it was ready") }
+            ready = line
+        }
+        let words = ready.split(separator: " ").map(String.init)
+        guard words.count == 4, words[0] == "READY", let port = Int(words[1]),
+              let controlKey = try? MachinePublic(parsing: words[2]) else { fail("unexpected server child output: \(words)") }
+        endpoints.append((port, controlKey))
+        authKey = words[3]
     }
-    let words = ready.split(separator: " ").map(String.init)
-    guard words.count == 4, words[0] == "READY", let port = Int(words[1]),
-          let controlKey = try? MachinePublic(parsing: words[2]) else { fail("unexpected server child output: \(words)") }
-    let authKey = words[3]
-    let pid = server.pid
+    let port = endpoints[0].port, controlKey = endpoints[0].controlKey
+    let pids = servers.map(\.pid)
+    /// The servers' RSS and CPU together.
+    func serverFigures() -> ProcessFigures {
+        pids.map { figures(pid: $0) }.reduce(ProcessFigures(rssKiB: 0, cpuSeconds: 0)) {
+            ProcessFigures(rssKiB: $0.rssKiB + $1.rssKiB, cpuSeconds: $0.cpuSeconds + $1.cpuSeconds)
+        }
+    }
+    func serverStats(_ command: String = "stats") async -> [ServerStats] {
+        await ask(servers, command).map(ServerStats.init)
+    }
+    func total(_ stats: [ServerStats]) -> (rssKiB: Int, cpuSeconds: Double) {
+        (stats.reduce(0) { $0 + $1.rssKiB }, stats.reduce(0) { $0 + $1.cpuSeconds })
+    }
     try await Task.sleep(for: .milliseconds(300))
-    let idle = ServerStats(await server.ask("stats"))
+    let idle = total(await serverStats())
     print(String(format: "   server idle: RSS %.1f MiB", Double(idle.rssKiB) / 1024))
 
-    // The clients, spread over processes (at least 100 clients each).
-    let processes = max(1, min(options.clientProcesses, sessions / 100))
+    // The clients, spread over processes (at least 100 clients each), each process on one instance.
+    let processes = max(instances, min(options.clientProcesses, sessions / 100))
     var children = [ChildProcess]()
     for p in 0..<processes {
         let first = sessions * p / processes, end = sessions * (p + 1) / processes
-        var arguments = ["--client-child", "--port", "\(port)", "--control-key", "\(controlKey)", "--auth-key", authKey,
+        let endpoint = endpoints[p % instances]
+        var arguments = ["--client-child", "--port", "\(endpoint.port)", "--control-key", "\(endpoint.controlKey)", "--auth-key", authKey,
                          "--first", "\(first)", "--count", "\(end - first)"]
         if !compress { arguments.append("--no-compress") }
         children.append(try ChildProcess(name: "client child \(p)", arguments: arguments))
@@ -170,7 +229,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
     enter("registering")
     var t = clock.now
     _ = await ask(children, "register")
-    let registered = ServerStats(await server.ask("stats"))
+    let registered = total(await serverStats())
     row.registerKiBPerNode = Double(registered.rssKiB - idle.rssKiB) / Double(sessions)
     print(String(format: "   %d nodes registered in %.2f s; server RSS %.1f MiB (+%.1f KiB a node), server CPU %.2f s",
                  sessions, milliseconds(clock.now - t) / 1000, Double(registered.rssKiB) / 1024,
@@ -184,23 +243,24 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
     var peakRSS = 0
     while true {
         let now = await totals(children)
-        peakRSS = max(peakRSS, figures(pid: pid).rssKiB)
+        peakRSS = max(peakRSS, serverFigures().rssKiB)
         if now.fullMaps + now.errors >= sessions { break }
         if clock.now - lastProgress >= .seconds(10) {
             lastProgress = clock.now
             print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s, RSS %.0f MiB; clients RSS %.0f MiB",
-                         milliseconds(clock.now - t) / 1000, now.answered, now.fullMaps, now.messages, figures(pid: pid).cpuSeconds,
-                         Double(figures(pid: pid).rssKiB) / 1024, Double(now.rssKiB) / 1024))
+                         milliseconds(clock.now - t) / 1000, now.answered, now.fullMaps, now.messages, serverFigures().cpuSeconds,
+                         Double(serverFigures().rssKiB) / 1024, Double(now.rssKiB) / 1024))
             fflush(nil)
         }
         step()
         try await Task.sleep(for: .milliseconds(20))
     }
     let streamsOpen = clock.now - t
-    let allMaps = figures(pid: pid)
+    let allMaps = serverFigures()
     enter("settling")
     try await settle(children)
-    let connected = ServerStats(await server.ask("stats"))
+    let connectedStats = await serverStats()
+    let connected = total(connectedStats)
     let seen = await totals(children)
     if seen.errors > 0 { print("   \(seen.errors) client errors (see stderr)") }
     row.openSeconds = milliseconds(streamsOpen) / 1000
@@ -216,15 +276,15 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
                  + "server CPU until settled %.2f s; the clients' processes: RSS %.0f MiB, CPU %.1f s", sessions,
                  Double(connected.rssKiB) / 1024, Double(peakRSS) / 1024, row.rssPerNodeKiB,
                  connected.cpuSeconds - registered.cpuSeconds, Double(seen.rssKiB) / 1024, seen.cpuSeconds))
-    printAccount(connected, sessions: sessions)
-    let trimmed = ServerStats(await server.ask("trim"))
+    for stats in connectedStats { printAccount(stats, sessions: sessions / instances) }
+    let trimmed = total(await serverStats("trim"))
     row.trimmedPerNodeKiB = Double(trimmed.rssKiB - idle.rssKiB) / Double(sessions)
     print(String(format: "   after malloc_trim: RSS %.1f MiB, %.1f KiB a node", Double(trimmed.rssKiB) / 1024, row.trimmedPerNodeKiB))
 
     // For a heap profile of the connected state (WARREN_BENCH_SERVER_WRAPPER="heaptrack ..."): the server exits here,
     // with every stream still open, so what its profiler reports as not freed is what N connected nodes hold.
     if ProcessInfo.processInfo.environment["WARREN_BENCH_EXIT_SERVER_CONNECTED"] == "1" {
-        server.send("exit")
+        for server in servers { server.send("exit") }
         return row
     }
 
@@ -236,7 +296,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
         let joiner = ControlClient(port: port, seed: UInt64(1_000_000 + j))
         try await joiner.connect(controlKey: controlKey)
         _ = await ask(children, "target \"\(joiner.nodeKey.publicKey)\"")
-        let before = figures(pid: pid)
+        let before = serverFigures()
         let start = monotonicNanoseconds()
         let reply = try await joiner.register(joiner.registerRequest(authKey: authKey, hostname: "joiner-\(j)"))
         let replied = Double(monotonicNanoseconds() - start) / 1e6
@@ -252,7 +312,7 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
             }
         }
         arrivals.sort()
-        let after = figures(pid: pid)
+        let after = serverFigures()
         if arrivals.count < sessions { print("   (join \(j + 1): only \(arrivals.count) of \(sessions) clients heard of it within 60 s)") }
         maxima.append(arrivals.count < sessions ? .infinity : arrivals.last ?? .nan)
         medians.append(percentile(arrivals, 0.5))

@@ -9,6 +9,8 @@ import Logging
 import TailscaleKeys
 import WarrenControlServer
 import WarrenControlStore
+import WarrenControlSQLite
+import WarrenControlPostgres
 import WarrenTailcfg
 
 func serverStats(_ engine: ControlEngine) async -> String {
@@ -23,21 +25,36 @@ func runServerChild(_ options: Options) async throws {
     var logger = Logger(label: "bench.server")
     logger.logLevel = .error
     let configuration = ControlConfiguration(serverURL: "http://127.0.0.1:0")
+    // The store: memory, sqlite:<path>, or postgres:<port>:<database>:<user>:<password> (TCP on loopback).
     let store: any ControlStore
-    switch options.store {
+    let words = options.store.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+    switch words[0] {
     case "memory": store = MemoryControlStore()
+    case "sqlite" where words.count == 2: store = try SQLiteControlStore(path: words[1])
+    case "postgres" where words.count == 5:
+        guard let port = Int(words[1]) else { fail("bad store \(options.store)") }
+        store = try await PostgresControlStore(settings: PostgresSettings(host: "127.0.0.1", port: port, database: words[2],
+                                                                          user: words[3], password: words[4], maxConnections: 8))
     default: fail("unknown store \(options.store)")
     }
     let directory = try StoreDirectory(store: store, ipv4Prefix: configuration.ipv4Prefix, ipv6Prefix: configuration.ipv6Prefix)
     // Without a policy file, `warren-control serve` runs CompiledPolicy with no policy; the engine's default is AllowAllPolicy.
     let policy: any PacketFilterPolicy = options.policy == "allow-all" ? AllowAllPolicy() : CompiledPolicy(policy: nil)
     let engine = ControlEngine(configuration: configuration, directory: directory, policy: policy, logger: logger)
+    // On PostgreSQL the engine follows the other instances on the database, as `serve` does (ClusterWiring).
+    if let postgres = store as? PostgresControlStore {
+        try await engine.attach(cluster: PostgresCluster(store: postgres), storedPolicy: true)
+    }
     try await engine.load()
+    if store is PostgresControlStore {
+        Task { try? await engine.followCluster() }
+    }
     var generator = SystemRandomNumberGenerator()
     let controlKey = MachinePrivate.generate(using: &generator)
     let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey,
                                                    options: ControlServerOptions(host: "127.0.0.1", port: 0), logger: logger)
-    let authKey = try await store.transaction { tx in
+    // A second instance on the same database is given the first one's key.
+    let authKey = !options.authKey.isEmpty ? options.authKey : try await store.transaction { tx in
         let owner = try tx.createUser(name: "bench", now: Date())
         var random = SystemRandomNumberGenerator()
         return try tx.createPreAuthKey(userID: owner.id, options: PreAuthKeyOptions(reusable: true), now: Date(),

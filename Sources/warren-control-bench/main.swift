@@ -256,6 +256,7 @@ if options.serverChild {
                 fflush(nil)
             }
         }
+        stopPostgres()
         printTable(rows)
     }
 }
