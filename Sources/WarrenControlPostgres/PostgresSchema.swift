@@ -174,6 +174,10 @@ enum PostgresSchema {
             "CREATE INDEX oidc_sign_ins_created ON oidc_sign_ins (created)",
             "ALTER TABLE users ADD COLUMN provider_groups TEXT NOT NULL DEFAULT '[]'",
         ]),
+        Migration(version: 5, name: "v5: nodes.capability_version", statements: [
+            // The client's capability version (its peers' `Cap`), so that every instance knows it.
+            "ALTER TABLE nodes ADD COLUMN capability_version BIGINT",
+        ]),
     ]
 
     /// The newest version this build knows.

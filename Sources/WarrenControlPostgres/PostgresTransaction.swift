@@ -65,7 +65,7 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
             advertisedRoutes: try c.prefixList("advertised_routes"), approvedRoutes: try c.prefixList("approved_routes"),
             expiry: try c.optionalDate("expiry"), lastSeen: try c.optionalDate("last_seen"), ephemeral: try c.bool("ephemeral"),
             authKeyID: try c.optionalInt("auth_key_id").map { PreAuthKeyID($0) }, registerMethod: method,
-            created: try c.date("created"), authorized: try c.bool("authorized"))
+            created: try c.date("created"), authorized: try c.bool("authorized"), capabilityVersion: try c.optionalInt("capability_version").map { Int($0) })
     }
 
     private func hashScheme(_ c: PGColumns) throws -> SecretHashScheme {
@@ -224,7 +224,7 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
     private static let nodeColumns = [
         "machine_key", "node_key", "disco_key", "user_id", "hostname", "given_name", "ipv4", "ipv6", "endpoints", "hostinfo", "tags",
         "advertised_routes", "approved_routes", "expiry", "last_seen", "ephemeral", "auth_key_id", "register_method", "created",
-        "authorized",
+        "authorized", "capability_version",
     ]
 
     private func nodeArguments(_ node: Node) -> [any SQLArgument] {
@@ -234,7 +234,7 @@ final class PostgresTransaction: StoreTransaction, @unchecked Sendable {
             node.ipv4?.description, node.ipv6?.description, PGEncode.list(node.endpoints), node.hostinfo, PGEncode.list(node.tags),
             PGEncode.prefixes(node.advertisedRoutes), PGEncode.prefixes(node.approvedRoutes), PGEncode.date(node.expiry),
             PGEncode.date(node.lastSeen), node.ephemeral, node.authKeyID?.rawValue, node.registerMethod.rawValue,
-            PGEncode.date(node.created), node.authorized,
+            PGEncode.date(node.created), node.authorized, node.capabilityVersion.map { Int64($0) },
         ]
     }
 

@@ -77,7 +77,7 @@ final class SQLiteTransaction: StoreTransaction {
             advertisedRoutes: try c.prefixList("advertised_routes"), approvedRoutes: try c.prefixList("approved_routes"),
             expiry: try c.optionalDate("expiry"), lastSeen: try c.optionalDate("last_seen"), ephemeral: try c.bool("ephemeral"),
             authKeyID: try c.optionalInt("auth_key_id").map { PreAuthKeyID($0) }, registerMethod: method,
-            created: try c.date("created"), authorized: try c.bool("authorized"))
+            created: try c.date("created"), authorized: try c.bool("authorized"), capabilityVersion: try c.optionalInt("capability_version").map { Int($0) })
     }
 
     private func preAuthKey(_ row: Row) throws -> PreAuthKey {
@@ -215,14 +215,14 @@ final class SQLiteTransaction: StoreTransaction {
             node.ipv4?.description, node.ipv6?.description, Encode.list(node.endpoints), node.hostinfo, Encode.list(node.tags),
             Encode.prefixes(node.advertisedRoutes), Encode.prefixes(node.approvedRoutes), Encode.date(node.expiry),
             Encode.date(node.lastSeen), node.ephemeral, node.authKeyID?.rawValue, node.registerMethod.rawValue,
-            Encode.date(node.created), node.authorized,
+            Encode.date(node.created), node.authorized, node.capabilityVersion.map { Int64($0) },
         ]
     }
 
     private static let nodeColumns = """
         machine_key, node_key, disco_key, user_id, hostname, given_name, ipv4, ipv6, endpoints, hostinfo, tags, \
         advertised_routes, approved_routes, expiry, last_seen, ephemeral, auth_key_id, register_method, created, \
-        authorized
+        authorized, capability_version
         """
 
     private func checkAddresses(_ node: Node) throws {
@@ -233,7 +233,7 @@ final class SQLiteTransaction: StoreTransaction {
 
     func insert(_ node: Node) throws -> Node {
         try checkAddresses(node)
-        try execute("INSERT INTO nodes (\(Self.nodeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        try execute("INSERT INTO nodes (\(Self.nodeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     nodeArguments(node))
         var stored = node
         stored.id = NodeID(db.lastInsertedRowID)

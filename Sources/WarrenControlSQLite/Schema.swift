@@ -138,6 +138,9 @@ enum Schema {
                 ALTER TABLE users ADD COLUMN provider_groups TEXT NOT NULL DEFAULT '[]';
                 """)
         }
+        migrator.registerMigration("v7: nodes.capability_version") { db in
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN capability_version INTEGER")
+        }
         return migrator
     }
 }

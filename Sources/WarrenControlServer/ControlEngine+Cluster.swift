@@ -153,7 +153,7 @@ extension ControlEngine {
         let id = node.id
         let before = nodes[id]
         if let live = before {
-            node.capabilityVersion = live.capabilityVersion
+            if node.capabilityVersion == 0 { node.capabilityVersion = live.capabilityVersion }
             if node.homeDERP == 0 { node.homeDERP = live.homeDERP }
         }
         guard node != before else { return }

@@ -543,7 +543,7 @@ public actor ControlEngine {
         let before = nodes[id]
         if let live = before {
             node.homeDERP = live.homeDERP
-            node.capabilityVersion = live.capabilityVersion
+            if node.capabilityVersion == 0 { node.capabilityVersion = live.capabilityVersion }
             if node.hostinfo == nil { node.hostinfo = live.hostinfo }
         }
         if users[node.userID] == nil { try await reloadUsers() }

@@ -116,11 +116,13 @@ public struct NodeFields: OptionSet, Sendable, Hashable {
     public static let approvedRoutes = NodeFields(rawValue: 1 << 8)
     /// Device approval.
     public static let authorized = NodeFields(rawValue: 1 << 9)
+    /// The capability version of the client's last map request.
+    public static let capability = NodeFields(rawValue: 1 << 10)
 
     public static let all: NodeFields = [.nodeKey, .discoKey, .endpoints, .hostinfo, .lastSeen, .expiry, .owner, .names, .approvedRoutes,
-                                         .authorized]
+                                         .authorized, .capability]
     /// What a connected node reports about itself in map requests.
-    public static let reported: NodeFields = [.discoKey, .endpoints, .hostinfo]
+    public static let reported: NodeFields = [.discoKey, .endpoints, .hostinfo, .capability]
 }
 
 /// What a valid pre-auth key grants a registering node.

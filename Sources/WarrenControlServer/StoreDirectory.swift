@@ -47,7 +47,8 @@ public final class StoreDirectory: ControlDirectory {
         let registration = NodeRegistration(
             machineKey: node.machineKey, nodeKey: node.nodeKey, discoKey: node.discoKey.raw.isZero ? nil : node.discoKey,
             userID: UserID(node.userID), hostname: node.hostname, hostinfo: Self.hostinfoText(node.hostinfo),
-            tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date)
+            tags: node.tags, ephemeral: node.ephemeral, method: .authKey, expiry: node.keyExpiry?.date,
+            capabilityVersion: node.capabilityVersion > 0 ? node.capabilityVersion : nil)
         let created = node.created.date
         do {
             let authorized = node.authorized
@@ -162,7 +163,8 @@ public final class StoreDirectory: ControlDirectory {
                         machineKey: node.machineKey, nodeKey: node.nodeKey,
                         discoKey: node.discoKey.raw.isZero ? nil : node.discoKey, userID: UserID(node.userID),
                         hostname: node.hostname, hostinfo: Self.hostinfoText(node.hostinfo), tags: node.tags,
-                        ephemeral: node.ephemeral, authKeyID: used.id, method: .authKey, expiry: node.keyExpiry?.date)
+                        ephemeral: node.ephemeral, authKeyID: used.id, method: .authKey, expiry: node.keyExpiry?.date,
+                        capabilityVersion: node.capabilityVersion > 0 ? node.capabilityVersion : nil)
                     stored = try tx.registerNode(registration, allocator: allocator, now: node.created.date)
                     if stored.authorized != node.authorized {
                         stored.authorized = node.authorized
@@ -204,6 +206,7 @@ public final class StoreDirectory: ControlDirectory {
         node.tags = stored.tags
         node.approvedRoutes = stored.approvedRoutes
         node.authorized = stored.authorized
+        node.capabilityVersion = stored.capabilityVersion ?? 0
         return node
     }
 
@@ -231,6 +234,7 @@ public final class StoreDirectory: ControlDirectory {
         if fields.contains(.lastSeen) { stored.lastSeen = node.lastSeen?.date }
         if fields.contains(.approvedRoutes) { stored.approvedRoutes = node.approvedRoutes }
         if fields.contains(.authorized) { stored.authorized = node.authorized }
+        if fields.contains(.capability), node.capabilityVersion > 0 { stored.capabilityVersion = node.capabilityVersion }
     }
 
     static func hostinfoText(_ hostinfo: Hostinfo?) -> String? {

@@ -100,15 +100,20 @@ public struct Node: Hashable, Sendable, Codable {
     public var created: Date
     /// False while the node waits for an admin's device approval (`warren-control nodes approve`).
     public var authorized: Bool
+    /// The capability version of the client's last map request (what its peers get as its `Cap`); nil: not known.
+    /// Kept so that another instance, or this one after a restart, knows it before the node connects again.
+    public var capabilityVersion: Int?
 
     public init(
         id: NodeID = NodeID(0), machineKey: MachinePublic, nodeKey: NodePublic, discoKey: DiscoPublic? = nil,
         userID: UserID, hostname: String, givenName: String, ipv4: IPAddress? = nil, ipv6: IPAddress? = nil,
         endpoints: [String] = [], hostinfo: String? = nil, tags: [String] = [], advertisedRoutes: [IPPrefix] = [],
         approvedRoutes: [IPPrefix] = [], expiry: Date? = nil, lastSeen: Date? = nil, ephemeral: Bool = false,
-        authKeyID: PreAuthKeyID? = nil, registerMethod: RegisterMethod, created: Date, authorized: Bool = true
+        authKeyID: PreAuthKeyID? = nil, registerMethod: RegisterMethod, created: Date, authorized: Bool = true,
+        capabilityVersion: Int? = nil
     ) {
         self.authorized = authorized
+        self.capabilityVersion = capabilityVersion
         self.id = id
         self.machineKey = machineKey
         self.nodeKey = nodeKey

@@ -20,12 +20,15 @@ public struct NodeRegistration: Sendable, Hashable {
     public var expiry: Date?
     /// Routes to approve at once (a pre-approved key), in addition to any approved before.
     public var approvedRoutes: [IPPrefix]
+    /// The client's capability version (its register request's), when known.
+    public var capabilityVersion: Int?
 
     public init(
         machineKey: MachinePublic, nodeKey: NodePublic, discoKey: DiscoPublic? = nil, userID: UserID, hostname: String,
         hostinfo: String? = nil, tags: [String] = [], ephemeral: Bool = false, authKeyID: PreAuthKeyID? = nil,
-        method: RegisterMethod, expiry: Date? = nil, approvedRoutes: [IPPrefix] = []
+        method: RegisterMethod, expiry: Date? = nil, approvedRoutes: [IPPrefix] = [], capabilityVersion: Int? = nil
     ) {
+        self.capabilityVersion = capabilityVersion
         self.machineKey = machineKey
         self.nodeKey = nodeKey
         self.discoKey = discoKey
@@ -285,6 +288,7 @@ extension StoreTransaction {
             node.authKeyID = registration.authKeyID
             node.registerMethod = registration.method
             node.expiry = registration.expiry
+            if let version = registration.capabilityVersion { node.capabilityVersion = version }
             for route in registration.approvedRoutes where !node.approvedRoutes.contains(route) {
                 node.approvedRoutes.append(route)
             }
@@ -303,7 +307,7 @@ extension StoreTransaction {
             givenName: try uniqueGivenName(for: registration.hostname), ipv4: addresses.ipv4, ipv6: addresses.ipv6,
             hostinfo: registration.hostinfo, tags: registration.tags, approvedRoutes: registration.approvedRoutes,
             expiry: registration.expiry, ephemeral: registration.ephemeral, authKeyID: registration.authKeyID,
-            registerMethod: registration.method, created: now)
+            registerMethod: registration.method, created: now, capabilityVersion: registration.capabilityVersion)
         return try insert(node)
     }
 

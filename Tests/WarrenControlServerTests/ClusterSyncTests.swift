@@ -177,6 +177,8 @@ final class ClusterSyncTests: XCTestCase {
         if let reached { print("cluster: a join through one instance reached the other's stream in \(reached)") }
         // B knew alpha from the store, and online from the presence A published.
         await eventually("beta sees alpha online") { beta.peers[alphaID]?.online == true }
+        // Its capability version (its peers' Cap) comes from the store: B never saw a request of alpha's.
+        XCTAssertEqual(beta.peers[alphaID]?.cap, 130)
         // Addresses: one each, distinct, the same on both sides.
         XCTAssertNotEqual(alpha.selfNode?.addresses, beta.selfNode?.addresses)
         await eventually("both instances know both nodes") {

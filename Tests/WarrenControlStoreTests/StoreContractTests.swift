@@ -312,9 +312,11 @@ final class StoreContractTests: XCTestCase {
         try await forEachBackend { name, store in
             let user = try await store.transaction { try $0.createUser(name: "u", now: referenceNow) }
             let original = try await store.transaction { tx in
-                try tx.registerNode(NodeRegistration(machineKey: machine, nodeKey: node, userID: user.id, hostname: "h", method: .authKey),
+                try tx.registerNode(NodeRegistration(machineKey: machine, nodeKey: node, userID: user.id, hostname: "h", method: .authKey,
+                                                     capabilityVersion: 130),
                                     allocator: defaultAllocator, now: referenceNow)
             }
+            XCTAssertEqual(original.capabilityVersion, 130, name)
             var changed = original
             changed.discoKey = disco
             changed.endpoints = ["192.0.2.1:41641", "[2001:db8::1]:41641"]
@@ -326,6 +328,7 @@ final class StoreContractTests: XCTestCase {
             changed.lastSeen = referenceNow.addingTimeInterval(1.000_001)
             changed.ephemeral = true
             changed.authKeyID = PreAuthKeyID(42)
+            changed.capabilityVersion = 131
             let toStore = changed
             try await store.transaction { try $0.update(toStore) }
             let back = try await store.read { try $0.node(id: original.id) }
