@@ -323,6 +323,8 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         func flush() {
             if run.count == 1 {
                 out.append(run[0])
+            } else if run.count > 1, let merged = mergedPatches(run) {
+                out.append(MapOutgoing(message: merged, shared: nil))
             } else if run.count > 1 {
                 var merger = MapUpdateMerger()
                 for item in run { merger.add(item.message) }
@@ -339,6 +341,38 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             }
         }
         flush()
+        return out
+    }
+
+    /// A run of batches of peer patches (what a mass reconnect queues for a writer that is behind: thousands of patches
+    /// each), merged without ``MapUpdateMerger``'s per-peer entries (a `Node` inline each, over a kilobyte, for 10,000
+    /// peers per merge per stream): one patch per peer, merged in order, sorted by node ID, the last control time. The
+    /// same message MapUpdateMerger makes of such a run; nil when the run holds anything but patches, control times and
+    /// keep-alives, or no patch.
+    static func mergedPatches(_ run: [MapOutgoing]) -> MapResponse? {
+        var controlTime: TailcfgTime?
+        var index = [Int64: Int]()
+        var patches = [PeerChange]()
+        for item in run {
+            let m = item.message
+            guard m.node == nil, m.peersChanged == nil, m.peersRemoved == nil, m.packetFilter == nil, m.userProfiles == nil
+            else { return nil }
+            if let time = m.controlTime { controlTime = time }
+            // The client does not apply a keep-alive (MapUpdateMerger counts only its time).
+            if m.keepAlive == true { continue }
+            for change in m.peersChangedPatch ?? [] {
+                if let i = index[change.nodeID] {
+                    patches[i] = MapUpdateMerger.merge(patches[i], change)
+                } else {
+                    index[change.nodeID] = patches.count
+                    patches.append(change)
+                }
+            }
+        }
+        guard !patches.isEmpty else { return nil }
+        var out = MapResponse()
+        out.controlTime = controlTime
+        out.peersChangedPatch = patches.sorted { $0.nodeID < $1.nodeID }
         return out
     }
 

@@ -45,6 +45,8 @@ struct FanoutRow {
     var rssPerNodeKiB = Double.nan
     var trimmedPerNodeKiB = Double.nan
     var registerKiBPerNode = Double.nan
+    /// Streams that got no full map (a stall; see the run's output).
+    var unanswered = 0
 }
 
 /// The client children's `stats` answers, added up.
@@ -241,10 +243,22 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
     _ = await ask(children, "open")
     var lastProgress = clock.now
     var peakRSS = 0
+    // A stream that never answers must not hold the run: 60 s without a stream answered or a full map ends the wait.
+    var lastChange = clock.now, lastSeen = (0, 0)
+    var unanswered = 0
     while true {
         let now = await totals(children)
         peakRSS = max(peakRSS, serverFigures().rssKiB)
         if now.fullMaps + now.errors >= sessions { break }
+        if (now.answered, now.fullMaps) != lastSeen {
+            lastSeen = (now.answered, now.fullMaps)
+            lastChange = clock.now
+        } else if clock.now - lastChange > .seconds(60) {
+            unanswered = sessions - now.fullMaps - now.errors
+            print("   STALLED: \(unanswered) streams without a full map and nothing new for 60 s (\(now.answered) answered, "
+                  + "\(now.fullMaps) full maps, \(now.errors) errors); the figures below leave those out and the wait")
+            break
+        }
         if clock.now - lastProgress >= .seconds(10) {
             lastProgress = clock.now
             print(String(format: "   ... %.0f s: %d streams answered, %d full maps, %d messages; server CPU %.1f s, RSS %.0f MiB; clients RSS %.0f MiB",
@@ -255,7 +269,8 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
         step()
         try await Task.sleep(for: .milliseconds(20))
     }
-    let streamsOpen = clock.now - t
+    let streamsOpen = clock.now - t - (unanswered > 0 ? .seconds(60) : .zero)
+    row.unanswered = unanswered
     let allMaps = serverFigures()
     enter("settling")
     try await settle(children)
@@ -338,7 +353,8 @@ func printTable(_ rows: [FanoutRow]) {
               + pad("\(r.instances)", 11)
               + pad(String(format: "%.2f s", r.openSeconds), 14) + pad(String(format: "%.2f s", r.openCPUSeconds), 12)
               + pad("\(r.messages)", 11) + pad("\(r.patches)", 12) + pad(format(r.joinP50), 13) + pad(format(r.joinMax), 13)
-              + pad(String(format: "%.1f KiB", r.rssPerNodeKiB), 12) + String(format: "%.1f KiB", r.trimmedPerNodeKiB))
+              + pad(String(format: "%.1f KiB", r.rssPerNodeKiB), 12) + String(format: "%.1f KiB", r.trimmedPerNodeKiB)
+              + (r.unanswered > 0 ? "   (\(r.unanswered) streams never answered)" : ""))
     }
     print("   (streams open: from the first request until every client holds its full map; server CPU: the server process's")
     print("    for that; messages: map messages the clients received, full maps included, keep-alives not; join p50: the")

@@ -83,4 +83,32 @@ final class FanoutWorkTests: XCTestCase {
             XCTAssertTrue(got)
         }
     }
+
+    /// Batches of patches piled up for a writer that is behind merge to the message MapUpdateMerger makes of them.
+    func testPatchBatchesMergeAsTheMergerMergesThem() {
+        var messages = [MapResponse]()
+        for batch in 0..<4 {
+            var m = MapResponse()
+            m.controlTime = TailcfgTime(secondsSince1970: 1_700_000_000 + Int64(batch), nanoseconds: 0)
+            m.peersChangedPatch = (0..<50).map { i in
+                var p = PeerChange(nodeID: Int64((i * 7 + batch * 13) % 60))
+                if (i + batch) % 3 == 0 { p.online = batch % 2 == 0 }
+                if (i + batch) % 4 == 0 { p.derpRegion = 900 + batch }
+                if (i + batch) % 5 == 0 { p.endpoints = [AddrPort(address: .v4(0x0A00_0001 &+ UInt32(i)), port: UInt16(1000 + batch))] }
+                return p
+            }
+            messages.append(m)
+        }
+        var keepAlive = MapResponse.keepAliveMessage
+        keepAlive.controlTime = TailcfgTime(secondsSince1970: 1_800_000_000, nanoseconds: 0)
+        messages.insert(keepAlive, at: 2)
+        let expected = MapUpdateMerger.coalesce(messages)
+        XCTAssertEqual(expected.count, 1)
+        let merged = MapSessionOutbox.mergedPatches(messages.map { MapOutgoing(message: $0, shared: nil) })
+        XCTAssertEqual(merged, expected.first)
+        // Anything but patches is left to the merger.
+        var upsert = MapResponse()
+        upsert.peersRemoved = [3]
+        XCTAssertNil(MapSessionOutbox.mergedPatches((messages + [upsert]).map { MapOutgoing(message: $0, shared: nil) }))
+    }
 }
