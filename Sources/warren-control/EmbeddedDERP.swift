@@ -1,6 +1,15 @@
 // The DERP relay and STUN server that warren-control runs beside itself, and the DERP map region that
 // points clients at them (its self-signed certificate pinned with CertName "sha256-raw:<hex>").
+//
+// Several instances serving one tailnet make their embedded relays one region, as Tailscale's regions of several
+// derpers are (`derp.mesh_with` / headscale layout `derp.server.mesh_with`, and the shared key in
+// `derp.mesh_key_path`): each relay accepts the others' mesh connections (the key in ClientInfo), watches their
+// clients and forwards packets for keys connected there (DERPMesh, as warren-derp --mesh-with), and the region
+// this instance announces lists its own relay first and then every peer as a node of the region. Tailscale's
+// client homes on the first node of a region that answers, so each instance's clients home on that instance's
+// relay, and two peers homed on different relays reach each other through the mesh.
 
+import DERPProtocol
 import Foundation
 import Logging
 import NIOCore
@@ -50,6 +59,23 @@ struct EmbeddedDERP {
         /// A second STUN address (`derp.stun_secondary_addr`), announced as a STUN-only node of the region: with
         /// two STUN servers at different addresses netcheck can tell whether the NAT maps by destination.
         var stunSecondary: (host: String, port: Int)?
+        /// The mesh key (`derp.mesh_key_path`): clients presenting it are trusted relays of this region.
+        var meshKey: DERPMeshKey?
+        /// The other relays of the region (`derp.mesh_with`): meshed with (needs `meshKey`) and announced as nodes.
+        var meshPeers: [MeshPeer] = []
+    }
+
+    /// Another relay of the embedded region (`derp.mesh_with` entry).
+    struct MeshPeer: Equatable, CustomStringConvertible {
+        var host: String
+        var port: Int
+        /// `sha256-raw:<hex>`: its certificate's pin (a self-signed relay), used to dial it and put in the DERP map;
+        /// nil: its certificate is checked against the system's roots (a relay mounted on a TLS control listener).
+        var certName: String?
+        /// Its STUN port in the DERP map; nil: this instance's own (`derp.stun_port`), 0: none.
+        var stunPort: Int?
+
+        var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
     }
 
     static func start(settings: Settings, stateDir: String, logger: Logger) async throws -> EmbeddedDERP {
@@ -60,7 +86,18 @@ struct EmbeddedDERP {
         var configuration = DERPServerConfiguration(privateKey: key, logger: logger)
         configuration.admission = settings.admission
         configuration.idleTimeout = settings.idleTimeout
+        // Relays presenting the mesh key skip admission and may watch and forward (the incoming half of the mesh).
+        configuration.meshKey = settings.meshKey
+        var mesh: DERPMesh?
+        if let meshKey = settings.meshKey, !settings.meshPeers.isEmpty {
+            let made = DERPMesh(peers: settings.meshPeers.map {
+                DERPMesh.Peer(host: $0.host, port: $0.port, trust: $0.certName.map { .pinned($0) } ?? .system)
+            }, privateKey: key, meshKey: meshKey, logger: logger)
+            configuration.meshForwarder = made
+            mesh = made
+        }
         let server = DERPServer(configuration: configuration)
+        mesh?.attach(server)
         var services: [any Service] = []
         var derpPort = settings.mountedOnPort ?? settings.port
         var pin: String?
@@ -79,6 +116,7 @@ struct EmbeddedDERP {
             services.append(watcher)
             revalidator = watcher
         }
+        if let mesh { services.append(EmbeddedDERPMeshService(mesh: mesh)) }
         var stunPort = -1
         var stunServer: STUNServer?
         let stunAddresses = (settings.stunPort > 0 ? [(settings.host, settings.stunPort)] : []) + (settings.stunSecondary.map { [$0] } ?? [])
@@ -111,11 +149,51 @@ struct EmbeddedDERP {
             second.stunOnly = true
             nodes.append(second)
         }
+        nodes += meshNodes(settings.meshPeers, regionID: settings.regionID, own: node, defaultSTUNPort: stunPort,
+                           taken: Set(nodes.map(\.name)))
         let region = DERPRegion(regionID: settings.regionID, regionCode: settings.regionCode, regionName: settings.regionName,
                                 nodes: nodes)
         logger.info("embedded DERP relay ready", metadata: [
             "port": "\(node.derpPort ?? 0)", "stun": "\(stunPort)", "CertName": "\(pin ?? "(the control listener's certificate)")"])
+        if settings.meshKey != nil {
+            logger.info("embedded DERP relay: mesh", metadata: [
+                "peers": "\(settings.meshPeers.map(\.description).joined(separator: ","))",
+                "region nodes": "\(nodes.filter { $0.stunOnly != true }.map(\.name).joined(separator: ","))"])
+        }
         return EmbeddedDERP(services: services, region: region, server: server, stun: stunServer, revalidator: revalidator)
+    }
+
+    /// The mesh peers as nodes of the embedded region, after this relay's own node(s): each with its own host, DERP
+    /// port, pin and STUN port. A peer that is this relay itself (its host and port are the own node's) is left
+    /// out, so every instance can be given the same list (DERPMesh drops it from the mesh by its key).
+    static func meshNodes(_ peers: [MeshPeer], regionID: Int, own: DERPNode, defaultSTUNPort: Int,
+                          taken: Set<String>) -> [DERPNode] {
+        var names = taken
+        var out: [DERPNode] = []
+        var seen: Set<String> = []
+        for peer in peers {
+            let ownHosts = [own.hostName, own.ipv4, own.ipv6].compactMap { $0 }
+            if peer.port == (own.derpPort ?? 443), ownHosts.contains(peer.host) { continue }
+            guard seen.insert(peer.description).inserted else { continue }
+            // Names as Tailscale's ("900c", ...), after the own node's letters; past z by number.
+            var name = ""
+            for letter in "abcdefghijklmnopqrstuvwxyz" where !names.contains("\(regionID)\(letter)") {
+                name = "\(regionID)\(letter)"
+                break
+            }
+            if name.isEmpty { name = "\(regionID)-\(names.count + 1)" }
+            names.insert(name)
+            var node = DERPNode(name: name, regionID: regionID, hostName: peer.host)
+            if let version = IPAddress(peer.host)?.version {
+                node.ipv4 = version == .v4 ? peer.host : "none"
+                node.ipv6 = version == .v6 ? peer.host : "none"
+            }
+            node.derpPort = peer.port
+            node.stunPort = peer.stunPort.map { $0 == 0 ? -1 : $0 } ?? defaultSTUNPort
+            node.certName = peer.certName
+            out.append(node)
+        }
+        return out
     }
 
     static func loadOrCreateKey(path: String) throws -> NodePrivate {
@@ -129,6 +207,17 @@ struct EmbeddedDERP {
             throw ControlKeyFileError(path: path)
         }
         return key
+    }
+}
+
+/// The mesh's watch loops as a service of the server's group.
+struct EmbeddedDERPMeshService: Service {
+    let mesh: DERPMesh
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await mesh.run()
+        }
     }
 }
 

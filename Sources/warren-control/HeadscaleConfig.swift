@@ -57,6 +57,10 @@ enum HeadscaleLayout {
             to: "derp.add_embedded_region (the embedded relay's region added to the DERP map, over any region of that ID)")
         c["derp.server.ipv4"] = .mapped(to: "the relay's IPv4 address in the DERP map")
         c["derp.server.ipv6"] = .mapped(to: "the relay's IPv6 address in the DERP map")
+        // Warren's additions to headscale's derp.server section (headscale has no relay mesh): the embedded relays of
+        // several instances made one region, as derper's --mesh-with and --mesh-psk-file.
+        c["derp.server.mesh_with"] = .mapped(to: "derp.mesh_with (the other instances' relays: meshed with, and nodes of the region)")
+        c["derp.server.mesh_key_path"] = .mapped(to: "derp.mesh_key_path (the file holding the mesh key, 64 hex digits)")
         c["derp.urls"] = .mapped(to: "derp.urls (DERP maps fetched as JSON, merged after the embedded region's)")
         c["derp.paths"] = .mapped(to: "derp.paths (DERP map files, YAML or JSON, merged after the URLs')")
         c["derp.auto_update_enabled"] = .mapped(to: "derp.auto_update_enabled (the map rebuilt every update_frequency)")
@@ -170,7 +174,7 @@ enum HeadscaleLayout {
     static let warrenPaths: Set<String> = ServeConfigFile.topLevelKeys.subtracting(["database"]).union([
         "prefixes.v4", "prefixes.v6", "dns.magic_dns", "dns.nameservers", "dns.search_domains", "dns.split",
         "dns.extra_records", "derp.enabled", "derp.host", "derp.port", "derp.stun_port", "derp.add_embedded_region",
-        "derp.stun_secondary_addr",
+        "derp.stun_secondary_addr", "derp.mesh_with", "derp.mesh_key_path",
         // Warren's own OIDC keys (OIDCConfig.swift): the groups claim's name and whether it feeds policy groups.
         "oidc.groups_claim", "oidc.groups_in_policy",
     ])
@@ -186,6 +190,8 @@ enum HeadscaleLayout {
         ("derp.enabled", ["derp.server.enabled"]),
         ("derp.stun_port", ["derp.server.stun_listen_addr"]),
         ("derp.add_embedded_region", ["derp.server.automatically_add_embedded_derp_region"]),
+        ("derp.mesh_with", ["derp.server.mesh_with"]),
+        ("derp.mesh_key_path", ["derp.server.mesh_key_path"]),
         ("dns.split", ["dns.nameservers.split"]),
     ]
 
@@ -448,6 +454,10 @@ enum HeadscaleLayout {
         if let path = try string("derp.server.private_key_path"), !path.isEmpty { extras.derpKeyPath = absolute(path) }
         if let add = try bool("derp.server.automatically_add_embedded_derp_region") {
             set("derp", "add_embedded_region", add, from: "derp.server.automatically_add_embedded_derp_region")
+        }
+        if let v = headscalePresent["derp.server.mesh_with"] { set("derp", "mesh_with", v, from: "derp.server.mesh_with") }
+        if let path = try string("derp.server.mesh_key_path"), !path.isEmpty {
+            set("derp", "mesh_key_path", absolute(path), from: "derp.server.mesh_key_path")
         }
         // The DERP map's sources keep their names in Warren's layout (derp.urls, derp.paths, ...); relative paths
         // are resolved against the configuration file's directory, as the other paths of the file.

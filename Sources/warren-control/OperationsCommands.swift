@@ -141,6 +141,17 @@ struct ConfigTestCommand: ParsableCommand {
                          + "\"\(h.derpRegionName ?? "Warren embedded relay")\", port \(file.derpPort.map(String.init) ?? "8443 (or mounted on the TLS listener)"), "
                          + "stun \(file.stunPort ?? 3478)"
                          + (h.derpIPv4.map { ", ipv4 \($0)" } ?? "") + (h.derpIPv6.map { ", ipv6 \($0)" } ?? ""))
+            // The relay mesh: the peers and the key's file, never the key.
+            if let keyPath = file.derpMeshKeyPath {
+                let peers = file.derpMeshPeers.map { peer in
+                    peer.description + (peer.certName.map { " (pinned \($0.prefix(19))…)" } ?? " (system roots)")
+                        + (peer.stunPort.map { ", stun \($0 == 0 ? "none" : String($0))" } ?? "")
+                }
+                lines.append("derp mesh: " + (peers.isEmpty ? "accepts mesh peers (no mesh_with)" : "with " + peers.joined(separator: "; "))
+                             + ", key from \(keyPath) (not shown)")
+            } else {
+                lines.append("derp mesh: off")
+            }
         } else {
             lines.append("derp: off (no embedded relay)")
         }

@@ -173,7 +173,8 @@ struct ServeCommand: AsyncParsableCommand {
                                 regionCode: file.headscale.derpRegionCode ?? "warren",
                                 regionName: file.headscale.derpRegionName ?? "Warren embedded relay",
                                 ipv4: file.headscale.derpIPv4, ipv6: file.headscale.derpIPv6,
-                                keyPath: file.headscale.derpKeyPath, stunSecondary: file.stunSecondary),
+                                keyPath: file.headscale.derpKeyPath, stunSecondary: file.stunSecondary,
+                                meshKey: file.derpMeshKey, meshPeers: file.derpMeshPeers),
                 stateDir: stateDir, logger: logger)
             embeddedRegion = derp.region
             extraServices += derp.services

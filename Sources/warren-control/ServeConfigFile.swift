@@ -1,6 +1,7 @@
 // The YAML configuration of `warren-control serve`. Every key is optional; unknown keys and bad values
 // are errors that name the key.
 
+import DERPProtocol
 import Foundation
 import Logging
 import WarrenControlServer
@@ -44,6 +45,11 @@ struct ServeConfigFile {
     /// `derp.stun_secondary_addr` (host:port): a second STUN listener, announced as a STUN-only node of the
     /// embedded relay's region, so that netcheck can tell whether the NAT's mapping depends on the destination.
     var stunSecondary: (host: String, port: Int)?
+    /// `derp.mesh_with` (headscale layout: `derp.server.mesh_with`): the other relays of the embedded region.
+    var derpMeshPeers: [EmbeddedDERP.MeshPeer] = []
+    /// `derp.mesh_key_path` (`derp.server.mesh_key_path`): the key read from it (never printed) and the file.
+    var derpMeshKey: DERPMeshKey?
+    var derpMeshKeyPath: String?
     /// Where the DERP map comes from besides the embedded relay (`derp.urls`, `derp.paths`, refresh).
     var derpMapSources = DERPMapSettings()
     /// `tls: {cert_file, key_file}`: HTTPS on the control listener.
@@ -55,6 +61,22 @@ struct ServeConfigFile {
     var headscale = HeadscaleLayout.Extras()
     /// `oidc:`: sign-in with OpenID Connect (OIDCConfig.swift); nil when no issuer is set.
     var oidc: OIDCConfigSection?
+
+    /// What is odd about the mesh settings (named as the file named them): a key file others may read, and mesh
+    /// settings with the embedded relay off.
+    func meshWarnings() -> [String] {
+        var out: [String] = []
+        let renames = headscale.renames
+        if let path = derpMeshKeyPath, let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int,
+           mode & 0o077 != 0 {
+            out.append("\(HeadscaleLayout.rename("derp.mesh_key_path", renames)): \(path) may be read by other users "
+                       + "(mode 0\(String(mode & 0o777, radix: 8))); whoever has the key can join the relay mesh (chmod 600)")
+        }
+        if derpEnabled == false, derpMeshKey != nil || !derpMeshPeers.isEmpty {
+            out.append("\(HeadscaleLayout.rename("derp.mesh_with", renames)): ignored: the embedded relay is off")
+        }
+        return out
+    }
 
     func apply(to configuration: inout ControlConfiguration) {
         if let baseDomain { configuration.baseDomain = baseDomain }
@@ -158,6 +180,7 @@ struct ServeConfigFile {
             throw error
         }
         out.headscale = translated.extras
+        out.headscale.warnings += out.meshWarnings()
         return out
     }
 
@@ -228,6 +251,73 @@ struct ServeConfigFile {
             guard let value else { return nil }
             guard range.contains(value) else { throw fail(key, "must be from \(text)") }
             return value
+        }
+
+        /// `derp.mesh_key_path` and `derp.mesh_with`. The key file holds 64 hex digits (as derper's --mesh-psk-file);
+        /// a file that is missing, unreadable or holds anything else is refused, and its content is never printed.
+        func readMesh(_ d: [String: Any], into out: inout ServeConfigFile) throws {
+            if let given = try string(d["mesh_key_path"], "derp.mesh_key_path"), !given.isEmpty {
+                let directory = (file as NSString).deletingLastPathComponent
+                let path = given.hasPrefix("/") || directory.isEmpty ? given : directory + "/" + given
+                guard let handle = FileHandle(forReadingAtPath: path) else {
+                    let reason = FileManager.default.fileExists(atPath: path) ? "cannot read \(path)" : "no such file: \(path)"
+                    throw fail("derp.mesh_key_path", reason)
+                }
+                defer { try? handle.close() }
+                let data = (try? handle.read(upToCount: 4097)) ?? nil
+                guard let data else { throw fail("derp.mesh_key_path", "cannot read \(path)") }
+                guard data.count <= 4096, let key = DERPMeshKey(hex: String(decoding: data, as: UTF8.self)) else {
+                    throw fail("derp.mesh_key_path", "\(path) does not hold a mesh key: expected 64 hex digits "
+                               + "(32 random bytes, such as `openssl rand -hex 32`)")
+                }
+                guard !key.isZero else { throw fail("derp.mesh_key_path", "\(path) holds a key of all zeros; use 32 random bytes") }
+                out.derpMeshKey = key
+                out.derpMeshKeyPath = path
+            }
+            guard let value = d["mesh_with"], !(value is NSNull) else { return }
+            guard let list = value as? [Any] else {
+                throw fail("derp.mesh_with", "expected a list of relays: host:port, or {addr: host:port, cert_name, stun_port}")
+            }
+            for (i, item) in list.enumerated() {
+                let key = "derp.mesh_with[\(i)]"
+                var peer: EmbeddedDERP.MeshPeer
+                if let text = item as? String {
+                    peer = try meshAddress(text, key)
+                } else if let map = item as? [String: Any] {
+                    try checkKeys(map, allowed: ["addr", "cert_name", "stun_port"], at: key)
+                    guard let address = try string(map["addr"], "\(key).addr") else { throw fail("\(key).addr", "missing (host:port)") }
+                    peer = try meshAddress(address, "\(key).addr")
+                    if let pin = try string(map["cert_name"], "\(key).cert_name"), !pin.isEmpty {
+                        guard pin.hasPrefix("sha256-raw:"), pin.count == 11 + 64, pin.dropFirst(11).allSatisfy(\.isHexDigit) else {
+                            throw fail("\(key).cert_name", "expected sha256-raw:<64 hex digits> (the CertName the peer's relay logs)")
+                        }
+                        peer.certName = pin.lowercased()
+                    }
+                    peer.stunPort = try port(map["stun_port"], "\(key).stun_port")
+                } else {
+                    throw fail(key, "expected host:port, or {addr: host:port, cert_name, stun_port}")
+                }
+                out.derpMeshPeers.append(peer)
+            }
+            if !out.derpMeshPeers.isEmpty, out.derpMeshKey == nil {
+                throw fail("derp.mesh_with", "needs mesh_key_path beside it (a file holding the key every relay of the mesh shares)")
+            }
+        }
+
+        /// host:port (IPv6 in brackets; the port defaults to 443, as derper's --mesh-with).
+        func meshAddress(_ text: String, _ key: String) throws -> EmbeddedDERP.MeshPeer {
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            let problem = "\(text.debugDescription) is not host:port (IPv6 addresses in brackets)"
+            if let (host, port) = ServeConfigFile.splitHostPort(trimmed) {
+                guard port > 0, !host.contains(":") || trimmed.hasPrefix("[") else { throw fail(key, problem) }
+                return EmbeddedDERP.MeshPeer(host: host, port: port)
+            }
+            var host = trimmed
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty, !host.contains(" "), !host.contains("/"), host.contains(":") == (IPAddress(host)?.version == .v6) else {
+                throw fail(key, problem)
+            }
+            return EmbeddedDERP.MeshPeer(host: host, port: 443)
         }
 
         func nameservers(_ list: [String], _ key: String) throws -> [String] {
@@ -330,7 +420,8 @@ struct ServeConfigFile {
             if let derp = map["derp"] {
                 guard let d = derp as? [String: Any] else { throw fail("derp", "expected a mapping") }
                 try checkKeys(d, allowed: ["enabled", "host", "port", "stun_port", "stun_secondary_addr", "add_embedded_region",
-                                           "urls", "paths", "auto_update_enabled", "update_frequency"], at: "derp")
+                                           "urls", "paths", "auto_update_enabled", "update_frequency",
+                                           "mesh_with", "mesh_key_path"], at: "derp")
                 out.derpEnabled = try bool(d["enabled"], "derp.enabled")
                 out.derpHost = try string(d["host"], "derp.host")
                 out.derpPort = try port(d["port"], "derp.port")
@@ -362,6 +453,7 @@ struct ServeConfigFile {
                     sources.updateFrequency = frequency
                 }
                 out.derpMapSources = sources
+                try readMesh(d, into: &out)
             }
             out.listeners = try ListenerSettings.read(map["listeners"], file: file)
             out.oidc = try OIDCConfigSection.read(map["oidc"], file: file)
