@@ -18,6 +18,7 @@
 // by a dead backend is retried on the other at once).
 
 import Foundation
+import WarrenDERPTransport
 import WarrenTestProbes
 import XCTest
 #if canImport(Glibc)
@@ -353,9 +354,55 @@ final class ClusterLab: @unchecked Sendable {
 
     // MARK: The instances
 
+    /// Each instance's `derp:` section when the instances' embedded relays are used instead of the standalone relay
+    /// (see `meshEmbeddedRelays`), by instance name.
+    private(set) var embeddedRelaySections: [String: String] = [:]
+    /// Each instance's embedded relay, by instance name: its DERP port, STUN port and certificate pin.
+    private(set) var embeddedRelays: [String: (derpPort: Int, stunPort: Int, pin: String)] = [:]
+
+    /// Turns on each instance's embedded relay (on 127.0.0.1, a DERP and a STUN port of its own, its self-signed
+    /// certificate made now so that its pin is known) meshed with the others' (`derp.mesh_with`, one shared
+    /// `derp.mesh_key_path`, the same list for every instance), instead of the standalone relay: call before
+    /// starting the instances, and do not call `startRelay`.
+    func meshEmbeddedRelays() throws {
+        let key = directory + "/derp-mesh.key"
+        var random = SystemRandomNumberGenerator()
+        let hex = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
+        guard FileManager.default.createFile(atPath: key, contents: Data((hex + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ClusterLabError(description: "cannot write \(key)")
+        }
+        for instance in instances {
+            let pin = try DERPCertificate.loadOrCreateSelfSigned(directory: instance.stateDirectory + "/derp", hostnames: ["127.0.0.1"]).pin
+            embeddedRelays[instance.name] = (try LoopbackPort.free(), try LoopbackPort.free(udp: true), pin)
+        }
+        let list = instances.map { instance -> String in
+            let relay = embeddedRelays[instance.name]!
+            return "    - {addr: \"127.0.0.1:\(relay.derpPort)\", cert_name: \"\(relay.pin)\", stun_port: \(relay.stunPort)}"
+        }.joined(separator: "\n")
+        for instance in instances {
+            let relay = embeddedRelays[instance.name]!
+            embeddedRelaySections[instance.name] = """
+                derp:
+                  enabled: true
+                  host: 127.0.0.1
+                  port: \(relay.derpPort)
+                  stun_port: \(relay.stunPort)
+                  mesh_key_path: \(key)
+                  mesh_with:
+                \(list)
+                """
+        }
+    }
+
     /// The instance's configuration: its own listen port, state directory (admin socket) and log; the shared Noise key
-    /// file, database and DERP map; metrics off; debug logs (map streams opened, with their node).
+    /// file, database and DERP map (or its embedded relay, meshed: `meshEmbeddedRelays`); metrics off; debug logs (map
+    /// streams opened, with their node).
     func writeConfig(_ instance: Instance, extra: String) throws {
+        let derp = embeddedRelaySections[instance.name] ?? """
+            derp:
+              enabled: false
+              paths: [\(directory)/derp-map.json]
+            """
         try """
             listen_addr: 127.0.0.1:\(instance.port)
             server_url: \(balancerURL)
@@ -366,9 +413,7 @@ final class ClusterLab: @unchecked Sendable {
             ephemeral_inactivity_timeout: 10s
             noise:
               private_key_path: \(directory)/noise.key
-            derp:
-              enabled: false
-              paths: [\(directory)/derp-map.json]
+            \(derp)
             database:
               type: postgres
               postgres:
