@@ -5,10 +5,11 @@
 // printed). Every process the lab starts is posix_spawn'ed, tracked by its pid, and stopped by that pid (SIGTERM,
 // SIGKILL after 5 s); none is ever found by name.
 //
-// Why a standalone relay and not each instance's embedded one: every instance's embedded relay is a relay of its own,
-// and the embedded relay has no mesh setting, so two clients homed on the relays of two different instances could not
-// reach each other through DERP; and a relay inside the process that gets `kill -9` would take its clients' home relay
-// down with the control connection, mixing a relay failover into the control failover under test. One warren-derp
+// Why a standalone relay and not each instance's embedded one (by default): a relay inside the process that gets
+// `kill -9` would take its clients' home relay down with the control connection, mixing a relay failover into the
+// control failover under test. `meshEmbeddedRelays()` turns the embedded relays on instead, meshed into one region
+// (derp.mesh_with, ClusterEmbeddedRelayMeshTests): unmeshed, two clients homed on the relays of two different
+// instances could not reach each other through DERP. One warren-derp
 // announced by both instances through the same DERP map file (`derp.paths`, embedded relay off) gives every client the
 // same map whichever instance serves it, and outlives either instance.
 //
