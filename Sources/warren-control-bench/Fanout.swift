@@ -284,8 +284,8 @@ func benchFanout(sessions: Int, joins: Int, compress: Bool, options: Options) as
     row.patches = seen.patches
     row.rssPerNodeKiB = Double(connected.rssKiB - idle.rssKiB) / Double(sessions)
     print(String(format: "   %d map streams opened in %.2f s (every full map received, %.1f MiB of them compressed); server CPU %.2f s",
-                 sessions, row.openSeconds, Double(seen.fullMapBytes) / 1048576, row.openCPUSeconds))
-    print("   \(seen.messages) messages delivered in all (\(sessions) full maps, and \(seen.keepAlives) keep-alives), carrying "
+                 seen.fullMaps, row.openSeconds, Double(seen.fullMapBytes) / 1048576, row.openCPUSeconds))
+    print("   \(seen.messages) messages delivered in all (\(seen.fullMaps) full maps, and \(seen.keepAlives) keep-alives), carrying "
           + "\(seen.patches) peer patches, \(seen.online) of them online")
     print(String(format: "   server with %d streams: RSS %.1f MiB (peak while opening %.1f MiB); memory per node %.1f KiB (RSS delta from idle / N); "
                  + "server CPU until settled %.2f s; the clients' processes: RSS %.0f MiB, CPU %.1f s", sessions,
