@@ -12,6 +12,7 @@
 
 import Foundation
 import NIOCore
+import NIOSSL
 import TailscaleKeys
 import WarrenControlClient
 import WarrenDERPClient
@@ -169,13 +170,13 @@ final class EmbeddedDERPMeshTests: XCTestCase {
     }
 
     /// `serve` with `config`, its log (stdout and stderr) in `<directory>/<name>.log`; waits for its URL line.
-    private func serve(_ name: String, config: String) async throws -> Served {
+    private func serve(_ name: String, config: String, listen: String = "127.0.0.1:0") async throws -> Served {
         let path = directory + "/\(name).yaml", log = directory + "/\(name).log", state = directory + "/\(name)"
         try config.write(toFile: path, atomically: true, encoding: .utf8)
         FileManager.default.createFile(atPath: log, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary())
-        process.arguments = ["serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--config", path]
+        process.arguments = ["serve", "--state-dir", state, "--listen", listen, "--metrics-listen", "off", "--config", path]
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardOutput = handle
         process.standardError = handle
@@ -184,7 +185,7 @@ final class EmbeddedDERPMeshTests: XCTestCase {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline, process.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let marker = text.range(of: "point clients at: http://127.0.0.1:"),
+            if let marker = text.range(of: "point clients at: http://127.0.0.1:") ?? text.range(of: "point clients at: https://127.0.0.1:"),
                let port = Int(text[marker.upperBound...].prefix { $0.isNumber }) {
                 return Served(process: process, port: port, stateDir: state, log: log)
             }
@@ -196,14 +197,14 @@ final class EmbeddedDERPMeshTests: XCTestCase {
     private func logOf(_ served: Served) -> String { (try? String(contentsOfFile: served.log, encoding: .utf8)) ?? "" }
 
     /// A node joined to `served` with a fresh pre-auth key; its full map's DERP map.
-    private func join(_ served: Served, seed: UInt64, name: String) async throws -> (ControlClient, DERPMap) {
+    private func join(_ served: Served, seed: UInt64, name: String, tls: NIOSSLContext? = nil) async throws -> (ControlClient, DERPMap) {
         let user = try run(["users", "create", name, "--state-dir", served.stateDir])
         XCTAssertEqual(user.status, 0, user.stderr)
         let created = try run(["preauthkeys", "create", "--user", name, "--state-dir", served.stateDir])
         XCTAssertEqual(created.status, 0, created.stderr)
         let key = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = ControlClient(port: served.port, seed: seed)
-        try await client.connect(controlKey: try await ControlClient.fetchKey(host: "127.0.0.1", port: served.port).publicKey)
+        let client = ControlClient(port: served.port, seed: seed, tls: tls)
+        try await client.connect(controlKey: try await ControlClient.fetchKey(host: "127.0.0.1", port: served.port, tls: tls).publicKey)
         let registered = try await client.register(client.registerRequest(authKey: key, hostname: name))
         guard registered.error.isEmpty, registered.machineAuthorized else { throw ClusterLabError(description: "\(name): \(registered)") }
         let (status, messages) = try await client.map(client.mapRequest(stream: false))
@@ -274,6 +275,51 @@ final class EmbeddedDERPMeshTests: XCTestCase {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline, !inboxA.gone.contains(bob.nodeKey.publicKey) { try await Task.sleep(for: .milliseconds(50)) }
         XCTAssertTrue(inboxA.gone.contains(bob.nodeKey.publicKey), "no PeerGone for Bob on relay a\n" + logs())
+    }
+
+    /// The production layout: each relay mounted on its instance's HTTPS control listener (`tls:`, no relay port of
+    /// its own), the peers' relays reached there; the peers pinned with cert_name (the test's CA is not in the
+    /// system's store).
+    func testRelaysMountedOnTLSControlListenersMeshThroughThem() async throws {
+        let ca = try TestCA.make(in: directory + "/ca")
+        let pin = try ca.leafPin
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let meshKey = try writeKey("mesh.key", String(repeating: "6b", count: 32) + "\n")
+        func config(_ own: Int) -> String {
+            """
+            server_url: https://127.0.0.1:\(own)
+            log_level: debug
+            tls: {cert_file: \(ca.certificateFile), key_file: \(ca.keyFile)}
+            derp:
+              host: 127.0.0.1
+              stun_port: 0
+              mesh_key_path: \(meshKey)
+              mesh_with:
+                - {addr: "127.0.0.1:\(portA)", cert_name: "\(pin)"}
+                - {addr: "127.0.0.1:\(portB)", cert_name: "\(pin)"}
+
+            """
+        }
+        let a = try await serve("ta", config: config(portA), listen: "127.0.0.1:\(portA)")
+        let b = try await serve("tb", config: config(portB), listen: "127.0.0.1:\(portB)")
+        func logs() -> String { "--- a ---\n\(logOf(a).suffix(5000))\n--- b ---\n\(logOf(b).suffix(5000))" }
+        let tls = try ca.clientContext()
+        let (alice, mapA) = try await join(a, seed: 0xA11CF, name: "alice", tls: tls)
+        let (bob, _) = try await join(b, seed: 0xB0C, name: "bob", tls: tls)
+        defer { Task { await alice.close(); await bob.close() } }
+        let nodes = mapA.regions[900]?.nodes ?? []
+        XCTAssertEqual(nodes.map(\.derpPort), [portA, portB], "instance a's region 900: \(nodes)")
+        // Its own relay is checked against the roots (the control listener's certificate); the peer as configured.
+        XCTAssertEqual(nodes.map(\.certName), [nil, pin])
+        XCTAssertEqual(nodes.map(\.stunPort), [-1, -1])
+
+        let onA = try await DERPClient.connect(to: .init(host: "127.0.0.1", port: portA, trust: .pinned(pin)), privateKey: alice.nodeKey)
+        let onB = try await DERPClient.connect(to: .init(host: "127.0.0.1", port: portB, trust: .pinned(pin)), privateKey: bob.nodeKey)
+        let inboxA = EmbeddedMeshInbox(onA), inboxB = EmbeddedMeshInbox(onB)
+        defer { Task { await onA.close(); await onB.close() } }
+        let aToB = try await deliver([0xA2, 0xB2, 3], from: onA, to: onB, inbox: inboxB)
+        let bToA = try await deliver([0xB2, 0xA2, 4], from: onB, to: onA, inbox: inboxA)
+        XCTAssertTrue(aToB && bToA, logs())
     }
 
     /// Sends `payload` until `inbox` has it (the mesh learns of a new client a moment after it connects).
