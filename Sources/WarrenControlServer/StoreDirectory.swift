@@ -24,6 +24,12 @@ public final class StoreDirectory: ControlDirectory {
         try await store.read { try $0.nodes() }.map(Self.controlNode)
     }
 
+    /// The nodes with these ids that exist, in one read.
+    public func nodes(ids: [Int64]) async throws -> [Int64: ControlNode] {
+        let found = try await store.read { tx in try ids.compactMap { try tx.node(id: NodeID($0)) } }
+        return Dictionary(found.map { ($0.id.rawValue, Self.controlNode($0)) }, uniquingKeysWith: { a, _ in a })
+    }
+
     public func node(id: Int64) async throws -> ControlNode? {
         try await store.read { try $0.node(id: NodeID(id)) }.map(Self.controlNode)
     }

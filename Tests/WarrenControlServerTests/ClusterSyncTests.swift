@@ -364,4 +364,50 @@ final class ClusterSyncTests: XCTestCase {
         let after = await b.engine.statistics.clusterResyncs
         XCTAssertGreaterThan(after, before, "B caught up without a resync: the test did not test the resync")
     }
+
+    func testManyNodesChangedAtOnceElsewhereCostEachStreamABatchNotOneMessageEach() async throws {
+        let pair = try await cluster(2)
+        let (a, b) = (pair[0], pair[1])
+        let (_, key) = try await createKey(a.store)
+        let count = 20
+        // Movers registered through A (no streams); watchers streaming from B, each holding every mover.
+        var movers: [Int64] = []
+        for i in 0..<count {
+            let c = ControlClient(port: 1, seed: UInt64(600 + i))
+            let reply = await a.engine.register(c.registerRequest(authKey: key, hostname: "mover\(i)"), machineKey: c.machineKey.publicKey)
+            XCTAssertEqual(reply.error, "")
+            if let id = await a.engine.node(withNodeKey: c.nodeKey.publicKey)?.id { movers.append(id) }
+        }
+        XCTAssertEqual(movers.count, count)
+        var watchers: [Viewer] = []
+        for i in 0..<count { watchers.append(try await join(b.engine, key: key, hostname: "watcher\(i)", seed: UInt64(700 + i))) }
+        for watcher in watchers {
+            await eventually("a watcher holds every mover") { movers.allSatisfy { watcher.peers[$0] != nil } }
+        }
+        try await Task.sleep(for: .milliseconds(400))
+        let before = await b.engine.statistics.incrementalUpdatesSent
+        // Another writer changes every mover's endpoints in one transaction: one event on B's feed with `count` nodes.
+        let moved = movers
+        let third = try await PostgresControlStore(settings: settings(try server(), database: database))
+        try await third.transaction { tx in
+            for (i, id) in moved.enumerated() {
+                guard var node = try tx.node(id: NodeID(id)) else { continue }
+                node.endpoints = ["198.51.100.\(i + 1):41641"]
+                try tx.update(node)
+            }
+        }
+        await third.close()
+        for watcher in watchers {
+            await eventually("a watcher has every mover's new endpoint") {
+                moved.enumerated().allSatisfy { i, id in
+                    watcher.peers[id]?.endpoints?.map(\.description) == ["198.51.100.\(i + 1):41641"]
+                }
+            }
+        }
+        let sent = await b.engine.statistics.incrementalUpdatesSent - before
+        print("cluster: \(count) nodes changed elsewhere at once cost B \(sent) messages for \(count) streams")
+        // One batch per stream (a second if the presence poll lands in between); one message per node per stream
+        // (count x count) before.
+        XCTAssertLessThanOrEqual(sent, 3 * count)
+    }
 }
