@@ -7,24 +7,6 @@
 # prometheus).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=()
-for pkg in haproxy; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
-done
-[ ${#need[@]} -gt 0 ] || exit 0
-policy=/usr/sbin/policy-rc.d
-ours=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# scripts/setup.d/haproxy.sh: no service starts during this install\nexit 101\n' > "$policy"
-    chmod 755 "$policy"
-    ours=1
-fi
-status=0
-{ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; } || status=$?
-if [ "$ours" = 1 ]; then rm -f "$policy"; fi
-# Not wanted at boot either, where systemd runs.
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now haproxy >/dev/null 2>&1 || true
-fi
-exit "$status"
+. "$(dirname "$0")/../lib/install-without-services.sh"
+install_without_services haproxy
+disable_service haproxy

@@ -7,24 +7,8 @@
 # down.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=()
-for pkg in postgresql postgresql-client; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    policy=/usr/sbin/policy-rc.d
-    ours=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\n# scripts/setup.d/postgres.sh: no service starts during this install\nexit 101\n' > "$policy"
-        chmod 755 "$policy"
-        ours=1
-    fi
-    apt-get update -qq
-    status=0
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || status=$?
-    if [ "$ours" = 1 ]; then rm -f "$policy"; fi
-    [ "$status" = 0 ] || exit "$status"
-fi
+. "$(dirname "$0")/../lib/install-without-services.sh"
+install_without_services postgresql postgresql-client
 # The package's cluster (15/main) was created but not started; keep it from starting at boot as well.
 for conf in /etc/postgresql/*/main/start.conf; do
     [ -e "$conf" ] && sed -i 's/^auto$/manual/' "$conf"
