@@ -185,20 +185,12 @@ public final class PostgresTestServer: Sendable {
     /// left a zombie and waitUntilExit never returned, with `runuser … pg_ctl start`).
     @discardableResult
     static func run(_ arguments: [String], log: String) throws -> String {
-        let descriptor = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw Failure(description: "cannot open \(log): errno \(errno)") }
-        defer { close(descriptor) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
-        posix_spawn_file_actions_adddup2(&actions, descriptor, 2)
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
-        guard spawned == 0 else { throw Failure(description: "cannot start \(arguments[0]): error \(spawned)") }
+        let pid: pid_t
+        do {
+            pid = try LoggedSpawn.start(arguments, log: log, append: false)
+        } catch let error as LoggedSpawn.Failure {
+            throw Failure(description: error.description)
+        }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             guard errno == EINTR else { throw Failure(description: "waitpid \(arguments[0]): errno \(errno)") }

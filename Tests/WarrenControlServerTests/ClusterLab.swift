@@ -90,36 +90,12 @@ final class ClusterProcess: @unchecked Sendable {
 enum ClusterSpawn {
     /// Starts `arguments` with stdin from /dev/null and stdout and stderr into `log`.
     static func start(_ arguments: [String], log: String, environment: [String: String]? = nil, name: String) throws -> ClusterProcess {
-        let descriptor = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw ClusterLabError(description: "cannot open \(log): errno \(errno)") }
-        defer { close(descriptor) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
-        posix_spawn_file_actions_adddup2(&actions, descriptor, 2)
-        // The test runner may hand down blocked or ignored signals; the children get the defaults.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        let variables = environment.map { $0.map { "\($0.key)=\($0.value)" } }
-        var envp: [UnsafeMutablePointer<CChar>?] = (variables ?? []).map { strdup($0) } + [nil]
-        defer { for pointer in envp { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = variables == nil
-            ? posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
-            : posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, &envp)
-        guard spawned == 0 else { throw ClusterLabError(description: "cannot start \(arguments[0]): error \(spawned)") }
-        return ClusterProcess(name: name, pid: pid, log: log)
+        do {
+            let pid = try LoggedSpawn.start(arguments, log: log, environment: environment)
+            return ClusterProcess(name: name, pid: pid, log: log)
+        } catch let error as LoggedSpawn.Failure {
+            throw ClusterLabError(description: error.description)
+        }
     }
 
     /// Runs a command to its end (killed after `timeout` seconds) and returns its status and output.
