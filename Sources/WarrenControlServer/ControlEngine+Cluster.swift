@@ -88,40 +88,58 @@ extension ControlEngine {
         }
     }
 
+    /// Takes in one event. Records other instances changed are collected and applied by one drain at a time: what
+    /// arrives while a drain reads the store is taken by its next round, all together (one read for all the nodes,
+    /// their patches in one batch). Under load (a mass join or reconnect on another instance: one notification per
+    /// transaction) this keeps the work per stream bounded instead of one urgent message per changed node.
+    /// Re-reading a record gives its current state, so merging changes and taking them out of order is safe.
     func apply(_ event: ClusterEvent, from cluster: any ControlCluster) async {
         switch event {
         case .changes(let changes):
-            let foreign = changes.filter { $0.origin != cluster.instanceID }
-            guard !foreign.isEmpty else { return }
-            var users: [Int64] = []
-            var nodeIDs: [Int64] = []
-            var registrations: [String] = []
-            var policy = false
-            var seen = Set<String>()
-            for change in foreign where seen.insert("\(change.kind)\u{0}\(change.id)").inserted {
+            for change in changes where change.origin != cluster.instanceID {
                 switch change.kind {
-                case "user": if let id = Int64(change.id) { users.append(id) }
-                case "node": if let id = Int64(change.id) { nodeIDs.append(id) }
-                case "registration": registrations.append(change.id)
-                case "policy": policy = true
+                case "user": if let id = Int64(change.id) { clusterPending.users.insert(id) }
+                case "node":
+                    if let id = Int64(change.id), clusterPending.nodes.insert(id).inserted { clusterPending.nodeOrder.append(id) }
+                case "registration": clusterPending.registrations.insert(change.id)
+                case "policy": clusterPending.policy = true
                 default: break  // keys: read from the store when used, nothing kept here
                 }
             }
-            do {
-                if !users.isEmpty { try await applyRemoteUsers(users) }
-                if !nodeIDs.isEmpty { try await applyRemoteNodes(nodeIDs) }
-                if policy { try await applyStoredPolicy() }
-                for id in registrations { try await applyRemoteRegistration(id) }
-            } catch {
-                // A read failed (the database is away): everything is read again once the feed is back.
-                logger.error("a change from another instance could not be applied; reloading", metadata: ["error": "\(error)"])
-                await resync()
-            }
         case .resync(let reason):
             logger.warning("re-reading the tailnet from the store", metadata: ["reason": "\(reason)"])
-            await resync()
+            clusterPending = ClusterPending()
+            clusterPending.resync = true
         case .presence(let elsewhere):
             applyPresence(elsewhere)
+            return
+        }
+        guard !clusterPending.isEmpty, !clusterDraining else { return }
+        clusterDraining = true
+        // In a task of its own, so that this loop goes on taking events while the drain waits for the store.
+        Task { [weak self] in await self?.drainClusterChanges() }
+    }
+
+    /// Applies what was collected, round after round, until nothing is left.
+    private func drainClusterChanges() async {
+        defer { clusterDraining = false }
+        while !clusterPending.isEmpty {
+            let work = clusterPending
+            clusterPending = ClusterPending()
+            if work.resync {
+                await resync()
+                continue
+            }
+            do {
+                if !work.users.isEmpty { try await applyRemoteUsers(work.users.sorted()) }
+                if !work.nodeOrder.isEmpty { try await applyRemoteNodes(work.nodeOrder) }
+                if work.policy { try await applyStoredPolicy() }
+                for id in work.registrations.sorted() { try await applyRemoteRegistration(id) }
+            } catch {
+                // A read failed (the database is away): everything is read again.
+                logger.error("a change from another instance could not be applied; reloading", metadata: ["error": "\(error)"])
+                clusterPending.resync = true
+            }
         }
     }
 
@@ -307,4 +325,18 @@ extension ControlEngine {
 public struct ClusterSetupError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Records other instances changed, waiting to be applied (``ControlEngine/apply(_:from:)``).
+struct ClusterPending {
+    var users = Set<Int64>()
+    var nodes = Set<Int64>()
+    /// `nodes` in the order they first came.
+    var nodeOrder: [Int64] = []
+    var registrations = Set<String>()
+    var policy = false
+    /// Everything is to be read again (this supersedes the rest).
+    var resync = false
+
+    var isEmpty: Bool { users.isEmpty && nodeOrder.isEmpty && registrations.isEmpty && !policy && !resync }
 }

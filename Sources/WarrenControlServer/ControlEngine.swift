@@ -103,6 +103,9 @@ public actor ControlEngine {
     var cluster: (any ControlCluster)?
     /// The link's events, from ``attach(cluster:storedPolicy:)`` (before the tailnet is loaded) until followed.
     var clusterEvents: AsyncStream<ClusterEvent>?
+    /// Records other instances changed, not applied yet, and whether a drain is applying them (ControlEngine+Cluster.swift).
+    var clusterPending = ClusterPending()
+    var clusterDraining = false
     var remoteOnline: Set<Int64> = []
     /// With a cluster, ephemeral nodes are reaped by one instance (a singleton): since when it saw each offline.
     var ephemeralOfflineSince: [Int64: ContinuousClock.Instant] = [:]

@@ -410,4 +410,52 @@ final class ClusterSyncTests: XCTestCase {
         // (count x count) before.
         XCTAssertLessThanOrEqual(sent, 3 * count)
     }
+
+    func testAMassReconnectSplitOverTwoInstancesCostsEachStreamFewMessages() async throws {
+        let pair = try await cluster(2) { $0.mapUpdateInterval = .milliseconds(250) }
+        let (_, key) = try await createKey(pair[0].store)
+        let perInstance = 60
+        // Registered (with endpoints) through their own instance, no streams yet: a restarted tailnet.
+        var clients: [(ControlClient, ControlEngine)] = []
+        for i in 0..<(2 * perInstance) {
+            let engine = pair[i % 2].engine
+            let c = ControlClient(port: 1, seed: UInt64(900 + i))
+            let reply = await engine.register(c.registerRequest(authKey: key, hostname: "m\(i)"), machineKey: c.machineKey.publicKey)
+            XCTAssertEqual(reply.error, "")
+            let endpoint = AddrPort(address: .v4(0xC633_6400 &+ UInt32(i)), port: 41641)
+            _ = try await engine.map(c.mapRequest(stream: false, omitPeers: true, endpoints: [endpoint]), machineKey: c.machineKey.publicKey)
+            clients.append((c, engine))
+        }
+        for instance in pair {
+            await eventually("every instance knows every node") { await instance.engine.allNodes().count == 2 * perInstance }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let before = [await pair[0].engine.statistics.incrementalUpdatesSent, await pair[1].engine.statistics.incrementalUpdatesSent]
+        // Every stream opens at once, half on each instance.
+        let viewers = try await withThrowingTaskGroup(of: Viewer.self) { group in
+            for (c, engine) in clients {
+                group.addTask {
+                    guard case .stream(let outbox) = try await engine.map(c.mapRequest(stream: true), machineKey: c.machineKey.publicKey) else {
+                        throw TestClientError(description: "expected a stream")
+                    }
+                    return Viewer(client: c, outbox: outbox)
+                }
+            }
+            var out: [Viewer] = []
+            for try await viewer in group { out.append(viewer) }
+            return out
+        }
+        for viewer in viewers {
+            await eventually("every stream sees every peer online", limit: .seconds(20)) {
+                let peers = viewer.peers
+                return peers.count == 2 * perInstance - 1 && peers.values.allSatisfy { $0.online == true }
+            }
+        }
+        // Settled: nothing more goes out (no presence flapping between the instances).
+        try await Task.sleep(for: .seconds(2))
+        let after = [await pair[0].engine.statistics.incrementalUpdatesSent, await pair[1].engine.statistics.incrementalUpdatesSent]
+        let sent = (after[0] - before[0]) + (after[1] - before[1])
+        print("cluster: \(2 * perInstance) streams opening at once over two instances: \(sent) messages besides the full maps")
+        XCTAssertLessThanOrEqual(sent, 8 * 2 * perInstance)
+    }
 }
