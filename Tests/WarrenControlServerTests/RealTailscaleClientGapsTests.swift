@@ -102,7 +102,8 @@ final class RealTailscaleClientGapsTests: XCTestCase {
         for i in 1...2 { _ = try startNode(i, key: authKey, lab: lab, caddy: caddy) }
         let first = try await lab.probe(from: 1, target: "node2.lab.warren:80", timeout: 60)
         guard first == "hello from node2" else {
-            XCTFail("node1 cannot reach node2; node1's log ends:\n\(lab.log("n1").suffix(4000))")
+            XCTFail("node1 cannot reach node2; node1's log ends:\n\(lab.log("n1").suffix(4000))"
+                    + "\nnode2's log ends:\n\(lab.log("n2").suffix(3000))\ncontrol's log ends:\n\(lab.log("control").suffix(3000))")
             return
         }
 
