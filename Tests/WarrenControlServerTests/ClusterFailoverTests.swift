@@ -26,9 +26,7 @@ final class ClusterFailoverTests: XCTestCase {
     private var lab: ClusterLab?
 
     override func tearDown() {
-        let failed = testRun.map { $0.totalFailureCount > 0 || $0.unexpectedExceptionCount > 0 } ?? true
-        lab?.keepFiles = failed || ProcessInfo.processInfo.environment["WARREN_CLUSTER_KEEP_FILES"] == "1"
-        lab?.tearDown()
+        lab?.tearDown(after: testRun)
         lab = nil
         super.tearDown()
     }

@@ -257,6 +257,13 @@ final class ClusterLab: @unchecked Sendable {
 
     /// Stops every process still running (newest first), deletes the namespace and its veth pair, then removes the
     /// files unless `keepFiles`.
+    /// Tears down after a test: files kept when it failed (or WARREN_CLUSTER_KEEP_FILES=1).
+    func tearDown(after run: XCTestRun?) {
+        let failed = run.map { $0.totalFailureCount > 0 || $0.unexpectedExceptionCount > 0 } ?? true
+        keepFiles = failed || ProcessInfo.processInfo.environment["WARREN_CLUSTER_KEEP_FILES"] == "1"
+        tearDown()
+    }
+
     func tearDown() {
         for process in lock.withLock({ processes }).reversed() { process.stop() }
         for namespace in namespaces.reversed() {

@@ -168,3 +168,16 @@ struct PolicyHarness {
         for c in consumers { c.cancel() }
     }
 }
+
+extension ControlNode {
+    /// A node "n<id>" of `user` at 100.64.0.<id> and fd7a:115c:a1e0::<id>, its keys from `seed` + id (policy tests).
+    static func policyTestNode(_ id: Int64, user: Int64, seed: UInt64) -> ControlNode {
+        var generator = TestGenerator(seed: UInt64(id) + seed)
+        var n = ControlNode(id: id, machineKey: MachinePrivate.generate(using: &generator).publicKey,
+                            nodeKey: NodePrivate.generate(using: &generator).publicKey, userID: user, hostname: "n\(id)",
+                            givenName: "n\(id)", created: TailcfgTime(secondsSince1970: 1_800_000_000))
+        n.ipv4 = IPAddress("100.64.0.\(id)")
+        n.ipv6 = IPAddress("fd7a:115c:a1e0::\(id)")
+        return n
+    }
+}

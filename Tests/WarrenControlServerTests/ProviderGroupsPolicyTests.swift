@@ -13,15 +13,7 @@ import XCTest
 @testable import WarrenControlServer
 
 final class ProviderGroupsPolicyTests: XCTestCase {
-    private func node(_ id: Int64, user: Int64) -> ControlNode {
-        var generator = TestGenerator(seed: UInt64(id) + 70)
-        var n = ControlNode(id: id, machineKey: MachinePrivate.generate(using: &generator).publicKey,
-                            nodeKey: NodePrivate.generate(using: &generator).publicKey, userID: user, hostname: "n\(id)",
-                            givenName: "n\(id)", created: TailcfgTime(secondsSince1970: 1_800_000_000))
-        n.ipv4 = IPAddress("100.64.0.\(id)")
-        n.ipv6 = IPAddress("fd7a:115c:a1e0::\(id)")
-        return n
-    }
+    private func node(_ id: Int64, user: Int64) -> ControlNode { ControlNode.policyTestNode(id, user: user, seed: 70) }
 
     /// alice (node 1) with the provider groups given, bob (node 2, the server), carol (node 3, listed in group:eng).
     private func snapshot(aliceGroups: [String]) -> TailnetSnapshot {
