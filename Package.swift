@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "WireGuardUAPI", dependencies: ["WarrenPacket", "WireGuardProtocol"]),
         .target(name: "TailscaleKeys", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "TailscaleControlProtocol", dependencies: [
-            "TailscaleKeys", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
+            "TailscaleKeys", "WarrenCrypto", "WarrenFastAEAD", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "DERPProtocol", dependencies: [
             "TailscaleKeys", "WarrenPacket", "WarrenCrypto", .product(name: "Crypto", package: "swift-crypto"),
@@ -176,7 +176,7 @@ let package = Package(
         // ts2021 transport shared by the server and the node: Noise records on a channel, the map stream's
         // framing, zstd, and the client side of the upgrade and HTTP/2 requests.
         .target(name: "WarrenControlTransport", dependencies: [
-            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "CWarrenZstd",
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTailcfg", "CWarrenZstd", "WarrenFastAEAD",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -280,7 +280,7 @@ let package = Package(
         .testTarget(name: "WarrenLinuxOffloadTests", dependencies: ["WarrenLinux", "WarrenPacket", "WireGuardDevice"]),
         .testTarget(name: "TailscaleKeysTests", dependencies: ["TailscaleKeys", "WarrenTestSupport"]),
         .testTarget(name: "TailscaleControlProtocolTests", dependencies: [
-            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport",
+            "TailscaleControlProtocol", "TailscaleKeys", "WarrenTestSupport", "WarrenFastAEAD",
         ]),
         .testTarget(name: "DERPProtocolTests", dependencies: [
             "DERPProtocol", "TailscaleKeys", "WarrenPacket", "WarrenTestSupport",

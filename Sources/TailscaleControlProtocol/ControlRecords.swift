@@ -2,6 +2,7 @@
 // one ChaCha20-Poly1305 nonce counter per direction.
 
 internal import Crypto
+public import WarrenFastAEAD
 
 /// One control-channel frame after the handshake initiation: type, then its payload.
 public struct ControlFrame: Hashable, Sendable {
@@ -66,9 +67,45 @@ public struct ControlFrameDecoder: Sendable {
 /// 4077 plaintext bytes; an empty write yields one empty record (valid in this protocol).
 public struct ControlRecordSender: Sendable {
     private let key: SymmetricKey
+    /// The same key for the in-place path (``seal(_:into:context:)``).
+    private let fastKey: ChaCha20Poly1305Key
     private var counter: UInt64 = 0
 
-    init(key: SymmetricKey) { self.key = key }
+    init(key: SymmetricKey) {
+        self.key = key
+        // A SymmetricKey from the handshake is always 32 bytes.
+        fastKey = key.withUnsafeBytes { try! ChaCha20Poly1305Key($0) }
+    }
+
+    /// The wire length of the records that carry `plaintextCount` bytes (an empty write is one empty record).
+    public static func sealedLength(plaintextCount: Int) -> Int {
+        let records = max(1, (plaintextCount + ControlWire.maximumPlaintextLength - 1) / ControlWire.maximumPlaintextLength)
+        return plaintextCount + records * (ControlWire.headerLength + ControlWire.tagLength)
+    }
+
+    /// Seals `plaintext` into records written to the start of `out` (at least ``sealedLength(plaintextCount:)`` bytes),
+    /// in place: each record's plaintext is copied once, then encrypted where it lies. Returns the bytes written. The
+    /// same records, counter for counter, as ``seal(_:)``.
+    public mutating func seal(_ plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer,
+                              context: ChaCha20Poly1305Context) throws -> Int {
+        precondition(out.count >= Self.sealedLength(plaintextCount: plaintext.count), "no room for the records")
+        var offset = 0, written = 0
+        repeat {
+            guard counter != UInt64.max else { throw ControlProtocolError(.nonceExhausted) }
+            let length = min(plaintext.count - offset, ControlWire.maximumPlaintextLength)
+            let sealed = length + ControlWire.tagLength
+            out[written] = ControlMessageType.record.rawValue
+            out[written + 1] = UInt8(truncatingIfNeeded: sealed >> 8)
+            out[written + 2] = UInt8(truncatingIfNeeded: sealed)
+            let body = UnsafeMutableRawBufferPointer(rebasing: out[(written + ControlWire.headerLength)...])
+            if length > 0 { body.baseAddress!.copyMemory(from: plaintext.baseAddress! + offset, byteCount: length) }
+            fastKey.seal(counter: counter, buffer: body, plaintextCount: length, context: context, bigEndianCounter: true)
+            counter += 1
+            offset += length
+            written += ControlWire.headerLength + sealed
+        } while offset < plaintext.count
+        return written
+    }
 
     /// The number of records sealed so far (the next nonce counter).
     public var recordsSealed: UInt64 { counter }
@@ -103,11 +140,49 @@ public struct ControlRecordSender: Sendable {
 /// failed: the two sides are no longer in sync.
 public struct ControlRecordReceiver: Sendable {
     private let key: SymmetricKey
+    /// The same key for the in-place path (``openRecords(in:context:output:)``).
+    private let fastKey: ChaCha20Poly1305Key
     private var counter: UInt64 = 0
     private var decoder = ControlFrameDecoder(maximumFrameLength: ControlWire.maximumMessageLength)
     private var failed = false
 
-    init(key: SymmetricKey) { self.key = key }
+    init(key: SymmetricKey) {
+        self.key = key
+        fastKey = key.withUnsafeBytes { try! ChaCha20Poly1305Key($0) }
+    }
+
+    /// Opens, in place, the whole records at the start of `bytes` (raw stream bytes, which the caller keeps between
+    /// calls) and hands each record's plaintext to `output` (a view into `bytes`, valid during the call). Returns the
+    /// bytes consumed; a partial record at the end is left for the next call, with more bytes after it. The checks of
+    /// ``nextPlaintext()``, and it fails the same way: a bad type, an oversized record or a failed tag, and it stays
+    /// failed. Not to be mixed with ``append(_:)`` on one receiver.
+    public mutating func openRecords(in bytes: UnsafeMutableRawBufferPointer, context: ChaCha20Poly1305Context,
+                                     output: (UnsafeRawBufferPointer) -> Void) throws -> Int {
+        guard !failed else { throw ControlProtocolError(.channelFailed) }
+        var offset = 0
+        do {
+            while bytes.count - offset >= ControlWire.headerLength {
+                let length = Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
+                let total = ControlWire.headerLength + length
+                guard total <= ControlWire.maximumMessageLength else { throw ControlProtocolError(.recordTooLarge(total)) }
+                guard bytes.count - offset >= total else { break }
+                guard bytes[offset] == ControlMessageType.record.rawValue else {
+                    throw ControlProtocolError(.unexpectedMessageType(bytes[offset]))
+                }
+                guard counter != UInt64.max else { throw ControlProtocolError(.nonceExhausted) }
+                let body = UnsafeMutableRawBufferPointer(rebasing: bytes[(offset + ControlWire.headerLength)..<(offset + total)])
+                guard fastKey.open(counter: counter, buffer: body, ciphertextAndTagCount: length, context: context,
+                                   bigEndianCounter: true) else { throw ControlProtocolError(.decryptionFailed) }
+                counter += 1
+                output(UnsafeRawBufferPointer(rebasing: body.prefix(length - ControlWire.tagLength)))
+                offset += total
+            }
+        } catch {
+            failed = true
+            throw error
+        }
+        return offset
+    }
 
     public var recordsOpened: UInt64 { counter }
 

@@ -84,7 +84,7 @@ public actor ControlEngine {
     var byMachineKey: [MachinePublic: Int64] = [:]
     var sessions: [Int64: [Int: Session]] = [:]
     /// The nodes with at least one open map stream (kept with `sessions`, so a snapshot costs nothing per node).
-    var onlineNodes: Set<Int64> = []
+    var onlineNodes = OnlineNodes()
     /// Each node's wire form as its peers see it, shared by every full map (``CachedPeer``).
     let peerCache = PeerCache(trustsRecords: true)
     /// Each node's MagicDNS label, lowercased (new names are checked against it without a pass over every node).
@@ -173,12 +173,13 @@ public actor ControlEngine {
     }
 
     func index(_ node: ControlNode) {
-        if let old = nodes[node.id] {
+        let old = nodes[node.id]
+        if let old {
             byNodeKey[old.nodeKey] = nil
             byMachineKey[old.machineKey] = nil
             if labels[old.givenName.lowercased()] == old.id { labels[old.givenName.lowercased()] = nil }
         }
-        peerCache.remove(node.id)
+        peerCache.remove(node.id, membership: old?.authorized != node.authorized)
         nodes[node.id] = node
         labels[node.givenName.lowercased()] = node.id
         byNodeKey[node.nodeKey] = node.id
@@ -186,7 +187,8 @@ public actor ControlEngine {
     }
 
     var snapshot: TailnetSnapshot {
-        TailnetSnapshot(nodes: nodes, users: users, online: onlineNodes, routeOwners: routeOwners)
+        TailnetSnapshot(nodes: nodes, users: users, online: onlineNodes.members, routeOwners: routeOwners,
+                        onlineStamps: onlineNodes.stamps)
     }
 
     // MARK: Queries for the admin side
@@ -800,7 +802,7 @@ public actor ControlEngine {
         guard var node = nodes[id] else { return }
         let time = now()
         node.lastSeen = time
-        peerCache.remove(id)
+        peerCache.remove(id, membership: false)
         nodes[id] = node
         try? await directory.updateNode(node, fields: .lastSeen)
         var patch = PeerChange(nodeID: id)

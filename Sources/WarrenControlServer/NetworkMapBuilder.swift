@@ -63,13 +63,18 @@ public struct TailnetSnapshot: Sendable {
     /// who went offline: ``NetworkMapBuilder/electPrimaries(routers:online:previous:)``); nil: elected here
     /// from this snapshot alone.
     public var routeOwners: [IPPrefix: Int64]?
+    /// When the engine's ``OnlineNodes`` made `online`: a stamp per run of node IDs (``PeerChunks``) that changes
+    /// whenever a node of the run comes online or goes offline, so that a run of peers built earlier is known current
+    /// without looking at each of them. Nil (a snapshot made elsewhere): each peer is looked at.
+    public var onlineStamps: [Int64: UInt64]?
 
     public init(nodes: [Int64: ControlNode], users: [Int64: ControlUser], online: Set<Int64>,
-                routeOwners: [IPPrefix: Int64]? = nil) {
+                routeOwners: [IPPrefix: Int64]? = nil, onlineStamps: [Int64: UInt64]? = nil) {
         self.nodes = nodes
         self.users = users
         self.online = online
         self.routeOwners = routeOwners
+        self.onlineStamps = onlineStamps
     }
 }
 
@@ -360,21 +365,134 @@ public final class PeerCache: @unchecked Sendable {
     /// The authorized nodes' IDs, sorted (what an allow-all policy gives every authorized viewer, but itself).
     private var authorized: [Int64]?
 
-    func remove(_ id: Int64) {
+    /// The authorized IDs cut into runs of ``PeerChunks/size`` by ID: (run index, range in `authorized`).
+    private var authorizedRuns: [(index: Int64, range: Range<Int>)]?
+    /// Runs of entries shared by every viewer outside them (``PeerChunks``), by run index.
+    var chunks = PeerChunks()
+
+    /// The node's record changed (or it was deleted): its entry and its run go. `membership`: whether it may have been
+    /// added, deleted, or authorized or unauthorized (which changes who is among the peers).
+    func remove(_ id: Int64, membership: Bool = true) {
         entries[id] = nil
-        authorized = nil
+        chunks.recordChanged(id)
+        if membership {
+            authorized = nil
+            authorizedRuns = nil
+        }
     }
 
     func removeAll() {
         entries = [:]
         authorized = nil
+        authorizedRuns = nil
+        chunks = PeerChunks()
     }
 
     func authorizedIDs(in tailnet: TailnetSnapshot) -> [Int64] {
         if let authorized { return authorized }
         let ids = tailnet.nodes.compactMap { $0.value.authorized ? $0.key : nil }.sorted()
         authorized = ids
+        authorizedRuns = nil
         return ids
+    }
+
+    func authorizedRuns(in tailnet: TailnetSnapshot) -> (ids: [Int64], runs: [(index: Int64, range: Range<Int>)]) {
+        let ids = authorizedIDs(in: tailnet)
+        if let authorizedRuns { return (ids, authorizedRuns) }
+        var runs = [(index: Int64, range: Range<Int>)]()
+        var i = 0
+        while i < ids.count {
+            let index = PeerChunks.index(of: ids[i])
+            var j = i + 1
+            while j < ids.count, PeerChunks.index(of: ids[j]) == index { j += 1 }
+            runs.append((index, i..<j))
+            i = j
+        }
+        authorizedRuns = runs
+        return (ids, runs)
+    }
+}
+
+/// Runs of peers by node ID (`id / size`, the runs the stream writers compress once for every viewer:
+/// ``MapMessageEncoder/chunkSize``), each kept as the array of entries every viewer outside it gets, with the users
+/// they belong to. A viewer's full map in a tailnet where everyone sees everyone is then a concatenation of runs (an
+/// array copy each) instead of a lookup per peer: at 10,000 nodes the per-peer plan was 5 ms of the engine's time per
+/// stream opening, most of what a mass reconnect cost the engine.
+///
+/// A run is current while no record in it changed (``PeerCache/remove(_:membership:)``), no node in it came online or
+/// went offline (the snapshot's ``TailnetSnapshot/onlineStamps``) and no key in it expired since it was made.
+struct PeerChunks {
+    static let size = MapMessageEncoder.chunkSize
+
+    static func index(of id: Int64) -> Int64 { id >= 0 ? id / size : (id + 1) / size - 1 }
+
+    final class Run {
+        let peers: [CachedPeer]
+        let userIDs: Set<Int64>
+        let recordStamp: UInt64
+        let onlineStamp: UInt64
+        /// The first moment a key of the run expires after the run was made (nil: none will).
+        let validUntil: TailcfgTime?
+
+        init(peers: [CachedPeer], userIDs: Set<Int64>, recordStamp: UInt64, onlineStamp: UInt64, validUntil: TailcfgTime?) {
+            self.peers = peers
+            self.userIDs = userIDs
+            self.recordStamp = recordStamp
+            self.onlineStamp = onlineStamp
+            self.validUntil = validUntil
+        }
+    }
+
+    private(set) var runs: [Int64: Run] = [:]
+    private var recordStamps: [Int64: UInt64] = [:]
+    private var counter: UInt64 = 0
+
+    mutating func recordChanged(_ id: Int64) {
+        let index = Self.index(of: id)
+        counter &+= 1
+        recordStamps[index] = counter
+        runs[index] = nil
+    }
+
+    /// The run if it is still current.
+    func current(_ index: Int64, onlineStamp: UInt64, now: TailcfgTime) -> Run? {
+        guard let run = runs[index], run.recordStamp == recordStamps[index, default: 0], run.onlineStamp == onlineStamp
+        else { return nil }
+        if let until = run.validUntil, !(now < until) { return nil }
+        return run
+    }
+
+    func recordStamp(_ index: Int64) -> UInt64 { recordStamps[index, default: 0] }
+
+    mutating func keep(_ run: Run, at index: Int64) { runs[index] = run }
+}
+
+/// The engine's online nodes, with a stamp per run of node IDs that changes whenever one of the run's nodes comes
+/// online or goes offline (``TailnetSnapshot/onlineStamps``). Used like the set it wraps.
+struct OnlineNodes {
+    private(set) var members: Set<Int64> = []
+    private(set) var stamps: [Int64: UInt64] = [:]
+    private var counter: UInt64 = 0
+
+    func contains(_ id: Int64) -> Bool { members.contains(id) }
+
+    @discardableResult
+    mutating func insert(_ id: Int64) -> (inserted: Bool, memberAfterInsert: Int64) {
+        let result = members.insert(id)
+        if result.inserted { stamp(id) }
+        return result
+    }
+
+    @discardableResult
+    mutating func remove(_ id: Int64) -> Int64? {
+        let removed = members.remove(id)
+        if removed != nil { stamp(id) }
+        return removed
+    }
+
+    private mutating func stamp(_ id: Int64) {
+        counter &+= 1
+        stamps[PeerChunks.index(of: id)] = counter
     }
 }
 
@@ -399,6 +517,60 @@ extension NetworkMapBuilder {
         return fresh
     }
 
+    /// Node `id`'s entry for `viewer`: the cached one while it is right about online and expiry (the engine's cache
+    /// drops an entry whenever its record changes), else one made now.
+    private func peerEntry(_ id: Int64, for viewer: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime,
+                           cache: PeerCache) -> CachedPeer? {
+        if cache.trustsRecords, let cached = cache.entries[id], cached.online == tailnet.online.contains(id),
+           cached.expiryHolds(at: now) {
+            return cached
+        }
+        guard let peer = tailnet.nodes[id] else { return nil }
+        return cachedPeer(peer, for: viewer, in: tailnet, now: now, cache: cache)
+    }
+
+    /// Every authorized node but `node`, in ID order, from the cache's runs (``PeerChunks``): a current run is copied
+    /// as it is; a stale one is made again from the entries. A run holding a subnet router (whose entry depends on the
+    /// viewer) is never kept.
+    private func chunkedPeers(for node: ControlNode, in tailnet: TailnetSnapshot, stamps: [Int64: UInt64], now: TailcfgTime,
+                              cache: PeerCache, userIDs: inout Set<Int64>) -> [CachedPeer] {
+        let (ids, runs) = cache.authorizedRuns(in: tailnet)
+        var list = [CachedPeer]()
+        list.reserveCapacity(ids.count)
+        for (index, range) in runs {
+            let onlineStamp = stamps[index, default: 0]
+            let run: PeerChunks.Run
+            if let current = cache.chunks.current(index, onlineStamp: onlineStamp, now: now) {
+                run = current
+            } else {
+                var entries = [CachedPeer](), users = Set<Int64>(), shareable = true
+                var validUntil: TailcfgTime?
+                entries.reserveCapacity(range.count)
+                for id in ids[range] {
+                    // Made for a viewer other than the run's own nodes when this viewer is in the run: an entry never
+                    // depends on the viewer but a router's, and those runs are not kept.
+                    guard let entry = peerEntry(id, for: node, in: tailnet, now: now, cache: cache) else { continue }
+                    if entry.source == nil { shareable = false }
+                    if let expiry = entry.keyExpiry, !expiry.isGoZero, now < expiry, validUntil.map({ expiry < $0 }) ?? true {
+                        validUntil = expiry
+                    }
+                    entries.append(entry)
+                    users.insert(entry.userID)
+                }
+                run = PeerChunks.Run(peers: entries, userIDs: users, recordStamp: cache.chunks.recordStamp(index),
+                                     onlineStamp: onlineStamp, validUntil: validUntil)
+                if shareable { cache.chunks.keep(run, at: index) }
+            }
+            if PeerChunks.index(of: node.id) == index {
+                for entry in run.peers where entry.node.id != node.id { list.append(entry) }
+            } else {
+                list.append(contentsOf: run.peers)
+            }
+            userIDs.formUnion(run.userIDs)
+        }
+        return list
+    }
+
     /// The full map for `node` with its peers as references (``CachedPeer``), in the order ``fullMap`` gives them;
     /// the map itself has `peers` empty (nil when `omitPeers`).
     public func fullMapPlan(for node: ControlNode, in tailnet: TailnetSnapshot, now: TailcfgTime, omitPeers: Bool,
@@ -413,25 +585,20 @@ extension NetworkMapBuilder {
             // peers are the authorized nodes but the viewer, and an entry still right about online and expiry is
             // used as it is (no record copied per peer: at 10,000 nodes that copying was most of a stream's cost).
             let trusted = cache.trustsRecords
-            let ids: [Int64]
-            if trusted, node.authorized, policy is AllowAllPolicy || (policy as? CompiledPolicy)?.policy == nil {
-                ids = cache.authorizedIDs(in: tailnet).filter { $0 != node.id }
+            let everyone = trusted && node.authorized && (policy is AllowAllPolicy || (policy as? CompiledPolicy)?.policy == nil)
+            if everyone, let stamps = tailnet.onlineStamps {
+                peers = chunkedPeers(for: node, in: tailnet, stamps: stamps, now: now, cache: cache, userIDs: &userIDs)
             } else {
-                ids = peerIDs(of: node, in: tailnet)
-            }
-            var list = [CachedPeer]()
-            list.reserveCapacity(ids.count)
-            for id in ids {
-                if trusted, let cached = cache.entries[id], cached.online == tailnet.online.contains(id), cached.expiryHolds(at: now) {
-                    list.append(cached)
-                    userIDs.insert(cached.userID)
-                    continue
+                let ids = everyone ? cache.authorizedIDs(in: tailnet).filter { $0 != node.id } : peerIDs(of: node, in: tailnet)
+                var list = [CachedPeer]()
+                list.reserveCapacity(ids.count)
+                for id in ids {
+                    guard let entry = peerEntry(id, for: node, in: tailnet, now: now, cache: cache) else { continue }
+                    list.append(entry)
+                    userIDs.insert(entry.userID)
                 }
-                guard let peer = tailnet.nodes[id] else { continue }
-                list.append(cachedPeer(peer, for: node, in: tailnet, now: now, cache: cache))
-                userIDs.insert(peer.userID)
+                peers = list
             }
-            peers = list
             response.peers = []
         }
         response.dnsConfig = dnsConfig()

@@ -195,6 +195,13 @@ public final class ControlConnection: @unchecked Sendable {
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
     /// Waits until the connection is closed.
+    /// Stops or resumes reading from the socket (what a client too busy to read looks like to the server: its
+    /// receive window fills and stays shut). For tests.
+    public func setReading(_ reading: Bool) async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
+        if reading { channel.read() }
+    }
+
     public func waitUntilClosed() async {
         try? await channel.closeFuture.get()
     }
@@ -333,7 +340,8 @@ final class UpgradeReader: ChannelInboundHandler, RemovableChannelHandler {
             try pipeline.addHandler(records, position: .after(self))
             try pipeline.addHandler(EarlyPayloadReader(early: early), position: .after(records))
             let mux = try pipeline.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init(), position: .last
+                mode: .client, connectionConfiguration: ClientFlowControl.connection, streamConfiguration: ClientFlowControl.stream,
+                position: .last
             ) { $0.eventLoop.makeSucceededVoidFuture() }
             let leftover = Array(rest.dropFirst(ControlWire.responseLength))
             if !leftover.isEmpty { context.fireChannelRead(wrapInboundOut(ByteBuffer(bytes: leftover))) }
@@ -524,5 +532,29 @@ extension ClientBootstrap {
         #else
         return self
         #endif
+    }
+}
+
+/// The HTTP/2 flow-control windows a control client announces: those of the official client, whose ts2021 connection is
+/// Go's http2.Transport (golang.org/x/net/http2: `transportDefaultStreamFlow = 4 << 20` as the initial stream window,
+/// `transportDefaultConnFlow = 1 << 30` for the connection). With NIOHTTP2's defaults (64 KiB each) a map stream's full
+/// map, over a megabyte at 10,000 nodes, needed a WINDOW_UPDATE round trip per 32 KiB: a client that is slow to answer
+/// (busy, or far away) held the server's writer back, and every update was a record for both sides to seal and open.
+enum ClientFlowControl {
+    static let streamWindow = 4 << 20
+    static let connectionWindow = 1 << 30
+
+    static var connection: NIOHTTP2Handler.ConnectionConfiguration {
+        var c = NIOHTTP2Handler.ConnectionConfiguration()
+        c.initialSettings = nioDefaultSettings.filter { $0.parameter != .initialWindowSize }
+            + [HTTP2Setting(parameter: .initialWindowSize, value: streamWindow)]
+        c.targetWindowSize = connectionWindow
+        return c
+    }
+
+    static var stream: NIOHTTP2Handler.StreamConfiguration {
+        var c = NIOHTTP2Handler.StreamConfiguration()
+        c.targetWindowSize = streamWindow
+        return c
     }
 }

@@ -56,13 +56,15 @@ public final class ChaCha20Poly1305Key: @unchecked Sendable {
     ///   - context: The calling thread's context.
     ///
     /// A buffer too small or a length beyond `Int32.max - 16` is a programming error and traps.
+    ///   - bigEndianCounter: The counter goes into the nonce big-endian (Tailscale's ts2021 records, controlbase)
+    ///     instead of WireGuard's little-endian.
     public func seal(counter: UInt64, buffer: UnsafeMutableRawBufferPointer, plaintextCount: Int,
-                     context: ChaCha20Poly1305Context) {
+                     context: ChaCha20Poly1305Context, bigEndianCounter: Bool = false) {
         precondition(plaintextCount >= 0 && plaintextCount <= Int(Int32.max) - Self.tagByteCount,
                      "plaintextCount out of range")
         precondition(buffer.count >= plaintextCount + Self.tagByteCount, "buffer has no room for the tag")
         let ctx = context.ctx
-        let ok = context.withNonce(counter: counter) { nonce -> Bool in
+        let ok = context.withNonce(counter: counter, bigEndian: bigEndianCounter) { nonce -> Bool in
             guard EVP_EncryptInit_ex(ctx, nil, nil, keyBytes, nonce) == 1 else { return false }
             var written: Int32 = 0
             if plaintextCount > 0 {
@@ -89,13 +91,14 @@ public final class ChaCha20Poly1305Key: @unchecked Sendable {
     /// - Returns: `true` if the tag was right. On `false` (bad tag, or a count shorter than a tag or
     ///   larger than `buffer`) the ciphertext bytes are overwritten with zeros, so no unauthenticated
     ///   plaintext is left behind; drop the packet.
+    ///   - bigEndianCounter: As in ``seal(counter:buffer:plaintextCount:context:bigEndianCounter:)``.
     public func open(counter: UInt64, buffer: UnsafeMutableRawBufferPointer, ciphertextAndTagCount: Int,
-                     context: ChaCha20Poly1305Context) -> Bool {
+                     context: ChaCha20Poly1305Context, bigEndianCounter: Bool = false) -> Bool {
         guard ciphertextAndTagCount >= Self.tagByteCount, ciphertextAndTagCount <= buffer.count,
               ciphertextAndTagCount <= Int(Int32.max) else { return false }
         let ciphertextCount = ciphertextAndTagCount - Self.tagByteCount
         let ctx = context.ctx
-        let ok = context.withNonce(counter: counter) { nonce -> Bool in
+        let ok = context.withNonce(counter: counter, bigEndian: bigEndianCounter) { nonce -> Bool in
             guard EVP_DecryptInit_ex(ctx, nil, nil, keyBytes, nonce) == 1 else { return false }
             let tag = buffer.baseAddress! + ciphertextCount
             guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, Int32(Self.tagByteCount), tag) == 1 else {
@@ -146,10 +149,10 @@ public final class ChaCha20Poly1305Context {
     }
 
     @inline(__always)
-    func withNonce<R>(counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+    func withNonce<R>(counter: UInt64, bigEndian: Bool = false, _ body: (UnsafePointer<UInt8>) -> R) -> R {
         var value = counter
         for i in 0..<8 {
-            nonce[4 + i] = UInt8(truncatingIfNeeded: value)
+            nonce[bigEndian ? 11 - i : 4 + i] = UInt8(truncatingIfNeeded: value)
             value >>= 8
         }
         return body(nonce)

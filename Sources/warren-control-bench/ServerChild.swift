@@ -51,8 +51,16 @@ func runServerChild(_ options: Options) async throws {
     }
     var generator = SystemRandomNumberGenerator()
     let controlKey = MachinePrivate.generate(using: &generator)
-    let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey,
-                                                   options: ControlServerOptions(host: "127.0.0.1", port: 0), logger: logger)
+    var serverOptions = ControlServerOptions(host: "127.0.0.1", port: 0)
+    // WARREN_BENCH_USER_TIMEOUT=<seconds> replaces the dead-peer detection's TCP_USER_TIMEOUT (0: no detection at all).
+    if let text = ProcessInfo.processInfo.environment["WARREN_BENCH_USER_TIMEOUT"], let seconds = Int(text) {
+        if seconds == 0 {
+            serverOptions.deadPeerDetection = nil
+        } else {
+            serverOptions.deadPeerDetection?.unacknowledgedTimeout = .seconds(seconds)
+        }
+    }
+    let server = try await ControlHTTPServer.start(engine: engine, controlKey: controlKey, options: serverOptions, logger: logger)
     // A second instance on the same database is given the first one's key.
     let authKey = !options.authKey.isEmpty ? options.authKey : try await store.transaction { tx in
         let owner = try tx.createUser(name: "bench", now: Date())
