@@ -126,12 +126,6 @@ public final class ControlClient: @unchecked Sendable {
         return (response.status, bodies)
     }
 
-    /// Stops or resumes reading from the connection (``ControlConnection/setReading(_:)``).
-    public func setReading(_ reading: Bool) async throws {
-        guard let connection else { throw ControlClientError(description: "not connected") }
-        try await connection.setReading(reading)
-    }
-
     public func close() async {
         await connection?.close()
     }

@@ -111,7 +111,6 @@ public final class ControlHTTPServer: Service, Sendable {
         let tls = options.tls
         let listenerGuard = ListenerGuard(name: "control", limits: options.limits, logger: logger)
         let idleTimeout = options.limits.idleTimeout
-        let deadPeerDetection = options.deadPeerDetection
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -120,9 +119,6 @@ public final class ControlHTTPServer: Service, Sendable {
             .deadPeerDetection(options.deadPeerDetection)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let deadPeerDetection {
-                        try channel.pipeline.syncOperations.addHandler(DeadPeerWatch(settings: deadPeerDetection))
-                    }
                     try listenerGuard.installConnectionHandlers(on: channel.pipeline.syncOperations)
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let http = PlainHTTPHandler(engine: engine, keyResponse: keyResponse, extraRoutes: extraRoutes,

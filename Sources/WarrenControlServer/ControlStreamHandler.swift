@@ -34,8 +34,8 @@ final class ControlStreamHandler: ChannelInboundHandler {
     private var charged = 0
     /// The request was refused while its body was arriving: the rest of it is dropped.
     private var refused = false
-    /// The map stream's writer, once the stream is open (events of the channel go to it).
-    private let writer = MapStreamWriterSlot()
+    /// Wakes a map stream's writer when the stream's channel becomes writable again.
+    private let writability = StreamWritability()
 
     init(engine: ControlEngine, machineKey: MachinePublic, logger: Logger, budget: TS2021ConnectionBudget? = nil) {
         self.engine = engine
@@ -92,12 +92,12 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         task?.cancel()
-        writer.close()
+        writability.close()
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { writer.writable() }
+        if context.channel.isWritable { writability.writable() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -108,7 +108,7 @@ final class ControlStreamHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         task?.cancel()
-        writer.close()
+        writability.close()
         budget?.release(charged)
         charged = 0
         if let connection = context.channel.parent { ConnectionTimeouts.streamClosed(on: connection) }
@@ -130,13 +130,13 @@ final class ControlStreamHandler: ChannelInboundHandler {
         let engine = engine
         let machineKey = machineKey
         let logger = logger
-        let writer = writer
+        let writability = writability
         if head.method == .POST && path == "/machine/register" {
             task = Task { await ControlStreamHandler.register(channel, body: body, engine: engine, machineKey: machineKey) }
         } else if head.method == .POST && path == "/machine/map" {
             task = Task {
                 await ControlStreamHandler.map(channel, body: body, engine: engine, machineKey: machineKey, logger: logger,
-                                               writer: writer)
+                                               writability: writability)
             }
         } else if ["/machine/update-health", "/machine/audit-log", "/machine/set-device-attr"].contains(path) {
             // Accepted and not acted on yet.
@@ -164,13 +164,12 @@ final class ControlStreamHandler: ChannelInboundHandler {
     }
 
     private static func map(_ channel: Channel, body: RequestBody, engine: ControlEngine, machineKey: MachinePublic,
-                            logger: Logger, writer: MapStreamWriterSlot) async {
-        // The request and the reply (large values) live only in `openMap`'s frame; the stream itself is written on the
-        // channel's event loop (``MapStreamWriter``), not by a task that lives as long as the stream.
+                            logger: Logger, writability: StreamWritability) async {
+        // The request and the reply (large values) live only in `openMap`'s frame; the long-lived part of this task, the
+        // stream's writer, holds the outbox.
         guard let (stream, compress) = await openMap(channel, body: body, engine: engine, machineKey: machineKey) else { return }
-        let started = MapStreamWriter(channel: channel, outbox: stream, compress: compress, logger: logger,
-                                      metrics: engine.metrics, encoder: engine.mapEncoder)
-        channel.eventLoop.execute { writer.start(started) }
+        await serveStream(channel, stream: stream, compress: compress, logger: logger, metrics: engine.metrics,
+                          encoder: engine.mapEncoder, writability: writability)
     }
 
     /// Decodes the request and asks the engine; answers a one-shot request (or a refusal) itself, and returns a stream's
@@ -203,6 +202,17 @@ final class ControlStreamHandler: ChannelInboundHandler {
         }
     }
 
+    static func serveMap(_ channel: Channel, reply: ControlEngine.MapReply, compress: Bool, logger: Logger,
+                         metrics: ControlMetrics, encoder: MapMessageEncoder, writability: StreamWritability) async {
+        switch reply {
+        case .single(let response):
+            serveSingle(channel, response: response, compress: compress, metrics: metrics, encoder: encoder)
+        case .stream(let stream):
+            await serveStream(channel, stream: stream, compress: compress, logger: logger, metrics: metrics, encoder: encoder,
+                              writability: writability)
+        }
+    }
+
     /// A one-shot map request's answer (nil: an empty body, for lite updates).
     static func serveSingle(_ channel: Channel, response: MapResponse?, compress: Bool, metrics: ControlMetrics,
                             encoder: MapMessageEncoder) {
@@ -218,6 +228,55 @@ final class ControlStreamHandler: ChannelInboundHandler {
             channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
         } catch {
             respond(channel, status: .internalServerError, text: "encoding failed: \(error)")
+        }
+    }
+
+    /// A long poll: the outbox's messages until it ends, with back-pressure.
+    static func serveStream(_ channel: Channel, stream: MapSessionOutbox, compress: Bool, logger: Logger,
+                            metrics: ControlMetrics, encoder: MapMessageEncoder, writability: StreamWritability) async {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/octet-stream")
+        // However the loop ends, the session ends with it (the engine forgets it and tells the peers).
+        defer { stream.cancel() }
+        do {
+            try await channel.writeAndFlush(
+                HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers))).get()
+            // Pacing waits on the channel's event loop timer.
+            let loop = channel.eventLoop
+            let sleep: @Sendable (Duration) async throws -> Void = { duration in
+                let (seconds, attoseconds) = duration.components
+                let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+                try await loop.scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+            }
+            // Back-pressure: nothing more is taken from the outbox (where changes merge) while the channel cannot
+            // take it, and a message goes out in pieces of at most `maximumPieceBytes`, each written before the next
+            // (a full map of 10,000 peers is over a megabyte, and every stream opening at once has one).
+            let account = encoder.streams
+            while true {
+                try await writability.wait(channel)
+                // The pieces only: a full map's plan (a reference per peer) is let go before the writing starts.
+                guard let pieces = try await stream.nextOutgoing(sleep: sleep)?.pieces(compress: compress, encoder: encoder) else {
+                    break
+                }
+                metrics.record(mapBytesSent: pieces.reduce(0) { $0 + $1.count })
+                for piece in pieces {
+                    var offset = 0
+                    while offset < piece.count {
+                        let end = min(piece.count, offset + maximumPieceBytes), size = end - offset
+                        try await writability.wait(channel)
+                        let buffer = ByteBuffer(bytes: piece[offset..<end])
+                        account.handedOver(size, streamOutstanding: size)
+                        defer { account.written(size) }
+                        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
+                        offset = end
+                    }
+                }
+            }
+            // The engine ended the stream (logout, deletion): finish the response.
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        } catch {
+            logger.debug("map stream ended", metadata: ["reason": "\(error)"])
+            channel.close(promise: nil)
         }
     }
 
@@ -305,185 +364,39 @@ public final class MapStreamWriterAccount: Sendable {
     }
 }
 
-/// Where a stream handler finds its map stream's writer once the stream is open (set and used on the channel's event
-/// loop only): the handler passes on writability and the stream's end.
-final class MapStreamWriterSlot: @unchecked Sendable {
-    private var writer: MapStreamWriter?
+/// Lets a map stream's writer (a task) wait until the stream's channel is writable: its handler is told by NIO
+/// (`channelWritabilityChanged`). The waiters are kept and woken on the channel's event loop only.
+final class StreamWritability: @unchecked Sendable {
+    private var waiters: [EventLoopPromise<Void>] = []
     private var closed = false
 
-    /// On the event loop: the stream is open; its writer starts (or, the stream being gone already, ends the session).
-    func start(_ started: MapStreamWriter) {
-        guard !closed else {
-            started.outbox.cancel()
-            return
-        }
-        writer = started
-        started.start()
+    /// Returns when the channel is writable; throws once the stream is gone.
+    func wait(_ channel: Channel) async throws {
+        if channel.isWritable { return }
+        try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            if channel.isWritable { return channel.eventLoop.makeSucceededVoidFuture() }
+            if self.closed { return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            self.waiters.append(promise)
+            return promise.futureResult
+        }.get()
     }
 
+    /// Writers waiting now (tests).
+    var waiting: Int { waiters.count }
+
     /// On the event loop: the channel became writable.
-    func writable() { writer?.pump() }
+    func writable() {
+        let woken = waiters
+        waiters = []
+        for promise in woken { promise.succeed() }
+    }
 
     /// On the event loop: the stream is gone.
     func close() {
         closed = true
-        writer?.stop()
-        writer = nil
-    }
-}
-
-/// A long poll's writer, on the stream channel's event loop: the outbox's messages (``MapSessionOutbox/poll(now:)``)
-/// until it ends, with back-pressure. It takes nothing from the outbox while the channel is not writable (changes merge
-/// there meanwhile), and writes a message in pieces of at most ``ControlStreamHandler/maximumPieceBytes``, each
-/// written before the next is handed over (a full map of 10,000 peers is over a megabyte, and every stream opening at
-/// once has one). Pacing waits on the loop's timer.
-///
-/// It was a task per stream before: each message cost the stream a wake-up of its task on the global executor and two
-/// hops to the event loop and back (a join at 10,000 streams: about a second of server CPU), and each stream kept its
-/// task's stack slabs (about 12 KB) as long as it lived.
-final class MapStreamWriter: @unchecked Sendable {
-    let outbox: MapSessionOutbox
-    private let channel: Channel
-    private let compress: Bool
-    private let logger: Logger
-    private let metrics: ControlMetrics
-    private let encoder: MapMessageEncoder
-    // Event-loop state.
-    private var pieces: [[UInt8]] = []
-    private var pieceIndex = 0
-    private var offset = 0
-    private var inFlight = false
-    private var done = false
-    private var pumping = false
-    private var again = false
-    private var timer: Scheduled<Void>?
-    private var timerDeadline: ContinuousClock.Instant?
-
-    init(channel: Channel, outbox: MapSessionOutbox, compress: Bool, logger: Logger, metrics: ControlMetrics,
-         encoder: MapMessageEncoder) {
-        self.channel = channel
-        self.outbox = outbox
-        self.compress = compress
-        self.logger = logger
-        self.metrics = metrics
-        self.encoder = encoder
-    }
-
-    /// On the event loop: sends the response head and starts taking messages.
-    func start() {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/octet-stream")
-        channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok, headers: headers)))
-            .whenFailure { [weak self] error in self?.fail(error) }
-        let loop = channel.eventLoop
-        // The outbox holds the wake (and so this writer) until the session ends.
-        outbox.setWake { [self] in loop.execute { self.pump() } }
-    }
-
-    /// On the event loop: the stream is gone; the session ends (the engine forgets it and tells the peers).
-    func stop() {
-        guard !done else { return }
-        done = true
-        timer?.cancel()
-        timer = nil
-        pieces = []
-        outbox.cancel()
-    }
-
-    private func fail(_ error: Error) {
-        logger.debug("map stream ended", metadata: ["reason": "\(error)"])
-        stop()
-        channel.close(promise: nil)
-    }
-
-    /// On the event loop: does everything that can be done now. Reentrant calls (a write that completes at once calls
-    /// back) make the running one go round again.
-    func pump() {
-        if pumping {
-            again = true
-            return
-        }
-        pumping = true
-        defer { pumping = false }
-        repeat {
-            again = false
-            step()
-        } while again
-    }
-
-    private func step() {
-        guard !done, !inFlight, channel.isWritable else { return }
-        // The rest of the message being written: its next piece.
-        while pieceIndex < pieces.count, offset >= pieces[pieceIndex].count {
-            pieceIndex += 1
-            offset = 0
-        }
-        if pieceIndex < pieces.count {
-            let piece = pieces[pieceIndex]
-            let end = min(piece.count, offset + ControlStreamHandler.maximumPieceBytes), size = end - offset
-            let buffer = ByteBuffer(bytes: piece[offset..<end])
-            offset = end
-            if pieceIndex == pieces.count - 1, offset >= piece.count {
-                // The message's last piece: its arrays are let go now, not when the next message comes.
-                pieces = []
-                pieceIndex = 0
-                offset = 0
-            }
-            inFlight = true
-            let account = encoder.streams
-            account.handedOver(size, streamOutstanding: size)
-            channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).whenComplete { [self] result in
-                account.written(size)
-                inFlight = false
-                switch result {
-                case .success: pump()
-                case .failure(let error): fail(error)
-                }
-            }
-            return
-        }
-        pieces = []
-        pieceIndex = 0
-        offset = 0
-        switch outbox.poll() {
-        case .item(let item):
-            do {
-                // The pieces only: a full map's plan (a reference per peer) is let go before the writing starts.
-                pieces = try item.pieces(compress: compress, encoder: encoder)
-            } catch {
-                fail(error)
-                return
-            }
-            metrics.record(mapBytesSent: pieces.reduce(0) { $0 + $1.count })
-            again = true
-        case .paced(let until):
-            schedule(at: until)
-        case .idle:
-            break
-        case .end(let finished):
-            done = true
-            timer?.cancel()
-            timer = nil
-            // Lets go of the wake (which holds this writer).
-            outbox.cancel()
-            // The engine ended the stream (logout, deletion): finish the response.
-            if finished {
-                channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenFailure { [weak self] error in self?.fail(error) }
-            }
-        }
-    }
-
-    /// Polls again at `deadline` (one timer, the earliest asked for).
-    private func schedule(at deadline: ContinuousClock.Instant) {
-        if let current = timerDeadline, current <= deadline, timer != nil { return }
-        timer?.cancel()
-        timerDeadline = deadline
-        let (seconds, attoseconds) = (deadline - ContinuousClock.now).components
-        let nanoseconds = max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
-        timer = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
-            timer = nil
-            timerDeadline = nil
-            pump()
-        }
+        let woken = waiters
+        waiters = []
+        for promise in woken { promise.fail(ChannelError.ioOnClosedChannel) }
     }
 }

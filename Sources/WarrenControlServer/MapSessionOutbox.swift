@@ -115,10 +115,6 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
         /// Times `pending` was merged while the writer was away (statistics), and its length after the last merge.
         var merges = 0
         var mergedCount = 0
-        /// A writer that polls (``poll(now:)``) instead of awaiting: called when there is something new for it.
-        var wake: (@Sendable () -> Void)?
-        /// A wake was called and the writer has not polled since (one wake per poll is enough).
-        var wakePending = false
     }
 
     /// Messages waiting for the writer beyond which they are merged as they arrive.
@@ -158,7 +154,6 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
     }
 
     private func append(_ item: MapOutgoing) {
-        var wake: (@Sendable () -> Void)?
         let (resume, pacer): (CheckedContinuation<MapOutgoing?, Never>?, CheckedContinuation<Void, Never>?) = state.withLock { s in
             guard !s.finished && !s.cancelled else { return (nil, nil) }
             s.appended += 1
@@ -177,23 +172,12 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                 s.mergedCount = s.pending.count
                 s.merges += 1
             }
-            if item.urgent {
-                s.urgentPending = true
-            }
-            wake = Self.takeWake(&s)
             guard item.urgent else { return (nil, nil) }
+            s.urgentPending = true
             return (nil, Self.takePacer(&s))
         }
         resume?.resume(returning: item)
         pacer?.resume()
-        wake?()
-    }
-
-    /// The polling writer's wake, once until it polls again.
-    private static func takeWake(_ s: inout State) -> (@Sendable () -> Void)? {
-        guard let wake = s.wake, !s.wakePending else { return nil }
-        s.wakePending = true
-        return wake
     }
 
     /// Ends the current pacing wait: the waiting writer, or the wait about to start.
@@ -246,7 +230,6 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
 
     /// Ends the session: the writer still gets what is queued, then the end.
     public func finish() {
-        var wake: (@Sendable () -> Void)?
         let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
             guard !s.finished && !s.cancelled else { return (nil, nil) }
             s.finished = true
@@ -259,17 +242,14 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
                 s.pacer = nil
                 pacer.resume()
             }
-            wake = Self.takeWake(&s)
             return (waiter, handler)
         }
         waiter?.resume(returning: nil)
-        wake?()
         handler?()
     }
 
     /// The writer is gone: drops what is queued and ends the session.
     public func cancel() {
-        var wake: (@Sendable () -> Void)?
         let (waiter, handler) = state.withLock { s -> (CheckedContinuation<MapOutgoing?, Never>?, (@Sendable () -> Void)?) in
             guard !s.cancelled else { return (nil, nil) }
             s.cancelled = true
@@ -284,83 +264,10 @@ public final class MapSessionOutbox: AsyncSequence, Sendable {
             s.onTermination = nil
             let waiter = s.waiter
             s.waiter = nil
-            // The polling writer is woken to learn of the end, and its wake (which holds it) is let go.
-            wake = s.wake
-            s.wake = nil
             return (waiter, handler)
         }
         waiter?.resume(returning: nil)
-        wake?()
         handler?()
-    }
-
-    // MARK: A writer that polls (on its channel's event loop)
-
-    /// What a polling writer does next.
-    public enum Poll {
-        /// Send this.
-        case item(MapOutgoing)
-        /// Something is queued, held back by pacing until then (an urgent message or the session's end wakes it).
-        case paced(until: ContinuousClock.Instant)
-        /// Nothing queued: the wake will come.
-        case idle
-        /// The session ended: `finished` when the engine ended it (finish the response), false when the writer went
-        /// away or was cancelled.
-        case end(finished: Bool)
-    }
-
-    /// Makes this outbox's writer a polling one: `wake` (called on any thread, at most once between two polls) says
-    /// there is something new to poll for. Replaces the async ``nextOutgoing(sleep:)``; one writer per outbox.
-    public func setWake(_ wake: @escaping @Sendable () -> Void) {
-        let now: Bool = state.withLock { s in
-            guard !s.cancelled else { return false }
-            s.wake = wake
-            s.wakePending = true
-            return true
-        }
-        if now { wake() }
-    }
-
-    /// The polling writer's next step, at `now`: the same messages, merging and pacing as ``nextOutgoing(sleep:)``,
-    /// without waiting.
-    public func poll(now: ContinuousClock.Instant = .now) -> Poll {
-        enum Step {
-            case item(MapOutgoing)
-            case merge([MapOutgoing])
-            case result(Poll)
-        }
-        let minimumInterval = minimumInterval
-        let step: Step = state.withLock { s in
-            s.wakePending = false
-            if s.cancelled { return .result(.end(finished: false)) }
-            if s.readyIndex < s.ready.count {
-                let item = s.ready[s.readyIndex]
-                s.readyIndex += 1
-                s.delivered += 1
-                return .item(item)
-            }
-            guard !s.pending.isEmpty else { return .result(s.finished ? .end(finished: true) : .idle) }
-            // Pacing: the rest of the interval since the last message, unless something urgent is queued or the
-            // session is ending (what is queued then goes at once).
-            if minimumInterval > .zero, !s.urgentPending, !s.finished, let last = s.lastDelivery {
-                let due = last.advanced(by: minimumInterval)
-                if due > now { return .result(.paced(until: due)) }
-            }
-            let taken = s.pending
-            s.pending = []
-            s.mergedCount = 0
-            s.urgentPending = false
-            return .merge(taken)
-        }
-        let item: MapOutgoing?
-        switch step {
-        case .result(let poll): return poll
-        case .item(let ready): item = ready
-        case .merge(let taken): item = handOver(Self.coalesce(taken))
-        }
-        guard let item else { return .end(finished: false) }
-        if minimumInterval > .zero { state.withLock { $0.lastDelivery = now } }
-        return .item(item)
     }
 
     /// Messages queued and not yet taken by the writer (merged ones count once).

@@ -195,13 +195,6 @@ public final class ControlConnection: @unchecked Sendable {
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
     /// Waits until the connection is closed.
-    /// Stops or resumes reading from the socket (what a client too busy to read looks like to the server: its
-    /// receive window fills and stays shut). For tests.
-    public func setReading(_ reading: Bool) async throws {
-        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
-        if reading { channel.read() }
-    }
-
     public func waitUntilClosed() async {
         try? await channel.closeFuture.get()
     }

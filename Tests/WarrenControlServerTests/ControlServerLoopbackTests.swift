@@ -20,7 +20,7 @@ final class ControlServerLoopbackTests: XCTestCase {
         var controlKey: MachinePublic
     }
 
-    func makeServer(policy: (any PacketFilterPolicy)? = nil, deadPeerDetection: DeadPeerDetection? = .standard,
+    func makeServer(policy: (any PacketFilterPolicy)? = nil,
                     configure: (inout ControlConfiguration) -> Void = { _ in }) async throws -> Harness {
         var configuration = ControlConfiguration(serverURL: "http://127.0.0.1:0")
         configuration.baseDomain = "lab.warren"
@@ -35,9 +35,8 @@ final class ControlServerLoopbackTests: XCTestCase {
         try await engine.load()
         var generator = TestGenerator(seed: 7)
         let key = MachinePrivate.generate(using: &generator)
-        var options = ControlServerOptions(host: "127.0.0.1", port: 0)
-        options.deadPeerDetection = deadPeerDetection
-        let server = try await ControlHTTPServer.start(engine: engine, controlKey: key, options: options, logger: logger)
+        let server = try await ControlHTTPServer.start(engine: engine, controlKey: key,
+                                                       options: ControlServerOptions(host: "127.0.0.1", port: 0), logger: logger)
         let port = try XCTUnwrap(server.port)
         await engine.setServerURL("http://127.0.0.1:\(port)")
         return Harness(server: server, store: store, engine: engine, port: port, controlKey: key.publicKey)
